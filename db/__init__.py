@@ -1,0 +1,1 @@
+"""medseg persistence: SQLAlchemy 2 models, engine/session factories and Alembic migrations."""

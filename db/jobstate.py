@@ -1,0 +1,46 @@
+"""The job state machine: the only place that decides which transitions are legal."""
+
+from __future__ import annotations
+
+from db.models import Job, JobState, utcnow
+
+_ALLOWED: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED, JobState.QUARANTINED}),
+    # RUNNING -> RUNNING: a worker died mid-job and the broker redelivered it.
+    JobState.RUNNING: frozenset(
+        {
+            JobState.RUNNING,
+            JobState.QUEUED,
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.QUARANTINED,
+        }
+    ),
+    JobState.SUCCEEDED: frozenset({JobState.QUEUED}),
+    JobState.FAILED: frozenset({JobState.QUEUED}),
+    JobState.QUARANTINED: frozenset({JobState.QUEUED}),
+}
+
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.QUARANTINED})
+
+
+class InvalidTransitionError(ValueError):
+    """A job was asked to move to a state it cannot reach from where it is."""
+
+
+def transition(job: Job, new_state: JobState, *, error: str | None = None) -> None:
+    """Move ``job`` to ``new_state``, stamping timings and counting attempts."""
+    if new_state not in _ALLOWED[job.state]:
+        raise InvalidTransitionError(f"job {job.id}: {job.state.value} -> {new_state.value}")
+    now = utcnow()
+    if new_state is JobState.RUNNING:
+        job.attempts += 1
+        job.started_at = now
+        job.finished_at = None
+    elif new_state is JobState.QUEUED:
+        job.enqueued_at = None
+        job.finished_at = None
+    else:
+        job.finished_at = now
+    job.error = error
+    job.state = new_state

@@ -1,0 +1,120 @@
+"""Thin C-STORE / C-ECHO handlers: validate, write atomically, record, answer a status."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_gateway import statuses
+from dicom_gateway.contexts import PROCESSED_SOP_CLASSES
+from dicom_gateway.records import instance_info, record_instance
+from dicom_gateway.storage import (
+    InsufficientSpaceError,
+    check_free_space,
+    instance_path,
+    write_atomic,
+)
+
+logger = logging.getLogger(__name__)
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+
+
+@dataclass(frozen=True)
+class StoreContext:
+    """Dependencies of the store handler, built by the server factory."""
+
+    storage_root: Path
+    session_factory: sessionmaker[Session]
+    min_free_bytes: int
+
+
+def _calling_ae(event: Any) -> str:
+    return str(event.assoc.requestor.ae_title).strip()
+
+
+def _validate(ds: Dataset, request: Any) -> tuple[int, str] | None:
+    """A (status, reason) for a dataset we must refuse, or None when it is acceptable."""
+    missing = [kw for kw in _REQUIRED_UIDS if not str(ds.get(kw, "")).strip()]
+    if missing:
+        return statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"missing {', '.join(missing)}"
+    if str(ds.SOPInstanceUID) != str(request.AffectedSOPInstanceUID):
+        return statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, "SOP Instance UID differs from request"
+    if str(ds.SOPClassUID) != str(request.AffectedSOPClassUID):
+        return statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, "SOP Class UID differs from request"
+    if str(ds.SOPClassUID) not in PROCESSED_SOP_CLASSES:
+        return statuses.SOP_CLASS_NOT_SUPPORTED, "SOP Class not processed by medseg"
+    if not any(kw in ds for kw in _PIXEL_KEYWORDS):
+        return statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, "image without pixel data"
+    return None
+
+
+def handle_store(event: Any, ctx: StoreContext) -> Dataset:
+    """EVT_C_STORE: a status dataset for every outcome; never raises into pynetdicom."""
+    calling = _calling_ae(event)
+    try:
+        check_free_space(ctx.storage_root, ctx.min_free_bytes)
+    except InsufficientSpaceError as exc:
+        logger.error("refusing instance from %s: storage low (%s)", calling, exc)
+        return statuses.status(statuses.OUT_OF_RESOURCES, "receiver storage full")
+
+    try:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        refusal = _validate(ds, event.request)
+    except Exception as exc:  # a malformed stream can raise anything from the decoder
+        logger.warning("cannot decode dataset from %s: %s", calling, type(exc).__name__)
+        return statuses.status(statuses.CANNOT_DECODE, "cannot decode dataset")
+    if refusal is not None:
+        code, reason = refusal
+        logger.warning("refusing instance from %s: %s (0x%04X)", calling, reason, code)
+        return statuses.status(code, reason)
+
+    path = instance_path(
+        ctx.storage_root, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+    )
+    try:
+        encoded = event.encoded_dataset()
+        write_atomic(path, encoded)
+    except OSError as exc:
+        reason = "disk full" if exc.errno == errno.ENOSPC else "cannot write instance"
+        logger.error("cannot store instance from %s: %s", calling, exc)
+        return statuses.status(statuses.OUT_OF_RESOURCES, reason)
+
+    info = instance_info(
+        ds,
+        transfer_syntax_uid=str(event.context.transfer_syntax),
+        calling_ae=calling,
+        path=str(path),
+        size_bytes=len(encoded),
+    )
+    try:
+        record_instance(ctx.session_factory, info)
+    except SQLAlchemyError as exc:
+        # The file is on disk; a resend overwrites it and records it. Ask the sender to retry.
+        logger.error("database unavailable, instance kept at %s: %s", path, type(exc).__name__)
+        return statuses.status(statuses.OUT_OF_RESOURCES, "database unavailable")
+    return statuses.status(statuses.SUCCESS)
+
+
+def handle_echo(event: Any) -> int:
+    logger.info("C-ECHO from %s", _calling_ae(event))
+    return statuses.SUCCESS
+
+
+def log_association(event: Any) -> None:
+    assoc = event.assoc
+    logger.info(
+        "%s: calling AE %s from %s",
+        event.event.name,
+        str(assoc.requestor.ae_title).strip(),
+        assoc.requestor.address,
+    )

@@ -1,0 +1,149 @@
+"""Record a received instance in the DB: study → series → instance, in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydicom import Dataset
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Instance, Series, SeriesStatus, Study, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """What the DB needs to know about one received instance (no patient identity)."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    modality: str
+    body_part_examined: str
+    series_description: str
+    image_type: str
+    instance_number: int | None
+    study_date: str | None
+    accession_number: str | None
+    calling_ae: str
+    path: str
+    size_bytes: int
+
+
+def _text(ds: Dataset, keyword: str, limit: int) -> str:
+    value = ds.get(keyword, "")
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip()[:limit]
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def instance_info(
+    ds: Dataset, *, transfer_syntax_uid: str, calling_ae: str, path: str, size_bytes: int
+) -> InstanceInfo:
+    return InstanceInfo(
+        study_uid=str(ds.StudyInstanceUID),
+        series_uid=str(ds.SeriesInstanceUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        sop_class_uid=str(ds.SOPClassUID),
+        transfer_syntax_uid=transfer_syntax_uid,
+        modality=_text(ds, "Modality", 16),
+        body_part_examined=_text(ds, "BodyPartExamined", 64),
+        series_description=_text(ds, "SeriesDescription", 64),
+        image_type=_text(ds, "ImageType", 128),
+        instance_number=_int_or_none(ds.get("InstanceNumber")),
+        study_date=_text(ds, "StudyDate", 8) or None,
+        accession_number=_text(ds, "AccessionNumber", 16) or None,
+        calling_ae=calling_ae[:16],
+        path=path,
+        size_bytes=size_bytes,
+    )
+
+
+def _upsert(session: Session, info: InstanceInfo, now: datetime) -> None:
+    study = session.scalar(select(Study).where(Study.study_instance_uid == info.study_uid))
+    if study is None:
+        study = Study(
+            study_instance_uid=info.study_uid,
+            study_date=info.study_date,
+            accession_number=info.accession_number,
+        )
+        session.add(study)
+        session.flush()
+
+    series = session.scalar(select(Series).where(Series.series_instance_uid == info.series_uid))
+    if series is None:
+        series = Series(
+            study_id=study.id,
+            series_instance_uid=info.series_uid,
+            modality=info.modality,
+            body_part_examined=info.body_part_examined,
+            series_description=info.series_description,
+            image_type=info.image_type,
+            sop_class_uid=info.sop_class_uid,
+            calling_ae=info.calling_ae,
+            first_received_at=now,
+            last_received_at=now,
+        )
+        session.add(series)
+        session.flush()
+    else:
+        series.last_received_at = now
+        if series.status is not SeriesStatus.RECEIVING:
+            logger.info("series %s reopened by a late instance", series.id)
+            series.status = SeriesStatus.RECEIVING
+            series.completed_at = None
+
+    instance = session.scalar(
+        select(Instance).where(Instance.sop_instance_uid == info.sop_instance_uid)
+    )
+    if instance is None:
+        session.add(
+            Instance(
+                series_id=series.id,
+                sop_instance_uid=info.sop_instance_uid,
+                sop_class_uid=info.sop_class_uid,
+                transfer_syntax_uid=info.transfer_syntax_uid,
+                instance_number=info.instance_number,
+                path=info.path,
+                size_bytes=info.size_bytes,
+                received_at=now,
+            )
+        )
+    else:
+        # Duplicate SOP Instance UID: the newest copy replaces the file and the record.
+        logger.info("instance %s received again; replacing", instance.id)
+        instance.series_id = series.id
+        instance.transfer_syntax_uid = info.transfer_syntax_uid
+        instance.path = info.path
+        instance.size_bytes = info.size_bytes
+        instance.received_at = now
+
+
+def record_instance(session_factory: sessionmaker[Session], info: InstanceInfo) -> None:
+    """Upsert ``info``; concurrent associations racing on the same study/series retry once."""
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        try:
+            with session_factory.begin() as session:
+                _upsert(session, info, utcnow())
+            return
+        except IntegrityError:
+            if attempt == attempts:
+                raise
+            logger.debug("concurrent insert for series; retrying (%d)", attempt)

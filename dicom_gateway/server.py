@@ -1,0 +1,93 @@
+"""Build and run the gateway: the AE with its handlers, and the completion monitor."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from db.session import make_engine, make_session_factory
+from dicom_gateway.contexts import supported_contexts
+from dicom_gateway.handlers import StoreContext, handle_echo, handle_store, log_association
+from dicom_gateway.monitor import CompletionMonitor
+from dicom_gateway.outbox import Publisher, celery_publisher
+from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def build_ae(settings: Settings) -> AE:
+    ae = AE(ae_title=settings.ae_title)
+    ae.supported_contexts = supported_contexts()
+    ae.maximum_pdu_size = settings.max_pdu
+    ae.maximum_associations = 32
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 60
+    ae.network_timeout = 60
+    return ae
+
+
+def start_gateway(
+    settings: Settings, publish: Publisher | None = None
+) -> tuple[ThreadedAssociationServer, CompletionMonitor]:
+    """Start listening and the completion monitor; returns both, running in threads."""
+    settings.incoming_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    session_factory = make_session_factory(engine)
+    if publish is None:
+        from worker.celery_app import create_celery
+
+        publish = celery_publisher(create_celery(settings))
+    ctx = StoreContext(
+        storage_root=settings.incoming_dir,
+        session_factory=session_factory,
+        min_free_bytes=settings.min_free_bytes,
+    )
+    handlers: list[Any] = [
+        (evt.EVT_C_STORE, handle_store, [ctx]),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_ACCEPTED, log_association),
+        (evt.EVT_REJECTED, log_association),
+    ]
+    server = build_ae(settings).start_server(
+        (settings.host, settings.port), block=False, evt_handlers=handlers
+    )
+    monitor = CompletionMonitor(
+        session_factory,
+        publish,
+        quiet_seconds=settings.series_quiet_seconds,
+        poll_seconds=settings.completion_poll_seconds,
+        max_attempts=settings.job_max_attempts,
+    )
+    monitor.start()
+    logger.info(
+        "gateway %s listening on %s:%d, storing to %s",
+        settings.ae_title,
+        settings.host,
+        settings.port,
+        settings.incoming_dir,
+    )
+    return server, monitor
+
+
+def serve(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then stop accepting, finish the monitor and return."""
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info("signal %d: shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    server, monitor = start_gateway(settings)
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        monitor.stop()

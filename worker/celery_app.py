@@ -1,0 +1,38 @@
+"""The Celery application (Redis broker, queues ``gpu`` and ``cpu``); no result backend."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from worker.settings import Settings, get_settings
+
+TASK_RUN_JOB = "medseg.run_job"
+QUEUES = ("gpu", "cpu")
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("medseg", broker=settings.broker_url, include=["worker.tasks"])
+    app.conf.update(
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="cpu",
+        task_acks_late=True,  # run_job is idempotent: a redelivered finished job is skipped
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_soft_time_limit=settings.job_time_limit_seconds,
+        task_time_limit=settings.job_time_limit_seconds + 60,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # Above the longest job, or Redis redelivers a job that is still running.
+            "visibility_timeout": 2 * settings.job_time_limit_seconds + 600,
+        },
+        task_serializer="json",
+        accept_content=["json"],
+        enable_utc=True,
+    )
+    return app
+
+
+app = create_celery(get_settings())

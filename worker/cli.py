@@ -1,0 +1,138 @@
+"""``medseg``: the one console script in front of every role."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker.logs import configure_logging
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    from dicom_gateway.server import serve
+    from worker.settings import get_settings
+
+    serve(get_settings())
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from worker.celery_app import app
+
+    argv = ["worker", "-Q", args.queues, "--loglevel", args.log_level, "-n", args.name]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    app.worker_main(argv)
+    return 0
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from db.migrate import current, upgrade
+    from worker.settings import get_settings
+
+    url = get_settings().database_url
+    if args.action == "upgrade":
+        upgrade(url, args.revision)
+    print(f"database at revision {current(url)}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from worker.registry import all_specs
+
+    for spec in all_specs():
+        print(f"{spec.name:24} {spec.version:8} queue={spec.queue:4} {spec.description}")
+    return 0
+
+
+def _format_measurements(values: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in values.items())
+
+
+def _cmd_process(args: argparse.Namespace) -> int:
+    from worker.batch import process_paths
+    from worker.device import resolve_device
+    from worker.registry import ModelCache
+    from worker.settings import get_settings
+
+    models = ModelCache(resolve_device(get_settings().device))
+    try:
+        rows, skipped = process_paths(args.paths, args.out, models)
+    except FileNotFoundError as exc:
+        print(f"medseg process: {exc}", file=sys.stderr)
+        return 2
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([row.as_json() for row in rows], indent=2))
+    else:
+        print(f"{'series':<20} {'modality':<8} {'model':<20} {'status':<10} measurements / error")
+        for row in rows:
+            detail = _format_measurements(row.measurements) if row.status == "succeeded" else row.error
+            print(
+                f"{row.series_uid[-20:]:<20} {row.modality:<8} {row.model or '-':<20} "
+                f"{row.status:<10} {detail}"
+            )
+            for output in row.outputs:
+                print(f"{'':<20} -> {output}")
+    if not rows:
+        print("medseg process: no DICOM series found", file=sys.stderr)
+        return 1
+    return 1 if any(row.status == "failed" for row in rows) else 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(args.dir, series=args.series, timeout=args.timeout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medseg", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("gateway", help="run the DICOM C-STORE/C-ECHO receiver").set_defaults(
+        func=_cmd_gateway
+    )
+
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--queues", default="gpu,cpu", help="comma-separated queues to consume")
+    worker.add_argument("--concurrency", type=int, default=0, help="processes (default: CPUs)")
+    worker.add_argument("--name", default="medseg@%h", help="Celery node name")
+    worker.set_defaults(func=_cmd_worker)
+
+    db = sub.add_parser("db", help="database migrations")
+    db.add_argument("action", choices=["upgrade", "current"])
+    db.add_argument("revision", nargs="?", default="head")
+    db.set_defaults(func=_cmd_db)
+
+    sub.add_parser("models", help="list registered models").set_defaults(func=_cmd_models)
+
+    process = sub.add_parser("process", help="run the pipeline on files/folders, no gateway")
+    process.add_argument("paths", nargs="+", type=Path)
+    process.add_argument("--out", type=Path, required=True, help="folder for SEG outputs")
+    process.add_argument("--json", action="store_true", help="print one JSON object per series")
+    process.set_defaults(func=_cmd_process)
+
+    demo = sub.add_parser("demo", help="gateway + worker + broker end to end on sample studies")
+    demo.add_argument("--dir", type=Path, default=Path("demo-data"))
+    demo.add_argument("--series", type=int, default=2, help="sample chest CT studies to send")
+    demo.add_argument("--timeout", type=float, default=180.0)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    args.log_level = args.log_level.upper()
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Run one queued job: the DB side of a task (state, attempts, result rows), no Celery here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.jobstate import TERMINAL, transition
+from db.models import Job, JobState, Measurement, OutputFile, Result, utcnow
+from dicom_gateway.storage import safe_component
+from worker.errors import PermanentError
+from worker.pipeline import SeriesResult, run_series
+from worker.registry import ModelCache, get_spec
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 10.0
+BACKOFF_MAX_SECONDS = 600.0
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff after ``attempt`` failed attempts (1 → 10 s, 2 → 20 s, ...)."""
+    return float(min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    paths: list[Path]
+    model_name: str
+    out_dir: Path
+
+
+def _claim(session_factory: sessionmaker[Session], job_id: int, results_root: Path) -> _Claimed | None:
+    with session_factory.begin() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None:
+            logger.error("job %s does not exist; message dropped", job_id)
+            return None
+        if job.state in TERMINAL:
+            logger.info("job %s already %s; duplicate delivery ignored", job_id, job.state.value)
+            return None
+        transition(job, JobState.RUNNING)
+        series = job.series
+        paths = sorted(Path(i.path) for i in series.instances)
+        out_dir = (
+            results_root
+            / safe_component(series.study.study_instance_uid)
+            / safe_component(series.series_instance_uid)
+            / f"job-{job.id}"
+        )
+        logger.info("job %s running (attempt %d, %d instances)", job.id, job.attempts, len(paths))
+        return _Claimed(paths=paths, model_name=job.model_name, out_dir=out_dir)
+
+
+def _record_success(session: Session, job: Job, result: SeriesResult) -> None:
+    transition(job, JobState.SUCCEEDED)
+    if job.model_version != result.spec.version:
+        logger.warning(
+            "job %s queued for %s %s, ran %s", job.id, job.model_name, job.model_version,
+            result.spec.version,
+        )
+    session.add(
+        Result(
+            job_id=job.id,
+            model_name=result.spec.name,
+            model_version=result.spec.version,
+            weights_sha256=result.spec.weights_sha256,
+            inference_seconds=result.timings.get("infer", 0.0),
+            measurements=[
+                Measurement(key=m.key, label=m.label, value=m.value, unit=m.unit)
+                for m in result.measurements
+            ],
+            outputs=[
+                OutputFile(kind=o.kind, path=str(o.path), sop_instance_uid=o.sop_instance_uid)
+                for o in result.outputs
+            ],
+        )
+    )
+
+
+def _record_failure(
+    session_factory: sessionmaker[Session], job_id: int, exc: Exception
+) -> JobState:
+    with session_factory.begin() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        assert job is not None
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        if isinstance(exc, PermanentError):
+            transition(job, JobState.FAILED, error=reason)
+            logger.warning("job %s failed: %s", job_id, reason)
+        elif job.attempts >= job.max_attempts:
+            transition(job, JobState.QUARANTINED, error=reason)
+            logger.error("job %s quarantined after %d attempts: %s", job_id, job.attempts, reason)
+        else:
+            transition(job, JobState.QUEUED, error=reason)
+            job.not_before = utcnow() + timedelta(seconds=backoff_seconds(job.attempts))
+            logger.warning("job %s will be retried: %s", job_id, reason)
+        return job.state
+
+
+def execute_job(
+    session_factory: sessionmaker[Session], models: ModelCache, results_root: Path, job_id: int
+) -> JobState | None:
+    """Run job ``job_id`` to its next state; None when there was nothing to do."""
+    claimed = _claim(session_factory, job_id, results_root)
+    if claimed is None:
+        return None
+    try:
+        spec = get_spec(claimed.model_name)
+    except KeyError as exc:
+        return _record_failure(session_factory, job_id, PermanentError(str(exc)))
+    try:
+        result = run_series(claimed.paths, models, claimed.out_dir, spec=spec)
+    except Exception as exc:  # every failure is recorded; the error class decides retry
+        logger.debug("job %s raised", job_id, exc_info=True)
+        return _record_failure(session_factory, job_id, exc)
+    with session_factory.begin() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        assert job is not None
+        _record_success(session, job, result)
+    logger.info("job %s succeeded in %.2f s", job_id, sum(result.timings.values()))
+    return JobState.SUCCEEDED

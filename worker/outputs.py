@@ -1,0 +1,57 @@
+"""What a model returns: coded segments with masks, and measurements with units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class CodedConcept:
+    value: str
+    scheme: str
+    meaning: str
+
+
+ANATOMICAL_STRUCTURE = CodedConcept("91723000", "SCT", "Anatomical Structure")
+
+
+@dataclass(frozen=True)
+class SegmentKind:
+    """A segment's identity: label, SNOMED property category/type and display colour (RGB)."""
+
+    label: str
+    property_type: CodedConcept
+    color: tuple[int, int, int]
+    property_category: CodedConcept = ANATOMICAL_STRUCTURE
+
+
+LEFT_LUNG = SegmentKind("Left lung", CodedConcept("44029006", "SCT", "Left lung"), (128, 174, 128))
+RIGHT_LUNG = SegmentKind(
+    "Right lung", CodedConcept("3341006", "SCT", "Right lung"), (111, 184, 210)
+)
+
+
+@dataclass
+class Segment:
+    kind: SegmentKind
+    mask: npt.NDArray[np.bool_]  # same shape as the input frames: (frames, rows, columns)
+
+
+@dataclass(frozen=True)
+class MeasurementValue:
+    """One measurement. ``key`` is ``name_unit`` as in ``--json`` (e.g. ``lung_volume_ml``)."""
+
+    key: str
+    label: str
+    value: float
+    unit: str  # UCUM
+
+
+@dataclass
+class ModelOutput:
+    segments: list[Segment]
+    measurements: list[MeasurementValue] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)

@@ -1,0 +1,1 @@
+"""Synthetic studies with exact ground truth, for tests, the demo and training."""

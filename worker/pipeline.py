@@ -1,0 +1,79 @@
+"""One series through the stages: load → route → infer → export. Shared by tasks and batch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worker.errors import NoModelError
+from worker.loading import LoadedSeries, load_series
+from worker.outputs import MeasurementValue
+from worker.registry import ModelCache, ModelSpec
+from worker.routing import route
+from worker.seg_export import write_seg
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    kind: str
+    path: Path
+    sop_instance_uid: str
+
+
+@dataclass
+class SeriesResult:
+    spec: ModelSpec
+    measurements: list[MeasurementValue]
+    outputs: list[OutputRecord]
+    warnings: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_loaded(
+    series: LoadedSeries, spec: ModelSpec, models: ModelCache, out_dir: Path
+) -> SeriesResult:
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    model = models.get(spec)
+    timings["load_model"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    output = model.predict(series)
+    timings["infer"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    seg_path, seg_uid = write_seg(series, output, spec, out_dir / "seg.dcm")
+    timings["export"] = time.perf_counter() - start
+    for warning in output.warnings:
+        logger.warning("%s: %s", spec.name, warning)
+    return SeriesResult(
+        spec=spec,
+        measurements=output.measurements,
+        outputs=[OutputRecord("seg", seg_path, seg_uid)],
+        warnings=output.warnings,
+        timings=timings,
+    )
+
+
+def run_series(
+    paths: Sequence[Path], models: ModelCache, out_dir: Path, spec: ModelSpec | None = None
+) -> SeriesResult:
+    """Process one series' files; ``spec`` pins the model (as a queued job does)."""
+    start = time.perf_counter()
+    series = load_series(paths)
+    load_seconds = time.perf_counter() - start
+    if spec is None:
+        spec = route(series.tags)
+        if spec is None:
+            raise NoModelError(
+                f"no model accepts modality={series.tags.modality!r} "
+                f"body part={series.tags.body_part_examined!r}"
+            )
+    result = run_loaded(series, spec, models, out_dir)
+    result.timings["load"] = load_seconds
+    return result

@@ -1,0 +1,81 @@
+"""Model registry: every module in ``worker.models`` exposing ``SPEC`` is a model.
+
+Adding a model is adding one module with a ``SPEC = ModelSpec(...)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from worker.loading import LoadedSeries
+    from worker.outputs import ModelOutput
+    from worker.routing import SeriesTags
+
+Queue = Literal["cpu", "gpu"]
+
+
+class Model(Protocol):
+    """A loaded model: built once per worker process, called for many series."""
+
+    def predict(self, series: LoadedSeries) -> ModelOutput: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    version: str
+    queue: Queue
+    description: str
+    accepts: Callable[[SeriesTags], bool]
+    load: Callable[[str], Model]  # device -> model
+    algorithm_family: str = "ArtificialIntelligence"  # a CID 7162 keyword
+    priority: int = 0
+    weights_sha256: str | None = None
+
+
+@lru_cache(maxsize=1)
+def _discover() -> tuple[ModelSpec, ...]:
+    import worker.models as package
+
+    specs: list[ModelSpec] = []
+    for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{package.__name__}.{module_info.name}")
+        spec = getattr(module, "SPEC", None)
+        if isinstance(spec, ModelSpec):
+            specs.append(spec)
+    names = [s.name for s in specs]
+    if len(names) != len(set(names)):
+        raise RuntimeError(f"duplicate model names in worker.models: {names}")
+    return tuple(specs)
+
+
+def all_specs() -> tuple[ModelSpec, ...]:
+    return _discover()
+
+
+def get_spec(name: str) -> ModelSpec:
+    for spec in _discover():
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no model named {name!r}; known: {[s.name for s in _discover()]}")
+
+
+class ModelCache:
+    """Loads each model once per process (per device) and hands out the same instance."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._models: dict[str, Model] = {}
+
+    def get(self, spec: ModelSpec) -> Model:
+        model = self._models.get(spec.name)
+        if model is None:
+            model = spec.load(self.device)
+            self._models[spec.name] = model
+        return model

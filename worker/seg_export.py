@@ -1,0 +1,78 @@
+"""Write a model's segments as a DICOM Segmentation (highdicom), strict and valid."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from pydicom.sr.codedict import codes
+
+from worker import __version__
+from worker.loading import LoadedSeries
+from worker.outputs import CodedConcept, ModelOutput
+from worker.registry import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+SEG_SERIES_NUMBER = 9901
+
+
+def _code(concept: CodedConcept) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(concept.value, concept.scheme, concept.meaning)
+
+
+def _color(rgb: tuple[int, int, int]) -> hd.color.CIELabColor:
+    return hd.color.CIELabColor.from_rgb(*rgb)
+
+
+def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.seg.Segmentation:
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=spec.name,
+        family=getattr(codes.cid7162, spec.algorithm_family),
+        version=spec.version,
+        source="medseg",
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=segment.kind.label,
+            segmented_property_category=_code(segment.kind.property_category),
+            segmented_property_type=_code(segment.kind.property_type),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            display_color=_color(segment.kind.color),
+        )
+        for number, segment in enumerate(output.segments, start=1)
+    ]
+    stacked = np.stack([s.mask for s in output.segments], axis=-1).astype(np.uint8)
+    return hd.seg.Segmentation(
+        source_images=series.datasets,
+        pixel_array=stacked,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="medseg",
+        manufacturer_model_name=spec.name,
+        software_versions=f"medseg {__version__}; {spec.name} {spec.version}",
+        device_serial_number="0",
+        series_description=f"medseg {spec.name}"[:64],
+        content_label="MEDSEG",
+        content_description=spec.description[:64],
+    )
+
+
+def write_seg(
+    series: LoadedSeries, output: ModelOutput, spec: ModelSpec, path: Path
+) -> tuple[Path, str]:
+    """Build and save the SEG; returns (path, SOP Instance UID)."""
+    seg = build_seg(series, output, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    seg.save_as(tmp, enforce_file_format=True)
+    tmp.replace(path)
+    return path, str(seg.SOPInstanceUID)

@@ -1,0 +1,85 @@
+"""One typed settings object for every medseg role, read from ``MEDSEG_*`` env vars and ``.env``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings shared by the gateway, the workers and the CLI.
+
+    Every field can be set as ``MEDSEG_<FIELD>`` (for example ``MEDSEG_PORT=11112``).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDSEG_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Field(
+        default=Path("medseg-data"),
+        description="Root for received instances (incoming/), results (results/) and the SQLite DB.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means SQLite at DATA_DIR/medseg.db.",
+    )
+    broker_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL."
+    )
+
+    ae_title: str = Field(default="MEDSEG", min_length=1, max_length=16)
+    host: str = Field(default="0.0.0.0", description="Address the gateway listens on.")  # noqa: S104
+    port: int = Field(default=11112, ge=1, le=65535)
+    max_pdu: int = Field(default=0, ge=0, description="Maximum PDU we receive; 0 = unlimited.")
+    min_free_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=0,
+        description="Refuse new instances (status A700) when the storage disk has less free space.",
+    )
+
+    series_quiet_seconds: float = Field(
+        default=10.0, gt=0, description="A series with no new instance for this long is complete."
+    )
+    completion_poll_seconds: float = Field(default=1.0, gt=0)
+
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_time_limit_seconds: int = Field(default=1800, ge=10)
+    device: str = Field(default="auto", description="auto, cpu or cuda[:N].")
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title_is_valid(cls, value: str) -> str:
+        if not value.strip() or "\\" in value or not value.isascii():
+            raise ValueError("MEDSEG_AE_TITLE must be 1-16 ASCII characters without backslash")
+        return value.strip()
+
+    @field_validator("device")
+    @classmethod
+    def _device_is_valid(cls, value: str) -> str:
+        if value not in ("auto", "cpu") and not value.startswith("cuda"):
+            raise ValueError("MEDSEG_DEVICE must be auto, cpu or cuda[:N]")
+        return value
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'medseg.db').resolve()}"
+        return self
+
+    @property
+    def incoming_dir(self) -> Path:
+        return self.data_dir / "incoming"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process, validated once at start."""
+    return Settings()

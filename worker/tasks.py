@@ -1,0 +1,38 @@
+"""Thin Celery tasks: take an ID, call plain functions, nothing else."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import worker_process_init
+
+from worker.celery_app import TASK_RUN_JOB, app
+from worker.context import WorkerContext
+
+logger = logging.getLogger(__name__)
+
+_context: WorkerContext | None = None
+
+
+def context() -> WorkerContext:
+    """This process's context (engine, model cache), built once per worker process."""
+    global _context  # noqa: PLW0603 - one per process, built after fork
+    if _context is None:
+        _context = WorkerContext.create()
+    return _context
+
+
+@worker_process_init.connect
+def _init_process(**_: Any) -> None:
+    global _context  # noqa: PLW0603
+    _context = WorkerContext.create()
+
+
+@app.task(name=TASK_RUN_JOB, acks_late=True, ignore_result=True)
+def run_job(job_id: int) -> str | None:
+    from worker.jobs import execute_job
+
+    ctx = context()
+    state = execute_job(ctx.session_factory, ctx.models, ctx.settings.results_dir, job_id)
+    return state.value if state else None

@@ -1,0 +1,45 @@
+"""Synthetic DICOM factories for tests (nothing committed as blobs, nothing downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
+from worker.phantoms.chest_ct import ChestPhantom, make_chest_phantom, write_chest_series
+
+_CACHE: dict[tuple[int, int, int], ChestPhantom] = {}
+
+
+def chest_phantom(seed: int = 0, slices: int = 24, size: int = 128) -> ChestPhantom:
+    key = (seed, slices, size)
+    if key not in _CACHE:
+        _CACHE[key] = make_chest_phantom(seed=seed, slices=slices, size=size, pixel_spacing=2.6)
+    return _CACHE[key]
+
+
+def chest_series(folder: Path, seed: int = 0, slices: int = 24, **kwargs: str) -> list[Path]:
+    return write_chest_series(chest_phantom(seed, slices), folder, **kwargs)
+
+
+def minimal_image(sop_class: str, modality: str, with_pixels: bool = True) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = modality
+    ds.PatientID = "TEST"
+    if with_pixels:
+        ds.Rows = ds.Columns = 8
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 0
+        ds.PixelData = np.zeros((8, 8), dtype="<u2").tobytes()
+    return ds

@@ -1,0 +1,241 @@
+"""The store handler over real loopback associations (pynetdicom SCU → our SCP)."""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pynetdicom import AE, StoragePresentationContexts, build_context
+from pynetdicom.sop_class import RTPlanStorage, Verification
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Instance, Job, JobState, Series, SeriesStatus, Study
+from dicom_gateway import statuses
+from dicom_gateway.server import start_gateway
+from tests.factories import chest_series, minimal_image
+from worker.localstack import free_port
+from worker.settings import Settings
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, str]] = []
+        self.down = False
+
+    def __call__(self, job_id: int, queue: str) -> str:
+        if self.down:
+            raise ConnectionError("broker down")
+        self.sent.append((job_id, queue))
+        return f"task-{job_id}"
+
+
+@pytest.fixture
+def publisher() -> RecordingPublisher:
+    return RecordingPublisher()
+
+
+@pytest.fixture
+def gateway(
+    settings: Settings, session_factory: sessionmaker[Session], publisher: RecordingPublisher
+) -> Iterator[Settings]:
+    settings = settings.model_copy(update={"port": free_port()})
+    server, monitor = start_gateway(settings, publish=publisher)
+    yield settings
+    server.shutdown()
+    monitor.stop()
+
+
+def _associate(settings: Settings, contexts: list | None = None):  # type: ignore[no-untyped-def]
+    ae = AE(ae_title="TESTSCU")
+    ae.requested_contexts = contexts or [
+        *StoragePresentationContexts[:100],
+        build_context(Verification),
+    ]
+    assoc = ae.associate("127.0.0.1", settings.port, ae_title=settings.ae_title)
+    assert assoc.is_established
+    return assoc
+
+
+def _wait(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_echo(gateway: Settings) -> None:
+    assoc = _associate(gateway)
+    assert assoc.send_c_echo().Status == statuses.SUCCESS
+    assoc.release()
+
+
+def test_series_is_stored_recorded_completed_and_enqueued_once(
+    gateway: Settings,
+    session_factory: sessionmaker[Session],
+    publisher: RecordingPublisher,
+    tmp_path: Path,
+) -> None:
+    paths = chest_series(tmp_path / "src", 0, slices=8)
+    assoc = _associate(gateway)
+    for path in paths:
+        assert assoc.send_c_store(path).Status == statuses.SUCCESS
+    assoc.release()
+
+    with session_factory() as session:
+        instances = session.scalars(select(Instance)).all()
+        assert len(instances) == 8
+        for instance in instances:
+            stored = Path(instance.path)
+            assert stored.is_relative_to(gateway.incoming_dir)
+            # Written as received: the same bytes as the source data set, no re-encoding.
+            original = next(p for p in paths if pydicom.dcmread(p).SOPInstanceUID == instance.sop_instance_uid)
+            assert pydicom.dcmread(stored).PixelData == pydicom.dcmread(original).PixelData
+        assert session.scalar(select(Study.study_instance_uid)) == pydicom.dcmread(paths[0]).StudyInstanceUID
+
+    _wait(lambda: len(publisher.sent) == 1)
+    time.sleep(3 * gateway.completion_poll_seconds)  # and no second job later
+    with session_factory() as session:
+        series = session.scalars(select(Series)).one()
+        jobs = session.scalars(select(Job)).all()
+    assert series.status is SeriesStatus.COMPLETE
+    assert [(j.model_name, j.queue, j.state) for j in jobs] == [("lung-ct-threshold", "cpu", JobState.QUEUED)]
+    assert publisher.sent == [(jobs[0].id, "cpu")]
+    assert jobs[0].enqueued_at is not None
+
+
+def test_broker_outage_keeps_the_job_in_the_outbox(
+    gateway: Settings,
+    session_factory: sessionmaker[Session],
+    publisher: RecordingPublisher,
+    tmp_path: Path,
+) -> None:
+    publisher.down = True
+    assoc = _associate(gateway)
+    for path in chest_series(tmp_path / "src", 1, slices=4):
+        assert assoc.send_c_store(path).Status == statuses.SUCCESS
+    assoc.release()
+    _wait(lambda: _job_count(session_factory) == 1)
+    time.sleep(0.5)
+    assert publisher.sent == []
+    publisher.down = False
+    _wait(lambda: len(publisher.sent) == 1)
+
+
+def _job_count(session_factory: sessionmaker[Session]) -> int:
+    with session_factory() as session:
+        return len(session.scalars(select(Job)).all())
+
+
+def test_unsupported_sop_class_is_refused_with_0122(gateway: Settings) -> None:
+    ds = minimal_image(RTPlanStorage, "RTPLAN", with_pixels=False)
+    assoc = _associate(gateway, [build_context(RTPlanStorage)])
+    status = assoc.send_c_store(ds)
+    assoc.release()
+    assert status.Status == statuses.SOP_CLASS_NOT_SUPPORTED
+    assert "not processed" in status.ErrorComment
+
+
+def test_image_without_pixel_data_is_refused_with_a900(gateway: Settings) -> None:
+    assoc = _associate(gateway)
+    status = assoc.send_c_store(minimal_image(CT, "CT", with_pixels=False))
+    assoc.release()
+    assert status.Status == statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    assert "pixel" in status.ErrorComment
+
+
+def _send_raw_c_store(assoc, sop_class: str, payload: bytes) -> int:  # type: ignore[no-untyped-def]
+    """A C-STORE whose data set is ``payload`` as is: no encoder between us and the wire."""
+    from io import BytesIO
+
+    from pydicom.uid import generate_uid
+    from pynetdicom.dimse_primitives import C_STORE
+
+    context = assoc._get_valid_context(sop_class, "", "scu")
+    request = C_STORE()
+    request.MessageID = 7
+    request.AffectedSOPClassUID = sop_class
+    request.AffectedSOPInstanceUID = generate_uid()
+    request.Priority = 2
+    request.DataSet = BytesIO(payload)
+    assoc.dimse.send_msg(request, context.context_id)
+    _, response = assoc.dimse.get_msg(block=True)
+    return int(response.Status)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff\xfe\x00\x01" * 64 + b"not dicom",
+        b"\x08\x00\x16\x00\xff\xff\xff\x7f",  # a tag claiming 2 GiB of value
+        b"\x08\x00\x16\x00UI\x1a\x001.2.840.10008.5.1.4.",  # truncated mid-value
+    ],
+)
+def test_bytes_that_are_not_a_data_set_get_a_failure_status(
+    gateway: Settings, session_factory: sessionmaker[Session], payload: bytes
+) -> None:
+    assoc = _associate(gateway)
+    status = _send_raw_c_store(assoc, CT, payload)
+    # The gateway is still up and answering on the same association.
+    assert assoc.send_c_echo().Status == statuses.SUCCESS
+    assoc.release()
+    assert status in (statuses.CANNOT_DECODE, statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS)
+    assert _job_count(session_factory) == 0
+    assert not any(gateway.incoming_dir.rglob("*.dcm"))
+
+
+def test_full_disk_answers_out_of_resources(
+    gateway: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def no_space(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("dicom_gateway.handlers.write_atomic", no_space)
+    assoc = _associate(gateway)
+    status = assoc.send_c_store(chest_series(tmp_path, 0, slices=2)[0])
+    assoc.release()
+    assert status.Status == statuses.OUT_OF_RESOURCES
+    assert status.ErrorComment == "disk full"
+
+
+def test_free_space_threshold_refuses_before_writing(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"port": free_port(), "min_free_bytes": 1 << 62})
+    server, monitor = start_gateway(settings, publish=RecordingPublisher())
+    try:
+        assoc = _associate(settings)
+        status = assoc.send_c_store(chest_series(tmp_path, 0, slices=2)[0])
+        assoc.release()
+    finally:
+        server.shutdown()
+        monitor.stop()
+    assert status.Status == statuses.OUT_OF_RESOURCES
+    assert not any(settings.incoming_dir.rglob("*.dcm"))
+
+
+def test_database_down_keeps_the_file_and_asks_for_a_resend(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(
+        update={"port": free_port(), "database_url": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    )
+    server, monitor = start_gateway(settings, publish=RecordingPublisher())
+    try:
+        assoc = _associate(settings)
+        status = assoc.send_c_store(chest_series(tmp_path, 0, slices=2)[0])
+        assoc.release()
+    finally:
+        server.shutdown()
+        monitor.stop()
+    assert status.Status == statuses.OUT_OF_RESOURCES
+    assert status.ErrorComment == "database unavailable"
+    assert len(list(settings.incoming_dir.rglob("*.dcm"))) == 1

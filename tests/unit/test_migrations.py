@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from db.migrate import current, upgrade
+from db.models import Base
+from db.session import make_engine
+
+
+def test_upgrade_from_nothing_and_models_match_migrations(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh' / 'medseg.db'}"
+    upgrade(url)
+    assert current(url) is not None
+    upgrade(url)  # idempotent
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == [], f"models and migrations differ; add a revision: {diff}"

@@ -46,7 +46,7 @@ def complete_quiet_series(
         ).all()
     for series_id in candidates:
         with session_factory.begin() as session:
-            claimed = session.execute(
+            claimed = session.execute(  # type: ignore[attr-defined]
                 update(Series)
                 .where(
                     Series.id == series_id,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pydicom.uid import (
+    JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -56,7 +56,7 @@ def supported_contexts() -> list[PresentationContext]:
     (SOP Class not supported) with a reason, instead of a silent context rejection.
     """
     contexts = [
-        build_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
+        build_context(str(cx.abstract_syntax), ACCEPTED_TRANSFER_SYNTAXES)
         for cx in AllStoragePresentationContexts
     ]
     contexts.extend(VerificationPresentationContexts)

@@ -79,7 +79,10 @@ def handle_store(event: Any, ctx: StoreContext) -> Dataset:
         return statuses.status(code, reason)
 
     path = instance_path(
-        ctx.storage_root, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+        ctx.storage_root,
+        str(ds.StudyInstanceUID),
+        str(ds.SeriesInstanceUID),
+        str(ds.SOPInstanceUID),
     )
     try:
         encoded = event.encoded_dataset()

@@ -37,7 +37,9 @@ def dispatch_pending(
         try:
             task_id = publish(job_id, queue)
         except Exception as exc:  # the broker's client raises many kinds; all mean "not sent"
-            logger.warning("broker unavailable, %d job(s) wait in the outbox: %s", len(pending) - sent, exc)
+            logger.warning(
+                "broker unavailable, %d job(s) wait in the outbox: %s", len(pending) - sent, exc
+            )
             break
         with session_factory.begin() as session:
             job = session.get(Job, job_id)

@@ -57,6 +57,7 @@ def start_gateway(
     server = build_ae(settings).start_server(
         (settings.host, settings.port), block=False, evt_handlers=handlers
     )
+    assert server is not None  # block=False always returns the server
     monitor = CompletionMonitor(
         session_factory,
         publish,

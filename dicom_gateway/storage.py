@@ -29,7 +29,10 @@ def safe_component(uid: str) -> str:
 
 def instance_path(root: Path, study_uid: str, series_uid: str, sop_uid: str) -> Path:
     return (
-        root / safe_component(study_uid) / safe_component(series_uid) / f"{safe_component(sop_uid)}.dcm"
+        root
+        / safe_component(study_uid)
+        / safe_component(series_uid)
+        / f"{safe_component(sop_uid)}.dcm"
     )
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 from worker.phantoms.chest_ct import ChestPhantom, make_chest_phantom, write_chest_series
 
@@ -22,6 +22,24 @@ def chest_phantom(seed: int = 0, slices: int = 24, size: int = 128) -> ChestPhan
 
 def chest_series(folder: Path, seed: int = 0, slices: int = 24, **kwargs: str) -> list[Path]:
     return write_chest_series(chest_phantom(seed, slices), folder, **kwargs)
+
+
+def file_with_meta(path: Path, sop_class: str, body: bytes) -> Path:
+    """A Part 10 file: valid preamble and file meta, then ``body`` as the data set bytes."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = True
+    buffer.is_implicit_VR = False
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    path.write_bytes(b"\x00" * 128 + b"DICM" + buffer.getvalue() + body)
+    return path
 
 
 def minimal_image(sop_class: str, modality: str, with_pixels: bool = True) -> Dataset:

@@ -49,14 +49,18 @@ class BatchRow:
 def iter_files(inputs: Iterable[Path]) -> Iterator[Path]:
     for item in inputs:
         if item.is_dir():
-            yield from sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
+            yield from sorted(
+                p for p in item.rglob("*") if p.is_file() and not p.name.startswith(".")
+            )
         elif item.is_file():
             yield item
         else:
             raise FileNotFoundError(f"no such file or folder: {item}")
 
 
-def process_paths(inputs: Iterable[Path], out_dir: Path, models: ModelCache) -> tuple[list[BatchRow], list[tuple[Path, str]]]:
+def process_paths(
+    inputs: Iterable[Path], out_dir: Path, models: ModelCache
+) -> tuple[list[BatchRow], list[tuple[Path, str]]]:
     """Run every series found under ``inputs``; returns (one row per series, skipped files)."""
     groups, skipped = read_headers(iter_files(inputs))
     rows: list[BatchRow] = []

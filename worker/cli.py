@@ -71,7 +71,9 @@ def _cmd_process(args: argparse.Namespace) -> int:
     else:
         print(f"{'series':<20} {'modality':<8} {'model':<20} {'status':<10} measurements / error")
         for row in rows:
-            detail = _format_measurements(row.measurements) if row.status == "succeeded" else row.error
+            detail = (
+                _format_measurements(row.measurements) if row.status == "succeeded" else row.error
+            )
             print(
                 f"{row.series_uid[-20:]:<20} {row.modality:<8} {row.model or '-':<20} "
                 f"{row.status:<10} {detail}"

@@ -83,9 +83,7 @@ def run_demo(workdir: Path, *, series: int = 2, timeout: float = 180.0) -> int:
         upgrade(env["MEDSEG_DATABASE_URL"])
         gateway = start_medseg(["gateway"], env, logs / "gateway.log")
         processes.append(gateway)
-        processes.append(
-            start_medseg(["worker", "--concurrency", "1"], env, logs / "worker.log")
-        )
+        processes.append(start_medseg(["worker", "--concurrency", "1"], env, logs / "worker.log"))
         wait_for_port(port, process=gateway)
         print(f"gateway MEDSEG listening on 127.0.0.1:{port}; logs in {logs}")
 

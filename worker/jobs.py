@@ -34,7 +34,9 @@ class _Claimed:
     out_dir: Path
 
 
-def _claim(session_factory: sessionmaker[Session], job_id: int, results_root: Path) -> _Claimed | None:
+def _claim(
+    session_factory: sessionmaker[Session], job_id: int, results_root: Path
+) -> _Claimed | None:
     with session_factory.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None:
@@ -60,7 +62,10 @@ def _record_success(session: Session, job: Job, result: SeriesResult) -> None:
     transition(job, JobState.SUCCEEDED)
     if job.model_version != result.spec.version:
         logger.warning(
-            "job %s queued for %s %s, ran %s", job.id, job.model_name, job.model_version,
+            "job %s queued for %s %s, ran %s",
+            job.id,
+            job.model_name,
+            job.model_version,
             result.spec.version,
         )
     session.add(

@@ -13,7 +13,7 @@ import numpy.typing as npt
 import pydicom
 from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels.processing import apply_modality_lut
 
 from worker.errors import InputError
 from worker.routing import SeriesTags
@@ -34,7 +34,8 @@ class VolumeGeometry:
 
     @property
     def normal(self) -> npt.NDArray[np.float64]:
-        return np.cross(self.row_cosine, self.column_cosine)
+        normal: npt.NDArray[np.float64] = np.cross(self.row_cosine, self.column_cosine)
+        return normal
 
     @property
     def slice_locations(self) -> npt.NDArray[np.float64]:
@@ -45,10 +46,11 @@ class VolumeGeometry:
         locations = self.slice_locations
         if len(locations) == 1:
             raise InputError("one slice has no thickness from positions")
-        gaps = np.abs(np.diff(locations))
-        left = np.concatenate([[gaps[0]], gaps])
-        right = np.concatenate([gaps, [gaps[-1]]])
-        return (left + right) / 2.0
+        gaps: npt.NDArray[np.float64] = np.abs(np.diff(locations))
+        left = np.concatenate([gaps[:1], gaps])
+        right = np.concatenate([gaps, gaps[-1:]])
+        thickness: npt.NDArray[np.float64] = (left + right) / 2.0
+        return thickness
 
     def voxel_volumes_ml(self) -> npt.NDArray[np.float64]:
         """Volume in mL of one voxel of each slice."""
@@ -144,7 +146,11 @@ def _decode(ds: Dataset) -> npt.NDArray[np.float32]:
         pixels = ds.pixel_array
     except Exception as exc:  # decoders raise many types on damaged or unsupported data
         raise InputError(f"cannot decode pixel data: {exc}") from exc
-    values = apply_modality_lut(pixels, ds) if "RescaleSlope" in ds or "ModalityLUTSequence" in ds else pixels
+    values = (
+        apply_modality_lut(pixels, ds)
+        if "RescaleSlope" in ds or "ModalityLUTSequence" in ds
+        else pixels
+    )
     return np.asarray(values, dtype=np.float32)
 
 
@@ -171,4 +177,6 @@ def load_series(paths: Sequence[Path]) -> LoadedSeries:
         locations = geometry.slice_locations
         if len(np.unique(np.round(locations, 3))) != len(locations):
             raise InputError("two slices share a position (duplicate or mixed stacks)")
-    return LoadedSeries(datasets=datasets, frames=stacked, tags=tags_of(datasets[0]), geometry=geometry)
+    return LoadedSeries(
+        datasets=datasets, frames=stacked, tags=tags_of(datasets[0]), geometry=geometry
+    )

@@ -22,7 +22,9 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -47,8 +49,19 @@ def start_redis(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / "redis.log", "wb")  # noqa: SIM115 - owned by the child process
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -86,11 +99,24 @@ def dcmtk_env() -> dict[str, str]:
     return {**os.environ, "TCP_NODELAY": "1"}
 
 
-def storescu(folder: Path, port: int, called_ae: str, calling_ae: str = "STORESCU") -> subprocess.CompletedProcess[str]:
+def storescu(
+    folder: Path, port: int, called_ae: str, calling_ae: str = "STORESCU"
+) -> subprocess.CompletedProcess[str]:
     """Send every file under ``folder`` with DCMTK's storescu (recursive, scanning)."""
     return subprocess.run(
-        ["storescu", "-aet", calling_ae, "-aec", called_ae, "+sd", "+r", "-nh",
-         "127.0.0.1", str(port), str(folder)],
+        [
+            "storescu",
+            "-aet",
+            calling_ae,
+            "-aec",
+            called_ae,
+            "+sd",
+            "+r",
+            "-nh",
+            "127.0.0.1",
+            str(port),
+            str(folder),
+        ],
         env=dcmtk_env(),
         capture_output=True,
         text=True,

@@ -24,11 +24,14 @@ def print_results(session_factory: sessionmaker[Session], out: TextIO) -> None:
             )
             .order_by(Series.id)
         ).all()
-        header = f"{'series':<22} {'mod':<4} {'n':>4} {'model':<20} {'state':<11} {'try':>3}  measurements"
+        header = (
+            f"{'series':<22} {'mod':<4} {'n':>4} {'model':<20} {'state':<11} {'try':>3}"
+            "  measurements"
+        )
         print(header, file=out)
         print("-" * len(header), file=out)
         for series in series_rows:
-            jobs = series.jobs or [None]
+            jobs: list[Job | None] = list(series.jobs) or [None]
             for job in jobs:
                 measures = ""
                 outputs: list[str] = []

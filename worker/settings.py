@@ -21,7 +21,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(
         default=Path("medseg-data"),
-        description="Root for received instances (incoming/), results (results/) and the SQLite DB.",
+        description="Root of incoming/ (instances), results/ and the default SQLite DB.",
     )
     database_url: str = Field(
         default="",

@@ -16,7 +16,11 @@ from tests.factories import chest_series
 def _medseg(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", "--log-level", "WARNING", *args],
-        capture_output=True, text=True, timeout=300, cwd=cwd, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        check=False,
     )
 
 
@@ -24,15 +28,30 @@ def test_process_json_one_object_per_series(tmp_path: Path) -> None:
     chest_series(tmp_path / "in" / "a", 0, slices=10)
     chest_series(tmp_path / "in" / "b", 1, slices=10, body_part="ABDOMEN", series_description="ABD")
     (tmp_path / "in" / "notes.txt").write_text("not DICOM")
-    done = _medseg("process", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--json", cwd=tmp_path)
+    done = _medseg(
+        "process", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--json", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     rows = {row["status"]: row for row in json.loads(done.stdout)}
     assert set(rows) == {"succeeded", "skipped"}
     ok = rows["succeeded"]
-    assert set(ok) == {"study_uid", "series_uid", "modality", "model", "model_version", "status",
-                       "error", "measurements", "outputs"}
+    assert set(ok) == {
+        "study_uid",
+        "series_uid",
+        "modality",
+        "model",
+        "model_version",
+        "status",
+        "error",
+        "measurements",
+        "outputs",
+    }
     assert ok["modality"] == "CT" and ok["model"] == "lung-ct-threshold" and ok["error"] is None
-    assert set(ok["measurements"]) == {"left_lung_volume_ml", "right_lung_volume_ml", "lung_volume_ml"}
+    assert set(ok["measurements"]) == {
+        "left_lung_volume_ml",
+        "right_lung_volume_ml",
+        "lung_volume_ml",
+    }
     (seg_path,) = ok["outputs"]
     seg = pydicom.dcmread(seg_path)
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == ok["study_uid"]

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Instance, Job, JobState, Series, SeriesStatus, Study
 from dicom_gateway import statuses
 from dicom_gateway.server import start_gateway
-from tests.factories import chest_series, minimal_image
+from tests.factories import chest_series, file_with_meta, minimal_image
 from worker.localstack import free_port
 from worker.settings import Settings
 
@@ -97,9 +97,14 @@ def test_series_is_stored_recorded_completed_and_enqueued_once(
             stored = Path(instance.path)
             assert stored.is_relative_to(gateway.incoming_dir)
             # Written as received: the same bytes as the source data set, no re-encoding.
-            original = next(p for p in paths if pydicom.dcmread(p).SOPInstanceUID == instance.sop_instance_uid)
+            original = next(
+                p for p in paths if pydicom.dcmread(p).SOPInstanceUID == instance.sop_instance_uid
+            )
             assert pydicom.dcmread(stored).PixelData == pydicom.dcmread(original).PixelData
-        assert session.scalar(select(Study.study_instance_uid)) == pydicom.dcmread(paths[0]).StudyInstanceUID
+        assert (
+            session.scalar(select(Study.study_instance_uid))
+            == pydicom.dcmread(paths[0]).StudyInstanceUID
+        )
 
     _wait(lambda: len(publisher.sent) == 1)
     time.sleep(3 * gateway.completion_poll_seconds)  # and no second job later
@@ -107,7 +112,9 @@ def test_series_is_stored_recorded_completed_and_enqueued_once(
         series = session.scalars(select(Series)).one()
         jobs = session.scalars(select(Job)).all()
     assert series.status is SeriesStatus.COMPLETE
-    assert [(j.model_name, j.queue, j.state) for j in jobs] == [("lung-ct-threshold", "cpu", JobState.QUEUED)]
+    assert [(j.model_name, j.queue, j.state) for j in jobs] == [
+        ("lung-ct-threshold", "cpu", JobState.QUEUED)
+    ]
     assert publisher.sent == [(jobs[0].id, "cpu")]
     assert jobs[0].enqueued_at is not None
 
@@ -152,25 +159,6 @@ def test_image_without_pixel_data_is_refused_with_a900(gateway: Settings) -> Non
     assert "pixel" in status.ErrorComment
 
 
-def _send_raw_c_store(assoc, sop_class: str, payload: bytes) -> int:  # type: ignore[no-untyped-def]
-    """A C-STORE whose data set is ``payload`` as is: no encoder between us and the wire."""
-    from io import BytesIO
-
-    from pydicom.uid import generate_uid
-    from pynetdicom.dimse_primitives import C_STORE
-
-    context = assoc._get_valid_context(sop_class, "", "scu")
-    request = C_STORE()
-    request.MessageID = 7
-    request.AffectedSOPClassUID = sop_class
-    request.AffectedSOPInstanceUID = generate_uid()
-    request.Priority = 2
-    request.DataSet = BytesIO(payload)
-    assoc.dimse.send_msg(request, context.context_id)
-    _, response = assoc.dimse.get_msg(block=True)
-    return int(response.Status)
-
-
 @pytest.mark.parametrize(
     "payload",
     [
@@ -180,10 +168,19 @@ def _send_raw_c_store(assoc, sop_class: str, payload: bytes) -> int:  # type: ig
     ],
 )
 def test_bytes_that_are_not_a_data_set_get_a_failure_status(
-    gateway: Settings, session_factory: sessionmaker[Session], payload: bytes
+    gateway: Settings,
+    session_factory: sessionmaker[Session],
+    payload: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from pynetdicom import _config
+
+    # Send the file's bytes after its meta header as they are, without pydicom in between.
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+    path = file_with_meta(tmp_path / "bad.dcm", CT, payload)
     assoc = _associate(gateway)
-    status = _send_raw_c_store(assoc, CT, payload)
+    status = assoc.send_c_store(path).Status
     # The gateway is still up and answering on the same association.
     assert assoc.send_c_echo().Status == statuses.SUCCESS
     assoc.release()

@@ -16,11 +16,15 @@ from worker.jobs import backoff_seconds, execute_job
 from worker.registry import ModelCache
 
 
-def _queue_job(session_factory: sessionmaker[Session], paths: list[Path], max_attempts: int = 3) -> int:
+def _queue_job(
+    session_factory: sessionmaker[Session], paths: list[Path], max_attempts: int = 3
+) -> int:
     header = pydicom.dcmread(paths[0], stop_before_pixels=True)
     with session_factory.begin() as session:
         study = Study(study_instance_uid=str(header.StudyInstanceUID))
-        series = Series(study=study, series_instance_uid=str(header.SeriesInstanceUID), modality="CT")
+        series = Series(
+            study=study, series_instance_uid=str(header.SeriesInstanceUID), modality="CT"
+        )
         session.add_all([study, series])
         for path in paths:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -34,8 +38,13 @@ def _queue_job(session_factory: sessionmaker[Session], paths: list[Path], max_at
                     size_bytes=path.stat().st_size,
                 )
             )
-        job = Job(series=series, model_name="lung-ct-threshold", model_version="1.0.0", queue="cpu",
-                  max_attempts=max_attempts)
+        job = Job(
+            series=series,
+            model_name="lung-ct-threshold",
+            model_version="1.0.0",
+            queue="cpu",
+            max_attempts=max_attempts,
+        )
         session.add(job)
         session.flush()
         return job.id
@@ -83,7 +92,9 @@ def test_bad_input_fails_at_once_with_its_reason(
         del ds.PixelSpacing
         ds.save_as(path)
     job_id = _queue_job(session_factory, paths)
-    assert execute_job(session_factory, ModelCache("cpu"), tmp_path / "r", job_id) is JobState.FAILED
+    assert (
+        execute_job(session_factory, ModelCache("cpu"), tmp_path / "r", job_id) is JobState.FAILED
+    )
     with session_factory() as session:
         job = session.get_one(Job, job_id)
     assert job.attempts == 1

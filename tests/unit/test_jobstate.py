@@ -7,7 +7,9 @@ from db.models import Job, JobState
 
 
 def _job(state: JobState) -> Job:
-    return Job(id=1, series_id=1, model_name="m", model_version="1", queue="cpu", state=state, attempts=0)
+    return Job(
+        id=1, series_id=1, model_name="m", model_version="1", queue="cpu", state=state, attempts=0
+    )
 
 
 def test_happy_path_counts_attempts_and_stamps_times() -> None:

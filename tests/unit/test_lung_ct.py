@@ -16,7 +16,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / (a.sum() + b.sum()))
 
 
-def _geometry(n: int, spacing: float, slice_gap: float, row_cosine: tuple[float, float, float]) -> VolumeGeometry:
+def _geometry(
+    n: int, spacing: float, slice_gap: float, row_cosine: tuple[float, float, float]
+) -> VolumeGeometry:
     positions = np.array([[0.0, 0.0, k * slice_gap] for k in range(n)])
     return VolumeGeometry(
         row_cosine=np.array(row_cosine),
@@ -47,7 +49,9 @@ def test_golden_phantom_dice_and_volumes(tmp_path: Path, seed: int) -> None:
 def test_left_is_named_from_patient_coordinates_not_columns() -> None:
     phantom = chest_phantom(0)
     flipped = phantom.hu[:, :, ::-1].astype(np.float32)
-    geometry = _geometry(len(flipped), phantom.pixel_spacing, phantom.slice_spacing, (-1.0, 0.0, 0.0))
+    geometry = _geometry(
+        len(flipped), phantom.pixel_spacing, phantom.slice_spacing, (-1.0, 0.0, 0.0)
+    )
     left, right = segment_lungs(flipped, geometry)
     assert dice(left, phantom.left_lung[:, :, ::-1]) >= 0.97
     assert dice(right, phantom.right_lung[:, :, ::-1]) >= 0.97

@@ -21,7 +21,9 @@ def fake_redis(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeRedis:
     import kombu.transport.redis as transport
 
     client = fakeredis.FakeRedis()
-    monkeypatch.setattr(transport.Channel, "_create_client", lambda self, asynchronous=False: client)
+    monkeypatch.setattr(
+        transport.Channel, "_create_client", lambda self, asynchronous=False: client
+    )
     return client
 
 
@@ -38,7 +40,9 @@ def _add_job(session_factory: sessionmaker[Session], queue: str, **fields: objec
 def test_queued_jobs_are_published_once_to_their_queue(
     fake_redis: fakeredis.FakeRedis, settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
-    publish = celery_publisher(create_celery(settings.model_copy(update={"broker_url": "redis://fake:6379/0"})))
+    publish = celery_publisher(
+        create_celery(settings.model_copy(update={"broker_url": "redis://fake:6379/0"}))
+    )
     gpu_job = _add_job(session_factory, "gpu")
     cpu_job = _add_job(session_factory, "cpu")
     later = _add_job(session_factory, "cpu", not_before=utcnow() + timedelta(hours=1))

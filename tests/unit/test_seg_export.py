@@ -32,9 +32,14 @@ def test_lung_seg_reads_back_and_is_a_valid_iod(tmp_path: Path) -> None:
 
     # Every voxel survives the round trip, per segment.
     frames = seg.pixel_array
-    frame_segments = [f.SegmentIdentificationSequence[0].ReferencedSegmentNumber for f in seg.PerFrameFunctionalGroupsSequence]
+    frame_segments = [
+        f.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+        for f in seg.PerFrameFunctionalGroupsSequence
+    ]
     for number, segment in enumerate(output.segments, start=1):
-        voxels = sum(int(frame.sum()) for frame, s in zip(frames, frame_segments, strict=True) if s == number)
+        voxels = sum(
+            int(frame.sum()) for frame, s in zip(frames, frame_segments, strict=True) if s == number
+        )
         assert voxels == int(np.count_nonzero(segment.mask))
 
     assert dciodvfy_errors(path) == []

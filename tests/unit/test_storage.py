@@ -17,7 +17,9 @@ def test_well_formed_uid_is_kept() -> None:
     assert safe_component("1.2.840.10008.5.1.4.1.1.2") == "1.2.840.10008.5.1.4.1.1.2"
 
 
-@pytest.mark.parametrize("uid", ["../../etc/passwd", "1.2/../../x", "", "1.2.3\\4", "a" * 65, "1..2"])
+@pytest.mark.parametrize(
+    "uid", ["../../etc/passwd", "1.2/../../x", "", "1.2.3\\4", "a" * 65, "1..2"]
+)
 def test_hostile_uid_cannot_leave_the_root(tmp_path: Path, uid: str) -> None:
     path = instance_path(tmp_path, uid, uid, uid)
     assert path.resolve().is_relative_to(tmp_path.resolve())

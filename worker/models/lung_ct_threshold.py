@@ -76,7 +76,7 @@ def _remove_airways(candidates: Mask, body: Mask, pixel_area_mm2: float) -> Mask
 
 
 def _components_by_size(mask: Mask) -> tuple[npt.NDArray[np.int32], list[int]]:
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     sizes = np.bincount(labels.ravel())[1:]
     order = [int(i) + 1 for i in np.argsort(sizes)[::-1]]
     return labels.astype(np.int32), order
@@ -127,11 +127,12 @@ def segment_lungs(hu: npt.NDArray[np.float32], geometry: VolumeGeometry) -> tupl
     if not volumes or volumes[0] < MIN_LUNG_ML:
         raise InputError("no lungs found: is this a chest CT with the lungs in view?")
     if len(volumes) == 2 and volumes[1] >= 0.1 * volumes[0]:
-        parts: tuple[Mask, Mask] | None = (labels == order[0], labels == order[1])
+        parts = (labels == order[0], labels == order[1])
     else:
-        parts = _split_two(labels == order[0])
-        if parts is None:
+        split = _split_two(labels == order[0])
+        if split is None:
             raise InputError("lungs could not be separated into left and right")
+        parts = split
     first, second = (_fill_slices(p) for p in parts)
     overlap = first & second
     first, second = first & ~overlap, second & ~overlap

@@ -13,7 +13,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from pydicom import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
 
 Mask = npt.NDArray[np.bool_]
 
@@ -55,9 +60,12 @@ def make_chest_phantom(
     lz = zz / lung_half_height
 
     def lung(cx: float) -> Mask:
-        return ((xx - cx) / (55 * scale)) ** 2 + ((yy + 5) / (70 * scale)) ** 2 + lz**2 <= 1
+        inside: Mask = ((xx - cx) / (55 * scale)) ** 2 + ((yy + 5) / (70 * scale)) ** 2 + lz**2 <= 1
+        return inside
 
-    heart = ((xx - 25) / 45) ** 2 + ((yy + 30) / 40) ** 2 + ((zz + 0.2 * lung_half_height) / 50) ** 2 <= 1
+    heart = ((xx - 25) / 45) ** 2 + ((yy + 30) / 40) ** 2 + (
+        (zz + 0.2 * lung_half_height) / 50
+    ) ** 2 <= 1
     right_lung = lung(-72 * scale) & ~heart
     left_lung = lung(72 * scale) & ~heart
     lungs = left_lung | right_lung

@@ -1,0 +1,165 @@
+"""storescu → gateway → Redis → Celery worker → SEG, on PostgreSQL, all real processes."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from db.jobstate import TERMINAL
+from db.models import Instance, Job, JobState, Result, Series, SeriesStatus
+from db.session import make_engine, make_session_factory
+from tests.conftest import dciodvfy_errors, need_tool
+from tests.factories import chest_phantom, chest_series
+from worker.localstack import dcmtk_env, free_port, start_medseg, stop, storescu, wait_for_port
+from worker.phantoms.chest_ct import phantom_volume_ml
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Stack:
+    port: int
+    data_dir: Path
+    logs: Path
+    session_factory: sessionmaker[Session]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, postgres_url: str
+) -> Iterator[Stack]:
+    need_tool("storescu")
+    root = tmp_path_factory.mktemp("stack")
+    port = free_port()
+    env = {
+        "MEDSEG_DATA_DIR": str(root / "data"),
+        "MEDSEG_DATABASE_URL": postgres_url,
+        "MEDSEG_BROKER_URL": redis_url,
+        "MEDSEG_HOST": "127.0.0.1",
+        "MEDSEG_PORT": str(port),
+        "MEDSEG_AE_TITLE": "MEDSEG",
+        "MEDSEG_SERIES_QUIET_SECONDS": "1.5",
+        "MEDSEG_COMPLETION_POLL_SECONDS": "0.2",
+        "MEDSEG_MIN_FREE_BYTES": "0",
+    }
+    gateway = start_medseg(["gateway"], env, root / "gateway.log")
+    worker = start_medseg(["worker", "--concurrency", "1"], env, root / "worker.log")
+    engine = make_engine(postgres_url)
+    try:
+        wait_for_port(port, process=gateway)
+        yield Stack(port, root / "data", root, make_session_factory(engine))
+    finally:
+        stop(gateway)
+        stop(worker)
+        engine.dispose()
+
+
+def _logs(stack: Stack) -> str:
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in stack.logs.glob("*.log")
+    )
+
+
+def _wait_terminal(stack: Stack, series_uids: set[str], timeout: float = 120.0) -> list[Job]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with stack.session_factory() as session:
+            jobs = session.scalars(
+                select(Job)
+                .join(Series)
+                .where(Series.series_instance_uid.in_(series_uids))
+                .options(
+                    selectinload(Job.series),
+                    selectinload(Job.results).selectinload(Result.measurements),
+                    selectinload(Job.results).selectinload(Result.outputs),
+                )
+            ).all()
+        if len(jobs) >= len(series_uids) and all(j.state in TERMINAL for j in jobs):
+            return list(jobs)
+        time.sleep(0.3)
+    raise AssertionError(f"jobs did not finish in {timeout} s\n{_logs(stack)}")
+
+
+def test_echoscu_verifies_the_gateway(stack: Stack) -> None:
+    need_tool("echoscu")
+    done = subprocess.run(
+        ["echoscu", "-aec", "MEDSEG", "127.0.0.1", str(stack.port)],
+        env=dcmtk_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_storescu_folder_to_valid_seg_through_redis_and_postgres(
+    stack: Stack, tmp_path: Path
+) -> None:
+    folder = tmp_path / "send"
+    uids: dict[str, int] = {}
+    for seed in (0, 1):
+        paths = chest_series(folder / f"s{seed}", seed, slices=20)
+        uids[str(pydicom.dcmread(paths[0]).SeriesInstanceUID)] = seed
+    (folder / "README.txt").write_text("storescu skips what is not DICOM")
+
+    done = storescu(folder, stack.port, "MEDSEG")
+    assert done.returncode == 0, done.stderr
+
+    jobs = _wait_terminal(stack, set(uids))
+    assert len(jobs) == 2, "exactly one job per series"
+    for job in jobs:
+        assert job.state is JobState.SUCCEEDED, job.error
+        assert job.series.status is SeriesStatus.COMPLETE
+        phantom = chest_phantom(uids[job.series.series_instance_uid], 20)
+        (result,) = job.results
+        measures = {m.key: m.value for m in result.measurements}
+        assert measures["left_lung_volume_ml"] == pytest.approx(
+            phantom_volume_ml(phantom.left_lung, phantom), rel=0.03
+        )
+        assert measures["right_lung_volume_ml"] == pytest.approx(
+            phantom_volume_ml(phantom.right_lung, phantom), rel=0.03
+        )
+        (output,) = result.outputs
+        seg_path = Path(output.path)
+        assert seg_path.is_relative_to(stack.data_dir)
+        seg = pydicom.dcmread(seg_path)
+        assert seg.Modality == "SEG"
+        assert seg.SeriesInstanceUID != job.series.series_instance_uid
+        referenced = {
+            item.ReferencedSOPInstanceUID
+            for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+        }
+        with stack.session_factory() as session:
+            stored = set(
+                session.scalars(
+                    select(Instance.sop_instance_uid).where(Instance.series_id == job.series_id)
+                ).all()
+            )
+        assert len(stored) == 20
+        assert referenced <= stored
+        assert dciodvfy_errors(seg_path) == []
+
+
+def test_a_resent_series_is_stored_once(stack: Stack, tmp_path: Path) -> None:
+    paths = chest_series(tmp_path / "again", 2, slices=6)
+    for _ in range(2):
+        assert storescu(tmp_path / "again", stack.port, "MEDSEG").returncode == 0
+    series_uid = str(pydicom.dcmread(paths[0]).SeriesInstanceUID)
+    _wait_terminal(stack, {series_uid})
+    with stack.session_factory() as session:
+        series = session.scalars(
+            select(Series).where(Series.series_instance_uid == series_uid)
+        ).one()
+        count = len(session.scalars(select(Instance).where(Instance.series_id == series.id)).all())
+    assert count == 6
+    files = list(stack.data_dir.joinpath("incoming").rglob(f"*/{series_uid}/*.dcm"))
+    assert len(files) == 6

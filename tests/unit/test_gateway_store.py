@@ -236,3 +236,46 @@ def test_database_down_keeps_the_file_and_asks_for_a_resend(
     assert status.Status == statuses.OUT_OF_RESOURCES
     assert status.ErrorComment == "database unavailable"
     assert len(list(settings.incoming_dir.rglob("*.dcm"))) == 1
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [
+        "1.2.840.10008.1.2.5",  # RLE Lossless
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    ],
+)
+def test_compressed_instances_are_stored_as_received_and_decodable(
+    gateway: Settings, session_factory: sessionmaker[Session], tmp_path: Path, syntax: str
+) -> None:
+    from pydicom.uid import UID
+
+    from worker.loading import load_series
+
+    sources = chest_series(tmp_path / "src", 0, slices=3)
+    expected = [pydicom.dcmread(p).pixel_array for p in sources]
+    compressed = []
+    for path in sources:
+        ds = pydicom.dcmread(path)
+        ds.compress(UID(syntax))
+        compressed.append(ds)
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CT, [syntax])
+    assoc = ae.associate("127.0.0.1", gateway.port, ae_title=gateway.ae_title)
+    assert assoc.is_established
+    for ds in compressed:
+        assert assoc.send_c_store(ds).Status == statuses.SUCCESS
+    assoc.release()
+
+    with session_factory() as session:
+        stored = session.scalars(select(Instance)).all()
+    assert {i.transfer_syntax_uid for i in stored} == {syntax}
+    by_uid = {ds.SOPInstanceUID: ds for ds in compressed}
+    for instance in stored:
+        on_disk = pydicom.dcmread(instance.path)
+        assert on_disk.file_meta.TransferSyntaxUID == syntax
+        assert on_disk.PixelData == by_uid[instance.sop_instance_uid].PixelData  # not re-encoded
+    series = load_series([Path(i.path) for i in stored])
+    for frame, original in zip(series.frames, expected, strict=True):
+        assert (frame == original).all()

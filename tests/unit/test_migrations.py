@@ -20,3 +20,24 @@ def test_upgrade_from_nothing_and_models_match_migrations(tmp_path: Path) -> Non
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert diff == [], f"models and migrations differ; add a revision: {diff}"
+
+
+def test_cli_db_upgrade(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MEDSEG_DATA_DIR": str(tmp_path / "d")}
+    env.pop("MEDSEG_DATABASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "database at revision 0001" in done.stdout
+    assert (tmp_path / "d" / "medseg.db").exists()

@@ -1,0 +1,129 @@
+"""Ellipse fit and fetal biometry: HC (Ramanujan), BPD, OFD, gestational age (Hadlock).
+
+Conventions (stated in outputs and docs): the ellipse is placed on the OUTER border of the
+skull echo (ISUOG, HC18); BPD and OFD are the ellipse's minor and major axes, so BPD is
+measured outer-to-outer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+#: Hadlock et al. 1984 (Radiology 152:497): GA(weeks) = 8.96 + 0.540 HC + 0.0003 HC^3, HC in cm.
+HADLOCK_HC_RANGE_MM = (50.0, 370.0)
+BPD_CONVENTION = "outer-to-outer"
+
+
+@dataclass(frozen=True)
+class Ellipse:
+    """An ellipse in millimetres: centre, semi-axes (a >= b) and angle of ``a`` in degrees."""
+
+    cx: float
+    cy: float
+    a: float
+    b: float
+    angle_deg: float
+
+    @property
+    def circumference(self) -> float:
+        return ramanujan_perimeter(self.a, self.b)
+
+
+@dataclass(frozen=True)
+class Biometry:
+    head_circumference_mm: float
+    biparietal_diameter_mm: float
+    occipitofrontal_diameter_mm: float
+    gestational_age_days: float | None  # None outside Hadlock's range
+
+
+def ramanujan_perimeter(a: float, b: float) -> float:
+    """Ramanujan's second approximation of an ellipse's perimeter (semi-axes a, b)."""
+    h = ((a - b) / (a + b)) ** 2
+    return math.pi * (a + b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))
+
+
+def hadlock_ga_days(hc_mm: float) -> float | None:
+    lo, hi = HADLOCK_HC_RANGE_MM
+    if not lo <= hc_mm <= hi:
+        return None
+    hc_cm = hc_mm / 10.0
+    return (8.96 + 0.540 * hc_cm + 0.0003 * hc_cm**3) * 7.0
+
+
+def format_ga(days: float) -> str:
+    whole = round(days)
+    return f"{whole // 7}w{whole % 7}d"
+
+
+def largest_contour(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64] | None:
+    """Points (x, y) in pixels of the outer contour of the largest blob, or None."""
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+    )
+    if not contours:
+        return None
+    biggest = max(contours, key=cv2.contourArea)
+    if len(biggest) < 5:
+        return None
+    points: npt.NDArray[np.float64] = biggest[:, 0, :].astype(np.float64)
+    return points
+
+
+def fit_ellipse_mm(
+    mask: npt.NDArray[np.bool_], spacing_mm: tuple[float, float]
+) -> Ellipse | None:
+    """Fit an ellipse to the mask's outer contour in mm (spacing = (row, column) mm/pixel).
+
+    Contour points are pixel centres of the boundary pixels; the outer edge of a pixel lies
+    half a pixel further out, so the fitted semi-axes are grown by half a pixel.
+    """
+    points = largest_contour(mask)
+    if points is None:
+        return None
+    row_mm, col_mm = spacing_mm
+    scaled = np.column_stack([points[:, 0] * col_mm, points[:, 1] * row_mm]).astype(np.float32)
+    (cx, cy), (d1, d2), angle = cv2.fitEllipse(scaled)
+    half_pixel = 0.5 * (row_mm + col_mm) / 2.0
+    a, b = d1 / 2.0 + half_pixel, d2 / 2.0 + half_pixel
+    if b > a:
+        a, b, angle = b, a, angle + 90.0
+    return Ellipse(float(cx), float(cy), float(a), float(b), float(angle % 180.0))
+
+
+def biometry(ellipse: Ellipse) -> Biometry:
+    hc = ellipse.circumference
+    return Biometry(
+        head_circumference_mm=hc,
+        biparietal_diameter_mm=2 * ellipse.b,
+        occipitofrontal_diameter_mm=2 * ellipse.a,
+        gestational_age_days=hadlock_ga_days(hc),
+    )
+
+
+def ellipse_mask(
+    shape: tuple[int, int],
+    ellipse: tuple[float, float, float, float, float],
+    spacing_mm: tuple[float, float] = (1.0, 1.0),
+) -> npt.NDArray[np.bool_]:
+    """A filled ellipse (cx, cy, a, b, angle in degrees) rasterised at ``shape``.
+
+    The ellipse is in the units of ``spacing_mm`` (row, column): pixels by default, mm when
+    the spacing is given, so anisotropic pixels are handled exactly.
+    """
+    rows, cols = shape
+    cx, cy, a, b, angle = ellipse
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
+    xx *= spacing_mm[1]
+    yy *= spacing_mm[0]
+    t = math.radians(angle)
+    dx, dy = xx - cx, yy - cy
+    u = dx * math.cos(t) + dy * math.sin(t)
+    v = -dx * math.sin(t) + dy * math.cos(t)
+    inside: npt.NDArray[np.bool_] = (u / a) ** 2 + (v / b) ** 2 <= 1.0
+    return inside

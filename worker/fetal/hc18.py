@@ -1,0 +1,75 @@
+"""Read a data set in the HC18 layout: ``NNN_HC.png``, ``NNN_HC_Annotation.png`` and the CSV."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from worker.fetal.biometry import ellipse_mask
+
+CSV_NAMES = ("training_set_pixel_size_and_HC.csv", "test_set_pixel_size_and_HC.csv")
+
+
+@dataclass(frozen=True)
+class HC18Item:
+    image: Path
+    annotation: Path
+    pixel_mm: float
+    hc_mm: float
+
+
+class HC18FormatError(ValueError):
+    """The folder does not look like the HC18 layout; the message says what is missing."""
+
+
+def read_index(folder: Path) -> list[HC18Item]:
+    csv_path = next((folder / n for n in CSV_NAMES if (folder / n).exists()), None)
+    if csv_path is None:
+        raise HC18FormatError(f"{folder}: none of {', '.join(CSV_NAMES)} found")
+    items: list[HC18Item] = []
+    with open(csv_path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            name = row["filename"]
+            image = folder / name
+            annotation = folder / name.replace(".png", "_Annotation.png")
+            if not image.exists() or not annotation.exists():
+                raise HC18FormatError(f"{name}: image or annotation missing in {folder}")
+            items.append(
+                HC18Item(
+                    image=image,
+                    annotation=annotation,
+                    pixel_mm=float(row["pixel size(mm)"]),
+                    hc_mm=float(row["head circumference (mm)"]),
+                )
+            )
+    if not items:
+        raise HC18FormatError(f"{csv_path}: no rows")
+    return items
+
+
+def load_image(path: Path) -> npt.NDArray[np.uint8]:
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise HC18FormatError(f"{path}: not a readable image")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_mask(annotation: Path) -> npt.NDArray[np.bool_]:
+    """The head mask: the ellipse through the centre of the annotated outline, filled.
+
+    Filling the drawn outline would include the line's own width (1-2 px outside the
+    ellipse, +1.2 mm of HC on average); fitting an ellipse to the line's pixels recovers
+    the annotated ellipse itself.
+    """
+    outline = load_image(annotation) > 127
+    rows, cols = np.nonzero(outline)
+    if len(rows) < 5:
+        raise HC18FormatError(f"{annotation}: no ellipse outline")
+    points = np.column_stack([cols, rows]).astype(np.float32)
+    (cx, cy), (d1, d2), angle = cv2.fitEllipse(points)
+    return ellipse_mask(outline.shape, (cx, cy, d1 / 2, d2 / 2, angle))

@@ -1,0 +1,101 @@
+"""Fetal head inference: preprocess → U-Net → probability at full size → clean mask → ellipse."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import torch
+from scipy import ndimage
+
+from worker.fetal import checkpoint
+from worker.fetal.biometry import Ellipse, ellipse_mask, fit_ellipse_mm
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "fetal_head_unet.pt"
+
+
+def preprocess(image: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.float32]:
+    """Greyscale uint8 → network input (rows, columns) = ``size``, zero mean, unit-ish scale."""
+    rows, cols = size
+    resized = cv2.resize(image, (cols, rows), interpolation=cv2.INTER_AREA).astype(np.float32)
+    out: npt.NDArray[np.float32] = (resized / 255.0 - 0.25) / 0.25
+    return out
+
+
+def clean_mask(probability: npt.NDArray[np.float32], threshold: float = 0.5) -> npt.NDArray[np.bool_]:
+    """Largest connected component with holes filled (seed 001, chapter 5)."""
+    mask = probability >= threshold
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())[1:]
+    largest = labels == (int(np.argmax(sizes)) + 1)
+    filled: npt.NDArray[np.bool_] = ndimage.binary_fill_holes(largest)
+    return filled
+
+
+@dataclass
+class FrameResult:
+    mask: npt.NDArray[np.bool_]
+    ellipse: Ellipse | None  # in mm (or pixels when spacing is (1, 1))
+    quality: float  # 0..1: confidence x how elliptical the mask is
+
+
+class FetalHeadPredictor:
+    """Loaded once per process; ``predict`` takes frames of any size."""
+
+    def __init__(self, weights: Path = DEFAULT_WEIGHTS, device: str = "cpu", batch_size: int = 8) -> None:
+        self.model, self.metadata = checkpoint.load(weights, device)
+        self.device = device
+        self.batch_size = batch_size
+        config: dict[str, Any] = self.metadata["config"]
+        self.input_size = (int(config["input_rows"]), int(config["input_cols"]))
+        self.sha256: str = self.metadata["sha256"]
+
+    @torch.inference_mode()
+    def probabilities(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
+        out: list[npt.NDArray[np.float32]] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            batch = np.stack([preprocess(img, self.input_size) for img in chunk])[:, None]
+            logits = self.model(torch.from_numpy(batch).to(self.device))
+            probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+            for img, prob in zip(chunk, probs, strict=True):
+                full = cv2.resize(prob, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+                out.append(np.asarray(full, dtype=np.float32))
+        return out
+
+    def predict(
+        self, images: Sequence[npt.NDArray[np.uint8]], spacing_mm: tuple[float, float] = (1.0, 1.0)
+    ) -> list[FrameResult]:
+        results: list[FrameResult] = []
+        for prob in self.probabilities(images):
+            mask = clean_mask(prob)
+            ellipse = fit_ellipse_mm(mask, spacing_mm) if mask.any() else None
+            results.append(FrameResult(mask, ellipse, _quality(prob, mask, ellipse, spacing_mm)))
+        return results
+
+
+def _quality(
+    prob: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.bool_],
+    ellipse: Ellipse | None,
+    spacing_mm: tuple[float, float],
+) -> float:
+    if ellipse is None or not mask.any():
+        return 0.0
+    confidence = float(np.mean(np.abs(prob - 0.5)) * 2)
+    fitted = ellipse_mask(
+        mask.shape, (ellipse.cx, ellipse.cy, ellipse.a, ellipse.b, ellipse.angle_deg), spacing_mm
+    )
+    union = np.logical_or(fitted, mask).sum()
+    agreement = float(np.logical_and(fitted, mask).sum() / union) if union else 0.0
+    return confidence * agreement

@@ -5,7 +5,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
+DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
 DEBIAN_TOOLS := storescu:dcmtk dciodvfy:dicom3tools redis-server:redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -42,10 +42,10 @@ system-deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-$(DEPS_STAMP): pyproject.toml
+$(DEPS_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=68" wheel
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	rm -f $(VENV)/.deps-*
 	touch $@
 

@@ -30,6 +30,7 @@ class BatchRow:
     error: str | None
     measurements: dict[str, float] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     files: int = 0
 
     def as_json(self) -> dict[str, Any]:
@@ -43,6 +44,7 @@ class BatchRow:
             "error": self.error,
             "measurements": self.measurements,
             "outputs": self.outputs,
+            "warnings": self.warnings,
         }
 
 
@@ -92,5 +94,6 @@ def process_paths(
             row.model, row.model_version = result.spec.name, result.spec.version
             row.measurements = {m.key: round(m.value, 3) for m in result.measurements}
             row.outputs = [str(o.path) for o in result.outputs]
+            row.warnings = result.warnings
         rows.append(row)
     return rows, skipped

@@ -73,7 +73,7 @@ def _record_success(session: Session, job: Job, result: SeriesResult) -> None:
             job_id=job.id,
             model_name=result.spec.name,
             model_version=result.spec.version,
-            weights_sha256=result.spec.weights_sha256,
+            weights_sha256=result.weights_sha256,
             inference_seconds=result.timings.get("infer", 0.0),
             measurements=[
                 Measurement(key=m.key, label=m.label, value=m.value, unit=m.unit)

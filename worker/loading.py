@@ -7,13 +7,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels.processing import apply_modality_lut
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
 from worker.errors import InputError
 from worker.routing import SeriesTags
@@ -141,17 +142,25 @@ def _stack_order(datasets: list[Dataset]) -> list[Dataset]:
     return sorted(datasets, key=lambda ds: int(ds.get("InstanceNumber", 0) or 0))
 
 
+def _to_grey(pixels: npt.NDArray[Any], ds: Dataset) -> npt.NDArray[Any]:
+    """Colour (RGB, YBR converted by pydicom, palette) → luminance; greyscale unchanged."""
+    if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+    elif int(ds.get("SamplesPerPixel", 1)) == 1:
+        return pixels
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    grey: npt.NDArray[Any] = pixels[..., :3].astype(np.float32) @ weights
+    return grey
+
+
 def _decode(ds: Dataset) -> npt.NDArray[np.float32]:
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # decoders raise many types on damaged or unsupported data
         raise InputError(f"cannot decode pixel data: {exc}") from exc
-    values = (
-        apply_modality_lut(pixels, ds)
-        if "RescaleSlope" in ds or "ModalityLUTSequence" in ds
-        else pixels
-    )
-    return np.asarray(values, dtype=np.float32)
+    if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
+        pixels = apply_modality_lut(pixels, ds)
+    return np.asarray(_to_grey(pixels, ds), dtype=np.float32)
 
 
 def load_series(paths: Sequence[Path]) -> LoadedSeries:

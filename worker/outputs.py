@@ -34,6 +34,9 @@ RIGHT_LUNG = SegmentKind(
 )
 
 
+FETAL_HEAD = SegmentKind("Fetal head", CodedConcept("69536005", "SCT", "Head"), (230, 180, 60))
+
+
 @dataclass
 class Segment:
     kind: SegmentKind
@@ -55,3 +58,6 @@ class ModelOutput:
     segments: list[Segment]
     measurements: list[MeasurementValue] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: For a 2D result on one frame of a cine: the 0-based frame the (single-frame) masks
+    #: belong to. None: masks cover every frame of the series.
+    source_frame: int | None = None

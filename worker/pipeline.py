@@ -32,6 +32,7 @@ class SeriesResult:
     outputs: list[OutputRecord]
     warnings: list[str]
     timings: dict[str, float] = field(default_factory=dict)
+    weights_sha256: str | None = None  # of the checkpoint actually loaded
 
 
 def run_loaded(
@@ -57,6 +58,7 @@ def run_loaded(
         outputs=[OutputRecord("seg", seg_path, seg_uid)],
         warnings=output.warnings,
         timings=timings,
+        weights_sha256=getattr(model, "weights_sha256", spec.weights_sha256),
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from worker import __version__
@@ -17,6 +19,7 @@ from worker.registry import ModelSpec
 logger = logging.getLogger(__name__)
 
 SEG_SERIES_NUMBER = 9901
+ULTRASOUND_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 
 
 def _code(concept: CodedConcept) -> hd.sr.CodedConcept:
@@ -25,6 +28,36 @@ def _code(concept: CodedConcept) -> hd.sr.CodedConcept:
 
 def _color(rgb: tuple[int, int, int]) -> hd.color.CIELabColor:
     return hd.color.CIELabColor.from_rgb(*rgb)
+
+
+def _single_frame_view(source: Dataset) -> Dataset:
+    """The source's header as a single-frame image (highdicom cannot segment one frame of a
+    multi-frame image without a frame of reference); the frame is referenced afterwards."""
+    view = Dataset()
+    view.file_meta = copy.deepcopy(source.file_meta)
+    for element in source:
+        if element.keyword != "PixelData":
+            view.add(copy.deepcopy(element))
+    view.SOPClassUID = ULTRASOUND_IMAGE
+    for keyword in ("NumberOfFrames", "FrameTime", "FrameIncrementPointer", "FrameTimeVector"):
+        if keyword in view:
+            delattr(view, keyword)
+    return view
+
+
+def _reference_frame(seg: hd.seg.Segmentation, source: Dataset, frame_number: int) -> None:
+    """Point the SEG's references at ``frame_number`` of the real multi-frame source."""
+    for group in seg.PerFrameFunctionalGroupsSequence:
+        for derivation in group.get("DerivationImageSequence", []):
+            for item in derivation.SourceImageSequence:
+                item.ReferencedSOPClassUID = source.SOPClassUID
+                item.ReferencedFrameNumber = frame_number
+    for item in seg.get("SourceImageSequence", []):
+        item.ReferencedSOPClassUID = source.SOPClassUID
+        item.ReferencedFrameNumber = frame_number
+    for series in seg.ReferencedSeriesSequence:
+        for item in series.ReferencedInstanceSequence:
+            item.ReferencedSOPClassUID = source.SOPClassUID
 
 
 def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.seg.Segmentation:
@@ -47,8 +80,16 @@ def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.
         for number, segment in enumerate(output.segments, start=1)
     ]
     stacked = np.stack([s.mask for s in output.segments], axis=-1).astype(np.uint8)
-    return hd.seg.Segmentation(
-        source_images=series.datasets,
+    sources = series.datasets
+    multiframe_one = (
+        output.source_frame is not None
+        and len(sources) == 1
+        and int(sources[0].get("NumberOfFrames", 1)) > 1
+    )
+    if multiframe_one:
+        sources = [_single_frame_view(sources[0])]
+    seg = hd.seg.Segmentation(
+        source_images=sources,
         pixel_array=stacked,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
@@ -64,6 +105,12 @@ def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.
         content_label="MEDSEG",
         content_description=spec.description[:64],
     )
+    if multiframe_one and output.source_frame is not None:
+        _reference_frame(seg, series.datasets[0], output.source_frame + 1)
+    if "FrameOfReferenceUID" not in seg:
+        # General Image module: Patient Orientation is Type 2C without a frame of reference.
+        seg.PatientOrientation = sources[0].get("PatientOrientation", "")
+    return seg
 
 
 def write_seg(

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1)
     job_time_limit_seconds: int = Field(default=1800, ge=10)
     device: str = Field(default="auto", description="auto, cpu or cuda[:N].")
+    fetal_head_weights: Path | None = Field(
+        default=None,
+        description="Checkpoint (.pt with its .json) for the fetal head model; default: shipped.",
+    )
 
     @field_validator("ae_title")
     @classmethod

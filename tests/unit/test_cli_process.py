@@ -45,6 +45,7 @@ def test_process_json_one_object_per_series(tmp_path: Path) -> None:
         "error",
         "measurements",
         "outputs",
+        "warnings",
     }
     assert ok["modality"] == "CT" and ok["model"] == "lung-ct-threshold" and ok["error"] is None
     assert set(ok["measurements"]) == {

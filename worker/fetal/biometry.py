@@ -63,9 +63,7 @@ def format_ga(days: float) -> str:
 
 def largest_contour(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64] | None:
     """Points (x, y) in pixels of the outer contour of the largest blob, or None."""
-    contours, _ = cv2.findContours(
-        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
-    )
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
     biggest = max(contours, key=cv2.contourArea)
@@ -75,9 +73,7 @@ def largest_contour(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64] | No
     return points
 
 
-def fit_ellipse_mm(
-    mask: npt.NDArray[np.bool_], spacing_mm: tuple[float, float]
-) -> Ellipse | None:
+def fit_ellipse_mm(mask: npt.NDArray[np.bool_], spacing_mm: tuple[float, float]) -> Ellipse | None:
     """Fit an ellipse to the mask's outer contour in mm (spacing = (row, column) mm/pixel).
 
     Contour points are pixel centres of the boundary pixels; the outer edge of a pixel lies

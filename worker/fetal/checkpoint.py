@@ -31,8 +31,10 @@ def metadata_path(weights: Path) -> Path:
 def save(model: UNet, config: dict[str, Any], metadata: dict[str, Any], weights: Path) -> str:
     """Write fp16 weights and ``weights.json`` (config + metadata + sha256); returns the sha256."""
     weights.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").half() if v.is_floating_point() else v.cpu()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu").half() if v.is_floating_point() else v.cpu()
+        for k, v in model.state_dict().items()
+    }
     torch.save({"state_dict": state, "config": config}, weights)
     digest = sha256_of(weights)
     meta = {**metadata, "config": config, "weights": weights.name, "sha256": digest}
@@ -53,12 +55,18 @@ def load(weights: Path, device: str) -> tuple[UNet, dict[str, Any]]:
     meta = read_metadata(weights)
     actual = sha256_of(weights)
     if actual != meta.get("sha256"):
-        raise CheckpointError(f"{weights}: sha256 {actual} does not match metadata {meta.get('sha256')}")
+        raise CheckpointError(
+            f"{weights}: sha256 {actual} does not match metadata {meta.get('sha256')}"
+        )
     payload = torch.load(weights, map_location="cpu", weights_only=True)
     config = payload["config"]
     if config.get("arch") != "unet":
         raise CheckpointError(f"{weights}: unknown architecture {config.get('arch')!r}")
-    model = UNet(in_channels=1, out_channels=1, base=int(config["base"]), depth=int(config["depth"]))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
+    model = UNet(
+        in_channels=1, out_channels=1, base=int(config["base"]), depth=int(config["depth"])
+    )
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    )
     model.eval().to(device)
     return model, meta

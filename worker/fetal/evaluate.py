@@ -75,7 +75,9 @@ def evaluate(
             dices.append(0.0)
             continue
         e = result.ellipse
-        fitted = ellipse_mask(truth.shape, (e.cx, e.cy, e.a, e.b, e.angle_deg), (item.pixel_mm, item.pixel_mm))
+        fitted = ellipse_mask(
+            truth.shape, (e.cx, e.cy, e.a, e.b, e.angle_deg), (item.pixel_mm, item.pixel_mm)
+        )
         dices.append(dice(fitted, truth))
         hc_diffs.append(e.circumference - item.hc_mm)
         hds.append(hausdorff_mm(fitted, truth, item.pixel_mm))
@@ -100,7 +102,8 @@ def format_summary(s: Summary) -> str:
     return (
         f"frames {s.n} (no head found: {s.failures})\n"
         f"Dice            {s.dice_mean:.4f} ± {s.dice_sd:.4f}\n"
-        f"HC abs diff     {s.hc_ad_mean_mm:.2f} ± {s.hc_ad_sd_mm:.2f} mm (mean signed {s.hc_diff_mean_mm:+.2f})\n"
+        f"HC abs diff     {s.hc_ad_mean_mm:.2f} ± {s.hc_ad_sd_mm:.2f} mm "
+        f"(mean signed {s.hc_diff_mean_mm:+.2f})\n"
         f"Hausdorff       {s.hausdorff_mean_mm:.2f} ± {s.hausdorff_sd_mm:.2f} mm\n"
         f"inference       {s.seconds_per_frame * 1000:.1f} ms/frame"
     )

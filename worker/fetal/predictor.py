@@ -19,7 +19,9 @@ from worker.fetal.biometry import Ellipse, ellipse_mask, fit_ellipse_mm
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "fetal_head_unet.pt"
+DEFAULT_WEIGHTS = (
+    Path(__file__).resolve().parent.parent / "models" / "weights" / "fetal_head_unet.pt"
+)
 
 
 def preprocess(image: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.float32]:
@@ -30,7 +32,9 @@ def preprocess(image: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArr
     return out
 
 
-def clean_mask(probability: npt.NDArray[np.float32], threshold: float = 0.5) -> npt.NDArray[np.bool_]:
+def clean_mask(
+    probability: npt.NDArray[np.float32], threshold: float = 0.5
+) -> npt.NDArray[np.bool_]:
     """Largest connected component with holes filled (seed 001, chapter 5)."""
     mask = probability >= threshold
     labels, count = ndimage.label(mask)
@@ -52,7 +56,9 @@ class FrameResult:
 class FetalHeadPredictor:
     """Loaded once per process; ``predict`` takes frames of any size."""
 
-    def __init__(self, weights: Path = DEFAULT_WEIGHTS, device: str = "cpu", batch_size: int = 8) -> None:
+    def __init__(
+        self, weights: Path = DEFAULT_WEIGHTS, device: str = "cpu", batch_size: int = 8
+    ) -> None:
         self.model, self.metadata = checkpoint.load(weights, device)
         self.device = device
         self.batch_size = batch_size
@@ -61,7 +67,9 @@ class FetalHeadPredictor:
         self.sha256: str = self.metadata["sha256"]
 
     @torch.inference_mode()
-    def probabilities(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
+    def probabilities(
+        self, images: Sequence[npt.NDArray[np.uint8]]
+    ) -> list[npt.NDArray[np.float32]]:
         out: list[npt.NDArray[np.float32]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
@@ -69,7 +77,9 @@ class FetalHeadPredictor:
             logits = self.model(torch.from_numpy(batch).to(self.device))
             probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
             for img, prob in zip(chunk, probs, strict=True):
-                full = cv2.resize(prob, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+                full = cv2.resize(
+                    prob, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR
+                )
                 out.append(np.asarray(full, dtype=np.float32))
         return out
 

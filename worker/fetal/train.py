@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +49,9 @@ def _load_item(item: HC18Item) -> tuple[np.ndarray, np.ndarray]:
     return image, np.round(soft * 255).astype(np.uint8)
 
 
-def _load_set(folder: Path, progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _load_set(
+    folder: Path, progress: Callable[[int, int], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Images and soft masks at the input size, read over all CPUs."""
     items = read_index(folder)
     rows, cols = INPUT_SIZE
@@ -63,7 +65,9 @@ def _load_set(folder: Path, progress: Callable[[int, int], None] | None = None) 
     return images, masks
 
 
-def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _augment(
+    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Flips, small rotation/scale/shift (same for image and mask), gain/gamma jitter."""
     n = x.shape[0]
     dev = x.device
@@ -73,7 +77,11 @@ def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[to
     flip = torch.where(torch.rand(n, generator=gen, device=dev) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
-        [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1
+        [
+            torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+            torch.stack([sin * flip, cos, shift[:, 1]], 1),
+        ],
+        1,
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -97,7 +105,9 @@ def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _val_dice(model: UNet, images: torch.Tensor, masks: torch.Tensor, batch: int, amp: bool) -> float:
+def _val_dice(
+    model: UNet, images: torch.Tensor, masks: torch.Tensor, batch: int, amp: bool
+) -> float:
     model.eval()
     scores = []
     for start in range(0, len(images), batch):
@@ -111,12 +121,50 @@ def _val_dice(model: UNet, images: torch.Tensor, masks: torch.Tensor, batch: int
     return float(torch.cat(scores).mean())
 
 
-def train(data: Path, out: Path, config: TrainConfig, device: str = "cpu",
-          progress: Callable[[str, int, int], None] | None = None, data_label: str = "") -> dict[str, Any]:
+def _train_epoch(
+    model: UNet,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    data: tuple[torch.Tensor, torch.Tensor],
+    *,
+    gen: torch.Generator,
+    config: TrainConfig,
+) -> float:
+    """One pass over the training tensors (uint8 on the device); returns the mean loss."""
+    images, masks = data
+    amp = images.device.type == "cuda"
+    steps = max(1, len(images) // config.batch_size)
+    perm = torch.randperm(len(images), generator=gen, device=images.device)
+    total = 0.0
+    for step in range(steps):
+        idx = perm[step * config.batch_size : (step + 1) * config.batch_size]
+        x, y = _augment(images[idx].float()[:, None] / 255, masks[idx].float()[:, None] / 255, gen)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(_normalise(x))
+        loss = _loss(logits.float(), y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimiser.step()
+        schedule.step()
+        total += float(loss.detach())
+    return total / steps
+
+
+def train(
+    data: Path,
+    out: Path,
+    config: TrainConfig,
+    device: str = "cpu",
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+    data_label: str = "",
+) -> dict[str, Any]:
     """Train, keep the best epoch by validation Dice, save ``out`` (+ .json); returns metadata."""
     torch.manual_seed(config.seed)
     started = time.time()
-    images_np, masks_np = _load_set(data, (lambda i, n: progress("load", i, n)) if progress else None)
+    images_np, masks_np = _load_set(
+        data, (lambda i, n: progress("load", i, n)) if progress else None
+    )
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(images_np))
     n_val = max(1, int(len(order) * config.val_fraction))
@@ -140,24 +188,10 @@ def train(data: Path, out: Path, config: TrainConfig, device: str = "cpu",
     best_state: dict[str, torch.Tensor] = {}
     history: list[dict[str, float]] = []
     for epoch in range(1, config.epochs + 1):
-        perm = torch.randperm(len(train_idx), generator=gen, device=device)
-        total = 0.0
-        for step in range(steps_per_epoch):
-            idx = perm[step * config.batch_size : (step + 1) * config.batch_size]
-            x = train_x[idx].float()[:, None] / 255
-            y = train_y[idx].float()[:, None] / 255
-            x, y = _augment(x, y, gen)
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(_normalise(x))
-            loss = _loss(logits.float(), y)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            total += float(loss.detach())
+        loss = _train_epoch(model, optimiser, schedule, (train_x, train_y), gen=gen, config=config)
         dice = _val_dice(model, val_x, val_y, config.batch_size, amp)
-        history.append({"epoch": epoch, "loss": total / steps_per_epoch, "val_dice": dice})
-        logger.info("epoch %d/%d loss %.4f val dice %.4f", epoch, config.epochs, total / steps_per_epoch, dice)
+        history.append({"epoch": epoch, "loss": loss, "val_dice": dice})
+        logger.info("epoch %d/%d loss %.4f val dice %.4f", epoch, config.epochs, loss, dice)
         if progress:
             progress("train", epoch, config.epochs)
         if dice > best[0]:
@@ -168,15 +202,18 @@ def train(data: Path, out: Path, config: TrainConfig, device: str = "cpu",
             break
     model.load_state_dict(best_state)
     model_config = {
-        "arch": "unet", "base": config.base, "depth": config.depth,
-        "input_rows": INPUT_SIZE[0], "input_cols": INPUT_SIZE[1],
+        "arch": "unet",
+        "base": config.base,
+        "depth": config.depth,
+        "input_rows": INPUT_SIZE[0],
+        "input_cols": INPUT_SIZE[1],
         "normalisation": "(x/255 - 0.25) / 0.25",
     }
     metadata = {
         "model": "fetal-head-unet",
         "version": MODEL_VERSION,
         "trained_on": data_label or str(data),
-        "train_images": int(len(train_idx)),
+        "train_images": len(train_idx),
         "val_images": int(n_val),
         "epochs": len(history),
         "best_epoch": best[1],
@@ -203,8 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=float("inf"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    meta = train(args.data, args.out, TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_seconds=args.max_seconds),
-                 args.device, data_label=args.label)
+    meta = train(
+        args.data,
+        args.out,
+        TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_seconds=args.max_seconds),
+        args.device,
+        data_label=args.label,
+    )
     logger.info("saved %s sha256 %s val dice %.4f", args.out, meta["sha256"], meta["val_dice"])
     return 0
 

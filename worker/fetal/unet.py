@@ -21,16 +21,21 @@ class DoubleConv(nn.Sequential):
 class UNet(nn.Module):
     """Encoder-decoder with skip connections; ``depth`` poolings, channels double per level."""
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, base: int = 16, depth: int = 4) -> None:
+    def __init__(
+        self, in_channels: int = 1, out_channels: int = 1, base: int = 16, depth: int = 4
+    ) -> None:
         super().__init__()
         widths = [base * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList([DoubleConv(in_channels, widths[0])])
         self.down.extend(DoubleConv(widths[i], widths[i + 1]) for i in range(depth))
         self.pool = nn.MaxPool2d(2)
         self.up = nn.ModuleList(
-            nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
+            nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2)
+            for i in reversed(range(depth))
         )
-        self.merge = nn.ModuleList(DoubleConv(widths[i] * 2, widths[i]) for i in reversed(range(depth)))
+        self.merge = nn.ModuleList(
+            DoubleConv(widths[i] * 2, widths[i]) for i in reversed(range(depth))
+        )
         self.head = nn.Conv2d(widths[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

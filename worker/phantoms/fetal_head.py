@@ -79,21 +79,28 @@ def _sample_geometry(rng: np.random.Generator, shape: tuple[int, int]) -> FetalH
         margin = 12
         if half_w * 2 + 2 * margin > cols * 0.9 or half_h * 2 + 2 * margin > rows * 0.88:
             continue
-        cx = rng.uniform(cols * 0.5 - (cols * 0.45 - half_w - margin), cols * 0.5 + (cols * 0.45 - half_w - margin))
+        cx = rng.uniform(
+            cols * 0.5 - (cols * 0.45 - half_w - margin),
+            cols * 0.5 + (cols * 0.45 - half_w - margin),
+        )
         top = rows * 0.1 + half_h + margin
         bottom = rows - half_h - margin
         cy = rng.uniform(top, bottom) if bottom > top else (top + bottom) / 2
         return FetalHeadTruth(cx, cy, a, b, angle, pixel)
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> npt.NDArray[np.float32]:
+def _smooth_noise(
+    rng: np.random.Generator, shape: tuple[int, int], sigma: float
+) -> npt.NDArray[np.float32]:
     noise = rng.standard_normal(shape).astype(np.float32)
-    blurred = cv2.GaussianBlur(noise, (0, 0), sigma)
+    blurred = np.asarray(cv2.GaussianBlur(noise, (0, 0), sigma), dtype=np.float32)
     blurred /= blurred.std() + 1e-6
     return blurred
 
 
-def _fan(shape: tuple[int, int], rng: np.random.Generator) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float32]]:
+def _fan(
+    shape: tuple[int, int], rng: np.random.Generator
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float32]]:
     """Sector mask and the depth (distance from the probe apex) of every pixel."""
     rows, cols = shape
     apex_x = cols / 2 + rng.uniform(-10, 10)
@@ -151,7 +158,9 @@ def _draw_ring_and_brain(
         bright = np.where(gap, bright * rng.uniform(0.15, 0.45), bright)
     # Intensity across the bone: brightest at the outer table.
     profile = np.clip((radius - inner) / np.maximum(1 - inner, 1e-3), 0, 1) ** 0.6
-    skull = np.where(ring, bright * (0.55 + 0.45 * profile) * rng.uniform(0.8, 1.0), 0).astype(np.float32)
+    skull = np.where(ring, bright * (0.55 + 0.45 * profile) * rng.uniform(0.8, 1.0), 0).astype(
+        np.float32
+    )
     echo[ring] = np.maximum(echo[ring], skull[ring])
     return skull
 
@@ -160,7 +169,7 @@ def _shadow(skull: npt.NDArray[np.float32], strength: float) -> npt.NDArray[np.f
     """Transmission behind the skull along (approximately vertical) beam lines."""
     absorbed = np.cumsum(skull, axis=0) * strength
     transmission: npt.NDArray[np.float32] = np.exp(-absorbed).astype(np.float32)
-    return cv2.GaussianBlur(transmission, (0, 0), 3)
+    return np.asarray(cv2.GaussianBlur(transmission, (0, 0), 3), dtype=np.float32)
 
 
 def _annotate(image: Image, truth: FetalHeadTruth, rng: np.random.Generator) -> None:
@@ -173,10 +182,18 @@ def _annotate(image: Image, truth: FetalHeadTruth, rng: np.random.Generator) -> 
         f"G {rng.integers(30, 70)}  DR {rng.integers(50, 80)}",
     ]
     for i, text in enumerate(lines[: rng.integers(2, 5)]):
-        cv2.putText(image, text, (8, 22 + 20 * i), font, 0.5, int(rng.integers(180, 256)), 1, cv2.LINE_AA)
+        cv2.putText(
+            image, text, (8, 22 + 20 * i), font, 0.5, int(rng.integers(180, 256)), 1, cv2.LINE_AA
+        )
     if rng.random() < 0.7:
         cv2.putText(
-            image, f"GA {rng.integers(12, 40)}w{rng.integers(0, 7)}d", (cols - 150, 24), font, 0.55, 230, 1,
+            image,
+            f"GA {rng.integers(12, 40)}w{rng.integers(0, 7)}d",
+            (cols - 150, 24),
+            font,
+            0.55,
+            230,
+            1,
             cv2.LINE_AA,
         )
     # Depth ruler.
@@ -197,21 +214,35 @@ def _annotate(image: Image, truth: FetalHeadTruth, rng: np.random.Generator) -> 
         cv2.drawMarker(image, (int(px), int(py)), 255, cv2.MARKER_CROSS, size * 2, 1)
 
 
-def make_fetal_head_frame(seed: int, shape: tuple[int, int] = HC18_SHAPE) -> FetalHeadFrame:
-    """One greyscale frame (uint8) and its exact truth; deterministic for a seed."""
+def make_fetal_head_frame(
+    seed: int, shape: tuple[int, int] = HC18_SHAPE, truth: FetalHeadTruth | None = None
+) -> FetalHeadFrame:
+    """One greyscale frame (uint8) and its exact truth; deterministic for a seed.
+
+    ``truth`` pins the head geometry (cine frames of one head); the seed still draws it, so
+    the other draws do not depend on whether it is given.
+    """
     rng = np.random.default_rng(seed)
     rows, cols = shape
-    truth = _sample_geometry(rng, shape)
+    sampled = _sample_geometry(rng, shape)
+    truth = truth or sampled
 
     echo = rng.uniform(0.15, 0.35) + 0.07 * _smooth_noise(rng, shape, rng.uniform(15, 40))
     yy = np.mgrid[0:rows, 0:cols][0].astype(np.float32)
-    echo += 0.12 * np.exp(-((yy - rng.uniform(20, 90)) / rng.uniform(8, 25)) ** 2)  # maternal wall
+    echo += 0.12 * np.exp(
+        -(((yy - rng.uniform(20, 90)) / rng.uniform(8, 25)) ** 2)
+    )  # maternal wall
     echo = echo.astype(np.float32)
     # Amniotic fluid around the head.
     fluid = ellipse_mask(
         shape,
-        (truth.cx + rng.uniform(-20, 20), truth.cy + rng.uniform(-20, 20),
-         truth.a * rng.uniform(1.1, 1.5), truth.b * rng.uniform(1.15, 1.6), truth.angle_deg + rng.uniform(-25, 25)),
+        (
+            truth.cx + rng.uniform(-20, 20),
+            truth.cy + rng.uniform(-20, 20),
+            truth.a * rng.uniform(1.1, 1.5),
+            truth.b * rng.uniform(1.15, 1.6),
+            truth.angle_deg + rng.uniform(-25, 25),
+        ),
     )
     echo[fluid] = rng.uniform(0.02, 0.08)
     skull = _draw_ring_and_brain(echo, truth, rng)
@@ -221,7 +252,9 @@ def make_fetal_head_frame(seed: int, shape: tuple[int, int] = HC18_SHAPE) -> Fet
     echo *= np.exp(-depth / rng.uniform(900, 2500)).astype(np.float32)  # attenuation with depth
 
     speckle = rng.rayleigh(1.0, size=shape).astype(np.float32)
-    speckle = cv2.GaussianBlur(speckle, (0, 0), sigmaX=rng.uniform(1.2, 2.5), sigmaY=rng.uniform(0.6, 1.2))
+    speckle = cv2.GaussianBlur(  # type: ignore[assignment]
+        speckle, (0, 0), sigmaX=rng.uniform(1.2, 2.5), sigmaY=rng.uniform(0.6, 1.2)
+    )
     speckle /= speckle.mean()
     intensity = np.clip(echo, 0, None) * speckle
     gain = rng.uniform(3, 10)
@@ -236,8 +269,8 @@ def make_fetal_head_frame(seed: int, shape: tuple[int, int] = HC18_SHAPE) -> Fet
 def annotation_outline(truth: FetalHeadTruth, shape: tuple[int, int] = HC18_SHAPE) -> Image:
     """An HC18-style annotation: the truth ellipse drawn as a thin outline."""
     outline = np.zeros(shape, dtype=np.uint8)
-    centre = (int(round(truth.cx * 16)), int(round(truth.cy * 16)))
-    axes = (int(round(truth.a * 16)), int(round(truth.b * 16)))
+    centre = (round(truth.cx * 16), round(truth.cy * 16))
+    axes = (round(truth.a * 16), round(truth.b * 16))
     cv2.ellipse(outline, centre, axes, truth.angle_deg, 0, 360, 255, 2, cv2.LINE_8, shift=4)
     return outline
 

@@ -1,0 +1,140 @@
+"""Fetal head on 2D obstetric ultrasound: U-Net skull mask → ellipse → HC, BPD, OFD, GA.
+
+Every frame of a cine is measured; the best-quality frame is reported (and named). Without
+calibration (no SequenceOfUltrasoundRegions in cm, no PixelSpacing) the sizes are reported in
+pixels with a warning, and no gestational age is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.calibration import image_calibration
+from worker.errors import InputError
+from worker.loading import LoadedSeries
+from worker.outputs import FETAL_HEAD, MeasurementValue, ModelOutput, Segment
+from worker.registry import ModelSpec
+from worker.routing import SeriesTags
+
+logger = logging.getLogger(__name__)
+
+_FETAL_WORDS = {
+    "FETAL",
+    "FETUS",
+    "FOETAL",
+    "OB",
+    "OBSTETRIC",
+    "OBSTETRICS",
+    "HEAD",
+    "BIOMETRY",
+    "HC",
+    "BPD",
+}
+MIN_QUALITY = 0.5
+
+
+def accepts(tags: SeriesTags) -> bool:
+    if tags.modality != "US":
+        return False
+    words = set(re.split(r"[^A-Z0-9]+", f"{tags.body_part_examined} {tags.series_description}"))
+    return bool(words & _FETAL_WORDS)
+
+
+def _as_uint8(frames: npt.NDArray[np.float32]) -> list[npt.NDArray[np.uint8]]:
+    lo, hi = float(frames.min()), float(frames.max())
+    in_range = lo >= 0 and hi <= 255
+    scaled = frames if in_range else (frames - lo) / max(hi - lo, 1e-6) * 255
+    return [np.ascontiguousarray(f, dtype=np.uint8) for f in np.clip(scaled, 0, 255)]
+
+
+class FetalHeadModel:
+    def __init__(self, device: str) -> None:
+        from worker.fetal.predictor import DEFAULT_WEIGHTS, FetalHeadPredictor
+        from worker.settings import get_settings
+
+        weights = get_settings().fetal_head_weights or DEFAULT_WEIGHTS
+        self.predictor = FetalHeadPredictor(weights, device)
+        self.weights_sha256 = self.predictor.sha256
+        logger.info(
+            "fetal head weights %s (sha256 %s…) on %s",
+            weights.name,
+            self.weights_sha256[:12],
+            device,
+        )
+
+    def predict(self, series: LoadedSeries) -> ModelOutput:
+        from worker.fetal.biometry import BPD_CONVENTION, biometry
+
+        calibration = image_calibration(series.datasets[0])
+        spacing = (calibration.row_mm, calibration.column_mm) if calibration else (1.0, 1.0)
+        results = self.predictor.predict(_as_uint8(series.frames), spacing)
+        best = int(np.argmax([r.quality for r in results]))
+        chosen = results[best]
+        if chosen.ellipse is None:
+            raise InputError("no fetal head found in any frame")
+        warnings: list[str] = []
+        if chosen.quality < MIN_QUALITY:
+            warnings.append(f"low confidence head detection (quality {chosen.quality:.2f})")
+        b = biometry(chosen.ellipse)
+        unit, suffix = ("mm", "mm") if calibration else ("{pixels}", "px")
+        if calibration is None:
+            warnings.append(
+                "no calibration (SequenceOfUltrasoundRegions in cm or PixelSpacing): sizes in "
+                "pixels, no gestational age"
+            )
+        measurements = [
+            MeasurementValue(
+                f"head_circumference_{suffix}", "Head circumference", b.head_circumference_mm, unit
+            ),
+            MeasurementValue(
+                f"biparietal_diameter_{suffix}",
+                f"Biparietal diameter ({BPD_CONVENTION})",
+                b.biparietal_diameter_mm,
+                unit,
+            ),
+            MeasurementValue(
+                f"occipitofrontal_diameter_{suffix}",
+                "Occipitofrontal diameter",
+                b.occipitofrontal_diameter_mm,
+                unit,
+            ),
+        ]
+        if calibration and b.gestational_age_days is not None:
+            measurements.append(
+                MeasurementValue(
+                    "gestational_age_days",
+                    "Gestational age (Hadlock HC)",
+                    b.gestational_age_days,
+                    "d",
+                )
+            )
+        elif calibration:
+            warnings.append("HC outside Hadlock's range: no gestational age")
+        measurements.append(
+            MeasurementValue("measured_frame", "Measured frame number", best + 1, "{frame}")
+        )
+        return ModelOutput(
+            segments=[Segment(FETAL_HEAD, chosen.mask[np.newaxis])],
+            measurements=measurements,
+            warnings=warnings,
+            source_frame=best,
+        )
+
+
+def _load(device: str) -> FetalHeadModel:
+    return FetalHeadModel(device)
+
+
+SPEC = ModelSpec(
+    name="fetal-head-unet",
+    version="1.0.0",
+    queue="gpu",
+    description="Obstetric US: fetal head U-Net, ellipse fit, HC/BPD/OFD/GA (Hadlock)",
+    accepts=accepts,
+    load=_load,
+    algorithm_family="ArtificialIntelligence",
+)

@@ -1,0 +1,143 @@
+"""Fetal head phantoms as real ultrasound DICOM: calibrated by SequenceOfUltrasoundRegions.
+
+Monochrome or RGB, single frame (US Image Storage) or cine (US Multi-frame Image Storage).
+Calibration is PhysicalDeltaX/Y in cm in a region of the sequence, never PixelSpacing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from pydicom import Dataset, FileMetaDataset
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    ExplicitVRLittleEndian,
+    UltrasoundImageStorage,
+    UltrasoundMultiFrameImageStorage,
+    generate_uid,
+)
+
+from worker.phantoms.fetal_head import FetalHeadTruth, make_fetal_head_frame
+
+
+@dataclass
+class UsPhantom:
+    path: Path
+    truth: FetalHeadTruth
+    best_frame: int  # 0-based index of the frame drawn without degradation
+
+
+def _region(rows: int, cols: int, pixel_mm: float) -> Dataset:
+    region = Dataset()
+    region.RegionSpatialFormat = 1  # 2D
+    region.RegionDataType = 1  # tissue
+    region.RegionFlags = 0
+    region.RegionLocationMinX0 = 0
+    region.RegionLocationMinY0 = 0
+    region.RegionLocationMaxX1 = cols - 1
+    region.RegionLocationMaxY1 = rows - 1
+    region.PhysicalUnitsXDirection = 3  # cm
+    region.PhysicalUnitsYDirection = 3
+    region.PhysicalDeltaX = pixel_mm / 10.0
+    region.PhysicalDeltaY = pixel_mm / 10.0
+    return region
+
+
+def _degrade(image: npt.NDArray[np.uint8], rng: np.random.Generator) -> npt.NDArray[np.uint8]:
+    """A poor cine frame: motion blur and lost contrast."""
+    k = int(rng.integers(15, 31))
+    kernel = np.zeros((k, k), np.float32)
+    kernel[k // 2, :] = 1.0 / k
+    blurred = np.asarray(cv2.filter2D(image, -1, kernel), dtype=np.float32)
+    degraded: npt.NDArray[np.uint8] = np.clip(blurred * 0.55 + 40, 0, 255).astype(np.uint8)
+    return degraded
+
+
+def write_us_phantom(
+    path: Path,
+    seed: int,
+    *,
+    frames: int = 1,
+    rgb: bool = False,
+    calibrated: bool = True,
+    patient_id: str = "PHANTOM-US",
+    study_uid: str | None = None,
+    series_description: str = "OB FETAL HEAD BIOMETRY",
+) -> UsPhantom:
+    rng = np.random.default_rng(seed + 7_000_000)
+    first = make_fetal_head_frame(seed)
+    truth = first.truth
+    best = int(rng.integers(0, frames))
+    images = []
+    for k in range(frames):
+        image = (
+            first.image
+            if k == best
+            else make_fetal_head_frame(seed * 1000 + k + 1, truth=truth).image
+        )
+        images.append(image if k == best else _degrade(image, rng))
+    pixels = np.stack(images)
+    if rgb:
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+        pixels[..., 2] = np.clip(pixels[..., 2].astype(np.int16) + 6, 0, 255).astype(
+            np.uint8
+        )  # tint
+
+    sop_class = UltrasoundMultiFrameImageStorage if frames > 1 else UltrasoundImageStorage
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    now = datetime.now(UTC)
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientName = "PHANTOM^FETAL"
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "F"
+    ds.StudyDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.StudyTime = ds.ContentTime = now.strftime("%H%M%S")
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.Modality = "US"
+    ds.Manufacturer = "medseg phantom"
+    ds.SeriesDescription = series_description
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "ABDOMINAL"]
+    ds.PatientOrientation = ""
+    ds.Rows, ds.Columns = pixels.shape[1:3]
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    if rgb:
+        ds.SamplesPerPixel = 3
+        ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
+    else:
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+    if frames > 1:
+        ds.NumberOfFrames = frames
+        ds.FrameTime = "33.3"
+        ds.FrameIncrementPointer = (0x0018, 0x1063)
+    ds.LossyImageCompression = "00"
+    if calibrated:
+        ds.SequenceOfUltrasoundRegions = [_region(ds.Rows, ds.Columns, truth.pixel_mm)]
+    ds.PixelData = np.ascontiguousarray(pixels if frames > 1 else pixels[0]).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return UsPhantom(path=path, truth=truth, best_frame=best)

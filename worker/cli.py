@@ -223,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="gateway + worker + broker end to end on sample studies")
     demo.add_argument("--dir", type=Path, default=Path("demo-data"))
-    demo.add_argument("--series", type=int, default=2, help="sample chest CT studies to send")
+    demo.add_argument(
+        "--series", type=int, default=2, help="sample studies of each kind (chest CT, fetal US)"
+    )
     demo.add_argument("--timeout", type=float, default=180.0)
     demo.set_defaults(func=_cmd_demo)
     return parser

@@ -19,15 +19,25 @@ from db.models import Job, Series, SeriesStatus
 from db.session import make_engine, make_session_factory
 from worker.localstack import free_port, start_medseg, start_redis, stop, storescu, wait_for_port
 from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
+from worker.phantoms.us_dicom import write_us_phantom
 from worker.report import print_results
 
 logger = logging.getLogger(__name__)
 
 
-def _write_samples(folder: Path, count: int) -> None:
+def _write_samples(folder: Path, count: int) -> int:
+    """Chest CT series and obstetric US studies (one cine); returns the number of series."""
     for i in range(count):
         phantom = make_chest_phantom(seed=100 + i, slices=36 + 6 * i)
-        write_chest_series(phantom, folder / f"study{i + 1}", patient_id=f"DEMO-{i + 1:04d}")
+        write_chest_series(phantom, folder / f"ct{i + 1}", patient_id=f"DEMO-CT-{i + 1:04d}")
+    for i in range(count):
+        write_us_phantom(
+            folder / f"us{i + 1}" / "US0001.dcm",
+            400000 + i,
+            frames=1 + 3 * (i % 2),
+            patient_id=f"DEMO-US-{i + 1:04d}",
+        )
+    return 2 * count
 
 
 def _send(folder: Path, port: int, ae_title: str) -> None:
@@ -88,14 +98,16 @@ def run_demo(workdir: Path, *, series: int = 2, timeout: float = 180.0) -> int:
         print(f"gateway MEDSEG listening on 127.0.0.1:{port}; logs in {logs}")
 
         samples = workdir / "samples"
-        _write_samples(samples, series)
+        expected = _write_samples(samples, series)
         started = time.monotonic()
         _send(samples, port, "MEDSEG")
-        print(f"sent {len(list(samples.rglob('*.dcm')))} instances in {series} series over C-STORE")
+        print(
+            f"sent {len(list(samples.rglob('*.dcm')))} instances in {expected} series over C-STORE"
+        )
 
         engine = make_engine(env["MEDSEG_DATABASE_URL"])
         session_factory = make_session_factory(engine)
-        finished = _wait_for_jobs(session_factory, series, timeout)
+        finished = _wait_for_jobs(session_factory, expected, timeout)
         print(f"waited {time.monotonic() - started:.1f} s for results\n")
         print_results(session_factory, sys.stdout)
         engine.dispose()

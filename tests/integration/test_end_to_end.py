@@ -163,3 +163,31 @@ def test_a_resent_series_is_stored_once(stack: Stack, tmp_path: Path) -> None:
     assert count == 6
     files = list(stack.data_dir.joinpath("incoming").rglob(f"*/{series_uid}/*.dcm"))
     assert len(files) == 6
+
+
+def test_obstetric_ultrasound_goes_through_the_gpu_queue(stack: Stack, tmp_path: Path) -> None:
+    from worker.phantoms.us_dicom import write_us_phantom
+
+    phantoms = {
+        str(pydicom.dcmread(p.path).SeriesInstanceUID): p
+        for p in (
+            write_us_phantom(tmp_path / "us" / "a.dcm", 500001),
+            write_us_phantom(tmp_path / "us" / "b.dcm", 500002, frames=3, rgb=True),
+        )
+    }
+    assert storescu(tmp_path / "us", stack.port, "MEDSEG").returncode == 0
+    jobs = _wait_terminal(stack, set(phantoms))
+    for job in jobs:
+        assert job.state is JobState.SUCCEEDED, job.error
+        assert (job.model_name, job.queue) == ("fetal-head-unet", "gpu")
+        phantom = phantoms[job.series.series_instance_uid]
+        (result,) = job.results
+        assert result.weights_sha256 and len(result.weights_sha256) == 64
+        measures = {m.key: m for m in result.measurements}
+        assert measures["head_circumference_mm"].value == pytest.approx(
+            phantom.truth.hc_mm, abs=2.0
+        )
+        assert measures["head_circumference_mm"].unit == "mm"
+        assert measures["measured_frame"].value == phantom.best_frame + 1
+        (output,) = result.outputs
+        assert dciodvfy_errors(Path(output.path)) == []

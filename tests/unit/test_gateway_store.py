@@ -6,6 +6,7 @@ import errno
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -203,10 +204,9 @@ def test_full_disk_answers_out_of_resources(
     assert status.ErrorComment == "disk full"
 
 
-def test_free_space_threshold_refuses_before_writing(
-    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
-) -> None:
-    settings = settings.model_copy(update={"port": free_port(), "min_free_bytes": 1 << 62})
+def _store_one_with(settings: Settings, tmp_path: Path, **update: object) -> tuple[Settings, Any]:
+    """Send one CT instance to a gateway started with ``update`` applied to ``settings``."""
+    settings = settings.model_copy(update={"port": free_port(), **update})
     server, monitor = start_gateway(settings, publish=RecordingPublisher())
     try:
         assoc = _associate(settings)
@@ -215,6 +215,13 @@ def test_free_space_threshold_refuses_before_writing(
     finally:
         server.shutdown()
         monitor.stop()
+    return settings, status
+
+
+def test_free_space_threshold_refuses_before_writing(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    settings, status = _store_one_with(settings, tmp_path, min_free_bytes=1 << 62)
     assert status.Status == statuses.OUT_OF_RESOURCES
     assert not any(settings.incoming_dir.rglob("*.dcm"))
 
@@ -222,17 +229,9 @@ def test_free_space_threshold_refuses_before_writing(
 def test_database_down_keeps_the_file_and_asks_for_a_resend(
     settings: Settings, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(
-        update={"port": free_port(), "database_url": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    settings, status = _store_one_with(
+        settings, tmp_path, database_url="postgresql+psycopg://nobody@127.0.0.1:1/none"
     )
-    server, monitor = start_gateway(settings, publish=RecordingPublisher())
-    try:
-        assoc = _associate(settings)
-        status = assoc.send_c_store(chest_series(tmp_path, 0, slices=2)[0])
-        assoc.release()
-    finally:
-        server.shutdown()
-        monitor.stop()
     assert status.Status == statuses.OUT_OF_RESOURCES
     assert status.ErrorComment == "database unavailable"
     assert len(list(settings.incoming_dir.rglob("*.dcm"))) == 1

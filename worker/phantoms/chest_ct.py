@@ -7,18 +7,13 @@ instances with consistent geometry (LPS, axial, head-first supine).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from pydicom import Dataset, FileMetaDataset
-from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    CTImageStorage,
-    ExplicitVRLittleEndian,
-    generate_uid,
-)
+from pydicom.uid import CTImageStorage, generate_uid
+
+from worker.phantoms.dicom_base import phantom_dataset
 
 Mask = npt.NDArray[np.bool_]
 
@@ -129,39 +124,21 @@ def write_chest_series(
     study_uid = study_uid or generate_uid()
     series_uid = generate_uid()
     frame_uid = generate_uid()
-    now = datetime.now(UTC)
     paths: list[Path] = []
     for k, plane in enumerate(phantom.hu):
-        sop_uid = generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
+        ds = phantom_dataset(
+            CTImageStorage,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            patient_name="PHANTOM^CHEST",
+            patient_id=patient_id,
+            patient_sex="O",
+            instance_number=k + 1,
+        )
         ds.FrameOfReferenceUID = frame_uid
         ds.PositionReferenceIndicator = ""
-        ds.PatientName = "PHANTOM^CHEST"
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = ""
-        ds.PatientSex = "O"
-        ds.StudyDate = now.strftime("%Y%m%d")
-        ds.StudyTime = now.strftime("%H%M%S")
-        ds.ContentDate = ds.StudyDate
-        ds.ContentTime = ds.StudyTime
-        ds.AccessionNumber = ""
-        ds.ReferringPhysicianName = ""
-        ds.StudyID = "1"
-        ds.SeriesNumber = 1
         ds.AcquisitionNumber = 1
-        ds.InstanceNumber = k + 1
         ds.Modality = "CT"
-        ds.Manufacturer = "medseg phantom"
         ds.BodyPartExamined = body_part
         ds.SeriesDescription = series_description
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]

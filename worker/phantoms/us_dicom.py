@@ -7,21 +7,15 @@ Calibration is PhysicalDeltaX/Y in cm in a region of the sequence, never PixelSp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydicom import Dataset, FileMetaDataset
-from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    ExplicitVRLittleEndian,
-    UltrasoundImageStorage,
-    UltrasoundMultiFrameImageStorage,
-    generate_uid,
-)
+from pydicom import Dataset
+from pydicom.uid import UltrasoundImageStorage, UltrasoundMultiFrameImageStorage, generate_uid
 
+from worker.phantoms.dicom_base import phantom_dataset
 from worker.phantoms.fetal_head import FetalHeadTruth, make_fetal_head_frame
 
 
@@ -89,32 +83,15 @@ def write_us_phantom(
         )  # tint
 
     sop_class = UltrasoundMultiFrameImageStorage if frames > 1 else UltrasoundImageStorage
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    now = datetime.now(UTC)
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = study_uid or generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.PatientName = "PHANTOM^FETAL"
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "F"
-    ds.StudyDate = ds.ContentDate = now.strftime("%Y%m%d")
-    ds.StudyTime = ds.ContentTime = now.strftime("%H%M%S")
-    ds.AccessionNumber = ""
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = "1"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
+    ds = phantom_dataset(
+        sop_class,
+        study_uid=study_uid or generate_uid(),
+        series_uid=generate_uid(),
+        patient_name="PHANTOM^FETAL",
+        patient_id=patient_id,
+        patient_sex="F",
+    )
     ds.Modality = "US"
-    ds.Manufacturer = "medseg phantom"
     ds.SeriesDescription = series_description
     ds.ImageType = ["ORIGINAL", "PRIMARY", "ABDOMINAL"]
     ds.PatientOrientation = ""

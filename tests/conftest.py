@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,8 +38,9 @@ def need(what: str, available: bool) -> None:
 
 
 def need_tool(name: str) -> str:
-    path = shutil.which(name)
-    need(f"{name} (apt-get install -y dcmtk dicom3tools)", path is not None)
+    """A command from PATH or from this venv's bin (dcmqi's tools install there)."""
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    need(f"{name} (make system-deps / make venv installs it)", path is not None)
     assert path is not None
     return path
 

@@ -43,14 +43,27 @@ class Segment:
     mask: npt.NDArray[np.bool_]  # same shape as the input frames: (frames, rows, columns)
 
 
+VOLUME = CodedConcept("118565006", "SCT", "Volume")
+HEAD_CIRCUMFERENCE = CodedConcept("11984-2", "LN", "Head Circumference")
+BIPARIETAL_DIAMETER = CodedConcept("11820-8", "LN", "Biparietal Diameter")
+OCCIPITOFRONTAL_DIAMETER = CodedConcept("11851-3", "LN", "Occipital-Frontal Diameter")
+GA_BY_HC_HADLOCK = CodedConcept("11932-1", "LN", "HC, Hadlock 1984")
+
+
 @dataclass(frozen=True)
 class MeasurementValue:
-    """One measurement. ``key`` is ``name_unit`` as in ``--json`` (e.g. ``lung_volume_ml``)."""
+    """One measurement. ``key`` is ``name_unit`` as in ``--json`` (e.g. ``lung_volume_ml``).
+
+    ``concept`` names it in the SR (TID 1500); without one it stays out of the SR.
+    ``segment`` is the 1-based segment it was measured on, None for the whole image set.
+    """
 
     key: str
     label: str
     value: float
     unit: str  # UCUM
+    concept: CodedConcept | None = None
+    segment: int | None = None
 
 
 @dataclass

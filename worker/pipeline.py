@@ -14,6 +14,7 @@ from worker.outputs import MeasurementValue
 from worker.registry import ModelCache, ModelSpec
 from worker.routing import route
 from worker.seg_export import write_seg
+from worker.sr_export import write_sr
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +49,18 @@ def run_loaded(
     timings["infer"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    seg_path, seg_uid = write_seg(series, output, spec, out_dir / "seg.dcm")
+    seg = write_seg(series, output, spec, out_dir / "seg.dcm")
+    outputs = [OutputRecord("seg", out_dir / "seg.dcm", str(seg.SOPInstanceUID))]
+    sr = write_sr(series, output, spec, seg, out_dir / "sr.dcm")
+    if sr is not None:
+        outputs.append(OutputRecord("sr", out_dir / "sr.dcm", str(sr.SOPInstanceUID)))
     timings["export"] = time.perf_counter() - start
     for warning in output.warnings:
         logger.warning("%s: %s", spec.name, warning)
     return SeriesResult(
         spec=spec,
         measurements=output.measurements,
-        outputs=[OutputRecord("seg", seg_path, seg_uid)],
+        outputs=outputs,
         warnings=output.warnings,
         timings=timings,
         weights_sha256=getattr(model, "weights_sha256", spec.weights_sha256),

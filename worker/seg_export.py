@@ -113,13 +113,17 @@ def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.
     return seg
 
 
-def write_seg(
-    series: LoadedSeries, output: ModelOutput, spec: ModelSpec, path: Path
-) -> tuple[Path, str]:
-    """Build and save the SEG; returns (path, SOP Instance UID)."""
-    seg = build_seg(series, output, spec)
+def save_atomic(ds: Dataset, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    seg.save_as(tmp, enforce_file_format=True)
+    ds.save_as(tmp, enforce_file_format=True)
     tmp.replace(path)
-    return path, str(seg.SOPInstanceUID)
+
+
+def write_seg(
+    series: LoadedSeries, output: ModelOutput, spec: ModelSpec, path: Path
+) -> hd.seg.Segmentation:
+    """Build the SEG and save it at ``path``; returns it."""
+    seg = build_seg(series, output, spec)
+    save_atomic(seg, path)
+    return seg

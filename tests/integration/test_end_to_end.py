@@ -128,9 +128,11 @@ def test_storescu_folder_to_valid_seg_through_redis_and_postgres(
         assert measures["right_lung_volume_ml"] == pytest.approx(
             phantom_volume_ml(phantom.right_lung, phantom), rel=0.03
         )
-        (output,) = result.outputs
-        seg_path = Path(output.path)
+        outputs = {o.kind: Path(o.path) for o in result.outputs}
+        assert set(outputs) == {"seg", "sr"}
+        seg_path = outputs["seg"]
         assert seg_path.is_relative_to(stack.data_dir)
+        assert dciodvfy_errors(outputs["sr"]) == []
         seg = pydicom.dcmread(seg_path)
         assert seg.Modality == "SEG"
         assert seg.SeriesInstanceUID != job.series.series_instance_uid
@@ -189,5 +191,6 @@ def test_obstetric_ultrasound_goes_through_the_gpu_queue(stack: Stack, tmp_path:
         )
         assert measures["head_circumference_mm"].unit == "mm"
         assert measures["measured_frame"].value == phantom.best_frame + 1
-        (output,) = result.outputs
-        assert dciodvfy_errors(Path(output.path)) == []
+        assert {o.kind for o in result.outputs} == {"seg", "sr"}
+        for output in result.outputs:
+            assert dciodvfy_errors(Path(output.path)) == []

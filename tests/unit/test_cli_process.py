@@ -53,7 +53,9 @@ def test_process_json_one_object_per_series(tmp_path: Path) -> None:
         "right_lung_volume_ml",
         "lung_volume_ml",
     }
-    (seg_path,) = ok["outputs"]
+    seg_path, sr_path = ok["outputs"]
+    assert pydicom.dcmread(sr_path).Modality == "SR"
+    assert dciodvfy_errors(Path(sr_path)) == []
     seg = pydicom.dcmread(seg_path)
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == ok["study_uid"]
     assert dciodvfy_errors(Path(seg_path)) == []

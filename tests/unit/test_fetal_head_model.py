@@ -94,7 +94,8 @@ def test_rgb_cine_reports_the_best_frame(model, tmp_path: Path) -> None:  # type
     values = {m.key: m.value for m in output.measurements}
     assert values["measured_frame"] == phantom.best_frame + 1
     assert values["head_circumference_mm"] == pytest.approx(phantom.truth.hc_mm, abs=2.0)
-    seg_path, _ = write_seg(series, output, SPEC, tmp_path / "seg.dcm")
+    seg_path = tmp_path / "seg.dcm"
+    write_seg(series, output, SPEC, seg_path)
     seg = pydicom.dcmread(seg_path)
     source = (
         seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
@@ -116,7 +117,8 @@ def test_uncalibrated_us_gives_pixels_and_a_warning(model, tmp_path: Path) -> No
 def test_single_frame_seg_is_valid(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     phantom = write_us_phantom(tmp_path / "us.dcm", 200013)
     series = load_series([phantom.path])
-    seg_path, _ = write_seg(series, model.predict(series), SPEC, tmp_path / "seg.dcm")
+    seg_path = tmp_path / "seg.dcm"
+    write_seg(series, model.predict(series), SPEC, seg_path)
     seg = pydicom.dcmread(seg_path)
     assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "69536005"
     assert "FrameOfReferenceUID" not in seg

@@ -65,10 +65,12 @@ def test_success_records_result_measurements_and_a_valid_seg(
         assert set(measures) == {"left_lung_volume_ml", "right_lung_volume_ml", "lung_volume_ml"}
         assert all(unit == "mL" and value > 100 for value, unit in measures.values())
         assert result.model_name == "lung-ct-threshold" and result.model_version == "1.0.0"
-        (output,) = result.outputs
-    assert output.kind == "seg"
-    assert Path(output.path).is_relative_to(tmp_path / "results")
-    assert dciodvfy_errors(Path(output.path)) == []
+        outputs = {o.kind: (o.path, o.sop_instance_uid) for o in result.outputs}
+    assert set(outputs) == {"seg", "sr"}
+    for path, uid in outputs.values():
+        assert Path(path).is_relative_to(tmp_path / "results")
+        assert pydicom.dcmread(path).SOPInstanceUID == uid
+        assert dciodvfy_errors(Path(path)) == []
 
 
 def test_redelivery_of_a_finished_job_is_a_no_op(

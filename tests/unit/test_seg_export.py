@@ -15,7 +15,8 @@ from worker.seg_export import write_seg
 def test_lung_seg_reads_back_and_is_a_valid_iod(tmp_path: Path) -> None:
     series = load_series(chest_series(tmp_path / "in", 0))
     output = SPEC.load("cpu").predict(series)
-    path, uid = write_seg(series, output, SPEC, tmp_path / "out" / "seg.dcm")
+    path = tmp_path / "out" / "seg.dcm"
+    uid = write_seg(series, output, SPEC, path).SOPInstanceUID
 
     seg = pydicom.dcmread(path)
     assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"

@@ -16,7 +16,16 @@ import numpy.typing as npt
 from worker.calibration import image_calibration
 from worker.errors import InputError
 from worker.loading import LoadedSeries
-from worker.outputs import FETAL_HEAD, MeasurementValue, ModelOutput, Segment
+from worker.outputs import (
+    BIPARIETAL_DIAMETER,
+    FETAL_HEAD,
+    GA_BY_HC_HADLOCK,
+    HEAD_CIRCUMFERENCE,
+    OCCIPITOFRONTAL_DIAMETER,
+    MeasurementValue,
+    ModelOutput,
+    Segment,
+)
 from worker.registry import ModelSpec
 from worker.routing import SeriesTags
 
@@ -88,19 +97,28 @@ class FetalHeadModel:
             )
         measurements = [
             MeasurementValue(
-                f"head_circumference_{suffix}", "Head circumference", b.head_circumference_mm, unit
+                f"head_circumference_{suffix}",
+                "Head circumference",
+                b.head_circumference_mm,
+                unit,
+                HEAD_CIRCUMFERENCE,
+                segment=1,
             ),
             MeasurementValue(
                 f"biparietal_diameter_{suffix}",
                 f"Biparietal diameter ({BPD_CONVENTION})",
                 b.biparietal_diameter_mm,
                 unit,
+                BIPARIETAL_DIAMETER,
+                segment=1,
             ),
             MeasurementValue(
                 f"occipitofrontal_diameter_{suffix}",
                 "Occipitofrontal diameter",
                 b.occipitofrontal_diameter_mm,
                 unit,
+                OCCIPITOFRONTAL_DIAMETER,
+                segment=1,
             ),
         ]
         if calibration and b.gestational_age_days is not None:
@@ -110,6 +128,8 @@ class FetalHeadModel:
                     "Gestational age (Hadlock HC)",
                     b.gestational_age_days,
                     "d",
+                    GA_BY_HC_HADLOCK,
+                    segment=1,
                 )
             )
         elif calibration:

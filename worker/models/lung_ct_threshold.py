@@ -15,7 +15,14 @@ from scipy import ndimage
 
 from worker.errors import InputError
 from worker.loading import LoadedSeries, VolumeGeometry
-from worker.outputs import LEFT_LUNG, RIGHT_LUNG, MeasurementValue, ModelOutput, Segment
+from worker.outputs import (
+    LEFT_LUNG,
+    RIGHT_LUNG,
+    VOLUME,
+    MeasurementValue,
+    ModelOutput,
+    Segment,
+)
 from worker.registry import ModelSpec
 from worker.routing import SeriesTags
 
@@ -154,9 +161,13 @@ class LungCtThreshold:
         return ModelOutput(
             segments=[Segment(LEFT_LUNG, left), Segment(RIGHT_LUNG, right)],
             measurements=[
-                MeasurementValue("left_lung_volume_ml", "Left lung volume", left_ml, "mL"),
-                MeasurementValue("right_lung_volume_ml", "Right lung volume", right_ml, "mL"),
-                MeasurementValue("lung_volume_ml", "Lung volume", left_ml + right_ml, "mL"),
+                MeasurementValue(
+                    "left_lung_volume_ml", "Left lung volume", left_ml, "mL", VOLUME, segment=1
+                ),
+                MeasurementValue(
+                    "right_lung_volume_ml", "Right lung volume", right_ml, "mL", VOLUME, segment=2
+                ),
+                MeasurementValue("lung_volume_ml", "Lung volume", left_ml + right_ml, "mL", VOLUME),
             ],
         )
 

@@ -1,0 +1,177 @@
+"""The measurement report: a Comprehensive 3D SR following TID 1500 (highdicom.sr).
+
+Each measurement with a coded concept goes into a measurement group: per segment (TID 1411
+volumetric for a volume, TID 1410 planar for one 2D frame) referencing the SEG segment and the
+source images, or an image-level group (TID 1501) for measurements of several segments.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import highdicom as hd
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+
+from worker import __version__
+from worker.loading import LoadedSeries
+from worker.outputs import CodedConcept, MeasurementValue, ModelOutput
+from worker.registry import ModelSpec
+from worker.seg_export import save_atomic
+
+logger = logging.getLogger(__name__)
+
+SR_SERIES_NUMBER = 9902
+IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
+UCUM: dict[str, tuple[str, str]] = {
+    "mm": ("mm", "millimeter"),
+    "mL": ("ml", "milliliter"),
+    "d": ("d", "day"),
+    "cm2": ("cm2", "square centimeter"),
+    "{pixels}": ("{pixels}", "pixels"),
+}
+
+
+def _code(concept: CodedConcept) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(concept.value, concept.scheme, concept.meaning)
+
+
+def _measurement(
+    m: MeasurementValue, algorithm: hd.sr.AlgorithmIdentification
+) -> hd.sr.Measurement:
+    assert m.concept is not None
+    value, meaning = UCUM[m.unit]
+    return hd.sr.Measurement(
+        name=_code(m.concept),
+        value=m.value,
+        unit=hd.sr.CodedConcept(value, "UCUM", meaning),
+        algorithm_id=algorithm,
+    )
+
+
+def _segment_group(
+    number: int,
+    measurements: list[hd.sr.Measurement],
+    *,
+    series: LoadedSeries,
+    output: ModelOutput,
+    seg: hd.seg.Segmentation,
+    algorithm: hd.sr.AlgorithmIdentification,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | (
+    hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+):
+    kind = output.segments[number - 1].kind
+    tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{kind.label} (segment {number})")
+    if "FrameOfReferenceUID" in seg:
+        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            referenced_segment=hd.sr.ReferencedSegment(
+                sop_class_uid=seg.SOPClassUID,
+                sop_instance_uid=seg.SOPInstanceUID,
+                segment_number=number,
+                source_series=hd.sr.SourceSeriesForSegmentation(series.series_uid),
+            ),
+            finding_type=_code(kind.property_type),
+            algorithm_id=algorithm,
+            measurements=measurements,
+        )
+    source = series.datasets[0]
+    frames = (
+        [output.source_frame + 1]
+        if int(source.get("NumberOfFrames", 1)) > 1 and (output.source_frame is not None)
+        else None
+    )
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking,
+        referenced_segment=hd.sr.ReferencedSegmentationFrame(
+            sop_class_uid=seg.SOPClassUID,
+            sop_instance_uid=seg.SOPInstanceUID,
+            frame_number=1,
+            segment_number=number,
+            source_image=hd.sr.SourceImageForSegmentation(
+                source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=frames
+            ),
+        ),
+        finding_type=_code(kind.property_type),
+        algorithm_id=algorithm,
+        measurements=measurements,
+    )
+
+
+def build_sr(
+    series: LoadedSeries, output: ModelOutput, spec: ModelSpec, seg: hd.seg.Segmentation
+) -> hd.sr.Comprehensive3DSR | None:
+    """The TID 1500 report, or None when the output has no coded measurement."""
+    coded = [m for m in output.measurements if m.concept is not None and m.unit in UCUM]
+    if not coded:
+        return None
+    algorithm = hd.sr.AlgorithmIdentification(name=spec.name, version=spec.version)
+    by_segment: dict[int | None, list[hd.sr.Measurement]] = defaultdict(list)
+    for m in coded:
+        by_segment[m.segment].append(_measurement(m, algorithm))
+    groups: list[
+        hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.MeasurementsAndQualitativeEvaluations
+    ] = [
+        _segment_group(number, items, series=series, output=output, seg=seg, algorithm=algorithm)
+        for number, items in sorted(by_segment.items(), key=lambda kv: kv[0] or 0)
+        if number is not None
+    ]
+    if None in by_segment:
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Totals"),
+                algorithm_id=algorithm,
+                measurements=by_segment[None],
+            )
+        )
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=hd.UID(), name="medseg", manufacturer_name="medseg", model_name=spec.name
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=IMAGING_PROCEDURE,
+        imaging_measurements=groups,
+        title=codes.DCM.ImagingMeasurementReport,
+    )
+    evidence: list[Dataset] = [*series.datasets, seg]
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report[0],
+        series_instance_uid=hd.UID(),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="medseg",
+        is_complete=True,
+        series_description=f"medseg {spec.name} measurements"[:64],
+        software_versions=f"medseg {__version__}",
+    )
+    _drop_segment_number_beside_frame(sr.ContentSequence)
+    return sr
+
+
+def _drop_segment_number_beside_frame(items: Sequence[Dataset]) -> None:
+    """PS3.3 C.18.3: an IMAGE item referencing SEG frames must not also name the segment
+    (highdicom writes both for TID 1410; dciodvfy rightly flags it)."""
+    for item in items:
+        for ref in item.get("ReferencedSOPSequence", []):
+            if "ReferencedFrameNumber" in ref and "ReferencedSegmentNumber" in ref:
+                del ref.ReferencedSegmentNumber
+        _drop_segment_number_beside_frame(item.get("ContentSequence", []))
+
+
+def write_sr(
+    series: LoadedSeries, output: ModelOutput, spec: ModelSpec, seg: hd.seg.Segmentation, path: Path
+) -> hd.sr.Comprehensive3DSR | None:
+    sr = build_sr(series, output, spec, seg)
+    if sr is not None:
+        save_atomic(sr, path)
+    return sr

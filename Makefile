@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
-DEBIAN_TOOLS := storescu:dcmtk dciodvfy:dicom3tools redis-server:redis-server
+DEBIAN_TOOLS := storescu:dcmtk dciodvfy:dicom3tools redis-server:redis-server Orthanc:orthanc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck unit integration system-deps venv clean
@@ -32,7 +32,8 @@ typecheck: venv
 	$(BIN)/mypy
 
 # Debian packages the tests and the demo need: DCMTK (a DICOM peer nobody here wrote),
-# dicom3tools (dciodvfy, the IOD validator) and a Redis server for the demo's private broker.
+# dicom3tools (dciodvfy, the IOD validator), a Redis server for the demo's private broker and
+# Orthanc (the PACS the integration tests deliver results to).
 system-deps:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \

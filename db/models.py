@@ -52,6 +52,12 @@ def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
     )
 
 
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
 class Study(Base):
     __tablename__ = "study"
 
@@ -151,6 +157,9 @@ class Result(Base):
     outputs: Mapped[list[OutputFile]] = relationship(
         back_populates="result", cascade="all, delete-orphan"
     )
+    deliveries: Mapped[list[Delivery]] = relationship(
+        back_populates="result", cascade="all, delete-orphan"
+    )
 
 
 class Measurement(Base):
@@ -176,3 +185,25 @@ class OutputFile(Base):
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
 
     result: Mapped[Result] = relationship(back_populates="outputs")
+
+
+class Delivery(Base):
+    """The outputs of one result sent to one destination: attempts, outcome, timings."""
+
+    __tablename__ = "delivery"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("result.id", ondelete="CASCADE"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    state: Mapped[DeliveryState] = mapped_column(
+        _enum(DeliveryState, "delivery_state"), default=DeliveryState.PENDING, index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    result: Mapped[Result] = relationship(back_populates="deliveries")

@@ -1,67 +1,98 @@
-"""The job outbox: jobs are committed first, then published; a broker outage loses nothing."""
+"""The outbox: jobs and deliveries are committed first, then published; a broker outage
+loses nothing, it only delays them."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Job, JobState, utcnow
+from db.models import Delivery, DeliveryState, Job, JobState, utcnow
 
 logger = logging.getLogger(__name__)
 
-#: publish(job_id, queue) -> broker message/task id; raises when the broker is unreachable.
-Publisher = Callable[[int, str], str]
+TASK_RUN_JOB = "medseg.run_job"
+TASK_DELIVER = "medseg.deliver"
+
+#: publish(task name, row id, queue) -> broker task id; raises when the broker is unreachable.
+Publisher = Callable[[str, int, str], str]
+
+
+@dataclass(frozen=True)
+class _Kind:
+    model: type[Job] | type[Delivery]
+    waiting: JobState | DeliveryState
+    task: str
+    fixed_queue: str | None  # deliveries always go to the cpu queue; jobs carry theirs
+
+
+_KINDS = (
+    _Kind(Job, JobState.QUEUED, TASK_RUN_JOB, None),
+    _Kind(Delivery, DeliveryState.PENDING, TASK_DELIVER, "cpu"),
+)
+
+
+def _pending(session: Session, kind: _Kind, now: datetime) -> list[tuple[int, str]]:
+    model: Any = kind.model
+    queue = model.queue if kind.fixed_queue is None else None
+    columns = [model.id] + ([queue] if queue is not None else [])
+    rows = session.execute(
+        select(*columns)
+        .where(
+            model.state == kind.waiting,
+            model.enqueued_at.is_(None),
+            or_(model.not_before.is_(None), model.not_before <= now),
+        )
+        .order_by(model.id)
+    ).all()
+    return [(row[0], row[1] if queue is not None else str(kind.fixed_queue)) for row in rows]
 
 
 def dispatch_pending(
     session_factory: sessionmaker[Session], publish: Publisher, now: datetime | None = None
 ) -> int:
-    """Publish every queued job not yet published (and due); returns how many were sent."""
+    """Publish every due job and delivery not yet published; returns how many were sent."""
     now = now or utcnow()
-    with session_factory() as session:
-        pending = session.execute(
-            select(Job.id, Job.queue)
-            .where(
-                Job.state == JobState.QUEUED,
-                Job.enqueued_at.is_(None),
-                or_(Job.not_before.is_(None), Job.not_before <= now),
-            )
-            .order_by(Job.id)
-        ).all()
     sent = 0
-    for job_id, queue in pending:
-        try:
-            task_id = publish(job_id, queue)
-        except Exception as exc:  # the broker's client raises many kinds; all mean "not sent"
-            logger.warning(
-                "broker unavailable, %d job(s) wait in the outbox: %s", len(pending) - sent, exc
-            )
-            break
-        with session_factory.begin() as session:
-            job = session.get(Job, job_id)
-            if job is not None and job.state is JobState.QUEUED:
-                job.enqueued_at = utcnow()
-                job.celery_task_id = task_id
-        sent += 1
+    for kind in _KINDS:
+        with session_factory() as session:
+            pending = _pending(session, kind, now)
+        for row_id, queue in pending:
+            try:
+                task_id = publish(kind.task, row_id, queue)
+            except Exception as exc:  # the broker client raises many kinds; all mean "not sent"
+                logger.warning(
+                    "broker unavailable, %s %d waits in the outbox: %s",
+                    kind.model.__tablename__,
+                    row_id,
+                    exc,
+                )
+                return sent
+            with session_factory.begin() as session:
+                row: Any = session.get(kind.model, row_id)
+                if row is not None and row.state is kind.waiting:
+                    row.enqueued_at = utcnow()
+                    if isinstance(row, Job):
+                        row.celery_task_id = task_id
+            sent += 1
     return sent
 
 
 def celery_publisher(app: object) -> Publisher:
-    """A publisher sending ``medseg.run_job`` through a Celery app, failing fast when down."""
+    """A publisher sending through a Celery app, failing fast when the broker is down."""
     from celery import Celery
-
-    from worker.celery_app import TASK_RUN_JOB
 
     assert isinstance(app, Celery)
 
-    def publish(job_id: int, queue: str) -> str:
+    def publish(task: str, row_id: int, queue: str) -> str:
         result = app.send_task(
-            TASK_RUN_JOB,
-            args=[job_id],
+            task,
+            args=[row_id],
             queue=queue,
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5},

@@ -5,9 +5,11 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from dicom_gateway.outbox import TASK_DELIVER, TASK_RUN_JOB
 from worker.settings import Settings, get_settings
 
-TASK_RUN_JOB = "medseg.run_job"
+__all__ = ["QUEUES", "TASK_DELIVER", "TASK_RUN_JOB", "app", "create_celery"]
+
 QUEUES = ("gpu", "cpu")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -10,11 +11,12 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.jobstate import TERMINAL, transition
-from db.models import Job, JobState, Measurement, OutputFile, Result, utcnow
+from db.models import Delivery, Job, JobState, Measurement, OutputFile, Result, utcnow
 from dicom_gateway.storage import safe_component
 from worker.errors import PermanentError
 from worker.pipeline import SeriesResult, run_series
 from worker.registry import ModelCache, get_spec
+from worker.settings import DicomDestination
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,9 @@ def _claim(
         return _Claimed(paths=paths, model_name=job.model_name, out_dir=out_dir)
 
 
-def _record_success(session: Session, job: Job, result: SeriesResult) -> None:
+def _record_success(
+    session: Session, job: Job, result: SeriesResult, deliver_to: DeliverTo
+) -> None:
     transition(job, JobState.SUCCEEDED)
     if job.model_version != result.spec.version:
         logger.warning(
@@ -68,23 +72,26 @@ def _record_success(session: Session, job: Job, result: SeriesResult) -> None:
             job.model_version,
             result.spec.version,
         )
-    session.add(
-        Result(
-            job_id=job.id,
-            model_name=result.spec.name,
-            model_version=result.spec.version,
-            weights_sha256=result.weights_sha256,
-            inference_seconds=result.timings.get("infer", 0.0),
-            measurements=[
-                Measurement(key=m.key, label=m.label, value=m.value, unit=m.unit)
-                for m in result.measurements
-            ],
-            outputs=[
-                OutputFile(kind=o.kind, path=str(o.path), sop_instance_uid=o.sop_instance_uid)
-                for o in result.outputs
-            ],
-        )
+    row = Result(
+        job_id=job.id,
+        model_name=result.spec.name,
+        model_version=result.spec.version,
+        weights_sha256=result.weights_sha256,
+        inference_seconds=result.timings.get("infer", 0.0),
+        measurements=[
+            Measurement(key=m.key, label=m.label, value=m.value, unit=m.unit)
+            for m in result.measurements
+        ],
+        outputs=[
+            OutputFile(kind=o.kind, path=str(o.path), sop_instance_uid=o.sop_instance_uid)
+            for o in result.outputs
+        ],
     )
+    for destination in deliver_to.destinations:
+        row.deliveries.append(
+            Delivery(destination=destination.name, max_attempts=deliver_to.max_attempts)
+        )
+    session.add(row)
 
 
 def _record_failure(
@@ -107,8 +114,18 @@ def _record_failure(
         return job.state
 
 
+@dataclass(frozen=True)
+class DeliverTo:
+    destinations: Sequence[DicomDestination] = ()
+    max_attempts: int = 5
+
+
 def execute_job(
-    session_factory: sessionmaker[Session], models: ModelCache, results_root: Path, job_id: int
+    session_factory: sessionmaker[Session],
+    models: ModelCache,
+    results_root: Path,
+    job_id: int,
+    deliver_to: DeliverTo = DeliverTo(),
 ) -> JobState | None:
     """Run job ``job_id`` to its next state; None when there was nothing to do."""
     claimed = _claim(session_factory, job_id, results_root)
@@ -126,6 +143,6 @@ def execute_job(
     with session_factory.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
         assert job is not None
-        _record_success(session, job, result)
+        _record_success(session, job, result, deliver_to)
     logger.info("job %s succeeded in %.2f s", job_id, sum(result.timings.values()))
     return JobState.SUCCEEDED

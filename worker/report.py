@@ -50,3 +50,60 @@ def print_results(session_factory: sessionmaker[Session], out: TextIO) -> None:
                 )
                 for path in outputs:
                     print(f"{'':<22} SEG: {path}", file=out)
+
+
+def print_study(session_factory: sessionmaker[Session], study_uid: str, out: TextIO) -> bool:
+    """Everything about one study: series, jobs, measurements, outputs, deliveries."""
+    from db.models import Delivery, Study
+
+    with session_factory() as session:
+        study = session.scalars(
+            select(Study)
+            .where(Study.study_instance_uid == study_uid)
+            .options(
+                selectinload(Study.series).selectinload(Series.instances),
+                selectinload(Study.series)
+                .selectinload(Series.jobs)
+                .selectinload(Job.results)
+                .options(
+                    selectinload(Result.measurements),
+                    selectinload(Result.outputs),
+                    selectinload(Result.deliveries),
+                ),
+            )
+        ).one_or_none()
+        if study is None:
+            return False
+        print(f"study {study.study_instance_uid}  date {study.study_date or '-'}", file=out)
+        for series in study.series:
+            print(
+                f"  series {series.series_instance_uid}  {series.modality}  "
+                f"{len(series.instances)} instance(s)  {series.status.value}  "
+                f"from {series.calling_ae or '-'}",
+                file=out,
+            )
+            for job in series.jobs:
+                print(
+                    f"    job {job.id}  {job.model_name} {job.model_version}  {job.state.value}  "
+                    f"attempts {job.attempts}/{job.max_attempts}"
+                    + (f"  error: {job.error}" if job.error else ""),
+                    file=out,
+                )
+                for result in job.results:
+                    print(f"      weights sha256 {result.weights_sha256 or '-'}", file=out)
+                    for m in result.measurements:
+                        print(f"      {m.label:<36} {m.value:10.2f} {m.unit}", file=out)
+                    for o in result.outputs:
+                        print(f"      {o.kind.upper():<4} {o.path}", file=out)
+                    deliveries: list[Delivery] = list(result.deliveries)
+                    for d in deliveries:
+                        when = (
+                            d.delivered_at.isoformat(timespec="seconds") if d.delivered_at else ""
+                        )
+                        print(
+                            f"      delivery to {d.destination}: {d.state.value} after "
+                            f"{d.attempts} attempt(s) {when}"
+                            + (f" ({d.error})" if d.error and d.state.value != "sent" else ""),
+                            file=out,
+                        )
+    return True

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DicomDestination(BaseModel):
+    """A DICOM node results are C-STOREd to (``type: dicom``; other types may follow)."""
+
+    type: Literal["dicom"] = "dicom"
+    name: str = Field(min_length=1, max_length=64)
+    ae_title: str = Field(min_length=1, max_length=16)
+    host: str
+    port: int = Field(ge=1, le=65535)
+    calling_ae: str = Field(default="MEDSEG", min_length=1, max_length=16)
 
 
 class Settings(BaseSettings):
@@ -49,6 +61,12 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1)
     job_time_limit_seconds: int = Field(default=1800, ge=10)
     device: str = Field(default="auto", description="auto, cpu or cuda[:N].")
+    destinations: list[DicomDestination] = Field(
+        default_factory=list,
+        description='Where results go, as JSON: [{"type": "dicom", "name": "pacs", '
+        '"ae_title": "PACS", "host": "10.0.0.5", "port": 104}]',
+    )
+    delivery_max_attempts: int = Field(default=5, ge=1)
     fetal_head_weights: Path | None = Field(
         default=None,
         description="Checkpoint (.pt with its .json) for the fetal head model; default: shipped.",

@@ -7,7 +7,7 @@ from typing import Any
 
 from celery.signals import worker_process_init
 
-from worker.celery_app import TASK_RUN_JOB, app
+from worker.celery_app import TASK_DELIVER, TASK_RUN_JOB, app
 from worker.context import WorkerContext
 
 logger = logging.getLogger(__name__)
@@ -31,8 +31,20 @@ def _init_process(**_: Any) -> None:
 
 @app.task(name=TASK_RUN_JOB, acks_late=True, ignore_result=True)
 def run_job(job_id: int) -> str | None:
-    from worker.jobs import execute_job
+    from worker.jobs import DeliverTo, execute_job
 
     ctx = context()
-    state = execute_job(ctx.session_factory, ctx.models, ctx.settings.results_dir, job_id)
+    deliver_to = DeliverTo(ctx.settings.destinations, ctx.settings.delivery_max_attempts)
+    state = execute_job(
+        ctx.session_factory, ctx.models, ctx.settings.results_dir, job_id, deliver_to
+    )
+    return state.value if state else None
+
+
+@app.task(name=TASK_DELIVER, acks_late=True, ignore_result=True)
+def deliver(delivery_id: int) -> str | None:
+    from worker.delivery import execute_delivery
+
+    ctx = context()
+    state = execute_delivery(ctx.session_factory, ctx.settings.destinations, delivery_id)
     return state.value if state else None

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.jobstate import TERMINAL
-from db.models import Instance, Job, JobState, Result, Series, SeriesStatus
+from db.models import Delivery, DeliveryState, Instance, Job, JobState, Result, Series, SeriesStatus
 from db.session import make_engine, make_session_factory
 from tests.conftest import dciodvfy_errors, need_tool
 from tests.factories import chest_phantom, chest_series
@@ -30,15 +34,59 @@ class Stack:
     data_dir: Path
     logs: Path
     session_factory: sessionmaker[Session]
+    orthanc_http: str
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
+    """Debian's Orthanc as the PACS results are sent to: (DICOM port, REST base URL)."""
+    binary = need_tool("Orthanc")
+    root = tmp_path_factory.mktemp("orthanc")
+    dicom_port, http_port = free_port(), free_port()
+    config = {
+        "Name": "medseg-test",
+        "StorageDirectory": str(root / "db"),
+        "IndexDirectory": str(root / "db"),
+        "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": True,
+        "Plugins": [],
+    }
+    (root / "orthanc.json").write_text(json.dumps(config))
+    log = open(root / "orthanc.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen([binary, str(root / "orthanc.json")], stdout=log, stderr=log)
+    try:
+        wait_for_port(http_port, process=process)
+        wait_for_port(dicom_port, process=process)
+        yield dicom_port, f"http://127.0.0.1:{http_port}"
+    finally:
+        stop(process)
+        log.close()
 
 
 @pytest.fixture(scope="module")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, postgres_url: str
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_url: str,
+    postgres_url: str,
+    orthanc: tuple[int, str],
 ) -> Iterator[Stack]:
     need_tool("storescu")
     root = tmp_path_factory.mktemp("stack")
     port = free_port()
+    orthanc_port, orthanc_http = orthanc
+    destinations = [
+        {
+            "type": "dicom",
+            "name": "orthanc",
+            "ae_title": "ORTHANC",
+            "host": "127.0.0.1",
+            "port": orthanc_port,
+        }
+    ]
     env = {
         "MEDSEG_DATA_DIR": str(root / "data"),
         "MEDSEG_DATABASE_URL": postgres_url,
@@ -49,13 +97,14 @@ def stack(
         "MEDSEG_SERIES_QUIET_SECONDS": "1.5",
         "MEDSEG_COMPLETION_POLL_SECONDS": "0.2",
         "MEDSEG_MIN_FREE_BYTES": "0",
+        "MEDSEG_DESTINATIONS": json.dumps(destinations),
     }
     gateway = start_medseg(["gateway"], env, root / "gateway.log")
     worker = start_medseg(["worker", "--concurrency", "1"], env, root / "worker.log")
     engine = make_engine(postgres_url)
     try:
         wait_for_port(port, process=gateway)
-        yield Stack(port, root / "data", root, make_session_factory(engine))
+        yield Stack(port, root / "data", root, make_session_factory(engine), orthanc_http)
     finally:
         stop(gateway)
         stop(worker)
@@ -194,3 +243,61 @@ def test_obstetric_ultrasound_goes_through_the_gpu_queue(stack: Stack, tmp_path:
         assert {o.kind for o in result.outputs} == {"seg", "sr"}
         for output in result.outputs:
             assert dciodvfy_errors(Path(output.path)) == []
+
+
+def _wait_delivered(stack: Stack, job_ids: list[int], timeout: float = 60.0) -> list[Delivery]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with stack.session_factory() as session:
+            deliveries = session.scalars(
+                select(Delivery).join(Result).where(Result.job_id.in_(job_ids))
+            ).all()
+        if deliveries and all(d.state is not DeliveryState.PENDING for d in deliveries):
+            return list(deliveries)
+        time.sleep(0.3)
+    raise AssertionError(f"deliveries not finished in {timeout} s\n{_logs(stack)}")
+
+
+def _orthanc_lookup(base: str, uid: str) -> list[dict[str, str]]:
+    request = urllib.request.Request(f"{base}/tools/lookup", data=uid.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        found: list[dict[str, str]] = json.load(response)
+        return found
+
+
+def test_results_are_delivered_to_orthanc_and_recorded(stack: Stack, tmp_path: Path) -> None:
+    paths = chest_series(tmp_path / "ct", 3, slices=8)
+    assert storescu(tmp_path / "ct", stack.port, "MEDSEG").returncode == 0
+    series_uid = str(pydicom.dcmread(paths[0]).SeriesInstanceUID)
+    (job,) = _wait_terminal(stack, {series_uid})
+    assert job.state is JobState.SUCCEEDED, job.error
+    (delivery,) = _wait_delivered(stack, [job.id])
+    assert delivery.state is DeliveryState.SENT, delivery.error
+    assert delivery.destination == "orthanc" and delivery.attempts == 1
+    (result,) = job.results
+    for output in result.outputs:
+        found = _orthanc_lookup(stack.orthanc_http, str(output.sop_instance_uid))
+        assert [f["Type"] for f in found] == ["Instance"], output.kind
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "show",
+            str(pydicom.dcmread(paths[0]).StudyInstanceUID),
+        ],
+        env={
+            **os.environ,
+            "MEDSEG_DATABASE_URL": str(
+                stack.session_factory.kw["bind"].url.render_as_string(hide_password=False)
+            ),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "delivery to orthanc: sent after 1 attempt(s)" in done.stdout
+    assert "Left lung volume" in done.stdout and "SEG " in done.stdout and "SR " in done.stdout

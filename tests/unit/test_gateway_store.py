@@ -30,9 +30,10 @@ class RecordingPublisher:
         self.sent: list[tuple[int, str]] = []
         self.down = False
 
-    def __call__(self, job_id: int, queue: str) -> str:
+    def __call__(self, task: str, job_id: int, queue: str) -> str:
         if self.down:
             raise ConnectionError("broker down")
+        assert task == "medseg.run_job"
         self.sent.append((job_id, queue))
         return f"task-{job_id}"
 

@@ -1,0 +1,112 @@
+"""``medseg train|evaluate|phantoms``: the model-building commands of the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from worker.device import resolve_device
+    from worker.fetal.train import TrainConfig, train
+
+    device = resolve_device(args.device)
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, max_seconds=args.max_seconds
+    )
+    meta = train(args.data, args.out, config, device, progress=_progress, data_label=args.label)
+    print(f"\nsaved {args.out} (+ .json)\nsha256 {meta['sha256']}\nval Dice {meta['val_dice']:.4f}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from worker.device import resolve_device
+    from worker.fetal.evaluate import evaluate, format_summary
+    from worker.fetal.predictor import DEFAULT_WEIGHTS
+
+    summary = evaluate(
+        args.data,
+        args.weights or DEFAULT_WEIGHTS,
+        resolve_device(args.device),
+        progress=lambda i, n: _progress("evaluate", i, n),
+    )
+    print("\n" + format_summary(summary))
+    if args.json:
+        args.json.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    return 0
+
+
+def _cmd_phantoms(args: argparse.Namespace) -> int:
+    if args.kind == "chest-ct":
+        from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
+
+        for i in range(args.count):
+            phantom = make_chest_phantom(seed=args.start + i)
+            write_chest_series(phantom, args.out / f"ct{args.start + i:05d}")
+    elif args.dicom:
+        from worker.phantoms.us_dicom import write_us_phantom
+
+        for i in range(args.count):
+            seed = args.start + i
+            write_us_phantom(
+                args.out / f"us{seed:05d}.dcm",
+                seed,
+                frames=args.frames,
+                rgb=args.dicom == "rgb",
+                calibrated=not args.uncalibrated,
+            )
+    else:
+        import os
+
+        from worker.phantoms.fetal_head import write_hc18_parallel
+
+        write_hc18_parallel(
+            args.out, range(args.start, args.start + args.count), os.cpu_count() or 1
+        )
+    print(f"wrote {args.count} {args.kind} phantom(s) to {args.out}")
+    return 0
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    end = "\n" if done >= total else ""
+    print(
+        f"\r{stage:<9} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
+        end=end,
+        file=sys.stderr,
+    )
+
+
+def add_model_commands(sub: Any) -> None:
+    train = sub.add_parser("train", help="train a model on a data folder")
+    train.add_argument("task", choices=["fetal-head"])
+    train.add_argument("--data", type=Path, required=True, help="folder in the HC18 layout")
+    train.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt + .json)")
+    train.add_argument("--epochs", type=int, default=40)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--max-seconds", type=float, default=float("inf"))
+    train.add_argument("--device", default="auto")
+    train.add_argument("--label", default="", help="what the data is (stored in the metadata)")
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a model on a held-out data folder")
+    evaluate.add_argument("task", choices=["fetal-head"])
+    evaluate.add_argument("--data", type=Path, required=True, help="folder in the HC18 layout")
+    evaluate.add_argument("--weights", type=Path, help="checkpoint (default: the shipped one)")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", type=Path, help="also write the summary as JSON")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    phantoms = sub.add_parser("phantoms", help="write synthetic studies with exact ground truth")
+    phantoms.add_argument("kind", choices=["fetal-head", "chest-ct"])
+    phantoms.add_argument("--out", type=Path, required=True)
+    phantoms.add_argument("--count", type=int, default=10)
+    phantoms.add_argument("--start", type=int, default=100000, help="first seed")
+    phantoms.add_argument("--dicom", choices=["mono", "rgb"], help="fetal head as US DICOM")
+    phantoms.add_argument("--frames", type=int, default=1, help="frames per US DICOM (cine)")
+    phantoms.add_argument("--uncalibrated", action="store_true", help="no ultrasound regions")
+    phantoms.set_defaults(func=_cmd_phantoms)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,23 +67,29 @@ def handle_store(event: Any, ctx: StoreContext) -> Dataset:
         return statuses.status(statuses.OUT_OF_RESOURCES, "receiver storage full")
 
     try:
+        # Everything we read from the data set is read here, before anything is written:
+        # pydicom decodes lazily, so a damaged element may only fail when it is accessed.
         ds = event.dataset
         ds.file_meta = event.file_meta
         refusal = _validate(ds, event.request)
+        info = None
+        if refusal is None:
+            info = instance_info(
+                ds,
+                transfer_syntax_uid=str(event.context.transfer_syntax),
+                calling_ae=calling,
+                path="",
+                size_bytes=0,
+            )
     except Exception as exc:  # a malformed stream can raise anything from the decoder
         logger.warning("cannot decode dataset from %s: %s", calling, type(exc).__name__)
         return statuses.status(statuses.CANNOT_DECODE, "cannot decode dataset")
-    if refusal is not None:
-        code, reason = refusal
+    if refusal is not None or info is None:
+        code, reason = refusal or (statuses.CANNOT_DECODE, "cannot decode dataset")
         logger.warning("refusing instance from %s: %s (0x%04X)", calling, reason, code)
         return statuses.status(code, reason)
 
-    path = instance_path(
-        ctx.storage_root,
-        str(ds.StudyInstanceUID),
-        str(ds.SeriesInstanceUID),
-        str(ds.SOPInstanceUID),
-    )
+    path = instance_path(ctx.storage_root, info.study_uid, info.series_uid, info.sop_instance_uid)
     try:
         encoded = event.encoded_dataset()
         write_atomic(path, encoded)
@@ -92,13 +98,7 @@ def handle_store(event: Any, ctx: StoreContext) -> Dataset:
         logger.error("cannot store instance from %s: %s", calling, exc)
         return statuses.status(statuses.OUT_OF_RESOURCES, reason)
 
-    info = instance_info(
-        ds,
-        transfer_syntax_uid=str(event.context.transfer_syntax),
-        calling_ae=calling,
-        path=str(path),
-        size_bytes=len(encoded),
-    )
+    info = replace(info, path=str(path), size_bytes=len(encoded))
     try:
         record_instance(ctx.session_factory, info)
     except SQLAlchemyError as exc:
@@ -114,8 +114,11 @@ def handle_echo(event: Any) -> int:
 
 
 def log_association(event: Any) -> None:
+    """Accepted associations at INFO, rejected ones (unknown calling AE, ...) at WARNING."""
     assoc = event.assoc
-    logger.info(
+    level = logging.WARNING if event.event.name == "EVT_REJECTED" else logging.INFO
+    logger.log(
+        level,
         "%s: calling AE %s from %s",
         event.event.name,
         str(assoc.requestor.ae_title).strip(),

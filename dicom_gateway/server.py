@@ -26,6 +26,8 @@ def build_ae(settings: Settings) -> AE:
     ae.supported_contexts = supported_contexts()
     ae.maximum_pdu_size = settings.max_pdu
     ae.maximum_associations = 32
+    if settings.allowed_calling_aes:
+        ae.require_calling_aet = list(settings.allowed_calling_aes)
     ae.acse_timeout = 30
     ae.dimse_timeout = 60
     ae.network_timeout = 60

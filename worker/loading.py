@@ -104,7 +104,7 @@ def read_headers(paths: Iterable[Path]) -> tuple[dict[str, list[Path]], list[tup
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             series_uid = str(ds.SeriesInstanceUID)
-        except (InvalidDicomError, AttributeError, OSError, ValueError) as exc:
+        except Exception as exc:  # damaged headers raise many types; all mean "skip it"
             skipped.append((path, f"not a readable DICOM image: {type(exc).__name__}"))
             continue
         groups[series_uid].append(path)
@@ -164,7 +164,21 @@ def _decode(ds: Dataset) -> npt.NDArray[np.float32]:
 
 
 def load_series(paths: Sequence[Path]) -> LoadedSeries:
-    """Read and decode one series; raises InputError with a reason a person can act on."""
+    """Read and decode one series; raises InputError with a reason a person can act on.
+
+    The loader is an input boundary: pydicom decodes lazily, so a damaged element raises
+    whatever its converter raises when first touched (fuzzing found NotImplementedError,
+    TypeError, ...). All of them mean "this data is damaged", never "retry later".
+    """
+    try:
+        return _load_series(paths)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"damaged DICOM data: {type(exc).__name__}: {exc}"[:500]) from exc
+
+
+def _load_series(paths: Sequence[Path]) -> LoadedSeries:
     if not paths:
         raise InputError("empty series")
     datasets: list[Dataset] = []

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     host: str = Field(default="0.0.0.0", description="Address the gateway listens on.")  # noqa: S104
     port: int = Field(default=11112, ge=1, le=65535)
     max_pdu: int = Field(default=0, ge=0, description="Maximum PDU we receive; 0 = unlimited.")
+    allowed_calling_aes: list[str] = Field(
+        default_factory=list,
+        description='Calling AE titles allowed to associate, as JSON (["CT1", "US2"]); '
+        "empty: any. Others are rejected (A-ASSOCIATE-RJ, calling AE not recognised) and logged.",
+    )
     min_free_bytes: int = Field(
         default=512 * 1024 * 1024,
         ge=0,

@@ -279,3 +279,30 @@ def test_compressed_instances_are_stored_as_received_and_decodable(
     series = load_series([Path(i.path) for i in stored])
     for frame, original in zip(series.frames, expected, strict=True):
         assert (frame == original).all()
+
+
+def test_unknown_calling_ae_is_rejected_and_logged(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = settings.model_copy(
+        update={"port": free_port(), "allowed_calling_aes": ["CT_SCANNER"]}
+    )
+    server, monitor = start_gateway(settings, publish=RecordingPublisher())
+    try:
+        stranger = AE(ae_title="STRANGER")
+        stranger.add_requested_context(Verification)
+        assoc = stranger.associate("127.0.0.1", settings.port, ae_title=settings.ae_title)
+        assert assoc.is_rejected
+        known = AE(ae_title="CT_SCANNER")
+        known.add_requested_context(Verification)
+        assoc = known.associate("127.0.0.1", settings.port, ae_title=settings.ae_title)
+        assert assoc.is_established
+        assoc.release()
+    finally:
+        server.shutdown()
+        monitor.stop()
+    assert any(
+        "EVT_REJECTED" in r.getMessage() and "STRANGER" in r.getMessage() for r in caplog.records
+    )

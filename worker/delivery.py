@@ -62,7 +62,7 @@ def execute_delivery(
             return None
         delivery.attempts += 1
         name = delivery.destination
-        paths = [Path(o.path) for o in delivery.result.outputs]
+        paths = [Path(o.path) for o in delivery.result.outputs if o.sop_instance_uid]
     destination = next((d for d in destinations if d.name == name), None)
     error: str | None = None
     if destination is None:

@@ -35,6 +35,7 @@ RIGHT_LUNG = SegmentKind(
 
 
 FETAL_HEAD = SegmentKind("Fetal head", CodedConcept("69536005", "SCT", "Head"), (230, 180, 60))
+FETAL_BRAIN = SegmentKind("Fetal brain", CodedConcept("12738006", "SCT", "Brain"), (250, 250, 225))
 
 
 @dataclass
@@ -74,3 +75,5 @@ class ModelOutput:
     #: For a 2D result on one frame of a cine: the 0-based frame the (single-frame) masks
     #: belong to. None: masks cover every frame of the series.
     source_frame: int | None = None
+    #: Model-specific details kept in the result's report.json (per-slice areas, ...).
+    extras: dict[str, object] = field(default_factory=dict)

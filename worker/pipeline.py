@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 class OutputRecord:
     kind: str
     path: Path
-    sop_instance_uid: str
+    sop_instance_uid: str | None  # None for files that are not DICOM (report.json)
 
 
 @dataclass
@@ -54,6 +55,22 @@ def run_loaded(
     sr = write_sr(series, output, spec, seg, out_dir / "sr.dcm")
     if sr is not None:
         outputs.append(OutputRecord("sr", out_dir / "sr.dcm", str(sr.SOPInstanceUID)))
+    report = out_dir / "report.json"
+    report.write_text(
+        json.dumps(
+            {
+                "model": spec.name,
+                "model_version": spec.version,
+                "measurements": {m.key: m.value for m in output.measurements},
+                "units": {m.key: m.unit for m in output.measurements},
+                "warnings": output.warnings,
+                **output.extras,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    outputs.append(OutputRecord("json", report, None))
     timings["export"] = time.perf_counter() - start
     for warning in output.warnings:
         logger.warning("%s: %s", spec.name, warning)

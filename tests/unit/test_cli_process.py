@@ -53,7 +53,8 @@ def test_process_json_one_object_per_series(tmp_path: Path) -> None:
         "right_lung_volume_ml",
         "lung_volume_ml",
     }
-    seg_path, sr_path = ok["outputs"]
+    seg_path, sr_path, report_path = ok["outputs"]
+    assert json.loads(Path(report_path).read_text())["model"] == "lung-ct-threshold"
     assert pydicom.dcmread(sr_path).Modality == "SR"
     assert dciodvfy_errors(Path(sr_path)) == []
     seg = pydicom.dcmread(seg_path)

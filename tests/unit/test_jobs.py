@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pydicom
@@ -66,7 +67,9 @@ def test_success_records_result_measurements_and_a_valid_seg(
         assert all(unit == "mL" and value > 100 for value, unit in measures.values())
         assert result.model_name == "lung-ct-threshold" and result.model_version == "1.0.0"
         outputs = {o.kind: (o.path, o.sop_instance_uid) for o in result.outputs}
-    assert set(outputs) == {"seg", "sr"}
+    assert set(outputs) == {"seg", "sr", "json"}
+    report = json.loads(Path(outputs.pop("json")[0]).read_text())
+    assert report["measurements"].keys() == measures.keys()
     for path, uid in outputs.values():
         assert Path(path).is_relative_to(tmp_path / "results")
         assert pydicom.dcmread(path).SOPInstanceUID == uid

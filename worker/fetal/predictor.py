@@ -53,8 +53,8 @@ class FrameResult:
     quality: float  # 0..1: confidence x how elliptical the mask is
 
 
-class FetalHeadPredictor:
-    """Loaded once per process; ``predict`` takes frames of any size."""
+class UNetPredictor:
+    """A checkpoint loaded once per process; ``probabilities`` takes frames of any size."""
 
     def __init__(
         self, weights: Path = DEFAULT_WEIGHTS, device: str = "cpu", batch_size: int | None = None
@@ -83,6 +83,10 @@ class FetalHeadPredictor:
                 )
                 out.append(np.asarray(full, dtype=np.float32))
         return out
+
+
+class FetalHeadPredictor(UNetPredictor):
+    """Fetal head masks, ellipses and a quality score per frame."""
 
     def predict(
         self, images: Sequence[npt.NDArray[np.uint8]], spacing_mm: tuple[float, float] = (1.0, 1.0)

@@ -159,12 +159,34 @@ def train(
     progress: Callable[[str, int, int], None] | None = None,
     data_label: str = "",
 ) -> dict[str, Any]:
-    """Train, keep the best epoch by validation Dice, save ``out`` (+ .json); returns metadata."""
+    """Train the fetal head model on an HC18-layout folder; returns the checkpoint metadata."""
+    images, masks = _load_set(data, (lambda i, n: progress("load", i, n)) if progress else None)
+    return fit(
+        images,
+        masks,
+        config,
+        device,
+        out=out,
+        identity=("fetal-head-unet", MODEL_VERSION, data_label or str(data)),
+        progress=progress,
+    )
+
+
+def fit(
+    images_np: np.ndarray,
+    masks_np: np.ndarray,
+    config: TrainConfig,
+    device: str,
+    *,
+    out: Path,
+    identity: tuple[str, str, str],
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train a U-Net on uint8 images and soft masks (0-255) of one size; keep the best epoch
+    by validation Dice; save ``out`` (+ .json). ``identity`` = (model, version, data label)."""
     torch.manual_seed(config.seed)
     started = time.time()
-    images_np, masks_np = _load_set(
-        data, (lambda i, n: progress("load", i, n)) if progress else None
-    )
+
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(images_np))
     n_val = max(1, int(len(order) * config.val_fraction))
@@ -205,14 +227,14 @@ def train(
         "arch": "unet",
         "base": config.base,
         "depth": config.depth,
-        "input_rows": INPUT_SIZE[0],
-        "input_cols": INPUT_SIZE[1],
+        "input_rows": int(images_np.shape[1]),
+        "input_cols": int(images_np.shape[2]),
         "normalisation": "(x/255 - 0.25) / 0.25",
     }
     metadata = {
-        "model": "fetal-head-unet",
-        "version": MODEL_VERSION,
-        "trained_on": data_label or str(data),
+        "model": identity[0],
+        "version": identity[1],
+        "trained_on": identity[2],
         "train_images": len(train_idx),
         "val_images": int(n_val),
         "epochs": len(history),

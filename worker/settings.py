@@ -72,6 +72,14 @@ class Settings(BaseSettings):
         '"ae_title": "PACS", "host": "10.0.0.5", "port": 104}]',
     )
     delivery_max_attempts: int = Field(default=5, ge=1)
+    fetal_brain_weights: Path | None = Field(
+        default=None, description="Checkpoint for the fetal brain model; default: shipped."
+    )
+    fetal_brain_match: str = Field(
+        default=r"\b(FETAL|FETUS|FOETAL|FOETUS)\b",
+        description="Regular expression (case-insensitive) on Series Description and Body Part "
+        "Examined that routes an MR series to the fetal brain model.",
+    )
     fetal_head_weights: Path | None = Field(
         default=None,
         description="Checkpoint (.pt with its .json) for the fetal head model; default: shipped.",

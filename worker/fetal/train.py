@@ -116,7 +116,9 @@ def _val_dice(
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             pred = model(x) > 0
         inter = (pred & y).sum((1, 2, 3)).float()
-        scores.append((2 * inter / (pred.sum((1, 2, 3)) + y.sum((1, 2, 3))).clamp(min=1)).cpu())
+        total = (pred.sum((1, 2, 3)) + y.sum((1, 2, 3))).float()
+        # A slice empty in both prediction and truth is a perfect answer, not a zero.
+        scores.append(torch.where(total > 0, 2 * inter / total.clamp(min=1), 1.0).cpu())
     model.train()
     return float(torch.cat(scores).mean())
 

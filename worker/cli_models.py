@@ -17,30 +17,66 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, max_seconds=args.max_seconds
     )
-    meta = train(args.data, args.out, config, device, progress=_progress, data_label=args.label)
+    if args.task == "fetal-brain":
+        from worker.fetal.brain import load_training_set
+        from worker.fetal.brain_train import train_brain
+
+        arrays = load_training_set(args.data, lambda i, n: _progress("load", i, n))
+        meta = train_brain(
+            arrays, args.out, config, device, label=args.label or str(args.data), progress=_progress
+        )
+    else:
+        meta = train(args.data, args.out, config, device, progress=_progress, data_label=args.label)
     print(f"\nsaved {args.out} (+ .json)\nsha256 {meta['sha256']}\nval Dice {meta['val_dice']:.4f}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from worker.device import resolve_device
-    from worker.fetal.evaluate import evaluate, format_summary
-    from worker.fetal.predictor import DEFAULT_WEIGHTS
 
-    summary = evaluate(
-        args.data,
-        args.weights or DEFAULT_WEIGHTS,
-        resolve_device(args.device),
-        progress=lambda i, n: _progress("evaluate", i, n),
-    )
-    print("\n" + format_summary(summary))
+    device = resolve_device(args.device)
+    summary: dict[str, Any]
+    if args.task == "fetal-brain":
+        from worker.fetal.brain import nifti_pairs
+        from worker.fetal.brain_eval import DEFAULT_BRAIN_WEIGHTS, evaluate_stacks
+        from worker.fetal.brain_eval import format_summary as brain_summary
+
+        summary = evaluate_stacks(
+            nifti_pairs(args.data),
+            args.weights or DEFAULT_BRAIN_WEIGHTS,
+            device,
+            progress=lambda i, n: _progress("evaluate", i, n),
+        )
+        print("\n" + brain_summary(summary))
+    else:
+        from worker.fetal.evaluate import evaluate, format_summary
+        from worker.fetal.predictor import DEFAULT_WEIGHTS
+
+        result = evaluate(
+            args.data,
+            args.weights or DEFAULT_WEIGHTS,
+            device,
+            progress=lambda i, n: _progress("evaluate", i, n),
+        )
+        print("\n" + format_summary(result))
+        summary = result.as_dict()
     if args.json:
-        args.json.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 
 def _cmd_phantoms(args: argparse.Namespace) -> int:
-    if args.kind == "chest-ct":
+    if args.kind == "fetal-brain":
+        from worker.phantoms.fetal_mri import make_fetal_brain_stack, write_nifti_pair
+        from worker.phantoms.mr_dicom import write_mr_stack
+
+        for seed in range(args.start, args.start + args.count):
+            stack = make_fetal_brain_stack(seed)
+            if args.dicom:
+                write_mr_stack(stack, args.out / f"mr{seed:06d}_{stack.plane}")
+            else:
+                write_nifti_pair(stack, args.out, f"stack{seed:06d}")
+    elif args.kind == "chest-ct":
         from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
 
         for i in range(args.count):
@@ -83,8 +119,13 @@ def _progress(stage: str, done: int, total: int) -> None:
 
 def add_model_commands(sub: Any) -> None:
     train = sub.add_parser("train", help="train a model on a data folder")
-    train.add_argument("task", choices=["fetal-head"])
-    train.add_argument("--data", type=Path, required=True, help="folder in the HC18 layout")
+    train.add_argument("task", choices=["fetal-head", "fetal-brain"])
+    train.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="fetal-head: HC18 layout; fetal-brain: NAME_image/NAME_mask NIfTI pairs",
+    )
     train.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt + .json)")
     train.add_argument("--epochs", type=int, default=40)
     train.add_argument("--batch-size", type=int, default=32)
@@ -94,19 +135,23 @@ def add_model_commands(sub: Any) -> None:
     train.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a model on a held-out data folder")
-    evaluate.add_argument("task", choices=["fetal-head"])
-    evaluate.add_argument("--data", type=Path, required=True, help="folder in the HC18 layout")
+    evaluate.add_argument("task", choices=["fetal-head", "fetal-brain"])
+    evaluate.add_argument(
+        "--data", type=Path, required=True, help="held-out folder, same layout as for train"
+    )
     evaluate.add_argument("--weights", type=Path, help="checkpoint (default: the shipped one)")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", type=Path, help="also write the summary as JSON")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     phantoms = sub.add_parser("phantoms", help="write synthetic studies with exact ground truth")
-    phantoms.add_argument("kind", choices=["fetal-head", "chest-ct"])
+    phantoms.add_argument("kind", choices=["fetal-head", "fetal-brain", "chest-ct"])
     phantoms.add_argument("--out", type=Path, required=True)
     phantoms.add_argument("--count", type=int, default=10)
     phantoms.add_argument("--start", type=int, default=100000, help="first seed")
-    phantoms.add_argument("--dicom", choices=["mono", "rgb"], help="fetal head as US DICOM")
+    phantoms.add_argument(
+        "--dicom", choices=["mono", "rgb"], help="as DICOM (US for fetal-head, MR for fetal-brain)"
+    )
     phantoms.add_argument("--frames", type=int, default=1, help="frames per US DICOM (cine)")
     phantoms.add_argument("--uncalibrated", action="store_true", help="no ultrasound regions")
     phantoms.set_defaults(func=_cmd_phantoms)

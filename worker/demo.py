@@ -19,6 +19,8 @@ from db.models import Job, Series, SeriesStatus
 from db.session import make_engine, make_session_factory
 from worker.localstack import free_port, start_medseg, start_redis, stop, storescu, wait_for_port
 from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
+from worker.phantoms.fetal_mri import make_fetal_brain_stack
+from worker.phantoms.mr_dicom import write_mr_stack
 from worker.phantoms.us_dicom import write_us_phantom
 from worker.report import print_results
 
@@ -26,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 def _write_samples(folder: Path, count: int) -> int:
-    """Chest CT series and obstetric US studies (one cine); returns the number of series."""
+    """Chest CT series, obstetric US studies (one cine) and a fetal brain MR stack; returns
+    the number of series."""
     for i in range(count):
         phantom = make_chest_phantom(seed=100 + i, slices=36 + 6 * i)
         write_chest_series(phantom, folder / f"ct{i + 1}", patient_id=f"DEMO-CT-{i + 1:04d}")
@@ -37,7 +40,9 @@ def _write_samples(folder: Path, count: int) -> int:
             frames=1 + 3 * (i % 2),
             patient_id=f"DEMO-US-{i + 1:04d}",
         )
-    return 2 * count
+    stack = make_fetal_brain_stack(830000, plane="COR")
+    write_mr_stack(stack, folder / "mr1", patient_id="DEMO-MR-0001")
+    return 2 * count + 1
 
 
 def _send(folder: Path, port: int, ae_title: str) -> None:

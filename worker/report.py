@@ -75,6 +75,7 @@ def print_study(session_factory: sessionmaker[Session], study_uid: str, out: Tex
         if study is None:
             return False
         print(f"study {study.study_instance_uid}  date {study.study_date or '-'}", file=out)
+        brain_volumes: list[float] = []
         for series in study.series:
             print(
                 f"  series {series.series_instance_uid}  {series.modality}  "
@@ -93,6 +94,8 @@ def print_study(session_factory: sessionmaker[Session], study_uid: str, out: Tex
                     print(f"      weights sha256 {result.weights_sha256 or '-'}", file=out)
                     for m in result.measurements:
                         print(f"      {m.label:<36} {m.value:10.2f} {m.unit}", file=out)
+                        if m.key == "brain_volume_ml" and job.state.value == "succeeded":
+                            brain_volumes.append(m.value)
                     for o in result.outputs:
                         print(f"      {o.kind.upper():<4} {o.path}", file=out)
                     deliveries: list[Delivery] = list(result.deliveries)
@@ -106,4 +109,12 @@ def print_study(session_factory: sessionmaker[Session], study_uid: str, out: Tex
                             + (f" ({d.error})" if d.error and d.state.value != "sent" else ""),
                             file=out,
                         )
+        if brain_volumes:
+            mean = sum(brain_volumes) / len(brain_volumes)
+            spread = max(brain_volumes) - min(brain_volumes)
+            print(
+                f"  study summary: fetal brain volume {mean:.1f} mL over {len(brain_volumes)} "
+                f"stack(s) (range {spread:.1f} mL)",
+                file=out,
+            )
     return True

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_gateway.completion import complete_quiet_series
 from dicom_gateway.outbox import Publisher, dispatch_pending
+from dicom_gateway.sweeper import sweep
+from worker.settings import Settings
+
+SWEEP_EVERY_SECONDS = 30.0
+SWEEP_MARGIN_SECONDS = 300.0
 
 logger = logging.getLogger(__name__)
 
@@ -18,24 +24,28 @@ class CompletionMonitor(threading.Thread):
     """Runs off the association threads so slow work never delays a C-STORE response."""
 
     def __init__(
-        self,
-        session_factory: sessionmaker[Session],
-        publish: Publisher,
-        *,
-        quiet_seconds: float,
-        poll_seconds: float,
-        max_attempts: int,
+        self, session_factory: sessionmaker[Session], publish: Publisher, settings: Settings
     ) -> None:
         super().__init__(name="medseg-completion", daemon=True)
         self._session_factory = session_factory
         self._publish = publish
-        self._quiet = quiet_seconds
-        self._poll = poll_seconds
-        self._max_attempts = max_attempts
+        self._settings = settings
+        self._poll = settings.completion_poll_seconds
+        self._next_sweep = 0.0
         self._stop_event = threading.Event()
 
     def tick(self) -> None:
-        complete_quiet_series(self._session_factory, self._quiet, self._max_attempts)
+        settings = self._settings
+        complete_quiet_series(
+            self._session_factory, settings.series_quiet_seconds, settings.job_max_attempts
+        )
+        if time.monotonic() >= self._next_sweep:
+            sweep(
+                self._session_factory,
+                running_timeout_s=settings.visibility_timeout_seconds + SWEEP_MARGIN_SECONDS,
+                requeue_after_s=settings.requeue_after_seconds,
+            )
+            self._next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
         dispatch_pending(self._session_factory, self._publish)
 
     def run(self) -> None:

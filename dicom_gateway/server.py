@@ -60,13 +60,7 @@ def start_gateway(
         (settings.host, settings.port), block=False, evt_handlers=handlers
     )
     assert server is not None  # block=False always returns the server
-    monitor = CompletionMonitor(
-        session_factory,
-        publish,
-        quiet_seconds=settings.series_quiet_seconds,
-        poll_seconds=settings.completion_poll_seconds,
-        max_attempts=settings.job_max_attempts,
-    )
+    monitor = CompletionMonitor(session_factory, publish, settings)
     monitor.start()
     logger.info(
         "gateway %s listening on %s:%d, storing to %s",

@@ -28,7 +28,7 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             # Above the longest job, or Redis redelivers a job that is still running.
-            "visibility_timeout": 2 * settings.job_time_limit_seconds + 600,
+            "visibility_timeout": settings.visibility_timeout_seconds,
         },
         task_serializer="json",
         accept_content=["json"],

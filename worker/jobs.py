@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,7 +37,10 @@ class _Claimed:
 
 
 def _claim(
-    session_factory: sessionmaker[Session], job_id: int, results_root: Path
+    session_factory: sessionmaker[Session],
+    job_id: int,
+    results_root: Path,
+    running_window_s: float,
 ) -> _Claimed | None:
     with session_factory.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
@@ -46,6 +49,16 @@ def _claim(
             return None
         if job.state in TERMINAL:
             logger.info("job %s already %s; duplicate delivery ignored", job_id, job.state.value)
+            return None
+        started = job.started_at
+        if started is not None and started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)  # SQLite returns naive UTC
+        if (
+            job.state is JobState.RUNNING
+            and started is not None
+            and utcnow() - started < timedelta(seconds=running_window_s)
+        ):
+            logger.warning("job %s is running elsewhere; duplicate delivery ignored", job_id)
             return None
         transition(job, JobState.RUNNING)
         series = job.series
@@ -126,9 +139,15 @@ def execute_job(
     results_root: Path,
     job_id: int,
     deliver_to: DeliverTo = DeliverTo(),
+    *,
+    running_window_s: float = 0.0,
 ) -> JobState | None:
-    """Run job ``job_id`` to its next state; None when there was nothing to do."""
-    claimed = _claim(session_factory, job_id, results_root)
+    """Run job ``job_id`` to its next state; None when there was nothing to do.
+
+    A job RUNNING since less than ``running_window_s`` is being run by another worker (a
+    duplicate message): it is left alone. Older, it is a redelivery after a worker died.
+    """
+    claimed = _claim(session_factory, job_id, results_root, running_window_s)
     if claimed is None:
         return None
     try:

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
 
     job_max_attempts: int = Field(default=3, ge=1)
     job_time_limit_seconds: int = Field(default=1800, ge=10)
+    requeue_after_seconds: float = Field(
+        default=6 * 3600,
+        gt=0,
+        description="A published job not started after this long is published again (lost "
+        "broker message); set it above your longest queue wait.",
+    )
     device: str = Field(default="auto", description="auto, cpu or cuda[:N].")
     destinations: list[DicomDestination] = Field(
         default_factory=list,
@@ -104,6 +110,11 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'medseg.db').resolve()}"
         return self
+
+    @property
+    def visibility_timeout_seconds(self) -> int:
+        """Redis redelivers an unacknowledged job after this; above the longest job."""
+        return 2 * self.job_time_limit_seconds + 600
 
     @property
     def incoming_dir(self) -> Path:

@@ -36,7 +36,12 @@ def run_job(job_id: int) -> str | None:
     ctx = context()
     deliver_to = DeliverTo(ctx.settings.destinations, ctx.settings.delivery_max_attempts)
     state = execute_job(
-        ctx.session_factory, ctx.models, ctx.settings.results_dir, job_id, deliver_to
+        ctx.session_factory,
+        ctx.models,
+        ctx.settings.results_dir,
+        job_id,
+        deliver_to,
+        running_window_s=ctx.settings.job_time_limit_seconds + 60,
     )
     return state.value if state else None
 

@@ -1,0 +1,88 @@
+"""The parts whose SQL differs by dialect, run on PostgreSQL: row locks, upserts under races."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Instance, Job, JobState, Series, Study, utcnow
+from db.session import make_engine, make_session_factory
+from dicom_gateway.records import InstanceInfo, record_instance
+from dicom_gateway.sweeper import sweep
+
+pytestmark = pytest.mark.integration
+
+
+def _info(series: str, sop: str) -> InstanceInfo:
+    return InstanceInfo(
+        study_uid="1.2.840.99.1",
+        series_uid=series,
+        sop_instance_uid=sop,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        modality="CT",
+        body_part_examined="CHEST",
+        series_description="",
+        image_type="",
+        instance_number=None,
+        study_date=None,
+        accession_number=None,
+        calling_ae="T",
+        path="/dev/null",
+        size_bytes=0,
+    )
+
+
+def test_concurrent_instances_of_one_series_make_one_study_and_series(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    factory = make_session_factory(engine)
+    infos = [_info("1.2.840.99.1.1", f"1.2.840.99.1.1.{i}") for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda info: record_instance(factory, info), infos))
+    with factory() as session:
+        assert (
+            len(
+                session.scalars(
+                    select(Study).where(Study.study_instance_uid == "1.2.840.99.1")
+                ).all()
+            )
+            == 1
+        )
+        series = session.scalars(
+            select(Series).where(Series.series_instance_uid == "1.2.840.99.1.1")
+        ).one()
+        assert (
+            len(session.scalars(select(Instance).where(Instance.series_id == series.id)).all())
+            == 40
+        )
+    engine.dispose()
+
+
+def test_sweeper_locks_and_requeues_on_postgres(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    factory = make_session_factory(engine)
+    with factory.begin() as session:
+        series = Series(
+            study=Study(study_instance_uid="1.2.840.99.2"), series_instance_uid="1.2.840.99.2.1"
+        )
+        job = Job(
+            series=series,
+            model_name="m",
+            model_version="1",
+            queue="cpu",
+            state=JobState.RUNNING,
+            attempts=1,
+            max_attempts=3,
+            started_at=utcnow() - timedelta(days=1),
+        )
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    stale, _ = sweep(factory, running_timeout_s=3600, requeue_after_s=3600)
+    assert job_id in stale
+    with factory() as session:
+        assert session.get_one(Job, job_id).state is JobState.QUEUED
+    engine.dispose()

@@ -5,7 +5,9 @@ from __future__ import annotations
 from db.models import Job, JobState, utcnow
 
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED, JobState.QUARANTINED}),
+    JobState.QUEUED: frozenset(
+        {JobState.RUNNING, JobState.FAILED, JobState.QUARANTINED, JobState.CANCELLED}
+    ),
     # RUNNING -> RUNNING: a worker died mid-job and the broker redelivered it.
     JobState.RUNNING: frozenset(
         {
@@ -17,11 +19,14 @@ _ALLOWED: dict[JobState, frozenset[JobState]] = {
         }
     ),
     JobState.SUCCEEDED: frozenset({JobState.QUEUED}),
-    JobState.FAILED: frozenset({JobState.QUEUED}),
-    JobState.QUARANTINED: frozenset({JobState.QUEUED}),
+    JobState.FAILED: frozenset({JobState.QUEUED, JobState.CANCELLED}),
+    JobState.QUARANTINED: frozenset({JobState.QUEUED, JobState.CANCELLED}),
+    JobState.CANCELLED: frozenset({JobState.QUEUED}),
 }
 
-TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.QUARANTINED})
+TERMINAL = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.QUARANTINED, JobState.CANCELLED}
+)
 
 
 class InvalidTransitionError(ValueError):

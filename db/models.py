@@ -39,6 +39,7 @@ class JobState(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     QUARANTINED = "quarantined"
+    CANCELLED = "cancelled"
 
 
 def _enum(cls: type[enum.StrEnum], name: str) -> Enum:

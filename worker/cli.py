@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from worker.cli_models import add_model_commands
+from worker.cli_ops import add_ops_commands
 from worker.logs import configure_logging
 
 
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_cmd_show)
 
     add_model_commands(sub)
+    add_ops_commands(sub)
 
     demo = sub.add_parser("demo", help="gateway + worker + broker end to end on sample studies")
     demo.add_argument("--dir", type=Path, default=Path("demo-data"))

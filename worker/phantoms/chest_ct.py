@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.uid import CTImageStorage, generate_uid
 
-from worker.phantoms.dicom_base import phantom_dataset
+from worker.phantoms.dicom_base import phantom_dataset, set_mono16_pixels, set_plane
 
 Mask = npt.NDArray[np.bool_]
 
@@ -135,8 +135,17 @@ def write_chest_series(
             patient_sex="O",
             instance_number=k + 1,
         )
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
+        x0, y0, z0 = phantom.origin
+        z = z0 + k * phantom.slice_spacing
+        set_plane(
+            ds,
+            frame_uid=frame_uid,
+            pixel_mm=phantom.pixel_spacing,
+            slice_mm=phantom.slice_spacing,
+            orientation=(1, 0, 0, 0, 1, 0),
+            position=(x0, y0, z),
+        )
+        set_mono16_pixels(ds, plane, signed=True)
         ds.AcquisitionNumber = 1
         ds.Modality = "CT"
         ds.BodyPartExamined = body_part
@@ -144,26 +153,12 @@ def write_chest_series(
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.PatientPosition = "HFS"
         ds.KVP = "120"
-        ds.SliceThickness = f"{phantom.slice_spacing:g}"
-        ds.PixelSpacing = [f"{phantom.pixel_spacing:g}", f"{phantom.pixel_spacing:g}"]
-        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-        x0, y0, z0 = phantom.origin
-        z = z0 + k * phantom.slice_spacing
-        ds.ImagePositionPatient = [f"{x0:.3f}", f"{y0:.3f}", f"{z:.3f}"]
         ds.SliceLocation = f"{z:.3f}"
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = plane.shape
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
         ds.RescaleIntercept = "0"
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
         ds.WindowCenter = "-600"
         ds.WindowWidth = "1500"
-        ds.PixelData = np.ascontiguousarray(plane, dtype="<i2").tobytes()
         path = out_dir / f"CT{k + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

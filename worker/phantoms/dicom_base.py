@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from pydicom import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
@@ -45,3 +49,32 @@ def phantom_dataset(
     ds.InstanceNumber = instance_number
     ds.Manufacturer = "medseg phantom"
     return ds
+
+
+def set_plane(
+    ds: Dataset,
+    *,
+    frame_uid: str,
+    pixel_mm: float,
+    slice_mm: float,
+    orientation: Sequence[float],
+    position: Sequence[float],
+) -> None:
+    """Frame of Reference and Image Plane modules of one slice of a volume."""
+    ds.FrameOfReferenceUID = frame_uid
+    ds.PositionReferenceIndicator = ""
+    ds.SliceThickness = f"{slice_mm:.3f}"
+    ds.PixelSpacing = [f"{pixel_mm:.4f}", f"{pixel_mm:.4f}"]
+    ds.ImageOrientationPatient = [f"{v:g}" for v in orientation]
+    ds.ImagePositionPatient = [f"{v:.3f}" for v in position]
+
+
+def set_mono16_pixels(ds: Dataset, plane: npt.NDArray[np.integer[Any]], *, signed: bool) -> None:
+    """Image Pixel module for a 16-bit greyscale slice."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = plane.shape
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = int(signed)
+    ds.PixelData = np.ascontiguousarray(plane, dtype="<i2" if signed else "<u2").tobytes()

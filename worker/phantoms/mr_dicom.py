@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import MRImageStorage, generate_uid
 
-from worker.phantoms.dicom_base import phantom_dataset
+from worker.phantoms.dicom_base import phantom_dataset, set_mono16_pixels, set_plane
 from worker.phantoms.fetal_mri import FetalBrainStack
 
 #: (row direction, column direction) of each plane, LPS.
@@ -46,8 +46,15 @@ def write_mr_stack(
             patient_sex="F",
             instance_number=k + 1,
         )
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
+        set_plane(
+            ds,
+            frame_uid=frame_uid,
+            pixel_mm=stack.pixel_mm,
+            slice_mm=stack.slice_mm,
+            orientation=(*row_dir, *col_dir),
+            position=corner + normal * k * stack.slice_mm,
+        )
+        set_mono16_pixels(ds, plane, signed=False)
         ds.Modality = "MR"
         ds.SeriesDescription = f"FETAL BRAIN SSFSE T2 {stack.plane}"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
@@ -58,18 +65,6 @@ def write_mr_stack(
         ds.EchoTime = "90"
         ds.RepetitionTime = "1200"
         ds.MagneticFieldStrength = "1.5"
-        ds.SliceThickness = f"{stack.slice_mm:.3f}"
-        ds.PixelSpacing = [f"{stack.pixel_mm:.4f}", f"{stack.pixel_mm:.4f}"]
-        ds.ImageOrientationPatient = [f"{v:g}" for v in (*row_dir, *col_dir)]
-        position = corner + normal * k * stack.slice_mm
-        ds.ImagePositionPatient = [f"{v:.3f}" for v in position]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = rows, cols
-        ds.BitsAllocated = ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 0
-        ds.PixelData = np.ascontiguousarray(plane, dtype="<u2").tobytes()
         path = folder / f"MR{k + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

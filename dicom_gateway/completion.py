@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Job, JobState, Series, SeriesStatus, utcnow
+from db.models import Instance, Job, JobState, Series, SeriesStatus, utcnow
 from worker.routing import SeriesTags, route
 
 logger = logging.getLogger(__name__)
+
+
+#: An identical job in one of these states makes a new one unnecessary (``retry`` re-runs).
+_COVERED = (JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED)
+
+
+def input_key(sop_instance_uids: Sequence[str], model: str, version: str) -> str:
+    """Identity of a job's input: the instance set and the model that reads it."""
+    digest = hashlib.sha256(f"{model}\n{version}\n".encode())
+    for uid in sorted(sop_instance_uids):
+        digest.update(uid.encode() + b"\n")
+    return digest.hexdigest()
 
 
 def _tags(series: Series) -> SeriesTags:
@@ -63,6 +77,22 @@ def complete_quiet_series(
                 series.status = SeriesStatus.UNROUTED
                 logger.info("series %s complete; no model accepts it", series_id)
                 continue
+            sop_uids = session.scalars(
+                select(Instance.sop_instance_uid).where(Instance.series_id == series_id)
+            ).all()
+            key = input_key(sop_uids, spec.name, spec.version)
+            same = session.scalar(
+                select(Job.id).where(
+                    Job.series_id == series_id,
+                    Job.input_key == key,
+                    Job.state.in_(_COVERED),
+                )
+            )
+            if same is not None:
+                logger.info(
+                    "series %s complete again, same instances: job %s stands", series_id, same
+                )
+                continue
             job = Job(
                 series_id=series_id,
                 model_name=spec.name,
@@ -70,6 +100,7 @@ def complete_quiet_series(
                 queue=spec.queue,
                 state=JobState.QUEUED,
                 max_attempts=max_attempts,
+                input_key=key,
             )
             session.add(job)
             session.flush()

@@ -306,3 +306,33 @@ def test_unknown_calling_ae_is_rejected_and_logged(
     assert any(
         "EVT_REJECTED" in r.getMessage() and "STRANGER" in r.getMessage() for r in caplog.records
     )
+
+
+def test_a_resent_series_does_not_run_again_but_a_grown_one_does(
+    gateway: Settings,
+    session_factory: sessionmaker[Session],
+    publisher: RecordingPublisher,
+    tmp_path: Path,
+) -> None:
+    paths = chest_series(tmp_path / "src", 2, slices=6)
+    for batch in (paths[:5], paths[:5]):  # the same five instances, twice
+        assoc = _associate(gateway)
+        for path in batch:
+            assert assoc.send_c_store(path).Status == statuses.SUCCESS
+        assoc.release()
+        _wait(lambda: _series_status(session_factory) is SeriesStatus.COMPLETE)
+    time.sleep(3 * gateway.completion_poll_seconds)
+    assert len(publisher.sent) == 1, "same instances, same model: no second job"
+
+    assoc = _associate(gateway)  # a late sixth instance: a new version of the job
+    assert assoc.send_c_store(paths[5]).Status == statuses.SUCCESS
+    assoc.release()
+    _wait(lambda: len(publisher.sent) == 2)
+    with session_factory() as session:
+        keys = [j.input_key for j in session.scalars(select(Job).order_by(Job.id))]
+    assert len(set(keys)) == 2 and all(k and len(k) == 64 for k in keys)
+
+
+def _series_status(session_factory: sessionmaker[Session]) -> SeriesStatus:
+    with session_factory() as session:
+        return session.scalars(select(Series)).one().status

@@ -39,5 +39,5 @@ def test_cli_db_upgrade(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    assert "database at revision 0002" in done.stdout
+    assert "database at revision 0003" in done.stdout
     assert (tmp_path / "d" / "medseg.db").exists()

@@ -83,6 +83,7 @@ class Series(Base):
     image_type: Mapped[str] = mapped_column(String(128), default="")
     sop_class_uid: Mapped[str] = mapped_column(String(64), default="")
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    calling_host: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[SeriesStatus] = mapped_column(
         _enum(SeriesStatus, "series_status"), default=SeriesStatus.RECEIVING, index=True
     )

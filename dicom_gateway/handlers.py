@@ -78,6 +78,7 @@ def handle_store(event: Any, ctx: StoreContext) -> Dataset:
                 ds,
                 transfer_syntax_uid=str(event.context.transfer_syntax),
                 calling_ae=calling,
+                calling_host=str(event.assoc.requestor.address),
                 path="",
                 size_bytes=0,
             )

@@ -33,6 +33,7 @@ class InstanceInfo:
     study_date: str | None
     accession_number: str | None
     calling_ae: str
+    calling_host: str | None
     path: str
     size_bytes: int
 
@@ -54,7 +55,13 @@ def _int_or_none(value: object) -> int | None:
 
 
 def instance_info(
-    ds: Dataset, *, transfer_syntax_uid: str, calling_ae: str, path: str, size_bytes: int
+    ds: Dataset,
+    *,
+    transfer_syntax_uid: str,
+    calling_ae: str,
+    path: str,
+    size_bytes: int,
+    calling_host: str | None = None,
 ) -> InstanceInfo:
     return InstanceInfo(
         study_uid=str(ds.StudyInstanceUID),
@@ -70,6 +77,7 @@ def instance_info(
         study_date=_text(ds, "StudyDate", 8) or None,
         accession_number=_text(ds, "AccessionNumber", 16) or None,
         calling_ae=calling_ae[:16],
+        calling_host=calling_host[:64] if calling_host else None,
         path=path,
         size_bytes=size_bytes,
     )
@@ -97,6 +105,7 @@ def _upsert(session: Session, info: InstanceInfo, now: datetime) -> None:
             image_type=info.image_type,
             sop_class_uid=info.sop_class_uid,
             calling_ae=info.calling_ae,
+            calling_host=info.calling_host,
             first_received_at=now,
             last_received_at=now,
         )

@@ -13,7 +13,7 @@ from pynetdicom import AE
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Delivery, DeliveryState, utcnow
-from worker.jobs import backoff_seconds
+from worker.jobs import SENDER, backoff_seconds
 from worker.settings import DicomDestination
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ def execute_delivery(
     session_factory: sessionmaker[Session],
     destinations: Sequence[DicomDestination],
     delivery_id: int,
+    return_port: int | None = None,
 ) -> DeliveryState | None:
     """One attempt at delivery ``delivery_id``; None when there was nothing to do."""
     with session_factory.begin() as session:
@@ -63,6 +64,16 @@ def execute_delivery(
         delivery.attempts += 1
         name = delivery.destination
         paths = [Path(o.path) for o in delivery.result.outputs if o.sop_instance_uid]
+        series = delivery.result.job.series
+        if name == SENDER and return_port and series.calling_host and series.calling_ae:
+            destinations = [
+                DicomDestination(
+                    name=SENDER,
+                    ae_title=series.calling_ae,
+                    host=series.calling_host,
+                    port=return_port,
+                )
+            ]
     destination = next((d for d in destinations if d.name == name), None)
     error: str | None = None
     if destination is None:

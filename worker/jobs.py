@@ -100,10 +100,11 @@ def _record_success(
             for o in result.outputs
         ],
     )
-    for destination in deliver_to.destinations:
-        row.deliveries.append(
-            Delivery(destination=destination.name, max_attempts=deliver_to.max_attempts)
-        )
+    names = [d.name for d in deliver_to.destinations]
+    if deliver_to.return_to_sender and job.series.calling_host:
+        names.append(SENDER)
+    for name in names:
+        row.deliveries.append(Delivery(destination=name, max_attempts=deliver_to.max_attempts))
     session.add(row)
 
 
@@ -127,10 +128,14 @@ def _record_failure(
         return job.state
 
 
+SENDER = "sender"  # the delivery destination that means "the AE the study came from"
+
+
 @dataclass(frozen=True)
 class DeliverTo:
     destinations: Sequence[DicomDestination] = ()
     max_attempts: int = 5
+    return_to_sender: bool = False
 
 
 def execute_job(

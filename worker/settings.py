@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         '"ae_title": "PACS", "host": "10.0.0.5", "port": 104}]',
     )
     delivery_max_attempts: int = Field(default=5, ge=1)
+    return_to_sender_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Also send results back to the AE that sent the study: its calling AE "
+        "title at the address it connected from, on this port.",
+    )
     fetal_brain_weights: Path | None = Field(
         default=None, description="Checkpoint for the fetal brain model; default: shipped."
     )

@@ -34,7 +34,12 @@ def run_job(job_id: int) -> str | None:
     from worker.jobs import DeliverTo, execute_job
 
     ctx = context()
-    deliver_to = DeliverTo(ctx.settings.destinations, ctx.settings.delivery_max_attempts)
+    settings = ctx.settings
+    deliver_to = DeliverTo(
+        settings.destinations,
+        settings.delivery_max_attempts,
+        return_to_sender=settings.return_to_sender_port is not None,
+    )
     state = execute_job(
         ctx.session_factory,
         ctx.models,
@@ -51,5 +56,8 @@ def deliver(delivery_id: int) -> str | None:
     from worker.delivery import execute_delivery
 
     ctx = context()
-    state = execute_delivery(ctx.session_factory, ctx.settings.destinations, delivery_id)
+    settings = ctx.settings
+    state = execute_delivery(
+        ctx.session_factory, settings.destinations, delivery_id, settings.return_to_sender_port
+    )
     return state.value if state else None

@@ -31,6 +31,7 @@ def _info(series: str, sop: str) -> InstanceInfo:
         study_date=None,
         accession_number=None,
         calling_ae="T",
+        calling_host=None,
         path="/dev/null",
         size_bytes=0,
     )

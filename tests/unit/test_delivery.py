@@ -107,3 +107,31 @@ def test_destinations_are_read_from_the_environment(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("MEDSEG_DESTINATIONS", '[{"type": "ftp", "name": "x"}]')
     with pytest.raises(ValueError, match="type"):
         Settings()
+
+
+def test_results_go_back_to_the_sending_ae(
+    session_factory: sessionmaker[Session], tmp_path: Path, storescp: tuple[DicomDestination, Path]
+) -> None:
+    from db.models import Series
+
+    peer, received = storescp
+    job_id = _queue_job(session_factory, chest_series(tmp_path / "in", 1, slices=4))
+    with session_factory.begin() as session:
+        for series in session.scalars(select(Series)):
+            series.calling_ae, series.calling_host = "PACS", "127.0.0.1"
+    state = execute_job(
+        session_factory,
+        ModelCache("cpu"),
+        tmp_path / "r",
+        job_id,
+        DeliverTo([], 3, return_to_sender=True),
+    )
+    assert state is JobState.SUCCEEDED
+    with session_factory() as session:
+        (delivery,) = session.scalars(select(Delivery)).all()
+    assert delivery.destination == "sender"
+    assert (
+        execute_delivery(session_factory, [], delivery.id, return_port=peer.port)
+        is DeliveryState.SENT
+    )
+    assert sorted(pydicom.dcmread(p).Modality for p in received.iterdir()) == ["SEG", "SR"]

@@ -1,8 +1,8 @@
-"""job input key
+"""job input key and calling host
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-23 00:46:32.595020
+Create Date: 2026-11-23 00:49:22.456722
 """
 
 from collections.abc import Sequence
@@ -21,8 +21,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("input_key", sa.String(length=64), nullable=True))
         batch_op.create_index(batch_op.f("ix_job_input_key"), ["input_key"], unique=False)
 
+    with op.batch_alter_table("series", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("calling_host", sa.String(length=64), nullable=True))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("series", schema=None) as batch_op:
+        batch_op.drop_column("calling_host")
+
     with op.batch_alter_table("job", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_job_input_key"))
         batch_op.drop_column("input_key")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import threading
 from types import FrameType
 from typing import Any
@@ -19,6 +20,20 @@ from dicom_gateway.outbox import Publisher, celery_publisher
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """Server-side TLS (PS3.15 B.1) when a certificate is configured; client certificates
+    are required when a CA is configured."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    if settings.tls_ca_file is not None:
+        context.load_verify_locations(settings.tls_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def build_ae(settings: Settings) -> AE:
@@ -57,7 +72,10 @@ def start_gateway(
         (evt.EVT_REJECTED, log_association),
     ]
     server = build_ae(settings).start_server(
-        (settings.host, settings.port), block=False, evt_handlers=handlers
+        (settings.host, settings.port),
+        block=False,
+        evt_handlers=handlers,
+        ssl_context=tls_context(settings),
     )
     assert server is not None  # block=False always returns the server
     monitor = CompletionMonitor(session_factory, publish, settings)

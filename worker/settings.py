@@ -58,6 +58,16 @@ class Settings(BaseSettings):
         description="Refuse new instances (status A700) when the storage disk has less free space.",
     )
 
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate: when set (with the key) the gateway speaks DICOM TLS.",
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file.")
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle: when set, senders must present a certificate it signed.",
+    )
+
     series_quiet_seconds: float = Field(
         default=10.0, gt=0, description="A series with no new instance for this long is complete."
     )
@@ -111,6 +121,16 @@ class Settings(BaseSettings):
         if value not in ("auto", "cpu") and not value.startswith("cuda"):
             raise ValueError("MEDSEG_DEVICE must be auto, cpu or cuda[:N]")
         return value
+
+    @model_validator(mode="after")
+    def _tls_needs_both(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both MEDSEG_TLS_CERT_FILE and MEDSEG_TLS_KEY_FILE, or neither")
+        if self.tls_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "MEDSEG_TLS_CA_FILE needs MEDSEG_TLS_CERT_FILE and MEDSEG_TLS_KEY_FILE"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -84,6 +84,8 @@ class Series(Base):
     sop_class_uid: Mapped[str] = mapped_column(String(64), default="")
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     calling_host: Mapped[str | None] = mapped_column(String(64))
+    #: Images in Acquisition (0020,1002) when the sender gives it: complete at that count.
+    expected_instances: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[SeriesStatus] = mapped_column(
         _enum(SeriesStatus, "series_status"), default=SeriesStatus.RECEIVING, index=True
     )

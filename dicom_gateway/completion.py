@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, Job, JobState, Series, SeriesStatus, utcnow
@@ -53,19 +53,35 @@ def complete_quiet_series(
     cutoff = now - timedelta(seconds=quiet_seconds)
     created: list[int] = []
     with session_factory() as session:
-        candidates = session.scalars(
-            select(Series.id).where(
-                Series.status == SeriesStatus.RECEIVING, Series.last_received_at < cutoff
+        quiet = set(
+            session.scalars(
+                select(Series.id).where(
+                    Series.status == SeriesStatus.RECEIVING, Series.last_received_at < cutoff
+                )
             )
-        ).all()
-    for series_id in candidates:
+        )
+        # Series whose sender told us how many images to expect, and all have arrived.
+        full = set(
+            session.scalars(
+                select(Series.id)
+                .join(Instance, Instance.series_id == Series.id)
+                .where(
+                    Series.status == SeriesStatus.RECEIVING,
+                    Series.expected_instances.is_not(None),
+                )
+                .group_by(Series.id, Series.expected_instances)
+                .having(func.count(Instance.id) >= Series.expected_instances)
+            )
+        )
+    for series_id in sorted(quiet | full):
+        still_quiet = Series.last_received_at < cutoff if series_id not in full else true()
         with session_factory.begin() as session:
             claimed = session.execute(  # type: ignore[attr-defined]
                 update(Series)
                 .where(
                     Series.id == series_id,
                     Series.status == SeriesStatus.RECEIVING,
-                    Series.last_received_at < cutoff,
+                    still_quiet,
                 )
                 .values(status=SeriesStatus.COMPLETE, completed_at=now)
             ).rowcount

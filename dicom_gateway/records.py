@@ -30,6 +30,7 @@ class InstanceInfo:
     series_description: str
     image_type: str
     instance_number: int | None
+    images_in_acquisition: int | None
     study_date: str | None
     accession_number: str | None
     calling_ae: str
@@ -74,6 +75,7 @@ def instance_info(
         series_description=_text(ds, "SeriesDescription", 64),
         image_type=_text(ds, "ImageType", 128),
         instance_number=_int_or_none(ds.get("InstanceNumber")),
+        images_in_acquisition=_int_or_none(ds.get("ImagesInAcquisition")),
         study_date=_text(ds, "StudyDate", 8) or None,
         accession_number=_text(ds, "AccessionNumber", 16) or None,
         calling_ae=calling_ae[:16],
@@ -106,6 +108,7 @@ def _upsert(session: Session, info: InstanceInfo, now: datetime) -> None:
             sop_class_uid=info.sop_class_uid,
             calling_ae=info.calling_ae,
             calling_host=info.calling_host,
+            expected_instances=info.images_in_acquisition,
             first_received_at=now,
             last_received_at=now,
         )

@@ -32,6 +32,7 @@ def _info(series: str, sop: str) -> InstanceInfo:
         accession_number=None,
         calling_ae="T",
         calling_host=None,
+        images_in_acquisition=None,
         path="/dev/null",
         size_bytes=0,
     )

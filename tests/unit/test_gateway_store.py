@@ -336,3 +336,27 @@ def test_a_resent_series_does_not_run_again_but_a_grown_one_does(
 def _series_status(session_factory: sessionmaker[Session]) -> SeriesStatus:
     with session_factory() as session:
         return session.scalars(select(Series)).one().status
+
+
+def test_a_series_completes_at_its_announced_image_count_without_waiting(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    publisher = RecordingPublisher()
+    settings = settings.model_copy(update={"port": free_port(), "series_quiet_seconds": 3600.0})
+    server, monitor = start_gateway(settings, publish=publisher)
+    try:
+        paths = chest_series(tmp_path / "src", 3, slices=4)
+        assoc = _associate(settings)
+        for path in paths:
+            ds = pydicom.dcmread(path)
+            ds.ImagesInAcquisition = 4
+            assert assoc.send_c_store(ds).Status == statuses.SUCCESS
+        assoc.release()
+        _wait(lambda: len(publisher.sent) == 1, timeout=5.0)  # far below the 1 h quiet period
+    finally:
+        server.shutdown()
+        monitor.stop()
+    with session_factory() as session:
+        series = session.scalars(select(Series)).one()
+    assert series.expected_instances == 4 and series.status is SeriesStatus.COMPLETE
+    assert series.calling_ae == "TESTSCU" and series.calling_host == "127.0.0.1"

@@ -1,8 +1,8 @@
-"""job input key and calling host
+"""job input key, series sender and expected count
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-23 00:49:22.456722
+Create Date: 2026-11-23 00:57:12.831510
 """
 
 from collections.abc import Sequence
@@ -23,10 +23,12 @@ def upgrade() -> None:
 
     with op.batch_alter_table("series", schema=None) as batch_op:
         batch_op.add_column(sa.Column("calling_host", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("expected_instances", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("series", schema=None) as batch_op:
+        batch_op.drop_column("expected_instances")
         batch_op.drop_column("calling_host")
 
     with op.batch_alter_table("job", schema=None) as batch_op:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_gateway.completion import complete_quiet_series
 from dicom_gateway.outbox import Publisher, dispatch_pending
+from dicom_gateway.retention import purge_inputs
 from dicom_gateway.sweeper import sweep
 from worker.settings import Settings
 
 SWEEP_EVERY_SECONDS = 30.0
+PURGE_EVERY_SECONDS = 3600.0
 SWEEP_MARGIN_SECONDS = 300.0
 
 logger = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ class CompletionMonitor(threading.Thread):
         self._settings = settings
         self._poll = settings.completion_poll_seconds
         self._next_sweep = 0.0
+        self._next_purge = 0.0
         self._stop_event = threading.Event()
 
     def tick(self) -> None:
@@ -46,6 +50,9 @@ class CompletionMonitor(threading.Thread):
                 requeue_after_s=settings.requeue_after_seconds,
             )
             self._next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
+        if settings.retention_days and time.monotonic() >= self._next_purge:
+            purge_inputs(self._session_factory, timedelta(days=settings.retention_days))
+            self._next_purge = time.monotonic() + PURGE_EVERY_SECONDS
         dispatch_pending(self._session_factory, self._publish)
 
     def run(self) -> None:

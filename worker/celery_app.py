@@ -29,6 +29,11 @@ def create_celery(settings: Settings) -> Celery:
         broker_transport_options={
             # Above the longest job, or Redis redelivers a job that is still running.
             "visibility_timeout": settings.visibility_timeout_seconds,
+            **(
+                {"global_keyprefix": settings.broker_key_prefix}
+                if settings.broker_key_prefix
+                else {}
+            ),
         },
         task_serializer="json",
         accept_content=["json"],

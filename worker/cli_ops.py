@@ -79,8 +79,9 @@ def _print_status(session_factory: Any) -> None:
     from worker.operations import status
     from worker.settings import get_settings
 
-    client = redis.Redis.from_url(get_settings().broker_url, socket_timeout=1)
-    s = status(session_factory, client, app)
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=1)
+    s = status(session_factory, client, app, settings.broker_key_prefix)
     depth = ", ".join(f"{q} {'?' if n is None else n}" for q, n in s.queue_depth.items())
     print(f"queues: {depth}" + ("  (broker unreachable)" if None in s.queue_depth.values() else ""))
     print(
@@ -112,6 +113,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
         time.sleep(args.watch)
 
 
+def _cmd_cleanup(args: argparse.Namespace) -> int:
+    from dicom_gateway.retention import purge_inputs
+
+    count, size = purge_inputs(_session_factory(), utcnow() - args.older_than, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {count} instance file(s), {size / 1e6:.1f} MB")
+    return 0
+
+
 def add_ops_commands(sub: Any) -> None:
     status = sub.add_parser("status", help="queues, workers, jobs by state, failure rate")
     status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
@@ -127,6 +137,13 @@ def add_ops_commands(sub: Any) -> None:
     retry.add_argument("job_ids", nargs="*", type=int)
     retry.add_argument("--failed", action="store_true", help="every failed or quarantined job")
     retry.set_defaults(func=_cmd_retry)
+
+    cleanup = sub.add_parser(
+        "cleanup", help="delete received instances of finished, delivered series (records stay)"
+    )
+    cleanup.add_argument("--older-than", type=_since, required=True, help="e.g. 7d")
+    cleanup.add_argument("--dry-run", action="store_true")
+    cleanup.set_defaults(func=_cmd_cleanup)
 
     cancel = sub.add_parser("cancel", help="cancel a queued (or failed) job")
     cancel.add_argument("job_id", type=int)

@@ -99,13 +99,16 @@ def _counts(session: Session, since: datetime) -> dict[str, int]:
 
 
 def status(
-    session_factory: sessionmaker[Session], redis_client: Any, celery_app: Any | None
+    session_factory: sessionmaker[Session],
+    redis_client: Any,
+    celery_app: Any | None,
+    key_prefix: str = "",
 ) -> Status:
     now = utcnow()
     depth: dict[str, int | None] = {}
     for queue in ("gpu", "cpu"):
         try:
-            depth[queue] = int(redis_client.llen(queue))
+            depth[queue] = int(redis_client.llen(key_prefix + queue))
         except Exception:  # broker down: say so, do not fail the whole status
             depth[queue] = None
     workers: list[str] | None = None

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     broker_url: str = Field(
         default="redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL."
     )
+    broker_key_prefix: str = Field(
+        default="",
+        max_length=64,
+        description="Prefix of every Redis key (queues included), so several medseg "
+        "installations or test runs can share one Redis.",
+    )
 
     ae_title: str = Field(default="MEDSEG", min_length=1, max_length=16)
     host: str = Field(default="0.0.0.0", description="Address the gateway listens on.")  # noqa: S104
@@ -75,6 +81,12 @@ class Settings(BaseSettings):
 
     job_max_attempts: int = Field(default=3, ge=1)
     job_time_limit_seconds: int = Field(default=1800, ge=10)
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Delete received instances this long after their series' results were "
+        "made and delivered (records stay); unset: keep them.",
+    )
     requeue_after_seconds: float = Field(
         default=6 * 3600,
         gt=0,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,8 @@ def stack(
         "MEDSEG_DATA_DIR": str(root / "data"),
         "MEDSEG_DATABASE_URL": postgres_url,
         "MEDSEG_BROKER_URL": redis_url,
+        # Queues of their own: another test run on the same Redis cannot take these jobs.
+        "MEDSEG_BROKER_KEY_PREFIX": f"medseg-test-{uuid.uuid4().hex[:8]}:",
         "MEDSEG_HOST": "127.0.0.1",
         "MEDSEG_PORT": str(port),
         "MEDSEG_AE_TITLE": "MEDSEG",

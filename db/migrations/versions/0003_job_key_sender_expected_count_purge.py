@@ -1,8 +1,8 @@
-"""job input key, series sender and expected count
+"""job key, series sender, expected count, purge
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-23 00:57:12.831510
+Create Date: 2026-11-23 00:59:17.914405
 """
 
 from collections.abc import Sequence
@@ -17,6 +17,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("instance", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("purged_at", sa.DateTime(timezone=True), nullable=True))
+
     with op.batch_alter_table("job", schema=None) as batch_op:
         batch_op.add_column(sa.Column("input_key", sa.String(length=64), nullable=True))
         batch_op.create_index(batch_op.f("ix_job_input_key"), ["input_key"], unique=False)
@@ -34,3 +37,6 @@ def downgrade() -> None:
     with op.batch_alter_table("job", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_job_input_key"))
         batch_op.drop_column("input_key")
+
+    with op.batch_alter_table("instance", schema=None) as batch_op:
+        batch_op.drop_column("purged_at")

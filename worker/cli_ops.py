@@ -60,6 +60,18 @@ def _cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rerun(args: argparse.Namespace) -> int:
+    from worker.operations import OperationError, rerun
+
+    try:
+        created = rerun(_session_factory(), args.model, since=args.since, force=args.force)
+    except OperationError as exc:
+        print(f"medseg rerun: {exc}", file=sys.stderr)
+        return 1
+    print(f"queued {len(created)} job(s): {', '.join(map(str, created)) or '-'}")
+    return 0
+
+
 def _cmd_cancel(args: argparse.Namespace) -> int:
     from worker.operations import OperationError, cancel
 
@@ -137,6 +149,14 @@ def add_ops_commands(sub: Any) -> None:
     retry.add_argument("job_ids", nargs="*", type=int)
     retry.add_argument("--failed", action="store_true", help="every failed or quarantined job")
     retry.set_defaults(func=_cmd_retry)
+
+    rerun = sub.add_parser(
+        "rerun", help="run a model again (its current version), keep old results"
+    )
+    rerun.add_argument("--model", required=True)
+    rerun.add_argument("--since", type=_since, help="only series it ran on since, e.g. 7d")
+    rerun.add_argument("--force", action="store_true", help="even when an identical job exists")
+    rerun.set_defaults(func=_cmd_rerun)
 
     cleanup = sub.add_parser(
         "cleanup", help="delete received instances of finished, delivered series (records stay)"

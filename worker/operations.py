@@ -142,3 +142,54 @@ def status(
         finished_hour=int(finished or 0),
         failure_rate_day=(done["failed"] + done["quarantined"]) / total if total else None,
     )
+
+
+def rerun(
+    session_factory: sessionmaker[Session],
+    model_name: str,
+    *,
+    since: datetime | None = None,
+    force: bool = False,
+) -> list[int]:
+    """New jobs with the model's current version for every series it ran on (since ``since``).
+
+    Earlier jobs and their results stay. A series whose identical job (same instances, same
+    model version) is queued, running or succeeded is skipped unless ``force``.
+    """
+    from dicom_gateway.completion import input_key
+    from worker.registry import get_spec
+
+    try:
+        spec = get_spec(model_name)
+    except KeyError as exc:
+        raise OperationError(str(exc)) from exc
+    created: list[int] = []
+    with session_factory.begin() as session:
+        query = select(Job.series_id).where(Job.model_name == model_name).distinct()
+        if since is not None:
+            query = query.where(Job.created_at >= since)
+        for series_id in session.scalars(query).all():
+            series = session.get_one(Series, series_id, options=[selectinload(Series.instances)])
+            key = input_key([i.sop_instance_uid for i in series.instances], spec.name, spec.version)
+            covered = session.scalar(
+                select(Job.id).where(
+                    Job.series_id == series_id,
+                    Job.input_key == key,
+                    Job.state.in_((JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED)),
+                )
+            )
+            if covered is not None and not force:
+                continue
+            job = Job(
+                series_id=series_id,
+                model_name=spec.name,
+                model_version=spec.version,
+                queue=spec.queue,
+                state=JobState.QUEUED,
+                input_key=key,
+            )
+            session.add(job)
+            session.flush()
+            created.append(job.id)
+    logger.info("rerun of %s %s: %d job(s)", model_name, spec.version, len(created))
+    return created

@@ -105,3 +105,23 @@ def test_jobs_and_retry_from_the_command_line(
     assert medseg("retry", str(failed)).stdout.strip() == f"queued again: {failed}"
     refused = medseg("cancel", "424242")
     assert refused.returncode == 1 and "no job 424242" in refused.stderr
+
+
+def test_rerun_makes_new_jobs_only_where_the_version_changed(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    from worker.operations import rerun
+
+    old = _job(session_factory, tmp_path, "a", JobState.SUCCEEDED)  # model version 1.0.0
+    with session_factory.begin() as session:
+        session.get_one(Job, old).model_version = "0.9.0"  # ran on an older version
+    created = rerun(session_factory, "lung-ct-threshold")
+    assert len(created) == 1
+    with session_factory() as session:
+        new = session.get_one(Job, created[0])
+        assert new.model_version == "1.0.0" and new.state is JobState.QUEUED and new.input_key
+        assert session.get_one(Job, old).state is JobState.SUCCEEDED  # kept
+    assert rerun(session_factory, "lung-ct-threshold") == []  # identical job queued
+    assert len(rerun(session_factory, "lung-ct-threshold", force=True)) == 1
+    with pytest.raises(OperationError, match="no model"):
+        rerun(session_factory, "nope")

@@ -28,6 +28,15 @@ def input_key(sop_instance_uids: Sequence[str], model: str, version: str) -> str
     return digest.hexdigest()
 
 
+def covering_job(session: Session, series_id: int, key: str) -> int | None:
+    """An identical job (same input key) that is queued, running or succeeded, if any."""
+    return session.scalar(
+        select(Job.id).where(
+            Job.series_id == series_id, Job.input_key == key, Job.state.in_(_COVERED)
+        )
+    )
+
+
 def _tags(series: Series) -> SeriesTags:
     return SeriesTags.of(
         modality=series.modality,
@@ -97,13 +106,7 @@ def complete_quiet_series(
                 select(Instance.sop_instance_uid).where(Instance.series_id == series_id)
             ).all()
             key = input_key(sop_uids, spec.name, spec.version)
-            same = session.scalar(
-                select(Job.id).where(
-                    Job.series_id == series_id,
-                    Job.input_key == key,
-                    Job.state.in_(_COVERED),
-                )
-            )
+            same = covering_job(session, series_id, key)
             if same is not None:
                 logger.info(
                     "series %s complete again, same instances: job %s stands", series_id, same

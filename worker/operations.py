@@ -156,7 +156,7 @@ def rerun(
     Earlier jobs and their results stay. A series whose identical job (same instances, same
     model version) is queued, running or succeeded is skipped unless ``force``.
     """
-    from dicom_gateway.completion import input_key
+    from dicom_gateway.completion import covering_job, input_key
     from worker.registry import get_spec
 
     try:
@@ -171,14 +171,7 @@ def rerun(
         for series_id in session.scalars(query).all():
             series = session.get_one(Series, series_id, options=[selectinload(Series.instances)])
             key = input_key([i.sop_instance_uid for i in series.instances], spec.name, spec.version)
-            covered = session.scalar(
-                select(Job.id).where(
-                    Job.series_id == series_id,
-                    Job.input_key == key,
-                    Job.state.in_((JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED)),
-                )
-            )
-            if covered is not None and not force:
+            if covering_job(session, series_id, key) is not None and not force:
                 continue
             job = Job(
                 series_id=series_id,

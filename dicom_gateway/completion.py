@@ -11,6 +11,7 @@ from sqlalchemy import func, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, Job, JobState, Series, SeriesStatus, utcnow
+from dicom_gateway import metrics
 from worker.routing import SeriesTags, route
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,9 @@ def complete_quiet_series(
             if claimed != 1:
                 continue
             series = session.get_one(Series, series_id)
+            last = series.last_received_at
+            last = last if last.tzinfo else last.replace(tzinfo=now.tzinfo)
+            metrics.COMPLETION_DELAY.observe((now - last).total_seconds())
             spec = route(_tags(series))
             if spec is None:
                 series.status = SeriesStatus.UNROUTED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from pydicom import Dataset
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_gateway import statuses
+from dicom_gateway import metrics, statuses
 from dicom_gateway.contexts import PROCESSED_SOP_CLASSES
 from dicom_gateway.records import instance_info, record_instance
 from dicom_gateway.storage import (
@@ -59,6 +60,14 @@ def _validate(ds: Dataset, request: Any) -> tuple[int, str] | None:
 
 def handle_store(event: Any, ctx: StoreContext) -> Dataset:
     """EVT_C_STORE: a status dataset for every outcome; never raises into pynetdicom."""
+    start = time.perf_counter()
+    result = _store(event, ctx)
+    metrics.INSTANCES.labels(status=f"0x{int(result.Status):04X}").inc()
+    metrics.STORE_SECONDS.observe(time.perf_counter() - start)
+    return result
+
+
+def _store(event: Any, ctx: StoreContext) -> Dataset:
     calling = _calling_ae(event)
     try:
         check_free_space(ctx.storage_root, ctx.min_free_bytes)
@@ -106,6 +115,7 @@ def handle_store(event: Any, ctx: StoreContext) -> Dataset:
         # The file is on disk; a resend overwrites it and records it. Ask the sender to retry.
         logger.error("database unavailable, instance kept at %s: %s", path, type(exc).__name__)
         return statuses.status(statuses.OUT_OF_RESOURCES, "database unavailable")
+    metrics.BYTES.inc(len(encoded))
     return statuses.status(statuses.SUCCESS)
 
 
@@ -117,7 +127,9 @@ def handle_echo(event: Any) -> int:
 def log_association(event: Any) -> None:
     """Accepted associations at INFO, rejected ones (unknown calling AE, ...) at WARNING."""
     assoc = event.assoc
-    level = logging.WARNING if event.event.name == "EVT_REJECTED" else logging.INFO
+    rejected = event.event.name == "EVT_REJECTED"
+    metrics.ASSOCIATIONS.labels(outcome="rejected" if rejected else "accepted").inc()
+    level = logging.WARNING if rejected else logging.INFO
     logger.log(
         level,
         "%s: calling AE %s from %s",

@@ -6,6 +6,7 @@ import logging
 import signal
 import ssl
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -15,6 +16,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from db.session import make_engine, make_session_factory
 from dicom_gateway.contexts import supported_contexts
 from dicom_gateway.handlers import StoreContext, handle_echo, handle_store, log_association
+from dicom_gateway.metrics import serve_metrics
 from dicom_gateway.monitor import CompletionMonitor
 from dicom_gateway.outbox import Publisher, celery_publisher
 from worker.settings import Settings
@@ -34,6 +36,22 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
         context.load_verify_locations(settings.tls_ca_file)
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def _queue_depth(settings: Settings) -> Callable[[str], int | None]:
+    import redis
+
+    client = redis.Redis.from_url(
+        settings.broker_url, socket_timeout=0.5, socket_connect_timeout=0.5
+    )
+
+    def depth(queue: str) -> int | None:
+        try:
+            return int(client.llen(settings.broker_key_prefix + queue))
+        except redis.RedisError:
+            return None
+
+    return depth
 
 
 def build_ae(settings: Settings) -> AE:
@@ -78,6 +96,10 @@ def start_gateway(
         ssl_context=tls_context(settings),
     )
     assert server is not None  # block=False always returns the server
+    if settings.metrics_port:
+        serve_metrics(
+            settings.metrics_port, settings.metrics_host, session_factory, _queue_depth(settings)
+        )
     monitor = CompletionMonitor(session_factory, publish, settings)
     monitor.start()
     logger.info(

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
         description='Calling AE titles allowed to associate, as JSON (["CT1", "US2"]); '
         "empty: any. Others are rejected (A-ASSOCIATE-RJ, calling AE not recognised) and logged.",
     )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve Prometheus metrics on this port."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of the metrics port.")
     min_free_bytes: int = Field(
         default=512 * 1024 * 1024,
         ge=0,

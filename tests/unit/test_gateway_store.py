@@ -360,3 +360,39 @@ def test_a_series_completes_at_its_announced_image_count_without_waiting(
         series = session.scalars(select(Series)).one()
     assert series.expected_instances == 4 and series.status is SeriesStatus.COMPLETE
     assert series.calling_ae == "TESTSCU" and series.calling_host == "127.0.0.1"
+
+
+def test_prometheus_metrics_count_instances_associations_and_jobs(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    import urllib.request
+
+    publisher = RecordingPublisher()
+    metrics_port = free_port()
+    settings = settings.model_copy(update={"port": free_port(), "metrics_port": metrics_port})
+    server, monitor = start_gateway(settings, publish=publisher)
+    try:
+        assoc = _associate(settings)
+        for path in chest_series(tmp_path / "src", 4, slices=3):
+            assert assoc.send_c_store(path).Status == statuses.SUCCESS
+        assert assoc.send_c_store(minimal_image(CT, "CT", with_pixels=False)).Status == (
+            statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS
+        )
+        assoc.release()
+        _wait(lambda: len(publisher.sent) == 1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    finally:
+        server.shutdown()
+        monitor.stop()
+
+    def value(line_start: str) -> float:
+        (line,) = [line for line in text.splitlines() if line.startswith(line_start)]
+        return float(line.rsplit(" ", 1)[1])
+
+    assert value('medseg_instances_received_total{status="0x0000"}') >= 3
+    assert value('medseg_instances_received_total{status="0xA900"}') >= 1
+    assert value('medseg_associations_total{outcome="accepted"}') >= 1
+    assert value('medseg_jobs{state="queued"}') == 1
+    assert value("medseg_series_completion_delay_seconds_count") >= 1
+    assert "medseg_store_seconds_bucket" in text

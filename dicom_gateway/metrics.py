@@ -1,0 +1,90 @@
+"""Prometheus metrics of the gateway (``MEDSEG_METRICS_PORT``): what it received, how it
+answered, and, read at scrape time, jobs by state and queue depths."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Job
+
+logger = logging.getLogger(__name__)
+
+REGISTRY = CollectorRegistry()
+INSTANCES = Counter(
+    "medseg_instances_received",
+    "C-STORE requests answered, by status",
+    ["status"],
+    registry=REGISTRY,
+)
+BYTES = Counter("medseg_bytes_received", "Bytes of instances stored", registry=REGISTRY)
+ASSOCIATIONS = Counter(
+    "medseg_associations", "Association requests, by outcome", ["outcome"], registry=REGISTRY
+)
+STORE_SECONDS = Histogram(
+    "medseg_store_seconds",
+    "Time to validate, write and record one instance",
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+COMPLETION_DELAY = Histogram(
+    "medseg_series_completion_delay_seconds",
+    "Last instance received -> series complete",
+    registry=REGISTRY,
+    buckets=(1, 2, 5, 10, 15, 20, 30, 60, 120, 300),
+)
+
+
+class _StateCollector:
+    """Jobs by state and queue depth, read when Prometheus scrapes."""
+
+    def __init__(
+        self, session_factory: sessionmaker[Session], queue_depth: Callable[[str], int | None]
+    ) -> None:
+        self._session_factory = session_factory
+        self._queue_depth = queue_depth
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        jobs = GaugeMetricFamily("medseg_jobs", "Jobs by state", labels=["state"])
+        try:
+            with self._session_factory() as session:
+                for state, count in session.execute(
+                    select(Job.state, func.count()).group_by(Job.state)
+                ):
+                    jobs.add_metric([state.value], float(count))
+        except Exception as exc:  # a scrape must not fail because the DB is down
+            logger.warning("metrics: database unavailable: %s", type(exc).__name__)
+        yield jobs
+        depth = GaugeMetricFamily(
+            "medseg_queue_depth", "Messages waiting per queue", labels=["queue"]
+        )
+        for queue in ("gpu", "cpu"):
+            value = self._queue_depth(queue)
+            if value is not None:
+                depth.add_metric([queue], float(value))
+        yield depth
+
+
+_collector: _StateCollector | None = None
+
+
+def serve_metrics(
+    port: int,
+    host: str,
+    session_factory: sessionmaker[Session],
+    queue_depth: Callable[[str], int | None],
+) -> Any:
+    global _collector  # noqa: PLW0603 - one state collector per process, replaced on restart
+    if _collector is not None:
+        REGISTRY.unregister(_collector)
+    _collector = _StateCollector(session_factory, queue_depth)
+    REGISTRY.register(_collector)
+    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    logger.info("metrics on http://%s:%d/metrics", host, port)
+    return server

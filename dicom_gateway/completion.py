@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, Job, JobState, Series, SeriesStatus, utcnow
 from dicom_gateway import metrics
+from worker.registry import ModelSpec
 from worker.routing import SeriesTags, route
 
 logger = logging.getLogger(__name__)
@@ -106,27 +107,35 @@ def complete_quiet_series(
                 series.status = SeriesStatus.UNROUTED
                 logger.info("series %s complete; no model accepts it", series_id)
                 continue
-            sop_uids = session.scalars(
-                select(Instance.sop_instance_uid).where(Instance.series_id == series_id)
-            ).all()
-            key = input_key(sop_uids, spec.name, spec.version)
-            same = covering_job(session, series_id, key)
-            if same is not None:
-                logger.info(
-                    "series %s complete again, same instances: job %s stands", series_id, same
-                )
+            job_id = queue_job(session, series_id, spec, max_attempts)
+            if job_id is None:
+                logger.info("series %s complete again, same instances: no new job", series_id)
                 continue
-            job = Job(
-                series_id=series_id,
-                model_name=spec.name,
-                model_version=spec.version,
-                queue=spec.queue,
-                state=JobState.QUEUED,
-                max_attempts=max_attempts,
-                input_key=key,
-            )
-            session.add(job)
-            session.flush()
-            created.append(job.id)
-            logger.info("series %s complete; job %s for %s", series_id, job.id, spec.name)
+            created.append(job_id)
+            logger.info("series %s complete; job %s for %s", series_id, job_id, spec.name)
     return created
+
+
+def queue_job(
+    session: Session, series_id: int, spec: ModelSpec, max_attempts: int, *, force: bool = False
+) -> int | None:
+    """A queued job of ``spec`` for the series' current instances (the outbox publishes it);
+    None when an identical job already covers that input, unless ``force``."""
+    sop_uids = session.scalars(
+        select(Instance.sop_instance_uid).where(Instance.series_id == series_id)
+    ).all()
+    key = input_key(sop_uids, spec.name, spec.version)
+    if not force and covering_job(session, series_id, key) is not None:
+        return None
+    job = Job(
+        series_id=series_id,
+        model_name=spec.name,
+        model_version=spec.version,
+        queue=spec.queue,
+        state=JobState.QUEUED,
+        max_attempts=max_attempts,
+        input_key=key,
+    )
+    session.add(job)
+    session.flush()
+    return job.id

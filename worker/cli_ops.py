@@ -64,7 +64,15 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
     from worker.operations import OperationError, rerun
 
     try:
-        created = rerun(_session_factory(), args.model, since=args.since, force=args.force)
+        from worker.settings import get_settings
+
+        created = rerun(
+            _session_factory(),
+            args.model,
+            since=args.since,
+            force=args.force,
+            max_attempts=get_settings().job_max_attempts,
+        )
     except OperationError as exc:
         print(f"medseg rerun: {exc}", file=sys.stderr)
         return 1

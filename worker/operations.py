@@ -150,13 +150,14 @@ def rerun(
     *,
     since: datetime | None = None,
     force: bool = False,
+    max_attempts: int = 3,
 ) -> list[int]:
     """New jobs with the model's current version for every series it ran on (since ``since``).
 
     Earlier jobs and their results stay. A series whose identical job (same instances, same
     model version) is queued, running or succeeded is skipped unless ``force``.
     """
-    from dicom_gateway.completion import covering_job, input_key
+    from dicom_gateway.completion import queue_job
     from worker.registry import get_spec
 
     try:
@@ -169,20 +170,8 @@ def rerun(
         if since is not None:
             query = query.where(Job.created_at >= since)
         for series_id in session.scalars(query).all():
-            series = session.get_one(Series, series_id, options=[selectinload(Series.instances)])
-            key = input_key([i.sop_instance_uid for i in series.instances], spec.name, spec.version)
-            if covering_job(session, series_id, key) is not None and not force:
-                continue
-            job = Job(
-                series_id=series_id,
-                model_name=spec.name,
-                model_version=spec.version,
-                queue=spec.queue,
-                state=JobState.QUEUED,
-                input_key=key,
-            )
-            session.add(job)
-            session.flush()
-            created.append(job.id)
+            job_id = queue_job(session, series_id, spec, max_attempts, force=force)
+            if job_id is not None:
+                created.append(job_id)
     logger.info("rerun of %s %s: %d job(s)", model_name, spec.version, len(created))
     return created

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import literal, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Delivery, DeliveryState, Job, JobState, utcnow
@@ -39,10 +39,9 @@ _KINDS = (
 
 def _pending(session: Session, kind: _Kind, now: datetime) -> list[tuple[int, str]]:
     model: Any = kind.model
-    queue = model.queue if kind.fixed_queue is None else None
-    columns = [model.id] + ([queue] if queue is not None else [])
+    queue = model.queue if kind.fixed_queue is None else literal(kind.fixed_queue)
     rows = session.execute(
-        select(*columns)
+        select(model.id, queue)
         .where(
             model.state == kind.waiting,
             model.enqueued_at.is_(None),
@@ -50,7 +49,7 @@ def _pending(session: Session, kind: _Kind, now: datetime) -> list[tuple[int, st
         )
         .order_by(model.id)
     ).all()
-    return [(row[0], row[1] if queue is not None else str(kind.fixed_queue)) for row in rows]
+    return [(int(row_id), str(row_queue)) for row_id, row_queue in rows]
 
 
 def dispatch_pending(

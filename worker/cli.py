@@ -42,6 +42,18 @@ def _cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prestart(args: argparse.Namespace) -> int:
+    from worker.prestart import ServiceUnavailableError, prestart
+    from worker.settings import get_settings
+
+    try:
+        prestart(get_settings(), args.timeout, migrate=not args.no_migrate)
+    except ServiceUnavailableError as exc:
+        print(f"medseg prestart: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from worker.registry import all_specs
 
@@ -129,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade", "current"])
     db.add_argument("revision", nargs="?", default="head")
     db.set_defaults(func=_cmd_db)
+
+    pre = sub.add_parser("prestart", help="wait for the database and broker, then migrate")
+    pre.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per service")
+    pre.add_argument("--no-migrate", action="store_true", help="only wait, do not migrate")
+    pre.set_defaults(func=_cmd_prestart)
 
     sub.add_parser("models", help="list registered models").set_defaults(func=_cmd_models)
 

@@ -54,6 +54,22 @@ def _cmd_prestart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_echo(args: argparse.Namespace) -> int:
+    from worker.echo import echo
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    port = args.port or settings.port
+    called = args.aec or settings.ae_title
+    try:
+        status = echo(args.host, port, called, args.aet, args.timeout)
+    except ConnectionError as exc:
+        print(f"medseg echo: {exc}", file=sys.stderr)
+        return 1
+    print(f"C-ECHO {called}@{args.host}:{port}: status 0x{status:04X}")
+    return 0 if status == 0 else 1
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from worker.registry import all_specs
 
@@ -146,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per service")
     pre.add_argument("--no-migrate", action="store_true", help="only wait, do not migrate")
     pre.set_defaults(func=_cmd_prestart)
+
+    echo = sub.add_parser("echo", help="C-ECHO a DICOM node (default: this gateway)")
+    echo.add_argument("--host", default="127.0.0.1")
+    echo.add_argument("--port", type=int, default=0, help="default: MEDSEG_PORT")
+    echo.add_argument("--aec", default="", help="called AE title (default: MEDSEG_AE_TITLE)")
+    echo.add_argument("--aet", default="MEDSEG-ECHO", help="our calling AE title")
+    echo.add_argument("--timeout", type=float, default=10.0)
+    echo.set_defaults(func=_cmd_echo)
 
     sub.add_parser("models", help="list registered models").set_defaults(func=_cmd_models)
 

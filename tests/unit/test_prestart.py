@@ -1,4 +1,4 @@
-"""medseg prestart: waits for the database and broker (clear error if one stays down), migrates."""
+"""Container checks: medseg prestart (wait for services, migrate) and medseg echo (C-ECHO)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,31 @@ def test_prestart_waits_then_migrates(tmp_path: Path, redis_url: str) -> None:
     done = _prestart(tmp_path, redis_url, "--timeout", "10")
     assert done.returncode == 0, done.stderr
     assert current(f"sqlite:///{(tmp_path / 'data' / 'medseg.db').resolve()}") is not None
+
+
+def test_echo_answers_for_a_running_gateway_and_fails_without_one(tmp_path: Path) -> None:
+    from worker.localstack import start_medseg, stop, wait_for_port
+
+    port = free_port()
+    env = {
+        "MEDSEG_DATA_DIR": str(tmp_path / "data"),
+        "MEDSEG_PORT": str(port),
+        "MEDSEG_HOST": "127.0.0.1",
+        "MEDSEG_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    echo = [sys.executable, "-m", "worker.cli", "echo", "--timeout", "5"]
+    down = subprocess.run(
+        echo, env={**os.environ, **env}, capture_output=True, text=True, check=False
+    )
+    assert down.returncode == 1
+    assert f"no association with MEDSEG@127.0.0.1:{port}" in down.stderr
+    gateway = start_medseg(["gateway"], env, tmp_path / "gateway.log")
+    try:
+        wait_for_port(port, process=gateway)
+        up = subprocess.run(
+            echo, env={**os.environ, **env}, capture_output=True, text=True, check=False
+        )
+    finally:
+        stop(gateway)
+    assert up.returncode == 0, up.stderr
+    assert "status 0x0000" in up.stdout

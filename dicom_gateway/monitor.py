@@ -15,6 +15,7 @@ from dicom_gateway.outbox import Publisher, dispatch_pending
 from dicom_gateway.retention import purge_inputs
 from dicom_gateway.sweeper import sweep
 from worker.settings import Settings
+from worker.timelimits import visibility_timeout_seconds
 
 SWEEP_EVERY_SECONDS = 30.0
 PURGE_EVERY_SECONDS = 3600.0
@@ -34,6 +35,7 @@ class CompletionMonitor(threading.Thread):
         self._publish = publish
         self._settings = settings
         self._poll = settings.completion_poll_seconds
+        self._running_timeout_s = visibility_timeout_seconds(settings) + SWEEP_MARGIN_SECONDS
         self._next_sweep = 0.0
         self._next_purge = 0.0
         self._stop_event = threading.Event()
@@ -46,7 +48,7 @@ class CompletionMonitor(threading.Thread):
         if time.monotonic() >= self._next_sweep:
             sweep(
                 self._session_factory,
-                running_timeout_s=settings.visibility_timeout_seconds + SWEEP_MARGIN_SECONDS,
+                running_timeout_s=self._running_timeout_s,
                 requeue_after_s=settings.requeue_after_seconds,
             )
             self._next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import literal, or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,8 +19,14 @@ logger = logging.getLogger(__name__)
 TASK_RUN_JOB = "medseg.run_job"
 TASK_DELIVER = "medseg.deliver"
 
-#: publish(task name, row id, queue) -> broker task id; raises when the broker is unreachable.
-Publisher = Callable[[str, int, str], str]
+
+class Publisher(Protocol):
+    """Sends one message; returns the broker's task id, raises when the broker is unreachable.
+
+    ``model`` names the job's model (None for deliveries): the publisher sets its time limits.
+    """
+
+    def __call__(self, task: str, row_id: int, queue: str, model: str | None = None) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -37,11 +43,12 @@ _KINDS = (
 )
 
 
-def _pending(session: Session, kind: _Kind, now: datetime) -> list[tuple[int, str]]:
+def _pending(session: Session, kind: _Kind, now: datetime) -> list[tuple[int, str, str | None]]:
     model: Any = kind.model
     queue = model.queue if kind.fixed_queue is None else literal(kind.fixed_queue)
+    model_name = model.model_name if kind.model is Job else literal(None)
     rows = session.execute(
-        select(model.id, queue)
+        select(model.id, queue, model_name)
         .where(
             model.state == kind.waiting,
             model.enqueued_at.is_(None),
@@ -49,7 +56,7 @@ def _pending(session: Session, kind: _Kind, now: datetime) -> list[tuple[int, st
         )
         .order_by(model.id)
     ).all()
-    return [(int(row_id), str(row_queue)) for row_id, row_queue in rows]
+    return [(int(row_id), str(row_queue), name) for row_id, row_queue, name in rows]
 
 
 def dispatch_pending(
@@ -61,9 +68,9 @@ def dispatch_pending(
     for kind in _KINDS:
         with session_factory() as session:
             pending = _pending(session, kind, now)
-        for row_id, queue in pending:
+        for row_id, queue, model_name in pending:
             try:
-                task_id = publish(kind.task, row_id, queue)
+                task_id = publish(kind.task, row_id, queue, model_name)
             except Exception as exc:  # the broker client raises many kinds; all mean "not sent"
                 logger.warning(
                     "broker unavailable, %s %d waits in the outbox: %s",
@@ -82,19 +89,32 @@ def dispatch_pending(
     return sent
 
 
-def celery_publisher(app: object) -> Publisher:
-    """A publisher sending through a Celery app, failing fast when the broker is down."""
+def celery_publisher(
+    app: object, time_limit: Callable[[str], int] | None = None, hard_margin_s: int = 60
+) -> Publisher:
+    """A publisher sending through a Celery app, failing fast when the broker is down.
+
+    ``time_limit(model name)`` gives a job's soft time limit; the hard limit is
+    ``hard_margin_s`` later. Without it, the worker's defaults apply.
+    """
     from celery import Celery
 
     assert isinstance(app, Celery)
 
-    def publish(task: str, row_id: int, queue: str) -> str:
+    def publish(task: str, row_id: int, queue: str, model: str | None = None) -> str:
+        soft: int | None = None
+        hard: int | None = None
+        if model is not None and time_limit is not None:
+            soft = time_limit(model)
+            hard = soft + hard_margin_s
         result = app.send_task(
             task,
             args=[row_id],
             queue=queue,
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5},
+            soft_time_limit=soft,
+            time_limit=hard,
         )
         return str(result.id)
 

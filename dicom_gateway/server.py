@@ -7,6 +7,7 @@ import signal
 import ssl
 import threading
 from collections.abc import Callable
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -14,6 +15,7 @@ from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from db.session import make_engine, make_session_factory
+from dicom_gateway.access import GatewayServer, HostAllowlist, parse_networks
 from dicom_gateway.contexts import supported_contexts
 from dicom_gateway.handlers import StoreContext, handle_echo, handle_store, log_association
 from dicom_gateway.metrics import serve_metrics
@@ -67,6 +69,22 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
+def _start_server(ae: AE, settings: Settings, handlers: list[Any]) -> GatewayServer:
+    """``AE.start_server(block=False)``, with our server class (the source-address allowlist)."""
+    server = ae.make_server(
+        (settings.host, settings.port),
+        evt_handlers=handlers,
+        ssl_context=tls_context(settings),
+        server_class=GatewayServer,
+    )
+    assert isinstance(server, GatewayServer)
+    server.allowlist = HostAllowlist(parse_networks(settings.allowed_calling_hosts))
+    thread = threading.Thread(target=server.serve_forever, name="medseg-acceptor", daemon=True)
+    thread.start()
+    ae._servers.append(server)  # so AE.shutdown() stops it, as start_server() would
+    return server
+
+
 def start_gateway(
     settings: Settings, publish: Publisher | None = None
 ) -> tuple[ThreadedAssociationServer, CompletionMonitor]:
@@ -76,8 +94,13 @@ def start_gateway(
     session_factory = make_session_factory(engine)
     if publish is None:
         from worker.celery_app import create_celery
+        from worker.timelimits import HARD_LIMIT_MARGIN_SECONDS, time_limit_seconds
 
-        publish = celery_publisher(create_celery(settings))
+        publish = celery_publisher(
+            create_celery(settings),
+            partial(time_limit_seconds, settings=settings),
+            HARD_LIMIT_MARGIN_SECONDS,
+        )
     ctx = StoreContext(
         storage_root=settings.incoming_dir,
         session_factory=session_factory,
@@ -89,13 +112,7 @@ def start_gateway(
         (evt.EVT_ACCEPTED, log_association),
         (evt.EVT_REJECTED, log_association),
     ]
-    server = build_ae(settings).start_server(
-        (settings.host, settings.port),
-        block=False,
-        evt_handlers=handlers,
-        ssl_context=tls_context(settings),
-    )
-    assert server is not None  # block=False always returns the server
+    server = _start_server(build_ae(settings), settings, handlers)
     if settings.metrics_port:
         serve_metrics(
             settings.metrics_port, settings.metrics_host, session_factory, _queue_depth(settings)

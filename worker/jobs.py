@@ -114,7 +114,7 @@ def _record_failure(
     with session_factory.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
         assert job is not None
-        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        reason = describe_failure(exc)
         if isinstance(exc, PermanentError):
             transition(job, JobState.FAILED, error=reason)
             logger.warning("job %s failed: %s", job_id, reason)
@@ -126,6 +126,16 @@ def _record_failure(
             job.not_before = utcnow() + timedelta(seconds=backoff_seconds(job.attempts))
             logger.warning("job %s will be retried: %s", job_id, reason)
         return job.state
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The reason an operator reads: the error class and message, the time limit named."""
+    if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery's, raised inside the model
+        return (
+            "time limit exceeded: the model ran past its limit "
+            "(MEDSEG_MODEL_TIME_LIMITS / MEDSEG_JOB_TIME_LIMIT_SECONDS)"
+        )
+    return f"{type(exc).__name__}: {exc}"[:2000]
 
 
 SENDER = "sender"  # the delivery destination that means "the AE the study came from"

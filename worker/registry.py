@@ -1,4 +1,5 @@
-"""Model registry: every module in ``worker.models`` exposing ``SPEC`` is a model.
+"""Model registry: every module in ``worker.models`` exposing ``SPEC`` is a model, and so is
+every module named in ``MEDSEG_MODEL_PLUGINS``.
 
 Adding a model is adding one module with a ``SPEC = ModelSpec(...)``.
 """
@@ -37,11 +38,13 @@ class ModelSpec:
     algorithm_family: str = "ArtificialIntelligence"  # a CID 7162 keyword
     priority: int = 0
     weights_sha256: str | None = None
+    time_limit_seconds: int | None = None  # None: MEDSEG_JOB_TIME_LIMIT_SECONDS
 
 
 @lru_cache(maxsize=1)
 def _discover() -> tuple[ModelSpec, ...]:
     import worker.models as package
+    from worker.settings import get_settings
 
     specs: list[ModelSpec] = []
     for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
@@ -49,6 +52,11 @@ def _discover() -> tuple[ModelSpec, ...]:
         spec = getattr(module, "SPEC", None)
         if isinstance(spec, ModelSpec):
             specs.append(spec)
+    for name in get_settings().model_plugins:
+        spec = getattr(importlib.import_module(name), "SPEC", None)
+        if not isinstance(spec, ModelSpec):
+            raise RuntimeError(f"MEDSEG_MODEL_PLUGINS: module {name} has no SPEC = ModelSpec(...)")
+        specs.append(spec)
     names = [s.name for s in specs]
     if len(names) != len(set(names)):
         raise RuntimeError(f"duplicate model names in worker.models: {names}")

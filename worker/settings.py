@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         description='Calling AE titles allowed to associate, as JSON (["CT1", "US2"]); '
         "empty: any. Others are rejected (A-ASSOCIATE-RJ, calling AE not recognised) and logged.",
     )
+    allowed_calling_hosts: list[str] = Field(
+        default_factory=list,
+        description='Source addresses allowed to associate, as JSON (["10.1.2.3", '
+        '"192.168.10.0/24"]); empty: any. Others get A-ASSOCIATE-RJ and a WARNING log line.',
+    )
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="Serve Prometheus metrics on this port."
     )
@@ -85,6 +90,16 @@ class Settings(BaseSettings):
 
     job_max_attempts: int = Field(default=3, ge=1)
     job_time_limit_seconds: int = Field(default=1800, ge=10)
+    model_plugins: list[str] = Field(
+        default_factory=list,
+        description='Extra model modules to register, as JSON (["mysite.models.spleen"]): '
+        "each importable module with a SPEC = ModelSpec(...) is a model, as in worker/models.",
+    )
+    model_time_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description='Per-model time limits in seconds, as JSON ({"fetal-head-unet": 120}); '
+        "a model not named here uses its own default, else JOB_TIME_LIMIT_SECONDS.",
+    )
     retention_days: float | None = Field(
         default=None,
         gt=0,
@@ -124,12 +139,61 @@ class Settings(BaseSettings):
         description="Checkpoint (.pt with its .json) for the fetal head model; default: shipped.",
     )
 
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="medseg worker serves Prometheus metrics of all its processes on this port "
+        "(multiprocess mode, files in PROMETHEUS_MULTIPROC_DIR or a fresh temporary folder).",
+    )
+    dashboard_host: str = Field(default="127.0.0.1", description="Address of the web dashboard.")
+    dashboard_port: int = Field(default=8080, ge=1, le=65535, description="Dashboard port.")
+    dashboard_user: str = Field(
+        default="admin", min_length=1, max_length=64, description="The dashboard's admin user."
+    )
+    dashboard_password_hash: str = Field(
+        default="",
+        description="scrypt hash of the admin password (medseg dashboard hash-password); the "
+        "dashboard refuses to start without it.",
+    )
+    dashboard_secret_key: str = Field(
+        default="",
+        description="Key signing the dashboard's session cookies; empty: a random key per start "
+        "(everyone logs in again after a restart).",
+    )
+    dashboard_secure_cookie: bool = Field(
+        default=False,
+        description="Send the session cookie over HTTPS only (set it behind a TLS proxy).",
+    )
+
     @field_validator("ae_title")
     @classmethod
     def _ae_title_is_valid(cls, value: str) -> str:
         if not value.strip() or "\\" in value or not value.isascii():
             raise ValueError("MEDSEG_AE_TITLE must be 1-16 ASCII characters without backslash")
         return value.strip()
+
+    @field_validator("allowed_calling_hosts")
+    @classmethod
+    def _hosts_are_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"MEDSEG_ALLOWED_CALLING_HOSTS: {entry!r} is not an IP address or network"
+                ) from exc
+        return value
+
+    @field_validator("model_time_limits")
+    @classmethod
+    def _limits_are_positive(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {name: seconds for name, seconds in value.items() if seconds < 1}
+        if bad:
+            raise ValueError(f"MEDSEG_MODEL_TIME_LIMITS: limits must be >= 1 s, got {bad}")
+        return value
 
     @field_validator("device")
     @classmethod
@@ -153,11 +217,6 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'medseg.db').resolve()}"
         return self
-
-    @property
-    def visibility_timeout_seconds(self) -> int:
-        """Redis redelivers an unacknowledged job after this; above the longest job."""
-        return 2 * self.job_time_limit_seconds + 600
 
     @property
     def incoming_dir(self) -> Path:

@@ -9,6 +9,7 @@ from celery.signals import worker_process_init
 
 from worker.celery_app import TASK_DELIVER, TASK_RUN_JOB, app
 from worker.context import WorkerContext
+from worker.timelimits import HARD_LIMIT_MARGIN_SECONDS, longest_time_limit_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def run_job(job_id: int) -> str | None:
         ctx.settings.results_dir,
         job_id,
         deliver_to,
-        running_window_s=ctx.settings.job_time_limit_seconds + 60,
+        running_window_s=longest_time_limit_seconds(settings) + HARD_LIMIT_MARGIN_SECONDS,
     )
     return state.value if state else None
 

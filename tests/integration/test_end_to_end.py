@@ -101,6 +101,8 @@ def stack(
         "MEDSEG_COMPLETION_POLL_SECONDS": "0.2",
         "MEDSEG_MIN_FREE_BYTES": "0",
         "MEDSEG_DESTINATIONS": json.dumps(destinations),
+        "MEDSEG_MODEL_PLUGINS": json.dumps(["tests.plugins.sleepy"]),
+        "MEDSEG_MODEL_TIME_LIMITS": json.dumps({"sleep-test": 2}),
     }
     gateway = start_medseg(["gateway"], env, root / "gateway.log")
     worker = start_medseg(["worker", "--concurrency", "1"], env, root / "worker.log")
@@ -305,3 +307,36 @@ def test_results_are_delivered_to_orthanc_and_recorded(stack: Stack, tmp_path: P
     assert done.returncode == 0, done.stderr
     assert "delivery to orthanc: sent after 1 attempt(s)" in done.stdout
     assert "Left lung volume" in done.stdout and "SEG " in done.stdout and "SR " in done.stdout
+
+
+def test_a_model_past_its_time_limit_is_stopped_and_the_worker_goes_on(
+    stack: Stack, tmp_path: Path
+) -> None:
+    slow = chest_series(tmp_path / "slow", 7, slices=4, series_description="SLEEP TEST")
+    slow_uid = str(pydicom.dcmread(slow[0]).SeriesInstanceUID)
+    assert storescu(tmp_path / "slow", stack.port, "MEDSEG").returncode == 0
+
+    deadline = time.monotonic() + 60
+    job = None
+    while time.monotonic() < deadline:
+        with stack.session_factory() as session:
+            job = session.scalars(
+                select(Job).join(Series).where(Series.series_instance_uid == slow_uid)
+            ).one_or_none()
+            if job is not None and job.error:
+                break
+        time.sleep(0.3)
+    assert job is not None and job.error, f"no failure recorded\n{_logs(stack)}"
+    assert job.model_name == "sleep-test"
+    assert job.error.startswith("time limit exceeded"), job.error
+    assert job.attempts == 1 and job.state in (JobState.QUEUED, JobState.QUARANTINED)
+    from worker.operations import cancel
+
+    cancel(stack.session_factory, job.id)  # no need to wait for its retries
+
+    # The same worker process still takes the next job.
+    paths = chest_series(tmp_path / "next", 8, slices=12)
+    uid = str(pydicom.dcmread(paths[0]).SeriesInstanceUID)
+    assert storescu(tmp_path / "next", stack.port, "MEDSEG").returncode == 0
+    (done,) = _wait_terminal(stack, {uid})
+    assert done.state is JobState.SUCCEEDED, done.error

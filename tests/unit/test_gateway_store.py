@@ -30,7 +30,7 @@ class RecordingPublisher:
         self.sent: list[tuple[int, str]] = []
         self.down = False
 
-    def __call__(self, task: str, job_id: int, queue: str) -> str:
+    def __call__(self, task: str, job_id: int, queue: str, model: str | None = None) -> str:
         if self.down:
             raise ConnectionError("broker down")
         assert task == "medseg.run_job"

@@ -157,4 +157,5 @@ SPEC = ModelSpec(
     accepts=accepts,
     load=_load,
     algorithm_family="ArtificialIntelligence",
+    time_limit_seconds=300,
 )

@@ -133,6 +133,8 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     error: Mapped[str | None] = mapped_column(Text)
     celery_task_id: Mapped[str | None] = mapped_column(String(64))
+    # The Celery node running it (e.g. medseg@host): its restart gives the job back at once.
+    worker: Mapped[str | None] = mapped_column(String(255), index=True)
     #: sha256 of the sorted SOP Instance UIDs + model name + version: same input, same job.
     input_key: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(

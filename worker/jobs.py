@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.jobstate import TERMINAL, transition
 from db.models import Delivery, Job, JobState, Measurement, OutputFile, Result, utcnow
+from db.retry import with_db_retry
 from dicom_gateway.storage import safe_component
 from worker.errors import PermanentError
 from worker.pipeline import SeriesResult, run_series
@@ -41,6 +42,7 @@ def _claim(
     job_id: int,
     results_root: Path,
     running_window_s: float,
+    worker: str | None,
 ) -> _Claimed | None:
     with session_factory.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
@@ -61,6 +63,7 @@ def _claim(
             logger.warning("job %s is running elsewhere; duplicate delivery ignored", job_id)
             return None
         transition(job, JobState.RUNNING)
+        job.worker = worker
         series = job.series
         paths = sorted(Path(i.path) for i in series.instances)
         out_dir = (
@@ -76,6 +79,9 @@ def _claim(
 def _record_success(
     session: Session, job: Job, result: SeriesResult, deliver_to: DeliverTo
 ) -> None:
+    if job.state is not JobState.RUNNING:  # a retried commit that had gone through
+        logger.warning("job %s is %s, result not recorded again", job.id, job.state.value)
+        return
     transition(job, JobState.SUCCEEDED)
     if job.model_version != result.spec.version:
         logger.warning(
@@ -114,6 +120,8 @@ def _record_failure(
     with session_factory.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
         assert job is not None
+        if job.state is not JobState.RUNNING:  # a retried commit that had gone through
+            return job.state
         reason = describe_failure(exc)
         if isinstance(exc, PermanentError):
             transition(job, JobState.FAILED, error=reason)
@@ -156,27 +164,44 @@ def execute_job(
     deliver_to: DeliverTo = DeliverTo(),
     *,
     running_window_s: float = 0.0,
+    worker: str | None = None,
+    db_wait_s: float = 300.0,
 ) -> JobState | None:
     """Run job ``job_id`` to its next state; None when there was nothing to do.
 
     A job RUNNING since less than ``running_window_s`` is being run by another worker (a
     duplicate message): it is left alone. Older, it is a redelivery after a worker died.
+    ``worker`` (the Celery node name) is recorded so that node's restart can hand the job
+    back. Once the model has run, its outcome is recorded even across a database outage of
+    up to ``db_wait_s``.
     """
-    claimed = _claim(session_factory, job_id, results_root, running_window_s)
+    claimed = _claim(session_factory, job_id, results_root, running_window_s, worker)
     if claimed is None:
         return None
+
+    def fail(exc: Exception) -> JobState:
+        return with_db_retry(
+            lambda: _record_failure(session_factory, job_id, exc),
+            what=f"recording the failure of job {job_id}",
+            total_s=db_wait_s,
+        )
+
     try:
         spec = get_spec(claimed.model_name)
     except KeyError as exc:
-        return _record_failure(session_factory, job_id, PermanentError(str(exc)))
+        return fail(PermanentError(str(exc)))
     try:
         result = run_series(claimed.paths, models, claimed.out_dir, spec=spec)
     except Exception as exc:  # every failure is recorded; the error class decides retry
         logger.debug("job %s raised", job_id, exc_info=True)
-        return _record_failure(session_factory, job_id, exc)
-    with session_factory.begin() as session:
-        job = session.get(Job, job_id, with_for_update=True)
-        assert job is not None
-        _record_success(session, job, result, deliver_to)
+        return fail(exc)
+
+    def succeed() -> None:
+        with session_factory.begin() as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            assert job is not None
+            _record_success(session, job, result, deliver_to)
+
+    with_db_retry(succeed, what=f"recording the result of job {job_id}", total_s=db_wait_s)
     logger.info("job %s succeeded in %.2f s", job_id, sum(result.timings.values()))
     return JobState.SUCCEEDED

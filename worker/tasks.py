@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery import Task
+from celery.signals import worker_process_init, worker_ready
 
 from worker.celery_app import TASK_DELIVER, TASK_RUN_JOB, app
 from worker.context import WorkerContext
@@ -14,6 +15,7 @@ from worker.timelimits import HARD_LIMIT_MARGIN_SECONDS, longest_time_limit_seco
 logger = logging.getLogger(__name__)
 
 _context: WorkerContext | None = None
+DB_DOWN_RETRY_SECONDS = 5
 
 
 def context() -> WorkerContext:
@@ -30,8 +32,35 @@ def _init_process(**_: Any) -> None:
     _context = WorkerContext.create()
 
 
-@app.task(name=TASK_RUN_JOB, acks_late=True, ignore_result=True)
-def run_job(job_id: int) -> str | None:
+@worker_ready.connect
+def _hand_back_orphans(sender: Any = None, **_: Any) -> None:
+    """This node restarted: the jobs it was running when it died are not running any more."""
+    from db.retry import with_db_retry
+    from db.session import make_engine, make_session_factory
+    from worker.recovery import requeue_orphans
+    from worker.settings import get_settings
+
+    node = str(getattr(sender, "hostname", "") or "")
+    if not node:
+        return
+    engine = make_engine(get_settings().database_url)
+    try:
+        with_db_retry(
+            lambda: requeue_orphans(make_session_factory(engine), node),
+            what="handing back this node's orphaned jobs",
+            total_s=60,
+        )
+    except Exception:  # the sweeper is the fallback; the worker must still start
+        logger.exception("could not hand back the jobs of %s", node)
+    finally:
+        engine.dispose()
+
+
+@app.task(name=TASK_RUN_JOB, bind=True, acks_late=True, ignore_result=True)
+def run_job(self: Task[Any, Any], job_id: int) -> str | None:
+    from sqlalchemy.exc import DBAPIError
+
+    from db.retry import is_transient
     from worker.jobs import DeliverTo, execute_job
 
     ctx = context()
@@ -41,14 +70,22 @@ def run_job(job_id: int) -> str | None:
         settings.delivery_max_attempts,
         return_to_sender=settings.return_to_sender_port is not None,
     )
-    state = execute_job(
-        ctx.session_factory,
-        ctx.models,
-        ctx.settings.results_dir,
-        job_id,
-        deliver_to,
-        running_window_s=longest_time_limit_seconds(settings) + HARD_LIMIT_MARGIN_SECONDS,
-    )
+    try:
+        state = execute_job(
+            ctx.session_factory,
+            ctx.models,
+            ctx.settings.results_dir,
+            job_id,
+            deliver_to,
+            running_window_s=longest_time_limit_seconds(settings) + HARD_LIMIT_MARGIN_SECONDS,
+            worker=self.request.hostname,
+        )
+    except DBAPIError as exc:
+        if not is_transient(exc):
+            raise
+        # The database is away before the job could be claimed: the message comes back later.
+        logger.warning("job %s: database unavailable (%s), retrying the message", job_id, exc)
+        raise self.retry(countdown=DB_DOWN_RETRY_SECONDS, max_retries=720) from exc
     return state.value if state else None
 
 

@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
-DEBIAN_TOOLS := storescu:dcmtk dciodvfy:dicom3tools redis-server:redis-server Orthanc:orthanc
+DEBIAN_TOOLS := storescu:dcmtk dciodvfy:dicom3tools redis-server:redis-server Orthanc:orthanc chromium:chromium chromedriver:chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck unit integration system-deps venv clean

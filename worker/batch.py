@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,11 +61,19 @@ def iter_files(inputs: Iterable[Path]) -> Iterator[Path]:
 
 
 def process_paths(
-    inputs: Iterable[Path], out_dir: Path, models: ModelCache
+    inputs: Iterable[Path],
+    out_dir: Path,
+    models: ModelCache,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[BatchRow], list[tuple[Path, str]]]:
-    """Run every series found under ``inputs``; returns (one row per series, skipped files)."""
+    """Run every series found under ``inputs``; returns (one row per series, skipped files).
+
+    ``progress(done, total)`` is called before the first series and after each one.
+    """
     groups, skipped = read_headers(iter_files(inputs))
     rows: list[BatchRow] = []
+    if progress is not None:
+        progress(0, len(groups))
     for series_uid, paths in groups.items():
         header = pydicom.dcmread(paths[0], stop_before_pixels=True)
         study_uid = str(header.get("StudyInstanceUID", ""))
@@ -96,4 +104,6 @@ def process_paths(
             row.outputs = [str(o.path) for o in result.outputs]
             row.warnings = result.warnings
         rows.append(row)
+        if progress is not None:
+            progress(len(rows), len(groups))
     return rows, skipped

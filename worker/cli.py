@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from worker.cli_dashboard import add_dashboard_commands
 from worker.cli_models import add_model_commands
 from worker.cli_ops import add_ops_commands
 from worker.logs import configure_logging
@@ -22,6 +23,13 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from worker.settings import get_settings
+
+    metrics_port = args.metrics_port or get_settings().worker_metrics_port
+    if metrics_port:  # before the pool forks: its processes inherit the setup
+        from worker.worker_metrics import start_worker_metrics
+
+        start_worker_metrics(metrics_port, get_settings().metrics_host)
     from worker.celery_app import app
 
     argv = ["worker", "-Q", args.queues, "--loglevel", args.log_level, "-n", args.name]
@@ -82,6 +90,15 @@ def _format_measurements(values: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in values.items())
 
 
+def _batch_progress() -> Callable[[int, int], None] | None:
+    """A progress bar on stderr when it is a terminal (never mixed into --json on stdout)."""
+    if not sys.stderr.isatty():
+        return None
+    from worker.cli_models import _progress
+
+    return lambda done, total: _progress("series", done, total)
+
+
 def _cmd_process(args: argparse.Namespace) -> int:
     from worker.batch import process_paths
     from worker.device import resolve_device
@@ -90,7 +107,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
 
     models = ModelCache(resolve_device(get_settings().device))
     try:
-        rows, skipped = process_paths(args.paths, args.out, models)
+        rows, skipped = process_paths(args.paths, args.out, models, progress=_batch_progress())
     except FileNotFoundError as exc:
         print(f"medseg process: {exc}", file=sys.stderr)
         return 2
@@ -151,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", default="gpu,cpu", help="comma-separated queues to consume")
     worker.add_argument("--concurrency", type=int, default=0, help="processes (default: CPUs)")
     worker.add_argument("--name", default="medseg@%h", help="Celery node name")
+    worker.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics port (MEDSEG_WORKER_METRICS_PORT)"
+    )
     worker.set_defaults(func=_cmd_worker)
 
     db = sub.add_parser("db", help="database migrations")
@@ -185,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_commands(sub)
     add_ops_commands(sub)
+    add_dashboard_commands(sub)
 
     demo = sub.add_parser("demo", help="gateway + worker + broker end to end on sample studies")
     demo.add_argument("--dir", type=Path, default=Path("demo-data"))

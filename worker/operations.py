@@ -28,6 +28,7 @@ def list_jobs(
     *,
     state: JobState | None = None,
     since: datetime | None = None,
+    model: str | None = None,
     limit: int = 200,
 ) -> list[Job]:
     query = select(Job).options(selectinload(Job.series).selectinload(Series.study))
@@ -35,6 +36,8 @@ def list_jobs(
         query = query.where(Job.state == state)
     if since is not None:
         query = query.where(Job.created_at >= since)
+    if model is not None:
+        query = query.where(Job.model_name == model)
     with session_factory() as session:
         return list(session.scalars(query.order_by(Job.id.desc()).limit(limit)))
 

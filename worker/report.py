@@ -7,7 +7,7 @@ from typing import TextIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from db.models import Job, Result, Series
+from db.models import Job, Result, Series, Study
 
 
 def print_results(session_factory: sessionmaker[Session], out: TextIO) -> None:
@@ -52,26 +52,36 @@ def print_results(session_factory: sessionmaker[Session], out: TextIO) -> None:
                     print(f"{'':<22} SEG: {path}", file=out)
 
 
+def load_study(
+    session: Session, *, uid: str | None = None, study_id: int | None = None
+) -> Study | None:
+    """One study (by UID or by our ID) with its series, instances, jobs and results loaded."""
+    query = select(Study).options(
+        selectinload(Study.series).selectinload(Series.instances),
+        selectinload(Study.series)
+        .selectinload(Series.jobs)
+        .selectinload(Job.results)
+        .options(
+            selectinload(Result.measurements),
+            selectinload(Result.outputs),
+            selectinload(Result.deliveries),
+        ),
+    )
+    if uid is not None:
+        query = query.where(Study.study_instance_uid == uid)
+    elif study_id is not None:
+        query = query.where(Study.id == study_id)
+    else:
+        raise ValueError("give uid or study_id")
+    return session.scalars(query).one_or_none()
+
+
 def print_study(session_factory: sessionmaker[Session], study_uid: str, out: TextIO) -> bool:
     """Everything about one study: series, jobs, measurements, outputs, deliveries."""
-    from db.models import Delivery, Study
+    from db.models import Delivery
 
     with session_factory() as session:
-        study = session.scalars(
-            select(Study)
-            .where(Study.study_instance_uid == study_uid)
-            .options(
-                selectinload(Study.series).selectinload(Series.instances),
-                selectinload(Study.series)
-                .selectinload(Series.jobs)
-                .selectinload(Job.results)
-                .options(
-                    selectinload(Result.measurements),
-                    selectinload(Result.outputs),
-                    selectinload(Result.deliveries),
-                ),
-            )
-        ).one_or_none()
+        study = load_study(session, uid=study_uid)
         if study is None:
             return False
         print(f"study {study.study_instance_uid}  date {study.study_date or '-'}", file=out)

@@ -1,0 +1,1 @@
+"""The operators' web dashboard: queues, jobs, studies with overlays, failures with retry."""

@@ -1,0 +1,108 @@
+"""The POSTs: log in and out, retry and cancel jobs. Each checks the session's CSRF token."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import operations
+from worker.dashboard import deps
+from worker.dashboard.auth import check_user, csrf_ok
+from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+User = Annotated[str, Depends(deps.require_user)]
+Factory = Annotated[sessionmaker[Session], Depends(deps.session_factory)]
+Csrf = Annotated[str, Form()]
+
+
+def _check_csrf(request: Request, token: str) -> None:
+    if not csrf_ok(request, token):
+        logger.warning("dashboard: POST %s refused (bad CSRF token)", request.url.path)
+        raise HTTPException(403, "invalid or missing CSRF token: reload the page and try again")
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    settings: Annotated[Settings, Depends(deps.settings)],
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    csrf: Csrf,
+) -> Response:
+    _check_csrf(request, csrf)
+    client = request.client.host if request.client else "?"
+    if not check_user(
+        username, password, settings.dashboard_user, settings.dashboard_password_hash
+    ):
+        logger.warning("dashboard: login refused from %s", client)
+        return deps.page(request, "login.html", status_code=401, error="wrong user or password")
+    request.session.clear()  # a fresh CSRF token for the logged-in session
+    request.session["user"] = settings.dashboard_user
+    logger.info("dashboard: %s logged in from %s", settings.dashboard_user, client)
+    return RedirectResponse("/", status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: Csrf) -> Response:
+    _check_csrf(request, csrf)
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.post("/jobs/{job_id}/retry")
+def retry(
+    request: Request,
+    *,
+    user: User,
+    factory: Factory,
+    job_id: int,
+    csrf: Csrf,
+    back: Annotated[str, Form()] = "/failures",
+) -> Response:
+    _check_csrf(request, csrf)
+    try:
+        operations.retry(factory, [job_id])
+    except operations.OperationError as exc:
+        request.session["flash"] = f"not retried: {exc}"
+    else:
+        request.session["flash"] = f"job {job_id} queued again"
+        logger.info("dashboard: %s retried job %s", user, job_id)
+    return RedirectResponse(deps.safe_next(back, "/failures"), status_code=303)
+
+
+@router.post("/failures/retry-all")
+def retry_all(request: Request, user: User, factory: Factory, csrf: Csrf) -> Response:
+    _check_csrf(request, csrf)
+    queued = operations.retry(factory, None)
+    request.session["flash"] = f"{len(queued)} job(s) queued again"
+    logger.info("dashboard: %s retried %d job(s)", user, len(queued))
+    return RedirectResponse("/failures", status_code=303)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel(
+    request: Request,
+    *,
+    user: User,
+    factory: Factory,
+    job_id: int,
+    csrf: Csrf,
+    back: Annotated[str, Form()] = "/failures",
+) -> Response:
+    _check_csrf(request, csrf)
+    try:
+        operations.cancel(factory, job_id)
+    except operations.OperationError as exc:
+        request.session["flash"] = f"not cancelled: {exc}"
+    else:
+        request.session["flash"] = f"job {job_id} cancelled"
+        logger.info("dashboard: %s cancelled job %s", user, job_id)
+    return RedirectResponse(deps.safe_next(back, "/failures"), status_code=303)

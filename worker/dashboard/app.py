@@ -1,0 +1,96 @@
+"""The dashboard's FastAPI application: settings and dependencies in, routes and middleware."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.sessions import SessionMiddleware
+
+from worker.dashboard.auth import check_hash_format
+from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+SESSION_MAX_AGE_S = 12 * 3600
+
+_HEADERS = {
+    # Everything is served by us: no CDN, no inline script, inline CSS only.
+    "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; "
+    "img-src 'self'; script-src 'none'; frame-ancestors 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class DashboardConfigError(RuntimeError):
+    """The dashboard cannot start as configured; the message says what to set."""
+
+
+class LoginRequiredError(Exception):
+    """Raised by pages when nobody is logged in: answered with a redirect to /login."""
+
+
+async def _security_headers(request: Request, call_next: RequestResponseEndpoint) -> Response:
+    response = await call_next(request)
+    for name, value in _HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def create_app(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    redis_client: Any | None = None,
+    celery_app: Any | None = None,
+) -> FastAPI:
+    """The dashboard for ``settings``; refuses to build without a valid password hash."""
+    if not settings.dashboard_password_hash:
+        raise DashboardConfigError(
+            "MEDSEG_DASHBOARD_PASSWORD_HASH is not set: make one with "
+            "`medseg dashboard hash-password` and set it (the dashboard has no open mode)"
+        )
+    try:
+        check_hash_format(settings.dashboard_password_hash)
+    except ValueError as exc:
+        raise DashboardConfigError(str(exc)) from exc
+    secret = settings.dashboard_secret_key
+    if not secret:
+        secret = secrets.token_urlsafe(32)
+        logger.info("no MEDSEG_DASHBOARD_SECRET_KEY: sessions last until this process stops")
+
+    app = FastAPI(title="medseg dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.session_factory = session_factory
+    app.state.redis = redis_client
+    app.state.celery = celery_app
+    app.add_middleware(BaseHTTPMiddleware, dispatch=_security_headers)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret,
+        session_cookie="medseg_session",
+        max_age=SESSION_MAX_AGE_S,
+        same_site="strict",
+        https_only=settings.dashboard_secure_cookie,
+    )
+
+    async def _to_login(request: Request, exc: Exception) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    app.add_exception_handler(LoginRequiredError, _to_login)
+
+    from worker.dashboard import actions, views
+
+    app.include_router(views.router)
+    app.include_router(actions.router)
+    return app

@@ -1,0 +1,131 @@
+"""The pages: overview, jobs (filters), a study with overlays, failures. All GET, login needed.
+
+URLs carry only our integer IDs (job, study): never a UID, name or accession number.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Job, JobState, utcnow
+from worker import operations
+from worker.dashboard import deps
+from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+User = Annotated[str, Depends(deps.require_user)]
+Factory = Annotated[sessionmaker[Session], Depends(deps.session_factory)]
+
+SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/login")
+def login_page(request: Request) -> Response:
+    if request.session.get("user"):
+        return RedirectResponse("/", status_code=303)
+    return deps.page(request, "login.html")
+
+
+@router.get("/")
+def overview(
+    request: Request,
+    user: User,
+    factory: Factory,
+    settings: Annotated[Settings, Depends(deps.settings)],
+) -> Response:
+    state = request.app.state
+    status = operations.status(factory, state.redis, state.celery, settings.broker_key_prefix)
+    return deps.page(request, "overview.html", status=status, states=[s.value for s in JobState])
+
+
+@router.get("/jobs")
+def jobs(
+    request: Request,
+    *,
+    user: User,
+    factory: Factory,
+    state: str = "",
+    model: str = "",
+    since: str = "",
+) -> Response:
+    from worker.registry import all_specs
+
+    models = sorted(spec.name for spec in all_specs())
+    problems = []
+    if state and state not in {s.value for s in JobState}:
+        problems.append(f"unknown state {state!r}")
+    if since and since not in SINCE:
+        problems.append(f"unknown period {since!r}")
+    rows: list[Job] = []
+    if not problems:
+        rows = operations.list_jobs(
+            factory,
+            state=JobState(state) if state else None,
+            since=utcnow() - SINCE[since] if since else None,
+            model=model or None,
+        )
+    return deps.page(
+        request,
+        "jobs.html",
+        status_code=400 if problems else 200,
+        jobs=rows,
+        problems=problems,
+        states=[s.value for s in JobState],
+        models=models,
+        periods=list(SINCE),
+        selected={"state": state, "model": model, "since": since},
+    )
+
+
+@router.get("/jobs/{job_id}")
+def job(request: Request, user: User, factory: Factory, job_id: int) -> Response:
+    with factory() as session:
+        row = session.get(Job, job_id)
+        if row is None:
+            raise HTTPException(404, f"no job {job_id}")
+        study_id = row.series.study_id
+    return RedirectResponse(f"/studies/{study_id}#job-{job_id}", status_code=303)
+
+
+@router.get("/jobs/{job_id}/overlay.png")
+def overlay(user: User, factory: Factory, job_id: int, size: int = 512) -> Response:
+    from worker.dashboard.overlay import render_job_overlay
+
+    png = render_job_overlay(factory, job_id, max_side=min(max(size, 64), 1024))
+    if png is None:
+        raise HTTPException(404, f"job {job_id} has no segmentation")
+    return Response(png, media_type="image/png")
+
+
+@router.get("/studies/{study_id}")
+def study(request: Request, user: User, factory: Factory, study_id: int) -> Response:
+    from worker.report import load_study
+
+    with factory() as session:
+        found = load_study(session, study_id=study_id)
+        if found is None:
+            raise HTTPException(404, f"no study {study_id}")
+        return deps.page(request, "study.html", study=found)
+
+
+@router.get("/failures")
+def failures(request: Request, user: User, factory: Factory) -> Response:
+    rows = operations.list_jobs(factory, state=JobState.FAILED) + operations.list_jobs(
+        factory, state=JobState.QUARANTINED
+    )
+    rows.sort(key=lambda j: j.id, reverse=True)
+    return deps.page(request, "failures.html", jobs=rows)

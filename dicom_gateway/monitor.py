@@ -17,7 +17,6 @@ from dicom_gateway.sweeper import sweep
 from worker.settings import Settings
 from worker.timelimits import visibility_timeout_seconds
 
-SWEEP_EVERY_SECONDS = 30.0
 PURGE_EVERY_SECONDS = 3600.0
 SWEEP_MARGIN_SECONDS = 300.0
 
@@ -51,7 +50,7 @@ class CompletionMonitor(threading.Thread):
                 running_timeout_s=self._running_timeout_s,
                 requeue_after_s=settings.requeue_after_seconds,
             )
-            self._next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
+            self._next_sweep = time.monotonic() + settings.sweep_interval_seconds
         if settings.retention_days and time.monotonic() >= self._next_purge:
             purge_inputs(self._session_factory, timedelta(days=settings.retention_days))
             self._next_purge = time.monotonic() + PURGE_EVERY_SECONDS

@@ -106,6 +106,11 @@ class Settings(BaseSettings):
         description="Delete received instances this long after their series' results were "
         "made and delivered (records stay); unset: keep them.",
     )
+    sweep_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the gateway looks for lost jobs (worker died, broker message lost).",
+    )
     requeue_after_seconds: float = Field(
         default=6 * 3600,
         gt=0,
@@ -137,6 +142,31 @@ class Settings(BaseSettings):
     fetal_head_weights: Path | None = Field(
         default=None,
         description="Checkpoint (.pt with its .json) for the fetal head model; default: shipped.",
+    )
+    lung_ct_model: Literal["unet", "threshold"] = Field(
+        default="unet",
+        description="Model that chest CT routes to: the lung U-Net, or the HU-threshold reference "
+        "(also the fallback when the U-Net checkpoint file is missing).",
+    )
+    lung_ct_weights: Path | None = Field(
+        default=None,
+        description="Checkpoint (.pt with its .json) for the lung CT U-Net; default: shipped.",
+    )
+    lung_cxr_weights: Path | None = Field(
+        default=None,
+        description="Checkpoint (.pt with its .json) for the chest X-ray lung-field U-Net; "
+        "default: shipped.",
+    )
+    pneumonia_weights: Path | None = Field(
+        default=None,
+        description="Checkpoint (.pt with its .json) for the chest X-ray pneumonia opacity "
+        "detector (Faster R-CNN); default: shipped.",
+    )
+    pneumonia_score_threshold: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Detector confidence at or above which an opacity is reported as a finding.",
     )
 
     worker_metrics_port: int | None = Field(

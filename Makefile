@@ -9,16 +9,19 @@ DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
 DEBIAN_TOOLS := storescu:dcmtk dciodvfy:dicom3tools redis-server:redis-server Orthanc:orthanc chromium:chromium chromedriver:chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Real test data (public images from registry packages), cached outside the clone.
+DATA_DIR ?= $(HOME)/.cache/medseg/data
+export MEDSEG_TEST_DATA_DIR := $(DATA_DIR)
 
-.PHONY: demo test lint typecheck unit integration system-deps venv clean
+.PHONY: demo test lint typecheck unit integration system-deps venv clean test-data
 
 demo: system-deps venv
 	$(BIN)/medseg demo
 
-test: system-deps venv lint typecheck
+test: system-deps venv test-data lint typecheck
 	$(BIN)/python -m pytest -q tests
 
-unit: venv
+unit: venv test-data
 	$(BIN)/python -m pytest -q tests/unit
 
 integration: system-deps venv
@@ -41,6 +44,17 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# The two real chest CTs of the pyradiomics 3.0.1 source package (lung1/lung2_image.nrrd, 512x512,
+# 5 mm slices), fetched once with pip; the lung CT tests read them from MEDSEG_TEST_DATA_DIR.
+test-data: venv
+	@if [ ! -f $(DATA_DIR)/lung1_image.nrrd ] || [ ! -f $(DATA_DIR)/lung2_image.nrrd ]; then \
+		mkdir -p $(DATA_DIR) && \
+		$(BIN)/python -m pip download -q --no-deps --no-build-isolation pyradiomics==3.0.1 \
+			-d $(DATA_DIR) && \
+		tar -xzf $(DATA_DIR)/pyradiomics-3.0.1.tar.gz -C $(DATA_DIR) --strip-components=2 \
+			pyradiomics-3.0.1/data/lung1_image.nrrd pyradiomics-3.0.1/data/lung2_image.nrrd; \
 	fi
 
 $(DEPS_STAMP): pyproject.toml constraints.txt

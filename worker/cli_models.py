@@ -14,8 +14,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from worker.fetal.train import TrainConfig, train
 
     device = resolve_device(args.device)
+    if args.task == "lung-ct":
+        return _train_lung_ct(args, device)
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, max_seconds=args.max_seconds
+        epochs=args.epochs or 40, batch_size=args.batch_size or 32, max_seconds=args.max_seconds
     )
     if args.task == "fetal-brain":
         from worker.fetal.brain import load_training_set
@@ -31,12 +33,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_lung_ct(args: argparse.Namespace, device: str) -> int:
+    from dataclasses import replace
+
+    from worker.lung.ct_train import DEFAULT_CONFIG, train_lung_ct
+
+    config = replace(
+        DEFAULT_CONFIG,
+        epochs=args.epochs or DEFAULT_CONFIG.epochs,
+        batch_size=args.batch_size or DEFAULT_CONFIG.batch_size,
+        max_seconds=args.max_seconds,
+    )
+    meta = train_lung_ct(args.data, args.out, config, device, progress=_progress)
+    print(f"\nsaved {args.out} (+ .json)\nsha256 {meta['sha256']}\nval Dice {meta['val_dice']:.4f}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from worker.device import resolve_device
 
     device = resolve_device(args.device)
     summary: dict[str, Any]
-    if args.task == "fetal-brain":
+    if args.task == "lung-ct":
+        from worker.lung.ct_eval import evaluate as evaluate_lung_ct
+        from worker.lung.ct_eval import format_summary as lung_summary
+        from worker.models.lung_ct_unet import DEFAULT_WEIGHTS as LUNG_WEIGHTS
+
+        summary = evaluate_lung_ct(
+            args.data,
+            args.weights or LUNG_WEIGHTS,
+            device,
+            progress=lambda i, n: _progress("evaluate", i, n),
+        )
+        print("\n" + lung_summary(summary))
+        if args.record:
+            from worker.lung.ct_eval import record_in_checkpoint
+
+            record_in_checkpoint(args.weights or LUNG_WEIGHTS, summary)
+    elif args.task == "fetal-brain":
         from worker.fetal.brain import nifti_pairs
         from worker.fetal.brain_eval import DEFAULT_BRAIN_WEIGHTS, evaluate_stacks
         from worker.fetal.brain_eval import format_summary as brain_summary
@@ -119,29 +153,33 @@ def _progress(stage: str, done: int, total: int) -> None:
 
 def add_model_commands(sub: Any) -> None:
     train = sub.add_parser("train", help="train a model on a data folder")
-    train.add_argument("task", choices=["fetal-head", "fetal-brain"])
+    train.add_argument("task", choices=["fetal-head", "fetal-brain", "lung-ct"])
     train.add_argument(
         "--data",
         type=Path,
         required=True,
-        help="fetal-head: HC18 layout; fetal-brain: NAME_image/NAME_mask NIfTI pairs",
+        help="fetal-head: HC18 layout; fetal-brain: NAME_image/NAME_mask NIfTI pairs; "
+        "lung-ct: folder with the pyradiomics lung1_image.nrrd (make test-data)",
     )
     train.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt + .json)")
-    train.add_argument("--epochs", type=int, default=40)
-    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--epochs", type=int, help="default 40 (lung-ct: 14)")
+    train.add_argument("--batch-size", type=int, help="default 32 (lung-ct: 16)")
     train.add_argument("--max-seconds", type=float, default=float("inf"))
     train.add_argument("--device", default="auto")
     train.add_argument("--label", default="", help="what the data is (stored in the metadata)")
     train.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a model on a held-out data folder")
-    evaluate.add_argument("task", choices=["fetal-head", "fetal-brain"])
+    evaluate.add_argument("task", choices=["fetal-head", "fetal-brain", "lung-ct"])
     evaluate.add_argument(
         "--data", type=Path, required=True, help="held-out folder, same layout as for train"
     )
     evaluate.add_argument("--weights", type=Path, help="checkpoint (default: the shipped one)")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", type=Path, help="also write the summary as JSON")
+    evaluate.add_argument(
+        "--record", action="store_true", help="lung-ct: also store it in the checkpoint's .json"
+    )
     evaluate.set_defaults(func=_cmd_evaluate)
 
     phantoms = sub.add_parser("phantoms", help="write synthetic studies with exact ground truth")

@@ -127,7 +127,12 @@ def segment_lungs(hu: npt.NDArray[np.float32], geometry: VolumeGeometry) -> tupl
     body = ~outside
     pixel_area = geometry.pixel_spacing[0] * geometry.pixel_spacing[1]
     candidates = _remove_airways(air & body, body & ~air, pixel_area)
+    return split_left_right(candidates, geometry)
 
+
+def split_left_right(candidates: Mask, geometry: VolumeGeometry) -> tuple[Mask, Mask]:
+    """(left, right) lungs from a mask of lung voxels: the two largest 3D components (split by
+    erosion when they touch), holes filled per slice, named from patient coordinates."""
     voxel_ml = geometry.voxel_volumes_ml()
     labels, order = _components_by_size(candidates)
     volumes = [float(((labels == lab).sum(axis=(1, 2)) * voxel_ml).sum()) for lab in order[:2]]
@@ -155,21 +160,26 @@ class LungCtThreshold:
     def predict(self, series: LoadedSeries) -> ModelOutput:
         geometry = series.require_geometry()
         left, right = segment_lungs(series.frames, geometry)
-        voxel_ml = geometry.voxel_volumes_ml()
-        left_ml = float((left.sum(axis=(1, 2)) * voxel_ml).sum())
-        right_ml = float((right.sum(axis=(1, 2)) * voxel_ml).sum())
-        return ModelOutput(
-            segments=[Segment(LEFT_LUNG, left), Segment(RIGHT_LUNG, right)],
-            measurements=[
-                MeasurementValue(
-                    "left_lung_volume_ml", "Left lung volume", left_ml, "mL", VOLUME, segment=1
-                ),
-                MeasurementValue(
-                    "right_lung_volume_ml", "Right lung volume", right_ml, "mL", VOLUME, segment=2
-                ),
-                MeasurementValue("lung_volume_ml", "Lung volume", left_ml + right_ml, "mL", VOLUME),
-            ],
-        )
+        return lung_output(left, right, geometry)
+
+
+def lung_output(left: Mask, right: Mask, geometry: VolumeGeometry) -> ModelOutput:
+    """Left/right lung segments and their volumes (mL, from the slice positions)."""
+    voxel_ml = geometry.voxel_volumes_ml()
+    left_ml = float((left.sum(axis=(1, 2)) * voxel_ml).sum())
+    right_ml = float((right.sum(axis=(1, 2)) * voxel_ml).sum())
+    return ModelOutput(
+        segments=[Segment(LEFT_LUNG, left), Segment(RIGHT_LUNG, right)],
+        measurements=[
+            MeasurementValue(
+                "left_lung_volume_ml", "Left lung volume", left_ml, "mL", VOLUME, segment=1
+            ),
+            MeasurementValue(
+                "right_lung_volume_ml", "Right lung volume", right_ml, "mL", VOLUME, segment=2
+            ),
+            MeasurementValue("lung_volume_ml", "Lung volume", left_ml + right_ml, "mL", VOLUME),
+        ],
+    )
 
 
 def _load(device: str) -> LungCtThreshold:

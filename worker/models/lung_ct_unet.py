@@ -1,0 +1,91 @@
+"""Chest CT: left and right lungs by a 2D U-Net over the axial slices (issue 4).
+
+The network (seed 001: batch norm, padded convolutions) segments lung; left and right are the
+two largest 3D components (split by erosion where they touch), named from patient coordinates,
+exactly as the HU-threshold reference does. Volumes come from the slice positions. Routed ahead
+of the threshold model unless MEDSEG_LUNG_CT_MODEL=threshold or the checkpoint file is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from worker.loading import LoadedSeries
+from worker.models import lung_ct_threshold
+from worker.outputs import ModelOutput
+from worker.registry import ModelSpec
+from worker.routing import SeriesTags
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "lung_ct_unet.pt"
+THRESHOLD = 0.5
+# Slices per forward pass. Measured on a 2-core CPU (docs/lung.md): 16 is a little faster than
+# 1; on CUDA a whole chest series fits in a few passes.
+CPU_BATCH, CUDA_BATCH = 16, 64
+
+
+def weights_path() -> Path:
+    from worker.settings import get_settings
+
+    return get_settings().lung_ct_weights or DEFAULT_WEIGHTS
+
+
+def accepts(tags: SeriesTags) -> bool:
+    from worker.settings import get_settings
+
+    if get_settings().lung_ct_model != "unet" or not lung_ct_threshold.accepts(tags):
+        return False
+    weights = weights_path()
+    if not weights.exists():
+        logger.warning("lung CT U-Net checkpoint %s missing: the threshold model runs", weights)
+        return False
+    return True
+
+
+class LungCtUNet:
+    """The checkpoint is loaded once (per worker process) and predicts many series."""
+
+    def __init__(self, device: str, weights: Path | None = None) -> None:
+        from worker.fetal.predictor import UNetPredictor
+
+        batch = CPU_BATCH if device == "cpu" else CUDA_BATCH
+        self.predictor = UNetPredictor(weights or weights_path(), device, batch_size=batch)
+        self.weights_sha256 = self.predictor.sha256
+
+    def probabilities(self, hu: np.ndarray) -> np.ndarray:
+        """Lung probability of every voxel of a volume in HU (slices, rows, columns)."""
+        from worker.lung.ct_train import hu_to_uint8
+
+        return np.stack(self.predictor.probabilities(list(hu_to_uint8(hu))))
+
+    def predict(self, series: LoadedSeries) -> ModelOutput:
+        geometry = series.require_geometry()
+        lungs = self.probabilities(series.frames) >= THRESHOLD
+        left, right = lung_ct_threshold.split_left_right(lungs, geometry)
+        output = lung_ct_threshold.lung_output(left, right, geometry)
+        output.extras["lung_ct_model"] = {
+            "input_size": list(self.predictor.input_size),
+            "weights_sha256": self.weights_sha256,
+            "note": "trained on phantoms + one public CT; NOT clinically validated",
+        }
+        return output
+
+
+def _load(device: str) -> LungCtUNet:
+    return LungCtUNet(device)
+
+
+SPEC = ModelSpec(
+    name="lung-ct-unet",
+    version="1.0.0",
+    queue="gpu",
+    description="Chest CT: left/right lungs by a 2D U-Net, volumes from slice positions",
+    accepts=accepts,
+    load=_load,
+    algorithm_family="ArtificialIntelligence",
+    priority=10,
+)

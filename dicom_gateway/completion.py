@@ -1,10 +1,12 @@
-"""Series completion: a series quiet for the configured period is complete and gets ONE job."""
+"""Series completion: a series quiet for its period (by calling AE, by model, or the default),
+or holding every instance its sender announced, is complete and gets ONE job."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, true, update
@@ -49,9 +51,49 @@ def _tags(series: Series) -> SeriesTags:
     )
 
 
+@dataclass(frozen=True)
+class QuietPolicy:
+    """How long a series must be quiet to be complete: by calling AE first, then by the model
+    it routes to, then the default (``MEDSEG_SERIES_QUIET_SECONDS*``)."""
+
+    default_s: float
+    by_calling_ae: Mapping[str, float] = field(default_factory=dict)
+    by_model: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def shortest_s(self) -> float:
+        return min([self.default_s, *self.by_calling_ae.values(), *self.by_model.values()])
+
+    def seconds(self, series: Series) -> float:
+        if series.calling_ae in self.by_calling_ae:
+            return self.by_calling_ae[series.calling_ae]
+        if self.by_model:
+            spec = route(_tags(series))
+            if spec is not None and spec.name in self.by_model:
+                return self.by_model[spec.name]
+        return self.default_s
+
+
+def _quiet_series(session: Session, policy: QuietPolicy, now: datetime) -> dict[int, datetime]:
+    """Receiving series quiet for their own period: {series id: its cutoff}."""
+    candidates = session.scalars(
+        select(Series).where(
+            Series.status == SeriesStatus.RECEIVING,
+            Series.last_received_at < now - timedelta(seconds=policy.shortest_s),
+        )
+    ).all()
+    quiet: dict[int, datetime] = {}
+    for series in candidates:
+        cutoff = now - timedelta(seconds=policy.seconds(series))
+        last = series.last_received_at
+        if (last if last.tzinfo else last.replace(tzinfo=now.tzinfo)) < cutoff:
+            quiet[series.id] = cutoff
+    return quiet
+
+
 def complete_quiet_series(
     session_factory: sessionmaker[Session],
-    quiet_seconds: float,
+    quiet: float | QuietPolicy,
     max_attempts: int,
     now: datetime | None = None,
 ) -> list[int]:
@@ -61,16 +103,10 @@ def complete_quiet_series(
     bumps ``last_received_at``) or a second gateway cannot complete a series twice.
     """
     now = now or utcnow()
-    cutoff = now - timedelta(seconds=quiet_seconds)
+    policy = quiet if isinstance(quiet, QuietPolicy) else QuietPolicy(float(quiet))
     created: list[int] = []
     with session_factory() as session:
-        quiet = set(
-            session.scalars(
-                select(Series.id).where(
-                    Series.status == SeriesStatus.RECEIVING, Series.last_received_at < cutoff
-                )
-            )
-        )
+        cutoffs = _quiet_series(session, policy, now)
         # Series whose sender told us how many images to expect, and all have arrived.
         full = set(
             session.scalars(
@@ -84,8 +120,10 @@ def complete_quiet_series(
                 .having(func.count(Instance.id) >= Series.expected_instances)
             )
         )
-    for series_id in sorted(quiet | full):
-        still_quiet = Series.last_received_at < cutoff if series_id not in full else true()
+    for series_id in sorted(set(cutoffs) | full):
+        still_quiet = (
+            Series.last_received_at < cutoffs[series_id] if series_id not in full else true()
+        )
         with session_factory.begin() as session:
             claimed = session.execute(  # type: ignore[attr-defined]
                 update(Series)

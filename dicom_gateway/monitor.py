@@ -10,7 +10,7 @@ from datetime import timedelta
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_gateway.completion import complete_quiet_series
+from dicom_gateway.completion import QuietPolicy, complete_quiet_series
 from dicom_gateway.outbox import Publisher, dispatch_pending
 from dicom_gateway.retention import purge_inputs
 from dicom_gateway.sweeper import sweep
@@ -34,6 +34,11 @@ class CompletionMonitor(threading.Thread):
         self._publish = publish
         self._settings = settings
         self._poll = settings.completion_poll_seconds
+        self._quiet = QuietPolicy(
+            settings.series_quiet_seconds,
+            settings.series_quiet_seconds_by_ae,
+            settings.series_quiet_seconds_by_model,
+        )
         self._running_timeout_s = visibility_timeout_seconds(settings) + SWEEP_MARGIN_SECONDS
         self._next_sweep = 0.0
         self._next_purge = 0.0
@@ -41,9 +46,7 @@ class CompletionMonitor(threading.Thread):
 
     def tick(self) -> None:
         settings = self._settings
-        complete_quiet_series(
-            self._session_factory, settings.series_quiet_seconds, settings.job_max_attempts
-        )
+        complete_quiet_series(self._session_factory, self._quiet, settings.job_max_attempts)
         if time.monotonic() >= self._next_sweep:
             sweep(
                 self._session_factory,

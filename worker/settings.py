@@ -86,6 +86,15 @@ class Settings(BaseSettings):
     series_quiet_seconds: float = Field(
         default=10.0, gt=0, description="A series with no new instance for this long is complete."
     )
+    series_quiet_seconds_by_ae: dict[str, float] = Field(
+        default_factory=dict,
+        description='Quiet period per calling AE title, as JSON ({"US_ROOM3": 2, "CT1": 20}).',
+    )
+    series_quiet_seconds_by_model: dict[str, float] = Field(
+        default_factory=dict,
+        description="Quiet period per model the series routes to, as JSON "
+        '({"fetal-head-unet": 3}); a calling-AE entry wins over a model entry.',
+    )
     completion_poll_seconds: float = Field(default=1.0, gt=0)
 
     job_max_attempts: int = Field(default=3, ge=1)

@@ -32,6 +32,7 @@ class BatchRow:
     outputs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     files: int = 0
+    findings: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class BatchRow:
             "measurements": self.measurements,
             "outputs": self.outputs,
             "warnings": self.warnings,
+            "findings": self.findings,
         }
 
 
@@ -103,6 +105,7 @@ def process_paths(
             row.measurements = {m.key: round(m.value, 3) for m in result.measurements}
             row.outputs = [str(o.path) for o in result.outputs]
             row.warnings = result.warnings
+            row.findings = [f.as_json() for f in result.findings]
         rows.append(row)
         if progress is not None:
             progress(len(rows), len(groups))

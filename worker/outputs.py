@@ -67,6 +67,28 @@ class MeasurementValue:
     segment: int | None = None
 
 
+PNEUMONIA = CodedConcept("233604007", "SCT", "Pneumonia")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A detected region: ``box_px`` = (x0, y0, x1, y1) in source image pixels (column, row;
+    x1/y1 are the far edges), ``score`` the detector's confidence 0-1."""
+
+    label: str
+    score: float
+    box_px: tuple[float, float, float, float]
+    concept: CodedConcept
+    frame: int = 0  # 0-based frame of the source image
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "label": self.label,
+            "score": round(self.score, 4),
+            "box_px": [round(v, 1) for v in self.box_px],
+        }
+
+
 @dataclass
 class ModelOutput:
     segments: list[Segment]
@@ -77,3 +99,5 @@ class ModelOutput:
     source_frame: int | None = None
     #: Model-specific details kept in the result's report.json (per-slice areas, ...).
     extras: dict[str, object] = field(default_factory=dict)
+    #: Detected regions (boxes with confidence); in report.json, ``--json`` and the SR.
+    findings: list[Finding] = field(default_factory=list)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from worker.errors import NoModelError
 from worker.loading import LoadedSeries, load_series
-from worker.outputs import MeasurementValue
+from worker.outputs import Finding, MeasurementValue
 from worker.registry import ModelCache, ModelSpec
 from worker.routing import route
 from worker.seg_export import write_seg
@@ -35,6 +35,7 @@ class SeriesResult:
     warnings: list[str]
     timings: dict[str, float] = field(default_factory=dict)
     weights_sha256: str | None = None  # of the checkpoint actually loaded
+    findings: list[Finding] = field(default_factory=list)
 
 
 def run_loaded(
@@ -64,6 +65,7 @@ def run_loaded(
                 "measurements": {m.key: m.value for m in output.measurements},
                 "units": {m.key: m.unit for m in output.measurements},
                 "warnings": output.warnings,
+                "findings": [f.as_json() for f in output.findings],
                 **output.extras,
             },
             indent=2,
@@ -81,6 +83,7 @@ def run_loaded(
         warnings=output.warnings,
         timings=timings,
         weights_sha256=getattr(model, "weights_sha256", spec.weights_sha256),
+        findings=output.findings,
     )
 
 

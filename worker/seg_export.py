@@ -110,7 +110,20 @@ def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.
     if "FrameOfReferenceUID" not in seg:
         # General Image module: Patient Orientation is Type 2C without a frame of reference.
         seg.PatientOrientation = sources[0].get("PatientOrientation", "")
+        _drop_unusable_pixel_measures(seg)
     return seg
+
+
+def _drop_unusable_pixel_measures(seg: hd.seg.Segmentation) -> None:
+    """A radiograph's PixelSpacing of 0\\0 (pydicom-data RG1_UNCI.dcm) is copied by highdicom
+    into the shared Pixel Measures; zero is invalid there (dciodvfy) and breaks read-back. The
+    group is optional without a frame of reference, so it goes."""
+    for group in seg.get("SharedFunctionalGroupsSequence", []):
+        for measures in group.get("PixelMeasuresSequence", []):
+            spacing = measures.get("PixelSpacing")
+            if spacing is not None and min(float(v) for v in spacing) <= 0:
+                del group.PixelMeasuresSequence
+                break
 
 
 def save_atomic(ds: Dataset, path: Path) -> None:

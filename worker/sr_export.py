@@ -21,6 +21,7 @@ from worker.loading import LoadedSeries
 from worker.outputs import CodedConcept, MeasurementValue, ModelOutput
 from worker.registry import ModelSpec
 from worker.seg_export import save_atomic
+from worker.sr_findings import finding_groups
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +105,9 @@ def _segment_group(
 def build_sr(
     series: LoadedSeries, output: ModelOutput, spec: ModelSpec, seg: hd.seg.Segmentation
 ) -> hd.sr.Comprehensive3DSR | None:
-    """The TID 1500 report, or None when the output has no coded measurement."""
+    """The TID 1500 report, or None when the output has no coded measurement nor finding."""
     coded = [m for m in output.measurements if m.concept is not None and m.unit in UCUM]
-    if not coded:
+    if not coded and not output.findings:
         return None
     algorithm = hd.sr.AlgorithmIdentification(name=spec.name, version=spec.version)
     by_segment: dict[int | None, list[hd.sr.Measurement]] = defaultdict(list)
@@ -129,6 +130,7 @@ def build_sr(
                 measurements=by_segment[None],
             )
         )
+    groups.extend(finding_groups(output.findings, series, algorithm))
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

@@ -152,9 +152,18 @@ def _source_image(path: Path, frame: int | None, rows: int, columns: int) -> npt
     return np.asarray(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
 
 
-def _text(image: npt.NDArray[np.uint8], text: str, y: int, color: tuple[int, int, int]) -> None:
-    cv2.putText(image, text, (8, y), _FONT, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(image, text, (8, y), _FONT, 0.5, color, 1, cv2.LINE_AA)
+def _text_block(
+    image: npt.NDArray[np.uint8], lines: list[tuple[str, tuple[int, int, int]]]
+) -> None:
+    """Lines of text at the top left on a darkened box, so they read on any image."""
+    if not lines:
+        return
+    width = max(cv2.getTextSize(text, _FONT, 0.5, 1)[0][0] for text, _ in lines) + 12
+    height = 18 * len(lines) + 8
+    box = image[:height, :width]
+    box[:] = (box * 0.35).astype(np.uint8)
+    for n, (text, color) in enumerate(lines):
+        cv2.putText(image, text, (6, 18 + 18 * n), _FONT, 0.5, color, 1, cv2.LINE_AA)
 
 
 def draw_overlay(
@@ -174,13 +183,11 @@ def draw_overlay(
         contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         color = PALETTE_BGR[(number - 1) % len(PALETTE_BGR)]
         cv2.drawContours(canvas, contours, -1, color, 2, cv2.LINE_AA)
-    y = 20
-    for number in sorted(masks):
-        _text(canvas, labels.get(number, f"segment {number}"), y, PALETTE_BGR[(number - 1) % 5])
-        y += 18
-    for line in lines:
-        _text(canvas, line, y, (255, 255, 255))
-        y += 18
+    legend = [
+        (labels.get(n, f"segment {n}"), PALETTE_BGR[(n - 1) % len(PALETTE_BGR)])
+        for n in sorted(masks)
+    ]
+    _text_block(canvas, legend + [(line, (255, 255, 255)) for line in lines])
     return canvas
 
 

@@ -1,0 +1,342 @@
+"""The operators' view of a real stack: gateway, Celery worker (prefork, 2 processes) with
+metrics, Redis, PostgreSQL, a DCMTK storescp as the PACS, the dashboard under uvicorn driven by
+headless Debian Chromium (selenium), and Flower against our Celery app."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from db.jobstate import TERMINAL
+from db.models import Delivery, DeliveryState, Job, JobState, Result, Series
+from db.session import make_engine, make_session_factory
+from tests.conftest import need_tool
+from tests.dashboard_data import _identify, _no_lungs
+from tests.factories import chest_series
+from worker.dashboard.auth import hash_password
+from worker.dashboard.overlay import PALETTE_BGR
+from worker.localstack import dcmtk_env, free_port, start_medseg, stop, storescu, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "operator password 1"
+
+
+@dataclass
+class OpStack:
+    root: Path
+    env: dict[str, str]
+    session_factory: sessionmaker[Session]
+    metrics_port: int
+    dashboard_port: int
+    jobs: dict[str, int]  # ct, us, bad -> job id
+
+
+def _logs(root: Path) -> str:
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in root.glob("*.log")
+    )
+
+
+def _wait(root: Path, what: str, check: Callable[[], bool], timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{what} not done in {timeout} s\n{_logs(root)}")
+
+
+def _jobs(factory: sessionmaker[Session], series_uids: dict[str, str]) -> dict[str, Job]:
+    with factory() as session:
+        rows = session.scalars(
+            select(Job)
+            .join(Series)
+            .where(Series.series_instance_uid.in_(series_uids.values()))
+            .options(selectinload(Job.series), selectinload(Job.results))
+        ).all()
+    by_uid = {j.series.series_instance_uid: j for j in rows}
+    return {name: by_uid[uid] for name, uid in series_uids.items() if uid in by_uid}
+
+
+@pytest.fixture(scope="module")
+def opstack(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, postgres_url: str
+) -> Iterator[OpStack]:
+    need_tool("storescu")
+    storescp = need_tool("storescp")
+    root = tmp_path_factory.mktemp("opstack")
+    port, pacs_port, metrics_port, dashboard_port = (free_port() for _ in range(4))
+    (root / "pacs").mkdir()
+    pacs_log = open(root / "pacs.log", "wb")  # noqa: SIM115
+    pacs = subprocess.Popen(
+        [storescp, "-aet", "PACS", "-od", str(root / "pacs"), str(pacs_port)],
+        env=dcmtk_env(),
+        stdout=pacs_log,
+        stderr=subprocess.STDOUT,
+    )
+    destination = {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port}
+    env = {
+        "MEDSEG_DATA_DIR": str(root / "data"),
+        "MEDSEG_DATABASE_URL": postgres_url,
+        "MEDSEG_BROKER_URL": redis_url,
+        "MEDSEG_BROKER_KEY_PREFIX": f"medseg-ops-{uuid.uuid4().hex[:8]}:",
+        "MEDSEG_HOST": "127.0.0.1",
+        "MEDSEG_PORT": str(port),
+        "MEDSEG_SERIES_QUIET_SECONDS": "1.0",
+        "MEDSEG_COMPLETION_POLL_SECONDS": "0.2",
+        "MEDSEG_MIN_FREE_BYTES": "0",
+        "MEDSEG_DEVICE": "cpu",
+        "MEDSEG_DESTINATIONS": json.dumps([destination]),
+        "MEDSEG_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD),
+        "MEDSEG_DASHBOARD_USER": "operator",
+    }
+    worker_args = ["worker", "--concurrency", "2", "--metrics-port", str(metrics_port)]
+    processes = [
+        start_medseg(["gateway"], env, root / "gateway.log"),
+        # Only the worker: its pool processes write their samples there.
+        start_medseg(
+            worker_args,
+            {**env, "PROMETHEUS_MULTIPROC_DIR": str(root / "metrics")},
+            root / "worker.log",
+        ),
+        start_medseg(["dashboard", "--port", str(dashboard_port)], env, root / "dashboard.log"),
+    ]
+    engine = make_engine(postgres_url)
+    factory = make_session_factory(engine)
+    try:
+        wait_for_port(port, process=processes[0])
+        wait_for_port(metrics_port, process=processes[1])
+        wait_for_port(dashboard_port, process=processes[2])
+        wait_for_port(pacs_port, process=pacs)
+        uids = _send_studies(root / "send", port)
+        _wait(root, "jobs", lambda: _all_terminal(factory, uids))
+        jobs = {name: job.id for name, job in _jobs(factory, uids).items()}
+        _wait(root, "deliveries", lambda: _delivered(factory, [jobs["ct"], jobs["us"]]))
+        yield OpStack(root, env, factory, metrics_port, dashboard_port, jobs)
+    finally:
+        for process in processes:
+            stop(process)
+        stop(pacs)
+        pacs_log.close()
+        engine.dispose()
+
+
+def _send_studies(folder: Path, port: int) -> dict[str, str]:
+    from worker.phantoms.us_dicom import write_us_phantom
+
+    ct = chest_series(folder / "ct", 4, slices=6)
+    bad = chest_series(folder / "bad", 5, slices=4)
+    _no_lungs(bad)
+    us = [write_us_phantom(folder / "us" / "cine.dcm", 500003, frames=3).path]
+    for paths in (ct, bad, us):
+        _identify(paths)
+    done = storescu(folder, port, "MEDSEG")
+    assert done.returncode == 0, done.stderr
+    return {
+        name: str(pydicom.dcmread(paths[0], stop_before_pixels=True).SeriesInstanceUID)
+        for name, paths in (("ct", ct), ("bad", bad), ("us", us))
+    }
+
+
+def _all_terminal(factory: sessionmaker[Session], uids: dict[str, str]) -> bool:
+    jobs = _jobs(factory, uids)
+    return len(jobs) == len(uids) and all(j.state in TERMINAL for j in jobs.values())
+
+
+def _delivered(factory: sessionmaker[Session], job_ids: list[int]) -> bool:
+    with factory() as session:
+        rows = session.scalars(
+            select(Delivery).join(Result).where(Result.job_id.in_(job_ids))
+        ).all()
+    return len(rows) == len(job_ids) and all(d.state is not DeliveryState.PENDING for d in rows)
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_worker_metrics_after_real_jobs(opstack: OpStack) -> None:
+    with opstack.session_factory() as session:
+        jobs = {name: session.get_one(Job, job_id) for name, job_id in opstack.jobs.items()}
+        assert jobs["ct"].state is JobState.SUCCEEDED, jobs["ct"].error
+        assert jobs["us"].state is JobState.SUCCEEDED, jobs["us"].error
+        assert jobs["bad"].state is JobState.FAILED
+        inference = {
+            j.model_name: j.results[0].inference_seconds for j in jobs.values() if j.results
+        }
+        deliveries = session.scalars(select(Delivery)).all()
+        assert {d.state for d in deliveries} == {DeliveryState.SENT}
+    samples = _scrape(opstack.metrics_port)
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    for stage in ("complete_to_queued", "queued_to_started", "started_to_finished"):
+        assert value("medseg_job_stage_seconds_count", stage=stage) == 3, stage
+        assert value("medseg_job_stage_seconds_sum", stage=stage) > 0, stage
+    assert value("medseg_job_stage_seconds_count", stage="finished_to_delivered") == 2
+    assert value("medseg_job_stage_seconds_sum", stage="finished_to_delivered") > 0
+    for model, seconds in inference.items():
+        assert value("medseg_inference_seconds_count", model=model) == 1
+        assert value("medseg_inference_seconds_sum", model=model) == pytest.approx(seconds)
+    failed_model = jobs["bad"].model_name
+    assert value("medseg_jobs_finished_total", model=failed_model, state="failed") == 1
+    assert value("medseg_deliveries_finished_total", state="sent") == 2
+    assert not any(name.startswith("medseg_gpu_memory") for name, _ in samples), "no CUDA here"
+    pids = {p.name.split("_")[-1] for p in (opstack.root / "metrics").glob("*.db")}
+    assert len(pids) >= 1
+
+
+def _chrome(root: Path) -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = need_tool("chromium")
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+        f"--user-data-dir={root / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    service = Service(executable_path=need_tool("chromedriver"), log_output=str(root / "cd.log"))
+    return webdriver.Chrome(service=service, options=options)
+
+
+def _screenshot(driver: Any, path: Path) -> np.ndarray:
+    png: bytes = driver.get_screenshot_as_png()
+    path.write_bytes(png)
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, "the screenshot is a PNG"
+    width, height = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+    assert image.shape[:2] == (height, width), "the screenshot covers the viewport"
+    assert float(image.std()) > 10, "not blank"
+    return image
+
+
+def _green(image: np.ndarray) -> int:
+    return int(np.all(np.abs(image.astype(int) - PALETTE_BGR[0]) <= 40, axis=2).sum())
+
+
+def test_dashboard_in_headless_chromium(opstack: OpStack, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base = f"http://127.0.0.1:{opstack.dashboard_port}"
+    driver = _chrome(tmp_path)
+    wait = WebDriverWait(driver, 20)
+    shots = opstack.root / "screenshots"
+    shots.mkdir(exist_ok=True)
+    try:
+        driver.get(f"{base}/jobs")
+        assert driver.current_url == f"{base}/login"
+        driver.find_element(By.ID, "username").send_keys("operator")
+        driver.find_element(By.ID, "password").send_keys("wrong")
+        driver.find_element(By.ID, "login").click()
+        wait.until(expected_conditions.presence_of_element_located((By.ID, "login-error")))
+        driver.find_element(By.ID, "username").send_keys("operator")
+        driver.find_element(By.ID, "password").send_keys(PASSWORD)
+        driver.find_element(By.ID, "login").click()
+        wait.until(expected_conditions.presence_of_element_located((By.ID, "by-state")))
+        overview = _screenshot(driver, shots / "overview.png")
+        assert overview.shape[1] == 1280
+
+        driver.get(f"{base}/jobs")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#jobs tr[id^=job-row-]")
+        assert {r.get_attribute("id") for r in rows} >= {
+            f"job-row-{i}" for i in opstack.jobs.values()
+        }
+        _screenshot(driver, shots / "jobs.png")
+        ct = opstack.jobs["ct"]
+        driver.find_element(By.CSS_SELECTOR, f"#job-row-{ct} a.job-link").click()
+        image = wait.until(
+            expected_conditions.presence_of_element_located((By.ID, f"overlay-{ct}"))
+        )
+        wait.until(lambda d: d.execute_script("return arguments[0].complete", image))
+        natural = driver.execute_script("return arguments[0].naturalWidth", image)
+        assert natural == 512, "the overlay PNG loaded"
+        assert "/studies/" in driver.current_url
+        for identifier in ("DOE", "PID-777", "ACC9911", "1.2."):
+            assert identifier not in driver.current_url
+        driver.execute_script("arguments[0].scrollIntoView()", image)
+        study = _screenshot(driver, shots / "study.png")
+        assert _green(study) > 300, "the left lung contour is on screen"
+        element = cv2.imdecode(np.frombuffer(image.screenshot_as_png, np.uint8), cv2.IMREAD_COLOR)
+        assert element.shape[1] >= 510 and _green(element) > 300
+
+        bad = opstack.jobs["bad"]
+        with opstack.session_factory() as session:
+            before, reason = session.get_one(Job, bad).started_at, session.get_one(Job, bad).error
+        assert before is not None and reason
+        driver.get(f"{base}/failures")
+        row = driver.find_element(By.ID, f"failure-{bad}")
+        assert reason in row.text
+        _screenshot(driver, shots / "failures.png")
+        driver.find_element(By.ID, f"retry-{bad}").click()
+        flash = wait.until(expected_conditions.presence_of_element_located((By.ID, "flash")))
+        assert flash.text == f"job {bad} queued again"
+
+        def ran_again() -> bool:
+            with opstack.session_factory() as session:
+                job = session.get_one(Job, bad)
+                started = job.started_at
+                if started is not None and started.tzinfo is None:
+                    started = started.replace(tzinfo=UTC)
+                return job.state is JobState.FAILED and started is not None and started > before
+
+        _wait(opstack.root, "the retried job", ran_again, timeout=60)
+        driver.get(f"{base}/jobs?state=failed")
+        cell = driver.find_element(By.CSS_SELECTOR, f"#job-row-{bad} td.state")
+        assert cell.text == "failed"
+        _screenshot(driver, shots / "after-retry.png")
+    finally:
+        driver.quit()
+
+
+def test_flower_monitors_our_workers(opstack: OpStack) -> None:
+    port = free_port()
+    env = {**opstack.env, "FLOWER_UNAUTHENTICATED_API": "true"}
+    flower = start_medseg(["flower", "--port", str(port)], env, opstack.root / "flower.log")
+    try:
+        wait_for_port(port, timeout=60, process=flower)
+        deadline = time.monotonic() + 60
+        workers: dict[str, object] = {}
+        while time.monotonic() < deadline and not workers:
+            url = f"http://127.0.0.1:{port}/api/workers?refresh=1"
+            with urllib.request.urlopen(url, timeout=20) as response:
+                workers = json.load(response)
+            time.sleep(0.5)
+        assert any(name.startswith("medseg@") for name in workers), _logs(opstack.root)
+    finally:
+        stop(flower)

@@ -46,6 +46,7 @@ def test_process_json_one_object_per_series(tmp_path: Path) -> None:
         "measurements",
         "outputs",
         "warnings",
+        "findings",
     }
     assert ok["modality"] == "CT" and ok["model"] == "lung-ct-threshold" and ok["error"] is None
     assert set(ok["measurements"]) == {

@@ -24,10 +24,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.jobstate import TERMINAL
-from db.models import Delivery, DeliveryState, Job, JobState, Result, Series
+from db.models import Delivery, DeliveryState, Job, JobState, Result, Series, Study
 from db.session import make_engine, make_session_factory
 from tests.conftest import need_tool
-from tests.dashboard_data import _identify, _no_lungs
+from tests.dashboard_data import ACCESSION, PATIENT_ID, PATIENT_NAME, _identify, _no_lungs
 from tests.factories import chest_series
 from worker.dashboard.auth import hash_password
 from worker.dashboard.overlay import PALETTE_BGR
@@ -322,6 +322,13 @@ def test_dashboard_in_headless_chromium(opstack: OpStack, tmp_path: Path) -> Non
         _screenshot(driver, shots / "after-retry.png")
     finally:
         driver.quit()
+    log = (opstack.root / "dashboard.log").read_text()
+    assert "GET /studies/" in log and "POST /jobs/" in log, "access lines are logged"
+    with opstack.session_factory() as session:
+        uids = [s.study_instance_uid for s in session.scalars(select(Study))]
+        uids += [s.series_instance_uid for s in session.scalars(select(Series))]
+    for identifier in [PATIENT_NAME, PATIENT_ID, ACCESSION, PASSWORD, *uids]:
+        assert identifier not in log, "no PHI (nor the password) in the dashboard's log"
 
 
 def test_flower_monitors_our_workers(opstack: OpStack) -> None:

@@ -16,6 +16,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.task == "lung-ct":
         return _train_lung_ct(args, device)
+    if args.task in ("lung-cxr", "pneumonia"):
+        from worker.cli_cxr import train_cxr
+
+        print("\n" + train_cxr(args, device, _progress))
+        return 0
     config = TrainConfig(
         epochs=args.epochs or 40, batch_size=args.batch_size or 32, max_seconds=args.max_seconds
     )
@@ -110,6 +115,10 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
                 write_mr_stack(stack, args.out / f"mr{seed:06d}_{stack.plane}")
             else:
                 write_nifti_pair(stack, args.out, f"stack{seed:06d}")
+    elif args.kind == "chest-xray":
+        from worker.cli_cxr import write_chest_xray_phantoms
+
+        write_chest_xray_phantoms(args)
     elif args.kind == "chest-ct":
         from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
 
@@ -153,13 +162,17 @@ def _progress(stage: str, done: int, total: int) -> None:
 
 def add_model_commands(sub: Any) -> None:
     train = sub.add_parser("train", help="train a model on a data folder")
-    train.add_argument("task", choices=["fetal-head", "fetal-brain", "lung-ct"])
+    train.add_argument(
+        "task", choices=["fetal-head", "fetal-brain", "lung-ct", "lung-cxr", "pneumonia"]
+    )
     train.add_argument(
         "--data",
         type=Path,
         required=True,
         help="fetal-head: HC18 layout; fetal-brain: NAME_image/NAME_mask NIfTI pairs; "
-        "lung-ct: folder with the pyradiomics lung1_image.nrrd (make test-data)",
+        "lung-ct: folder with the pyradiomics lung1_image.nrrd (make test-data); "
+        "lung-cxr: Montgomery (CXR_png/ + ManualMask/leftMask,rightMask/) or images/ + masks/; "
+        "pneumonia: RSNA (stage_2_train_labels.csv + stage_2_train_images/*.dcm)",
     )
     train.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt + .json)")
     train.add_argument("--epochs", type=int, help="default 40 (lung-ct: 14)")
@@ -183,7 +196,7 @@ def add_model_commands(sub: Any) -> None:
     evaluate.set_defaults(func=_cmd_evaluate)
 
     phantoms = sub.add_parser("phantoms", help="write synthetic studies with exact ground truth")
-    phantoms.add_argument("kind", choices=["fetal-head", "fetal-brain", "chest-ct"])
+    phantoms.add_argument("kind", choices=["fetal-head", "fetal-brain", "chest-ct", "chest-xray"])
     phantoms.add_argument("--out", type=Path, required=True)
     phantoms.add_argument("--count", type=int, default=10)
     phantoms.add_argument("--start", type=int, default=100000, help="first seed")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -52,18 +53,29 @@ def _patient_left_on_image_right(series: LoadedSeries) -> bool:
 
 
 class LungCxrModel:
-    def __init__(self, device: str) -> None:
+    """Both networks; checkpoints and threshold from the settings unless given."""
+
+    def __init__(
+        self,
+        device: str,
+        *,
+        unet_weights: Path | None = None,
+        detector_weights: Path | None = None,
+        threshold: float | None = None,
+    ) -> None:
         from worker.cxr.detector import DEFAULT_DETECTOR_WEIGHTS, OpacityDetector
         from worker.cxr.lung_train import DEFAULT_WEIGHTS
         from worker.fetal.predictor import UNetPredictor
         from worker.settings import get_settings
 
         settings = get_settings()
-        self.unet = UNetPredictor(settings.lung_cxr_weights or DEFAULT_WEIGHTS, device)
-        self.detector = OpacityDetector(
-            settings.pneumonia_weights or DEFAULT_DETECTOR_WEIGHTS, device
+        self.unet = UNetPredictor(
+            unet_weights or settings.lung_cxr_weights or DEFAULT_WEIGHTS, device
         )
-        self.threshold = settings.pneumonia_score_threshold
+        self.detector = OpacityDetector(
+            detector_weights or settings.pneumonia_weights or DEFAULT_DETECTOR_WEIGHTS, device
+        )
+        self.threshold = settings.pneumonia_score_threshold if threshold is None else threshold
         # The result row holds one checksum: the U-Net's; both are in report.json.
         self.weights_sha256 = self.unet.sha256
         logger.info(

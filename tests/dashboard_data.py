@@ -33,19 +33,21 @@ class Filled:
     identifiers: list[str]  # UIDs, names, IDs that must never appear in a URL
 
 
-def _identify(paths: list[Path]) -> None:
+def identify(paths: list[Path]) -> None:
     for path in paths:
         ds = pydicom.dcmread(path)
         ds.PatientName, ds.PatientID, ds.AccessionNumber = PATIENT_NAME, PATIENT_ID, ACCESSION
         ds.save_as(path)
 
 
-def _no_lungs(paths: list[Path]) -> None:
-    """Soft tissue everywhere: the lung model finds no lungs and fails the job for good."""
+def unusable(paths: list[Path]) -> None:
+    """Soft tissue everywhere and no slice positions: whichever lung model the CT routes to
+    (threshold or U-Net), it finds no lungs or no geometry and fails the job for good."""
     for path in paths:
         ds = pydicom.dcmread(path)
         body = np.full((int(ds.Rows), int(ds.Columns)), 1064, dtype=np.uint16)  # 40 HU
         ds.PixelData = body.tobytes()
+        del ds.ImagePositionPatient
         ds.save_as(path)
 
 
@@ -70,9 +72,9 @@ def fill(session_factory: sessionmaker[Session], incoming: Path, results: Path) 
     ct = chest_series(incoming / "ct", 0, slices=8)
     bad = chest_series(incoming / "bad", 1, slices=4)
     us = [write_us_phantom(incoming / "us" / "cine.dcm", 500002, frames=3).path]
-    _no_lungs(bad)
+    unusable(bad)
     for paths in (ct, bad, us):
-        _identify(paths)
+        identify(paths)
         _record(session_factory, paths)
     complete_quiet_series(session_factory, 0.0, 1, now=utcnow() + timedelta(seconds=1))
     models = ModelCache("cpu")

@@ -27,7 +27,7 @@ from db.jobstate import TERMINAL
 from db.models import Delivery, DeliveryState, Job, JobState, Result, Series, Study
 from db.session import make_engine, make_session_factory
 from tests.conftest import need_tool
-from tests.dashboard_data import ACCESSION, PATIENT_ID, PATIENT_NAME, _identify, _no_lungs
+from tests.dashboard_data import ACCESSION, PATIENT_ID, PATIENT_NAME, identify, unusable
 from tests.factories import chest_series
 from worker.dashboard.auth import hash_password
 from worker.dashboard.overlay import PALETTE_BGR
@@ -143,10 +143,10 @@ def _send_studies(folder: Path, port: int) -> dict[str, str]:
 
     ct = chest_series(folder / "ct", 4, slices=6)
     bad = chest_series(folder / "bad", 5, slices=4)
-    _no_lungs(bad)
+    unusable(bad)
     us = [write_us_phantom(folder / "us" / "cine.dcm", 500003, frames=3).path]
     for paths in (ct, bad, us):
-        _identify(paths)
+        identify(paths)
     done = storescu(folder, port, "MEDSEG")
     assert done.returncode == 0, done.stderr
     return {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -262,6 +263,13 @@ def test_systemd_units_run_real_commands() -> None:
 
 
 def test_the_wheel_the_images_install_carries_weights_and_migrations(tmp_path: Path) -> None:
+    # Built from a copy: setuptools leaves build/ in the source tree it builds.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "constraints.txt"):
+        shutil.copy(ROOT / name, src / name)
+    for package in ("dicom_gateway", "worker", "db"):
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
         [
             sys.executable,
@@ -273,7 +281,7 @@ def test_the_wheel_the_images_install_carries_weights_and_migrations(tmp_path: P
             "--no-build-isolation",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(src),
         ],
         check=True,
         capture_output=True,

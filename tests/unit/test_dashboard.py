@@ -258,3 +258,36 @@ def test_security_headers(client: TestClient) -> None:
     assert "medseg_session" in response.headers.get("set-cookie", "")
     assert "samesite=strict" in response.headers["set-cookie"].lower()
     assert "httponly" in response.headers["set-cookie"].lower()
+
+
+def test_overlay_size_and_escaped_error_text(client: TestClient, world: World) -> None:
+    _login(client)
+    response = client.get(f"/jobs/{world.filled.ct_job}/overlay.png?size=256")
+    small = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+    assert small.shape[:2] == (256, 256)
+    with world.session_factory.begin() as session:
+        session.get_one(Job, world.filled.ct_job).error = "<script>alert(1)</script>"
+    try:
+        html = client.get("/jobs").text
+        assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    finally:
+        with world.session_factory.begin() as session:
+            session.get_one(Job, world.filled.ct_job).error = None
+
+
+def test_rerun_a_model_from_the_jobs_page(client: TestClient, world: World) -> None:
+    """Last in this module: it adds jobs."""
+    _login(client)
+    with world.session_factory() as session:
+        model = session.get_one(Job, world.filled.us_job).model_name
+    token = _csrf(client.get("/jobs").text)
+    response = client.post("/rerun", data={"csrf": token, "model": model})
+    assert response.status_code == 303 and response.headers["location"] == f"/jobs?model={model}"
+    assert f"{model}: 0 job(s) queued" in client.get("/jobs").text, "identical job succeeded"
+    client.post("/rerun", data={"csrf": token, "model": model, "force": "true", "since": "1h"})
+    page = client.get(f"/jobs?model={model}&state=queued").text
+    assert f"{model}: 1 job(s) queued" in page
+    assert len(re.findall(r'id="job-row-(\d+)"', page)) == 1
+    client.post("/rerun", data={"csrf": token, "model": "no-such-model"})
+    assert "not rerun" in client.get("/jobs").text
+    assert client.post("/rerun", data={"csrf": "forged", "model": model}).status_code == 403

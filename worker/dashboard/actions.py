@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.models import utcnow
 from worker import operations
 from worker.dashboard import deps
 from worker.dashboard.auth import check_user, csrf_ok
@@ -106,3 +108,37 @@ def cancel(
         request.session["flash"] = f"job {job_id} cancelled"
         logger.info("dashboard: %s cancelled job %s", user, job_id)
     return RedirectResponse(deps.safe_next(back, "/failures"), status_code=303)
+
+
+@router.post("/rerun")
+def rerun(
+    request: Request,
+    *,
+    user: User,
+    factory: Factory,
+    settings: Annotated[Settings, Depends(deps.settings)],
+    csrf: Csrf,
+    model: Annotated[str, Form()],
+    since: Annotated[str, Form()] = "",
+    force: Annotated[bool, Form()] = False,
+) -> Response:
+    """New jobs with the model's current version for the series it ran on (operations.rerun)."""
+    from worker.dashboard.views import SINCE
+
+    _check_csrf(request, csrf)
+    if since and since not in SINCE:
+        raise HTTPException(400, f"unknown period {since!r}")
+    try:
+        created = operations.rerun(
+            factory,
+            model,
+            since=utcnow() - SINCE[since] if since else None,
+            force=force,
+            max_attempts=settings.job_max_attempts,
+        )
+    except operations.OperationError as exc:
+        request.session["flash"] = f"not rerun: {exc}"
+    else:
+        request.session["flash"] = f"{model}: {len(created)} job(s) queued"
+        logger.info("dashboard: %s reran %s: %d job(s)", user, model, len(created))
+    return RedirectResponse(f"/jobs?model={quote(model)}", status_code=303)

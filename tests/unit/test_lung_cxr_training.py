@@ -13,6 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from tests.conftest import dciodvfy_errors
 from worker.cli import main
 from worker.cxr.detector import OpacityDetector
 from worker.cxr.lung_data import find_pairs, load_pairs, write_montgomery_layout
@@ -66,6 +67,18 @@ def test_writer_spacing_variants_and_scale_rules(
     else:
         assert scale.calibration is not None and scale.calibration.source == source
         assert scale.calibration.row_mm == pytest.approx(p.pixel_mm, rel=1e-4)
+
+
+@pytest.mark.parametrize(("modality", "mono1"), [("CR", False), ("DX", True), ("DX", False)])
+def test_phantom_sources_are_valid_cr_and_dx(tmp_path: Path, modality: str, mono1: bool) -> None:
+    path = write_cxr(
+        make_chest_xray(7),
+        tmp_path / "x.dcm",
+        modality=modality,  # type: ignore[arg-type]
+        spacing="imager" if modality == "DX" else "pixel",
+        monochrome1=mono1,
+    )
+    assert dciodvfy_errors(path) == []
 
 
 def test_magnification_factor_corrects_imager_spacing(tmp_path: Path) -> None:

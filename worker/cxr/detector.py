@@ -1,5 +1,12 @@
-"""Pneumonia opacity detector: torchvision Faster R-CNN (MobileNetV3-Large FPN), built with
-no pretrained weights (nothing is downloaded), checkpointed as fp16 + JSON with its sha256."""
+"""Pneumonia opacity detector: torchvision Faster R-CNN (RPN + RoI heads) on a small
+from-scratch backbone, nothing pretrained and nothing downloaded; checkpointed as fp16 + JSON
+with its sha256.
+
+The backbone is ours, not MobileNetV3-FPN: trained from scratch on a 2-core CPU,
+``fasterrcnn_mobilenet_v3_large_320_fpn`` (weights=None) took 2.2 s per batch of 4 and had
+AP@0.5 0.0005 after 180 steps; this one (stride 8, dilated, 0.9 M parameters) takes 0.8 s and
+its single stride-8 map suits the small opacities at the 256 x 256 input.
+"""
 
 from __future__ import annotations
 
@@ -13,47 +20,77 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from torchvision.models.detection import FasterRCNN, fasterrcnn_mobilenet_v3_large_320_fpn
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign
 
 from worker.cxr.preprocess import NET_SIZE, to_net
 from worker.fetal.checkpoint import CheckpointError, metadata_path, read_metadata, sha256_of
 
 logger = logging.getLogger(__name__)
 
-ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn+box_head256"
-BOX_HEAD = 256  # torchvision's default is 1024: 16x the cost on CPU, no gain on one class
+ARCH = "fasterrcnn-cxr-small-v1"
 DEFAULT_DETECTOR_WEIGHTS = (
     Path(__file__).resolve().parent.parent / "models" / "weights" / "pneumonia_frcnn.pt"
 )
+CHANNELS = 96
+BOX_HEAD = 128
+
+
+def _conv(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class Backbone(nn.Sequential):
+    """Greyscale in, one stride-8 map of CHANNELS out; dilations widen the context to the
+    surrounding lung (about 90 pixels) without more downsampling."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            *_conv(1, 16, 2),
+            *_conv(16, 32, 2),
+            *_conv(32, 64),
+            *_conv(64, 64, 2),
+            *_conv(64, CHANNELS, dilation=2),
+            *_conv(CHANNELS, CHANNELS, dilation=4),
+        )
+        self.out_channels = CHANNELS
 
 
 def build_detector() -> FasterRCNN:
     """Two classes (background, opacity); the transform's resize is the identity at NET_SIZE."""
-    fpn_channels = 256
-    model = fasterrcnn_mobilenet_v3_large_320_fpn(
-        weights=None,
-        weights_backbone=None,
-        num_classes=2,
+    return FasterRCNN(
+        Backbone(),
+        num_classes=None,
         min_size=NET_SIZE[0],
         max_size=NET_SIZE[1],
+        image_mean=[0.5],
+        image_std=[0.25],
+        rpn_anchor_generator=AnchorGenerator(((16, 32, 64, 96),), ((0.5, 1.0, 2.0),)),
+        box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2),
+        box_head=TwoMLPHead(CHANNELS * 7 * 7, BOX_HEAD),
+        box_predictor=FastRCNNPredictor(BOX_HEAD, 2),
         box_score_thresh=0.01,
         box_detections_per_img=20,
-        # Sized for CPU training: few proposals and sampled RoIs (the box head is the cost).
+        # Sized for CPU training: few proposals and sampled RoIs.
         rpn_pre_nms_top_n_train=300,
         rpn_post_nms_top_n_train=150,
+        rpn_pre_nms_top_n_test=150,
+        rpn_post_nms_top_n_test=100,
         rpn_batch_size_per_image=128,
         box_batch_size_per_image=64,
     )
-    model.roi_heads.box_head = TwoMLPHead(fpn_channels * 7 * 7, BOX_HEAD)
-    model.roi_heads.box_predictor = FastRCNNPredictor(BOX_HEAD, 2)
-    return model
 
 
 def as_tensor(image: npt.NDArray[np.uint8]) -> torch.Tensor:
-    """A network-size uint8 image as the 3-channel float tensor the backbone reads."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0)
-    return x.expand(3, *x.shape).contiguous()
+    """A network-size uint8 image as the (1, rows, columns) float tensor the backbone reads."""
+    return torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0)[None]
 
 
 def save_detector(model: FasterRCNN, metadata: dict[str, Any], weights: Path) -> str:

@@ -47,7 +47,7 @@ class DetectionSet:
 class DetectorConfig:
     epochs: int = 10
     batch_size: int = 4
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     val_fraction: float = 0.1
     seed: int = 0
     max_seconds: float = float("inf")
@@ -96,7 +96,7 @@ def _sample(
         image = image[:, ::-1]
         boxes[:, [0, 2]] = NET_SIZE[1] - boxes[:, [2, 0]]
     image = np.clip(image ** rng.uniform(0.7, 1.4) * rng.uniform(0.85, 1.15), 0, 1)
-    x = torch.from_numpy(np.ascontiguousarray(image)).expand(3, *image.shape).contiguous()
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
     target = {
         "boxes": torch.from_numpy(boxes).reshape(-1, 4),
         "labels": torch.ones(len(boxes), dtype=torch.int64),
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--phantoms", type=int, default=600)
     parser.add_argument("--out", type=Path, default=DEFAULT_DETECTOR_WEIGHTS)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-seconds", type=float, default=float("inf"))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydicom import Dataset
 from pydicom.uid import (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
@@ -80,6 +81,15 @@ def write_cxr(
         ds.RescaleType = "US"
         ds.DetectorType = "SCINTILLATOR"
         ds.LossyImageCompression = "00"
+        ds.PixelIntensityRelationship = "LIN"
+        ds.PixelIntensityRelationshipSign = -1 if monochrome1 else 1
+        ds.PositionerType = ""
+        ds.AcquisitionContextSequence = []
+        chest = Dataset()
+        chest.CodeValue = "51185008"
+        chest.CodingSchemeDesignator = "SCT"
+        chest.CodeMeaning = "Chest"
+        ds.AnatomicRegionSequence = [chest]
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path

@@ -9,7 +9,7 @@ import secrets
 
 from starlette.requests import Request
 
-#: scrypt cost: 16 MiB of memory and about 50 ms per check on a 2-core x86_64 machine.
+#: scrypt cost: 16 MiB of memory and about 90 ms per check on our 2-core x86_64 machine.
 _N, _R, _P = 2**14, 8, 1
 _PREFIX = "scrypt"
 

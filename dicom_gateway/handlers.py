@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset
+from pynetdicom.dsutils import encode_file_meta
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_gateway import metrics, statuses
 from dicom_gateway.contexts import PROCESSED_SOP_CLASSES
+from dicom_gateway.indexer import IndexQueue
 from dicom_gateway.records import instance_info, record_instance
 from dicom_gateway.storage import (
     InsufficientSpaceError,
@@ -36,6 +38,8 @@ class StoreContext:
     storage_root: Path
     session_factory: sessionmaker[Session]
     min_free_bytes: int
+    #: Batched recording (MEDSEG_BATCH_INDEX): rows are written by the completion monitor.
+    index: IndexQueue | None = None
 
 
 def _calling_ae(event: Any) -> str:
@@ -56,6 +60,15 @@ def _validate(ds: Dataset, request: Any) -> tuple[int, str] | None:
     if not any(kw in ds for kw in _PIXEL_KEYWORDS):
         return statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, "image without pixel data"
     return None
+
+
+def _file_bytes(event: Any, calling: str) -> bytes:
+    """The data set as received, behind file meta naming the sending AE (so a file recorded
+    after a crash still knows its sender)."""
+    meta = event.file_meta
+    meta.SendingApplicationEntityTitle = calling
+    body = event.encoded_dataset(include_meta=False)
+    return b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta), body))
 
 
 def handle_store(event: Any, ctx: StoreContext) -> Dataset:
@@ -101,7 +114,7 @@ def _store(event: Any, ctx: StoreContext) -> Dataset:
 
     path = instance_path(ctx.storage_root, info.study_uid, info.series_uid, info.sop_instance_uid)
     try:
-        encoded = event.encoded_dataset()
+        encoded = _file_bytes(event, calling)
         write_atomic(path, encoded)
     except OSError as exc:
         reason = "disk full" if exc.errno == errno.ENOSPC else "cannot write instance"
@@ -109,6 +122,11 @@ def _store(event: Any, ctx: StoreContext) -> Dataset:
         return statuses.status(statuses.OUT_OF_RESOURCES, reason)
 
     info = replace(info, path=str(path), size_bytes=len(encoded))
+    if ctx.index is not None:
+        # Durable on disk; the row follows in the next batch (or reconcile after a crash).
+        ctx.index.submit(info)
+        metrics.BYTES.inc(len(encoded))
+        return statuses.status(statuses.SUCCESS)
     try:
         record_instance(ctx.session_factory, info)
     except SQLAlchemyError as exc:

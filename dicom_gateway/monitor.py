@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_gateway.completion import QuietPolicy, complete_quiet_series
+from dicom_gateway.indexer import IndexQueue
 from dicom_gateway.outbox import Publisher, dispatch_pending
 from dicom_gateway.retention import purge_inputs
 from dicom_gateway.sweeper import sweep
@@ -27,7 +28,11 @@ class CompletionMonitor(threading.Thread):
     """Runs off the association threads so slow work never delays a C-STORE response."""
 
     def __init__(
-        self, session_factory: sessionmaker[Session], publish: Publisher, settings: Settings
+        self,
+        session_factory: sessionmaker[Session],
+        publish: Publisher,
+        settings: Settings,
+        index: IndexQueue | None = None,
     ) -> None:
         super().__init__(name="medseg-completion", daemon=True)
         self._session_factory = session_factory
@@ -43,9 +48,12 @@ class CompletionMonitor(threading.Thread):
         self._next_sweep = 0.0
         self._next_purge = 0.0
         self._stop_event = threading.Event()
+        self._index = index
 
     def tick(self) -> None:
         settings = self._settings
+        if self._index is not None:
+            self._index.flush()  # rows first, so completion sees every stored instance
         complete_quiet_series(self._session_factory, self._quiet, settings.job_max_attempts)
         if time.monotonic() >= self._next_sweep:
             sweep(
@@ -71,3 +79,9 @@ class CompletionMonitor(threading.Thread):
     def stop(self, timeout: float = 5.0) -> None:
         self._stop_event.set()
         self.join(timeout)
+        if self._index is not None and self._index.pending():
+            try:
+                self._index.flush()
+            except SQLAlchemyError as exc:
+                # The files are on disk: the next start records them (reconcile).
+                logger.error("instances left unrecorded at stop: %s", type(exc).__name__)

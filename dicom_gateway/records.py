@@ -85,7 +85,8 @@ def instance_info(
     )
 
 
-def _upsert(session: Session, info: InstanceInfo, now: datetime) -> None:
+def upsert_instance(session: Session, info: InstanceInfo, now: datetime) -> None:
+    """Study, series and instance rows for ``info`` in ``session`` (no commit)."""
     study = session.scalar(select(Study).where(Study.study_instance_uid == info.study_uid))
     if study is None:
         study = Study(
@@ -153,7 +154,7 @@ def record_instance(session_factory: sessionmaker[Session], info: InstanceInfo) 
     for attempt in range(1, attempts + 1):
         try:
             with session_factory.begin() as session:
-                _upsert(session, info, utcnow())
+                upsert_instance(session, info, utcnow())
             return
         except IntegrityError:
             if attempt == attempts:

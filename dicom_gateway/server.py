@@ -18,6 +18,7 @@ from db.session import make_engine, make_session_factory
 from dicom_gateway.access import GatewayServer, HostAllowlist, parse_networks
 from dicom_gateway.contexts import supported_contexts
 from dicom_gateway.handlers import StoreContext, handle_echo, handle_store, log_association
+from dicom_gateway.indexer import IndexQueue, reconcile
 from dicom_gateway.metrics import serve_metrics
 from dicom_gateway.monitor import CompletionMonitor
 from dicom_gateway.outbox import Publisher, celery_publisher
@@ -101,10 +102,16 @@ def start_gateway(
             partial(time_limit_seconds, settings=settings),
             HARD_LIMIT_MARGIN_SECONDS,
         )
+    index = None
+    if settings.batch_index:
+        # Files acknowledged before a crash but not yet recorded get their rows first.
+        reconcile(session_factory, settings.incoming_dir)
+        index = IndexQueue(session_factory)
     ctx = StoreContext(
         storage_root=settings.incoming_dir,
         session_factory=session_factory,
         min_free_bytes=settings.min_free_bytes,
+        index=index,
     )
     handlers: list[Any] = [
         (evt.EVT_C_STORE, handle_store, [ctx]),
@@ -117,7 +124,7 @@ def start_gateway(
         serve_metrics(
             settings.metrics_port, settings.metrics_host, session_factory, _queue_depth(settings)
         )
-    monitor = CompletionMonitor(session_factory, publish, settings)
+    monitor = CompletionMonitor(session_factory, publish, settings, index=index)
     monitor.start()
     logger.info(
         "gateway %s listening on %s:%d, storing to %s",

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Refuse new instances (status A700) when the storage disk has less free space.",
     )
+    batch_index: bool = Field(
+        default=False,
+        description="Record received instances in the DB in batches (each completion poll) "
+        "instead of one transaction per C-STORE. Success is still answered only once the file "
+        "is fsynced; on start the gateway records stored files that have no row (crash "
+        "recovery), which reads every file name under incoming/.",
+    )
 
     tls_cert_file: Path | None = Field(
         default=None,

@@ -83,8 +83,8 @@ class FakeEvent:
     def dataset(self) -> pydicom.Dataset:
         return decode(BytesIO(self._payload), False, True, False)
 
-    def encoded_dataset(self) -> bytes:
-        return b"\0" * 128 + b"DICM" + self._payload
+    def encoded_dataset(self, include_meta: bool = True) -> bytes:
+        return b"\0" * 128 + b"DICM" + self._payload if include_meta else self._payload
 
 
 def _mutate(data: bytes, draw: Any) -> bytes:

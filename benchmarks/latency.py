@@ -32,7 +32,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def _trial(stack: Stack, folder: Path) -> dict[str, float]:
+def _trial(stack: Stack, folder: Path, models: set[str]) -> dict[str, float]:
     series_uid = str(
         pydicom.dcmread(next(folder.rglob("*.dcm")), stop_before_pixels=True).SeriesInstanceUID
     )
@@ -41,6 +41,7 @@ def _trial(stack: Stack, folder: Path) -> dict[str, float]:
     received = _epoch(series.last_received_at)
     assert job.started_at is not None
     on_disk = seg.stat().st_mtime
+    models.add(job.model_name)
     return {
         "total": on_disk - received,
         "completion": _epoch(job.created_at) - received,
@@ -62,18 +63,19 @@ def main() -> None:
             "US frame (fetal head)": [
                 us_series(root / "us" / f"{i}", 500 + i) for i in range(args.repeats + 1)
             ],
-            f"CT {args.ct_slices}x{args.ct_size}² (lung)": [
+            f"CT {args.ct_slices}x{args.ct_size}²": [
                 ct_series(root / "ct" / f"{i}", 600 + i, args.ct_slices, args.ct_size)
                 for i in range(args.repeats + 1)
             ],
         }
         results: dict[str, list[dict[str, float]]] = {}
+        models: dict[str, set[str]] = {name: set() for name in kinds}
         with Stack(root / "stack", concurrency=1) as stack:
             for name, series in kinds.items():
-                _trial(stack, series[0][0].parent)  # warm-up: worker up, model loaded
+                _trial(stack, series[0][0].parent, models[name])  # warm-up: model loaded
                 runs = []
                 for paths in series[1:]:
-                    runs.append(_trial(stack, paths[0].parent))
+                    runs.append(_trial(stack, paths[0].parent, models[name]))
                     time.sleep(0.2)
                 results[name] = runs
     print(f"{args.repeats} series each, one worker process, completion on announced count")
@@ -87,7 +89,7 @@ def main() -> None:
         print(
             f"{name:<24} {_pct(total, 50):7.2f} {_pct(total, 95):7.2f} "
             f"{med['completion']:9.2f} {med['queue']:7.2f} {med['job']:7.2f} "
-            f"{_pct(total, 50) / med['job']:9.2f}x"
+            f"{_pct(total, 50) / med['job']:9.2f}x  {', '.join(sorted(models[name]))}"
         )
 
 

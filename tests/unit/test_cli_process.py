@@ -48,14 +48,14 @@ def test_process_json_one_object_per_series(tmp_path: Path) -> None:
         "warnings",
         "findings",
     }
-    assert ok["modality"] == "CT" and ok["model"] == "lung-ct-threshold" and ok["error"] is None
+    assert ok["modality"] == "CT" and ok["model"] == "lung-ct-unet" and ok["error"] is None
     assert set(ok["measurements"]) == {
         "left_lung_volume_ml",
         "right_lung_volume_ml",
         "lung_volume_ml",
     }
     seg_path, sr_path, report_path = ok["outputs"]
-    assert json.loads(Path(report_path).read_text())["model"] == "lung-ct-threshold"
+    assert json.loads(Path(report_path).read_text())["model"] == "lung-ct-unet"
     assert pydicom.dcmread(sr_path).Modality == "SR"
     assert dciodvfy_errors(Path(sr_path)) == []
     seg = pydicom.dcmread(seg_path)

@@ -12,9 +12,10 @@ def test_registry_discovers_model_modules() -> None:
 
 def test_chest_ct_routes_to_lung_model() -> None:
     spec = route(SeriesTags.of("CT", body_part_examined="chest"))
-    assert spec is not None and spec.name == "lung-ct-threshold"
+    assert spec is not None and spec.name == "lung-ct-unet"
     spec = route(SeriesTags.of("CT", series_description="Thorax 1.0 B31f"))
-    assert spec is not None and spec.name == "lung-ct-threshold"
+    assert spec is not None and spec.name == "lung-ct-unet"
+    assert get_spec("lung-ct-threshold").accepts(SeriesTags.of("CT", body_part_examined="chest"))
 
 
 def test_other_series_have_no_model() -> None:

@@ -115,13 +115,15 @@ def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.
 
 
 def _drop_unusable_pixel_measures(seg: hd.seg.Segmentation) -> None:
-    """A radiograph's PixelSpacing of 0\\0 (pydicom-data RG1_UNCI.dcm) is copied by highdicom
-    into the shared Pixel Measures; zero is invalid there (dciodvfy) and breaks read-back. The
-    group is optional without a frame of reference, so it goes."""
+    """Without a frame of reference the shared Pixel Measures group is optional; highdicom
+    copies a radiograph's PixelSpacing into it without SliceThickness, which its own reader
+    then refuses, and RG1_UNCI.dcm's (pydicom-data) PixelSpacing 0\\0 is invalid there too
+    (dciodvfy). Such a group goes; the source images keep their spacing."""
     for group in seg.get("SharedFunctionalGroupsSequence", []):
         for measures in group.get("PixelMeasuresSequence", []):
             spacing = measures.get("PixelSpacing")
-            if spacing is not None and min(float(v) for v in spacing) <= 0:
+            zero = spacing is not None and min(float(v) for v in spacing) <= 0
+            if zero or "SliceThickness" not in measures:
                 del group.PixelMeasuresSequence
                 break
 

@@ -200,7 +200,7 @@ def fit_detector(
         "val_ap50": round(best[0], 5),
         "history": history,
         "optimiser": f"AdamW lr={config.learning_rate} one-cycle, batch {config.batch_size}",
-        "pretrained": "none (weights=None, weights_backbone=None)",
+        "pretrained": "none: every weight trained from scratch, nothing downloaded",
         "device": device,
         "torch": torch.__version__,
         "train_seconds": round(time.time() - started, 1),

@@ -4,6 +4,8 @@ through the pipeline, SEG and SR valid (dciodvfy), areas, findings in report.jso
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -137,3 +139,27 @@ def _walk(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
         items.append(item)
         items.extend(_walk(item))
     return items
+
+
+def test_medseg_process_json_lists_findings(tmp_path: Path) -> None:
+    """As a user runs it: a subprocess on an opacity phantom, findings in the JSON row."""
+    phantom = make_chest_xray(HELD_OUT_SEED + 2, size=320, opacities=1)
+    write_cxr(phantom, tmp_path / "in" / "cxr.dcm", modality="DX", spacing="both")
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "worker.cli", "--log-level", "WARNING", "process"),
+            *(str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert row["model"] == "lung-cxr" and row["measurements"]["lung_area_cm2"] > 0
+    assert row["findings"], "no opacity reported"
+    finding = max(row["findings"], key=lambda f: iou(tuple(f["box_px"]), phantom.boxes[0]))
+    assert set(finding) == {"label", "score", "box_px"} and finding["score"] >= 0.5
+    assert iou(tuple(finding["box_px"]), phantom.boxes[0]) >= 0.3

@@ -140,6 +140,7 @@ def test_images_masks_layout_reads_pairs(tmp_path: Path) -> None:
         shutil.copy(png, pairs_dir / "images" / png.name)
         left = cv2.imread(str(montgomery / "ManualMask/leftMask" / png.name), 0)
         right = cv2.imread(str(montgomery / "ManualMask/rightMask" / png.name), 0)
+        assert left is not None and right is not None
         cv2.imwrite(str(pairs_dir / "masks" / png.name), np.maximum(left, right))
     images, masks = load_pairs(find_pairs(pairs_dir))
     ref_images, ref_masks = load_pairs(find_pairs(montgomery))

@@ -340,3 +340,35 @@ def test_a_model_past_its_time_limit_is_stopped_and_the_worker_goes_on(
     assert storescu(tmp_path / "next", stack.port, "MEDSEG").returncode == 0
     (done,) = _wait_terminal(stack, {uid})
     assert done.state is JobState.SUCCEEDED, done.error
+
+
+def test_chest_radiographs_get_lung_fields_areas_and_findings(stack: Stack, tmp_path: Path) -> None:
+    """A CR phantom with an opacity and the real RG1_UNCI.dcm (PixelSpacing 0\\0) by C-STORE."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from worker.phantoms.chest_xray import make_chest_xray
+    from worker.phantoms.cr_dicom import write_cxr
+
+    folder = tmp_path / "cxr"
+    phantom_path = write_cxr(make_chest_xray(600101, size=320, opacities=1), folder / "cr.dcm")
+    real = get_testdata_file("RG1_UNCI.dcm")
+    assert real is not None, "pip install pydicom-data (dev extra)"
+    shutil.copy(str(real), folder / "rg1.dcm")
+    phantom_uid = str(pydicom.dcmread(phantom_path).SeriesInstanceUID)
+    real_uid = str(pydicom.dcmread(folder / "rg1.dcm").SeriesInstanceUID)
+    assert storescu(folder, stack.port, "MEDSEG").returncode == 0
+    jobs = {j.series.series_instance_uid: j for j in _wait_terminal(stack, {phantom_uid, real_uid})}
+    for uid, job in jobs.items():
+        assert job.state is JobState.SUCCEEDED, job.error
+        assert (job.model_name, job.queue) == ("lung-cxr", "gpu")
+        (result,) = job.results
+        keys = {m.key for m in result.measurements}
+        area = "lung_area_cm2" if uid == phantom_uid else "lung_area_px"
+        assert {area, "right_" + area, "left_" + area} <= keys
+        outputs = {o.kind: Path(o.path) for o in result.outputs}
+        assert dciodvfy_errors(outputs["seg"]) == []
+        assert dciodvfy_errors(outputs["sr"]) == []
+        if uid == phantom_uid:
+            assert json.loads(outputs["json"].read_text())["findings"]

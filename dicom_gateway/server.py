@@ -13,6 +13,7 @@ from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy.orm import Session, sessionmaker
 
 from db.session import make_engine, make_session_factory
 from dicom_gateway.access import GatewayServer, HostAllowlist, parse_networks
@@ -22,6 +23,7 @@ from dicom_gateway.indexer import IndexQueue, reconcile
 from dicom_gateway.metrics import serve_metrics
 from dicom_gateway.monitor import CompletionMonitor
 from dicom_gateway.outbox import Publisher, celery_publisher
+from dicom_gateway.receivers import ReusePortServer, start_extra_receivers, stop_receivers
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -76,7 +78,8 @@ def _start_server(ae: AE, settings: Settings, handlers: list[Any]) -> GatewaySer
         (settings.host, settings.port),
         evt_handlers=handlers,
         ssl_context=tls_context(settings),
-        server_class=GatewayServer,
+        # Several receiver processes share the port through SO_REUSEPORT.
+        server_class=ReusePortServer if settings.receivers > 1 else GatewayServer,
     )
     assert isinstance(server, GatewayServer)
     server.allowlist = HostAllowlist(parse_networks(settings.allowed_calling_hosts))
@@ -84,6 +87,31 @@ def _start_server(ae: AE, settings: Settings, handlers: list[Any]) -> GatewaySer
     thread.start()
     ae._servers.append(server)  # so AE.shutdown() stops it, as start_server() would
     return server
+
+
+def _listen(
+    settings: Settings, session_factory: sessionmaker[Session], index: IndexQueue | None
+) -> GatewayServer:
+    ctx = StoreContext(
+        storage_root=settings.incoming_dir,
+        session_factory=session_factory,
+        min_free_bytes=settings.min_free_bytes,
+        index=index,
+    )
+    handlers: list[Any] = [
+        (evt.EVT_C_STORE, handle_store, [ctx]),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_ACCEPTED, log_association),
+        (evt.EVT_REJECTED, log_association),
+    ]
+    return _start_server(build_ae(settings), settings, handlers)
+
+
+def start_receiver(settings: Settings) -> tuple[GatewayServer, IndexQueue | None]:
+    """An extra receiver (``MEDSEG_RECEIVERS`` > 1): the C-STORE path only, no monitor."""
+    session_factory = make_session_factory(make_engine(settings.database_url))
+    index = IndexQueue(session_factory) if settings.batch_index else None
+    return _listen(settings, session_factory, index), index
 
 
 def start_gateway(
@@ -107,19 +135,7 @@ def start_gateway(
         # Files acknowledged before a crash but not yet recorded get their rows first.
         reconcile(session_factory, settings.incoming_dir)
         index = IndexQueue(session_factory)
-    ctx = StoreContext(
-        storage_root=settings.incoming_dir,
-        session_factory=session_factory,
-        min_free_bytes=settings.min_free_bytes,
-        index=index,
-    )
-    handlers: list[Any] = [
-        (evt.EVT_C_STORE, handle_store, [ctx]),
-        (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_ACCEPTED, log_association),
-        (evt.EVT_REJECTED, log_association),
-    ]
-    server = _start_server(build_ae(settings), settings, handlers)
+    server = _listen(settings, session_factory, index)
     if settings.metrics_port:
         serve_metrics(
             settings.metrics_port, settings.metrics_host, session_factory, _queue_depth(settings)
@@ -147,8 +163,10 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     server, monitor = start_gateway(settings)
+    receivers = start_extra_receivers(settings) if settings.receivers > 1 else []
     try:
         stop.wait()
     finally:
         server.shutdown()
+        stop_receivers(receivers)
         monitor.stop()

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Refuse new instances (status A700) when the storage disk has less free space.",
     )
+    receivers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Gateway processes receiving on the port (SO_REUSEPORT), for parallel "
+        "senders; the first also runs completion, outbox and metrics.",
+    )
     batch_index: bool = Field(
         default=False,
         description="Record received instances in the DB in batches (each completion poll) "

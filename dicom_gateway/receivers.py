@@ -1,0 +1,115 @@
+"""Several receiver processes behind one port (``MEDSEG_RECEIVERS``), for parallel senders.
+
+Every receiver binds the port with SO_REUSEPORT and the kernel spreads new connections over
+them; each one is a whole C-STORE path (validate, fsync'd write, record) in its own process,
+so parallel associations are not serialised by one interpreter. Only the main gateway process
+runs the completion monitor, the outbox, the sweeper and the metrics endpoint (its counters
+cover its own associations only). An extra receiver exits when its parent is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from dicom_gateway.access import GatewayServer
+from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_PARENT_POLL_SECONDS = 1.0
+
+
+class ReusePortServer(GatewayServer):
+    """The gateway's server, bound with SO_REUSEPORT so several processes share the port."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+def _flush_forever(index: Any, every: float, stop: threading.Event) -> None:
+    while not stop.wait(every):
+        try:
+            index.flush()
+        except SQLAlchemyError as exc:
+            logger.error("receiver %d: database unavailable: %s", os.getpid(), type(exc).__name__)
+    try:
+        index.flush()
+    except SQLAlchemyError as exc:
+        # The files are on disk: the main gateway's next start records them (reconcile).
+        logger.error("receiver %d: rows left unrecorded: %s", os.getpid(), type(exc).__name__)
+
+
+def _receiver_main(settings_json: str, log_level: int) -> None:
+    """Entry point of an extra receiver process (spawned: nothing inherited but arguments)."""
+    logging.basicConfig(
+        level=log_level, format="%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
+    )
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    from dicom_gateway.server import start_receiver
+
+    settings = Settings.model_validate_json(settings_json)
+    parent = os.getppid()
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides
+    server, index = start_receiver(settings)
+    flusher = None
+    if index is not None:
+        flusher = threading.Thread(
+            target=_flush_forever,
+            args=(index, settings.completion_poll_seconds, stop),
+            name="medseg-index",
+            daemon=True,
+        )
+        flusher.start()
+    logger.info("receiver %d listening on port %d", os.getpid(), settings.port)
+    while not stop.wait(_PARENT_POLL_SECONDS):
+        if os.getppid() != parent:
+            logger.warning("receiver %d: gateway process gone; stopping", os.getpid())
+            break
+    stop.set()
+    server.shutdown()
+    if flusher is not None:
+        flusher.join(30)
+
+
+def start_extra_receivers(settings: Settings) -> list[BaseProcess]:
+    """``settings.receivers - 1`` receiver processes on the gateway's port."""
+    context = multiprocessing.get_context("spawn")
+    processes: list[BaseProcess] = []
+    for _ in range(settings.receivers - 1):
+        process = context.Process(
+            target=_receiver_main,
+            args=(settings.model_dump_json(), logging.getLogger().getEffectiveLevel()),
+            name="medseg-receiver",
+        )
+        process.start()
+        processes.append(process)
+    return processes
+
+
+def stop_receivers(processes: list[BaseProcess], timeout: float = 30.0) -> None:
+    for process in processes:
+        process.terminate()  # SIGTERM: finish the associations in progress, write rows
+    for process in processes:
+        process.join(timeout)
+        if process.is_alive():
+            logger.error("receiver %s did not stop; killing it", process.pid)
+            process.kill()
+            process.join()

@@ -49,25 +49,48 @@ def _make_files(folder: Path, count: int) -> int:
 
 
 def _send(folder: Path, port: int, called: str) -> float:
+    """storescu on every sub-folder of ``folder`` at once (one association each)."""
+    parts = sorted(p for p in folder.iterdir() if p.is_dir())
     start = time.perf_counter()
-    done = subprocess.run(
-        ["storescu", "-aec", called, "+sd", "-nh", "127.0.0.1", str(port), str(folder)],
-        env=dcmtk_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    senders = [
+        subprocess.Popen(
+            ["storescu", "-aec", called, "+sd", "-nh", "127.0.0.1", str(port), str(part)],
+            env=dcmtk_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for part in parts
+    ]
+    errors = [sender.communicate()[1] for sender in senders]
     seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"storescu failed: {done.stderr[-400:]}")
+    for sender, err in zip(senders, errors, strict=True):
+        if sender.returncode != 0:
+            sys.exit(f"storescu failed: {err[-400:]}")
     return seconds
 
 
-def _storescp(out: Path, files: Path) -> float:
+def _split(folder: Path, parts: int) -> None:
+    """Deal the files of ``folder`` into ``parts`` sub-folders, one per sender."""
+    files = sorted(folder.glob("*.dcm"))
+    for k in range(parts):
+        (folder / f"p{k}").mkdir()
+    for i, path in enumerate(files):
+        path.rename(folder / f"p{i % parts}" / path.name)
+
+
+def _storescp(out: Path, files: Path, fork: bool) -> float:
     port = free_port()
     out.mkdir()
     scp = subprocess.Popen(
-        ["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
+        [
+            "storescp",
+            *(["--fork"] if fork else []),
+            "-aet",
+            "STORESCP",
+            "-od",
+            *(str(out), str(port)),
+        ],
         env=dcmtk_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -121,11 +144,18 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=500)
     parser.add_argument("--database-url", default="", help="default: SQLite in the temp dir")
     parser.add_argument("--rounds", type=int, default=2, help="best of N alternating rounds")
+    parser.add_argument(
+        "--senders",
+        type=int,
+        default=1,
+        help="parallel storescu; then storescp --fork and MEDSEG_RECEIVERS=N",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "send").mkdir()
         total_bytes = _make_files(root, args.instances)
+        _split(root / "send", args.senders)
         results = {}
 
         variants = {
@@ -135,15 +165,21 @@ def main() -> None:
         stored: dict[str, int] = {}
         # Alternating rounds, best of each: the machine's load changes between receivers less.
         for round_ in range(args.rounds):
-            seconds = _storescp(root / f"storescp{round_}", root / "send")
+            seconds = _storescp(root / f"storescp{round_}", root / "send", args.senders > 1)
             results["DCMTK storescp"] = min(seconds, results.get("DCMTK storescp", seconds))
+            receivers = {"MEDSEG_RECEIVERS": str(args.senders)} if args.senders > 1 else {}
             for i, (name, extra) in enumerate(variants.items()):
-                seconds, stored[name] = _medseg(root / f"medseg{i}-{round_}", args, extra)
+                workdir = root / f"medseg{i}-{round_}"
+                seconds, stored[name] = _medseg(workdir, args, {**extra, **receivers})
                 results[name] = min(seconds, results.get(name, seconds))
 
     reference = results["DCMTK storescp"]
     size_mb = total_bytes / 1e6
-    print(f"{args.instances} CT instances of 512x512, {size_mb:.0f} MB, storescu, TCP_NODELAY=1")
+    print(
+        f"{args.instances} CT instances of 512x512, {size_mb:.0f} MB, {args.senders} storescu "
+        "at once (TCP_NODELAY=1)"
+        + (f", storescp --fork, MEDSEG_RECEIVERS={args.senders}" if args.senders > 1 else "")
+    )
     for name, seconds in results.items():
         print(
             f"{name:<20} {seconds:6.2f} s  {args.instances / seconds:7.1f} inst/s  "

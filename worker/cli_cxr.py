@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
 Progress = Callable[[str, int, int], None]
 
@@ -51,3 +52,27 @@ def write_chest_xray_phantoms(args: argparse.Namespace) -> None:
     for seed in range(args.start, args.start + args.count):
         phantom = make_chest_xray(seed, opacities=int(seed % 3 == 0))
         write_cxr(phantom, args.out / f"cxr{seed:06d}.dcm")
+
+
+def evaluate_cxr(args: argparse.Namespace, device: str, progress: Progress) -> dict[str, Any]:
+    from worker.cxr.evaluate_data import evaluate_detector, evaluate_lungs
+
+    if args.task == "lung-cxr":
+        from worker.cxr.lung_train import DEFAULT_WEIGHTS
+
+        return evaluate_lungs(
+            args.data,
+            args.weights or DEFAULT_WEIGHTS,
+            device,
+            lambda i, n: progress("evaluate", i, n),
+        )
+    from worker.cxr.detector import DEFAULT_DETECTOR_WEIGHTS
+    from worker.settings import get_settings
+
+    return evaluate_detector(
+        args.data,
+        args.weights or DEFAULT_DETECTOR_WEIGHTS,
+        device,
+        get_settings().pneumonia_score_threshold,
+        lambda i, n: progress("evaluate", i, n),
+    )

@@ -59,7 +59,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     summary: dict[str, Any]
-    if args.task == "lung-ct":
+    if args.task in ("lung-cxr", "pneumonia"):
+        from worker.cli_cxr import evaluate_cxr
+        from worker.cxr.evaluate_data import format_summary as cxr_summary
+
+        summary = evaluate_cxr(args, device, _progress)
+        print("\n" + cxr_summary(summary))
+    elif args.task == "lung-ct":
         from worker.lung.ct_eval import evaluate as evaluate_lung_ct
         from worker.lung.ct_eval import format_summary as lung_summary
         from worker.models.lung_ct_unet import DEFAULT_WEIGHTS as LUNG_WEIGHTS
@@ -183,7 +189,9 @@ def add_model_commands(sub: Any) -> None:
     train.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a model on a held-out data folder")
-    evaluate.add_argument("task", choices=["fetal-head", "fetal-brain", "lung-ct"])
+    evaluate.add_argument(
+        "task", choices=["fetal-head", "fetal-brain", "lung-ct", "lung-cxr", "pneumonia"]
+    )
     evaluate.add_argument(
         "--data", type=Path, required=True, help="held-out folder, same layout as for train"
     )

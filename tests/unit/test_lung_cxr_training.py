@@ -5,6 +5,7 @@ detection metrics, and ``medseg train lung-cxr|pneumonia`` on tiny folders in th
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -170,3 +171,28 @@ def test_train_pneumonia_on_an_rsna_folder(tmp_path: Path) -> None:
     assert detector.metadata["train_images"] == 3 and detector.metadata["epochs"] == 1
     image = display_uint8(pydicom.dcmread(items[0].image).pixel_array, monochrome1=False)
     assert len(detector.detect([image])) == 1
+
+
+def test_evaluate_shipped_models_on_held_out_user_layouts(tmp_path: Path) -> None:
+    write_montgomery_layout(tmp_path / "m", range(900030, 900034))
+    code = main(
+        [
+            *("evaluate", "lung-cxr", "--data", str(tmp_path / "m"), "--device", "cpu"),
+            *("--json", str(tmp_path / "lungs.json")),
+        ]
+    )
+    assert code == 0
+    lungs = json.loads((tmp_path / "lungs.json").read_text())
+    assert lungs["images"] == 4
+    assert lungs["dice_mean"] > 0.95 and lungs["dice_per_side_mean"] > 0.95
+    write_rsna_layout(tmp_path / "r", range(900040, 900052))
+    code = main(
+        [
+            *("evaluate", "pneumonia", "--data", str(tmp_path / "r"), "--device", "cpu"),
+            *("--json", str(tmp_path / "det.json")),
+        ]
+    )
+    assert code == 0
+    det = json.loads((tmp_path / "det.json").read_text())
+    assert det["images"] == 12 and det["boxes"] == 8
+    assert det["ap50"] > 0.5 and det["recall_at_threshold"] > 0.5

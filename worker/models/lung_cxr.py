@@ -94,7 +94,7 @@ class LungCxrModel:
         left_on_right = _patient_left_on_image_right(series)
         rights, lefts = [], []
         for prob in self.unet.probabilities(images):
-            right, left = split_lungs(_two_largest(prob), patient_left_on_image_right=left_on_right)
+            right, left = split_lungs(two_largest(prob), patient_left_on_image_right=left_on_right)
             rights.append(right)
             lefts.append(left)
         if not (rights[0].any() and lefts[0].any()):
@@ -131,7 +131,7 @@ class LungCxrModel:
         )
 
 
-def _two_largest(prob: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+def two_largest(prob: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
     """Lung fields: the two largest components of the thresholded map, holes filled."""
     from scipy import ndimage
 

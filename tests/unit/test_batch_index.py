@@ -18,6 +18,7 @@ from db.session import make_engine, make_session_factory
 from dicom_gateway.indexer import IndexQueue, reconcile
 from dicom_gateway.records import instance_info
 from dicom_gateway.server import start_gateway
+from tests.conftest import need_tool
 from tests.factories import chest_series
 from worker.localstack import free_port, start_medseg, stop, storescu, wait_for_port
 from worker.settings import Settings
@@ -49,6 +50,7 @@ class _Publisher:
 def test_batched_rows_follow_the_files_and_the_series_completes_once(
     settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
+    need_tool("storescu")
     settings = settings.model_copy(update={"batch_index": True, "completion_poll_seconds": 0.3})
     publisher = _Publisher()
     server, monitor = start_gateway(settings, publish=publisher)
@@ -73,6 +75,7 @@ def test_batched_rows_follow_the_files_and_the_series_completes_once(
 
 
 def test_a_killed_gateway_loses_no_acknowledged_instance(tmp_path: Path) -> None:
+    need_tool("storescu")
     data = tmp_path / "data"
     url = f"sqlite:///{data / 'medseg.db'}"
     upgrade(url)

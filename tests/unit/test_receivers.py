@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from db.migrate import upgrade
 from db.models import Instance, Series
 from db.session import make_engine, make_session_factory
+from tests.conftest import need_tool
 from tests.factories import chest_series
 from worker.localstack import dcmtk_env, free_port, start_medseg, stop, wait_for_port
 
@@ -48,6 +49,7 @@ def _wait(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-
 def env(tmp_path: Path) -> dict[str, str]:
     if not Path("/proc/net/tcp").exists():
         pytest.skip("needs Linux /proc")
+    need_tool("storescu")
     data = tmp_path / "data"
     upgrade(f"sqlite:///{data / 'medseg.db'}")
     return {

@@ -26,7 +26,7 @@ from worker.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-MEDSEG_ROLES = ("prestart", "gateway", "worker-cpu", "worker-gpu")
+MEDSEG_ROLES = ("prestart", "gateway", "worker-cpu", "worker-gpu", "dashboard")
 # The oldest Kubernetes we claim to run on, and the newest the package knows.
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 

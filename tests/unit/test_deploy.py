@@ -294,3 +294,25 @@ def test_the_wheel_the_images_install_carries_weights_and_migrations(tmp_path: P
         assert f"worker/models/weights/{checkpoint}.json" in names
     assert any(n.startswith("db/migrations/versions/") for n in names)
     assert "db/migrations/script.py.mako" in names
+
+
+def test_the_gateway_image_runs_without_the_worker_extra() -> None:
+    # The gateway target installs [gateway,postgres] only: no torch, OpenCV or highdicom.
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'torchvision', 'cv2', 'highdicom'):\n"
+        "            raise ImportError('not in the gateway image: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from worker.cli import main\n"
+        "import dicom_gateway.server, worker.prestart, worker.echo, worker.celery_app\n"
+        "from worker.registry import all_specs\n"
+        "assert all_specs()\n"
+        "sys.exit(main(['models']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "fetal-head-unet" in done.stdout

@@ -20,6 +20,7 @@ from dicom_gateway import statuses
 from dicom_gateway.server import start_gateway
 from tests.factories import chest_series, file_with_meta, minimal_image
 from worker.localstack import free_port
+from worker.routing import SeriesTags, route
 from worker.settings import Settings
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -114,10 +115,12 @@ def test_series_is_stored_recorded_completed_and_enqueued_once(
         series = session.scalars(select(Series)).one()
         jobs = session.scalars(select(Job)).all()
     assert series.status is SeriesStatus.COMPLETE
+    expected = route(SeriesTags.of(modality="CT", body_part_examined="CHEST"))
+    assert expected is not None
     assert [(j.model_name, j.queue, j.state) for j in jobs] == [
-        ("lung-ct-threshold", "cpu", JobState.QUEUED)
+        (expected.name, expected.queue, JobState.QUEUED)
     ]
-    assert publisher.sent == [(jobs[0].id, "cpu")]
+    assert publisher.sent == [(jobs[0].id, expected.queue)]
     assert jobs[0].enqueued_at is not None
 
 

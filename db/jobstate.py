@@ -49,3 +49,12 @@ def transition(job: Job, new_state: JobState, *, error: str | None = None) -> No
         job.finished_at = now
     job.error = error
     job.state = new_state
+
+
+def give_back(job: Job, reason: str) -> None:
+    """A RUNNING job whose run was lost: back to QUEUED for the outbox, or QUARANTINED when
+    its attempts are used up; the reason is kept either way."""
+    if job.attempts >= job.max_attempts:
+        transition(job, JobState.QUARANTINED, error=reason)
+    else:
+        transition(job, JobState.QUEUED, error=reason)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.jobstate import transition
+from db.jobstate import give_back
 from db.models import Job, JobState, utcnow
 
 logger = logging.getLogger(__name__)
@@ -42,10 +42,7 @@ def sweep(
             .with_for_update(skip_locked=True)
         ):
             reason = f"worker lost: running since {job.started_at} (attempt {job.attempts})"
-            if job.attempts >= job.max_attempts:
-                transition(job, JobState.QUARANTINED, error=reason)
-            else:
-                transition(job, JobState.QUEUED, error=reason)
+            give_back(job, reason)
             logger.warning("job %s: %s -> %s", job.id, reason, job.state.value)
             stale.append(job.id)
         for job in session.scalars(

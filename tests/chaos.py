@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, Job, JobState, Result, Series
 from db.session import make_engine, make_session_factory
-from worker.localstack import dcmtk_env, free_port, wait_for_port
+from worker.localstack import dcmtk_env, free_port, start_redis, wait_for_port
 from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
 
 logger = logging.getLogger(__name__)
@@ -78,28 +78,7 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed")
-        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port, process=self.process)
+        _, self.process = start_redis(self.workdir, self.port)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -37,17 +37,18 @@ def wait_for_port(
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
 
 
-def start_redis(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    """A private, disk-less redis-server on a free port; returns (broker URL, process)."""
+def start_redis(workdir: Path, port: int | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    """A private, disk-less redis-server on ``port`` (default: a free one); returns
+    (broker URL, process)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
             "no broker configured and redis-server is not installed: "
             "set MEDSEG_BROKER_URL or install redis-server (apt-get install -y redis-server)"
         )
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    log = open(workdir / "redis.log", "wb")  # noqa: SIM115 - owned by the child process
+    log = open(workdir / "redis.log", "ab")  # noqa: SIM115 - owned by the child process
     process = subprocess.Popen(
         [
             binary,

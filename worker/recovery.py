@@ -14,7 +14,7 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.jobstate import transition
+from db.jobstate import give_back
 from db.models import Job, JobState
 
 logger = logging.getLogger(__name__)
@@ -30,10 +30,7 @@ def requeue_orphans(session_factory: sessionmaker[Session], worker: str) -> list
             .with_for_update(skip_locked=True)
         ):
             reason = f"worker {worker} restarted while running attempt {job.attempts}"
-            if job.attempts >= job.max_attempts:
-                transition(job, JobState.QUARANTINED, error=reason)
-            else:
-                transition(job, JobState.QUEUED, error=reason)
+            give_back(job, reason)
             logger.warning("job %s: %s -> %s", job.id, reason, job.state.value)
             handled.append(job.id)
     return handled

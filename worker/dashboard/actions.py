@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import quote
 
@@ -59,6 +60,23 @@ def logout(request: Request, csrf: Csrf) -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
+_DONE = {"retried": "queued again"}  # what the operator reads after a successful action
+
+
+def _on_job(
+    request: Request, user: str, job_id: int, *, back: str, act: Callable[[], object], verb: str
+) -> Response:
+    """Run one job action; the outcome is flashed, the operator sent back where they were."""
+    try:
+        act()
+    except operations.OperationError as exc:
+        request.session["flash"] = f"not {verb}: {exc}"
+    else:
+        request.session["flash"] = f"job {job_id} {_DONE.get(verb, verb)}"
+        logger.info("dashboard: %s %s job %s", user, verb, job_id)
+    return RedirectResponse(deps.safe_next(back, "/failures"), status_code=303)
+
+
 @router.post("/jobs/{job_id}/retry")
 def retry(
     request: Request,
@@ -70,14 +88,14 @@ def retry(
     back: Annotated[str, Form()] = "/failures",
 ) -> Response:
     _check_csrf(request, csrf)
-    try:
-        operations.retry(factory, [job_id])
-    except operations.OperationError as exc:
-        request.session["flash"] = f"not retried: {exc}"
-    else:
-        request.session["flash"] = f"job {job_id} queued again"
-        logger.info("dashboard: %s retried job %s", user, job_id)
-    return RedirectResponse(deps.safe_next(back, "/failures"), status_code=303)
+    return _on_job(
+        request,
+        user,
+        job_id,
+        back=back,
+        act=lambda: operations.retry(factory, [job_id]),
+        verb="retried",
+    )
 
 
 @router.post("/failures/retry-all")
@@ -100,14 +118,14 @@ def cancel(
     back: Annotated[str, Form()] = "/failures",
 ) -> Response:
     _check_csrf(request, csrf)
-    try:
-        operations.cancel(factory, job_id)
-    except operations.OperationError as exc:
-        request.session["flash"] = f"not cancelled: {exc}"
-    else:
-        request.session["flash"] = f"job {job_id} cancelled"
-        logger.info("dashboard: %s cancelled job %s", user, job_id)
-    return RedirectResponse(deps.safe_next(back, "/failures"), status_code=303)
+    return _on_job(
+        request,
+        user,
+        job_id,
+        back=back,
+        act=lambda: operations.cancel(factory, job_id),
+        verb="cancelled",
+    )
 
 
 @router.post("/rerun")

@@ -18,7 +18,12 @@ import numpy.typing as npt
 from pydicom.uid import CTImageStorage, generate_uid
 
 from worker.loading import VolumeGeometry
-from worker.phantoms.dicom_base import phantom_dataset, set_mono16_pixels, set_plane
+from worker.phantoms.dicom_base import (
+    phantom_dataset,
+    set_ct_image,
+    set_mono16_pixels,
+    set_plane,
+)
 
 PYRADIOMICS_CASES = ("lung1", "lung2")
 _INTERCEPT = -1024  # stored value 0 is -1024 HU, as most scanners write it
@@ -109,19 +114,14 @@ def write_ct_series(
         ds.BitsStored = 12 if int(plane.max()) < 4096 else 16
         ds.HighBit = ds.BitsStored - 1
         ds.Manufacturer = "medseg (converted from NRRD)"
-        ds.AcquisitionNumber = 1
-        ds.Modality = "CT"
-        ds.BodyPartExamined = body_part
-        ds.SeriesDescription = series_description
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.PatientPosition = "HFS"
-        ds.KVP = ""
-        ds.SliceLocation = f"{float(position @ geometry.normal):.3f}"
-        ds.RescaleIntercept = str(_INTERCEPT)
-        ds.RescaleSlope = "1"
-        ds.RescaleType = "HU"
-        ds.WindowCenter = "-600"
-        ds.WindowWidth = "1500"
+        set_ct_image(
+            ds,
+            body_part=body_part,
+            series_description=series_description,
+            slice_location=float(position @ geometry.normal),
+            rescale_intercept=_INTERCEPT,
+            kvp="",
+        )
         path = out_dir / f"CT{k + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

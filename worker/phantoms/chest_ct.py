@@ -13,7 +13,12 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.uid import CTImageStorage, generate_uid
 
-from worker.phantoms.dicom_base import phantom_dataset, set_mono16_pixels, set_plane
+from worker.phantoms.dicom_base import (
+    phantom_dataset,
+    set_ct_image,
+    set_mono16_pixels,
+    set_plane,
+)
 
 Mask = npt.NDArray[np.bool_]
 
@@ -146,19 +151,14 @@ def write_chest_series(
             position=(x0, y0, z),
         )
         set_mono16_pixels(ds, plane, signed=True)
-        ds.AcquisitionNumber = 1
-        ds.Modality = "CT"
-        ds.BodyPartExamined = body_part
-        ds.SeriesDescription = series_description
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.PatientPosition = "HFS"
-        ds.KVP = "120"
-        ds.SliceLocation = f"{z:.3f}"
-        ds.RescaleIntercept = "0"
-        ds.RescaleSlope = "1"
-        ds.RescaleType = "HU"
-        ds.WindowCenter = "-600"
-        ds.WindowWidth = "1500"
+        set_ct_image(
+            ds,
+            body_part=body_part,
+            series_description=series_description,
+            slice_location=z,
+            rescale_intercept=0,
+            kvp="120",
+        )
         path = out_dir / f"CT{k + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

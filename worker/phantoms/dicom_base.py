@@ -78,3 +78,28 @@ def set_mono16_pixels(ds: Dataset, plane: npt.NDArray[np.integer[Any]], *, signe
     ds.HighBit = 15
     ds.PixelRepresentation = int(signed)
     ds.PixelData = np.ascontiguousarray(plane, dtype="<i2" if signed else "<u2").tobytes()
+
+
+def set_ct_image(
+    ds: Dataset,
+    *,
+    body_part: str,
+    series_description: str,
+    slice_location: float,
+    rescale_intercept: float,
+    kvp: str,
+) -> None:
+    """The CT Image attributes of an axial chest slice in HU (lung window)."""
+    ds.AcquisitionNumber = 1
+    ds.Modality = "CT"
+    ds.BodyPartExamined = body_part
+    ds.SeriesDescription = series_description
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.PatientPosition = "HFS"
+    ds.KVP = kvp
+    ds.SliceLocation = f"{slice_location:.3f}"
+    ds.RescaleIntercept = f"{rescale_intercept:g}"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.WindowCenter = "-600"
+    ds.WindowWidth = "1500"

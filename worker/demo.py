@@ -19,6 +19,8 @@ from db.models import Job, Series, SeriesStatus
 from db.session import make_engine, make_session_factory
 from worker.localstack import free_port, start_medseg, start_redis, stop, storescu, wait_for_port
 from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
+from worker.phantoms.chest_xray import make_chest_xray
+from worker.phantoms.cr_dicom import write_cxr
 from worker.phantoms.fetal_mri import make_fetal_brain_stack
 from worker.phantoms.mr_dicom import write_mr_stack
 from worker.phantoms.us_dicom import write_us_phantom
@@ -28,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 def _write_samples(folder: Path, count: int) -> int:
-    """Chest CT series, obstetric US studies (one cine) and a fetal brain MR stack; returns
-    the number of series."""
+    """Chest CT series, obstetric US studies (one cine), a fetal brain MR stack and a chest
+    radiograph with an opacity; returns the number of series."""
     for i in range(count):
         phantom = make_chest_phantom(seed=100 + i, slices=36 + 6 * i)
         write_chest_series(phantom, folder / f"ct{i + 1}", patient_id=f"DEMO-CT-{i + 1:04d}")
@@ -42,7 +44,10 @@ def _write_samples(folder: Path, count: int) -> int:
         )
     stack = make_fetal_brain_stack(830000, plane="COR")
     write_mr_stack(stack, folder / "mr1", patient_id="DEMO-MR-0001")
-    return 2 * count + 1
+    write_cxr(
+        make_chest_xray(5, opacities=1), folder / "cr1" / "CR0001.dcm", patient_id="DEMO-CR-0001"
+    )
+    return 2 * count + 2
 
 
 def _send(folder: Path, port: int, ae_title: str) -> None:

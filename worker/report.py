@@ -34,11 +34,11 @@ def print_results(session_factory: sessionmaker[Session], out: TextIO) -> None:
             jobs: list[Job | None] = list(series.jobs) or [None]
             for job in jobs:
                 measures = ""
-                outputs: list[str] = []
+                outputs: list[tuple[str, str]] = []
                 if job is not None and job.results:
                     result = job.results[-1]
                     measures = ", ".join(f"{m.key}={m.value:.1f}" for m in result.measurements)
-                    outputs = [o.path for o in result.outputs]
+                    outputs = [(o.kind, o.path) for o in result.outputs]
                 elif job is not None and job.error:
                     measures = f"error: {job.error}"
                 print(
@@ -48,8 +48,8 @@ def print_results(session_factory: sessionmaker[Session], out: TextIO) -> None:
                     f"{job.attempts if job else 0:>3}  {measures}",
                     file=out,
                 )
-                for path in outputs:
-                    print(f"{'':<22} SEG: {path}", file=out)
+                for kind, path in outputs:
+                    print(f"{'':<22} {kind.upper() + ':':<5} {path}", file=out)
 
 
 def load_study(

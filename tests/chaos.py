@@ -45,6 +45,7 @@ class ChaosConfig:
     pause_between_series_s: float = 0.5  # modalities send over time, not all at once
     settle_timeout_s: float = 240.0
     worker_concurrency: int = 1
+    extra_env: tuple[tuple[str, str], ...] = ()  # e.g. (('MEDSEG_BATCH_INDEX', 'true'),)
 
 
 @dataclass
@@ -228,6 +229,7 @@ class Chaos:
             "MEDSEG_MODEL_TIME_LIMITS": json.dumps(limits),
             "MEDSEG_REQUEUE_AFTER_SECONDS": "8",  # Redis restarts lose queued messages
             "MEDSEG_SWEEP_INTERVAL_SECONDS": "2",
+            **dict(self.config.extra_env),
         }
 
     def _event(self, what: str) -> None:

@@ -124,3 +124,15 @@ def storescu(
         timeout=600,
         check=False,
     )
+
+
+def echoscu(port: int, called_ae: str = "MEDSEG") -> subprocess.CompletedProcess[str]:
+    """DCMTK's echoscu against 127.0.0.1:``port``."""
+    return subprocess.run(
+        ["echoscu", "-aec", called_ae, "127.0.0.1", str(port)],
+        env=dcmtk_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )

@@ -23,7 +23,14 @@ from db.models import Delivery, DeliveryState, Instance, Job, JobState, Result, 
 from db.session import make_engine, make_session_factory
 from tests.conftest import dciodvfy_errors, need_tool
 from tests.factories import chest_phantom, chest_series
-from worker.localstack import dcmtk_env, free_port, start_medseg, stop, storescu, wait_for_port
+from worker.localstack import (
+    echoscu,
+    free_port,
+    start_medseg,
+    stop,
+    storescu,
+    wait_for_port,
+)
 from worker.phantoms.chest_ct import phantom_volume_ml
 
 pytestmark = pytest.mark.integration
@@ -144,14 +151,7 @@ def _wait_terminal(stack: Stack, series_uids: set[str], timeout: float = 120.0) 
 
 def test_echoscu_verifies_the_gateway(stack: Stack) -> None:
     need_tool("echoscu")
-    done = subprocess.run(
-        ["echoscu", "-aec", "MEDSEG", "127.0.0.1", str(stack.port)],
-        env=dcmtk_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = echoscu(stack.port)
     assert done.returncode == 0, done.stderr
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ from dicom_gateway.access import HostAllowlist, parse_networks
 from dicom_gateway.server import start_gateway
 from tests.conftest import need_tool
 from tests.unit.test_gateway_store import RecordingPublisher
-from worker.localstack import dcmtk_env, free_port
+from worker.localstack import echoscu, free_port
 from worker.settings import Settings
 
 
@@ -87,13 +86,6 @@ def test_a_source_inside_the_allowlist_is_served(
 def test_echoscu_reports_the_rejection(gateway_for: Callable[[list[str]], Settings]) -> None:
     need_tool("echoscu")
     settings = gateway_for(["192.0.2.0/24"])
-    done = subprocess.run(
-        ["echoscu", "-aec", "MEDSEG", "127.0.0.1", str(settings.port)],
-        env=dcmtk_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = echoscu(settings.port)
     assert done.returncode != 0
     assert "Rejected" in done.stderr + done.stdout, done.stderr

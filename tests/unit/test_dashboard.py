@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from tests.dashboard_data import Filled, fill
 from worker.dashboard.app import DashboardConfigError, create_app
 from worker.dashboard.auth import PasswordHashError, check_hash_format, hash_password
 from worker.dashboard.overlay import PALETTE_BGR
+from worker.dashboard.throttle import LoginThrottle
 from worker.settings import Settings
 
 PASSWORD = "correct horse battery"
@@ -110,6 +112,38 @@ def test_wrong_password_or_user_is_refused(client: TestClient) -> None:
     assert client.get("/").status_code == 303
     assert _login(client) == 303
     assert client.get("/").status_code == 200
+
+
+def test_repeated_failed_logins_lock_the_address_out(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(5):
+        assert _login(client, password="guess") == 401
+    with caplog.at_level(logging.WARNING, logger="worker.dashboard.actions"):
+        assert _login(client) == 429  # even the right password is not checked now
+    assert "locked out" in caplog.text
+    page = client.get("/login")
+    response = client.post(
+        "/login", data={"username": "operator", "password": PASSWORD, "csrf": _csrf(page.text)}
+    )
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
+    assert "too many failed logins" in response.text
+
+
+def test_the_lockout_ends_and_a_success_clears_the_count() -> None:
+    now = [0.0]
+    throttle = LoginThrottle(max_failures=3, window_s=60, lockout_s=120, clock=lambda: now[0])
+    assert not throttle.failed("10.0.0.1") and not throttle.failed("10.0.0.1")
+    throttle.succeeded("10.0.0.1")  # the count starts again
+    assert not throttle.failed("10.0.0.1") and not throttle.failed("10.0.0.1")
+    assert throttle.failed("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1") == 120 and throttle.retry_after("10.0.0.2") == 0
+    now[0] = 121
+    assert throttle.retry_after("10.0.0.1") == 0
+    now[0] = 500  # failures older than the window do not count
+    assert not throttle.failed("10.0.0.1")
+    now[0] = 600
+    assert not throttle.failed("10.0.0.1") and not throttle.failed("10.0.0.1")
 
 
 def test_posts_without_the_session_csrf_token_are_refused(client: TestClient, world: World) -> None:

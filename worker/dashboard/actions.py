@@ -15,6 +15,7 @@ from db.models import utcnow
 from worker import operations
 from worker.dashboard import deps
 from worker.dashboard.auth import check_user, csrf_ok
+from worker.dashboard.throttle import LoginThrottle
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,27 @@ def login(
 ) -> Response:
     _check_csrf(request, csrf)
     client = request.client.host if request.client else "?"
+    throttle: LoginThrottle = request.app.state.login_throttle
+    wait = throttle.retry_after(client)
+    if wait > 0:
+        logger.warning("dashboard: login from %s refused unchecked (locked out)", client)
+        response = deps.page(
+            request,
+            "login.html",
+            status_code=429,
+            error=f"too many failed logins: try again in {wait:.0f} s",
+        )
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
     if not check_user(
         username, password, settings.dashboard_user, settings.dashboard_password_hash
     ):
-        logger.warning("dashboard: login refused from %s", client)
+        locked = throttle.failed(client)
+        logger.warning(
+            "dashboard: login refused from %s%s", client, " (now locked out)" if locked else ""
+        )
         return deps.page(request, "login.html", status_code=401, error="wrong user or password")
+    throttle.succeeded(client)
     request.session.clear()  # a fresh CSRF token for the logged-in session
     request.session["user"] = settings.dashboard_user
     logger.info("dashboard: %s logged in from %s", settings.dashboard_user, client)

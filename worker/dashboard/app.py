@@ -15,6 +15,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.middleware.sessions import SessionMiddleware
 
 from worker.dashboard.auth import check_hash_format
+from worker.dashboard.throttle import LoginThrottle
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.redis = redis_client
     app.state.celery = celery_app
+    app.state.login_throttle = LoginThrottle()
     app.add_middleware(BaseHTTPMiddleware, dispatch=_security_headers)
     app.add_middleware(
         SessionMiddleware,

@@ -2,10 +2,12 @@
 
 CT and MR: the middle slice of the series (or, when no mask touches it, the slice with the
 largest mask). Ultrasound: the frame the SEG was made on (the measured frame of a cine).
+Radiographs: the image, with the detection boxes of report.json (pneumonia findings).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -38,11 +40,34 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 SourceKey = tuple[str, int | None]  # (SOP Instance UID, 1-based frame number or None)
 
 
+#: Colour (BGR) of detection boxes (pneumonia findings): red, apart from the contours.
+BOX_BGR = (0, 0, 255)
+
+Box = tuple[str, float, tuple[float, float, float, float]]  # label, score, (x0, y0, x1, y1)
+
+
 @dataclass
 class _Job:
     seg_path: Path
     instances: list[tuple[str, Path, int | None]]  # (uid, path, instance number)
     measurements: list[str]
+    report_path: Path | None = None
+
+
+def read_findings(report_path: Path | None) -> list[Box]:
+    """The ``findings`` of a job's report.json; none when it is missing or unreadable."""
+    if report_path is None or not report_path.is_file():
+        return []
+    try:
+        findings = json.loads(report_path.read_text()).get("findings", [])
+        boxes: list[Box] = []
+        for f in findings:
+            x0, y0, x1, y1 = (float(v) for v in f["box_px"][:4])
+            boxes.append((str(f["label"]), float(f["score"]), (x0, y0, x1, y1)))
+        return boxes
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        logger.warning("report %s: findings unreadable (%s)", report_path, exc)
+        return []
 
 
 @dataclass
@@ -70,12 +95,14 @@ def _load_job(session_factory: sessionmaker[Session], job_id: int) -> _Job | Non
         seg = next((o for o in result.outputs if o.kind == "seg"), None)
         if seg is None:
             return None
+        report = next((o for o in result.outputs if o.kind == "json"), None)
         return _Job(
             seg_path=Path(seg.path),
             instances=[
                 (i.sop_instance_uid, Path(i.path), i.instance_number) for i in job.series.instances
             ],
             measurements=[f"{m.label}: {m.value:.1f} {m.unit}" for m in result.measurements],
+            report_path=Path(report.path) if report is not None else None,
         )
 
 
@@ -171,9 +198,12 @@ def draw_overlay(
     masks: dict[int, npt.NDArray[np.uint8]],
     labels: dict[int, str],
     lines: list[str],
+    *,
     max_side: int = 512,
+    boxes: list[Box] | None = None,
 ) -> npt.NDArray[np.uint8]:
-    """Scale ``image`` (BGR) to ``max_side``, draw each mask's contour and the text lines."""
+    """Scale ``image`` (BGR) to ``max_side``, draw each mask's contour, the detection boxes
+    (source pixel coordinates) with label and score, and the text lines."""
     rows, columns = image.shape[:2]
     scale = max_side / max(rows, columns)
     size = (max(1, round(columns * scale)), max(1, round(rows * scale)))
@@ -183,6 +213,12 @@ def draw_overlay(
         contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         color = PALETTE_BGR[(number - 1) % len(PALETTE_BGR)]
         cv2.drawContours(canvas, contours, -1, color, 2, cv2.LINE_AA)
+    for label, score, (x0, y0, x1, y1) in boxes or []:
+        top_left = (round(x0 * scale), round(y0 * scale))
+        cv2.rectangle(canvas, top_left, (round(x1 * scale), round(y1 * scale)), BOX_BGR, 2)
+        caption = f"{label} {score:.2f}"
+        origin = (top_left[0], max(12, top_left[1] - 4))
+        cv2.putText(canvas, caption, origin, _FONT, 0.45, BOX_BGR, 1, cv2.LINE_AA)
     legend = [
         (labels.get(n, f"segment {n}"), PALETTE_BGR[(n - 1) % len(PALETTE_BGR)])
         for n in sorted(masks)
@@ -211,7 +247,10 @@ def render_job_overlay(
         ordered = sorted(job.instances, key=lambda i: (i[2] is None, i[2] or 0, i[0]))
         index = next((n for n, i in enumerate(ordered) if i[0] == uid), 0)
         lines.append(f"slice {index + 1}/{len(ordered)}")
-    canvas = draw_overlay(image, seg.masks.get((uid, frame), {}), seg.labels, lines, max_side)
+    # Findings name no image: drawn where the series is that one image (a radiograph).
+    boxes = read_findings(job.report_path) if len(job.instances) == 1 else []
+    masks = seg.masks.get((uid, frame), {})
+    canvas = draw_overlay(image, masks, seg.labels, lines, max_side=max_side, boxes=boxes)
     ok, encoded = cv2.imencode(".png", canvas)
     if not ok:
         raise RuntimeError("PNG encoding failed")

@@ -7,8 +7,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,16 @@ def need_tool(name: str) -> str:
     need(f"{name} (make system-deps / make venv installs it)", path is not None)
     assert path is not None
     return path
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> None:
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout} s")
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+from functools import partial
 from pathlib import Path
 
 import pydicom
@@ -18,7 +18,7 @@ from db.session import make_engine, make_session_factory
 from dicom_gateway.indexer import IndexQueue, reconcile
 from dicom_gateway.records import instance_info
 from dicom_gateway.server import start_gateway
-from tests.conftest import need_tool
+from tests.conftest import need_tool, wait_until
 from tests.factories import chest_series
 from worker.localstack import free_port, start_medseg, stop, storescu, wait_for_port
 from worker.settings import Settings
@@ -29,13 +29,7 @@ def _count(session_factory: sessionmaker[Session], what: type) -> int:
         return int(session.scalar(select(func.count()).select_from(what)) or 0)
 
 
-def _wait(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+_wait = partial(wait_until, timeout=20.0)
 
 
 class _Publisher:

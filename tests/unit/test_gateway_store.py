@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Instance, Job, JobState, Series, SeriesStatus, Study
 from dicom_gateway import statuses
 from dicom_gateway.server import start_gateway
+from tests.conftest import wait_until
 from tests.factories import chest_series, file_with_meta, minimal_image
 from worker.localstack import free_port
 from worker.routing import SeriesTags, route
@@ -66,13 +68,7 @@ def _associate(settings: Settings, contexts: list | None = None):  # type: ignor
     return assoc
 
 
-def _wait(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+_wait = partial(wait_until, timeout=10.0)
 
 
 def test_echo(gateway: Settings) -> None:

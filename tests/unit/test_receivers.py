@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from db.migrate import upgrade
 from db.models import Instance, Series
 from db.session import make_engine, make_session_factory
-from tests.conftest import need_tool
+from tests.conftest import need_tool, wait_until
 from tests.factories import chest_series
 from worker.localstack import dcmtk_env, free_port, start_medseg, stop, wait_for_port
 
@@ -36,13 +36,7 @@ def _listeners(port: int) -> int:
     return count
 
 
-def _wait(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+_wait = partial(wait_until, timeout=30.0)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, Job, JobState, Result, Series
 from db.session import make_engine, make_session_factory
-from worker.localstack import dcmtk_env, free_port, start_redis, wait_for_port
+from worker.localstack import dcmtk_env, free_port, start_medseg, start_redis, wait_for_port
 from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
 
 logger = logging.getLogger(__name__)
@@ -152,14 +152,7 @@ class Role:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = open(self.log, "ab")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", *self.args],
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.process = start_medseg(self.args, self.env, self.log, append=True, new_session=True)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

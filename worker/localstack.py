@@ -71,16 +71,23 @@ def start_redis(workdir: Path, port: int | None = None) -> tuple[str, subprocess
 
 
 def start_medseg(
-    args: list[str], env: Mapping[str, str], log_path: Path
+    args: list[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    append: bool = False,
+    new_session: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Run ``medseg ARGS`` as a child process with ``env`` added, logging to ``log_path``."""
+    """Run ``medseg ARGS`` as a child process with ``env`` added, logging to ``log_path``
+    (appended to when ``append``); ``new_session`` puts it in a process group of its own."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "wb")  # noqa: SIM115 - owned by the child process
+    log = open(log_path, "ab" if append else "wb")  # noqa: SIM115 - owned by the child process
     return subprocess.Popen(
         [sys.executable, "-m", "worker.cli", *args],
         env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=new_session,
     )
 
 

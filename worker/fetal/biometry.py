@@ -114,12 +114,24 @@ def ellipse_mask(
     """
     rows, cols = shape
     cx, cy, a, b, angle = ellipse
-    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
+    inside: npt.NDArray[np.bool_] = np.zeros(shape, dtype=bool)
+    # Only the pixels of the circumscribed circle's bounding box (plus a margin) can be
+    # inside; each of them is computed exactly as over the whole grid.
+    radius = max(abs(a), abs(b))
+    r0, r1, c0, c1 = 0, rows, 0, cols
+    if all(math.isfinite(v) for v in (cx, cy, radius)) and min(spacing_mm) > 0:
+        r0 = max(0, math.floor((cy - radius) / spacing_mm[0]) - 2)
+        r1 = min(rows, math.ceil((cy + radius) / spacing_mm[0]) + 3)
+        c0 = max(0, math.floor((cx - radius) / spacing_mm[1]) - 2)
+        c1 = min(cols, math.ceil((cx + radius) / spacing_mm[1]) + 3)
+    if r0 >= r1 or c0 >= c1:
+        return inside
+    yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float64)
     xx *= spacing_mm[1]
     yy *= spacing_mm[0]
     t = math.radians(angle)
     dx, dy = xx - cx, yy - cy
     u = dx * math.cos(t) + dy * math.sin(t)
     v = -dx * math.sin(t) + dy * math.cos(t)
-    inside: npt.NDArray[np.bool_] = (u / a) ** 2 + (v / b) ** 2 <= 1.0
+    inside[r0:r1, c0:c1] = (u / a) ** 2 + (v / b) ** 2 <= 1.0
     return inside

@@ -35,14 +35,36 @@ def preprocess(image: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArr
 def clean_mask(
     probability: npt.NDArray[np.float32], threshold: float = 0.5
 ) -> npt.NDArray[np.bool_]:
-    """Largest connected component with holes filled (seed 001, chapter 5)."""
+    """Largest connected component with holes filled (seed 001, chapter 5).
+
+    The holes are filled inside the component's bounding box only (padded by one pixel):
+    every pixel outside the box is background that reaches the image border in a straight
+    line, so the result is exactly ``binary_fill_holes`` on the whole image, at a fraction
+    of the cost.
+    """
     mask = probability >= threshold
     labels, count = ndimage.label(mask)
     if count == 0:
         return mask
-    sizes = np.bincount(labels.ravel())[1:]
-    largest = labels == (int(np.argmax(sizes)) + 1)
-    filled: npt.NDArray[np.bool_] = ndimage.binary_fill_holes(largest)
+    number = 1 if count == 1 else int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    box = ndimage.find_objects(labels, max_label=number)[number - 1]
+    assert box is not None  # the component has pixels
+    crop = np.pad(labels[box] == number, 1)
+    filled = np.zeros_like(mask)
+    filled[box] = fill_holes(crop)[1:-1, 1:-1]
+    return filled
+
+
+def fill_holes(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """``ndimage.binary_fill_holes`` (default 4-connectivity) by one labelling pass: a hole
+    is a background component that touches no edge of the array."""
+    background, _ = ndimage.label(~mask)
+    edges = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    outside = np.zeros(int(background.max()) + 1, dtype=bool)
+    outside[edges] = True
+    outside[0] = True  # label 0: the mask itself
+    holes = ~outside[background]
+    filled: npt.NDArray[np.bool_] = mask | holes
     return filled
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import highdicom as hd
 from pydicom import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
 
 from worker import __version__
@@ -104,8 +105,10 @@ def _segment_group(
 
 def build_sr(
     series: LoadedSeries, output: ModelOutput, spec: ModelSpec, seg: hd.seg.Segmentation
-) -> hd.sr.Comprehensive3DSR | None:
-    """The TID 1500 report, or None when the output has no coded measurement nor finding."""
+) -> Dataset | None:
+    """The TID 1500 report (a Comprehensive 3D SR dataset; read it back with
+    ``hd.sr.srread`` for the content tree), or None when the output has no coded measurement
+    nor finding. The content tree is built and checked by highdicom's templates."""
     coded = [m for m in output.measurements if m.concept is not None and m.unit in UCUM]
     if not coded and not output.findings:
         return None
@@ -143,10 +146,29 @@ def build_sr(
         imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport,
     )
+    root = report[0]
+    _drop_segment_number_beside_frame(root.ContentSequence)
     evidence: list[Dataset] = [*series.datasets, seg]
+    _require_evidence(root, evidence)
+    document = _document(evidence, spec)
+    for tag, element in root.items():
+        document[tag] = element
+    return document
+
+
+def _document(evidence: Sequence[Dataset], spec: ModelSpec) -> Dataset:
+    """The SR document around an empty root container, by highdicom: patient, study, series,
+    equipment and the evidence sequence, which depend on ``evidence`` only.
+
+    The caller puts the real root's content in. highdicom's constructor deep-copies and
+    re-parses the whole content tree it is given (about 70 % of the SR's cost); with an
+    empty root that work is nil and the written document is the same.
+    """
+    placeholder = hd.sr.ContainerContentItem(name=codes.DCM.ImagingMeasurementReport)
+    placeholder.ContentSequence = DicomSequence()
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
-        content=report[0],
+        content=placeholder,
         series_instance_uid=hd.UID(),
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=hd.UID(),
@@ -156,8 +178,23 @@ def build_sr(
         series_description=f"medseg {spec.name} measurements"[:64],
         software_versions=f"medseg {__version__}",
     )
-    _drop_segment_number_beside_frame(sr.ContentSequence)
-    return sr
+    document = Dataset(sr)  # the same elements, without the stale parsed content tree
+    document.file_meta = sr.file_meta
+    return document
+
+
+def _require_evidence(root: Dataset, evidence: Sequence[Dataset]) -> None:
+    """Every instance the content references is in ``evidence`` (highdicom checks this when
+    it parses the tree; here one plain walk does)."""
+    known = {str(ds.SOPInstanceUID) for ds in evidence}
+    pending = list(root.ContentSequence)
+    while pending:
+        item = pending.pop()
+        for ref in item.get("ReferencedSOPSequence", []):
+            uid = str(ref.ReferencedSOPInstanceUID)
+            if uid not in known:
+                raise ValueError(f"SR content references {uid}, which is not in its evidence")
+        pending.extend(item.get("ContentSequence", []))
 
 
 def _drop_segment_number_beside_frame(items: Sequence[Dataset]) -> None:
@@ -172,7 +209,7 @@ def _drop_segment_number_beside_frame(items: Sequence[Dataset]) -> None:
 
 def write_sr(
     series: LoadedSeries, output: ModelOutput, spec: ModelSpec, seg: hd.seg.Segmentation, path: Path
-) -> hd.sr.Comprehensive3DSR | None:
+) -> Dataset | None:
     sr = build_sr(series, output, spec, seg)
     if sr is not None:
         save_atomic(sr, path)

@@ -66,7 +66,7 @@ def _send(folder: Path, port: int, called: str) -> float:
     seconds = time.perf_counter() - start
     for sender, err in zip(senders, errors, strict=True):
         if sender.returncode != 0:
-            sys.exit(f"storescu failed: {err[-400:]}")
+            raise RuntimeError(f"storescu failed: {err[-400:]}")
     return seconds
 
 
@@ -124,7 +124,12 @@ def _medseg(workdir: Path, args: argparse.Namespace, extra: dict[str, str]) -> t
     )
     gateway = start_medseg(["--log-level", "WARNING", "gateway"], env, workdir / "gateway.log")
     wait_for_port(port, process=gateway)
-    seconds = _send(workdir.parent / "send", port, "MEDSEG")
+    try:
+        seconds = _send(workdir.parent / "send", port, "MEDSEG")
+    except RuntimeError as exc:
+        stop(gateway)
+        log = (workdir / "gateway.log").read_text(errors="replace")[-3000:]
+        sys.exit(f"{exc}\ngateway ({extra}) log:\n{log}")
     stop(gateway)  # SIGTERM: a batched gateway writes its last rows before exiting
     url = args.database_url or f"sqlite:///{workdir / 'medseg.db'}"
     engine = make_engine(url)
@@ -159,8 +164,13 @@ def main() -> None:
         results = {}
 
         variants = {
+            "medseg, pynetdicom path": {"MEDSEG_FAST_RECEIVE": "false"},
             "medseg gateway": {},
             "medseg, batch index": {"MEDSEG_BATCH_INDEX": "true"},
+            "medseg, batch, no fsync": {
+                "MEDSEG_BATCH_INDEX": "true",
+                "MEDSEG_SYNC_STORAGE": "false",
+            },
         }
         stored: dict[str, int] = {}
         # Alternating rounds, best of each: the machine's load changes between receivers less.
@@ -182,7 +192,7 @@ def main() -> None:
     )
     for name, seconds in results.items():
         print(
-            f"{name:<20} {seconds:6.2f} s  {args.instances / seconds:7.1f} inst/s  "
+            f"{name:<26} {seconds:6.2f} s  {args.instances / seconds:7.1f} inst/s  "
             f"{total_bytes / seconds / 1e6:6.1f} MB/s  {reference / seconds:.2f}x storescp"
         )
     for name, count in stored.items():

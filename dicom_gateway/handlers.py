@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset
-from pynetdicom.dsutils import encode_file_meta
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_gateway import metrics, statuses
 from dicom_gateway.contexts import PROCESSED_SOP_CLASSES
+from dicom_gateway.filemeta import PREAMBLE, encode_file_meta
 from dicom_gateway.indexer import IndexQueue
 from dicom_gateway.records import instance_info, record_instance
 from dicom_gateway.storage import (
@@ -38,6 +38,8 @@ class StoreContext:
     storage_root: Path
     session_factory: sessionmaker[Session]
     min_free_bytes: int
+    #: fsync every instance before answering success (MEDSEG_SYNC_STORAGE).
+    sync_storage: bool = True
     #: Batched recording (MEDSEG_BATCH_INDEX): rows are written by the completion monitor.
     index: IndexQueue | None = None
 
@@ -65,10 +67,14 @@ def _validate(ds: Dataset, request: Any) -> tuple[int, str] | None:
 def _file_bytes(event: Any, calling: str) -> bytes:
     """The data set as received, behind file meta naming the sending AE (so a file recorded
     after a crash still knows its sender)."""
-    meta = event.file_meta
-    meta.SendingApplicationEntityTitle = calling
-    body = event.encoded_dataset(include_meta=False)
-    return b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta), body))
+    request = event.request
+    meta = encode_file_meta(
+        str(request.AffectedSOPClassUID),
+        str(request.AffectedSOPInstanceUID),
+        str(event.context.transfer_syntax),
+        calling,
+    )
+    return b"".join((PREAMBLE, meta, event.encoded_dataset(include_meta=False)))
 
 
 def handle_store(event: Any, ctx: StoreContext) -> Dataset:
@@ -92,7 +98,6 @@ def _store(event: Any, ctx: StoreContext) -> Dataset:
         # Everything we read from the data set is read here, before anything is written:
         # pydicom decodes lazily, so a damaged element may only fail when it is accessed.
         ds = event.dataset
-        ds.file_meta = event.file_meta
         refusal = _validate(ds, event.request)
         info = None
         if refusal is None:
@@ -115,7 +120,7 @@ def _store(event: Any, ctx: StoreContext) -> Dataset:
     path = instance_path(ctx.storage_root, info.study_uid, info.series_uid, info.sop_instance_uid)
     try:
         encoded = _file_bytes(event, calling)
-        write_atomic(path, encoded)
+        write_atomic(path, encoded, sync=ctx.sync_storage)
     except OSError as exc:
         reason = "disk full" if exc.errno == errno.ENOSPC else "cannot write instance"
         logger.error("cannot store instance from %s: %s", calling, exc)

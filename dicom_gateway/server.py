@@ -23,6 +23,7 @@ from dicom_gateway.indexer import IndexQueue, reconcile
 from dicom_gateway.metrics import serve_metrics
 from dicom_gateway.monitor import CompletionMonitor
 from dicom_gateway.outbox import Publisher, celery_publisher
+from dicom_gateway.reactor import EventDrivenRequestHandler
 from dicom_gateway.receivers import ReusePortServer, start_extra_receivers, stop_receivers
 from worker.settings import Settings
 
@@ -80,6 +81,7 @@ def _start_server(ae: AE, settings: Settings, handlers: list[Any]) -> GatewaySer
         ssl_context=tls_context(settings),
         # Several receiver processes share the port through SO_REUSEPORT.
         server_class=ReusePortServer if settings.receivers > 1 else GatewayServer,
+        request_handler=EventDrivenRequestHandler if settings.fast_receive else None,
     )
     assert isinstance(server, GatewayServer)
     server.allowlist = HostAllowlist(parse_networks(settings.allowed_calling_hosts))
@@ -96,6 +98,7 @@ def _listen(
         storage_root=settings.incoming_dir,
         session_factory=session_factory,
         min_free_bytes=settings.min_free_bytes,
+        sync_storage=settings.sync_storage,
         index=index,
     )
     handlers: list[Any] = [

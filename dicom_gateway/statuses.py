@@ -10,6 +10,7 @@ OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 CANNOT_DECODE = 0xC210  # a "cannot understand" code, as pynetdicom's storescp uses it
+HANDLER_FAILED = 0xC211  # the code pynetdicom answers when a handler raises
 
 _MAX_ERROR_COMMENT = 64  # Error Comment (0000,0902) is an LO
 

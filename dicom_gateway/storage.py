@@ -43,11 +43,12 @@ def check_free_space(root: Path, min_free_bytes: int) -> None:
         raise InsufficientSpaceError(f"{free} bytes free below the {min_free_bytes} threshold")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, sync: bool = True) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one.
 
-    The bytes go to a temporary file in the same directory, are fsynced, then renamed over
-    ``path``. On any error the temporary file is removed and the error re-raised.
+    The bytes go to a temporary file in the same directory, are fsynced (unless ``sync`` is
+    false), then renamed over ``path``. On any error the temporary file is removed and the
+    error re-raised.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -55,7 +56,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

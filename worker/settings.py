@@ -87,6 +87,19 @@ class Settings(BaseSettings):
         "recovery), which reads every file name under incoming/.",
     )
 
+    sync_storage: bool = Field(
+        default=True,
+        description="fsync each received instance before answering success. Turn off only "
+        "where the storage survives power loss by itself (battery-backed cache): then a crash "
+        "can lose instances the sender was told were stored.",
+    )
+    fast_receive: bool = Field(
+        default=True,
+        description="Accepted associations wait for socket data instead of pynetdicom's 1 ms "
+        "polling loops, and C-STORE requests are answered by the lean path in "
+        "dicom_gateway/fast_store.py; false restores pynetdicom's loops and DIMSE handling.",
+    )
+
     tls_cert_file: Path | None = Field(
         default=None,
         description="PEM certificate: when set (with the key) the gateway speaks DICOM TLS.",

@@ -193,7 +193,7 @@ def test_bytes_that_are_not_a_data_set_get_a_failure_status(
 def test_full_disk_answers_out_of_resources(
     gateway: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    def no_space(path: Path, data: bytes) -> None:
+    def no_space(path: Path, data: bytes, sync: bool = True) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("dicom_gateway.handlers.write_atomic", no_space)

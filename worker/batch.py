@@ -13,7 +13,7 @@ import pydicom
 from dicom_gateway.storage import safe_component
 from worker.errors import NoModelError, PermanentError
 from worker.loading import read_headers
-from worker.pipeline import run_series
+from worker.pipeline import SeriesResult, run_series
 from worker.registry import ModelCache
 
 logger = logging.getLogger(__name__)
@@ -62,51 +62,87 @@ def iter_files(inputs: Iterable[Path]) -> Iterator[Path]:
             raise FileNotFoundError(f"no such file or folder: {item}")
 
 
+def start_row(series_uid: str, paths: list[Path]) -> BatchRow:
+    """A series' row before it runs: failed until it succeeds (or is skipped)."""
+    header = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    return BatchRow(
+        study_uid=str(header.get("StudyInstanceUID", "")),
+        series_uid=series_uid,
+        modality=str(header.get("Modality", "")),
+        model=None,
+        model_version=None,
+        status="failed",
+        error=None,
+        files=len(paths),
+    )
+
+
+def target_dir(out_dir: Path, row: BatchRow) -> Path:
+    return out_dir / safe_component(row.study_uid) / safe_component(row.series_uid)
+
+
+def record_error(row: BatchRow, exc: Exception) -> None:
+    """What a series' error means for its row: skipped (no model) or failed, with why."""
+    if isinstance(exc, NoModelError):
+        row.status, row.error = "skipped", str(exc)
+    elif isinstance(exc, PermanentError):
+        row.error = str(exc)
+    else:  # one broken series must not stop the batch
+        logger.error("series failed unexpectedly", exc_info=exc)
+        row.error = f"{type(exc).__name__}: {exc}"
+
+
+def record_result(row: BatchRow, result: SeriesResult) -> None:
+    row.status = "succeeded"
+    row.model, row.model_version = result.spec.name, result.spec.version
+    row.measurements = {m.key: round(m.value, 3) for m in result.measurements}
+    row.outputs = [str(o.path) for o in result.outputs]
+    row.warnings = result.warnings
+    row.findings = [f.as_json() for f in result.findings]
+
+
 def process_paths(
     inputs: Iterable[Path],
     out_dir: Path,
     models: ModelCache,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    overlap: bool = True,
 ) -> tuple[list[BatchRow], list[tuple[Path, str]]]:
     """Run every series found under ``inputs``; returns (one row per series, skipped files).
 
-    ``progress(done, total)`` is called before the first series and after each one.
+    ``progress(done, total)`` is called before the first series and after each one. With
+    ``overlap`` the next series is decoded and the previous one exported while the model
+    runs (worker.batch_overlap); the rows, their order and the files are the same.
     """
     groups, skipped = read_headers(iter_files(inputs))
-    rows: list[BatchRow] = []
     if progress is not None:
         progress(0, len(groups))
-    for series_uid, paths in groups.items():
-        header = pydicom.dcmread(paths[0], stop_before_pixels=True)
-        study_uid = str(header.get("StudyInstanceUID", ""))
-        row = BatchRow(
-            study_uid=study_uid,
-            series_uid=series_uid,
-            modality=str(header.get("Modality", "")),
-            model=None,
-            model_version=None,
-            status="failed",
-            error=None,
-            files=len(paths),
-        )
-        target = out_dir / safe_component(study_uid) / safe_component(series_uid)
+    if overlap:
+        from worker.batch_overlap import run_overlapped
+
+        rows = run_overlapped(list(groups.items()), out_dir, models, progress)
+    else:
+        rows = _run_sequential(list(groups.items()), out_dir, models, progress)
+    return rows, skipped
+
+
+def _run_sequential(
+    groups: list[tuple[str, list[Path]]],
+    out_dir: Path,
+    models: ModelCache,
+    progress: Callable[[int, int], None] | None,
+) -> list[BatchRow]:
+    rows: list[BatchRow] = []
+    for series_uid, paths in groups:
+        row = start_row(series_uid, paths)
         try:
-            result = run_series(paths, models, target)
-        except NoModelError as exc:
-            row.status, row.error = "skipped", str(exc)
-        except PermanentError as exc:
-            row.error = str(exc)
-        except Exception as exc:  # one broken series must not stop the batch
-            logger.exception("series failed unexpectedly")
-            row.error = f"{type(exc).__name__}: {exc}"
+            result = run_series(paths, models, target_dir(out_dir, row))
+        except Exception as exc:
+            record_error(row, exc)
         else:
-            row.status = "succeeded"
-            row.model, row.model_version = result.spec.name, result.spec.version
-            row.measurements = {m.key: round(m.value, 3) for m in result.measurements}
-            row.outputs = [str(o.path) for o in result.outputs]
-            row.warnings = result.warnings
-            row.findings = [f.as_json() for f in result.findings]
+            record_result(row, result)
         rows.append(row)
         if progress is not None:
             progress(len(rows), len(groups))
-    return rows, skipped
+    return rows

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from worker.errors import NoModelError
 from worker.loading import LoadedSeries, load_series
-from worker.outputs import Finding, MeasurementValue
-from worker.registry import ModelCache, ModelSpec
+from worker.outputs import Finding, MeasurementValue, ModelOutput
+from worker.registry import Model, ModelCache, ModelSpec
 from worker.routing import route
 from worker.seg_export import write_seg
 from worker.sr_export import write_sr
@@ -49,7 +49,20 @@ def run_loaded(
     start = time.perf_counter()
     output = model.predict(series)
     timings["infer"] = time.perf_counter() - start
+    return export(series, output, spec, model, out_dir, timings=timings)
 
+
+def export(
+    series: LoadedSeries,
+    output: ModelOutput,
+    spec: ModelSpec,
+    model: Model,
+    out_dir: Path,
+    *,
+    timings: dict[str, float],
+) -> SeriesResult:
+    """SEG, SR and report.json of one model output in ``out_dir``; ``timings`` gets
+    ``export`` added and goes into the result."""
     start = time.perf_counter()
     seg = write_seg(series, output, spec, out_dir / "seg.dcm")
     outputs = [OutputRecord("seg", out_dir / "seg.dcm", str(seg.SOPInstanceUID))]
@@ -87,10 +100,10 @@ def run_loaded(
     )
 
 
-def run_series(
-    paths: Sequence[Path], models: ModelCache, out_dir: Path, spec: ModelSpec | None = None
-) -> SeriesResult:
-    """Process one series' files; ``spec`` pins the model (as a queued job does)."""
+def load_and_route(
+    paths: Sequence[Path], spec: ModelSpec | None = None
+) -> tuple[LoadedSeries, ModelSpec, float]:
+    """Decode a series and pick its model (``spec`` pins it); also the seconds decoding took."""
     start = time.perf_counter()
     series = load_series(paths)
     load_seconds = time.perf_counter() - start
@@ -101,6 +114,14 @@ def run_series(
                 f"no model accepts modality={series.tags.modality!r} "
                 f"body part={series.tags.body_part_examined!r}"
             )
+    return series, spec, load_seconds
+
+
+def run_series(
+    paths: Sequence[Path], models: ModelCache, out_dir: Path, spec: ModelSpec | None = None
+) -> SeriesResult:
+    """Process one series' files; ``spec`` pins the model (as a queued job does)."""
+    series, spec, load_seconds = load_and_route(paths, spec)
     result = run_loaded(series, spec, models, out_dir)
     result.timings["load"] = load_seconds
     return result

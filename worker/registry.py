@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from worker.loading import LoadedSeries
@@ -25,6 +26,20 @@ class Model(Protocol):
     """A loaded model: built once per worker process, called for many series."""
 
     def predict(self, series: LoadedSeries) -> ModelOutput: ...
+
+
+@runtime_checkable
+class StagedModel(Model, Protocol):
+    """A model whose ``predict`` is ``finish(series, forward(prepare(series)))``, so that
+    ``medseg process`` can prepare the next series and finish the previous one in other
+    threads while ``forward`` runs. ``prepare`` and ``finish`` must not touch state that
+    ``forward`` changes; the values passed between the stages are the model's own."""
+
+    def prepare(self, series: LoadedSeries) -> Any: ...
+
+    def forward(self, prepared: Any) -> Any: ...
+
+    def finish(self, series: LoadedSeries, raw: Any) -> ModelOutput: ...
 
 
 @dataclass(frozen=True)
@@ -75,15 +90,18 @@ def get_spec(name: str) -> ModelSpec:
 
 
 class ModelCache:
-    """Loads each model once per process (per device) and hands out the same instance."""
+    """Loads each model once per process (per device) and hands out the same instance
+    (from any thread)."""
 
     def __init__(self, device: str) -> None:
         self.device = device
         self._models: dict[str, Model] = {}
+        self._lock = threading.Lock()
 
     def get(self, spec: ModelSpec) -> Model:
-        model = self._models.get(spec.name)
-        if model is None:
-            model = spec.load(self.device)
-            self._models[spec.name] = model
-        return model
+        with self._lock:
+            model = self._models.get(spec.name)
+            if model is None:
+                model = spec.load(self.device)
+                self._models[spec.name] = model
+            return model

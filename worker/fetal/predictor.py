@@ -89,22 +89,35 @@ class UNetPredictor:
         self.input_size = (int(config["input_rows"]), int(config["input_cols"]))
         self.sha256: str = self.metadata["sha256"]
 
+    def prepare(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
+        """The network inputs, one per frame."""
+        return [preprocess(img, self.input_size) for img in images]
+
     @torch.inference_mode()
+    def forward(self, inputs: Sequence[npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]:
+        """Probability maps at the network's input size, ``batch_size`` frames per pass."""
+        out: list[npt.NDArray[np.float32]] = []
+        for start in range(0, len(inputs), self.batch_size):
+            batch = np.stack(inputs[start : start + self.batch_size])[:, None]
+            logits = self.model(torch.from_numpy(batch).to(self.device))
+            out.extend(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
+        return out
+
     def probabilities(
         self, images: Sequence[npt.NDArray[np.uint8]]
     ) -> list[npt.NDArray[np.float32]]:
         out: list[npt.NDArray[np.float32]] = []
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            batch = np.stack([preprocess(img, self.input_size) for img in chunk])[:, None]
-            logits = self.model(torch.from_numpy(batch).to(self.device))
-            probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
-            for img, prob in zip(chunk, probs, strict=True):
-                full = cv2.resize(
-                    prob, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR
-                )
-                out.append(np.asarray(full, dtype=np.float32))
+            chunk = images[start : start + self.batch_size]  # inputs made per chunk: memory
+            small = self.forward(self.prepare(chunk))
+            out.extend(full_size(prob, img.shape) for img, prob in zip(chunk, small, strict=True))
         return out
+
+
+def full_size(prob: npt.NDArray[np.float32], shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    """A probability map resized (bilinear) to the frame's (rows, columns)."""
+    full = cv2.resize(prob, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(full, dtype=np.float32)
 
 
 class FetalHeadPredictor(UNetPredictor):
@@ -113,8 +126,14 @@ class FetalHeadPredictor(UNetPredictor):
     def predict(
         self, images: Sequence[npt.NDArray[np.uint8]], spacing_mm: tuple[float, float] = (1.0, 1.0)
     ) -> list[FrameResult]:
+        return self.measure(self.probabilities(images), spacing_mm)
+
+    def measure(
+        self, probabilities: Sequence[npt.NDArray[np.float32]], spacing_mm: tuple[float, float]
+    ) -> list[FrameResult]:
+        """Post-processing of full-size probability maps: mask, ellipse, quality."""
         results: list[FrameResult] = []
-        for prob in self.probabilities(images):
+        for prob in probabilities:
             mask = clean_mask(prob)
             ellipse = fit_ellipse_mm(mask, spacing_mm) if mask.any() else None
             results.append(FrameResult(mask, ellipse, _quality(prob, mask, ellipse, spacing_mm)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -60,6 +61,18 @@ def _as_uint8(frames: npt.NDArray[np.float32]) -> list[npt.NDArray[np.uint8]]:
     return [np.ascontiguousarray(f, dtype=np.uint8) for f in np.clip(scaled, 0, 255)]
 
 
+@dataclass
+class _Prepared:
+    images: list[npt.NDArray[np.uint8]]
+    inputs: list[npt.NDArray[np.float32]]  # network inputs, one per frame
+
+
+@dataclass
+class _Forwarded:
+    images: list[npt.NDArray[np.uint8]]
+    small: list[npt.NDArray[np.float32]]  # probabilities at the network's size
+
+
 class FetalHeadModel:
     def __init__(self, device: str) -> None:
         from worker.fetal.predictor import DEFAULT_WEIGHTS, FetalHeadPredictor
@@ -76,11 +89,27 @@ class FetalHeadModel:
         )
 
     def predict(self, series: LoadedSeries) -> ModelOutput:
+        return self.finish(series, self.forward(self.prepare(series)))
+
+    # The three stages of ``predict`` (worker.registry.StagedModel): medseg process runs
+    # them in different threads, overlapping series.
+    def prepare(self, series: LoadedSeries) -> _Prepared:
+        images = _as_uint8(series.frames)
+        return _Prepared(images, self.predictor.prepare(images))
+
+    def forward(self, prepared: _Prepared) -> _Forwarded:
+        return _Forwarded(prepared.images, self.predictor.forward(prepared.inputs))
+
+    def finish(self, series: LoadedSeries, raw: _Forwarded) -> ModelOutput:
         from worker.fetal.biometry import BPD_CONVENTION, biometry
+        from worker.fetal.predictor import full_size
 
         calibration = image_calibration(series.datasets[0])
         spacing = (calibration.row_mm, calibration.column_mm) if calibration else (1.0, 1.0)
-        results = self.predictor.predict(_as_uint8(series.frames), spacing)
+        probabilities = [
+            full_size(prob, img.shape) for img, prob in zip(raw.images, raw.small, strict=True)
+        ]
+        results = self.predictor.measure(probabilities, spacing)
         best = int(np.argmax([r.quality for r in results]))
         chosen = results[best]
         if chosen.ellipse is None:

@@ -170,9 +170,9 @@ class EventDrivenDUL(DULServiceProvider):
         """PDVs the fast path doesn't answer, to pynetdicom's DIMSE provider (as the state
         machine's P-DATA indication would pass them)."""
         primitive = P_DATA()
-        primitive.presentation_data_value_list = [
-            [context_id, bytes([control]) + bytes(data)] for context_id, control, data in pdvs
-        ]
+        # pynetdicom's annotation says tuples; its setter accepts only [ID, bytes] lists.
+        items: Any = [[context_id, bytes([control]) + data] for context_id, control, data in pdvs]
+        primitive.presentation_data_value_list = items
         self.assoc.dimse.receive_primitive(primitive)
         cast(EventDrivenAssociation, self.assoc).activity.set()
 

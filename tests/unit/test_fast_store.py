@@ -1,0 +1,210 @@
+"""The lean C-STORE path (dicom_gateway/fast_store.py, reactor.py) against pynetdicom's own.
+
+Every behaviour is checked on both paths of a real gateway (MEDSEG_FAST_RECEIVE true and
+false) over loopback associations, so the fast path answers and stores exactly what
+pynetdicom's path does; the encoders are checked against pydicom's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import FileMetaDataset
+from pydicom.filereader import read_dataset
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+from pynetdicom import (
+    AE,
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
+    build_context,
+)
+from pynetdicom.dsutils import encode_file_meta as pynetdicom_file_meta
+from pynetdicom.sop_class import CTImageStorage, Verification
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_gateway import statuses
+from dicom_gateway.fast_store import (
+    FastStore,
+    MalformedPDUError,
+    encode_store_response,
+    p_data_pdu,
+    parse_command,
+    split_pdvs,
+)
+from dicom_gateway.filemeta import PREAMBLE, encode_file_meta
+from dicom_gateway.server import start_gateway
+from tests.factories import chest_series
+from worker.localstack import free_port
+from worker.settings import Settings
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _published(task: str, row_id: int, queue: str, model: str | None = None) -> str:
+    return f"task-{row_id}"
+
+
+@pytest.fixture(params=[True, False], ids=["fast", "pynetdicom"])
+def gateway(
+    request: pytest.FixtureRequest, settings: Settings, session_factory: sessionmaker[Session]
+) -> Iterator[Settings]:
+    # A small maximum PDU: the sender splits each data set over many P-DATA-TF PDUs.
+    settings = settings.model_copy(
+        update={"port": free_port(), "fast_receive": request.param, "max_pdu": 8192}
+    )
+    server, monitor = start_gateway(settings, publish=_published)
+    yield settings
+    server.shutdown()
+    monitor.stop()
+
+
+def _associate(settings: Settings, syntax: str = ExplicitVRLittleEndian) -> Any:
+    ae = AE(ae_title="TESTSCU")
+    ae.requested_contexts = [build_context(CTImageStorage, [syntax]), build_context(Verification)]
+    assoc = ae.associate("127.0.0.1", settings.port, ae_title=settings.ae_title)
+    assert assoc.is_established
+    return assoc
+
+
+def _stored(settings: Settings, ds: pydicom.Dataset) -> Path:
+    (path,) = settings.incoming_dir.rglob(f"{ds.SOPInstanceUID}.dcm")
+    return path
+
+
+def test_stored_file_is_the_data_set_as_sent(gateway: Settings, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(chest_series(tmp_path, 0, slices=1)[0])
+    assoc = _associate(gateway)
+    assert assoc.send_c_store(ds).Status == statuses.SUCCESS
+    assoc.release()
+    stored = pydicom.dcmread(_stored(gateway, ds))
+    assert stored.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert stored.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert stored.file_meta.SendingApplicationEntityTitle == "TESTSCU"
+    assert (stored.pixel_array == ds.pixel_array).all()
+    assert stored.PatientID == ds.PatientID
+
+
+def test_echo_between_stores_on_one_association(gateway: Settings, tmp_path: Path) -> None:
+    files = chest_series(tmp_path, 1, slices=3)
+    assoc = _associate(gateway)
+    answers = []
+    for path in files:
+        answers.append(int(assoc.send_c_store(pydicom.dcmread(path)).Status))
+        answers.append(int(assoc.send_c_echo().Status))
+    assoc.release()
+    assert answers == [statuses.SUCCESS] * 6
+    assert len(list(gateway.incoming_dir.rglob("*.dcm"))) == 3
+
+
+def test_refusal_reaches_the_sender_with_its_comment(gateway: Settings, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(chest_series(tmp_path, 2, slices=1)[0])
+    del ds.PixelData
+    assoc = _associate(gateway)
+    status = assoc.send_c_store(ds)
+    assoc.release()
+    assert status.Status == statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    assert status.ErrorComment == "image without pixel data"
+
+
+def test_handler_exception_answers_c211_and_the_association_goes_on(
+    gateway: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = (pydicom.dcmread(p) for p in chest_series(tmp_path, 3, slices=2))
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("bug")
+
+    assoc = _associate(gateway)
+    with monkeypatch.context() as patch:
+        patch.setattr("dicom_gateway.handlers.record_instance", broken)
+        assert assoc.send_c_store(first).Status == statuses.HANDLER_FAILED
+    assert assoc.send_c_store(second).Status == statuses.SUCCESS
+    assoc.release()
+
+
+def test_deflated_transfer_syntax_is_stored_as_received(gateway: Settings, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(chest_series(tmp_path, 4, slices=1)[0])
+    assoc = _associate(gateway, DeflatedExplicitVRLittleEndian)
+    assert assoc.send_c_store(ds).Status == statuses.SUCCESS
+    assoc.release()
+    stored = pydicom.dcmread(_stored(gateway, ds))
+    assert stored.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert (stored.pixel_array == ds.pixel_array).all()
+
+
+def test_response_command_set_reads_back_with_pydicom() -> None:
+    command = {"AffectedSOPClassUID": CT, "AffectedSOPInstanceUID": "1.2.3.45", "MessageID": 7}
+    encoded = encode_store_response(command, statuses.OUT_OF_RESOURCES, "disk full")
+    rsp = read_dataset(BytesIO(encoded), is_implicit_VR=True, is_little_endian=True)
+    assert rsp.CommandGroupLength == len(encoded) - 12
+    assert rsp.CommandField == 0x8001
+    assert rsp.MessageIDBeingRespondedTo == 7
+    assert rsp.CommandDataSetType == 0x0101
+    assert rsp.Status == statuses.OUT_OF_RESOURCES
+    assert rsp.ErrorComment == "disk full"
+    assert rsp.AffectedSOPClassUID == CT
+    assert rsp.AffectedSOPInstanceUID == "1.2.3.45"
+    assert parse_command(encoded)["AffectedSOPInstanceUID"] == "1.2.3.45"
+
+
+def test_pdv_items_split_and_bad_lengths_are_refused() -> None:
+    pdu = p_data_pdu(3, b"\x01\x02\x03\x04")
+    ((context_id, control, data),) = split_pdvs(memoryview(pdu)[6:])
+    assert (context_id, control, bytes(data)) == (3, 0x03, b"\x01\x02\x03\x04")
+    with pytest.raises(MalformedPDUError):
+        split_pdvs(memoryview(pdu)[6:-1])  # item longer than what is left of the PDU
+    with pytest.raises(MalformedPDUError):
+        split_pdvs(memoryview(b"\x00\x00\x00\x01\x01"))  # item shorter than its header
+
+
+@pytest.mark.parametrize("sop_uid", ["1.2.3.4", "1.2.3.45"])  # even and odd lengths
+def test_file_meta_bytes_match_pydicom(sop_uid: str) -> None:
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(CT)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+    meta.SendingApplicationEntityTitle = "MODALITY1"
+    ours = encode_file_meta(CT, sop_uid, ExplicitVRLittleEndian, "MODALITY1 ")
+    assert ours == pynetdicom_file_meta(meta)
+    read = pydicom.dcmread(BytesIO(PREAMBLE + ours), force=True)
+    assert read.file_meta.MediaStorageSOPInstanceUID == sop_uid
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian])
+def test_fast_path_answers_plain_syntaxes_and_leaves_deflate_to_pynetdicom(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    syntax: str,
+) -> None:
+    answered: list[str] = []
+    original = FastStore._complete
+
+    def spy(self: FastStore) -> None:
+        answered.append(self._command["AffectedSOPInstanceUID"])
+        original(self)
+
+    monkeypatch.setattr(FastStore, "_complete", spy)
+    settings = settings.model_copy(update={"port": free_port()})
+    server, monitor = start_gateway(settings, publish=_published)
+    try:
+        files = [pydicom.dcmread(p) for p in chest_series(tmp_path, 5, slices=2)]
+        assoc = _associate(settings, syntax)
+        assert [int(assoc.send_c_store(ds).Status) for ds in files] == [statuses.SUCCESS] * 2
+        assoc.release()
+    finally:
+        server.shutdown()
+        monitor.stop()
+    expected = (
+        [] if syntax == DeflatedExplicitVRLittleEndian else [ds.SOPInstanceUID for ds in files]
+    )
+    assert answered == expected

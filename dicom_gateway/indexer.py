@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, utcnow
-from dicom_gateway.records import InstanceInfo, instance_info, record_instance, upsert_instance
+from dicom_gateway.records import InstanceInfo, instance_info, record_instance, upsert_instances
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +75,7 @@ class IndexQueue:
     def _record(self, chunk: list[InstanceInfo]) -> None:
         try:
             with self._session_factory.begin() as session:
-                now = utcnow()
-                for info in chunk:
-                    upsert_instance(session, info, now)
+                upsert_instances(session, chunk, utcnow())
         except IntegrityError:
             # Another process inserted the same study/series meanwhile: one by one, with retry.
             for info in chunk:

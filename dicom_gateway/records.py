@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -87,6 +88,49 @@ def instance_info(
 
 def upsert_instance(session: Session, info: InstanceInfo, now: datetime) -> None:
     """Study, series and instance rows for ``info`` in ``session`` (no commit)."""
+    upsert_instances(session, [info], now)
+
+
+def upsert_instances(session: Session, infos: Sequence[InstanceInfo], now: datetime) -> None:
+    """Rows for many instances in ``session`` (no commit): one study/series lookup per series
+    and one query for the instances already known, instead of three queries per instance."""
+    by_series: dict[str, list[InstanceInfo]] = {}
+    for info in infos:
+        by_series.setdefault(info.series_uid, []).append(info)
+    for group in by_series.values():
+        series = _receiving_series(session, group[0], now)
+        uids = [info.sop_instance_uid for info in group]
+        known = {
+            row.sop_instance_uid: row
+            for row in session.scalars(select(Instance).where(Instance.sop_instance_uid.in_(uids)))
+        }
+        for info in group:
+            instance = known.get(info.sop_instance_uid)
+            if instance is None:
+                known[info.sop_instance_uid] = instance = Instance(
+                    series_id=series.id,
+                    sop_instance_uid=info.sop_instance_uid,
+                    sop_class_uid=info.sop_class_uid,
+                    transfer_syntax_uid=info.transfer_syntax_uid,
+                    instance_number=info.instance_number,
+                    path=info.path,
+                    size_bytes=info.size_bytes,
+                    received_at=now,
+                )
+                session.add(instance)
+                continue
+            # Duplicate SOP Instance UID: the newest copy replaces the file and the record.
+            if instance.id is not None:
+                logger.info("instance %s received again; replacing", instance.id)
+            instance.series_id = series.id
+            instance.transfer_syntax_uid = info.transfer_syntax_uid
+            instance.path = info.path
+            instance.size_bytes = info.size_bytes
+            instance.received_at = now
+
+
+def _receiving_series(session: Session, info: InstanceInfo, now: datetime) -> Series:
+    """The study and series of ``info``, created when new; a completed series reopens."""
     study = session.scalar(select(Study).where(Study.study_instance_uid == info.study_uid))
     if study is None:
         study = Study(
@@ -121,31 +165,7 @@ def upsert_instance(session: Session, info: InstanceInfo, now: datetime) -> None
             logger.info("series %s reopened by a late instance", series.id)
             series.status = SeriesStatus.RECEIVING
             series.completed_at = None
-
-    instance = session.scalar(
-        select(Instance).where(Instance.sop_instance_uid == info.sop_instance_uid)
-    )
-    if instance is None:
-        session.add(
-            Instance(
-                series_id=series.id,
-                sop_instance_uid=info.sop_instance_uid,
-                sop_class_uid=info.sop_class_uid,
-                transfer_syntax_uid=info.transfer_syntax_uid,
-                instance_number=info.instance_number,
-                path=info.path,
-                size_bytes=info.size_bytes,
-                received_at=now,
-            )
-        )
-    else:
-        # Duplicate SOP Instance UID: the newest copy replaces the file and the record.
-        logger.info("instance %s received again; replacing", instance.id)
-        instance.series_id = series.id
-        instance.transfer_syntax_uid = info.transfer_syntax_uid
-        instance.path = info.path
-        instance.size_bytes = info.size_bytes
-        instance.received_at = now
+    return series
 
 
 def record_instance(session_factory: sessionmaker[Session], info: InstanceInfo) -> None:

@@ -64,7 +64,7 @@ def _validate(ds: Dataset, request: Any) -> tuple[int, str] | None:
     return None
 
 
-def _file_bytes(event: Any, calling: str) -> bytes:
+def _file_chunks(event: Any, calling: str) -> list[bytes]:
     """The data set as received, behind file meta naming the sending AE (so a file recorded
     after a crash still knows its sender)."""
     request = event.request
@@ -74,7 +74,7 @@ def _file_bytes(event: Any, calling: str) -> bytes:
         str(event.context.transfer_syntax),
         calling,
     )
-    return b"".join((PREAMBLE, meta, event.encoded_dataset(include_meta=False)))
+    return [PREAMBLE, meta, event.encoded_dataset(include_meta=False)]
 
 
 def handle_store(event: Any, ctx: StoreContext) -> Dataset:
@@ -119,18 +119,18 @@ def _store(event: Any, ctx: StoreContext) -> Dataset:
 
     path = instance_path(ctx.storage_root, info.study_uid, info.series_uid, info.sop_instance_uid)
     try:
-        encoded = _file_bytes(event, calling)
-        write_atomic(path, encoded, sync=ctx.sync_storage)
+        chunks = _file_chunks(event, calling)
+        write_atomic(path, chunks, sync=ctx.sync_storage)
     except OSError as exc:
         reason = "disk full" if exc.errno == errno.ENOSPC else "cannot write instance"
         logger.error("cannot store instance from %s: %s", calling, exc)
         return statuses.status(statuses.OUT_OF_RESOURCES, reason)
 
-    info = replace(info, path=str(path), size_bytes=len(encoded))
+    info = replace(info, path=str(path), size_bytes=sum(map(len, chunks)))
     if ctx.index is not None:
         # Durable on disk; the row follows in the next batch (or reconcile after a crash).
         ctx.index.submit(info)
-        metrics.BYTES.inc(len(encoded))
+        metrics.BYTES.inc(info.size_bytes)
         return statuses.status(statuses.SUCCESS)
     try:
         record_instance(ctx.session_factory, info)
@@ -138,7 +138,7 @@ def _store(event: Any, ctx: StoreContext) -> Dataset:
         # The file is on disk; a resend overwrites it and records it. Ask the sender to retry.
         logger.error("database unavailable, instance kept at %s: %s", path, type(exc).__name__)
         return statuses.status(statuses.OUT_OF_RESOURCES, "database unavailable")
-    metrics.BYTES.inc(len(encoded))
+    metrics.BYTES.inc(info.size_bytes)
     return statuses.status(statuses.SUCCESS)
 
 

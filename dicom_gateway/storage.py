@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -43,8 +44,9 @@ def check_free_space(root: Path, min_free_bytes: int) -> None:
         raise InsufficientSpaceError(f"{free} bytes free below the {min_free_bytes} threshold")
 
 
-def write_atomic(path: Path, data: bytes, sync: bool = True) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one.
+def write_atomic(path: Path, data: bytes | Sequence[bytes], sync: bool = True) -> None:
+    """Write ``data`` (bytes, or chunks written one after another) to ``path`` so that a
+    reader sees the old file or the whole new one.
 
     The bytes go to a temporary file in the same directory, are fsynced (unless ``sync`` is
     false), then renamed over ``path``. On any error the temporary file is removed and the
@@ -54,7 +56,8 @@ def write_atomic(path: Path, data: bytes, sync: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            for chunk in [data] if isinstance(data, bytes) else data:
+                fh.write(chunk)
             fh.flush()
             if sync:
                 os.fsync(fh.fileno())

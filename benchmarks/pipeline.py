@@ -181,8 +181,12 @@ def _rounds(
                 overlapped_infer.append(SPENT["infer"])
             else:
                 SPENT.clear()
-                sequential_runs.append(_process(root / "in", root / "seq", models, overlap=False))
-                stage_runs.append(dict(SPENT))
+                seconds = _process(root / "in", root / "seq", models, overlap=False)
+                sequential_runs.append(seconds)
+                stages = dict(SPENT)
+                stages["report"] = stages["export"] - stages["seg"] - stages["sr"]
+                stages["rest"] = seconds - sum(stages[k] for k, _ in STAGES)
+                stage_runs.append(stages)
     return bare_runs, overlapped_runs, overlapped_infer, sequential_runs, stage_runs
 
 
@@ -234,8 +238,9 @@ def main() -> None:
     overlapped = statistics.median(overlapped_runs) / n * 1000
     sequential = statistics.median(sequential_runs) / n * 1000
     overlapped_infer = statistics.median(overlapped_infer_runs) / n * 1000
-    stages = {k: statistics.median(r.get(k, 0.0) for r in stage_runs) / n * 1000 for k in SPENT}
-    stages["report"] = stages["export"] - stages["seg"] - stages["sr"]
+    stages = {
+        k: statistics.median(r.get(k, 0.0) for r in stage_runs) / n * 1000 for k in stage_runs[0]
+    }
     print(
         f"{n} single-frame US series (540x800), fetal-head-unet, per series, median of "
         f"{args.rounds} interleaved round(s):"
@@ -247,8 +252,7 @@ def main() -> None:
     _row("medseg process in process, sequential", sequential, bare)
     for key, label in STAGES:
         _row(f"  {label}", stages[key], bare)
-    rest = sequential - sum(stages[k] for k, _ in STAGES)
-    _row("  rest (header reads, routing, model lookup, rows)", rest, bare)
+    _row("  rest (header reads, routing, model lookup, rows)", stages["rest"], bare)
     job_bare_ms, job_ms = job_bare / n * 1000, job_total / n * 1000
     _row("execute_job, worker path (vs its paired bare forward)", job_ms, job_bare_ms)
     _row("  bare forward paired with the jobs", job_bare_ms, job_bare_ms)

@@ -16,7 +16,12 @@ import pydicom
 import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import read_dataset
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 from pynetdicom import (
     AE,
     PYNETDICOM_IMPLEMENTATION_UID,
@@ -76,14 +81,17 @@ def _stored(settings: Settings, ds: pydicom.Dataset) -> Path:
     return path
 
 
-def test_stored_file_is_the_data_set_as_sent(gateway: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_stored_file_is_the_data_set_as_sent(
+    gateway: Settings, tmp_path: Path, syntax: str
+) -> None:
     ds = pydicom.dcmread(chest_series(tmp_path, 0, slices=1)[0])
-    assoc = _associate(gateway)
+    assoc = _associate(gateway, syntax)
     assert assoc.send_c_store(ds).Status == statuses.SUCCESS
     assoc.release()
     stored = pydicom.dcmread(_stored(gateway, ds))
     assert stored.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
-    assert stored.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert stored.file_meta.TransferSyntaxUID == syntax
     assert stored.file_meta.SendingApplicationEntityTitle == "TESTSCU"
     assert (stored.pixel_array == ds.pixel_array).all()
     assert stored.PatientID == ds.PatientID

@@ -263,6 +263,11 @@ def main() -> None:
         bare,
         f"({subprocess_s:.1f} s for {n} series: start-up, imports, weights, overlapped run)",
     )
+    ratios = [
+        (f"{o / b:.2f}x", f"{q / b:.2f}x")
+        for b, o, q in zip(bare_runs, overlapped_runs, sequential_runs, strict=True)
+    ]
+    print(f"per round (overlapped, sequential) vs that round's bare forward: {ratios}")
     print(
         f"overhead over the forward pass: overlapped {(overlapped / bare - 1) * 100:.1f} %, "
         f"sequential {(sequential / bare - 1) * 100:.1f} %, worker path "

@@ -31,6 +31,7 @@ import struct
 import threading
 from typing import Any, cast
 
+import pynetdicom
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
@@ -49,6 +50,25 @@ _RECV_CHUNK = 1 << 20
 _ABORT_SOURCE_PROVIDER = 0x02
 _P_DATA_TF = 0x04
 _PDU_TYPES = frozenset(range(0x01, 0x08))  # A-ASSOCIATE-RQ .. A-ABORT (PS3.8 9.3.1)
+
+
+#: pynetdicom releases whose reactor internals these subclasses were written against.
+TESTED_PYNETDICOM = "3.0."
+
+
+def request_handler(enabled: bool) -> type[RequestHandler] | None:
+    """The request handler class for the server: ours when enabled and pynetdicom is a release
+    we were tested with, else None (pynetdicom's own)."""
+    if not enabled:
+        return None
+    if not pynetdicom.__version__.startswith(TESTED_PYNETDICOM):
+        logger.warning(
+            "pynetdicom %s is not %sx: using its own receive path (MEDSEG_FAST_RECEIVE ignored)",
+            pynetdicom.__version__,
+            TESTED_PYNETDICOM,
+        )
+        return None
+    return EventDrivenRequestHandler
 
 
 class FastAssociationSocket(AssociationSocket):

@@ -23,7 +23,7 @@ from dicom_gateway.indexer import IndexQueue, reconcile
 from dicom_gateway.metrics import serve_metrics
 from dicom_gateway.monitor import CompletionMonitor
 from dicom_gateway.outbox import Publisher, celery_publisher
-from dicom_gateway.reactor import EventDrivenRequestHandler
+from dicom_gateway.reactor import request_handler
 from dicom_gateway.receivers import ReusePortServer, start_extra_receivers, stop_receivers
 from worker.settings import Settings
 
@@ -81,7 +81,7 @@ def _start_server(ae: AE, settings: Settings, handlers: list[Any]) -> GatewaySer
         ssl_context=tls_context(settings),
         # Several receiver processes share the port through SO_REUSEPORT.
         server_class=ReusePortServer if settings.receivers > 1 else GatewayServer,
-        request_handler=EventDrivenRequestHandler if settings.fast_receive else None,
+        request_handler=request_handler(settings.fast_receive),
     )
     assert isinstance(server, GatewayServer)
     server.allowlist = HostAllowlist(parse_networks(settings.allowed_calling_hosts))

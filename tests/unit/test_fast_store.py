@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+import pynetdicom
 import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import read_dataset
@@ -42,6 +43,7 @@ from dicom_gateway.fast_store import (
     split_pdvs,
 )
 from dicom_gateway.filemeta import PREAMBLE, encode_file_meta
+from dicom_gateway.reactor import EventDrivenRequestHandler, request_handler
 from dicom_gateway.server import start_gateway
 from tests.factories import chest_series
 from worker.localstack import free_port
@@ -216,3 +218,12 @@ def test_fast_path_answers_plain_syntaxes_and_leaves_deflate_to_pynetdicom(
         [] if syntax == DeflatedExplicitVRLittleEndian else [ds.SOPInstanceUID for ds in files]
     )
     assert answered == expected
+
+
+def test_untested_pynetdicom_release_falls_back_to_its_own_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert request_handler(True) is EventDrivenRequestHandler
+    assert request_handler(False) is None
+    monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")
+    assert request_handler(True) is None

@@ -8,6 +8,7 @@ import numpy as np
 from pydicom import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
+from dicom_gateway.records import InstanceInfo
 from worker.phantoms.chest_ct import ChestPhantom, make_chest_phantom, write_chest_series
 
 _CACHE: dict[tuple[int, int, int], ChestPhantom] = {}
@@ -61,3 +62,28 @@ def minimal_image(sop_class: str, modality: str, with_pixels: bool = True) -> Da
         ds.PixelRepresentation = 0
         ds.PixelData = np.zeros((8, 8), dtype="<u2").tobytes()
     return ds
+
+
+def instance_record(
+    series: str, sop: str, path: str = "/dev/null", study: str = "1.2.3"
+) -> InstanceInfo:
+    """What the gateway records for one received CT instance (no file behind it)."""
+    return InstanceInfo(
+        study_uid=study,
+        series_uid=series,
+        sop_instance_uid=sop,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        modality="CT",
+        body_part_examined="CHEST",
+        series_description="",
+        image_type="",
+        instance_number=None,
+        images_in_acquisition=None,
+        study_date=None,
+        accession_number=None,
+        calling_ae="T",
+        calling_host=None,
+        path=path,
+        size_bytes=0,
+    )

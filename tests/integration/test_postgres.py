@@ -12,30 +12,13 @@ from db.models import Instance, Job, JobState, Series, Study, utcnow
 from db.session import make_engine, make_session_factory
 from dicom_gateway.records import InstanceInfo, record_instance
 from dicom_gateway.sweeper import sweep
+from tests.factories import instance_record
 
 pytestmark = pytest.mark.integration
 
 
 def _info(series: str, sop: str) -> InstanceInfo:
-    return InstanceInfo(
-        study_uid="1.2.840.99.1",
-        series_uid=series,
-        sop_instance_uid=sop,
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        modality="CT",
-        body_part_examined="CHEST",
-        series_description="",
-        image_type="",
-        instance_number=None,
-        study_date=None,
-        accession_number=None,
-        calling_ae="T",
-        calling_host=None,
-        images_in_acquisition=None,
-        path="/dev/null",
-        size_bytes=0,
-    )
+    return instance_record(series, sop, study="1.2.840.99.1")
 
 
 def test_concurrent_instances_of_one_series_make_one_study_and_series(postgres_url: str) -> None:

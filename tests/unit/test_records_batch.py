@@ -7,28 +7,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, Series, SeriesStatus, Study, utcnow
 from dicom_gateway.records import InstanceInfo, record_instance, upsert_instances
+from tests.factories import instance_record
 
 
 def _info(series: str, sop: str, path: str = "/x") -> InstanceInfo:
-    return InstanceInfo(
-        study_uid="1.2.3",
-        series_uid=series,
-        sop_instance_uid=sop,
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        modality="CT",
-        body_part_examined="CHEST",
-        series_description="",
-        image_type="ORIGINAL",
-        instance_number=1,
-        images_in_acquisition=None,
-        study_date=None,
-        accession_number=None,
-        calling_ae="CT1",
-        calling_host="127.0.0.1",
-        path=path,
-        size_bytes=10,
-    )
+    return instance_record(series, sop, path)
 
 
 def test_batch_creates_updates_and_reopens_like_single_records(

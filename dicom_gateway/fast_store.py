@@ -22,6 +22,7 @@ goes to pynetdicom's DIMSE provider unchanged, exactly as its state machine woul
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 from collections.abc import Callable
@@ -154,7 +155,7 @@ class StoreEvent:
         self._encoded: bytes | None = None
         self._dataset: Dataset | None = None
 
-    @property
+    @functools.cached_property
     def request(self) -> Dataset:
         request = Dataset()
         for keyword in ("AffectedSOPClassUID", "AffectedSOPInstanceUID", "MessageID"):

@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 #: idle timeout, a DUL thread that died) wait this long.
 MAX_WAIT_SECONDS = 0.02
 _RECV_CHUNK = 1 << 20
+_FIRST_ALLOCATION = 4 << 20
 _ABORT_SOURCE_PROVIDER = 0x02
 _P_DATA_TF = 0x04
 _PDU_TYPES = frozenset(range(0x01, 0x08))  # A-ASSOCIATE-RQ .. A-ABORT (PS3.8 9.3.1)
@@ -72,17 +73,22 @@ def request_handler(enabled: bool) -> type[RequestHandler] | None:
 
 
 class FastAssociationSocket(AssociationSocket):
-    """Reads a PDU body straight into one buffer, up to 1 MiB per call."""
+    """Reads a PDU body into one buffer with up to 1 MiB per ``recv_into`` call.
+
+    The buffer grows as bytes arrive (from 4 MiB, doubling), never to the length a PDU header
+    merely announces: a peer can't make us allocate gigabytes with six bytes.
+    """
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
+        buffer = bytearray(min(nr_bytes, _FIRST_ALLOCATION))
         done = 0
         while done < nr_bytes:
-            count = sock.recv_into(view[done:], min(nr_bytes - done, _RECV_CHUNK))
+            if done == len(buffer):
+                buffer.extend(bytes(min(nr_bytes - done, len(buffer))))
+            with memoryview(buffer) as view, view[done:] as free:
+                count = sock.recv_into(free, min(len(free), _RECV_CHUNK))
             if count == 0:  # the peer closed: return what arrived, as pynetdicom does
-                del view
                 del buffer[done:]
                 return buffer
             done += count

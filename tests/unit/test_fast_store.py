@@ -7,6 +7,9 @@ pynetdicom's path does; the encoders are checked against pydicom's.
 
 from __future__ import annotations
 
+import socket
+import threading
+import tracemalloc
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -43,7 +46,11 @@ from dicom_gateway.fast_store import (
     split_pdvs,
 )
 from dicom_gateway.filemeta import PREAMBLE, encode_file_meta
-from dicom_gateway.reactor import EventDrivenRequestHandler, request_handler
+from dicom_gateway.reactor import (
+    EventDrivenRequestHandler,
+    FastAssociationSocket,
+    request_handler,
+)
 from dicom_gateway.server import start_gateway
 from tests.factories import chest_series
 from worker.localstack import free_port
@@ -227,3 +234,36 @@ def test_untested_pynetdicom_release_falls_back_to_its_own_path(
     assert request_handler(False) is None
     monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")
     assert request_handler(True) is None
+
+
+def _reader(connection: socket.socket) -> FastAssociationSocket:
+    reader = FastAssociationSocket.__new__(FastAssociationSocket)
+    reader.socket = connection
+    return reader
+
+
+def test_pdu_reader_grows_with_the_bytes_not_with_the_announced_length() -> None:
+    ours, peer = socket.socketpair()
+    peer.sendall(b"x" * 1000)
+    peer.close()
+    tracemalloc.start()
+    try:
+        received = _reader(ours).recv(1 << 31)  # a header announcing 2 GiB, then 1000 bytes
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        ours.close()
+    assert received == b"x" * 1000
+    assert peak < 16 << 20
+
+
+def test_pdu_reader_reads_bodies_larger_than_its_first_buffer() -> None:
+    ours, peer = socket.socketpair()
+    body = bytes(range(256)) * (40 << 10)  # 10 MiB
+    sender = threading.Thread(target=peer.sendall, args=(body,))
+    sender.start()
+    received = _reader(ours).recv(len(body))
+    sender.join()
+    ours.close()
+    peer.close()
+    assert received == body

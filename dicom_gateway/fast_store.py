@@ -28,6 +28,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
+from types import SimpleNamespace
 from typing import Any
 
 from pydicom import Dataset
@@ -156,12 +157,9 @@ class StoreEvent:
         self._dataset: Dataset | None = None
 
     @functools.cached_property
-    def request(self) -> Dataset:
-        request = Dataset()
-        for keyword in ("AffectedSOPClassUID", "AffectedSOPInstanceUID", "MessageID"):
-            if keyword in self._command:
-                setattr(request, keyword, self._command[keyword])
-        return request
+    def request(self) -> SimpleNamespace:
+        """The C-STORE-RQ's attributes by keyword, as pynetdicom's ``C_STORE`` offers them."""
+        return SimpleNamespace(**self._command)
 
     def encoded_dataset(self, include_meta: bool = False) -> bytes:
         if include_meta:

@@ -240,28 +240,23 @@ class FastStore:
         if not control & _LAST_BIT:
             return
         pdvs, self._command_pdvs = self._command_pdvs, []
-        command = self._eligible(pdvs)
-        if command is None:
-            forward.extend(pdvs)
-            if not self._command_has_no_data_set(pdvs):
-                self._owner = "pynetdicom"
+        command = _parse_fragments(pdvs)
+        if command is not None and self._eligible(command, pdvs):
+            self._owner, self._command, self._parts = "fast", command, []
+            self._context = self._contexts[context_id]
             return
-        self._owner, self._command, self._parts = "fast", command, []
-        self._context = self._contexts[context_id]
+        forward.extend(pdvs)
+        if command is None or command.get("CommandDataSetType") != _NO_DATA_SET:
+            self._owner = "pynetdicom"  # its data set follows
 
-    def _eligible(self, pdvs: list[PDV]) -> dict[str, Any] | None:
-        """The parsed command when we answer it ourselves: a C-STORE-RQ with a data set, on an
-        accepted, non-deflated context of its own SOP class, with a handler bound."""
+    def _eligible(self, command: dict[str, Any], pdvs: list[PDV]) -> bool:
+        """Whether we answer it ourselves: a C-STORE-RQ with a data set, on an accepted,
+        non-deflated context of its own SOP class, with a handler bound."""
         context_id = pdvs[0][0]
-        if any(pdv[0] != context_id for pdv in pdvs):
-            return None
-        try:
-            command = parse_command(b"".join(pdv[2] for pdv in pdvs))
-        except (ValueError, struct.error, UnicodeDecodeError):
-            return None
         context = self._contexts.get(context_id)
-        if (
+        return not (
             context is None
+            or any(pdv[0] != context_id for pdv in pdvs)
             or command.get("CommandField") != _C_STORE_RQ
             or command.get("CommandDataSetType", _NO_DATA_SET) == _NO_DATA_SET
             or "MessageID" not in command
@@ -269,17 +264,7 @@ class FastStore:
             or command.get("AffectedSOPClassUID") != context.abstract_syntax
             or context.transfer_syntax == DeflatedExplicitVRLittleEndian
             or not self.assoc.get_handlers(evt.EVT_C_STORE)
-        ):
-            return None
-        return command
-
-    @staticmethod
-    def _command_has_no_data_set(pdvs: list[PDV]) -> bool:
-        try:
-            command = parse_command(b"".join(pdv[2] for pdv in pdvs))
-        except (ValueError, struct.error, UnicodeDecodeError):
-            return False
-        return bool(command.get("CommandDataSetType") == _NO_DATA_SET)
+        )
 
     def _complete(self) -> None:
         assert self._context is not None
@@ -301,3 +286,11 @@ class FastStore:
             comment = result.get("ErrorComment")
             return int(result.Status), str(comment) if comment else None
         return int(result), None
+
+
+def _parse_fragments(pdvs: list[PDV]) -> dict[str, Any] | None:
+    """The command set carried by ``pdvs``, or None when it doesn't parse."""
+    try:
+        return parse_command(b"".join(pdv[2] for pdv in pdvs))
+    except (ValueError, struct.error, UnicodeDecodeError):
+        return None

@@ -86,11 +86,6 @@ def instance_info(
     )
 
 
-def upsert_instance(session: Session, info: InstanceInfo, now: datetime) -> None:
-    """Study, series and instance rows for ``info`` in ``session`` (no commit)."""
-    upsert_instances(session, [info], now)
-
-
 def upsert_instances(session: Session, infos: Sequence[InstanceInfo], now: datetime) -> None:
     """Rows for many instances in ``session`` (no commit): one study/series lookup per series
     and one query for the instances already known, instead of three queries per instance."""
@@ -174,7 +169,7 @@ def record_instance(session_factory: sessionmaker[Session], info: InstanceInfo) 
     for attempt in range(1, attempts + 1):
         try:
             with session_factory.begin() as session:
-                upsert_instance(session, info, utcnow())
+                upsert_instances(session, [info], utcnow())
             return
         except IntegrityError:
             if attempt == attempts:

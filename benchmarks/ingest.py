@@ -20,7 +20,14 @@ from pydicom.uid import generate_uid
 from sqlalchemy import text
 
 from db.session import make_engine
-from worker.localstack import dcmtk_env, free_port, start_medseg, stop, wait_for_port
+from worker.localstack import (
+    dcmtk_env,
+    dcmtk_tool,
+    free_port,
+    start_medseg,
+    stop,
+    wait_for_port,
+)
 from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
 
 
@@ -54,7 +61,16 @@ def _send(folder: Path, port: int, called: str) -> float:
     start = time.perf_counter()
     senders = [
         subprocess.Popen(
-            ["storescu", "-aec", called, "+sd", "-nh", "127.0.0.1", str(port), str(part)],
+            [
+                dcmtk_tool("storescu"),
+                "-aec",
+                called,
+                "+sd",
+                "-nh",
+                "127.0.0.1",
+                str(port),
+                str(part),
+            ],
             env=dcmtk_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -84,7 +100,7 @@ def _storescp(out: Path, files: Path, fork: bool) -> float:
     out.mkdir()
     scp = subprocess.Popen(
         [
-            "storescp",
+            dcmtk_tool("storescp"),
             *(["--fork"] if fork else []),
             "-aet",
             "STORESCP",

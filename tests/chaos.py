@@ -30,7 +30,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, Job, JobState, Result, Series
 from db.session import make_engine, make_session_factory
-from worker.localstack import dcmtk_env, free_port, start_medseg, start_redis, wait_for_port
+from worker.localstack import (
+    dcmtk_env,
+    dcmtk_tool,
+    free_port,
+    start_medseg,
+    start_redis,
+    wait_for_port,
+)
 from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
 
 logger = logging.getLogger(__name__)
@@ -273,7 +280,7 @@ class Chaos:
             self.report.storescu_runs += 1
             done = _run(
                 [
-                    "storescu",
+                    dcmtk_tool("storescu"),
                     "-aet",
                     "CHAOS",
                     "-aec",

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.migrate import upgrade
 from db.session import make_engine, make_session_factory
-from worker.localstack import free_port
+from worker.localstack import find_dcmtk_tool, free_port
 from worker.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -38,9 +38,17 @@ def need(what: str, available: bool) -> None:
     pytest.skip(message)
 
 
+# DCMTK programs that pynetdicom shadows with console scripts of the same name in the venv.
+_DCMTK = frozenset({"storescu", "storescp", "echoscu", "echoscp", "findscu", "movescu", "getscu"})
+
+
 def need_tool(name: str) -> str:
-    """A command from PATH or from this venv's bin (dcmqi's tools install there)."""
-    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    """A command from PATH or from this venv's bin (dcmqi's tools install there); for DCMTK's
+    programs, DCMTK's own, never pynetdicom's scripts of the same name."""
+    if name in _DCMTK:
+        path = find_dcmtk_tool(name)
+    else:
+        path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     need(f"{name} (make system-deps / make venv installs it)", path is not None)
     assert path is not None
     return path

@@ -17,7 +17,15 @@ from db.jobstate import TERMINAL
 from db.migrate import upgrade
 from db.models import Job, Series, SeriesStatus
 from db.session import make_engine, make_session_factory
-from worker.localstack import free_port, start_medseg, start_redis, stop, storescu, wait_for_port
+from worker.localstack import (
+    find_dcmtk_tool,
+    free_port,
+    start_medseg,
+    start_redis,
+    stop,
+    storescu,
+    wait_for_port,
+)
 from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
 from worker.phantoms.chest_xray import make_chest_xray
 from worker.phantoms.cr_dicom import write_cxr
@@ -51,7 +59,7 @@ def _write_samples(folder: Path, count: int) -> int:
 
 
 def _send(folder: Path, port: int, ae_title: str) -> None:
-    if shutil.which("storescu"):
+    if find_dcmtk_tool("storescu"):
         done = storescu(folder, port, ae_title, calling_ae="DEMO")
         if done.returncode != 0:
             raise RuntimeError(f"storescu failed ({done.returncode}): {done.stderr[-500:]}")

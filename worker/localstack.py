@@ -102,6 +102,38 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         process.wait()
 
 
+def find_dcmtk_tool(name: str) -> str | None:
+    """DCMTK's ``name`` (storescu, echoscu, storescp...) from PATH, or None.
+
+    pynetdicom installs Python console scripts with the same names and other options into
+    the virtual environment; with the venv activated they come first on PATH. DCMTK's tools
+    are compiled programs, so a candidate that is a script (``#!``) is passed over.
+    """
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = shutil.which(name, path=folder or os.curdir)
+        if candidate is None:
+            continue
+        try:
+            with open(candidate, "rb") as handle:
+                if handle.read(2) == b"#!":
+                    continue
+        except OSError:
+            continue
+        return candidate
+    return None
+
+
+def dcmtk_tool(name: str) -> str:
+    """DCMTK's ``name``; a clear error when DCMTK is not installed."""
+    path = find_dcmtk_tool(name)
+    if path is None:
+        raise RuntimeError(
+            f"DCMTK's {name} is not installed (apt-get install -y dcmtk; the {name} of "
+            "pynetdicom in a virtual environment is a different program)"
+        )
+    return path
+
+
 def dcmtk_env() -> dict[str, str]:
     """Environment for DCMTK tools: Debian's build stalls ~47 ms per PDU without it."""
     return {**os.environ, "TCP_NODELAY": "1"}
@@ -113,7 +145,7 @@ def storescu(
     """Send every file under ``folder`` with DCMTK's storescu (recursive, scanning)."""
     return subprocess.run(
         [
-            "storescu",
+            dcmtk_tool("storescu"),
             "-aet",
             calling_ae,
             "-aec",
@@ -136,7 +168,7 @@ def storescu(
 def echoscu(port: int, called_ae: str = "MEDSEG") -> subprocess.CompletedProcess[str]:
     """DCMTK's echoscu against 127.0.0.1:``port``."""
     return subprocess.run(
-        ["echoscu", "-aec", called_ae, "127.0.0.1", str(port)],
+        [dcmtk_tool("echoscu"), "-aec", called_ae, "127.0.0.1", str(port)],
         env=dcmtk_env(),
         capture_output=True,
         text=True,

@@ -17,9 +17,7 @@ from db.models import Instance, Series
 from db.session import make_engine, make_session_factory
 from tests.conftest import need_tool, wait_until
 from tests.factories import chest_series
-from worker.localstack import dcmtk_env, free_port, start_medseg, stop, wait_for_port
-
-_STORESCU = ("storescu", "-aet")
+from worker.localstack import dcmtk_env, dcmtk_tool, free_port, start_medseg, stop, wait_for_port
 
 
 def _peer(port: int, folder: Path) -> tuple[str, str, str]:
@@ -71,7 +69,16 @@ def test_parallel_senders_over_three_receivers_lose_nothing(
         _wait(lambda: _listeners(port) == 3)
         senders = [
             subprocess.Popen(
-                [*_STORESCU, f"CT{i}", "-aec", "MEDSEG", "+sd", "-nh", *_peer(port, folder)],
+                [
+                    dcmtk_tool("storescu"),
+                    "-aet",
+                    f"CT{i}",
+                    "-aec",
+                    "MEDSEG",
+                    "+sd",
+                    "-nh",
+                    *_peer(port, folder),
+                ],
                 env=dcmtk_env(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from dicom_gateway.filemeta import PREAMBLE, encode_file_meta
 from dicom_gateway.indexer import IndexQueue
 from dicom_gateway.records import instance_info, record_instance
 from dicom_gateway.storage import (
+    DurableDirs,
     InsufficientSpaceError,
     check_free_space,
     instance_path,
@@ -42,6 +43,11 @@ class StoreContext:
     sync_storage: bool = True
     #: Batched recording (MEDSEG_BATCH_INDEX): rows are written by the completion monitor.
     index: IndexQueue | None = None
+    #: The study/series directories already made durable (used when ``sync_storage``).
+    durable_dirs: DurableDirs = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "durable_dirs", DurableDirs(self.storage_root))
 
 
 def _calling_ae(event: Any) -> str:
@@ -120,7 +126,7 @@ def _store(event: Any, ctx: StoreContext) -> Dataset:
     path = instance_path(ctx.storage_root, info.study_uid, info.series_uid, info.sop_instance_uid)
     try:
         chunks = _file_chunks(event, calling)
-        write_atomic(path, chunks, sync=ctx.sync_storage)
+        write_atomic(path, chunks, ctx.durable_dirs if ctx.sync_storage else None)
     except OSError as exc:
         reason = "disk full" if exc.errno == errno.ENOSPC else "cannot write instance"
         logger.error("cannot store instance from %s: %s", calling, exc)

@@ -8,8 +8,9 @@ plain presentation context this module does the same job with byte slices:
 
 * the PDV items of a P-DATA-TF PDU are split with ``struct`` (PS3.8 9.3.5);
 * the command set (implicit VR little endian, PS3.7 6.3.1) is read element by element;
-* the data set fragments are kept as ``memoryview`` slices of the received PDUs and joined
-  once, when the handler asks for the bytes;
+* the data set fragments are kept as ``memoryview`` slices of the received PDUs: the handler
+  writes them to disk as they are (``encoded_parts``) and decodes the data set through them
+  without reading large values such as the pixel data (each copy of 512 kB costs here);
 * the EVT_C_STORE handler bound to the association is called with an event offering what
   pynetdicom's event offers our handler (``dataset``, ``encoded_dataset``, ``request``,
   ``context``, ``assoc``);
@@ -22,19 +23,20 @@ goes to pynetdicom's DIMSE provider unchanged, exactly as its state machine woul
 
 from __future__ import annotations
 
+import bisect
 import functools
+import io
 import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from io import BytesIO
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from pydicom import Dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.filereader import read_dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
-from pynetdicom.dsutils import decode
 
 from dicom_gateway import statuses
 
@@ -57,6 +59,9 @@ _US_ELEMENTS = {
     0x1031: "MoveOriginatorMessageID",
 }
 _MAX_ERROR_COMMENT = 64
+#: Values longer than this are skipped, not read, when the data set is decoded (the handler
+#: only asks whether the pixel data is there).
+DEFER_BYTES = 1 << 16
 
 PDV = tuple[int, int, memoryview]  # context ID, message control header, fragment
 
@@ -161,24 +166,81 @@ class StoreEvent:
         """The C-STORE-RQ's attributes by keyword, as pynetdicom's ``C_STORE`` offers them."""
         return SimpleNamespace(**self._command)
 
+    def encoded_parts(self) -> list[memoryview]:
+        """The data set as received, fragment by fragment (slices of the PDUs, no copy)."""
+        return self._parts
+
     def encoded_dataset(self, include_meta: bool = False) -> bytes:
         if include_meta:
             raise NotImplementedError("the gateway writes its own file meta")
         if self._encoded is None:
             self._encoded = b"".join(self._parts)
-            self._parts = []
         return self._encoded
 
     @property
     def dataset(self) -> Dataset:
+        """The data set, decoded lazily as pynetdicom's event decodes it, except that values
+        longer than ``DEFER_BYTES`` (the pixel data) are present but not read: reading one
+        raises, as it would for a deferred value of a file that is gone."""
         if self._dataset is None:
             syntax = self.context.transfer_syntax
-            self._dataset = decode(
-                BytesIO(self.encoded_dataset()),
+            self._dataset = read_dataset(
+                cast(BinaryIO, PartsReader(self._parts)),
                 syntax == ImplicitVRLittleEndian,
-                syntax != "1.2.840.10008.1.2.2",  # explicit VR big endian (retired)
+                syntax != ExplicitVRBigEndian,
+                defer_size=DEFER_BYTES,
             )
         return self._dataset
+
+
+class PartsReader(io.RawIOBase):
+    """A read-only, seekable binary stream over byte fragments, without joining them."""
+
+    def __init__(self, parts: list[memoryview]) -> None:
+        super().__init__()
+        self._parts = parts
+        self._starts: list[int] = []
+        total = 0
+        for part in parts:
+            self._starts.append(total)
+            total += len(part)
+        self._size = total
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
+        if end <= self._pos:
+            return b""
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        pieces = []
+        while self._pos < end:
+            part, start = self._parts[index], self._starts[index]
+            piece = part[self._pos - start : min(len(part), end - start)]
+            pieces.append(piece)
+            self._pos += len(piece)
+            index += 1
+        return bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 @dataclass

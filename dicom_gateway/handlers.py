@@ -70,9 +70,10 @@ def _validate(ds: Dataset, request: Any) -> tuple[int, str] | None:
     return None
 
 
-def _file_chunks(event: Any, calling: str) -> list[bytes]:
+def _file_chunks(event: Any, calling: str) -> list[bytes | memoryview]:
     """The data set as received, behind file meta naming the sending AE (so a file recorded
-    after a crash still knows its sender)."""
+    after a crash still knows its sender). The lean receive path offers the data set as the
+    received fragments (``encoded_parts``), written without joining them first."""
     request = event.request
     meta = encode_file_meta(
         str(request.AffectedSOPClassUID),
@@ -80,7 +81,9 @@ def _file_chunks(event: Any, calling: str) -> list[bytes]:
         str(event.context.transfer_syntax),
         calling,
     )
-    return [PREAMBLE, meta, event.encoded_dataset(include_meta=False)]
+    parts = getattr(event, "encoded_parts", None)
+    data = parts() if parts is not None else [event.encoded_dataset(include_meta=False)]
+    return [PREAMBLE, meta, *data]
 
 
 def handle_store(event: Any, ctx: StoreContext) -> Dataset:

@@ -7,6 +7,8 @@ pynetdicom's path does; the encoders are checked against pydicom's.
 
 from __future__ import annotations
 
+import io
+import itertools
 import socket
 import threading
 import tracemalloc
@@ -18,8 +20,13 @@ from typing import Any
 import pydicom
 import pynetdicom
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -40,6 +47,9 @@ from dicom_gateway import statuses
 from dicom_gateway.fast_store import (
     FastStore,
     MalformedPDUError,
+    PartsReader,
+    StoreEvent,
+    _Context,
     encode_store_response,
     p_data_pdu,
     parse_command,
@@ -52,8 +62,9 @@ from dicom_gateway.reactor import (
     request_handler,
 )
 from dicom_gateway.server import start_gateway
-from tests.factories import chest_series
+from tests.factories import chest_phantom, chest_series
 from worker.localstack import free_port
+from worker.phantoms.chest_ct import write_chest_series
 from worker.settings import Settings
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -267,3 +278,64 @@ def test_pdu_reader_reads_bodies_larger_than_its_first_buffer() -> None:
     ours.close()
     peer.close()
     assert received == body
+
+
+@given(
+    data=st.binary(max_size=300),
+    cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=6),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["read", "seek_set", "seek_cur", "seek_end"]), st.integers(-5, 80)
+        ),
+        max_size=20,
+    ),
+)
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_parts_reader_reads_and_seeks_like_one_buffer(
+    data: bytes, cuts: list[int], ops: list[tuple[str, int]]
+) -> None:
+    bounds = [0, *sorted(min(c, len(data)) for c in cuts), len(data)]
+    parts = [memoryview(data)[a:b] for a, b in itertools.pairwise(bounds)]
+    ours, reference = PartsReader(parts), BytesIO(data)
+    for op, value in ops:
+        if op == "read":
+            assert ours.read(value) == reference.read(value)
+        elif op == "seek_set" and value >= 0:
+            assert ours.seek(value) == reference.seek(value)
+        elif op == "seek_cur" and reference.tell() + value >= 0:
+            assert ours.seek(value, io.SEEK_CUR) == reference.seek(value, io.SEEK_CUR)
+        elif op == "seek_end" and len(data) + value >= 0:
+            assert ours.seek(value, io.SEEK_END) == reference.seek(value, io.SEEK_END)
+        assert ours.tell() == reference.tell()
+    assert ours.read() == reference.read()
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_store_event_decodes_through_the_fragments_without_reading_the_pixel_data(
+    tmp_path: Path, syntax: str
+) -> None:
+    (path,) = write_chest_series(chest_phantom(0, slices=1, size=512), tmp_path)
+    ds = pydicom.dcmread(path)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, syntax == ImplicitVRLittleEndian
+    write_dataset(buffer, ds)
+    encoded = buffer.getvalue()
+    pixel_bytes = len(ds.PixelData)
+    assert pixel_bytes > 100_000
+    view = memoryview(bytearray(encoded))
+    parts = [view[i : i + 8000] for i in range(0, len(encoded), 8000)]  # 8 kB PDUs
+    command = {"AffectedSOPInstanceUID": ds.SOPInstanceUID, "AffectedSOPClassUID": CT}
+    event = StoreEvent(None, _Context(1, CT, syntax), command, parts)
+
+    tracemalloc.start()
+    decoded = event.dataset
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < pixel_bytes / 4  # the pixel data was neither joined nor copied
+
+    assert "PixelData" in decoded
+    for element in ds:
+        if element.keyword != "PixelData":
+            assert decoded[element.tag].value == element.value, element.keyword
+    assert event.encoded_parts() == parts
+    assert event.encoded_dataset() == encoded

@@ -88,6 +88,9 @@ def test_compose_has_every_role_with_healthchecks_and_ordered_start() -> None:
     assert expected <= set(services)
     for name in ("redis", "postgres", "gateway", "worker-cpu", "worker-gpu", "prometheus"):
         assert services[name]["healthcheck"]["test"], name
+    # Flower runs from the dashboard image, whose HEALTHCHECK probes the dashboard's port.
+    for name, port in (("dashboard", 8080), ("flower", 5555)):
+        assert f"127.0.0.1:{port}/" in " ".join(services[name]["healthcheck"]["test"]), name
     prestart = services["prestart"]
     assert prestart["command"][:2] == ["medseg", "prestart"]
     assert prestart["restart"] == "no"
@@ -122,6 +125,56 @@ def test_compose_builds_targets_that_exist_in_the_dockerfile() -> None:
         )
     for source in re.findall(r"^COPY (?!--from)(\S+) ", dockerfile, flags=re.MULTILINE):
         assert (ROOT / source).exists(), source
+
+
+def _merged(base: Any, override: Any) -> Any:
+    """Compose's merge of -f files for what the override files use: mappings merge key by key,
+    anything else is replaced (compose appends some sequences; no override here has one)."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merged(base[key], value) if key in base else value
+        return merged
+    return override
+
+
+def _services_dockerfile_targets() -> set[str]:
+    dockerfile = (DEPLOY / "airgap" / "services.Dockerfile").read_text()
+    return set(re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, flags=re.MULTILINE))
+
+
+def test_airgap_compose_override_is_valid_and_names_images_the_airgap_build_makes() -> None:
+    override: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.airgap.yaml").read_text())
+    jsonschema.validate(override, _compose_schema())
+    merged = _merged(_compose(), override)
+    jsonschema.validate(merged, _compose_schema())
+    services = _compose()["services"]
+    # It only swaps the third-party images: no new service, nothing else changed.
+    assert set(override["services"]) <= set(services)
+    for name, service in override["services"].items():
+        assert set(service) == {"image"}, name
+        assert merged["services"][name] == {**services[name], "image": service["image"]}
+    # Every third-party image of compose.yaml has a stand-in; the medseg images are unchanged.
+    third_party = {name for name, service in services.items() if "build" not in service}
+    assert set(override["services"]) == third_party
+    # build.sh tags services.Dockerfile's target T as medseg-local/T:bookworm.
+    build_sh = (DEPLOY / "airgap" / "build.sh").read_text()
+    assert 'image="medseg-local/$service:bookworm"' in build_sh
+    (built,) = re.findall(r"for service in ([a-z ]+); do", build_sh)
+    targets = _services_dockerfile_targets()
+    for name, service in override["services"].items():
+        repository, tag = service["image"].split(":")
+        assert repository.startswith("medseg-local/"), name
+        target = repository.removeprefix("medseg-local/")
+        assert tag == "bookworm", name
+        assert target in targets, f"{name}: no target {target} in airgap/services.Dockerfile"
+        assert target in built.split(), f"{name}: build.sh does not build {target}"
+    for source in re.findall(
+        r"^COPY (?!--from)(\S+) ",
+        (DEPLOY / "airgap" / "services.Dockerfile").read_text(),
+        flags=re.MULTILINE,
+    ):
+        assert (DEPLOY / "airgap" / source).exists(), source
 
 
 def _interpolate(value: str) -> str:

@@ -49,11 +49,19 @@ on_exit() {
     printf -v quoted '%q ' "$@"
     CLEANUP+=("$quoted")
 }
-cleanup() {
-    local i
+# run_cleanup: run and forget what on_exit registered (between the two modes of `all`: the
+# containers mode's gateway listens on the host port that compose then publishes).
+run_cleanup() {
+    local i started=$SECONDS
+    ((${#CLEANUP[@]})) || return 0
     for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do
         eval "${CLEANUP[i]}" >/dev/null 2>&1 || true
     done
+    CLEANUP=()
+    log "cleaned up in $((SECONDS - started)) s"
+}
+cleanup() {
+    run_cleanup
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -89,6 +97,7 @@ dicom_valid() {
 
 # A synthetic chest CT (40 slices, exact ground truth) written by the worker image itself.
 make_study() {
+    [ ! -d "$WORK/send" ] || return 0
     mkdir -p "$WORK/send"
     "$DOCKER" run --rm --user "$(id -u):$(id -g)" -v "$WORK/send:/out" "$WORKER_IMAGE" \
         medseg --log-level WARNING phantoms chest-ct --out /out --count 1 --dicom mono >/dev/null
@@ -281,6 +290,7 @@ case "${1:-all}" in
     compose) smoke_compose ;;
     all)
         smoke_containers
+        run_cleanup
         smoke_compose
         ;;
     *)

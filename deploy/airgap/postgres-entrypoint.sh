@@ -6,7 +6,17 @@
 set -eu
 : "${POSTGRES_USER:=postgres}"
 : "${POSTGRES_DB:=$POSTGRES_USER}"
-if [ "${1:-}" = "postgres" ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
+# postgres --version, --help, -C NAME...: no cluster needed (as in the official entrypoint).
+server=
+if [ "${1:-}" = "postgres" ]; then
+    server=1
+    for arg in "$@"; do
+        case $arg in
+            -V | --version | '-?' | --help | --describe-config | -C | -C*) server= ;;
+        esac
+    done
+fi
+if [ -n "$server" ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     if [ -z "${POSTGRES_PASSWORD:-}" ]; then
         echo "postgres-entrypoint: set POSTGRES_PASSWORD" >&2
         exit 1
@@ -25,7 +35,7 @@ if [ "${1:-}" = "postgres" ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     fi
     pg_ctl -D "$PGDATA" -m fast -w stop
 fi
-if [ "${1:-}" = "postgres" ]; then
+if [ -n "$server" ]; then
     shift
     set -- postgres -D "$PGDATA" "$@"
 fi

@@ -240,6 +240,7 @@ smoke_compose() {
     if "$DOCKER" compose version >/dev/null 2>&1; then
         COMPOSE=("$DOCKER" compose)
         files=(-f "$ROOT/deploy/compose.yaml")
+        log "$("$DOCKER" compose version)"
     elif command -v docker-compose >/dev/null; then
         COMPOSE=(docker-compose --project-directory "$ROOT/deploy")
         compose_v1_file "$WORK/compose.v1.yaml"

@@ -70,16 +70,17 @@ def _load(series_uid: str, paths: list[Path], out_dir: Path, models: ModelCache)
     return item
 
 
-def _forward(item: _Series) -> None:
+def _forward(item: _Series, models: ModelCache) -> None:
     """Calling thread: the model's forward pass (or all of predict)."""
     if item.error is not None or item.model is None or item.series is None:
         return
     start = time.perf_counter()
     try:
-        if isinstance(item.model, StagedModel):
-            item.staged = item.model.forward(item.staged)
-        else:
-            item.output = item.model.predict(item.series)
+        with models.autocast():
+            if isinstance(item.model, StagedModel):
+                item.staged = item.model.forward(item.staged)
+            else:
+                item.output = item.model.predict(item.series)
     except Exception as exc:
         item.error = exc
     item.timings["infer"] = time.perf_counter() - start
@@ -142,7 +143,7 @@ def run_overlapped(
             while loads:
                 item = loads.popleft().result()
                 load_ahead()
-                _forward(item)
+                _forward(item, models)
                 while len(exports) >= EXPORT_BEHIND:
                     collect_oldest()
                 exports.append(exporter.submit(_finish, item))

@@ -105,7 +105,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
     from worker.registry import ModelCache
     from worker.settings import get_settings
 
-    models = ModelCache(resolve_device(get_settings().device))
+    settings = get_settings()
+    models = ModelCache(resolve_device(settings.device), settings.inference_precision)
     try:
         rows, skipped = process_paths(args.paths, args.out, models, progress=_batch_progress())
     except FileNotFoundError as exc:

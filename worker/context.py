@@ -28,10 +28,10 @@ class WorkerContext:
         settings = settings or get_settings()
         engine = make_engine(settings.database_url)
         device = resolve_device(settings.device)
-        logger.info("worker process ready on %s", device)
+        logger.info("worker process ready on %s (%s)", device, settings.inference_precision)
         return cls(
             settings=settings,
             engine=engine,
             session_factory=make_session_factory(engine),
-            models=ModelCache(device),
+            models=ModelCache(device, settings.inference_precision),
         )

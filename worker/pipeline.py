@@ -47,7 +47,8 @@ def run_loaded(
     timings["load_model"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    output = model.predict(series)
+    with models.autocast():
+        output = model.predict(series)
     timings["infer"] = time.perf_counter() - start
     return export(series, output, spec, model, out_dir, timings=timings)
 

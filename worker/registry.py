@@ -10,9 +10,12 @@ import importlib
 import pkgutil
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from worker.precision import Precision, autocast
 
 if TYPE_CHECKING:
     from worker.loading import LoadedSeries
@@ -93,10 +96,15 @@ class ModelCache:
     """Loads each model once per process (per device) and hands out the same instance
     (from any thread)."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, precision: Precision = "fp32") -> None:
         self.device = device
+        self.precision: Precision = precision
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
+
+    def autocast(self) -> AbstractContextManager[object]:
+        """Enter around a model's ``predict`` or ``forward``, in the thread that runs it."""
+        return autocast(self.device, self.precision)
 
     def get(self, spec: ModelSpec) -> Model:
         with self._lock:

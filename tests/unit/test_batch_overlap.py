@@ -136,9 +136,9 @@ def test_queues_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         loaded.append(1)
         return item
 
-    def forward(item: Any) -> None:
+    def forward(item: Any, models: ModelCache) -> None:
         ahead.append(len(loaded) - len(forwarded))
-        real_forward(item)
+        real_forward(item, models)
         forwarded.append(1)
 
     monkeypatch.setattr(overlap, "_load", load)

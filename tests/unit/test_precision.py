@@ -9,11 +9,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
 from tests.factories import chest_series
+from worker.cxr.metrics import dice
 from worker.loading import LoadedSeries, load_series
 from worker.outputs import ModelOutput
 from worker.phantoms.chest_xray import make_chest_xray
@@ -21,7 +21,7 @@ from worker.phantoms.cr_dicom import write_cxr
 from worker.phantoms.fetal_mri import make_fetal_brain_stack
 from worker.phantoms.mr_dicom import write_mr_stack
 from worker.phantoms.us_dicom import write_us_phantom
-from worker.precision import autocast
+from worker.precision import Precision, autocast
 from worker.registry import Model, ModelCache, get_spec
 
 
@@ -55,13 +55,8 @@ def _model(name: str) -> Model:
     return get_spec(name).load("cpu")
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
-def _predict(name: str, series: LoadedSeries, precision: str) -> ModelOutput:
-    with autocast("cpu", precision):  # type: ignore[arg-type]
+def _predict(name: str, series: LoadedSeries, precision: Precision) -> ModelOutput:
+    with autocast("cpu", precision):
         return _model(name).predict(series)
 
 
@@ -73,7 +68,7 @@ def test_bf16_gives_the_fp32_result(name: str, tmp_path: Path) -> None:
     assert [s.kind.label for s in reduced.segments] == [s.kind.label for s in full.segments]
     for ours, reference in zip(reduced.segments, full.segments, strict=True):
         assert reference.mask.any()
-        assert _dice(ours.mask, reference.mask) >= 0.98, ours.kind.label
+        assert dice(ours.mask, reference.mask) >= 0.98, ours.kind.label
     values = {m.key: m.value for m in full.measurements}
     assert values
     for m in reduced.measurements:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ import torch
 from scipy import ndimage
 
 from worker.fetal import checkpoint
-from worker.fetal.biometry import Ellipse, ellipse_mask, fit_ellipse_mm
+from worker.fetal.biometry import Ellipse, fit_ellipse_mm
+from worker.fetal.gate import Signals, Thresholds, quality_score, reasons, signals
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ def fill_holes(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
 class FrameResult:
     mask: npt.NDArray[np.bool_]
     ellipse: Ellipse | None  # in mm (or pixels when spacing is (1, 1))
-    quality: float  # 0..1: confidence x how elliptical the mask is
+    quality: float  # 0..1, ranks the frames of a cine (worker.fetal.gate.quality_score)
+    signals: Signals | None = None  # the quality gate's signals; None: no head
+    review: list[str] = field(default_factory=list)  # why the gate refused it; empty: accepted
 
 
 class UNetPredictor:
@@ -121,37 +124,57 @@ def full_size(prob: npt.NDArray[np.float32], shape: tuple[int, ...]) -> npt.NDAr
 
 
 class FetalHeadPredictor(UNetPredictor):
-    """Fetal head masks, ellipses and a quality score per frame."""
+    """Fetal head masks, ellipses and the quality gate's verdict per frame.
+
+    A checkpoint whose config says ``flip_tta`` averages each frame's probabilities with its
+    mirror image's; its metadata's ``quality_gate`` holds the gate's thresholds.
+    """
+
+    def __init__(
+        self, weights: Path = DEFAULT_WEIGHTS, device: str = "cpu", batch_size: int | None = None
+    ) -> None:
+        super().__init__(weights, device, batch_size)
+        self.flip_tta = bool(self.metadata["config"].get("flip_tta", False))
+        self.thresholds = Thresholds.from_metadata(self.metadata.get("quality_gate"))
+
+    @torch.inference_mode()
+    def forward(self, inputs: Sequence[npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]:
+        plain = super().forward(inputs)
+        if not self.flip_tta:
+            return plain
+        mirrored = super().forward([np.ascontiguousarray(x[:, ::-1]) for x in inputs])
+        return [
+            np.asarray((p + m[:, ::-1]) / 2, dtype=np.float32)
+            for p, m in zip(plain, mirrored, strict=True)
+        ]
 
     def predict(
-        self, images: Sequence[npt.NDArray[np.uint8]], spacing_mm: tuple[float, float] = (1.0, 1.0)
+        self,
+        images: Sequence[npt.NDArray[np.uint8]],
+        spacing_mm: tuple[float, float] = (1.0, 1.0),
+        *,
+        calibrated: bool = True,
     ) -> list[FrameResult]:
-        return self.measure(self.probabilities(images), spacing_mm)
+        return self.measure(self.probabilities(images), spacing_mm, calibrated=calibrated)
 
     def measure(
-        self, probabilities: Sequence[npt.NDArray[np.float32]], spacing_mm: tuple[float, float]
+        self,
+        probabilities: Sequence[npt.NDArray[np.float32]],
+        spacing_mm: tuple[float, float],
+        *,
+        calibrated: bool = True,
     ) -> list[FrameResult]:
-        """Post-processing of full-size probability maps: mask, ellipse, quality."""
+        """Post-processing of full-size probability maps: mask, ellipse, gate. ``calibrated``
+        False: the spacing is a stand-in, so the HC range is not checked."""
         results: list[FrameResult] = []
         for prob in probabilities:
             mask = clean_mask(prob)
             ellipse = fit_ellipse_mm(mask, spacing_mm) if mask.any() else None
-            results.append(FrameResult(mask, ellipse, _quality(prob, mask, ellipse, spacing_mm)))
+            found = signals(prob, mask, ellipse, spacing_mm)
+            hc = ellipse.circumference if ellipse is not None and calibrated else None
+            results.append(
+                FrameResult(
+                    mask, ellipse, quality_score(found), found, reasons(found, hc, self.thresholds)
+                )
+            )
         return results
-
-
-def _quality(
-    prob: npt.NDArray[np.float32],
-    mask: npt.NDArray[np.bool_],
-    ellipse: Ellipse | None,
-    spacing_mm: tuple[float, float],
-) -> float:
-    if ellipse is None or not mask.any():
-        return 0.0
-    confidence = float(np.mean(np.abs(prob - 0.5)) * 2)
-    fitted = ellipse_mask(
-        mask.shape, (ellipse.cx, ellipse.cy, ellipse.a, ellipse.b, ellipse.angle_deg), spacing_mm
-    )
-    union = np.logical_or(fitted, mask).sum()
-    agreement = float(np.logical_and(fitted, mask).sum() / union) if union else 0.0
-    return confidence * agreement

@@ -123,7 +123,7 @@ def reasons(
         )
     lo, hi = HC_PLAUSIBLE_MM
     if hc_mm is not None and not lo <= hc_mm <= hi:
-        out.append(f"HC {hc_mm:.0f} mm outside the plausible {lo:.0f}-{hi:.0f} mm")
+        out.append(f"HC outside the plausible range ({hc_mm:.0f} mm, not {lo:.0f}-{hi:.0f} mm)")
     return out
 
 

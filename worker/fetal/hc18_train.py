@@ -40,6 +40,8 @@ from worker.fetal.unet import UNet
 logger = logging.getLogger(__name__)
 
 MODEL_VERSION = "2.0.0"
+#: Changes whenever ``load_mask`` does, so cached tensors of an older recipe are not reused.
+MASK_RECIPE = "fill-erode1-ring-fit"
 HC18_CITATION = (
     "T. L. A. van den Heuvel, D. de Bruijn, C. L. de Korte, B. van Ginneken. Automated "
     "measurement of fetal head circumference using 2D ultrasound images. PLoS ONE 13(8): "
@@ -92,7 +94,10 @@ def load_tensors(
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
     """uint8 images and soft masks (0-255) at the input size, from ``cache`` when it has them."""
     key = hashlib.sha256(
-        "\n".join(f"{i.image.name}:{i.image.stat().st_size}" for i in items).encode()
+        "\n".join(
+            f"{i.image.name}:{i.image.stat().st_size}:{i.annotation.stat().st_size}" for i in items
+        ).encode()
+        + MASK_RECIPE.encode()
     ).hexdigest()[:16]
     path = cache / f"hc18-{rows}x{cols}-{key}.npz" if cache else None
     if path is not None and path.exists():

@@ -39,7 +39,7 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler
 
-from dicom_gateway.fast_store import PDV, FastStore, MalformedPDUError, split_pdvs
+from dicom_gateway._fastpath.fast_store import PDV, FastStore, MalformedPDUError, split_pdvs
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,9 @@ _P_DATA_TF = 0x04
 _PDU_TYPES = frozenset(range(0x01, 0x08))  # A-ASSOCIATE-RQ .. A-ABORT (PS3.8 9.3.1)
 
 
-#: pynetdicom releases whose reactor internals these subclasses were written against.
-TESTED_PYNETDICOM = "3.0."
+#: The pynetdicom release whose internals these subclasses were written and tested against
+#: (constraints.txt pins it); any other release gets pynetdicom's own receive path.
+TESTED_PYNETDICOM = "3.0.4"
 
 
 def request_handler(enabled: bool) -> type[RequestHandler] | None:
@@ -62,9 +63,9 @@ def request_handler(enabled: bool) -> type[RequestHandler] | None:
     we were tested with, else None (pynetdicom's own)."""
     if not enabled:
         return None
-    if not pynetdicom.__version__.startswith(TESTED_PYNETDICOM):
+    if pynetdicom.__version__ != TESTED_PYNETDICOM:
         logger.warning(
-            "pynetdicom %s is not %sx: using its own receive path (MEDSEG_FAST_RECEIVE ignored)",
+            "pynetdicom %s is not %s: using its own receive path (MEDSEG_FAST_RECEIVE ignored)",
             pynetdicom.__version__,
             TESTED_PYNETDICOM,
         )

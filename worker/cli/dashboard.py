@@ -9,9 +9,9 @@ from typing import Any
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from worker.core.settings import get_settings
     from worker.dashboard.app import DashboardConfigError
     from worker.dashboard.serve import serve
-    from worker.settings import get_settings
 
     try:
         serve(get_settings(), args.host, args.port)
@@ -39,7 +39,7 @@ def _cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def _cmd_flower(args: argparse.Namespace) -> int:
-    from worker.celery_app import app
+    from worker.runtime.celery_app import app
 
     # Flower registers itself as a celery sub-command; our app carries the broker settings.
     app.start(["flower", f"--address={args.address}", f"--port={args.port}", *args.extra])

@@ -8,29 +8,29 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from worker.cli_dashboard import add_dashboard_commands
-from worker.cli_models import add_model_commands
-from worker.cli_ops import add_ops_commands
-from worker.logs import configure_logging
+from worker.cli.dashboard import add_dashboard_commands
+from worker.cli.models import add_model_commands
+from worker.cli.ops import add_ops_commands
+from worker.runtime.logs import configure_logging
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
     from dicom_gateway.server import serve
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
 
     serve(get_settings())
     return 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
 
     metrics_port = args.metrics_port or get_settings().worker_metrics_port
     if metrics_port:  # before the pool forks: its processes inherit the setup
-        from worker.worker_metrics import start_worker_metrics
+        from worker.runtime.metrics import start_worker_metrics
 
         start_worker_metrics(metrics_port, get_settings().metrics_host)
-    from worker.celery_app import app
+    from worker.runtime.celery_app import app
 
     argv = ["worker", "-Q", args.queues, "--loglevel", args.log_level, "-n", args.name]
     if args.concurrency:
@@ -41,7 +41,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 def _cmd_db(args: argparse.Namespace) -> int:
     from db.migrate import current, upgrade
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
 
     url = get_settings().database_url
     if args.action == "upgrade":
@@ -51,8 +51,8 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_prestart(args: argparse.Namespace) -> int:
-    from worker.prestart import ServiceUnavailableError, prestart
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
+    from worker.runtime.prestart import ServiceUnavailableError, prestart
 
     try:
         prestart(get_settings(), args.timeout, migrate=not args.no_migrate)
@@ -63,8 +63,8 @@ def _cmd_prestart(args: argparse.Namespace) -> int:
 
 
 def _cmd_echo(args: argparse.Namespace) -> int:
-    from worker.echo import echo
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
+    from worker.delivery.echo import echo
 
     settings = get_settings()
     port = args.port or settings.port
@@ -79,7 +79,7 @@ def _cmd_echo(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from worker.registry import all_specs
+    from worker.core.registry import all_specs
 
     for spec in all_specs():
         print(f"{spec.name:24} {spec.version:8} queue={spec.queue:4} {spec.description}")
@@ -94,16 +94,16 @@ def _batch_progress() -> Callable[[int, int], None] | None:
     """A progress bar on stderr when it is a terminal (never mixed into --json on stdout)."""
     if not sys.stderr.isatty():
         return None
-    from worker.cli_models import _progress
+    from worker.cli.models import _progress
 
     return lambda done, total: _progress("series", done, total)
 
 
 def _cmd_process(args: argparse.Namespace) -> int:
-    from worker.batch import process_paths
-    from worker.device import resolve_device
-    from worker.registry import ModelCache
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
+    from worker.pipeline.batch import process_paths
+    from worker.pipeline.cache import ModelCache
+    from worker.pipeline.device import resolve_device
 
     settings = get_settings()
     models = ModelCache(resolve_device(settings.device), settings.inference_precision)
@@ -136,8 +136,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from db.session import make_engine, make_session_factory
-    from worker.report import print_study
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
+    from worker.export.report import print_study
 
     engine = make_engine(get_settings().database_url)
     try:
@@ -151,7 +151,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
+    from worker.devtools.demo import run_demo
 
     return run_demo(args.dir, series=args.series, timeout=args.timeout)
 

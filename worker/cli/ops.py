@@ -24,13 +24,13 @@ def _since(text: str) -> datetime:
 
 def _session_factory() -> Any:
     from db.session import make_engine, make_session_factory
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
 
     return make_session_factory(make_engine(get_settings().database_url))
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    from worker.operations import list_jobs
+    from worker.ops.operations import list_jobs
 
     state = JobState(args.state) if args.state else None
     jobs = list_jobs(_session_factory(), state=state, since=args.since, limit=args.limit)
@@ -46,7 +46,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
-    from worker.operations import OperationError, retry
+    from worker.ops.operations import OperationError, retry
 
     if not args.job_ids and not args.failed:
         print("medseg retry: give JOB_ID(s) or --failed", file=sys.stderr)
@@ -61,10 +61,10 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _cmd_rerun(args: argparse.Namespace) -> int:
-    from worker.operations import OperationError, rerun
+    from worker.ops.operations import OperationError, rerun
 
     try:
-        from worker.settings import get_settings
+        from worker.core.settings import get_settings
 
         created = rerun(
             _session_factory(),
@@ -81,7 +81,7 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
-    from worker.operations import OperationError, cancel
+    from worker.ops.operations import OperationError, cancel
 
     try:
         cancel(_session_factory(), args.job_id)
@@ -95,9 +95,9 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 def _print_status(session_factory: Any) -> None:
     import redis
 
-    from worker.celery_app import app
-    from worker.operations import status
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
+    from worker.ops.operations import status
+    from worker.runtime.celery_app import app
 
     settings = get_settings()
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=1)
@@ -134,7 +134,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_cleanup(args: argparse.Namespace) -> int:
-    from dicom_gateway.retention import purge_inputs
+    from worker.core.retention import purge_inputs
 
     count, size = purge_inputs(_session_factory(), utcnow() - args.older_than, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"

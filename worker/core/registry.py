@@ -1,26 +1,24 @@
-"""Model registry: every module in ``worker.models`` exposing ``SPEC`` is a model, and so is
-every module named in ``MEDSEG_MODEL_PLUGINS``.
+"""Model registry: every folder in ``worker.models`` whose ``serve`` module exposes ``SPEC`` is a
+model, and so is every module named in ``MEDSEG_MODEL_PLUGINS``.
 
-Adding a model is adding one module with a ``SPEC = ModelSpec(...)``.
+Adding a model is adding one folder ``worker/models/<name>/`` with a ``serve.py`` holding
+``SPEC = ModelSpec(...)``; its training, evaluation and phantom commands are named in the spec
+and imported only when ``medseg train|evaluate|phantoms`` runs them.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from worker.precision import Precision, autocast
-
 if TYPE_CHECKING:
-    from worker.loading import LoadedSeries
-    from worker.outputs import ModelOutput
-    from worker.routing import SeriesTags
+    from worker.core.tags import SeriesTags
+    from worker.export.outputs import ModelOutput
+    from worker.pipeline.loading import LoadedSeries
 
 Queue = Literal["cpu", "gpu"]
 
@@ -57,16 +55,28 @@ class ModelSpec:
     priority: int = 0
     weights_sha256: str | None = None
     time_limit_seconds: int | None = None  # None: MEDSEG_JOB_TIME_LIMIT_SECONDS
+    # Where the weights are (the worker), ``runnable()`` false means: run ``fallback`` instead.
+    # Routing never calls it, so the gateway decides without looking for files.
+    runnable: Callable[[], bool] | None = None
+    fallback: str | None = None  # a model name
+    # ``medseg train|evaluate|phantoms NAME``: NAME -> "package.module:function" (the
+    # signatures are in worker.core.commands), imported only when the command runs.
+    train: Mapping[str, str] = field(default_factory=dict, hash=False)
+    evaluate: Mapping[str, str] = field(default_factory=dict, hash=False)
+    phantoms: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @lru_cache(maxsize=1)
 def _discover() -> tuple[ModelSpec, ...]:
     import worker.models as package
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
 
     specs: list[ModelSpec] = []
     for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{package.__name__}.{module_info.name}")
+        if module_info.name.startswith("_"):
+            continue  # shared code, not a model
+        name = f"{package.__name__}.{module_info.name}"
+        module = importlib.import_module(f"{name}.serve" if module_info.ispkg else name)
         spec = getattr(module, "SPEC", None)
         if isinstance(spec, ModelSpec):
             specs.append(spec)
@@ -90,26 +100,3 @@ def get_spec(name: str) -> ModelSpec:
         if spec.name == name:
             return spec
     raise KeyError(f"no model named {name!r}; known: {[s.name for s in _discover()]}")
-
-
-class ModelCache:
-    """Loads each model once per process (per device) and hands out the same instance
-    (from any thread)."""
-
-    def __init__(self, device: str, precision: Precision = "fp32") -> None:
-        self.device = device
-        self.precision: Precision = precision
-        self._models: dict[str, Model] = {}
-        self._lock = threading.Lock()
-
-    def autocast(self) -> AbstractContextManager[object]:
-        """Enter around a model's ``predict`` or ``forward``, in the thread that runs it."""
-        return autocast(self.device, self.precision)
-
-    def get(self, spec: ModelSpec) -> Model:
-        with self._lock:
-            model = self._models.get(spec.name)
-            if model is None:
-                model = spec.load(self.device)
-                self._models[spec.name] = model
-            return model

@@ -9,7 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.precision import Precision
+#: Inference precision (``MEDSEG_INFERENCE_PRECISION``); see ``worker.pipeline.precision``.
+Precision = Literal["fp32", "bf16"]
 
 
 class DicomDestination(BaseModel):
@@ -99,7 +100,7 @@ class Settings(BaseSettings):
         default=True,
         description="Accepted associations wait for socket data instead of pynetdicom's 1 ms "
         "polling loops, and C-STORE requests are answered by the lean path in "
-        "dicom_gateway/fast_store.py; false restores pynetdicom's loops and DIMSE handling.",
+        "dicom_gateway/_fastpath/; false restores pynetdicom's loops and DIMSE handling.",
     )
 
     tls_cert_file: Path | None = Field(

@@ -8,8 +8,8 @@ hard limit, ``HARD_LIMIT_MARGIN_SECONDS`` later, Celery kills the worker process
 
 from __future__ import annotations
 
-from worker.registry import all_specs, get_spec
-from worker.settings import Settings
+from worker.core.registry import all_specs, get_spec
+from worker.core.settings import Settings
 
 HARD_LIMIT_MARGIN_SECONDS = 60
 VISIBILITY_MARGIN_SECONDS = 600

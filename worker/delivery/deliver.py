@@ -13,8 +13,8 @@ from pynetdicom import AE
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Delivery, DeliveryState, utcnow
-from worker.jobs import SENDER, backoff_seconds
-from worker.settings import DicomDestination
+from worker.core.settings import DicomDestination
+from worker.runtime.jobs import SENDER, backoff_seconds
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from db.jobstate import TERMINAL
 from db.migrate import upgrade
 from db.models import Job, Series, SeriesStatus
 from db.session import make_engine, make_session_factory
-from worker.localstack import (
+from worker.devtools.localstack import (
     find_dcmtk_tool,
     free_port,
     start_medseg,
@@ -26,13 +26,13 @@ from worker.localstack import (
     storescu,
     wait_for_port,
 )
-from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
-from worker.phantoms.chest_xray import make_chest_xray
-from worker.phantoms.cr_dicom import write_cxr
-from worker.phantoms.fetal_mri import make_fetal_brain_stack
-from worker.phantoms.mr_dicom import write_mr_stack
-from worker.phantoms.us_dicom import write_us_phantom
-from worker.report import print_results
+from worker.export.report import print_results
+from worker.models.fetal_brain.mr_dicom import write_mr_stack
+from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
+from worker.models.fetal_head.us_dicom import write_us_phantom
+from worker.models.lung_ct.phantoms import make_chest_phantom, write_chest_series
+from worker.models.lung_cxr.cr_dicom import write_cxr
+from worker.models.lung_cxr.phantoms import make_chest_xray
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _send(folder: Path, port: int, ae_title: str) -> None:
         if done.returncode != 0:
             raise RuntimeError(f"storescu failed ({done.returncode}): {done.stderr[-500:]}")
         return
-    from worker.sender import send_files  # pragma: no cover - DCMTK missing
+    from worker.delivery.sender import send_files  # pragma: no cover - DCMTK missing
 
     send_files(sorted(folder.rglob("*.dcm")), "127.0.0.1", port, ae_title)
 

@@ -12,9 +12,9 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from worker import __version__
-from worker.loading import LoadedSeries
-from worker.outputs import CodedConcept, ModelOutput
-from worker.registry import ModelSpec
+from worker.core.registry import ModelSpec
+from worker.export.outputs import CodedConcept, ModelOutput
+from worker.pipeline.loading import LoadedSeries
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
 
 from worker import __version__
-from worker.loading import LoadedSeries
-from worker.outputs import CodedConcept, MeasurementValue, ModelOutput
-from worker.registry import ModelSpec
-from worker.seg_export import save_atomic
-from worker.sr_findings import finding_groups
+from worker.core.registry import ModelSpec
+from worker.export.outputs import CodedConcept, MeasurementValue, ModelOutput
+from worker.export.seg import save_atomic
+from worker.export.sr_findings import finding_groups
+from worker.pipeline.loading import LoadedSeries
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import highdicom as hd
 import numpy as np
 from pydicom.sr.codedict import codes
 
-from worker.loading import LoadedSeries
-from worker.outputs import Finding
+from worker.export.outputs import Finding
+from worker.pipeline.loading import LoadedSeries
 
 NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
 

@@ -160,8 +160,8 @@ def rerun(
     Earlier jobs and their results stay. A series whose identical job (same instances, same
     model version) is queued, running or succeeded is skipped unless ``force``.
     """
-    from dicom_gateway.completion import queue_job
-    from worker.registry import get_spec
+    from worker.core.enqueue import queue_job
+    from worker.core.registry import get_spec
 
     try:
         spec = get_spec(model_name)

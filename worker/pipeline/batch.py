@@ -10,11 +10,11 @@ from typing import Any
 
 import pydicom
 
-from dicom_gateway.storage import safe_component
-from worker.errors import NoModelError, PermanentError
-from worker.loading import read_headers
-from worker.pipeline import SeriesResult, run_series
-from worker.registry import ModelCache
+from worker.core.errors import NoModelError, PermanentError
+from worker.core.paths import safe_component
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.loading import read_headers
+from worker.pipeline.run import SeriesResult, run_series
 
 logger = logging.getLogger(__name__)
 
@@ -113,13 +113,13 @@ def process_paths(
 
     ``progress(done, total)`` is called before the first series and after each one. With
     ``overlap`` the next series is decoded and the previous one exported while the model
-    runs (worker.batch_overlap); the rows, their order and the files are the same.
+    runs (worker.pipeline.batch_overlap); the rows, their order and the files are the same.
     """
     groups, skipped = read_headers(iter_files(inputs))
     if progress is not None:
         progress(0, len(groups))
     if overlap:
-        from worker.batch_overlap import run_overlapped
+        from worker.pipeline.batch_overlap import run_overlapped
 
         rows = run_overlapped(list(groups.items()), out_dir, models, progress)
     else:

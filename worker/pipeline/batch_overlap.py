@@ -6,7 +6,7 @@ post-processing, SEG, SR, report.json).
 Both queues are bounded (``PREFETCH`` series decoded ahead, ``EXPORT_BEHIND`` waiting for
 export), so memory stays that of a few series. A series' error lands on its own row and
 the others go on; rows come back in input order, the same rows and files as the sequential
-path. Only models that split ``predict`` (worker.registry.StagedModel) run their
+path. Only models that split ``predict`` (worker.core.registry.StagedModel) run their
 post-processing behind; for the others ``predict`` runs whole in the calling thread.
 
 The threads share the GIL: while the export thread runs Python (highdicom), the forward
@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.batch import BatchRow, record_error, record_result, start_row, target_dir
-from worker.loading import LoadedSeries
-from worker.pipeline import export, load_and_route
-from worker.registry import Model, ModelCache, ModelSpec, StagedModel
+from worker.core.registry import Model, ModelSpec, StagedModel
+from worker.pipeline.batch import BatchRow, record_error, record_result, start_row, target_dir
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.loading import LoadedSeries
+from worker.pipeline.run import export, load_and_route
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.session import make_engine, make_session_factory
-from worker.device import resolve_device
-from worker.registry import ModelCache
-from worker.settings import Settings, get_settings
+from worker.core.settings import Settings, get_settings
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.device import resolve_device
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
-from worker.errors import InputError
-from worker.routing import SeriesTags
+from worker.core.errors import InputError
+from worker.core.tags import SeriesTags
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 from contextlib import AbstractContextManager
-from typing import Literal
 
-Precision = Literal["fp32", "bf16"]
+from worker.core.settings import Precision
+
+__all__ = ["Precision", "autocast"]
 
 
 def autocast(device: str, precision: Precision) -> AbstractContextManager[object]:

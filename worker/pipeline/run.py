@@ -9,13 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.errors import NoModelError
-from worker.loading import LoadedSeries, load_series
-from worker.outputs import Finding, MeasurementValue, ModelOutput
-from worker.registry import Model, ModelCache, ModelSpec
-from worker.routing import route
-from worker.seg_export import write_seg
-from worker.sr_export import write_sr
+from worker.core.errors import NoModelError
+from worker.core.registry import Model, ModelSpec, get_spec
+from worker.core.routing import route
+from worker.export.outputs import Finding, MeasurementValue, ModelOutput
+from worker.export.seg import write_seg
+from worker.export.sr import write_sr
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.loading import LoadedSeries, load_series
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,16 @@ def load_and_route(
                 f"no model accepts modality={series.tags.modality!r} "
                 f"body part={series.tags.body_part_examined!r}"
             )
-    return series, spec, load_seconds
+    return series, runnable(spec), load_seconds
+
+
+def runnable(spec: ModelSpec) -> ModelSpec:
+    """``spec``, or its fallback when it cannot run here (its weights are not on this disk):
+    routing is decided without files, the fallback where the files are."""
+    while spec.runnable is not None and spec.fallback is not None and not spec.runnable():
+        logger.info("%s cannot run here: %s runs instead", spec.name, spec.fallback)
+        spec = get_spec(spec.fallback)
+    return spec
 
 
 def run_series(

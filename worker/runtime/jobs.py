@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.jobstate import TERMINAL, transition
 from db.models import Delivery, Job, JobState, Measurement, OutputFile, Result, utcnow
 from db.retry import with_db_retry
-from dicom_gateway.storage import safe_component
-from worker.errors import PermanentError
-from worker.pipeline import SeriesResult, run_series
-from worker.registry import ModelCache, get_spec
-from worker.settings import DicomDestination
+from worker.core.errors import PermanentError
+from worker.core.paths import safe_component
+from worker.core.registry import get_spec
+from worker.core.settings import DicomDestination
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.run import SeriesResult, run_series
 
 logger = logging.getLogger(__name__)
 

@@ -121,8 +121,8 @@ def record_delivery(session_factory: sessionmaker[Session], delivery_id: int) ->
 
 
 def _after_task(sender: Any = None, args: Any = None, **_: Any) -> None:
-    from worker.celery_app import TASK_DELIVER, TASK_RUN_JOB
-    from worker.tasks import context
+    from worker.core.broker import TASK_DELIVER, TASK_RUN_JOB
+    from worker.runtime.tasks import context
 
     name = getattr(sender, "name", "")
     if name not in (TASK_RUN_JOB, TASK_DELIVER) or not args:

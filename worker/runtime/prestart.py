@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from sqlalchemy import text
 
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_init, worker_ready
 
-from worker.celery_app import TASK_DELIVER, TASK_RUN_JOB, app
-from worker.context import WorkerContext
-from worker.timelimits import HARD_LIMIT_MARGIN_SECONDS, longest_time_limit_seconds
+from worker.core.broker import TASK_DELIVER, TASK_RUN_JOB
+from worker.core.timelimits import HARD_LIMIT_MARGIN_SECONDS, longest_time_limit_seconds
+from worker.pipeline.context import WorkerContext
+from worker.runtime.celery_app import app
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,8 @@ def _hand_back_orphans(sender: Any = None, **_: Any) -> None:
     """This node restarted: the jobs it was running when it died are not running any more."""
     from db.retry import with_db_retry
     from db.session import make_engine, make_session_factory
-    from worker.recovery import requeue_orphans
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
+    from worker.runtime.recovery import requeue_orphans
 
     node = str(getattr(sender, "hostname", "") or "")
     if not node:
@@ -61,7 +62,7 @@ def run_job(self: Task[Any, Any], job_id: int) -> str | None:
     from sqlalchemy.exc import DBAPIError
 
     from db.retry import is_transient
-    from worker.jobs import DeliverTo, execute_job
+    from worker.runtime.jobs import DeliverTo, execute_job
 
     ctx = context()
     settings = ctx.settings
@@ -91,7 +92,7 @@ def run_job(self: Task[Any, Any], job_id: int) -> str | None:
 
 @app.task(name=TASK_DELIVER, acks_late=True, ignore_result=True)
 def deliver(delivery_id: int) -> str | None:
-    from worker.delivery import execute_delivery
+    from worker.delivery.deliver import execute_delivery
 
     ctx = context()
     settings = ctx.settings

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from worker.fetal.unet import UNet
+from worker.models._nn.unet import UNet
 
 
 class CheckpointError(RuntimeError):

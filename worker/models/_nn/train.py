@@ -1,32 +1,25 @@
-"""Train the fetal head U-Net on a folder in the HC18 layout (``medseg train fetal-head``)."""
+"""The training loop every U-Net model uses: a U-Net fit on uint8 images and soft masks of one
+size, the best epoch by validation Dice kept and saved as a checkpoint (``checkpoint.save``)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from worker.fetal import checkpoint
-from worker.fetal.hc18 import HC18Item, load_image, load_mask, read_index
-from worker.fetal.unet import UNet
+from worker.models._nn import checkpoint
+from worker.models._nn.unet import UNet
 
 logger = logging.getLogger(__name__)
-
-INPUT_SIZE = (320, 480)  # rows, columns; HC18 frames are 540 x 800
-MODEL_VERSION = "1.0.0"
 
 
 @dataclass
@@ -39,30 +32,6 @@ class TrainConfig:
     depth: int = 4
     seed: int = 0
     max_seconds: float = float("inf")  # training time budget: stop after the epoch passing it
-
-
-def _load_item(item: HC18Item) -> tuple[np.ndarray, np.ndarray]:
-    rows, cols = INPUT_SIZE
-    image = cv2.resize(load_image(item.image), (cols, rows), interpolation=cv2.INTER_AREA)
-    mask = load_mask(item.annotation).astype(np.float32)
-    soft = cv2.resize(mask, (cols, rows), interpolation=cv2.INTER_AREA)
-    return image, np.round(soft * 255).astype(np.uint8)
-
-
-def _load_set(
-    folder: Path, progress: Callable[[int, int], None] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Images and soft masks at the input size, read over all CPUs."""
-    items = read_index(folder)
-    rows, cols = INPUT_SIZE
-    images = np.empty((len(items), rows, cols), dtype=np.uint8)
-    masks = np.empty((len(items), rows, cols), dtype=np.uint8)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for i, (image, mask) in enumerate(pool.map(_load_item, items)):
-            images[i], masks[i] = image, mask
-            if progress:
-                progress(i + 1, len(items))
-    return images, masks
 
 
 def _augment(
@@ -152,28 +121,6 @@ def _train_epoch(
     return total / steps
 
 
-def train(
-    data: Path,
-    out: Path,
-    config: TrainConfig,
-    device: str = "cpu",
-    *,
-    progress: Callable[[str, int, int], None] | None = None,
-    data_label: str = "",
-) -> dict[str, Any]:
-    """Train the fetal head model on an HC18-layout folder; returns the checkpoint metadata."""
-    images, masks = _load_set(data, (lambda i, n: progress("load", i, n)) if progress else None)
-    return fit(
-        images,
-        masks,
-        config,
-        device,
-        out=out,
-        identity=("fetal-head-unet", MODEL_VERSION, data_label or str(data)),
-        progress=progress,
-    )
-
-
 def fit(
     images_np: np.ndarray,
     masks_np: np.ndarray,
@@ -253,27 +200,7 @@ def fit(
     return metadata
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--label", default="", help="what the data is, stored in the metadata")
-    parser.add_argument("--max-seconds", type=float, default=float("inf"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    meta = train(
-        args.data,
-        args.out,
-        TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_seconds=args.max_seconds),
-        args.device,
-        data_label=args.label,
-    )
-    logger.info("saved %s sha256 %s val dice %.4f", args.out, meta["sha256"], meta["val_dice"])
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def saved_summary(out: Path, metadata: dict[str, Any], score: str = "val Dice") -> str:
+    """What ``medseg train`` prints about a saved checkpoint."""
+    key = "val_dice" if score == "val Dice" else "val_ap50"
+    return f"saved {out} (+ .json)\nsha256 {metadata['sha256']}\n{score} {metadata[key]:.4f}"

@@ -7,7 +7,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from worker.fetal.brain import Mask, clean_volume, normalise_stack
+from worker.models.fetal_brain.predict import Mask, clean_volume, normalise_stack
 
 CSF_LEVEL = 0.55  # of the 99.5th percentile: CSF and amniotic fluid (tuned on seeds 900000-9)
 BRAIN_LEVEL = 0.47  # typical grey/white matter level

@@ -1,4 +1,4 @@
-"""Fetal brain MRI: stack normalisation, slices for training, 3D clean-up and metrics."""
+"""Fetal brain MRI data: NIfTI image/mask pairs, slices for training, per-stack metrics."""
 
 from __future__ import annotations
 
@@ -10,22 +10,13 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
+
+from worker.models.fetal_brain.predict import Mask, normalise_stack
 
 logger = logging.getLogger(__name__)
 
 INPUT_SIZE = (256, 256)  # seed 001 resizes to 512x512; 256 keeps CPU inference fast
 MODEL_VERSION = "1.0.0"
-
-Mask = npt.NDArray[np.bool_]
-
-
-def normalise_stack(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-    """A stack to uint8 by its 99.5th percentile (MR intensities have no fixed scale)."""
-    data = np.asarray(image, dtype=np.float32)
-    top = float(np.percentile(data, 99.5)) or 1.0
-    scaled: npt.NDArray[np.uint8] = np.clip(data / top * 255.0, 0, 255).astype(np.uint8)
-    return scaled
 
 
 def training_slices(
@@ -41,18 +32,6 @@ def training_slices(
         cv2.resize(m.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA) for m in mask
     ]
     return images, np.round(np.stack(soft) * 255).astype(np.uint8)
-
-
-def clean_volume(probabilities: npt.NDArray[np.float32], threshold: float = 0.5) -> Mask:
-    """Largest 3D connected component, holes filled in 3D and slice by slice (seed 001 ch. 5)."""
-    mask = probabilities >= threshold
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    if count == 0:
-        return mask
-    largest = labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
-    filled = ndimage.binary_fill_holes(largest)
-    per_slice: Mask = np.stack([ndimage.binary_fill_holes(s) for s in filled]).astype(bool)
-    return per_slice
 
 
 def metrics(pred: Mask, truth: Mask) -> dict[str, float]:

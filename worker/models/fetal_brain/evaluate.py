@@ -12,20 +12,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from worker.fetal.brain import Mask, clean_volume, metrics, normalise_stack
-from worker.fetal.brain_baseline import baseline_mask
-from worker.fetal.predictor import UNetPredictor
+from worker.core.commands import Evaluation, Progress
+from worker.models._nn.predictor import UNetPredictor
+from worker.models.fetal_brain.baseline import baseline_mask
+from worker.models.fetal_brain.data import metrics
+from worker.models.fetal_brain.predict import Mask, predict_stack
+from worker.models.fetal_brain.serve import DEFAULT_BRAIN_WEIGHTS
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_BRAIN_WEIGHTS = (
-    Path(__file__).resolve().parent.parent / "models" / "weights" / "fetal_brain_unet.pt"
-)
-
-
-def predict_stack(predictor: UNetPredictor, image: npt.NDArray[Any]) -> Mask:
-    slices = list(normalise_stack(image))
-    return clean_volume(np.stack(predictor.probabilities(slices)))
 
 
 def evaluate_stacks(
@@ -90,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     if args.phantoms:
-        from worker.phantoms.fetal_mri import make_fetal_brain_stack
+        from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
 
         start, stop = (int(v) for v in args.phantoms.split(":"))
         stacks = (
@@ -99,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             for st in [make_fetal_brain_stack(s)]
         )
     else:
-        from worker.fetal.brain import nifti_pairs
+        from worker.models.fetal_brain.data import nifti_pairs
 
         stacks = nifti_pairs(args.data)  # type: ignore[assignment]
     summary = evaluate_stacks(stacks, args.weights, args.device)
@@ -107,6 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
+
+
+def command(args: argparse.Namespace, progress: Progress) -> Evaluation:
+    """``medseg evaluate fetal-brain``: NAME_image/NAME_mask NIfTI pairs in ``args.data``."""
+    from worker.models.fetal_brain.data import nifti_pairs
+
+    summary = evaluate_stacks(
+        nifti_pairs(args.data),
+        args.weights or DEFAULT_BRAIN_WEIGHTS,
+        args.device,
+        progress=lambda i, n: progress("evaluate", i, n),
+    )
+    return Evaluation(summary, format_summary(summary))
 
 
 if __name__ == "__main__":

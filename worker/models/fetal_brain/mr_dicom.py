@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import MRImageStorage, generate_uid
 
-from worker.phantoms.dicom_base import phantom_dataset, set_mono16_pixels, set_plane
-from worker.phantoms.fetal_mri import FetalBrainStack
+from worker.models._phantom_dicom import phantom_dataset, set_mono16_pixels, set_plane
+from worker.models.fetal_brain.phantoms import FetalBrainStack
 
 #: (row direction, column direction) of each plane, LPS.
 ORIENTATIONS = {

@@ -9,6 +9,7 @@ Rician noise complete it. Only numpy/scipy here, so training machines need no DI
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,8 +135,6 @@ def write_nifti_pair(stack: FetalBrainStack, folder: Path, name: str) -> tuple[P
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(description="Write fetal brain MRI phantoms as NIfTI pairs.")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--start", type=int, default=0)
@@ -144,6 +143,19 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.start, args.start + args.count):
         write_nifti_pair(make_fetal_brain_stack(seed), args.out, f"stack{seed:06d}")
     return 0
+
+
+def command(args: argparse.Namespace) -> None:
+    """``medseg phantoms fetal-brain``: NIfTI image/mask pairs, or MR DICOM stacks with
+    ``--dicom``."""
+    for seed in range(args.start, args.start + args.count):
+        stack = make_fetal_brain_stack(seed)
+        if args.dicom:
+            from worker.models.fetal_brain.mr_dicom import write_mr_stack
+
+            write_mr_stack(stack, args.out / f"mr{seed:06d}_{stack.plane}")
+        else:
+            write_nifti_pair(stack, args.out, f"stack{seed:06d}")
 
 
 if __name__ == "__main__":

@@ -8,25 +8,27 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import numpy as np
 
-from worker.errors import InputError
-from worker.loading import LoadedSeries
-from worker.outputs import FETAL_BRAIN, VOLUME, MeasurementValue, ModelOutput, Segment
-from worker.registry import ModelSpec
-from worker.routing import SeriesTags
+from worker.core.errors import InputError
+from worker.core.registry import ModelSpec
+from worker.core.tags import SeriesTags
+from worker.export.outputs import FETAL_BRAIN, VOLUME, MeasurementValue, ModelOutput, Segment
+from worker.pipeline.loading import LoadedSeries
 
 logger = logging.getLogger(__name__)
 
 MIN_BRAIN_ML = 5.0
+DEFAULT_BRAIN_WEIGHTS = Path(__file__).resolve().parent / "fetal_brain_unet.pt"
 PLANES = {0: "SAG", 1: "COR", 2: "TRA"}  # by the dominant axis of the slice normal (LPS)
 
 
 def accepts(tags: SeriesTags) -> bool:
     if tags.modality != "MR":
         return False
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
 
     text = f"{tags.series_description} {tags.body_part_examined}"
     return re.search(get_settings().fetal_brain_match, text, flags=re.IGNORECASE) is not None
@@ -34,16 +36,15 @@ def accepts(tags: SeriesTags) -> bool:
 
 class FetalBrainModel:
     def __init__(self, device: str) -> None:
-        from worker.fetal.brain_eval import DEFAULT_BRAIN_WEIGHTS
-        from worker.fetal.predictor import UNetPredictor
-        from worker.settings import get_settings
+        from worker.core.settings import get_settings
+        from worker.models._nn.predictor import UNetPredictor
 
         weights = get_settings().fetal_brain_weights or DEFAULT_BRAIN_WEIGHTS
         self.predictor = UNetPredictor(weights, device)
         self.weights_sha256 = self.predictor.sha256
 
     def predict(self, series: LoadedSeries) -> ModelOutput:
-        from worker.fetal.brain_eval import predict_stack
+        from worker.models.fetal_brain.predict import predict_stack
 
         geometry = series.require_geometry()
         mask = predict_stack(self.predictor, series.frames)
@@ -81,4 +82,7 @@ SPEC = ModelSpec(
     load=_load,
     algorithm_family="ArtificialIntelligence",
     time_limit_seconds=900,
+    train={"fetal-brain": "worker.models.fetal_brain.train:command"},
+    evaluate={"fetal-brain": "worker.models.fetal_brain.evaluate:command"},
+    phantoms={"fetal-brain": "worker.models.fetal_brain.phantoms:command"},
 )

@@ -15,8 +15,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from worker.fetal.brain import MODEL_VERSION, load_training_set, training_slices
-from worker.fetal.train import TrainConfig, fit
+from worker.core.commands import Progress
+from worker.models._nn.train import TrainConfig, fit, saved_summary
+from worker.models.fetal_brain.data import MODEL_VERSION, load_training_set, training_slices
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ Arrays = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
 
 
 def _phantom_slices(seed: int) -> Arrays:
-    from worker.phantoms.fetal_mri import make_fetal_brain_stack
+    from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
 
     stack = make_fetal_brain_stack(seed)
     return training_slices(stack.image, stack.brain)
@@ -86,6 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     meta = train_brain(arrays, args.out, config, args.device, label=label)
     logger.info("saved %s sha256 %s val dice %.4f", args.out, meta["sha256"], meta["val_dice"])
     return 0
+
+
+def command(args: argparse.Namespace, progress: Progress) -> str:
+    """``medseg train fetal-brain``: NAME_image/NAME_mask NIfTI pairs in ``args.data``."""
+    config = TrainConfig(
+        epochs=args.epochs or 40, batch_size=args.batch_size or 32, max_seconds=args.max_seconds
+    )
+    arrays = load_training_set(args.data, lambda i, n: progress("load", i, n))
+    meta = train_brain(
+        arrays, args.out, config, args.device, label=args.label or str(args.data), progress=progress
+    )
+    return saved_summary(args.out, meta)
 
 
 if __name__ == "__main__":

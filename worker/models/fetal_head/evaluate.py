@@ -15,16 +15,14 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial.distance import directed_hausdorff
 
-from worker.fetal.biometry import ellipse_mask, largest_contour
-from worker.fetal.hc18 import load_image, load_mask, read_index
-from worker.fetal.predictor import DEFAULT_WEIGHTS, FetalHeadPredictor
+from worker.core.commands import Evaluation, Progress
+from worker.models._nn.metrics import dice
+from worker.models.fetal_head.biometry import ellipse_mask, largest_contour
+from worker.models.fetal_head.hc18 import load_image, load_mask, read_index
+from worker.models.fetal_head.predictor import FetalHeadPredictor
+from worker.models.fetal_head.serve import DEFAULT_WEIGHTS
 
 logger = logging.getLogger(__name__)
-
-
-def dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / total if total else 1.0
 
 
 def hausdorff_mm(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_], pixel_mm: float) -> float:
@@ -122,6 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     return 0
+
+
+def command(args: argparse.Namespace, progress: Progress) -> Evaluation:
+    """``medseg evaluate fetal-head``."""
+    result = evaluate(
+        args.data,
+        args.weights or DEFAULT_WEIGHTS,
+        args.device,
+        progress=lambda i, n: progress("evaluate", i, n),
+    )
+    return Evaluation(result.as_dict(), format_summary(result))
 
 
 if __name__ == "__main__":

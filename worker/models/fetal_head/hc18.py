@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from worker.fetal.biometry import ellipse_mask
+from worker.models.fetal_head.biometry import ellipse_mask
 
 CSV_NAMES = ("training_set_pixel_size_and_HC.csv", "test_set_pixel_size_and_HC.csv")
 

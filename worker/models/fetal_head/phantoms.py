@@ -12,8 +12,10 @@ Only numpy and OpenCV here, so training machines need neither pydicom nor the se
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from worker.fetal.biometry import ellipse_mask, ramanujan_perimeter
+from worker.models.fetal_head.biometry import ellipse_mask, ramanujan_perimeter
 
 HC18_SHAPE = (540, 800)  # rows, columns
 PIXEL_MM_RANGE = (0.05, 0.33)
@@ -311,9 +313,6 @@ def write_hc18_parallel(folder: Path, seeds: range, workers: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import os
-
     parser = argparse.ArgumentParser(description="Write fetal head phantoms in the HC18 layout.")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--start", type=int, default=0, help="first seed")
@@ -322,6 +321,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     write_hc18_parallel(args.out, range(args.start, args.start + args.count), args.workers)
     return 0
+
+
+def command(args: argparse.Namespace) -> None:
+    """``medseg phantoms fetal-head``: HC18-layout PNGs, or US DICOMs with ``--dicom``."""
+    if args.dicom:
+        from worker.models.fetal_head.us_dicom import write_us_phantom
+
+        for seed in range(args.start, args.start + args.count):
+            write_us_phantom(
+                args.out / f"us{seed:05d}.dcm",
+                seed,
+                frames=args.frames,
+                rgb=args.dicom == "rgb",
+                calibrated=not args.uncalibrated,
+            )
+    else:
+        write_hc18_parallel(
+            args.out, range(args.start, args.start + args.count), os.cpu_count() or 1
+        )
 
 
 if __name__ == "__main__":

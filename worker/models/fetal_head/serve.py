@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from worker.calibration import image_calibration
-from worker.errors import InputError
-from worker.loading import LoadedSeries
-from worker.outputs import (
+from worker.core.errors import InputError
+from worker.core.registry import ModelSpec
+from worker.core.tags import SeriesTags
+from worker.export.outputs import (
     BIPARIETAL_DIAMETER,
     FETAL_HEAD,
     GA_BY_HC_HADLOCK,
@@ -27,8 +28,8 @@ from worker.outputs import (
     ModelOutput,
     Segment,
 )
-from worker.registry import ModelSpec
-from worker.routing import SeriesTags
+from worker.pipeline.calibration import image_calibration
+from worker.pipeline.loading import LoadedSeries
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ _FETAL_WORDS = {
     "BPD",
 }
 MIN_QUALITY = 0.5
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "fetal_head_unet.pt"
 
 
 def accepts(tags: SeriesTags) -> bool:
@@ -75,8 +77,8 @@ class _Forwarded:
 
 class FetalHeadModel:
     def __init__(self, device: str) -> None:
-        from worker.fetal.predictor import DEFAULT_WEIGHTS, FetalHeadPredictor
-        from worker.settings import get_settings
+        from worker.core.settings import get_settings
+        from worker.models.fetal_head.predictor import FetalHeadPredictor
 
         weights = get_settings().fetal_head_weights or DEFAULT_WEIGHTS
         self.predictor = FetalHeadPredictor(weights, device)
@@ -91,7 +93,7 @@ class FetalHeadModel:
     def predict(self, series: LoadedSeries) -> ModelOutput:
         return self.finish(series, self.forward(self.prepare(series)))
 
-    # The three stages of ``predict`` (worker.registry.StagedModel): medseg process runs
+    # The three stages of ``predict`` (worker.core.registry.StagedModel): medseg process runs
     # them in different threads, overlapping series.
     def prepare(self, series: LoadedSeries) -> _Prepared:
         images = _as_uint8(series.frames)
@@ -101,8 +103,8 @@ class FetalHeadModel:
         return _Forwarded(prepared.images, self.predictor.forward(prepared.inputs))
 
     def finish(self, series: LoadedSeries, raw: _Forwarded) -> ModelOutput:
-        from worker.fetal.biometry import BPD_CONVENTION, biometry
-        from worker.fetal.predictor import full_size
+        from worker.models._nn.predictor import full_size
+        from worker.models.fetal_head.biometry import BPD_CONVENTION, biometry
 
         calibration = image_calibration(series.datasets[0])
         spacing = (calibration.row_mm, calibration.column_mm) if calibration else (1.0, 1.0)
@@ -187,4 +189,7 @@ SPEC = ModelSpec(
     load=_load,
     algorithm_family="ArtificialIntelligence",
     time_limit_seconds=300,
+    train={"fetal-head": "worker.models.fetal_head.train:command"},
+    evaluate={"fetal-head": "worker.models.fetal_head.evaluate:command"},
+    phantoms={"fetal-head": "worker.models.fetal_head.phantoms:command"},
 )

@@ -15,8 +15,8 @@ import numpy.typing as npt
 from pydicom import Dataset
 from pydicom.uid import UltrasoundImageStorage, UltrasoundMultiFrameImageStorage, generate_uid
 
-from worker.phantoms.dicom_base import phantom_dataset
-from worker.phantoms.fetal_head import FetalHeadTruth, make_fetal_head_frame
+from worker.models._phantom_dicom import phantom_dataset
+from worker.models.fetal_head.phantoms import FetalHeadTruth, make_fetal_head_frame
 
 
 @dataclass

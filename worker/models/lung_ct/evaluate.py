@@ -5,6 +5,7 @@ pyradiomics CT ``lung2`` (never seen in training; ``lung1`` is reported too, mar
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -15,21 +16,18 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from worker.lung.ct_train import phantom_case
-from worker.lung.ct_volume import CtVolume, pyradiomics_case, read_nrrd
-from worker.models.lung_ct_threshold import segment_lungs, split_left_right
-from worker.models.lung_ct_unet import DEFAULT_WEIGHTS, THRESHOLD, LungCtUNet
+from worker.core.commands import Evaluation, Progress
+from worker.models._nn.metrics import dice
+from worker.models.lung_ct.serve import DEFAULT_WEIGHTS, THRESHOLD, LungCtUNet
+from worker.models.lung_ct.train import phantom_case
+from worker.models.lung_ct.volume import CtVolume, pyradiomics_case, read_nrrd
+from worker.models.lung_ct_threshold.serve import segment_lungs, split_left_right
 
 logger = logging.getLogger(__name__)
 
-EVAL_PHANTOMS = range(2000, 2006)  # disjoint from ct_train.TRAIN_PHANTOMS
+EVAL_PHANTOMS = range(2000, 2006)  # disjoint from train.TRAIN_PHANTOMS
 Mask = npt.NDArray[np.bool_]
 Pair = tuple[Mask, Mask]  # (left, right)
-
-
-def dice(a: Mask, b: Mask) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def volume_ml(mask: Mask, volume: CtVolume) -> float:
@@ -157,7 +155,7 @@ def record_in_checkpoint(weights: Path, result: dict[str, Any]) -> None:
     are unchanged)."""
     import json
 
-    from worker.fetal.checkpoint import metadata_path, read_metadata
+    from worker.models._nn.checkpoint import metadata_path, read_metadata
 
     meta = read_metadata(weights)
     if meta.get("sha256") != result["weights_sha256"]:
@@ -169,3 +167,15 @@ def record_in_checkpoint(weights: Path, result: dict[str, Any]) -> None:
         "torch_threads": result["torch_threads"],
     }
     metadata_path(weights).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def command(args: argparse.Namespace, progress: Progress) -> Evaluation:
+    """``medseg evaluate lung-ct``; ``--record`` also stores the result in the checkpoint's
+    .json."""
+    weights = args.weights or DEFAULT_WEIGHTS
+    summary = evaluate(
+        args.data, weights, args.device, progress=lambda i, n: progress("evaluate", i, n)
+    )
+    if args.record:
+        record_in_checkpoint(weights, summary)
+    return Evaluation(summary, format_summary(summary))

@@ -6,6 +6,7 @@ instances with consistent geometry (LPS, axial, head-first supine).
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.uid import CTImageStorage, generate_uid
 
-from worker.phantoms.dicom_base import (
+from worker.models._phantom_dicom import (
     phantom_dataset,
     set_ct_image,
     set_mono16_pixels,
@@ -163,3 +164,9 @@ def write_chest_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def command(args: argparse.Namespace) -> None:
+    """``medseg phantoms chest-ct``: one CT series folder per seed."""
+    for seed in range(args.start, args.start + args.count):
+        write_chest_series(make_chest_phantom(seed=seed), args.out / f"ct{seed:05d}")

@@ -9,9 +9,11 @@ swapped by a mirrored image and horizontal flips are a valid augmentation.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
@@ -20,19 +22,20 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from worker.fetal.train import TrainConfig, fit
-from worker.loading import VolumeGeometry
-from worker.lung.ct_volume import CtVolume, pyradiomics_case, read_nrrd
-from worker.models.lung_ct_threshold import segment_lungs
-from worker.phantoms.chest_ct import make_chest_phantom
+from worker.core.commands import Progress
+from worker.models._nn.train import TrainConfig, fit, saved_summary
+from worker.models.lung_ct.phantoms import make_chest_phantom
+from worker.models.lung_ct.serve import hu_to_uint8
+from worker.models.lung_ct.volume import CtVolume, pyradiomics_case, read_nrrd
+from worker.models.lung_ct_threshold.serve import segment_lungs
+from worker.pipeline.loading import VolumeGeometry
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "lung-ct-unet"
 MODEL_VERSION = "1.0.0"
 INPUT_SIZE = (128, 128)  # seed 001 uses 512x512; 128 trains in minutes on two CPU threads
-HU_WINDOW = (-1000.0, 400.0)  # mapped to 0..255 before the network's own normalisation
-TRAIN_PHANTOMS = range(1000, 1010)  # evaluation uses other seeds (ct_eval.EVAL_PHANTOMS)
+TRAIN_PHANTOMS = range(1000, 1010)  # evaluation uses other seeds (evaluate.EVAL_PHANTOMS)
 REAL_REPEATS = 3  # lung1 48 slices weigh like 144 against 400 phantom slices
 # The shipped checkpoint's settings: base width 8 (seed 001 suggests 16-64) keeps an epoch near
 # a minute on two shared CPU threads; 14 epochs of one-cycle AdamW.
@@ -44,13 +47,6 @@ TRAIN_LABEL = (
 
 Arrays = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
 Mask = npt.NDArray[np.bool_]
-
-
-def hu_to_uint8(hu: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-    low, high = HU_WINDOW
-    scaled = (np.asarray(hu, dtype=np.float32) - low) * (255.0 / (high - low))
-    out: npt.NDArray[np.uint8] = np.clip(scaled, 0, 255).astype(np.uint8)
-    return out
 
 
 def training_slices(hu: npt.NDArray[Any], lungs: npt.NDArray[np.bool_]) -> Arrays:
@@ -131,3 +127,15 @@ def train_lung_ct(
         identity=(MODEL_NAME, MODEL_VERSION, label),
         progress=progress,
     )
+
+
+def command(args: argparse.Namespace, progress: Progress) -> str:
+    """``medseg train lung-ct``: ``args.data`` holds the pyradiomics lung1_image.nrrd."""
+    config = replace(
+        DEFAULT_CONFIG,
+        epochs=args.epochs or DEFAULT_CONFIG.epochs,
+        batch_size=args.batch_size or DEFAULT_CONFIG.batch_size,
+        max_seconds=args.max_seconds,
+    )
+    meta = train_lung_ct(args.data, args.out, config, args.device, progress=progress)
+    return saved_summary(args.out, meta)

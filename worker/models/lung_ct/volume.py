@@ -17,13 +17,13 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.uid import CTImageStorage, generate_uid
 
-from worker.loading import VolumeGeometry
-from worker.phantoms.dicom_base import (
+from worker.models._phantom_dicom import (
     phantom_dataset,
     set_ct_image,
     set_mono16_pixels,
     set_plane,
 )
+from worker.pipeline.loading import VolumeGeometry
 
 PYRADIOMICS_CASES = ("lung1", "lung2")
 _INTERCEPT = -1024  # stored value 0 is -1024 HU, as most scanners write it

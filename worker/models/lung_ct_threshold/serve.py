@@ -13,9 +13,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from worker.errors import InputError
-from worker.loading import LoadedSeries, VolumeGeometry
-from worker.outputs import (
+from worker.core.errors import InputError
+from worker.core.registry import ModelSpec
+from worker.core.tags import SeriesTags
+from worker.export.outputs import (
     LEFT_LUNG,
     RIGHT_LUNG,
     VOLUME,
@@ -23,8 +24,7 @@ from worker.outputs import (
     ModelOutput,
     Segment,
 )
-from worker.registry import ModelSpec
-from worker.routing import SeriesTags
+from worker.pipeline.loading import LoadedSeries, VolumeGeometry
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from worker.phantoms.chest_xray import ChestXray
-from worker.phantoms.dicom_base import phantom_dataset, set_mono16_pixels
+from worker.models._phantom_dicom import phantom_dataset, set_mono16_pixels
+from worker.models.lung_cxr.phantoms import ChestXray
 
 Spacing = Literal["pixel", "imager", "both", "zero", "none"]
 

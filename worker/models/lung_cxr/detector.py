@@ -26,15 +26,13 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from worker.cxr.preprocess import NET_SIZE, to_net
-from worker.fetal.checkpoint import CheckpointError, metadata_path, read_metadata, sha256_of
+from worker.models._nn.checkpoint import CheckpointError, metadata_path, read_metadata, sha256_of
+from worker.models.lung_cxr.preprocess import NET_SIZE, to_net
 
 logger = logging.getLogger(__name__)
 
 ARCH = "fasterrcnn-cxr-small-v1"
-DEFAULT_DETECTOR_WEIGHTS = (
-    Path(__file__).resolve().parent.parent / "models" / "weights" / "pneumonia_frcnn.pt"
-)
+DEFAULT_DETECTOR_WEIGHTS = Path(__file__).resolve().parent / "pneumonia_frcnn.pt"
 CHANNELS = 96
 BOX_HEAD = 128
 

@@ -1,6 +1,6 @@
 """Train the pneumonia opacity detector (``medseg train pneumonia``) on the RSNA layout, or
 on phantom opacities (how the shipped weights were made:
-``python -m worker.cxr.detector_train --phantoms 600 --out ...``)."""
+``python -m worker.models.lung_cxr.detector_train --phantoms 600 --out ...``)."""
 
 from __future__ import annotations
 
@@ -19,22 +19,26 @@ import numpy.typing as npt
 import pydicom
 import torch
 
-from worker.cxr.detector import (
+from worker.core.commands import Progress
+from worker.models._nn.metrics import average_precision
+from worker.models._nn.train import saved_summary
+from worker.models.lung_cxr.detector import (
     DEFAULT_DETECTOR_WEIGHTS,
     as_tensor,
     build_detector,
     save_detector,
 )
-from worker.cxr.metrics import average_precision
-from worker.cxr.preprocess import NET_SIZE, display_uint8, to_net
-from worker.cxr.rsna import read_rsna
-from worker.phantoms.chest_xray import make_chest_xray
+from worker.models.lung_cxr.phantoms import make_chest_xray
+from worker.models.lung_cxr.preprocess import NET_SIZE, display_uint8, to_net
+from worker.models.lung_cxr.rsna import read_rsna
 
 logger = logging.getLogger(__name__)
 
 MODEL = "pneumonia-frcnn"
 MODEL_VERSION = "1.0.0"
-PHANTOM_LABEL = "chest radiograph phantom opacities (worker.phantoms.chest_xray), NOT real patients"
+PHANTOM_LABEL = (
+    "chest radiograph phantom opacities (worker.models.lung_cxr.phantoms), NOT real patients"
+)
 
 
 @dataclass
@@ -229,6 +233,23 @@ def main(argv: list[str] | None = None) -> int:
     meta = fit_detector(data, config, "cpu", out=args.out, label=label)
     logger.info("saved %s sha256 %s val AP@0.5 %.4f", args.out, meta["sha256"], meta["val_ap50"])
     return 0
+
+
+def command(args: argparse.Namespace, progress: Progress) -> str:
+    """``medseg train pneumonia``: RSNA (stage_2_train_labels.csv + stage_2_train_images/)."""
+    data = rsna_detection_set(args.data, lambda i, n: progress("load", i, n))
+    config = DetectorConfig(
+        epochs=args.epochs or 10, batch_size=args.batch_size or 4, max_seconds=args.max_seconds
+    )
+    meta = fit_detector(
+        data,
+        config,
+        args.device,
+        out=args.out,
+        label=args.label or str(args.data),
+        progress=progress,
+    )
+    return saved_summary(args.out, meta, score="val AP@0.5")
 
 
 if __name__ == "__main__":

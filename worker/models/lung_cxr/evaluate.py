@@ -3,16 +3,18 @@ held-out folder in the training layouts (Montgomery or images/ + masks/; RSNA)."
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from worker.cxr.detector import OpacityDetector
-from worker.cxr.lung_data import find_pairs, read_image, read_mask
-from worker.cxr.metrics import average_precision, dice, precision_recall
-from worker.cxr.rsna import read_rsna
+from worker.core import commands
+from worker.models._nn.metrics import average_precision, dice, precision_recall
+from worker.models.lung_cxr.detector import DEFAULT_DETECTOR_WEIGHTS, OpacityDetector
+from worker.models.lung_cxr.lung_data import find_pairs, read_image, read_mask
+from worker.models.lung_cxr.rsna import read_rsna
 
 Progress = Callable[[int, int], None]
 
@@ -22,9 +24,9 @@ def evaluate_lungs(
 ) -> dict[str, Any]:
     """Dice of the lung field (both lungs, as the model's two segments together) per image;
     per side too where the folder has separate left/right masks (Montgomery)."""
-    from worker.cxr.preprocess import split_lungs
-    from worker.fetal.predictor import UNetPredictor
-    from worker.models.lung_cxr import two_largest
+    from worker.models._nn.predictor import UNetPredictor
+    from worker.models.lung_cxr.preprocess import split_lungs
+    from worker.models.lung_cxr.serve import two_largest
 
     predictor = UNetPredictor(weights, device)
     pairs = find_pairs(folder)
@@ -85,3 +87,30 @@ def evaluate_detector(
 
 def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(f"{key:<24} {value}" for key, value in summary.items())
+
+
+def lungs_command(args: argparse.Namespace, progress: commands.Progress) -> commands.Evaluation:
+    """``medseg evaluate lung-cxr``."""
+    from worker.models.lung_cxr.serve import DEFAULT_WEIGHTS
+
+    summary = evaluate_lungs(
+        args.data,
+        args.weights or DEFAULT_WEIGHTS,
+        args.device,
+        lambda i, n: progress("evaluate", i, n),
+    )
+    return commands.Evaluation(summary, format_summary(summary))
+
+
+def detector_command(args: argparse.Namespace, progress: commands.Progress) -> commands.Evaluation:
+    """``medseg evaluate pneumonia``: AP@0.5 and precision/recall at the serving threshold."""
+    from worker.core.settings import get_settings
+
+    summary = evaluate_detector(
+        args.data,
+        args.weights or DEFAULT_DETECTOR_WEIGHTS,
+        args.device,
+        get_settings().pneumonia_score_threshold,
+        lambda i, n: progress("evaluate", i, n),
+    )
+    return commands.Evaluation(summary, format_summary(summary))

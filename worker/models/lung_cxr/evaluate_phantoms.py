@@ -3,7 +3,7 @@ through the shipped model class: lung-field Dice per side, area error, detector 
 precision/recall at the reporting threshold; also what it gives on pydicom-data's
 RG1_UNCI.dcm (a real radiograph without ground truth).
 
-``python -m worker.cxr.evaluate --json docs/metrics/lung_cxr.json``
+``python -m worker.models.lung_cxr.evaluate_phantoms --json docs/metrics/lung_cxr.json``
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from worker.cxr.metrics import average_precision, dice, precision_recall
-from worker.loading import load_series
-from worker.models.lung_cxr import LungCxrModel
-from worker.phantoms.chest_xray import make_chest_xray
-from worker.phantoms.cr_dicom import Spacing, write_cxr
+from worker.models._nn.metrics import average_precision, dice, precision_recall
+from worker.models.lung_cxr.cr_dicom import Spacing, write_cxr
+from worker.models.lung_cxr.phantoms import make_chest_xray
+from worker.models.lung_cxr.serve import LungCxrModel
+from worker.pipeline.loading import load_series
 
 logger = logging.getLogger(__name__)
 

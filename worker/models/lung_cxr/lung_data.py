@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 
-from worker.cxr.preprocess import display_uint8, mask_to_net, to_net
-from worker.phantoms.chest_xray import make_chest_xray
+from worker.models.lung_cxr.phantoms import make_chest_xray
+from worker.models.lung_cxr.preprocess import display_uint8, mask_to_net, to_net
 
 logger = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ lung. Image left is the patient's right (PatientOrientation L\\F).
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 
 import cv2
@@ -179,3 +180,13 @@ def make_chest_xray(
     return ChestXray(
         image=image, right_lung=lungs[0], left_lung=lungs[1], pixel_mm=pixel_mm, boxes=boxes
     )
+
+
+def command(args: argparse.Namespace) -> None:
+    """``medseg phantoms chest-xray``: CR DICOMs (PixelSpacing), a third of them with one
+    pneumonia opacity."""
+    from worker.models.lung_cxr.cr_dicom import write_cxr
+
+    for seed in range(args.start, args.start + args.count):
+        phantom = make_chest_xray(seed, opacities=int(seed % 3 == 0))
+        write_cxr(phantom, args.out / f"cxr{seed:06d}.dcm")

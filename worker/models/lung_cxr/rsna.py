@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.phantoms.chest_xray import make_chest_xray
-from worker.phantoms.cr_dicom import write_cxr
+from worker.models.lung_cxr.cr_dicom import write_cxr
+from worker.models.lung_cxr.phantoms import make_chest_xray
 
 LABELS = "stage_2_train_labels.csv"
 IMAGE_DIRS = ("stage_2_train_images", "images", ".")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pydicom import Dataset
 
-from worker.calibration import Calibration, _spacing
+from worker.pipeline.calibration import Calibration, _spacing
 
 
 @dataclass(frozen=True)

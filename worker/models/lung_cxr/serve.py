@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from worker.calibration import Calibration
-from worker.errors import InputError
-from worker.loading import LoadedSeries
-from worker.outputs import (
+from worker.core.errors import InputError
+from worker.core.registry import ModelSpec
+from worker.core.tags import SeriesTags
+from worker.export.outputs import (
     LEFT_LUNG,
     PNEUMONIA,
     RIGHT_LUNG,
@@ -28,14 +28,15 @@ from worker.outputs import (
     ModelOutput,
     Segment,
 )
-from worker.registry import ModelSpec
-from worker.routing import SeriesTags
+from worker.pipeline.calibration import Calibration
+from worker.pipeline.loading import LoadedSeries
 
 logger = logging.getLogger(__name__)
 
 AREA = CodedConcept("42798000", "SCT", "Area")
 _CHEST_WORDS = {"CHEST", "THORAX", "LUNG", "LUNGS", "CXR", "TORSO"}
 FINDING_LABEL = "Pneumonia opacity"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "lung_cxr_unet.pt"  # the lung-field U-Net
 
 
 def accepts(tags: SeriesTags) -> bool:
@@ -63,10 +64,9 @@ class LungCxrModel:
         detector_weights: Path | None = None,
         threshold: float | None = None,
     ) -> None:
-        from worker.cxr.detector import DEFAULT_DETECTOR_WEIGHTS, OpacityDetector
-        from worker.cxr.lung_train import DEFAULT_WEIGHTS
-        from worker.fetal.predictor import UNetPredictor
-        from worker.settings import get_settings
+        from worker.core.settings import get_settings
+        from worker.models._nn.predictor import UNetPredictor
+        from worker.models.lung_cxr.detector import DEFAULT_DETECTOR_WEIGHTS, OpacityDetector
 
         settings = get_settings()
         self.unet = UNetPredictor(
@@ -86,8 +86,8 @@ class LungCxrModel:
         )
 
     def predict(self, series: LoadedSeries) -> ModelOutput:
-        from worker.cxr.preprocess import display_uint8, split_lungs
-        from worker.cxr.scale import radiograph_scale
+        from worker.models.lung_cxr.preprocess import display_uint8, split_lungs
+        from worker.models.lung_cxr.scale import radiograph_scale
 
         mono1 = str(series.datasets[0].get("PhotometricInterpretation", "")) == "MONOCHROME1"
         images = [display_uint8(frame, monochrome1=mono1) for frame in series.frames]
@@ -185,4 +185,13 @@ SPEC = ModelSpec(
     accepts=accepts,
     load=_load,
     algorithm_family="ArtificialIntelligence",
+    train={
+        "lung-cxr": "worker.models.lung_cxr.train:command",
+        "pneumonia": "worker.models.lung_cxr.detector_train:command",
+    },
+    evaluate={
+        "lung-cxr": "worker.models.lung_cxr.evaluate:lungs_command",
+        "pneumonia": "worker.models.lung_cxr.evaluate:detector_command",
+    },
+    phantoms={"chest-xray": "worker.models.lung_cxr.phantoms:command"},
 )

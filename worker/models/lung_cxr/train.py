@@ -1,6 +1,6 @@
 """Train the chest radiograph lung-field U-Net (``medseg train lung-cxr``) with the shared fit
 loop: on a Montgomery or images/ + masks/ folder, or on phantoms (how the shipped weights were
-made: ``python -m worker.cxr.lung_train --phantoms 360 --out ...``)."""
+made: ``python -m worker.models.lung_cxr.train --phantoms 360 --out ...``)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ from typing import Any
 
 import torch
 
-from worker.cxr.lung_data import find_pairs, load_pairs, phantom_set
-from worker.fetal.train import TrainConfig, fit
+from worker.core.commands import Progress
+from worker.models._nn.train import TrainConfig, fit, saved_summary
+from worker.models.lung_cxr.lung_data import find_pairs, load_pairs, phantom_set
+from worker.models.lung_cxr.serve import DEFAULT_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
 MODEL = "lung-cxr"
 MODEL_VERSION = "1.0.0"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "lung_cxr_unet.pt"
-PHANTOM_LABEL = "chest radiograph phantoms (worker.phantoms.chest_xray), NOT real patients"
+PHANTOM_LABEL = "chest radiograph phantoms (worker.models.lung_cxr.phantoms), NOT real patients"
 
 
 def train_lung_cxr(
@@ -32,7 +33,7 @@ def train_lung_cxr(
     label: str = "",
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Train on a user folder (see worker.cxr.lung_data for the layouts)."""
+    """Train on a user folder (see worker.models.lung_cxr.lung_data for the layouts)."""
     pairs = find_pairs(data)
     images, masks = load_pairs(pairs, (lambda i, n: progress("load", i, n)) if progress else None)
     identity = (MODEL, MODEL_VERSION, label or str(data))
@@ -67,6 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     meta = train_on_phantoms(args.phantoms, args.out, config)
     logger.info("saved %s sha256 %s val dice %.4f", args.out, meta["sha256"], meta["val_dice"])
     return 0
+
+
+def command(args: argparse.Namespace, progress: Progress) -> str:
+    """``medseg train lung-cxr``: Montgomery (CXR_png/ + ManualMask/) or images/ + masks/."""
+    config = TrainConfig(
+        epochs=args.epochs or 40,
+        batch_size=args.batch_size or 16,
+        learning_rate=3e-3,
+        max_seconds=args.max_seconds,
+    )
+    meta = train_lung_cxr(
+        args.data, args.out, config, args.device, label=args.label, progress=progress
+    )
+    return saved_summary(args.out, meta)
 
 
 if __name__ == "__main__":

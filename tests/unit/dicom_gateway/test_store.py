@@ -1,4 +1,6 @@
-"""The store handler over real loopback associations (pynetdicom SCU → our SCP)."""
+"""The store handler over real loopback associations (pynetdicom SCU → our SCP), on both
+receive paths: the lean one (``dicom_gateway/_fastpath``, ``MEDSEG_FAST_RECEIVE=true``) and
+pynetdicom's own (``false``)."""
 
 from __future__ import annotations
 
@@ -35,11 +37,14 @@ def publisher() -> RecordingPublisher:
     return RecordingPublisher()
 
 
-@pytest.fixture
+@pytest.fixture(params=[True, False], ids=["fast", "pynetdicom"])
 def gateway(
-    settings: Settings, session_factory: sessionmaker[Session], publisher: RecordingPublisher
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    publisher: RecordingPublisher,
 ) -> Iterator[Settings]:
-    settings = settings.model_copy(update={"port": free_port()})
+    settings = settings.model_copy(update={"port": free_port(), "fast_receive": request.param})
     server, monitor = start_gateway(settings, publish=publisher)
     yield settings
     server.shutdown()

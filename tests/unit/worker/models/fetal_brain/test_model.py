@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from worker.fetal import checkpoint
 
 from tests.support.tools import dciodvfy_errors
 from worker.core.routing import route
 from worker.core.tags import SeriesTags
+from worker.models._nn import checkpoint
 from worker.models.fetal_brain.baseline import baseline_mask
 from worker.models.fetal_brain.data import load_training_set, metrics, nifti_pairs
 from worker.models.fetal_brain.evaluate import evaluate_stacks

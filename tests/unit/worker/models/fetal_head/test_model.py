@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from worker.fetal import checkpoint
 
 from tests.support.tools import dciodvfy_errors
 from worker.core.errors import InputError
 from worker.core.routing import route
 from worker.core.tags import SeriesTags
 from worker.export.seg import write_seg
+from worker.models._nn import checkpoint
 from worker.models.fetal_head.evaluate import evaluate
 from worker.models.fetal_head.hc18 import load_mask, read_index
 from worker.models.fetal_head.phantoms import HC18_SHAPE, make_fetal_head_frame, write_hc18_layout

@@ -17,16 +17,18 @@ import pytest
 
 from tests.support.factories import chest_phantom, chest_series
 from tests.support.tools import dciodvfy_errors, need
+from worker.core.registry import get_spec
 from worker.core.routing import route
 from worker.core.settings import Settings
 from worker.core.tags import SeriesTags
+from worker.models._nn.metrics import dice
 from worker.models.lung_ct.phantoms import phantom_volume_ml
 from worker.models.lung_ct.serve import DEFAULT_WEIGHTS
 from worker.models.lung_ct.volume import CtVolume, pyradiomics_case, read_nrrd, write_ct_series
 from worker.models.lung_ct_threshold.serve import segment_lungs
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.loading import LoadedSeries, load_series
-from worker.pipeline.run import run_series
+from worker.pipeline.run import run_series, runnable
 
 DATA_DIR = Path(os.environ.get("MEDSEG_TEST_DATA_DIR", Path.home() / ".cache/medseg/data"))
 # Measured (docs/lung.md, docs/metrics/lung_ct_unet.json): on lung2 the shipped U-Net's Dice
@@ -34,10 +36,6 @@ DATA_DIR = Path(os.environ.get("MEDSEG_TEST_DATA_DIR", Path.home() / ".cache/med
 # the test allows 0.01 of Dice and 3 % of volume.
 MIN_LUNG2_DICE = 0.973
 MAX_VOLUME_ERROR = 0.03  # relative, U-Net vs reference, per lung
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
 
 
 def _case(name: str) -> CtVolume:
@@ -138,13 +136,28 @@ def test_threshold_model_handles_ct_when_unet_is_off_or_its_weights_are_missing(
     monkeypatch.setattr("worker.core.settings.get_settings", lambda: settings)
     spec = route(tags)
     assert spec is not None and spec.name == "lung-ct-unet"
+    assert runnable(spec).name == "lung-ct-unet"
     settings.lung_ct_model = "threshold"
     spec = route(tags)
     assert spec is not None and spec.name == "lung-ct-threshold"
     settings.lung_ct_model = "unet"
     settings.lung_ct_weights = tmp_path / "missing.pt"
+    # Routing (the gateway) looks at no files; the worker, where the weights would be, runs
+    # the threshold model instead.
     spec = route(tags)
-    assert spec is not None and spec.name == "lung-ct-threshold"
+    assert spec is not None and spec.name == "lung-ct-unet"
+    assert runnable(spec).name == "lung-ct-threshold"
+
+
+def test_a_worker_without_the_checkpoint_runs_the_threshold_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = Settings(lung_ct_weights=tmp_path / "missing.pt")
+    monkeypatch.setattr("worker.core.settings.get_settings", lambda: settings)
+    paths = chest_series(tmp_path / "in", 0)
+    result = run_series(paths, ModelCache("cpu"), tmp_path / "out", spec=get_spec("lung-ct-unet"))
+    assert result.spec.name == "lung-ct-threshold"
+    assert {m.key for m in result.measurements} >= {"left_lung_volume_ml", "right_lung_volume_ml"}
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

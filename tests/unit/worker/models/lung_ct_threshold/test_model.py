@@ -7,13 +7,10 @@ import pytest
 
 from tests.support.factories import chest_phantom, chest_series
 from worker.core.errors import InputError
+from worker.models._nn.metrics import dice
 from worker.models.lung_ct.phantoms import phantom_volume_ml
 from worker.models.lung_ct_threshold.serve import SPEC, segment_lungs
 from worker.pipeline.loading import VolumeGeometry, load_series
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
 
 
 def _geometry(

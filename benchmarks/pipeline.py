@@ -1,5 +1,5 @@
 """Pipeline overhead: ``medseg process`` on N series vs the bare model forward pass on the
-same tensors, measured in the same run (issue 9: overhead <= 10 %).
+same tensors, measured in the same run (the pipeline's overhead should stay <= 10 %).
 
 Run: python benchmarks/pipeline.py [--series 16] [--threads 1] [--rounds 2]
 N single-frame obstetric US series (fetal head U-Net). The reference is the network's

@@ -1,4 +1,4 @@
-"""A compact U-Net (batch norm, padded 3x3 convolutions), as in seed 001, sized for CPU serving."""
+"""A compact U-Net (batch norm, padded 3x3 convolutions), sized for CPU serving."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from worker.models.fetal_brain.predict import Mask, normalise_stack
 
 logger = logging.getLogger(__name__)
 
-INPUT_SIZE = (256, 256)  # seed 001 resizes to 512x512; 256 keeps CPU inference fast
+INPUT_SIZE = (256, 256)  # 256 keeps CPU inference fast
 MODEL_VERSION = "1.0.0"
 
 
@@ -35,7 +35,7 @@ def training_slices(
 
 
 def metrics(pred: Mask, truth: Mask) -> dict[str, float]:
-    """Dice, IoU, sensitivity and specificity over the voxels of a stack (seed 001)."""
+    """Dice, IoU, sensitivity and specificity over the voxels of a stack."""
     tp = float((pred & truth).sum())
     fp = float((pred & ~truth).sum())
     fn = float((~pred & truth).sum())

@@ -23,7 +23,7 @@ def normalise_stack(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
 
 
 def clean_volume(probabilities: npt.NDArray[np.float32], threshold: float = 0.5) -> Mask:
-    """Largest 3D connected component, holes filled in 3D and slice by slice (seed 001 ch. 5)."""
+    """Largest 3D connected component, holes filled in 3D and slice by slice."""
     mask = probabilities >= threshold
     labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     if count == 0:

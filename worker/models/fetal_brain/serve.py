@@ -1,5 +1,5 @@
 """Fetal brain MRI: per-slice U-Net over each stack, largest 3D component + hole filling,
-brain volume (mL) from the slice positions, per-slice areas (seed 001, chapters 3-5).
+brain volume (mL) from the slice positions, per-slice areas.
 
 Each stack (sagittal, coronal, transverse) is its own series and so its own job.
 """

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 def clean_mask(
     probability: npt.NDArray[np.float32], threshold: float = 0.5
 ) -> npt.NDArray[np.bool_]:
-    """Largest connected component with holes filled (seed 001, chapter 5).
+    """Largest connected component with holes filled.
 
     The holes are filled inside the component's bounding box only (padded by one pixel):
     every pixel outside the box is background that reaches the image border in a straight

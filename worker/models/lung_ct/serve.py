@@ -1,6 +1,6 @@
-"""Chest CT: left and right lungs by a 2D U-Net over the axial slices (issue 4).
+"""Chest CT: left and right lungs by a 2D U-Net over the axial slices.
 
-The network (seed 001: batch norm, padded convolutions) segments lung; left and right are the
+The network (batch norm, padded convolutions) segments lung; left and right are the
 two largest 3D components (split by erosion where they touch), named from patient coordinates,
 exactly as the HU-threshold reference does. Volumes come from the slice positions. Routed ahead
 of the threshold model unless MEDSEG_LUNG_CT_MODEL=threshold; a worker without the checkpoint

@@ -34,10 +34,10 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = "lung-ct-unet"
 MODEL_VERSION = "1.0.0"
-INPUT_SIZE = (128, 128)  # seed 001 uses 512x512; 128 trains in minutes on two CPU threads
+INPUT_SIZE = (128, 128)  # 128 trains in minutes on two CPU threads
 TRAIN_PHANTOMS = range(1000, 1010)  # evaluation uses other seeds (evaluate.EVAL_PHANTOMS)
 REAL_REPEATS = 3  # lung1 48 slices weigh like 144 against 400 phantom slices
-# The shipped checkpoint's settings: base width 8 (seed 001 suggests 16-64) keeps an epoch near
+# The shipped checkpoint's settings: base width 8 (16-64 is usual) keeps an epoch near
 # a minute on two shared CPU threads; 14 epochs of one-cycle AdamW.
 DEFAULT_CONFIG = TrainConfig(epochs=14, batch_size=16, learning_rate=3e-3, base=8, depth=4, seed=0)
 TRAIN_LABEL = (

@@ -1,6 +1,6 @@
 """Classical lung CT segmentation: HU threshold, connected components, airway removal.
 
-The reference and fallback for the lung CT U-Net (issue 4). Left and right lungs are
+The reference and fallback for the lung CT U-Net. Left and right lungs are
 separated (by erosion when they touch) and named from patient coordinates (LPS: +x is the
 patient's left), never from image columns.
 """

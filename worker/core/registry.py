@@ -80,6 +80,7 @@ def _discover() -> tuple[ModelSpec, ...]:
         spec = getattr(module, "SPEC", None)
         if isinstance(spec, ModelSpec):
             specs.append(spec)
+    specs.sort(key=lambda spec: spec.name)
     for name in get_settings().model_plugins:
         spec = getattr(importlib.import_module(name), "SPEC", None)
         if not isinstance(spec, ModelSpec):

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from _stack import machine, us_series
 
-import worker.models.fetal_head.predictor as predictor_module
+import worker.models._nn.predictor as predictor_module
 import worker.pipeline.run as pipeline_module
 from db.migrate import upgrade
 from db.session import make_engine, make_session_factory

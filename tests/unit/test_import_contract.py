@@ -176,8 +176,17 @@ def _reachable(roots: list[str]) -> dict[str, str]:
 
 
 def _is_training(module: str) -> bool:
-    return module == "worker.models._nn.train" or (
-        module.startswith("worker.models.") and module.rsplit(".", 1)[1] in TRAINING_NAMES
+    """Training and evaluation modules: ``train``, ``evaluate``, ``*_train``, ``*_eval``,
+    ``evaluate_*`` in a model folder, and the shared training loop."""
+    if module == "worker.models._nn.train":
+        return True
+    if not module.startswith("worker.models."):
+        return False
+    name = module.rsplit(".", 1)[1]
+    return (
+        name in TRAINING_NAMES
+        or name.endswith(("_train", "_eval"))
+        or name.startswith(("train_", "evaluate_"))
     )
 
 

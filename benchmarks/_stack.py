@@ -19,9 +19,16 @@ from db.jobstate import TERMINAL
 from db.migrate import upgrade
 from db.models import Job, OutputFile, Result, Series
 from db.session import make_engine, make_session_factory
-from worker.localstack import free_port, start_medseg, start_redis, stop, storescu, wait_for_port
-from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
-from worker.phantoms.us_dicom import write_us_phantom
+from worker.devtools.localstack import (
+    free_port,
+    start_medseg,
+    start_redis,
+    stop,
+    storescu,
+    wait_for_port,
+)
+from worker.models.fetal_head.us_dicom import write_us_phantom
+from worker.models.lung_ct.phantoms import make_chest_phantom, write_chest_series
 
 
 def machine() -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.chaos import ChaosConfig, describe, logs, run_chaos
+from tests.support.chaos import ChaosConfig, describe, logs, run_chaos
 
 
 def main() -> int:

@@ -15,10 +15,11 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from worker.fetal.brain import metrics
-from worker.fetal.brain_baseline import baseline_mask
-from worker.fetal.brain_eval import DEFAULT_BRAIN_WEIGHTS, predict_stack
-from worker.fetal.predictor import UNetPredictor
+from worker.models._nn.predictor import UNetPredictor
+from worker.models.fetal_brain.baseline import baseline_mask
+from worker.models.fetal_brain.data import metrics
+from worker.models.fetal_brain.predict import predict_stack
+from worker.models.fetal_brain.serve import DEFAULT_BRAIN_WEIGHTS
 
 
 def _axial(path: Path) -> Any:

@@ -14,8 +14,10 @@ import time
 import numpy as np
 import torch
 
-from worker.fetal.predictor import DEFAULT_WEIGHTS, FetalHeadPredictor, preprocess
-from worker.phantoms.fetal_head import make_fetal_head_frame
+from worker.models._nn.predictor import preprocess
+from worker.models.fetal_head.phantoms import make_fetal_head_frame
+from worker.models.fetal_head.predictor import FetalHeadPredictor
+from worker.models.fetal_head.serve import DEFAULT_WEIGHTS
 
 
 def _time(fn, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]

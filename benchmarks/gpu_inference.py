@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from worker.fetal.predictor import DEFAULT_WEIGHTS, FetalHeadPredictor, preprocess
-from worker.phantoms.fetal_head import make_fetal_head_frame
+from worker.models._nn.predictor import preprocess
+from worker.models.fetal_head.phantoms import make_fetal_head_frame
+from worker.models.fetal_head.predictor import FetalHeadPredictor
+from worker.models.fetal_head.serve import DEFAULT_WEIGHTS
 
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

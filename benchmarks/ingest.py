@@ -20,7 +20,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import text
 
 from db.session import make_engine
-from worker.localstack import (
+from worker.devtools.localstack import (
     dcmtk_env,
     dcmtk_tool,
     free_port,
@@ -28,7 +28,7 @@ from worker.localstack import (
     stop,
     wait_for_port,
 )
-from worker.phantoms.chest_ct import make_chest_phantom, write_chest_series
+from worker.models.lung_ct.phantoms import make_chest_phantom, write_chest_series
 
 
 def _make_files(folder: Path, count: int) -> int:

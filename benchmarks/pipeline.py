@@ -1,12 +1,12 @@
 """Pipeline overhead: ``medseg process`` on N series vs the bare model forward pass on the
-same tensors, measured in the same run (issue 9: overhead <= 10 %).
+same tensors, measured in the same run (the pipeline's overhead should stay <= 10 %).
 
 Run: python benchmarks/pipeline.py [--series 16] [--threads 1] [--rounds 2]
 N single-frame obstetric US series (fetal head U-Net). The reference is the network's
 forward pass alone on the tensors the pipeline feeds it. Measured in the same process,
 rounds interleaved (so the machine's load changes less between the numbers):
 
-* ``medseg process`` in process: ``worker.batch.process_paths``, the CLI's code, overlapped
+* ``medseg process`` in process: ``worker.pipeline.batch.process_paths``, the CLI's code, overlapped
   (decode ahead, post-process and export behind, the default) and sequential;
 * the worker path: each series through ``execute_job`` (claim, decode, preprocess, infer,
   postprocess, SEG, SR, report.json, DB rows in SQLite), paired with its bare forward pass;
@@ -36,17 +36,18 @@ import numpy as np
 import torch
 from _stack import machine, us_series
 
-import worker.fetal.predictor as predictor_module
-import worker.pipeline as pipeline_module
+import worker.models._nn.predictor as predictor_module
+import worker.pipeline.run as pipeline_module
 from db.migrate import upgrade
 from db.session import make_engine, make_session_factory
 from dicom_gateway.completion import complete_quiet_series
 from dicom_gateway.records import instance_info, record_instance
-from worker.batch import process_paths
-from worker.jobs import execute_job
-from worker.loading import load_series
-from worker.models.fetal_head import _as_uint8
-from worker.registry import ModelCache, get_spec
+from worker.core.registry import get_spec
+from worker.models.fetal_head.serve import _as_uint8
+from worker.pipeline.batch import process_paths
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.loading import load_series
+from worker.runtime.jobs import execute_job
 
 _MEDSEG = (sys.executable, "-m", "worker.cli")
 STAGES = (

@@ -14,19 +14,29 @@ _ALLOWED: dict[JobState, frozenset[JobState]] = {
             JobState.RUNNING,
             JobState.QUEUED,
             JobState.SUCCEEDED,
+            JobState.NEEDS_REVIEW,
             JobState.FAILED,
             JobState.QUARANTINED,
         }
     ),
     JobState.SUCCEEDED: frozenset({JobState.QUEUED}),
+    JobState.NEEDS_REVIEW: frozenset({JobState.QUEUED}),
     JobState.FAILED: frozenset({JobState.QUEUED, JobState.CANCELLED}),
     JobState.QUARANTINED: frozenset({JobState.QUEUED, JobState.CANCELLED}),
     JobState.CANCELLED: frozenset({JobState.QUEUED}),
 }
 
 TERMINAL = frozenset(
-    {JobState.SUCCEEDED, JobState.FAILED, JobState.QUARANTINED, JobState.CANCELLED}
+    {
+        JobState.SUCCEEDED,
+        JobState.NEEDS_REVIEW,
+        JobState.FAILED,
+        JobState.QUARANTINED,
+        JobState.CANCELLED,
+    }
 )
+#: States in which the model ran and its outputs exist.
+FINISHED_WITH_RESULT = frozenset({JobState.SUCCEEDED, JobState.NEEDS_REVIEW})
 
 
 class InvalidTransitionError(ValueError):

@@ -37,6 +37,9 @@ class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    #: The model ran and its outputs are written, but its quality gate refused to vouch for
+    #: them: a person must look (Result.review says why).
+    NEEDS_REVIEW = "needs_review"
     FAILED = "failed"
     QUARANTINED = "quarantined"
     CANCELLED = "cancelled"
@@ -158,6 +161,8 @@ class Result(Base):
     model_version: Mapped[str] = mapped_column(String(32))
     weights_sha256: Mapped[str | None] = mapped_column(String(64))
     inference_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    #: Why the model's quality gate flagged the result, one reason a line; None: accepted.
+    review: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="results")

@@ -3,42 +3,21 @@ or holding every instance its sender announced, is complete and gets ONE job."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Instance, Job, JobState, Series, SeriesStatus, utcnow
+from db.models import Instance, Series, SeriesStatus, utcnow
 from dicom_gateway import metrics
-from worker.registry import ModelSpec
-from worker.routing import SeriesTags, route
+from worker.core.enqueue import queue_job
+from worker.core.routing import route
+from worker.core.tags import SeriesTags
 
 logger = logging.getLogger(__name__)
-
-
-#: An identical job in one of these states makes a new one unnecessary (``retry`` re-runs).
-_COVERED = (JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED)
-
-
-def input_key(sop_instance_uids: Sequence[str], model: str, version: str) -> str:
-    """Identity of a job's input: the instance set and the model that reads it."""
-    digest = hashlib.sha256(f"{model}\n{version}\n".encode())
-    for uid in sorted(sop_instance_uids):
-        digest.update(uid.encode() + b"\n")
-    return digest.hexdigest()
-
-
-def covering_job(session: Session, series_id: int, key: str) -> int | None:
-    """An identical job (same input key) that is queued, running or succeeded, if any."""
-    return session.scalar(
-        select(Job.id).where(
-            Job.series_id == series_id, Job.input_key == key, Job.state.in_(_COVERED)
-        )
-    )
 
 
 def _tags(series: Series) -> SeriesTags:
@@ -152,28 +131,3 @@ def complete_quiet_series(
             created.append(job_id)
             logger.info("series %s complete; job %s for %s", series_id, job_id, spec.name)
     return created
-
-
-def queue_job(
-    session: Session, series_id: int, spec: ModelSpec, max_attempts: int, *, force: bool = False
-) -> int | None:
-    """A queued job of ``spec`` for the series' current instances (the outbox publishes it);
-    None when an identical job already covers that input, unless ``force``."""
-    sop_uids = session.scalars(
-        select(Instance.sop_instance_uid).where(Instance.series_id == series_id)
-    ).all()
-    key = input_key(sop_uids, spec.name, spec.version)
-    if not force and covering_job(session, series_id, key) is not None:
-        return None
-    job = Job(
-        series_id=series_id,
-        model_name=spec.name,
-        model_version=spec.version,
-        queue=spec.queue,
-        state=JobState.QUEUED,
-        max_attempts=max_attempts,
-        input_key=key,
-    )
-    session.add(job)
-    session.flush()
-    return job.id

@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_gateway.completion import QuietPolicy, complete_quiet_series
 from dicom_gateway.indexer import IndexQueue
 from dicom_gateway.outbox import Publisher, dispatch_pending
-from dicom_gateway.retention import purge_inputs
 from dicom_gateway.sweeper import sweep
-from worker.settings import Settings
-from worker.timelimits import visibility_timeout_seconds
+from worker.core.retention import purge_inputs
+from worker.core.settings import Settings
+from worker.core.timelimits import visibility_timeout_seconds
 
 PURGE_EVERY_SECONDS = 3600.0
 SWEEP_MARGIN_SECONDS = 300.0

@@ -13,11 +13,9 @@ from sqlalchemy import literal, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Delivery, DeliveryState, Job, JobState, utcnow
+from worker.core.broker import TASK_DELIVER, TASK_RUN_JOB
 
 logger = logging.getLogger(__name__)
-
-TASK_RUN_JOB = "medseg.run_job"
-TASK_DELIVER = "medseg.deliver"
 
 
 class Publisher(Protocol):

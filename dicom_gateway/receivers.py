@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicom_gateway.access import GatewayServer
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.session import make_engine, make_session_factory
+from dicom_gateway._fastpath.reactor import request_handler
 from dicom_gateway.access import GatewayServer, HostAllowlist, parse_networks
 from dicom_gateway.contexts import supported_contexts
 from dicom_gateway.handlers import StoreContext, handle_echo, handle_store, log_association
@@ -23,9 +24,8 @@ from dicom_gateway.indexer import IndexQueue, reconcile
 from dicom_gateway.metrics import serve_metrics
 from dicom_gateway.monitor import CompletionMonitor
 from dicom_gateway.outbox import Publisher, celery_publisher
-from dicom_gateway.reactor import request_handler
 from dicom_gateway.receivers import ReusePortServer, start_extra_receivers, stop_receivers
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +125,8 @@ def start_gateway(
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
     if publish is None:
-        from worker.celery_app import create_celery
-        from worker.timelimits import HARD_LIMIT_MARGIN_SECONDS, time_limit_seconds
+        from worker.core.broker import create_celery
+        from worker.core.timelimits import HARD_LIMIT_MARGIN_SECONDS, time_limit_seconds
 
         publish = celery_publisher(
             create_celery(settings),

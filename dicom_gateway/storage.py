@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-import re
 import shutil
 import threading
 import uuid
@@ -13,22 +11,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+from worker.core.paths import safe_component
 
 
 class InsufficientSpaceError(OSError):
     """Free space on the storage disk is below the configured threshold."""
-
-
-def safe_component(uid: str) -> str:
-    """A path component for ``uid``: the UID itself when well formed, else a stable hash.
-
-    A sender controls the UIDs; nothing it sends may climb out of the storage root.
-    """
-    uid = uid.strip().rstrip("\x00")
-    if 0 < len(uid) <= 64 and _UID.match(uid):
-        return uid
-    return "x" + hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
 def instance_path(root: Path, study_uid: str, series_uid: str, sop_uid: str) -> Path:

@@ -3,65 +3,26 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
+import fakeredis
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.migrate import upgrade
 from db.session import make_engine, make_session_factory
-from worker.localstack import find_dcmtk_tool, free_port
-from worker.settings import Settings
+from tests.support.tools import need
+from worker.core.settings import Settings
+from worker.devtools.localstack import free_port
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REDIS_URL = os.environ.get("MEDSEG_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 POSTGRES_ADMIN_URL = os.environ.get(
     "MEDSEG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-
-
-def need(what: str, available: bool) -> None:
-    """Skip a test whose service is missing, but fail it in CI (CI=true), where it must run."""
-    if available:
-        return
-    message = f"{what} is not available"
-    if IN_CI:
-        pytest.fail(f"{message} (CI=true: required)")
-    pytest.skip(message)
-
-
-# DCMTK programs that pynetdicom shadows with console scripts of the same name in the venv.
-_DCMTK = frozenset({"storescu", "storescp", "echoscu", "echoscp", "findscu", "movescu", "getscu"})
-
-
-def need_tool(name: str) -> str:
-    """A command from PATH or from this venv's bin (dcmqi's tools install there); for DCMTK's
-    programs, DCMTK's own, never pynetdicom's scripts of the same name."""
-    if name in _DCMTK:
-        path = find_dcmtk_tool(name)
-    else:
-        path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    need(f"{name} (make system-deps / make venv installs it)", path is not None)
-    assert path is not None
-    return path
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> None:
-    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout} s")
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -70,14 +31,6 @@ def _port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """Error lines dciodvfy reports for ``path`` (empty = valid IOD)."""
-    need_tool("dciodvfy")
-    done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
-    output = done.stdout + done.stderr
-    return [line for line in output.splitlines() if line.startswith("Error")]
 
 
 @pytest.fixture
@@ -121,3 +74,14 @@ def postgres_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def fake_redis(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeRedis:
+    import kombu.transport.redis as transport
+
+    client = fakeredis.FakeRedis()
+    monkeypatch.setattr(
+        transport.Channel, "_create_client", lambda self, asynchronous=False: client
+    )
+    return client

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import need_tool
+from tests.support.tools import need_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos import ChaosConfig, describe, logs, postgres_bindir, run_chaos
-from tests.conftest import need, need_tool
+from tests.support.chaos import ChaosConfig, describe, logs, postgres_bindir, run_chaos
+from tests.support.tools import need, need_tool
 
 pytestmark = pytest.mark.integration
 

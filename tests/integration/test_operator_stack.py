@@ -26,12 +26,19 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from db.jobstate import TERMINAL
 from db.models import Delivery, DeliveryState, Job, JobState, Result, Series, Study
 from db.session import make_engine, make_session_factory
-from tests.conftest import need_tool
-from tests.dashboard_data import ACCESSION, PATIENT_ID, PATIENT_NAME, identify, unusable
-from tests.factories import chest_series
+from tests.support.dashboard_data import ACCESSION, PATIENT_ID, PATIENT_NAME, identify, unusable
+from tests.support.factories import chest_series
+from tests.support.tools import need_tool
 from worker.dashboard.auth import hash_password
 from worker.dashboard.overlay import PALETTE_BGR
-from worker.localstack import dcmtk_env, free_port, start_medseg, stop, storescu, wait_for_port
+from worker.devtools.localstack import (
+    dcmtk_env,
+    free_port,
+    start_medseg,
+    stop,
+    storescu,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +146,7 @@ def opstack(
 
 
 def _send_studies(folder: Path, port: int) -> dict[str, str]:
-    from worker.phantoms.us_dicom import write_us_phantom
+    from worker.models.fetal_head.us_dicom import write_us_phantom
 
     ct = chest_series(folder / "ct", 4, slices=6)
     bad = chest_series(folder / "bad", 5, slices=4)

@@ -12,7 +12,7 @@ from db.models import Instance, Job, JobState, Series, Study, utcnow
 from db.session import make_engine, make_session_factory
 from dicom_gateway.records import InstanceInfo, record_instance
 from dicom_gateway.sweeper import sweep
-from tests.factories import instance_record
+from tests.support.factories import instance_record
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from worker.loading import LoadedSeries
-from worker.outputs import ModelOutput
-from worker.registry import ModelSpec
+from worker.core.registry import ModelSpec
+from worker.export.outputs import ModelOutput
+from worker.pipeline.loading import LoadedSeries
 
 SLEEP_SECONDS = 600.0
 

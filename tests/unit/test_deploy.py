@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from worker.cli import build_parser
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -342,9 +342,15 @@ def test_the_wheel_the_images_install_carries_weights_and_migrations(tmp_path: P
     )
     (wheel,) = tmp_path.glob("medseg-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for checkpoint in ("fetal_head_unet", "fetal_brain_unet"):
-        assert f"worker/models/weights/{checkpoint}.pt" in names
-        assert f"worker/models/weights/{checkpoint}.json" in names
+    for model, checkpoint in (
+        ("fetal_head", "fetal_head_unet"),
+        ("fetal_brain", "fetal_brain_unet"),
+        ("lung_ct", "lung_ct_unet"),
+        ("lung_cxr", "lung_cxr_unet"),
+        ("lung_cxr", "pneumonia_frcnn"),
+    ):
+        assert f"worker/models/{model}/{checkpoint}.pt" in names
+        assert f"worker/models/{model}/{checkpoint}.json" in names
     assert any(n.startswith("db/migrations/versions/") for n in names)
     assert "db/migrations/script.py.mako" in names
 
@@ -359,8 +365,9 @@ def test_the_gateway_image_runs_without_the_worker_extra() -> None:
         "            raise ImportError('not in the gateway image: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "from worker.cli import main\n"
-        "import dicom_gateway.server, worker.prestart, worker.echo, worker.celery_app\n"
-        "from worker.registry import all_specs\n"
+        "import dicom_gateway.server, worker.runtime.prestart, worker.delivery.echo\n"
+        "import worker.runtime.celery_app\n"
+        "from worker.core.registry import all_specs\n"
         "assert all_specs()\n"
         "sys.exit(main(['models']))\n"
     )

@@ -12,11 +12,11 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import utcnow
-from worker import operations
+from worker.core.settings import Settings
 from worker.dashboard import deps
 from worker.dashboard.auth import check_user, csrf_ok
 from worker.dashboard.throttle import LoginThrottle
-from worker.settings import Settings
+from worker.ops import operations
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.middleware.sessions import SessionMiddleware
 
+from worker.core.settings import Settings
 from worker.dashboard.auth import check_hash_format
 from worker.dashboard.throttle import LoginThrottle
-from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
 

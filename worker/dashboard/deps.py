@@ -8,8 +8,8 @@ from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.responses import Response
 
+from worker.core.settings import Settings
 from worker.dashboard.auth import csrf_token, logged_in_user
-from worker.settings import Settings
 
 
 def require_user(request: Request) -> str:

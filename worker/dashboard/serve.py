@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -14,8 +14,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     import uvicorn
 
     from db.session import make_engine, make_session_factory
-    from worker.celery_app import app as celery_app
     from worker.dashboard.app import create_app
+    from worker.runtime.celery_app import app as celery_app
 
     engine = make_engine(settings.database_url)
     app = create_app(

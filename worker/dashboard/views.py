@@ -14,9 +14,9 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Job, JobState, utcnow
-from worker import operations
+from worker.core.settings import Settings
 from worker.dashboard import deps
-from worker.settings import Settings
+from worker.ops import operations
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def jobs(
     model: str = "",
     since: str = "",
 ) -> Response:
-    from worker.registry import all_specs
+    from worker.core.registry import all_specs
 
     models = sorted(spec.name for spec in all_specs())
     problems = []
@@ -113,7 +113,7 @@ def overlay(user: User, factory: Factory, job_id: int, size: int = 512) -> Respo
 
 @router.get("/studies/{study_id}")
 def study(request: Request, user: User, factory: Factory, study_id: int) -> Response:
-    from worker.report import load_study
+    from worker.export.report import load_study
 
     with factory() as session:
         found = load_study(session, study_id=study_id)

@@ -1,1 +1,1 @@
-"""Registered models: one module each, exposing ``SPEC`` (see worker.registry)."""
+"""Registered models: one module each, exposing ``SPEC`` (see worker.core.registry)."""

@@ -1,0 +1,1 @@
+"""Helpers the tests share: factories of synthetic DICOM, service gates, database rows."""

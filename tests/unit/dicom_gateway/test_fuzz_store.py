@@ -1,0 +1,147 @@
+"""Fuzzing the store handler and the loader with mutated DICOM data sets (hypothesis).
+
+CI runs a few hundred examples per test; `HYPOTHESIS_PROFILE=soak` runs 10,000.
+"""
+
+from __future__ import annotations
+
+import os
+from io import BytesIO
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pydicom
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pynetdicom.dsutils import decode
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.migrate import upgrade
+from db.models import Instance
+from db.session import make_engine, make_session_factory
+from dicom_gateway import statuses
+from dicom_gateway.handlers import StoreContext, handle_store
+from tests.support.factories import chest_series
+from worker.core.errors import InputError
+from worker.pipeline.loading import load_series
+
+settings.register_profile("ci", max_examples=300, deadline=None)
+settings.register_profile("soak", max_examples=10_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+KNOWN = {
+    statuses.SUCCESS,
+    statuses.SOP_CLASS_NOT_SUPPORTED,
+    statuses.OUT_OF_RESOURCES,
+    statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    statuses.CANNOT_DECODE,
+}
+
+
+@pytest.fixture(scope="module")
+def seed_bytes(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, pydicom.Dataset]:
+    path = chest_series(tmp_path_factory.mktemp("seed"), 0, slices=1)[0]
+    ds = pydicom.dcmread(path)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)
+    return buffer.getvalue(), ds
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[StoreContext, sessionmaker[Session]]:
+    root = tmp_path_factory.mktemp("fuzz")
+    url = f"sqlite:///{root / 'fuzz.db'}"
+    upgrade(url)
+    factory = make_session_factory(make_engine(url))
+    return StoreContext(
+        storage_root=root / "incoming", session_factory=factory, min_free_bytes=0
+    ), factory
+
+
+class FakeEvent:
+    """What handle_store reads from a pynetdicom EVT_C_STORE event, over raw bytes."""
+
+    def __init__(self, payload: bytes, meta: Any) -> None:
+        self._payload = payload
+        self.file_meta = meta
+        self.request = SimpleNamespace(
+            AffectedSOPClassUID=meta.MediaStorageSOPClassUID,
+            AffectedSOPInstanceUID=meta.MediaStorageSOPInstanceUID,
+        )
+        self.assoc = SimpleNamespace(
+            requestor=SimpleNamespace(ae_title="FUZZER", address="127.0.0.1")
+        )
+        self.context = SimpleNamespace(transfer_syntax=meta.TransferSyntaxUID)
+
+    @property
+    def dataset(self) -> pydicom.Dataset:
+        return decode(BytesIO(self._payload), False, True, False)
+
+    def encoded_dataset(self, include_meta: bool = True) -> bytes:
+        return b"\0" * 128 + b"DICM" + self._payload if include_meta else self._payload
+
+
+def _mutate(data: bytes, draw: Any) -> bytes:
+    kind = draw(st.sampled_from(["flip", "truncate", "insert", "splice"]))
+    if not data:
+        return data
+    at = draw(st.integers(0, len(data) - 1))
+    if kind == "flip":
+        count = draw(st.integers(1, 8))
+        out = bytearray(data)
+        for i in range(at, min(len(out), at + count)):
+            out[i] ^= draw(st.integers(1, 255))
+        return bytes(out)
+    if kind == "truncate":
+        return data[:at]
+    if kind == "insert":
+        return data[:at] + draw(st.binary(min_size=1, max_size=16)) + data[at:]
+    end = draw(st.integers(at, len(data)))
+    return data[:at] + data[end:]
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_store_handler_answers_a_known_status_and_never_raises(
+    data: st.DataObject,
+    seed_bytes: tuple[bytes, pydicom.Dataset],
+    store: tuple[StoreContext, sessionmaker[Session]],
+) -> None:
+    raw, ds = seed_bytes
+    payload = _mutate(raw, data.draw)
+    ctx, factory = store
+    result = handle_store(FakeEvent(payload, ds.file_meta), ctx)
+    assert int(result.Status) in KNOWN
+    if int(result.Status) == statuses.SUCCESS:
+        with factory() as session:
+            row = session.scalars(
+                select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID)
+            ).one()
+        assert Path(row.path).read_bytes().endswith(payload)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_loader_fails_only_with_input_errors(
+    data: st.DataObject,
+    seed_bytes: tuple[bytes, pydicom.Dataset],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    raw, ds = seed_bytes
+    folder = tmp_path_factory.mktemp("load")
+    path = folder / "x.dcm"
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    pydicom.filewriter.write_file_meta_info(buffer, ds.file_meta, enforce_standard=True)
+    path.write_bytes(b"\0" * 128 + b"DICM" + buffer.getvalue() + _mutate(raw, data.draw))
+    try:
+        series = load_series([path])
+    except InputError:
+        return
+    assert series.frames.ndim == 3

@@ -1,0 +1,120 @@
+"""MEDSEG_RECEIVERS: several gateway processes on one port (SO_REUSEPORT), parallel senders,
+every instance stored and recorded; receivers go away with the gateway, even a killed one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from functools import partial
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from db.migrate import upgrade
+from db.models import Instance, Series
+from db.session import make_engine, make_session_factory
+from tests.support.factories import chest_series
+from tests.support.tools import need_tool, wait_until
+from worker.devtools.localstack import (
+    dcmtk_env,
+    dcmtk_tool,
+    free_port,
+    start_medseg,
+    stop,
+    wait_for_port,
+)
+
+
+def _peer(port: int, folder: Path) -> tuple[str, str, str]:
+    return "127.0.0.1", str(port), str(folder)
+
+
+def _listeners(port: int) -> int:
+    """Sockets listening on ``port`` (IPv4), from /proc: one per receiver process."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+            count += 1
+    return count
+
+
+_wait = partial(wait_until, timeout=30.0)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("needs Linux /proc")
+    need_tool("storescu")
+    data = tmp_path / "data"
+    upgrade(f"sqlite:///{data / 'medseg.db'}")
+    return {
+        "MEDSEG_DATA_DIR": str(data),
+        "MEDSEG_HOST": "127.0.0.1",
+        "MEDSEG_PORT": str(free_port()),
+        "MEDSEG_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "MEDSEG_MIN_FREE_BYTES": "0",
+        "MEDSEG_SERIES_QUIET_SECONDS": "3600",
+        "MEDSEG_RECEIVERS": "3",
+    }
+
+
+def test_parallel_senders_over_three_receivers_lose_nothing(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    port = int(env["MEDSEG_PORT"])
+    folders = []
+    for i in range(4):
+        chest_series(tmp_path / f"src{i}", i, slices=6)
+        folders.append(tmp_path / f"src{i}")
+    gateway = start_medseg(["gateway"], env, tmp_path / "gateway.log")
+    try:
+        wait_for_port(port, process=gateway)
+        _wait(lambda: _listeners(port) == 3)
+        senders = [
+            subprocess.Popen(
+                [
+                    dcmtk_tool("storescu"),
+                    "-aet",
+                    f"CT{i}",
+                    "-aec",
+                    "MEDSEG",
+                    "+sd",
+                    "-nh",
+                    *_peer(port, folder),
+                ],
+                env=dcmtk_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for i, folder in enumerate(folders)
+        ]
+        for sender in senders:
+            _, err = sender.communicate(timeout=120)
+            assert sender.returncode == 0, err
+    finally:
+        stop(gateway)
+    assert _listeners(port) == 0  # the extra receivers stopped with the gateway
+    engine = make_engine(f"sqlite:///{Path(env['MEDSEG_DATA_DIR']) / 'medseg.db'}")
+    with make_session_factory(engine)() as session:
+        assert session.scalar(select(func.count()).select_from(Instance)) == 24
+        aes = set(session.scalars(select(Series.calling_ae)))
+    engine.dispose()
+    assert aes == {"CT0", "CT1", "CT2", "CT3"}
+    assert len(list(Path(env["MEDSEG_DATA_DIR"]).rglob("*.dcm"))) == 24
+
+
+def test_receivers_exit_when_the_gateway_is_killed(env: dict[str, str], tmp_path: Path) -> None:
+    port = int(env["MEDSEG_PORT"])
+    gateway = start_medseg(["gateway"], env, tmp_path / "gateway.log")
+    try:
+        wait_for_port(port, process=gateway)
+        _wait(lambda: _listeners(port) == 3)
+        os.kill(gateway.pid, signal.SIGKILL)
+        gateway.wait(10)
+        _wait(lambda: _listeners(port) == 0, timeout=20)  # orphans notice and leave
+    finally:
+        stop(gateway)

@@ -1,0 +1,66 @@
+"""The study overlay of a chest radiograph draws the detector's boxes from report.json."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Job, JobState, utcnow
+from dicom_gateway.completion import complete_quiet_series
+from tests.support.dashboard_data import _record
+from worker.dashboard.overlay import BOX_BGR, draw_overlay, read_findings, render_job_overlay
+from worker.models.lung_cxr.cr_dicom import write_cxr
+from worker.models.lung_cxr.phantoms import make_chest_xray
+from worker.pipeline.cache import ModelCache
+from worker.runtime.jobs import execute_job
+
+
+def _red(image: np.ndarray) -> np.ndarray:
+    return np.all(image == np.array(BOX_BGR, dtype=np.uint8), axis=-1)
+
+
+def test_boxes_are_drawn_at_their_scaled_place() -> None:
+    image = np.full((400, 200, 3), 90, np.uint8)
+    canvas = draw_overlay(
+        image, {}, {}, [], max_side=200, boxes=[("Pneumonia", 0.9, (20, 300, 60, 360))]
+    )
+    red = _red(canvas)
+    assert canvas.shape[:2] == (200, 100)  # scaled by 0.5
+    assert red[150:181, 10].any() and red[150:181, 30].any()  # left and right edges
+    assert not red[:100].any()  # nothing drawn far from the box (the caption sits above it)
+
+
+def test_unreadable_reports_give_no_findings(tmp_path: Path) -> None:
+    bad = tmp_path / "report.json"
+    bad.write_text("{not json")
+    assert read_findings(bad) == [] and read_findings(tmp_path / "missing.json") == []
+    bad.write_text('{"findings": [{"label": "Pneumonia", "score": 0.8, "box_px": [1, 2, 3, 4]}]}')
+    assert read_findings(bad) == [("Pneumonia", 0.8, (1.0, 2.0, 3.0, 4.0))]
+
+
+def test_a_radiograph_overlay_shows_the_findings(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    path = write_cxr(make_chest_xray(5, opacities=1), tmp_path / "in" / "CR0001.dcm")
+    _record(session_factory, [path])
+    complete_quiet_series(session_factory, 0.0, 1, now=utcnow() + timedelta(seconds=1))
+    with session_factory() as session:
+        job_id = session.scalars(select(Job.id)).one()
+    state = execute_job(session_factory, ModelCache("cpu"), tmp_path / "results", job_id)
+    assert state is JobState.SUCCEEDED
+    with session_factory() as session:
+        report = next(
+            o for o in session.get_one(Job, job_id).results[0].outputs if o.kind == "json"
+        )
+    findings = read_findings(Path(report.path))
+    assert findings, "the phantom's opacity should be found"
+
+    png = render_job_overlay(session_factory, job_id)
+    assert png is not None
+    overlay = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert _red(overlay).sum() > 50  # the box outline and its caption

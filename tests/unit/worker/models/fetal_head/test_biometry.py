@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from worker.models.fetal_head.biometry import (
+    Ellipse,
+    biometry,
+    ellipse_mask,
+    fit_ellipse_mm,
+    format_ga,
+    hadlock_ga_days,
+    ramanujan_perimeter,
+)
+
+
+def test_ramanujan_is_exact_for_a_circle_and_close_for_ellipses() -> None:
+    assert ramanujan_perimeter(10, 10) == pytest.approx(2 * math.pi * 10)
+    # Exact perimeter of a=2, b=1 (complete elliptic integral): 9.688448220547675...
+    assert ramanujan_perimeter(2, 1) == pytest.approx(9.688448220547675, rel=1e-9)
+
+
+def test_hadlock_ga_from_hc() -> None:
+    # Hadlock 1984: GA(weeks) = 8.96 + 0.540 HC + 0.0003 HC^3 (HC in cm).
+    assert hadlock_ga_days(175.0) / 7 == pytest.approx(8.96 + 0.540 * 17.5 + 0.0003 * 17.5**3)
+    assert hadlock_ga_days(20.0) is None and hadlock_ga_days(500.0) is None
+    assert format_ga(20 * 7 + 3) == "20w3d"
+
+
+def test_bpd_ofd_are_the_axes_outer_to_outer() -> None:
+    b = biometry(Ellipse(0, 0, a=50.0, b=40.0, angle_deg=0))
+    assert b.occipitofrontal_diameter_mm == 100.0 and b.biparietal_diameter_mm == 80.0
+    assert b.head_circumference_mm == pytest.approx(ramanujan_perimeter(50, 40))
+
+
+@pytest.mark.parametrize(
+    ("spacing", "angle"), [((0.1, 0.1), 30.0), ((0.2, 0.1), 0.0), ((0.15, 0.15), 100.0)]
+)
+def test_fit_recovers_a_rasterised_ellipse_in_mm(
+    spacing: tuple[float, float], angle: float
+) -> None:
+    truth = Ellipse(cx=40.0, cy=30.0, a=25.0, b=19.0, angle_deg=angle)
+    shape = (int(70 / spacing[0]), int(90 / spacing[1]))
+    mask = ellipse_mask(shape, (truth.cx, truth.cy, truth.a, truth.b, truth.angle_deg), spacing)
+    fitted = fit_ellipse_mm(mask, spacing)
+    assert fitted is not None
+    assert fitted.circumference == pytest.approx(truth.circumference, abs=0.3)
+    assert fitted.a == pytest.approx(truth.a, abs=0.15) and fitted.b == pytest.approx(
+        truth.b, abs=0.15
+    )
+
+
+def test_fit_of_nothing_is_none() -> None:
+    assert fit_ellipse_mm(np.zeros((20, 20), bool), (1.0, 1.0)) is None

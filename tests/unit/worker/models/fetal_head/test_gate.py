@@ -1,0 +1,176 @@
+"""The fetal head quality gate, the subject split and the HC18 evaluation summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker.models._nn import checkpoint
+from worker.models.fetal_head.biometry import ellipse_mask, fit_ellipse_mm
+from worker.models.fetal_head.evaluate import HC_BANDS, FrameRecord, hc_at_weeks, summarise
+from worker.models.fetal_head.gate import DEFAULT_THRESHOLDS, Thresholds, reasons, signals
+from worker.models.fetal_head.gate_fit import BOUNDS, fit_thresholds
+from worker.models.fetal_head.hc18 import HC18Item
+from worker.models.fetal_head.hc18_split import subject_of, subject_split
+from worker.models.fetal_head.predictor import FetalHeadPredictor, clean_mask
+from worker.models.fetal_head.train import HC18Config, learning_rate
+
+SHAPE = (540, 800)
+
+
+def _frame(
+    cx: float, cy: float, a: float, b: float, *, blobs: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A probability map: a confident ellipse, optionally with extra blobs elsewhere."""
+    prob = np.where(ellipse_mask(SHAPE, (cx, cy, a, b, 20.0)), 0.97, 0.02).astype(np.float32)
+    for k in range(blobs):
+        prob[20 + 60 * k : 60 + 60 * k, 20:140] = 0.9
+    return prob, clean_mask(prob)
+
+
+def _judge(prob: np.ndarray, mask: np.ndarray, pixel_mm: float = 0.1) -> list[str]:
+    spacing = (pixel_mm, pixel_mm)
+    ellipse = fit_ellipse_mm(mask, spacing)
+    hc = ellipse.circumference if ellipse else None
+    return reasons(signals(prob, mask, ellipse, spacing), hc)
+
+
+def test_a_clean_head_is_accepted() -> None:
+    assert _judge(*_frame(400, 270, 200, 150)) == []
+
+
+def test_a_head_cut_by_the_frame_edge_is_flagged() -> None:
+    assert any("runs off the image" in r for r in _judge(*_frame(780, 270, 200, 150)))
+
+
+def test_a_frame_filling_mask_is_flagged() -> None:
+    prob = np.full(SHAPE, 0.9, np.float32)  # the old phantom weights' failure on real frames
+    prob[:, :40] = 0.1
+    why = " | ".join(_judge(prob, clean_mask(prob)))
+    assert "not elliptical" in why and "implausible for the field of view" in why
+
+
+def test_scattered_candidates_are_flagged() -> None:
+    prob, mask = _frame(500, 300, 150, 120, blobs=3)
+    assert any("more than one candidate" in r for r in _judge(prob, mask))
+
+
+def test_an_unsure_network_is_flagged() -> None:
+    prob, mask = _frame(400, 270, 200, 150)
+    prob[mask] = 0.6
+    assert any("low confidence" in r for r in _judge(prob, mask))
+
+
+def test_an_implausible_hc_is_flagged_only_when_calibrated() -> None:
+    prob, mask = _frame(400, 270, 200, 150)
+    assert any("plausible" in r for r in _judge(prob, mask, pixel_mm=1.0))  # HC ~ 1100 mm
+    ellipse = fit_ellipse_mm(mask, (1.0, 1.0))
+    assert reasons(signals(prob, mask, ellipse, (1.0, 1.0)), None) == []
+
+
+def test_no_head_is_a_reason() -> None:
+    assert reasons(None, None) == ["no fetal head found"]
+
+
+def test_thresholds_from_metadata_keep_defaults_for_what_is_missing() -> None:
+    t = Thresholds.from_metadata({"min_ellipse_iou": 0.9, "fitted_on": "x"})
+    assert t.min_ellipse_iou == 0.9
+    assert t.max_outside_fraction == DEFAULT_THRESHOLDS.max_outside_fraction
+    assert Thresholds.from_metadata(None) == DEFAULT_THRESHOLDS
+
+
+def _record(diff: float | None, **signal: float) -> FrameRecord:
+    base = {
+        "ellipse_iou": 0.97,
+        "outside_fraction": 0.0,
+        "confidence": 0.95,
+        "area_fraction": 0.2,
+        "fragment_ratio": 0.0,
+    }
+    return FrameRecord(
+        name="x.png",
+        subject="001",
+        pixel_mm=0.1,
+        hc_reference_mm=200.0,
+        hc_mm=None if diff is None else 200.0 + diff,
+        dice=0.97,
+        hausdorff_mm=1.0,
+        signals={**base, **signal},
+        review=[],
+    )
+
+
+def test_fitted_thresholds_stay_inside_their_bounds() -> None:
+    good = [_record(0.5, ellipse_iou=0.999, confidence=0.999) for _ in range(20)]
+    t = fit_thresholds(good)
+    assert t.min_ellipse_iou == BOUNDS["min_ellipse_iou"][1]  # clipped, not 0.999
+    assert t.min_confidence == BOUNDS["min_confidence"][1]
+    assert t.max_outside_fraction == BOUNDS["max_outside_fraction"][0]
+    with pytest.raises(ValueError, match="too few"):
+        fit_thresholds([_record(20.0)] * 30)  # no well-measured frame
+
+
+def test_summary_splits_the_error_by_the_gate_and_by_hc_band() -> None:
+    flagged = FrameRecord(**{**_record(30.0).__dict__, "review": ["mask is not elliptical (x)"]})
+    records = [_record(1.0), _record(-2.0), flagged, _record(None)]
+    s = summarise(records)
+    assert s["no_answer"] == 1
+    assert s["hc_abs_diff_mm"]["mean"] == pytest.approx(11.0)
+    assert s["gate"]["flagged_share"] == 0.25
+    assert s["gate"]["accepted_hc_abs_diff_mm"]["mean"] == pytest.approx(1.5)
+    assert s["gate"]["reasons"] == {"mask is not elliptical": 1}
+    assert s["by_hc_band"]["second trimester"]["n"] == 3
+
+
+def test_trimester_bands_follow_hadlock() -> None:
+    assert 85 < hc_at_weeks(14) < 105  # ~ 9.7 cm at 14 weeks
+    assert 250 < hc_at_weeks(28) < 265
+    assert [b[0] for b in HC_BANDS] == ["first trimester", "second trimester", "third trimester"]
+
+
+def test_subject_split_keeps_each_examination_on_one_side() -> None:
+    items = [
+        HC18Item(Path(f"{n:03d}_{k}HC.png" if k else f"{n:03d}_HC.png"), Path("a"), 0.1, 100.0)
+        for n in range(50)
+        for k in range(1 + n % 3)
+    ]
+    split = subject_split(items, 0.2, 0.1, seed=3)
+    sides = [
+        set(map(lambda i: subject_of(items[i]), s)) for s in (split.train, split.tune, split.test)
+    ]
+    assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+    assert len(sides[2]) == 10 and len(sides[1]) == 4
+    assert sorted(split.train + split.tune + split.test) == list(range(len(items)))
+    assert subject_split(items, 0.2, 0.1, seed=3) == split  # fixed by its seed
+
+
+def test_learning_rate_warms_up_then_anneals_to_zero() -> None:
+    c = HC18Config(learning_rate=1.0, warmup=0.1)
+    assert learning_rate(c, 0.05) == pytest.approx(0.5)
+    assert learning_rate(c, 0.1) == pytest.approx(1.0)
+    assert learning_rate(c, 1.0) == pytest.approx(0.0, abs=1e-9)
+    assert learning_rate(c, 1.5) == pytest.approx(0.0, abs=1e-9)  # past the time budget
+
+
+def test_flip_tta_averages_a_frame_with_its_mirror(tmp_path: Path) -> None:
+    import torch
+
+    from worker.models._nn.unet import UNet
+
+    torch.manual_seed(1)
+    weights = tmp_path / "w.pt"
+    config = {"arch": "unet", "base": 4, "depth": 2, "input_rows": 32, "input_cols": 48}
+    checkpoint.save(UNet(base=4, depth=2), config, {"model": "t"}, weights)
+    plain = FetalHeadPredictor(weights)
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    meta["config"]["flip_tta"] = True
+    weights.with_suffix(".json").write_text(json.dumps(meta))
+    tta = FetalHeadPredictor(weights)
+    x = np.random.default_rng(0).random((32, 48)).astype(np.float32)
+    (p,), (m,) = plain.forward([x]), plain.forward([np.ascontiguousarray(x[:, ::-1])])
+    (t,) = tta.forward([x])
+    assert np.allclose(t, (p + m[:, ::-1]) / 2, atol=1e-6)
+    assert np.abs(p - m[:, ::-1]).max() > 1e-4  # the network is not mirror-symmetric

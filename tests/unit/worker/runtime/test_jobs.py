@@ -1,0 +1,160 @@
+"""execute_job: the DB side of a task, run directly (no Celery, no eager mode)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pydicom
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.jobstate import transition
+from db.models import Job, JobState, Result
+from tests.support.factories import chest_series
+from tests.support.jobs import queue_test_job
+from tests.support.tools import dciodvfy_errors
+from worker.core.registry import Model, ModelSpec
+from worker.export.outputs import ModelOutput
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.loading import LoadedSeries
+from worker.runtime.jobs import backoff_seconds, execute_job
+
+
+def test_success_records_result_measurements_and_a_valid_seg(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    job_id = queue_test_job(session_factory, chest_series(tmp_path / "in", 0, slices=12))
+    state = execute_job(session_factory, ModelCache("cpu"), tmp_path / "results", job_id)
+    assert state is JobState.SUCCEEDED
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+        assert job.state is JobState.SUCCEEDED and job.attempts == 1 and job.error is None
+        assert job.started_at is not None and job.finished_at is not None
+        result = session.scalars(select(Result).where(Result.job_id == job_id)).one()
+        measures = {m.key: (m.value, m.unit) for m in result.measurements}
+        assert set(measures) == {"left_lung_volume_ml", "right_lung_volume_ml", "lung_volume_ml"}
+        assert all(unit == "mL" and value > 100 for value, unit in measures.values())
+        assert result.model_name == "lung-ct-threshold" and result.model_version == "1.0.0"
+        outputs = {o.kind: (o.path, o.sop_instance_uid) for o in result.outputs}
+    assert set(outputs) == {"seg", "sr", "json"}
+    report = json.loads(Path(outputs.pop("json")[0]).read_text())
+    assert report["measurements"].keys() == measures.keys()
+    for path, uid in outputs.values():
+        assert Path(path).is_relative_to(tmp_path / "results")
+        assert pydicom.dcmread(path).SOPInstanceUID == uid
+        assert dciodvfy_errors(Path(path)) == []
+
+
+def test_redelivery_of_a_finished_job_is_a_no_op(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    job_id = queue_test_job(session_factory, chest_series(tmp_path / "in", 1, slices=8))
+    models = ModelCache("cpu")
+    assert execute_job(session_factory, models, tmp_path / "r", job_id) is JobState.SUCCEEDED
+    assert execute_job(session_factory, models, tmp_path / "r", job_id) is None
+    with session_factory() as session:
+        assert len(session.scalars(select(Result)).all()) == 1
+        assert session.get_one(Job, job_id).attempts == 1
+
+
+def test_bad_input_fails_at_once_with_its_reason(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    paths = chest_series(tmp_path / "in", 0, slices=4)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        del ds.PixelSpacing
+        ds.save_as(path)
+    job_id = queue_test_job(session_factory, paths)
+    assert (
+        execute_job(session_factory, ModelCache("cpu"), tmp_path / "r", job_id) is JobState.FAILED
+    )
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+    assert job.attempts == 1
+    assert job.error is not None and "InputError" in job.error and "PixelSpacing" in job.error
+
+
+def test_unexpected_errors_back_off_then_quarantine(
+    session_factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = queue_test_job(
+        session_factory, chest_series(tmp_path / "in", 0, slices=4), max_attempts=2
+    )
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr("worker.runtime.jobs.run_series", broken)
+    models = ModelCache("cpu")
+    assert execute_job(session_factory, models, tmp_path / "r", job_id) is JobState.QUEUED
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+        assert job.not_before is not None and job.enqueued_at is None
+        assert "CUDA out of memory" in (job.error or "")
+    assert execute_job(session_factory, models, tmp_path / "r", job_id) is JobState.QUARANTINED
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+    assert job.attempts == 2 and "RuntimeError" in (job.error or "")
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    assert [backoff_seconds(n) for n in (1, 2, 3)] == [10.0, 20.0, 40.0]
+    assert backoff_seconds(50) == 600.0
+
+
+class _Flagging:
+    """The real model, with its output refused by a (test) quality gate."""
+
+    def __init__(self, inner: Model) -> None:
+        self.inner = inner
+
+    def predict(self, series: LoadedSeries) -> ModelOutput:
+        output = self.inner.predict(series)
+        output.review = ["test gate: lungs implausible"]
+        return output
+
+
+class _FlaggingCache(ModelCache):
+    def get(self, spec: ModelSpec) -> Model:
+        return _Flagging(super().get(spec))
+
+
+def _sr_codes(items: Sequence[pydicom.Dataset]) -> set[str]:
+    found: set[str] = set()
+    for item in items:
+        for key in ("ConceptNameCodeSequence", "ConceptCodeSequence"):
+            found.update(str(c.CodeValue) for c in item.get(key, []))
+        found |= _sr_codes(item.get("ContentSequence", []))
+    return found
+
+
+def test_a_flagged_result_is_needs_review_and_says_so_everywhere(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    job_id = queue_test_job(session_factory, chest_series(tmp_path / "in", 0, slices=8))
+    state = execute_job(session_factory, _FlaggingCache("cpu"), tmp_path / "results", job_id)
+    assert state is JobState.NEEDS_REVIEW
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+        assert job.state is JobState.NEEDS_REVIEW and job.error is None
+        result = session.scalars(select(Result).where(Result.job_id == job_id)).one()
+        assert result.review == "test gate: lungs implausible"
+        assert result.measurements  # still recorded and shown
+        outputs = {o.kind: Path(o.path) for o in result.outputs}
+    report = json.loads(outputs["json"].read_text())
+    assert report["status"] == "needs_review"
+    assert report["review"] == ["test gate: lungs implausible"]
+    seg, sr = pydicom.dcmread(outputs["seg"]), pydicom.dcmread(outputs["sr"])
+    assert str(seg.SeriesDescription).endswith("NEEDS REVIEW")
+    assert str(sr.SeriesDescription).endswith("NEEDS REVIEW")
+    # Quality Assessment (DCM 111050) = For Physician Review (DCM 128201)
+    assert {"111050", "128201"} <= _sr_codes(sr.ContentSequence)
+    assert dciodvfy_errors(outputs["seg"]) == [] and dciodvfy_errors(outputs["sr"]) == []
+    # a needs-review job is finished: a redelivery does nothing, a rerun may queue it again
+    assert execute_job(session_factory, ModelCache("cpu"), tmp_path / "results", job_id) is None
+    with session_factory.begin() as session:
+        transition(session.get_one(Job, job_id), JobState.QUEUED)

@@ -1,0 +1,231 @@
+"""``medseg``: the one console script in front of every role."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from worker.cli.dashboard import add_dashboard_commands
+from worker.cli.models import add_model_commands
+from worker.cli.ops import add_ops_commands
+from worker.runtime.logs import configure_logging
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    from dicom_gateway.server import serve
+    from worker.core.settings import get_settings
+
+    serve(get_settings())
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from worker.core.settings import get_settings
+
+    metrics_port = args.metrics_port or get_settings().worker_metrics_port
+    if metrics_port:  # before the pool forks: its processes inherit the setup
+        from worker.runtime.metrics import start_worker_metrics
+
+        start_worker_metrics(metrics_port, get_settings().metrics_host)
+    from worker.runtime.celery_app import app
+
+    argv = ["worker", "-Q", args.queues, "--loglevel", args.log_level, "-n", args.name]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    app.worker_main(argv)
+    return 0
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from db.migrate import current, upgrade
+    from worker.core.settings import get_settings
+
+    url = get_settings().database_url
+    if args.action == "upgrade":
+        upgrade(url, args.revision)
+    print(f"database at revision {current(url)}")
+    return 0
+
+
+def _cmd_prestart(args: argparse.Namespace) -> int:
+    from worker.core.settings import get_settings
+    from worker.runtime.prestart import ServiceUnavailableError, prestart
+
+    try:
+        prestart(get_settings(), args.timeout, migrate=not args.no_migrate)
+    except ServiceUnavailableError as exc:
+        print(f"medseg prestart: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_echo(args: argparse.Namespace) -> int:
+    from worker.core.settings import get_settings
+    from worker.delivery.echo import echo
+
+    settings = get_settings()
+    port = args.port or settings.port
+    called = args.aec or settings.ae_title
+    try:
+        status = echo(args.host, port, called, args.aet, args.timeout)
+    except ConnectionError as exc:
+        print(f"medseg echo: {exc}", file=sys.stderr)
+        return 1
+    print(f"C-ECHO {called}@{args.host}:{port}: status 0x{status:04X}")
+    return 0 if status == 0 else 1
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from worker.core.registry import all_specs
+
+    for spec in all_specs():
+        print(f"{spec.name:24} {spec.version:8} queue={spec.queue:4} {spec.description}")
+    return 0
+
+
+def _format_measurements(values: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in values.items())
+
+
+def _batch_progress() -> Callable[[int, int], None] | None:
+    """A progress bar on stderr when it is a terminal (never mixed into --json on stdout)."""
+    if not sys.stderr.isatty():
+        return None
+    from worker.cli.models import _progress
+
+    return lambda done, total: _progress("series", done, total)
+
+
+def _cmd_process(args: argparse.Namespace) -> int:
+    from worker.core.settings import get_settings
+    from worker.pipeline.batch import process_paths
+    from worker.pipeline.cache import ModelCache
+    from worker.pipeline.device import resolve_device
+
+    settings = get_settings()
+    models = ModelCache(resolve_device(settings.device), settings.inference_precision)
+    try:
+        rows, skipped = process_paths(args.paths, args.out, models, progress=_batch_progress())
+    except FileNotFoundError as exc:
+        print(f"medseg process: {exc}", file=sys.stderr)
+        return 2
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([row.as_json() for row in rows], indent=2))
+    else:
+        print(f"{'series':<20} {'modality':<8} {'model':<20} {'status':<12} measurements / error")
+        for row in rows:
+            finished = row.status in ("succeeded", "needs_review")
+            detail = _format_measurements(row.measurements) if finished else row.error
+            print(
+                f"{row.series_uid[-20:]:<20} {row.modality:<8} {row.model or '-':<20} "
+                f"{row.status:<12} {detail}"
+            )
+            for reason in row.review:
+                print(f"{'':<20} needs review: {reason}")
+            for output in row.outputs:
+                print(f"{'':<20} -> {output}")
+    if not rows:
+        print("medseg process: no DICOM series found", file=sys.stderr)
+        return 1
+    return 1 if any(row.status == "failed" for row in rows) else 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from db.session import make_engine, make_session_factory
+    from worker.core.settings import get_settings
+    from worker.export.report import print_study
+
+    engine = make_engine(get_settings().database_url)
+    try:
+        found = print_study(make_session_factory(engine), args.study_uid, sys.stdout)
+    finally:
+        engine.dispose()
+    if not found:
+        print(f"medseg show: no study {args.study_uid}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from worker.devtools.demo import run_demo
+
+    return run_demo(args.dir, series=args.series, timeout=args.timeout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medseg", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("gateway", help="run the DICOM C-STORE/C-ECHO receiver").set_defaults(
+        func=_cmd_gateway
+    )
+
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--queues", default="gpu,cpu", help="comma-separated queues to consume")
+    worker.add_argument("--concurrency", type=int, default=0, help="processes (default: CPUs)")
+    worker.add_argument("--name", default="medseg@%h", help="Celery node name")
+    worker.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics port (MEDSEG_WORKER_METRICS_PORT)"
+    )
+    worker.set_defaults(func=_cmd_worker)
+
+    db = sub.add_parser("db", help="database migrations")
+    db.add_argument("action", choices=["upgrade", "current"])
+    db.add_argument("revision", nargs="?", default="head")
+    db.set_defaults(func=_cmd_db)
+
+    pre = sub.add_parser("prestart", help="wait for the database and broker, then migrate")
+    pre.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per service")
+    pre.add_argument("--no-migrate", action="store_true", help="only wait, do not migrate")
+    pre.set_defaults(func=_cmd_prestart)
+
+    echo = sub.add_parser("echo", help="C-ECHO a DICOM node (default: this gateway)")
+    echo.add_argument("--host", default="127.0.0.1")
+    echo.add_argument("--port", type=int, default=0, help="default: MEDSEG_PORT")
+    echo.add_argument("--aec", default="", help="called AE title (default: MEDSEG_AE_TITLE)")
+    echo.add_argument("--aet", default="MEDSEG-ECHO", help="our calling AE title")
+    echo.add_argument("--timeout", type=float, default=10.0)
+    echo.set_defaults(func=_cmd_echo)
+
+    sub.add_parser("models", help="list registered models").set_defaults(func=_cmd_models)
+
+    process = sub.add_parser("process", help="run the pipeline on files/folders, no gateway")
+    process.add_argument("paths", nargs="+", type=Path)
+    process.add_argument("--out", type=Path, required=True, help="folder for SEG outputs")
+    process.add_argument("--json", action="store_true", help="print one JSON object per series")
+    process.set_defaults(func=_cmd_process)
+
+    show = sub.add_parser("show", help="a study's series, jobs, results and deliveries")
+    show.add_argument("study_uid")
+    show.set_defaults(func=_cmd_show)
+
+    add_model_commands(sub)
+    add_ops_commands(sub)
+    add_dashboard_commands(sub)
+
+    demo = sub.add_parser("demo", help="gateway + worker + broker end to end on sample studies")
+    demo.add_argument("--dir", type=Path, default=Path("demo-data"))
+    demo.add_argument(
+        "--series", type=int, default=2, help="sample studies of each kind (chest CT, fetal US)"
+    )
+    demo.add_argument("--timeout", type=float, default=180.0)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    args.log_level = args.log_level.upper()
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""``medseg status|jobs|retry|cancel``: the operators' commands."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from db.models import JobState, utcnow
+
+_SINCE = re.compile(r"^(\d+)([mhd])$")
+
+
+def _since(text: str) -> datetime:
+    match = _SINCE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError("use a number and m, h or d (e.g. 30m, 2h, 7d)")
+    amount, unit = int(match.group(1)), match.group(2)
+    return utcnow() - timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
+
+
+def _session_factory() -> Any:
+    from db.session import make_engine, make_session_factory
+    from worker.core.settings import get_settings
+
+    return make_session_factory(make_engine(get_settings().database_url))
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from worker.ops.operations import list_jobs
+
+    state = JobState(args.state) if args.state else None
+    jobs = list_jobs(_session_factory(), state=state, since=args.since, limit=args.limit)
+    print(f"{'job':>6} {'state':<12} {'model':<20} {'try':>5} {'created':<20} series / error")
+    for job in jobs:
+        created = job.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        tail = job.error or job.series.series_instance_uid
+        print(
+            f"{job.id:>6} {job.state.value:<12} {job.model_name:<20} "
+            f"{job.attempts:>2}/{job.max_attempts:<2} {created:<20} {tail[:90]}"
+        )
+    return 0
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    from worker.ops.operations import OperationError, retry
+
+    if not args.job_ids and not args.failed:
+        print("medseg retry: give JOB_ID(s) or --failed", file=sys.stderr)
+        return 2
+    try:
+        queued = retry(_session_factory(), None if args.failed else args.job_ids)
+    except OperationError as exc:
+        print(f"medseg retry: {exc}", file=sys.stderr)
+        return 1
+    print(f"queued again: {', '.join(map(str, queued)) or 'nothing'}")
+    return 0
+
+
+def _cmd_rerun(args: argparse.Namespace) -> int:
+    from worker.ops.operations import OperationError, rerun
+
+    try:
+        from worker.core.settings import get_settings
+
+        created = rerun(
+            _session_factory(),
+            args.model,
+            since=args.since,
+            force=args.force,
+            max_attempts=get_settings().job_max_attempts,
+        )
+    except OperationError as exc:
+        print(f"medseg rerun: {exc}", file=sys.stderr)
+        return 1
+    print(f"queued {len(created)} job(s): {', '.join(map(str, created)) or '-'}")
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from worker.ops.operations import OperationError, cancel
+
+    try:
+        cancel(_session_factory(), args.job_id)
+    except OperationError as exc:
+        print(f"medseg cancel: {exc}", file=sys.stderr)
+        return 1
+    print(f"job {args.job_id} cancelled")
+    return 0
+
+
+def _print_status(session_factory: Any) -> None:
+    import redis
+
+    from worker.core.settings import get_settings
+    from worker.ops.operations import status
+    from worker.runtime.celery_app import app
+
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=1)
+    s = status(session_factory, client, app, settings.broker_key_prefix)
+    depth = ", ".join(f"{q} {'?' if n is None else n}" for q, n in s.queue_depth.items())
+    print(f"queues: {depth}" + ("  (broker unreachable)" if None in s.queue_depth.values() else ""))
+    print(
+        "workers: "
+        + (
+            "unknown (broker unreachable)"
+            if s.workers is None
+            else (", ".join(s.workers) or "none alive")
+        )
+    )
+    oldest = "-" if s.oldest_waiting_s is None else f"{s.oldest_waiting_s:.0f} s"
+    print(f"oldest waiting job: {oldest}   finished in the last hour: {s.finished_hour}")
+    for label, counts in (("last hour", s.by_state_hour), ("last day", s.by_state_day)):
+        print(
+            f"jobs {label}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
+        )
+    rate = "-" if s.failure_rate_day is None else f"{100 * s.failure_rate_day:.1f} %"
+    print(f"failure rate (last day): {rate}")
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    factory = _session_factory()
+    while True:
+        if args.watch:
+            print("\033[2J\033[H", end="")
+        _print_status(factory)
+        if not args.watch:
+            return 0
+        time.sleep(args.watch)
+
+
+def _cmd_cleanup(args: argparse.Namespace) -> int:
+    from worker.core.retention import purge_inputs
+
+    count, size = purge_inputs(_session_factory(), utcnow() - args.older_than, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {count} instance file(s), {size / 1e6:.1f} MB")
+    return 0
+
+
+def add_ops_commands(sub: Any) -> None:
+    status = sub.add_parser("status", help="queues, workers, jobs by state, failure rate")
+    status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
+    status.set_defaults(func=_cmd_status)
+
+    jobs = sub.add_parser("jobs", help="list jobs")
+    jobs.add_argument("--state", choices=[s.value for s in JobState])
+    jobs.add_argument("--since", type=_since, help="e.g. 30m, 2h, 7d")
+    jobs.add_argument("--limit", type=int, default=200)
+    jobs.set_defaults(func=_cmd_jobs)
+
+    retry = sub.add_parser("retry", help="queue failed/quarantined/cancelled jobs again")
+    retry.add_argument("job_ids", nargs="*", type=int)
+    retry.add_argument("--failed", action="store_true", help="every failed or quarantined job")
+    retry.set_defaults(func=_cmd_retry)
+
+    rerun = sub.add_parser(
+        "rerun", help="run a model again (its current version), keep old results"
+    )
+    rerun.add_argument("--model", required=True)
+    rerun.add_argument("--since", type=_since, help="only series it ran on since, e.g. 7d")
+    rerun.add_argument("--force", action="store_true", help="even when an identical job exists")
+    rerun.set_defaults(func=_cmd_rerun)
+
+    cleanup = sub.add_parser(
+        "cleanup", help="delete received instances of finished, delivered series (records stay)"
+    )
+    cleanup.add_argument("--older-than", type=_since, required=True, help="e.g. 7d")
+    cleanup.add_argument("--dry-run", action="store_true")
+    cleanup.set_defaults(func=_cmd_cleanup)
+
+    cancel = sub.add_parser("cancel", help="cancel a queued (or failed) job")
+    cancel.add_argument("job_id", type=int)
+    cancel.set_defaults(func=_cmd_cancel)

@@ -1,0 +1,103 @@
+"""Model registry: every folder in ``worker.models`` whose ``serve`` module exposes ``SPEC`` is a
+model, and so is every module named in ``MEDSEG_MODEL_PLUGINS``.
+
+Adding a model is adding one folder ``worker/models/<name>/`` with a ``serve.py`` holding
+``SPEC = ModelSpec(...)``; its training, evaluation and phantom commands are named in the spec
+and imported only when ``medseg train|evaluate|phantoms`` runs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from worker.core.tags import SeriesTags
+    from worker.export.outputs import ModelOutput
+    from worker.pipeline.loading import LoadedSeries
+
+Queue = Literal["cpu", "gpu"]
+
+
+class Model(Protocol):
+    """A loaded model: built once per worker process, called for many series."""
+
+    def predict(self, series: LoadedSeries) -> ModelOutput: ...
+
+
+@runtime_checkable
+class StagedModel(Model, Protocol):
+    """A model whose ``predict`` is ``finish(series, forward(prepare(series)))``, so that
+    ``medseg process`` can prepare the next series and finish the previous one in other
+    threads while ``forward`` runs. ``prepare`` and ``finish`` must not touch state that
+    ``forward`` changes; the values passed between the stages are the model's own."""
+
+    def prepare(self, series: LoadedSeries) -> Any: ...
+
+    def forward(self, prepared: Any) -> Any: ...
+
+    def finish(self, series: LoadedSeries, raw: Any) -> ModelOutput: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    version: str
+    queue: Queue
+    description: str
+    accepts: Callable[[SeriesTags], bool]
+    load: Callable[[str], Model]  # device -> model
+    algorithm_family: str = "ArtificialIntelligence"  # a CID 7162 keyword
+    priority: int = 0
+    weights_sha256: str | None = None
+    time_limit_seconds: int | None = None  # None: MEDSEG_JOB_TIME_LIMIT_SECONDS
+    # Where the weights are (the worker), ``runnable()`` false means: run ``fallback`` instead.
+    # Routing never calls it, so the gateway decides without looking for files.
+    runnable: Callable[[], bool] | None = None
+    fallback: str | None = None  # a model name
+    # ``medseg train|evaluate|phantoms NAME``: NAME -> "package.module:function" (the
+    # signatures are in worker.core.commands), imported only when the command runs.
+    train: Mapping[str, str] = field(default_factory=dict, hash=False)
+    evaluate: Mapping[str, str] = field(default_factory=dict, hash=False)
+    phantoms: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+
+@lru_cache(maxsize=1)
+def _discover() -> tuple[ModelSpec, ...]:
+    import worker.models as package
+    from worker.core.settings import get_settings
+
+    specs: list[ModelSpec] = []
+    for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if module_info.name.startswith("_"):
+            continue  # shared code, not a model
+        name = f"{package.__name__}.{module_info.name}"
+        module = importlib.import_module(f"{name}.serve" if module_info.ispkg else name)
+        spec = getattr(module, "SPEC", None)
+        if isinstance(spec, ModelSpec):
+            specs.append(spec)
+    specs.sort(key=lambda spec: spec.name)
+    for name in get_settings().model_plugins:
+        spec = getattr(importlib.import_module(name), "SPEC", None)
+        if not isinstance(spec, ModelSpec):
+            raise RuntimeError(f"MEDSEG_MODEL_PLUGINS: module {name} has no SPEC = ModelSpec(...)")
+        specs.append(spec)
+    names = [s.name for s in specs]
+    if len(names) != len(set(names)):
+        raise RuntimeError(f"duplicate model names in worker.models: {names}")
+    return tuple(specs)
+
+
+def all_specs() -> tuple[ModelSpec, ...]:
+    return _discover()
+
+
+def get_spec(name: str) -> ModelSpec:
+    for spec in _discover():
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no model named {name!r}; known: {[s.name for s in _discover()]}")

@@ -1,0 +1,308 @@
+"""One typed settings object for every medseg role, read from ``MEDSEG_*`` env vars and ``.env``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Inference precision (``MEDSEG_INFERENCE_PRECISION``); see ``worker.pipeline.precision``.
+Precision = Literal["fp32", "bf16"]
+
+
+class DicomDestination(BaseModel):
+    """A DICOM node results are C-STOREd to (``type: dicom``; other types may follow)."""
+
+    type: Literal["dicom"] = "dicom"
+    name: str = Field(min_length=1, max_length=64)
+    ae_title: str = Field(min_length=1, max_length=16)
+    host: str
+    port: int = Field(ge=1, le=65535)
+    calling_ae: str = Field(default="MEDSEG", min_length=1, max_length=16)
+
+
+class Settings(BaseSettings):
+    """Settings shared by the gateway, the workers and the CLI.
+
+    Every field can be set as ``MEDSEG_<FIELD>`` (for example ``MEDSEG_PORT=11112``).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDSEG_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Field(
+        default=Path("medseg-data"),
+        description="Root of incoming/ (instances), results/ and the default SQLite DB.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means SQLite at DATA_DIR/medseg.db.",
+    )
+    broker_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL."
+    )
+    broker_key_prefix: str = Field(
+        default="",
+        max_length=64,
+        description="Prefix of every Redis key (queues included), so several medseg "
+        "installations or test runs can share one Redis.",
+    )
+
+    ae_title: str = Field(default="MEDSEG", min_length=1, max_length=16)
+    host: str = Field(default="0.0.0.0", description="Address the gateway listens on.")  # noqa: S104
+    port: int = Field(default=11112, ge=1, le=65535)
+    max_pdu: int = Field(default=0, ge=0, description="Maximum PDU we receive; 0 = unlimited.")
+    allowed_calling_aes: list[str] = Field(
+        default_factory=list,
+        description='Calling AE titles allowed to associate, as JSON (["CT1", "US2"]); '
+        "empty: any. Others are rejected (A-ASSOCIATE-RJ, calling AE not recognised) and logged.",
+    )
+    allowed_calling_hosts: list[str] = Field(
+        default_factory=list,
+        description='Source addresses allowed to associate, as JSON (["10.1.2.3", '
+        '"192.168.10.0/24"]); empty: any. Others get A-ASSOCIATE-RJ and a WARNING log line.',
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve Prometheus metrics on this port."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of the metrics port.")
+    min_free_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=0,
+        description="Refuse new instances (status A700) when the storage disk has less free space.",
+    )
+    receivers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Gateway processes receiving on the port (SO_REUSEPORT), for parallel "
+        "senders; the first also runs completion, outbox and metrics.",
+    )
+    batch_index: bool = Field(
+        default=False,
+        description="Record received instances in the DB in batches (each completion poll) "
+        "instead of one transaction per C-STORE. Success is still answered only once the file "
+        "is fsynced; on start the gateway records stored files that have no row (crash "
+        "recovery), which reads every file name under incoming/.",
+    )
+
+    sync_storage: bool = Field(
+        default=True,
+        description="fsync each received instance before answering success. Turn off only "
+        "where the storage survives power loss by itself (battery-backed cache): then a crash "
+        "can lose instances the sender was told were stored.",
+    )
+    fast_receive: bool = Field(
+        default=True,
+        description="Accepted associations wait for socket data instead of pynetdicom's 1 ms "
+        "polling loops, and C-STORE requests are answered by the lean path in "
+        "dicom_gateway/_fastpath/; false restores pynetdicom's loops and DIMSE handling.",
+    )
+
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate: when set (with the key) the gateway speaks DICOM TLS.",
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file.")
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle: when set, senders must present a certificate it signed.",
+    )
+
+    series_quiet_seconds: float = Field(
+        default=10.0, gt=0, description="A series with no new instance for this long is complete."
+    )
+    series_quiet_seconds_by_ae: dict[str, float] = Field(
+        default_factory=dict,
+        description='Quiet period per calling AE title, as JSON ({"US_ROOM3": 2, "CT1": 20}).',
+    )
+    series_quiet_seconds_by_model: dict[str, float] = Field(
+        default_factory=dict,
+        description="Quiet period per model the series routes to, as JSON "
+        '({"fetal-head-unet": 3}); a calling-AE entry wins over a model entry.',
+    )
+    completion_poll_seconds: float = Field(default=1.0, gt=0)
+
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_time_limit_seconds: int = Field(default=1800, ge=10)
+    model_plugins: list[str] = Field(
+        default_factory=list,
+        description='Extra model modules to register, as JSON (["mysite.models.spleen"]): '
+        "each importable module with a SPEC = ModelSpec(...) is a model, as in worker/models.",
+    )
+    model_time_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description='Per-model time limits in seconds, as JSON ({"fetal-head-unet": 120}); '
+        "a model not named here uses its own default, else JOB_TIME_LIMIT_SECONDS.",
+    )
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Delete received instances this long after their series' results were "
+        "made and delivered (records stay); unset: keep them.",
+    )
+    sweep_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the gateway looks for lost jobs (worker died, broker message lost).",
+    )
+    requeue_after_seconds: float = Field(
+        default=6 * 3600,
+        gt=0,
+        description="A published job not started after this long is published again (lost "
+        "broker message); set it above your longest queue wait.",
+    )
+    device: str = Field(default="auto", description="auto, cpu or cuda[:N].")
+    inference_precision: Precision = Field(
+        default="fp32",
+        description="fp32, or bf16: the U-Nets' and detector's forward passes under bf16 "
+        "autocast, ~1.8x faster on CPUs with bf16 units (Intel AMX) and on recent GPUs; "
+        "masks within a few boundary pixels of fp32 (docs/performance.md).",
+    )
+    destinations: list[DicomDestination] = Field(
+        default_factory=list,
+        description='Where results go, as JSON: [{"type": "dicom", "name": "pacs", '
+        '"ae_title": "PACS", "host": "10.0.0.5", "port": 104}]',
+    )
+    delivery_max_attempts: int = Field(default=5, ge=1)
+    return_to_sender_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Also send results back to the AE that sent the study: its calling AE "
+        "title at the address it connected from, on this port.",
+    )
+    fetal_brain_weights: Path | None = Field(
+        default=None, description="Checkpoint for the fetal brain model; default: shipped."
+    )
+    fetal_brain_match: str = Field(
+        default=r"\b(FETAL|FETUS|FOETAL|FOETUS)\b",
+        description="Regular expression (case-insensitive) on Series Description and Body Part "
+        "Examined that routes an MR series to the fetal brain model.",
+    )
+    fetal_head_weights: Path | None = Field(
+        default=None,
+        description="Checkpoint (.pt with its .json) for the fetal head model; default: shipped.",
+    )
+    lung_ct_model: Literal["unet", "threshold"] = Field(
+        default="unet",
+        description="Model that chest CT routes to: the lung U-Net, or the HU-threshold reference "
+        "(also the fallback when the U-Net checkpoint file is missing).",
+    )
+    lung_ct_weights: Path | None = Field(
+        default=None,
+        description="Checkpoint (.pt with its .json) for the lung CT U-Net; default: shipped.",
+    )
+    lung_cxr_weights: Path | None = Field(
+        default=None,
+        description="Checkpoint (.pt with its .json) for the chest X-ray lung-field U-Net; "
+        "default: shipped.",
+    )
+    pneumonia_weights: Path | None = Field(
+        default=None,
+        description="Checkpoint (.pt with its .json) for the chest X-ray pneumonia opacity "
+        "detector (Faster R-CNN); default: shipped.",
+    )
+    pneumonia_score_threshold: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Detector confidence at or above which an opacity is reported as a finding.",
+    )
+
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="medseg worker serves Prometheus metrics of all its processes on this port "
+        "(multiprocess mode, files in PROMETHEUS_MULTIPROC_DIR or a fresh temporary folder).",
+    )
+    dashboard_host: str = Field(default="127.0.0.1", description="Address of the web dashboard.")
+    dashboard_port: int = Field(default=8080, ge=1, le=65535, description="Dashboard port.")
+    dashboard_user: str = Field(
+        default="admin", min_length=1, max_length=64, description="The dashboard's admin user."
+    )
+    dashboard_password_hash: str = Field(
+        default="",
+        description="scrypt hash of the admin password (medseg dashboard hash-password); the "
+        "dashboard refuses to start without it.",
+    )
+    dashboard_secret_key: str = Field(
+        default="",
+        description="Key signing the dashboard's session cookies; empty: a random key per start "
+        "(everyone logs in again after a restart).",
+    )
+    dashboard_secure_cookie: bool = Field(
+        default=False,
+        description="Send the session cookie over HTTPS only (set it behind a TLS proxy).",
+    )
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title_is_valid(cls, value: str) -> str:
+        if not value.strip() or "\\" in value or not value.isascii():
+            raise ValueError("MEDSEG_AE_TITLE must be 1-16 ASCII characters without backslash")
+        return value.strip()
+
+    @field_validator("allowed_calling_hosts")
+    @classmethod
+    def _hosts_are_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"MEDSEG_ALLOWED_CALLING_HOSTS: {entry!r} is not an IP address or network"
+                ) from exc
+        return value
+
+    @field_validator("model_time_limits")
+    @classmethod
+    def _limits_are_positive(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {name: seconds for name, seconds in value.items() if seconds < 1}
+        if bad:
+            raise ValueError(f"MEDSEG_MODEL_TIME_LIMITS: limits must be >= 1 s, got {bad}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device_is_valid(cls, value: str) -> str:
+        if value not in ("auto", "cpu") and not value.startswith("cuda"):
+            raise ValueError("MEDSEG_DEVICE must be auto, cpu or cuda[:N]")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_needs_both(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both MEDSEG_TLS_CERT_FILE and MEDSEG_TLS_KEY_FILE, or neither")
+        if self.tls_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "MEDSEG_TLS_CA_FILE needs MEDSEG_TLS_CERT_FILE and MEDSEG_TLS_KEY_FILE"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'medseg.db').resolve()}"
+        return self
+
+    @property
+    def incoming_dir(self) -> Path:
+        return self.data_dir / "incoming"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process, validated once at start."""
+    return Settings()

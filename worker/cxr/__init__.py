@@ -1,1 +1,0 @@
-"""Chest radiographs (CR/DX): lung-field U-Net and pneumonia opacity detector."""

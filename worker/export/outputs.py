@@ -1,0 +1,106 @@
+"""What a model returns: coded segments with masks, and measurements with units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class CodedConcept:
+    value: str
+    scheme: str
+    meaning: str
+
+
+ANATOMICAL_STRUCTURE = CodedConcept("91723000", "SCT", "Anatomical Structure")
+
+
+@dataclass(frozen=True)
+class SegmentKind:
+    """A segment's identity: label, SNOMED property category/type and display colour (RGB)."""
+
+    label: str
+    property_type: CodedConcept
+    color: tuple[int, int, int]
+    property_category: CodedConcept = ANATOMICAL_STRUCTURE
+
+
+LEFT_LUNG = SegmentKind("Left lung", CodedConcept("44029006", "SCT", "Left lung"), (128, 174, 128))
+RIGHT_LUNG = SegmentKind(
+    "Right lung", CodedConcept("3341006", "SCT", "Right lung"), (111, 184, 210)
+)
+
+
+FETAL_HEAD = SegmentKind("Fetal head", CodedConcept("69536005", "SCT", "Head"), (230, 180, 60))
+FETAL_BRAIN = SegmentKind("Fetal brain", CodedConcept("12738006", "SCT", "Brain"), (250, 250, 225))
+
+
+@dataclass
+class Segment:
+    kind: SegmentKind
+    mask: npt.NDArray[np.bool_]  # same shape as the input frames: (frames, rows, columns)
+
+
+VOLUME = CodedConcept("118565006", "SCT", "Volume")
+HEAD_CIRCUMFERENCE = CodedConcept("11984-2", "LN", "Head Circumference")
+BIPARIETAL_DIAMETER = CodedConcept("11820-8", "LN", "Biparietal Diameter")
+OCCIPITOFRONTAL_DIAMETER = CodedConcept("11851-3", "LN", "Occipital-Frontal Diameter")
+GA_BY_HC_HADLOCK = CodedConcept("11932-1", "LN", "HC, Hadlock 1984")
+
+
+@dataclass(frozen=True)
+class MeasurementValue:
+    """One measurement. ``key`` is ``name_unit`` as in ``--json`` (e.g. ``lung_volume_ml``).
+
+    ``concept`` names it in the SR (TID 1500); without one it stays out of the SR.
+    ``segment`` is the 1-based segment it was measured on, None for the whole image set.
+    """
+
+    key: str
+    label: str
+    value: float
+    unit: str  # UCUM
+    concept: CodedConcept | None = None
+    segment: int | None = None
+
+
+PNEUMONIA = CodedConcept("233604007", "SCT", "Pneumonia")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A detected region: ``box_px`` = (x0, y0, x1, y1) in source image pixels (column, row;
+    x1/y1 are the far edges), ``score`` the detector's confidence 0-1."""
+
+    label: str
+    score: float
+    box_px: tuple[float, float, float, float]
+    concept: CodedConcept
+    frame: int = 0  # 0-based frame of the source image
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "label": self.label,
+            "score": round(self.score, 4),
+            "box_px": [round(v, 1) for v in self.box_px],
+        }
+
+
+@dataclass
+class ModelOutput:
+    segments: list[Segment]
+    measurements: list[MeasurementValue] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: For a 2D result on one frame of a cine: the 0-based frame the (single-frame) masks
+    #: belong to. None: masks cover every frame of the series.
+    source_frame: int | None = None
+    #: Model-specific details kept in the result's report.json (per-slice areas, ...).
+    extras: dict[str, object] = field(default_factory=dict)
+    #: Detected regions (boxes with confidence); in report.json, ``--json`` and the SR.
+    findings: list[Finding] = field(default_factory=list)
+    #: Why the model's quality gate refuses to vouch for this output (empty: accepted). A
+    #: result with reasons is ``needs_review``: still written and delivered, flagged everywhere.
+    review: list[str] = field(default_factory=list)

@@ -1,0 +1,144 @@
+"""Write a model's segments as a DICOM Segmentation (highdicom), strict and valid."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+
+from worker import __version__
+from worker.core.registry import ModelSpec
+from worker.export.outputs import CodedConcept, ModelOutput
+from worker.pipeline.loading import LoadedSeries
+
+logger = logging.getLogger(__name__)
+
+SEG_SERIES_NUMBER = 9901
+ULTRASOUND_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+
+
+def _code(concept: CodedConcept) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(concept.value, concept.scheme, concept.meaning)
+
+
+def _color(rgb: tuple[int, int, int]) -> hd.color.CIELabColor:
+    return hd.color.CIELabColor.from_rgb(*rgb)
+
+
+def _single_frame_view(source: Dataset) -> Dataset:
+    """The source's header as a single-frame image (highdicom cannot segment one frame of a
+    multi-frame image without a frame of reference); the frame is referenced afterwards."""
+    view = Dataset()
+    view.file_meta = copy.deepcopy(source.file_meta)
+    for element in source:
+        if element.keyword != "PixelData":
+            view.add(copy.deepcopy(element))
+    view.SOPClassUID = ULTRASOUND_IMAGE
+    for keyword in ("NumberOfFrames", "FrameTime", "FrameIncrementPointer", "FrameTimeVector"):
+        if keyword in view:
+            delattr(view, keyword)
+    return view
+
+
+def _reference_frame(seg: hd.seg.Segmentation, source: Dataset, frame_number: int) -> None:
+    """Point the SEG's references at ``frame_number`` of the real multi-frame source."""
+    for group in seg.PerFrameFunctionalGroupsSequence:
+        for derivation in group.get("DerivationImageSequence", []):
+            for item in derivation.SourceImageSequence:
+                item.ReferencedSOPClassUID = source.SOPClassUID
+                item.ReferencedFrameNumber = frame_number
+    for item in seg.get("SourceImageSequence", []):
+        item.ReferencedSOPClassUID = source.SOPClassUID
+        item.ReferencedFrameNumber = frame_number
+    for series in seg.ReferencedSeriesSequence:
+        for item in series.ReferencedInstanceSequence:
+            item.ReferencedSOPClassUID = source.SOPClassUID
+
+
+def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.seg.Segmentation:
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=spec.name,
+        family=getattr(codes.cid7162, spec.algorithm_family),
+        version=spec.version,
+        source="medseg",
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=segment.kind.label,
+            segmented_property_category=_code(segment.kind.property_category),
+            segmented_property_type=_code(segment.kind.property_type),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            display_color=_color(segment.kind.color),
+        )
+        for number, segment in enumerate(output.segments, start=1)
+    ]
+    stacked = np.stack([s.mask for s in output.segments], axis=-1).astype(np.uint8)
+    sources = series.datasets
+    multiframe_one = (
+        output.source_frame is not None
+        and len(sources) == 1
+        and int(sources[0].get("NumberOfFrames", 1)) > 1
+    )
+    if multiframe_one:
+        sources = [_single_frame_view(sources[0])]
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=stacked,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="medseg",
+        manufacturer_model_name=spec.name,
+        software_versions=f"medseg {__version__}; {spec.name} {spec.version}",
+        device_serial_number="0",
+        series_description=f"medseg {spec.name}{' NEEDS REVIEW' * bool(output.review)}"[:64],
+        content_label="MEDSEG",
+        content_description=spec.description[:64],
+    )
+    if multiframe_one and output.source_frame is not None:
+        _reference_frame(seg, series.datasets[0], output.source_frame + 1)
+    if "FrameOfReferenceUID" not in seg:
+        # General Image module: Patient Orientation is Type 2C without a frame of reference.
+        seg.PatientOrientation = sources[0].get("PatientOrientation", "")
+        _drop_unusable_pixel_measures(seg)
+    return seg
+
+
+def _drop_unusable_pixel_measures(seg: hd.seg.Segmentation) -> None:
+    """Without a frame of reference the shared Pixel Measures group is optional; highdicom
+    copies a radiograph's PixelSpacing into it without SliceThickness, which its own reader
+    then refuses, and RG1_UNCI.dcm's (pydicom-data) PixelSpacing 0\\0 is invalid there too
+    (dciodvfy). Such a group goes; the source images keep their spacing."""
+    for group in seg.get("SharedFunctionalGroupsSequence", []):
+        for measures in group.get("PixelMeasuresSequence", []):
+            spacing = measures.get("PixelSpacing")
+            zero = spacing is not None and min(float(v) for v in spacing) <= 0
+            if zero or "SliceThickness" not in measures:
+                del group.PixelMeasuresSequence
+                break
+
+
+def save_atomic(ds: Dataset, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    ds.save_as(tmp, enforce_file_format=True)
+    tmp.replace(path)
+
+
+def write_seg(
+    series: LoadedSeries, output: ModelOutput, spec: ModelSpec, path: Path
+) -> hd.seg.Segmentation:
+    """Build the SEG and save it at ``path``; returns it."""
+    seg = build_seg(series, output, spec)
+    save_atomic(seg, path)
+    return seg

@@ -1,0 +1,228 @@
+"""The measurement report: a Comprehensive 3D SR following TID 1500 (highdicom.sr).
+
+Each measurement with a coded concept goes into a measurement group: per segment (TID 1411
+volumetric for a volume, TID 1410 planar for one 2D frame) referencing the SEG segment and the
+source images, or an image-level group (TID 1501) for measurements of several segments.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import highdicom as hd
+from pydicom import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.sr.codedict import codes
+
+from worker import __version__
+from worker.core.registry import ModelSpec
+from worker.export.outputs import CodedConcept, MeasurementValue, ModelOutput
+from worker.export.seg import save_atomic
+from worker.export.sr_findings import finding_groups
+from worker.pipeline.loading import LoadedSeries
+
+logger = logging.getLogger(__name__)
+
+SR_SERIES_NUMBER = 9902
+#: Appended to the series description of a flagged result's SEG and SR, so viewers show it.
+REVIEW_SUFFIX = " NEEDS REVIEW"
+IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
+UCUM: dict[str, tuple[str, str]] = {
+    "mm": ("mm", "millimeter"),
+    "mL": ("ml", "milliliter"),
+    "d": ("d", "day"),
+    "cm2": ("cm2", "square centimeter"),
+    "{pixels}": ("{pixels}", "pixels"),
+}
+
+
+def _code(concept: CodedConcept) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(concept.value, concept.scheme, concept.meaning)
+
+
+def _measurement(
+    m: MeasurementValue, algorithm: hd.sr.AlgorithmIdentification
+) -> hd.sr.Measurement:
+    assert m.concept is not None
+    value, meaning = UCUM[m.unit]
+    return hd.sr.Measurement(
+        name=_code(m.concept),
+        value=m.value,
+        unit=hd.sr.CodedConcept(value, "UCUM", meaning),
+        algorithm_id=algorithm,
+    )
+
+
+def _review(output: ModelOutput) -> list[hd.sr.QualitativeEvaluation] | None:
+    """A flagged output's groups say so: Quality Assessment = For Physician Review."""
+    if not output.review:
+        return None
+    return [hd.sr.QualitativeEvaluation(codes.DCM.QualityAssessment, codes.DCM.ForPhysicianReview)]
+
+
+def _segment_group(
+    number: int,
+    measurements: list[hd.sr.Measurement],
+    *,
+    series: LoadedSeries,
+    output: ModelOutput,
+    seg: hd.seg.Segmentation,
+    algorithm: hd.sr.AlgorithmIdentification,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | (
+    hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+):
+    kind = output.segments[number - 1].kind
+    tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{kind.label} (segment {number})")
+    if "FrameOfReferenceUID" in seg:
+        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            referenced_segment=hd.sr.ReferencedSegment(
+                sop_class_uid=seg.SOPClassUID,
+                sop_instance_uid=seg.SOPInstanceUID,
+                segment_number=number,
+                source_series=hd.sr.SourceSeriesForSegmentation(series.series_uid),
+            ),
+            finding_type=_code(kind.property_type),
+            algorithm_id=algorithm,
+            measurements=measurements,
+            qualitative_evaluations=_review(output),
+        )
+    source = series.datasets[0]
+    frames = (
+        [output.source_frame + 1]
+        if int(source.get("NumberOfFrames", 1)) > 1 and (output.source_frame is not None)
+        else None
+    )
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking,
+        referenced_segment=hd.sr.ReferencedSegmentationFrame(
+            sop_class_uid=seg.SOPClassUID,
+            sop_instance_uid=seg.SOPInstanceUID,
+            frame_number=1,
+            segment_number=number,
+            source_image=hd.sr.SourceImageForSegmentation(
+                source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=frames
+            ),
+        ),
+        finding_type=_code(kind.property_type),
+        algorithm_id=algorithm,
+        measurements=measurements,
+        qualitative_evaluations=_review(output),
+    )
+
+
+def build_sr(
+    series: LoadedSeries, output: ModelOutput, spec: ModelSpec, seg: hd.seg.Segmentation
+) -> Dataset | None:
+    """The TID 1500 report (a Comprehensive 3D SR dataset; read it back with
+    ``hd.sr.srread`` for the content tree), or None when the output has no coded measurement
+    nor finding. The content tree is built and checked by highdicom's templates."""
+    coded = [m for m in output.measurements if m.concept is not None and m.unit in UCUM]
+    if not coded and not output.findings:
+        return None
+    algorithm = hd.sr.AlgorithmIdentification(name=spec.name, version=spec.version)
+    by_segment: dict[int | None, list[hd.sr.Measurement]] = defaultdict(list)
+    for m in coded:
+        by_segment[m.segment].append(_measurement(m, algorithm))
+    groups: list[
+        hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.MeasurementsAndQualitativeEvaluations
+    ] = [
+        _segment_group(number, items, series=series, output=output, seg=seg, algorithm=algorithm)
+        for number, items in sorted(by_segment.items(), key=lambda kv: kv[0] or 0)
+        if number is not None
+    ]
+    if None in by_segment:
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Totals"),
+                algorithm_id=algorithm,
+                measurements=by_segment[None],
+                qualitative_evaluations=_review(output),
+            )
+        )
+    groups.extend(finding_groups(output.findings, series, algorithm))
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=hd.UID(), name="medseg", manufacturer_name="medseg", model_name=spec.name
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=IMAGING_PROCEDURE,
+        imaging_measurements=groups,
+        title=codes.DCM.ImagingMeasurementReport,
+    )
+    root = report[0]
+    _drop_segment_number_beside_frame(root.ContentSequence)
+    evidence: list[Dataset] = [*series.datasets, seg]
+    _require_evidence(root, evidence)
+    document = _document(evidence, spec, flagged=bool(output.review))
+    for tag, element in root.items():
+        document[tag] = element
+    return document
+
+
+def _document(evidence: Sequence[Dataset], spec: ModelSpec, *, flagged: bool) -> Dataset:
+    """The SR document around an empty root container, by highdicom: patient, study, series,
+    equipment and the evidence sequence, which depend on ``evidence`` only.
+
+    The caller puts the real root's content in. highdicom's constructor deep-copies and
+    re-parses the whole content tree it is given (about 70 % of the SR's cost); with an
+    empty root that work is nil and the written document is the same.
+    """
+    placeholder = hd.sr.ContainerContentItem(name=codes.DCM.ImagingMeasurementReport)
+    placeholder.ContentSequence = DicomSequence()
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=placeholder,
+        series_instance_uid=hd.UID(),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="medseg",
+        is_complete=True,
+        series_description=f"medseg {spec.name} measurements{REVIEW_SUFFIX * flagged}"[:64],
+        software_versions=f"medseg {__version__}",
+    )
+    document = Dataset(sr)  # the same elements, without the stale parsed content tree
+    document.file_meta = sr.file_meta
+    return document
+
+
+def _require_evidence(root: Dataset, evidence: Sequence[Dataset]) -> None:
+    """Every instance the content references is in ``evidence`` (highdicom checks this when
+    it parses the tree; here one plain walk does)."""
+    known = {str(ds.SOPInstanceUID) for ds in evidence}
+    pending = list(root.ContentSequence)
+    while pending:
+        item = pending.pop()
+        for ref in item.get("ReferencedSOPSequence", []):
+            uid = str(ref.ReferencedSOPInstanceUID)
+            if uid not in known:
+                raise ValueError(f"SR content references {uid}, which is not in its evidence")
+        pending.extend(item.get("ContentSequence", []))
+
+
+def _drop_segment_number_beside_frame(items: Sequence[Dataset]) -> None:
+    """PS3.3 C.18.3: an IMAGE item referencing SEG frames must not also name the segment
+    (highdicom writes both for TID 1410; dciodvfy rightly flags it)."""
+    for item in items:
+        for ref in item.get("ReferencedSOPSequence", []):
+            if "ReferencedFrameNumber" in ref and "ReferencedSegmentNumber" in ref:
+                del ref.ReferencedSegmentNumber
+        _drop_segment_number_beside_frame(item.get("ContentSequence", []))
+
+
+def write_sr(
+    series: LoadedSeries, output: ModelOutput, spec: ModelSpec, seg: hd.seg.Segmentation, path: Path
+) -> Dataset | None:
+    sr = build_sr(series, output, spec, seg)
+    if sr is not None:
+        save_atomic(sr, path)
+    return sr

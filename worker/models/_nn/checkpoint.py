@@ -1,0 +1,80 @@
+"""Checkpoints: weights file + JSON metadata carrying its sha256, verified on every load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worker.models._nn.unet import UNet
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, altered (sha256 mismatch) or of an unknown architecture."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def metadata_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
+
+
+def save(model: UNet, config: dict[str, Any], metadata: dict[str, Any], weights: Path) -> str:
+    """Write fp16 weights and ``weights.json`` (config + metadata + sha256); returns the sha256."""
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: v.detach().to("cpu").half() if v.is_floating_point() else v.cpu()
+        for k, v in model.state_dict().items()
+    }
+    torch.save({"state_dict": state, "config": config}, weights)
+    digest = sha256_of(weights)
+    meta = {**metadata, "config": config, "weights": weights.name, "sha256": digest}
+    metadata_path(weights).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return digest
+
+
+def read_metadata(weights: Path) -> dict[str, Any]:
+    meta_file = metadata_path(weights)
+    if not weights.exists() or not meta_file.exists():
+        raise CheckpointError(f"checkpoint {weights} or its {meta_file.name} is missing")
+    meta: dict[str, Any] = json.loads(meta_file.read_text())
+    return meta
+
+
+def update_metadata(weights: Path, entries: dict[str, Any]) -> dict[str, Any]:
+    """Add ``entries`` to a checkpoint's JSON (evaluation results, a fitted gate); the weights,
+    and so their sha256, are unchanged. Returns the new metadata."""
+    meta = {**read_metadata(weights), **entries}
+    metadata_path(weights).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def load(weights: Path, device: str) -> tuple[UNet, dict[str, Any]]:
+    """Load a checkpoint after checking its sha256 against the metadata."""
+    meta = read_metadata(weights)
+    actual = sha256_of(weights)
+    if actual != meta.get("sha256"):
+        raise CheckpointError(
+            f"{weights}: sha256 {actual} does not match metadata {meta.get('sha256')}"
+        )
+    payload = torch.load(weights, map_location="cpu", weights_only=True)
+    config = payload["config"]
+    if config.get("arch") != "unet":
+        raise CheckpointError(f"{weights}: unknown architecture {config.get('arch')!r}")
+    model = UNet(
+        in_channels=1, out_channels=1, base=int(config["base"]), depth=int(config["depth"])
+    )
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    )
+    model.eval().to(device)
+    return model, meta

@@ -1,0 +1,69 @@
+"""A U-Net checkpoint serving frames: loaded once per process, ``probabilities`` for frames of
+any size (resized to the network's input and back), batched."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from worker.models._nn import checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+def preprocess(image: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.float32]:
+    """Greyscale uint8 → network input (rows, columns) = ``size``, zero mean, unit-ish scale."""
+    rows, cols = size
+    resized = cv2.resize(image, (cols, rows), interpolation=cv2.INTER_AREA).astype(np.float32)
+    out: npt.NDArray[np.float32] = (resized / 255.0 - 0.25) / 0.25
+    return out
+
+
+class UNetPredictor:
+    """A checkpoint loaded once per process; ``probabilities`` takes frames of any size."""
+
+    def __init__(self, weights: Path, device: str = "cpu", batch_size: int | None = None) -> None:
+        self.model, self.metadata = checkpoint.load(weights, device)
+        self.device = device
+        # Measured (benchmarks/fetal_head_cpu.py): on CPU one frame per forward pass is fastest.
+        self.batch_size = batch_size or (1 if device == "cpu" else 16)
+        config: dict[str, Any] = self.metadata["config"]
+        self.input_size = (int(config["input_rows"]), int(config["input_cols"]))
+        self.sha256: str = self.metadata["sha256"]
+
+    def prepare(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
+        """The network inputs, one per frame."""
+        return [preprocess(img, self.input_size) for img in images]
+
+    @torch.inference_mode()
+    def forward(self, inputs: Sequence[npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]:
+        """Probability maps at the network's input size, ``batch_size`` frames per pass."""
+        out: list[npt.NDArray[np.float32]] = []
+        for start in range(0, len(inputs), self.batch_size):
+            batch = np.stack(inputs[start : start + self.batch_size])[:, None]
+            logits = self.model(torch.from_numpy(batch).to(self.device))
+            out.extend(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
+        return out
+
+    def probabilities(
+        self, images: Sequence[npt.NDArray[np.uint8]]
+    ) -> list[npt.NDArray[np.float32]]:
+        out: list[npt.NDArray[np.float32]] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]  # inputs made per chunk: memory
+            small = self.forward(self.prepare(chunk))
+            out.extend(full_size(prob, img.shape) for img, prob in zip(chunk, small, strict=True))
+        return out
+
+
+def full_size(prob: npt.NDArray[np.float32], shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    """A probability map resized (bilinear) to the frame's (rows, columns)."""
+    full = cv2.resize(prob, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(full, dtype=np.float32)

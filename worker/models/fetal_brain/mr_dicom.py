@@ -1,0 +1,71 @@
+"""Fetal brain phantom stacks as MR Image Storage series with their true geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom.uid import MRImageStorage, generate_uid
+
+from worker.models._phantom_dicom import phantom_dataset, set_mono16_pixels, set_plane
+from worker.models.fetal_brain.phantoms import FetalBrainStack
+
+#: (row direction, column direction) of each plane, LPS.
+ORIENTATIONS = {
+    "TRA": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+    "COR": ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
+    "SAG": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
+}
+
+
+def write_mr_stack(
+    stack: FetalBrainStack,
+    folder: Path,
+    *,
+    study_uid: str | None = None,
+    patient_id: str = "PHANTOM-MR",
+) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid = study_uid or generate_uid()
+    series_uid, frame_uid = generate_uid(), generate_uid()
+    row_dir, col_dir = (np.array(v) for v in ORIENTATIONS[stack.plane])
+    normal = np.cross(row_dir, col_dir)
+    slices, rows, cols = stack.image.shape
+    corner = (
+        -(row_dir * cols + col_dir * rows) * stack.pixel_mm / 2
+        - normal * slices * stack.slice_mm / 2
+    )
+    paths = []
+    for k, plane in enumerate(stack.image):
+        ds = phantom_dataset(
+            MRImageStorage,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            patient_name="PHANTOM^FETALMR",
+            patient_id=patient_id,
+            patient_sex="F",
+            instance_number=k + 1,
+        )
+        set_plane(
+            ds,
+            frame_uid=frame_uid,
+            pixel_mm=stack.pixel_mm,
+            slice_mm=stack.slice_mm,
+            orientation=(*row_dir, *col_dir),
+            position=corner + normal * k * stack.slice_mm,
+        )
+        set_mono16_pixels(ds, plane, signed=False)
+        ds.Modality = "MR"
+        ds.SeriesDescription = f"FETAL BRAIN SSFSE T2 {stack.plane}"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+        ds.ScanningSequence = "SE"
+        ds.SequenceVariant = "SK"
+        ds.ScanOptions = ""
+        ds.MRAcquisitionType = "2D"
+        ds.EchoTime = "90"
+        ds.RepetitionTime = "1200"
+        ds.MagneticFieldStrength = "1.5"
+        path = folder / f"MR{k + 1:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

@@ -1,0 +1,88 @@
+"""Fetal brain MRI: per-slice U-Net over each stack, largest 3D component + hole filling,
+brain volume (mL) from the slice positions, per-slice areas.
+
+Each stack (sagittal, coronal, transverse) is its own series and so its own job.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from worker.core.errors import InputError
+from worker.core.registry import ModelSpec
+from worker.core.tags import SeriesTags
+from worker.export.outputs import FETAL_BRAIN, VOLUME, MeasurementValue, ModelOutput, Segment
+from worker.pipeline.loading import LoadedSeries
+
+logger = logging.getLogger(__name__)
+
+MIN_BRAIN_ML = 5.0
+DEFAULT_BRAIN_WEIGHTS = Path(__file__).resolve().parent / "fetal_brain_unet.pt"
+PLANES = {0: "SAG", 1: "COR", 2: "TRA"}  # by the dominant axis of the slice normal (LPS)
+
+
+def accepts(tags: SeriesTags) -> bool:
+    if tags.modality != "MR":
+        return False
+    from worker.core.settings import get_settings
+
+    text = f"{tags.series_description} {tags.body_part_examined}"
+    return re.search(get_settings().fetal_brain_match, text, flags=re.IGNORECASE) is not None
+
+
+class FetalBrainModel:
+    def __init__(self, device: str) -> None:
+        from worker.core.settings import get_settings
+        from worker.models._nn.predictor import UNetPredictor
+
+        weights = get_settings().fetal_brain_weights or DEFAULT_BRAIN_WEIGHTS
+        self.predictor = UNetPredictor(weights, device)
+        self.weights_sha256 = self.predictor.sha256
+
+    def predict(self, series: LoadedSeries) -> ModelOutput:
+        from worker.models.fetal_brain.predict import predict_stack
+
+        geometry = series.require_geometry()
+        mask = predict_stack(self.predictor, series.frames)
+        voxel_ml = geometry.voxel_volumes_ml()
+        volume_ml = float((mask.sum(axis=(1, 2)) * voxel_ml).sum())
+        if volume_ml < MIN_BRAIN_ML:
+            raise InputError(f"no fetal brain found ({volume_ml:.1f} mL segmented)")
+        pixel_mm2 = geometry.pixel_spacing[0] * geometry.pixel_spacing[1]
+        areas = [round(float(n) * pixel_mm2, 1) for n in mask.sum(axis=(1, 2))]
+        plane = PLANES[int(np.argmax(np.abs(geometry.normal)))]
+        return ModelOutput(
+            segments=[Segment(FETAL_BRAIN, mask)],
+            measurements=[
+                MeasurementValue(
+                    "brain_volume_ml", "Brain volume", volume_ml, "mL", VOLUME, segment=1
+                ),
+                MeasurementValue(
+                    "max_slice_area_mm2", "Largest brain slice area", max(areas), "mm2"
+                ),
+            ],
+            extras={"stack_plane": plane, "slice_areas_mm2": areas},
+        )
+
+
+def _load(device: str) -> FetalBrainModel:
+    return FetalBrainModel(device)
+
+
+SPEC = ModelSpec(
+    name="fetal-brain-unet",
+    version="1.0.0",
+    queue="gpu",
+    description="Fetal MR: per-slice brain U-Net, 3D clean-up, brain volume",
+    accepts=accepts,
+    load=_load,
+    algorithm_family="ArtificialIntelligence",
+    time_limit_seconds=900,
+    train={"fetal-brain": "worker.models.fetal_brain.train:command"},
+    evaluate={"fetal-brain": "worker.models.fetal_brain.evaluate:command"},
+    phantoms={"fetal-brain": "worker.models.fetal_brain.phantoms:command"},
+)

@@ -1,0 +1,105 @@
+"""Train the fetal brain U-Net: on NIfTI pairs (``--data``) or on phantoms made in memory
+(``--phantoms START:STOP``, for training machines without a DICOM/NIfTI stack)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from worker.core.commands import Progress
+from worker.models._nn.train import TrainConfig, fit, saved_summary
+from worker.models.fetal_brain.data import MODEL_VERSION, load_training_set, training_slices
+
+logger = logging.getLogger(__name__)
+
+Arrays = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
+
+
+def _phantom_slices(seed: int) -> Arrays:
+    from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
+
+    stack = make_fetal_brain_stack(seed)
+    return training_slices(stack.image, stack.brain)
+
+
+def phantom_set(seeds: range, workers: int) -> Arrays:
+    with Pool(workers) as pool:
+        parts = pool.map(_phantom_slices, seeds, chunksize=4)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def train_brain(
+    arrays: Arrays,
+    out: Path,
+    config: TrainConfig,
+    device: str,
+    *,
+    label: str,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    images, masks = arrays
+    return fit(
+        images,
+        masks,
+        config,
+        device,
+        out=out,
+        identity=("fetal-brain-unet", MODEL_VERSION, label),
+        progress=progress,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="folder of NAME_image/NAME_mask NIfTI pairs")
+    source.add_argument("--phantoms", help="seed range START:STOP of phantom stacks")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-seconds", type=float, default=float("inf"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--label", default="")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.phantoms:
+        start, stop = (int(v) for v in args.phantoms.split(":"))
+        arrays = phantom_set(range(start, stop), os.cpu_count() or 1)
+        label = (
+            args.label or f"medseg fetal-brain phantoms v1 (synthetic, seeds {start}-{stop - 1})"
+        )
+    else:
+        arrays = load_training_set(args.data)
+        label = args.label or str(args.data)
+    logger.info("training on %d slices", len(arrays[0]))
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, max_seconds=args.max_seconds
+    )
+    meta = train_brain(arrays, args.out, config, args.device, label=label)
+    logger.info("saved %s sha256 %s val dice %.4f", args.out, meta["sha256"], meta["val_dice"])
+    return 0
+
+
+def command(args: argparse.Namespace, progress: Progress) -> str:
+    """``medseg train fetal-brain``: NAME_image/NAME_mask NIfTI pairs in ``args.data``."""
+    config = TrainConfig(
+        epochs=args.epochs or 40, batch_size=args.batch_size or 32, max_seconds=args.max_seconds
+    )
+    arrays = load_training_set(args.data, lambda i, n: progress("load", i, n))
+    meta = train_brain(
+        arrays, args.out, config, args.device, label=args.label or str(args.data), progress=progress
+    )
+    return saved_summary(args.out, meta)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

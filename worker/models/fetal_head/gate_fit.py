@@ -1,0 +1,88 @@
+"""Choose the quality gate's thresholds on tuning frames (never on the frames reported).
+
+Each threshold sits at the edge of what well-measured tuning frames show (HC within
+``good_mm`` of the sonographer's): the ``quantile`` of their signal on the failing side, then
+clipped to a range a reviewer would defend, so a tiny tuning set can neither switch a check off
+nor make it refuse ordinary frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.models._nn import checkpoint
+from worker.models.fetal_head.evaluate import FrameRecord, evaluate_frames
+from worker.models.fetal_head.gate import DEFAULT_THRESHOLDS, Thresholds
+from worker.models.fetal_head.hc18 import HC18Item
+from worker.models.fetal_head.predictor import FetalHeadPredictor
+
+logger = logging.getLogger(__name__)
+
+#: Defensible ranges for each threshold (lowest, highest).
+BOUNDS = {
+    "min_ellipse_iou": (0.85, 0.98),
+    "max_outside_fraction": (0.01, 0.2),
+    "min_confidence": (0.6, 0.95),
+    "min_area_fraction": (0.002, 0.05),
+    "max_area_fraction": (0.3, 0.8),
+    "max_fragment_ratio": (0.02, 0.3),
+}
+
+
+def _clip(name: str, value: float) -> float:
+    lo, hi = BOUNDS[name]
+    return float(min(max(value, lo), hi))
+
+
+def fit_thresholds(
+    records: Sequence[FrameRecord], good_mm: float = 3.0, quantile: float = 0.01
+) -> Thresholds:
+    good = [
+        r.signals
+        for r in records
+        if r.signals is not None and r.hc_diff_mm is not None and abs(r.hc_diff_mm) <= good_mm
+    ]
+    if len(good) < 10:
+        raise ValueError(f"only {len(good)} well-measured tuning frames: too few to set a gate")
+
+    def column(key: str) -> np.ndarray:
+        return np.array([s[key] for s in good], dtype=np.float64)
+
+    q_lo, q_hi = quantile, 1 - quantile
+    return Thresholds(
+        min_ellipse_iou=_clip("min_ellipse_iou", np.quantile(column("ellipse_iou"), q_lo)),
+        max_outside_fraction=_clip(
+            "max_outside_fraction", np.quantile(column("outside_fraction"), q_hi)
+        ),
+        min_confidence=_clip("min_confidence", np.quantile(column("confidence"), q_lo)),
+        min_area_fraction=_clip("min_area_fraction", column("area_fraction").min() * 0.5),
+        max_area_fraction=_clip("max_area_fraction", column("area_fraction").max() * 1.25),
+        max_fragment_ratio=_clip("max_fragment_ratio", np.quantile(column("fragment_ratio"), q_hi)),
+    )
+
+
+def attach_gate(
+    weights: Path, tune_items: Sequence[HC18Item], device: str = "cpu"
+) -> dict[str, Any]:
+    """Measure the tuning frames with the saved checkpoint, fit the gate, store it in the
+    checkpoint's metadata (the weights file and its sha256 are unchanged)."""
+    predictor = FetalHeadPredictor(weights, device)
+    records = evaluate_frames(predictor, tune_items)
+    try:
+        thresholds = fit_thresholds(records)
+        how = f"{len(records)} tuning frames (subjects apart from train and test)"
+    except ValueError as exc:
+        logger.warning("quality gate left at its defaults: %s", exc)
+        thresholds, how = DEFAULT_THRESHOLDS, f"defaults ({exc})"
+    gate = {
+        **thresholds.as_dict(),
+        "fitted_on": how,
+        "rule": "1st/99th percentile of frames within 3 mm of the reference HC, clipped",
+    }
+    checkpoint.update_metadata(weights, {"quality_gate": gate})
+    return gate

@@ -1,0 +1,214 @@
+"""Fetal head on 2D obstetric ultrasound: U-Net skull mask → ellipse → HC, BPD, OFD, GA.
+
+Every frame of a cine is measured; the best-quality frame is reported (and named). Without
+calibration (no SequenceOfUltrasoundRegions in cm, no PixelSpacing) the sizes are reported in
+pixels with a warning, and no gestational age is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from worker.core.errors import InputError
+from worker.core.registry import ModelSpec
+from worker.core.tags import SeriesTags
+from worker.export.outputs import (
+    BIPARIETAL_DIAMETER,
+    FETAL_HEAD,
+    GA_BY_HC_HADLOCK,
+    HEAD_CIRCUMFERENCE,
+    OCCIPITOFRONTAL_DIAMETER,
+    MeasurementValue,
+    ModelOutput,
+    Segment,
+)
+from worker.pipeline.calibration import image_calibration
+from worker.pipeline.loading import LoadedSeries
+
+logger = logging.getLogger(__name__)
+
+_FETAL_WORDS = {
+    "FETAL",
+    "FETUS",
+    "FOETAL",
+    "OB",
+    "OBSTETRIC",
+    "OBSTETRICS",
+    "HEAD",
+    "BIOMETRY",
+    "HC",
+    "BPD",
+}
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "fetal_head_unet.pt"
+
+
+def accepts(tags: SeriesTags) -> bool:
+    if tags.modality != "US":
+        return False
+    words = set(re.split(r"[^A-Z0-9]+", f"{tags.body_part_examined} {tags.series_description}"))
+    return bool(words & _FETAL_WORDS)
+
+
+def _as_uint8(frames: npt.NDArray[np.float32]) -> list[npt.NDArray[np.uint8]]:
+    lo, hi = float(frames.min()), float(frames.max())
+    in_range = lo >= 0 and hi <= 255
+    scaled = frames if in_range else (frames - lo) / max(hi - lo, 1e-6) * 255
+    return [np.ascontiguousarray(f, dtype=np.uint8) for f in np.clip(scaled, 0, 255)]
+
+
+@dataclass
+class _Prepared:
+    images: list[npt.NDArray[np.uint8]]
+    inputs: list[npt.NDArray[np.float32]]  # network inputs, one per frame
+
+
+@dataclass
+class _Forwarded:
+    images: list[npt.NDArray[np.uint8]]
+    small: list[npt.NDArray[np.float32]]  # probabilities at the network's size
+
+
+class FetalHeadModel:
+    def __init__(self, device: str) -> None:
+        from worker.core.settings import get_settings
+        from worker.models.fetal_head.predictor import FetalHeadPredictor
+
+        weights = get_settings().fetal_head_weights or DEFAULT_WEIGHTS
+        self.predictor = FetalHeadPredictor(weights, device)
+        self.weights_sha256 = self.predictor.sha256
+        logger.info(
+            "fetal head weights %s (sha256 %s…) on %s",
+            weights.name,
+            self.weights_sha256[:12],
+            device,
+        )
+
+    def predict(self, series: LoadedSeries) -> ModelOutput:
+        return self.finish(series, self.forward(self.prepare(series)))
+
+    # The three stages of ``predict`` (worker.core.registry.StagedModel): medseg process runs
+    # them in different threads, overlapping series.
+    def prepare(self, series: LoadedSeries) -> _Prepared:
+        images = _as_uint8(series.frames)
+        return _Prepared(images, self.predictor.prepare(images))
+
+    def forward(self, prepared: _Prepared) -> _Forwarded:
+        return _Forwarded(prepared.images, self.predictor.forward(prepared.inputs))
+
+    def finish(self, series: LoadedSeries, raw: _Forwarded) -> ModelOutput:
+        from worker.models._nn.predictor import full_size
+        from worker.models.fetal_head.biometry import BPD_CONVENTION, biometry
+
+        calibration = image_calibration(series.datasets[0])
+        spacing = (calibration.row_mm, calibration.column_mm) if calibration else (1.0, 1.0)
+        probabilities = [
+            full_size(prob, img.shape) for img, prob in zip(raw.images, raw.small, strict=True)
+        ]
+        results = self.predictor.measure(probabilities, spacing, calibrated=bool(calibration))
+        # The best frame the quality gate accepts (the best of all, flagged, when it accepts
+        # none): gate quality times how sharp the frame is around the head, so a blurred cine
+        # frame loses to a sharp one the network is equally sure of.
+        sharpness = [_sharpness(img, r.mask) for img, r in zip(raw.images, results, strict=True)]
+        top = max(sharpness) or 1.0
+        accepted = [i for i, r in enumerate(results) if not r.review]
+        best = max(
+            accepted or range(len(results)),
+            key=lambda i: results[i].quality * sharpness[i] / top,
+        )
+        chosen = results[best]
+        if chosen.ellipse is None:
+            raise InputError("no fetal head found in any frame")
+        warnings: list[str] = []
+        review = list(chosen.review)
+        b = biometry(chosen.ellipse)
+        unit, suffix = ("mm", "mm") if calibration else ("{pixels}", "px")
+        if calibration is None:
+            warnings.append(
+                "no calibration (SequenceOfUltrasoundRegions in cm or PixelSpacing): sizes in "
+                "pixels, no gestational age"
+            )
+        measurements = [
+            MeasurementValue(
+                f"head_circumference_{suffix}",
+                "Head circumference",
+                b.head_circumference_mm,
+                unit,
+                HEAD_CIRCUMFERENCE,
+                segment=1,
+            ),
+            MeasurementValue(
+                f"biparietal_diameter_{suffix}",
+                f"Biparietal diameter ({BPD_CONVENTION})",
+                b.biparietal_diameter_mm,
+                unit,
+                BIPARIETAL_DIAMETER,
+                segment=1,
+            ),
+            MeasurementValue(
+                f"occipitofrontal_diameter_{suffix}",
+                "Occipitofrontal diameter",
+                b.occipitofrontal_diameter_mm,
+                unit,
+                OCCIPITOFRONTAL_DIAMETER,
+                segment=1,
+            ),
+        ]
+        if review:
+            warnings.append("gestational age withheld: the quality gate flagged this result")
+        elif calibration and b.gestational_age_days is not None:
+            measurements.append(
+                MeasurementValue(
+                    "gestational_age_days",
+                    "Gestational age (Hadlock HC)",
+                    b.gestational_age_days,
+                    "d",
+                    GA_BY_HC_HADLOCK,
+                    segment=1,
+                )
+            )
+        elif calibration:
+            warnings.append("HC outside Hadlock's range: no gestational age")
+        measurements.append(
+            MeasurementValue("measured_frame", "Measured frame number", best + 1, "{frame}")
+        )
+        return ModelOutput(
+            segments=[Segment(FETAL_HEAD, chosen.mask[np.newaxis])],
+            measurements=measurements,
+            warnings=warnings,
+            source_frame=best,
+            review=review,
+            extras={"quality": chosen.signals.as_dict() if chosen.signals else None},
+        )
+
+
+def _sharpness(image: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]) -> float:
+    """Variance of the Laplacian in the head's bounding box (the whole frame without a head)."""
+    rows, cols = np.nonzero(mask)
+    box = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] if rows.size else image
+    return float(cv2.Laplacian(box, cv2.CV_32F).var())
+
+
+def _load(device: str) -> FetalHeadModel:
+    return FetalHeadModel(device)
+
+
+SPEC = ModelSpec(
+    name="fetal-head-unet",
+    version="2.0.0",
+    queue="gpu",
+    description="Obstetric US: fetal head U-Net, ellipse fit, HC/BPD/OFD/GA (Hadlock)",
+    accepts=accepts,
+    load=_load,
+    algorithm_family="ArtificialIntelligence",
+    time_limit_seconds=300,
+    train={"fetal-head": "worker.models.fetal_head.train:command"},
+    evaluate={"fetal-head": "worker.models.fetal_head.evaluate:command"},
+    phantoms={"fetal-head": "worker.models.fetal_head.phantoms:command"},
+)

@@ -1,0 +1,198 @@
+"""Classical lung CT segmentation: HU threshold, connected components, airway removal.
+
+The reference and fallback for the lung CT U-Net. Left and right lungs are
+separated (by erosion when they touch) and named from patient coordinates (LPS: +x is the
+patient's left), never from image columns.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from worker.core.errors import InputError
+from worker.core.registry import ModelSpec
+from worker.core.tags import SeriesTags
+from worker.export.outputs import (
+    LEFT_LUNG,
+    RIGHT_LUNG,
+    VOLUME,
+    MeasurementValue,
+    ModelOutput,
+    Segment,
+)
+from worker.pipeline.loading import LoadedSeries, VolumeGeometry
+
+logger = logging.getLogger(__name__)
+
+AIR_THRESHOLD_HU = -320.0
+AIRWAY_MAX_AREA_MM2 = 600.0  # trachea / main bronchi cross sections are well below 6 cm²
+AIRWAY_MAX_OFFSET = 0.12  # ... and lie within this fraction of the body width of its centre
+MIN_LUNG_ML = 50.0
+MAX_SPLIT_EROSIONS = 12
+
+_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE[1] = True
+_CHEST_WORDS = ("CHEST", "LUNG", "THORAX", "THX", "TORAX", "THORAC")
+
+Mask = npt.NDArray[np.bool_]
+
+
+def accepts(tags: SeriesTags) -> bool:
+    if tags.modality != "CT":
+        return False
+    text = f"{tags.body_part_examined} {tags.series_description}"
+    return any(word in text for word in _CHEST_WORDS)
+
+
+def _outside_air(air: Mask) -> Mask:
+    """Air connected, within its slice, to the image border (room air, table gaps)."""
+    labels, _ = ndimage.label(air, structure=_IN_PLANE)
+    border = np.concatenate(
+        [labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]], axis=1
+    )
+    border_labels = np.unique(border[border > 0])
+    return np.isin(labels, border_labels)
+
+
+def _body_centre_and_width(body: Mask) -> tuple[float, float]:
+    columns = np.nonzero(body.any(axis=(0, 1)))[0]
+    if columns.size == 0:
+        raise InputError("no body found in the CT series")
+    return float(columns.mean()), float(columns.max() - columns.min() + 1)
+
+
+def _remove_airways(candidates: Mask, body: Mask, pixel_area_mm2: float) -> Mask:
+    """Drop small, central in-plane components: trachea and main bronchi."""
+    centre, width = _body_centre_and_width(body)
+    labels, count = ndimage.label(candidates, structure=_IN_PLANE)
+    if count == 0:
+        return candidates
+    index = np.arange(1, count + 1)
+    areas = ndimage.sum_labels(candidates, labels, index) * pixel_area_mm2
+    centroids = ndimage.center_of_mass(candidates, labels, index)
+    airway = [
+        lab
+        for lab, area, (_, _, col) in zip(index, areas, centroids, strict=True)
+        if area < AIRWAY_MAX_AREA_MM2 and abs(col - centre) < AIRWAY_MAX_OFFSET * width
+    ]
+    return candidates & ~np.isin(labels, airway)
+
+
+def _components_by_size(mask: Mask) -> tuple[npt.NDArray[np.int32], list[int]]:
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    sizes = np.bincount(labels.ravel())[1:]
+    order = [int(i) + 1 for i in np.argsort(sizes)[::-1]]
+    return labels.astype(np.int32), order
+
+
+def _split_two(mask: Mask) -> tuple[Mask, Mask] | None:
+    """Separate touching lungs by eroding until two large parts appear, then regrow."""
+    eroded = mask
+    for _ in range(MAX_SPLIT_EROSIONS):
+        eroded = ndimage.binary_erosion(eroded, structure=_IN_PLANE)
+        labels, order = _components_by_size(eroded)
+        if len(order) >= 2:
+            sizes = [int((labels == lab).sum()) for lab in order[:2]]
+            if sizes[1] >= 0.2 * sizes[0]:
+                seeds = np.where(labels == order[0], 1, 0) + np.where(labels == order[1], 2, 0)
+                _, nearest = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+                owner = seeds[tuple(nearest)]
+                return mask & (owner == 1), mask & (owner == 2)
+    return None
+
+
+def _fill_slices(mask: Mask) -> Mask:
+    """Close small notches and fill holes (vessels) slice by slice."""
+    closed = ndimage.binary_closing(mask, structure=_IN_PLANE, iterations=2) | mask
+    return np.stack([ndimage.binary_fill_holes(s) for s in closed]).astype(bool)
+
+
+def _patient_x(mask: Mask, geometry: VolumeGeometry) -> float:
+    _, rows, cols = np.nonzero(mask)
+    row_mm, col_mm = geometry.pixel_spacing
+    offset = (
+        geometry.row_cosine * cols.mean() * col_mm + geometry.column_cosine * rows.mean() * row_mm
+    )
+    return float(geometry.positions.mean(axis=0)[0] + offset[0])
+
+
+def segment_lungs(hu: npt.NDArray[np.float32], geometry: VolumeGeometry) -> tuple[Mask, Mask]:
+    """(left, right) lung masks of a CT volume in HU, shape (slices, rows, columns)."""
+    air = hu < AIR_THRESHOLD_HU
+    outside = _outside_air(air)
+    body = ~outside
+    pixel_area = geometry.pixel_spacing[0] * geometry.pixel_spacing[1]
+    candidates = _remove_airways(air & body, body & ~air, pixel_area)
+    return split_left_right(candidates, geometry)
+
+
+def split_left_right(candidates: Mask, geometry: VolumeGeometry) -> tuple[Mask, Mask]:
+    """(left, right) lungs from a mask of lung voxels: the two largest 3D components (split by
+    erosion when they touch), holes filled per slice, named from patient coordinates."""
+    voxel_ml = geometry.voxel_volumes_ml()
+    labels, order = _components_by_size(candidates)
+    volumes = [float(((labels == lab).sum(axis=(1, 2)) * voxel_ml).sum()) for lab in order[:2]]
+    if not volumes or volumes[0] < MIN_LUNG_ML:
+        raise InputError("no lungs found: is this a chest CT with the lungs in view?")
+    if len(volumes) == 2 and volumes[1] >= 0.1 * volumes[0]:
+        parts = (labels == order[0], labels == order[1])
+    else:
+        split = _split_two(labels == order[0])
+        if split is None:
+            raise InputError("lungs could not be separated into left and right")
+        parts = split
+    first, second = (_fill_slices(p) for p in parts)
+    overlap = first & second
+    first, second = first & ~overlap, second & ~overlap
+    if _patient_x(first, geometry) > _patient_x(second, geometry):
+        return first, second
+    return second, first
+
+
+class LungCtThreshold:
+    def __init__(self, device: str) -> None:
+        self.device = device  # runs on the CPU whatever the device; kept for the interface
+
+    def predict(self, series: LoadedSeries) -> ModelOutput:
+        geometry = series.require_geometry()
+        left, right = segment_lungs(series.frames, geometry)
+        return lung_output(left, right, geometry)
+
+
+def lung_output(left: Mask, right: Mask, geometry: VolumeGeometry) -> ModelOutput:
+    """Left/right lung segments and their volumes (mL, from the slice positions)."""
+    voxel_ml = geometry.voxel_volumes_ml()
+    left_ml = float((left.sum(axis=(1, 2)) * voxel_ml).sum())
+    right_ml = float((right.sum(axis=(1, 2)) * voxel_ml).sum())
+    return ModelOutput(
+        segments=[Segment(LEFT_LUNG, left), Segment(RIGHT_LUNG, right)],
+        measurements=[
+            MeasurementValue(
+                "left_lung_volume_ml", "Left lung volume", left_ml, "mL", VOLUME, segment=1
+            ),
+            MeasurementValue(
+                "right_lung_volume_ml", "Right lung volume", right_ml, "mL", VOLUME, segment=2
+            ),
+            MeasurementValue("lung_volume_ml", "Lung volume", left_ml + right_ml, "mL", VOLUME),
+        ],
+    )
+
+
+def _load(device: str) -> LungCtThreshold:
+    return LungCtThreshold(device)
+
+
+SPEC = ModelSpec(
+    name="lung-ct-threshold",
+    version="1.0.0",
+    queue="cpu",
+    description="Chest CT: left/right lungs by HU threshold + components + airway removal",
+    accepts=accepts,
+    load=_load,
+    algorithm_family="MorphologicalOperations",
+    priority=0,
+)

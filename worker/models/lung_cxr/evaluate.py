@@ -1,0 +1,116 @@
+"""``medseg evaluate lung-cxr|pneumonia --data DIR``: the shipped (or given) checkpoint on a
+held-out folder in the training layouts (Montgomery or images/ + masks/; RSNA)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.core import commands
+from worker.models._nn.metrics import average_precision, dice, precision_recall
+from worker.models.lung_cxr.detector import DEFAULT_DETECTOR_WEIGHTS, OpacityDetector
+from worker.models.lung_cxr.lung_data import find_pairs, read_image, read_mask
+from worker.models.lung_cxr.rsna import read_rsna
+
+Progress = Callable[[int, int], None]
+
+
+def evaluate_lungs(
+    folder: Path, weights: Path, device: str, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Dice of the lung field (both lungs, as the model's two segments together) per image;
+    per side too where the folder has separate left/right masks (Montgomery)."""
+    from worker.models._nn.predictor import UNetPredictor
+    from worker.models.lung_cxr.preprocess import split_lungs
+    from worker.models.lung_cxr.serve import two_largest
+
+    predictor = UNetPredictor(weights, device)
+    pairs = find_pairs(folder)
+    both: list[float] = []
+    sides: list[float] = []
+    for i, pair in enumerate(pairs):
+        image = read_image(pair.image)
+        (prob,) = predictor.probabilities([image])
+        found = two_largest(prob)
+        truth = read_mask(pair.masks)
+        if truth.shape != found.shape:
+            raise ValueError(f"{pair.image.name}: mask and image sizes differ")
+        both.append(dice(found, truth))
+        if len(pair.masks) == 2:  # Montgomery: leftMask, rightMask (the patient's sides)
+            right, left = split_lungs(found)
+            sides += [dice(left, read_mask(pair.masks[:1])), dice(right, read_mask(pair.masks[1:]))]
+        if progress:
+            progress(i + 1, len(pairs))
+    summary: dict[str, Any] = {
+        "images": len(both),
+        "weights_sha256": predictor.sha256,
+        "dice_mean": round(float(np.mean(both)), 4),
+        "dice_min": round(float(np.min(both)), 4),
+    }
+    if sides:
+        summary["dice_per_side_mean"] = round(float(np.mean(sides)), 4)
+    return summary
+
+
+def evaluate_detector(
+    folder: Path,
+    weights: Path,
+    device: str,
+    threshold: float,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """AP@0.5 and precision/recall at ``threshold`` on an RSNA-layout folder."""
+    detector = OpacityDetector(weights, device)
+    items = read_rsna(folder)
+    predictions, truths = [], []
+    for i, item in enumerate(items):
+        (found,) = detector.detect([read_image(item.image)])
+        predictions.append([(d.box, d.score) for d in found])
+        truths.append(list(item.boxes))
+        if progress:
+            progress(i + 1, len(items))
+    precision, recall = precision_recall(predictions, truths, threshold)
+    return {
+        "images": len(items),
+        "boxes": sum(len(t) for t in truths),
+        "weights_sha256": detector.sha256,
+        "ap50": round(average_precision(predictions, truths), 4),
+        "threshold": threshold,
+        "precision_at_threshold": round(precision, 4),
+        "recall_at_threshold": round(recall, 4),
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    return "\n".join(f"{key:<24} {value}" for key, value in summary.items())
+
+
+def lungs_command(args: argparse.Namespace, progress: commands.Progress) -> commands.Evaluation:
+    """``medseg evaluate lung-cxr``."""
+    from worker.models.lung_cxr.serve import DEFAULT_WEIGHTS
+
+    summary = evaluate_lungs(
+        args.data,
+        args.weights or DEFAULT_WEIGHTS,
+        args.device,
+        lambda i, n: progress("evaluate", i, n),
+    )
+    return commands.Evaluation(summary, format_summary(summary))
+
+
+def detector_command(args: argparse.Namespace, progress: commands.Progress) -> commands.Evaluation:
+    """``medseg evaluate pneumonia``: AP@0.5 and precision/recall at the serving threshold."""
+    from worker.core.settings import get_settings
+
+    summary = evaluate_detector(
+        args.data,
+        args.weights or DEFAULT_DETECTOR_WEIGHTS,
+        args.device,
+        get_settings().pneumonia_score_threshold,
+        lambda i, n: progress("evaluate", i, n),
+    )
+    return commands.Evaluation(summary, format_summary(summary))

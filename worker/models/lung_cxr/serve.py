@@ -1,0 +1,197 @@
+"""Chest radiograph (CR/DX): lung fields (U-Net) and pneumonia opacities (Faster R-CNN).
+
+One job runs both networks, each loaded once per worker process and batched over the frames
+of the series: SEG with the right and left lung fields, lung areas (cm² from PixelSpacing,
+else ImagerPixelSpacing; pixels with a warning when neither is usable) and the opacities at or
+above ``MEDSEG_PNEUMONIA_SCORE_THRESHOLD`` as findings (report.json, ``--json``, SR regions).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.core.errors import InputError
+from worker.core.registry import ModelSpec
+from worker.core.tags import SeriesTags
+from worker.export.outputs import (
+    LEFT_LUNG,
+    PNEUMONIA,
+    RIGHT_LUNG,
+    CodedConcept,
+    Finding,
+    MeasurementValue,
+    ModelOutput,
+    Segment,
+)
+from worker.pipeline.calibration import Calibration
+from worker.pipeline.loading import LoadedSeries
+
+logger = logging.getLogger(__name__)
+
+AREA = CodedConcept("42798000", "SCT", "Area")
+_CHEST_WORDS = {"CHEST", "THORAX", "LUNG", "LUNGS", "CXR", "TORSO"}
+FINDING_LABEL = "Pneumonia opacity"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "lung_cxr_unet.pt"  # the lung-field U-Net
+
+
+def accepts(tags: SeriesTags) -> bool:
+    if tags.modality not in ("CR", "DX"):
+        return False
+    words = set(re.split(r"[^A-Z0-9]+", f"{tags.body_part_examined} {tags.series_description}"))
+    return bool(words & _CHEST_WORDS)
+
+
+def _patient_left_on_image_right(series: LoadedSeries) -> bool:
+    """PatientOrientation's first value is the direction of increasing column index."""
+    orientation = series.datasets[0].get("PatientOrientation")
+    first = str(orientation[0]) if orientation and len(orientation) == 2 else "L"
+    return "R" not in first.upper()
+
+
+class LungCxrModel:
+    """Both networks; checkpoints and threshold from the settings unless given."""
+
+    def __init__(
+        self,
+        device: str,
+        *,
+        unet_weights: Path | None = None,
+        detector_weights: Path | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        from worker.core.settings import get_settings
+        from worker.models._nn.predictor import UNetPredictor
+        from worker.models.lung_cxr.detector import DEFAULT_DETECTOR_WEIGHTS, OpacityDetector
+
+        settings = get_settings()
+        self.unet = UNetPredictor(
+            unet_weights or settings.lung_cxr_weights or DEFAULT_WEIGHTS, device
+        )
+        self.detector = OpacityDetector(
+            detector_weights or settings.pneumonia_weights or DEFAULT_DETECTOR_WEIGHTS, device
+        )
+        self.threshold = settings.pneumonia_score_threshold if threshold is None else threshold
+        # The result row holds one checksum: the U-Net's; both are in report.json.
+        self.weights_sha256 = self.unet.sha256
+        logger.info(
+            "lung CXR U-Net sha256 %s…, detector sha256 %s… on %s",
+            self.unet.sha256[:12],
+            self.detector.sha256[:12],
+            device,
+        )
+
+    def predict(self, series: LoadedSeries) -> ModelOutput:
+        from worker.models.lung_cxr.preprocess import display_uint8, split_lungs
+        from worker.models.lung_cxr.scale import radiograph_scale
+
+        mono1 = str(series.datasets[0].get("PhotometricInterpretation", "")) == "MONOCHROME1"
+        images = [display_uint8(frame, monochrome1=mono1) for frame in series.frames]
+        left_on_right = _patient_left_on_image_right(series)
+        rights, lefts = [], []
+        for prob in self.unet.probabilities(images):
+            right, left = split_lungs(two_largest(prob), patient_left_on_image_right=left_on_right)
+            rights.append(right)
+            lefts.append(left)
+        if not (rights[0].any() and lefts[0].any()):
+            raise InputError("no lung fields found on the radiograph")
+        scale = radiograph_scale(series.datasets[0])
+        warnings = [] if scale.calibration else [scale.note]
+        if len(images) > 1:
+            warnings.append(f"{len(images)} images in the series: measurements are of the first")
+        measurements = _areas(rights[0], lefts[0], scale.calibration)
+        findings = [
+            Finding(FINDING_LABEL, d.score, _clip(d.box, images[k].shape), PNEUMONIA, frame=k)
+            for k, detections in enumerate(self.detector.detect(images))
+            for d in detections
+            if d.score >= self.threshold
+        ]
+        measurements.append(
+            MeasurementValue(
+                "pneumonia_findings",
+                f"Opacities at confidence >= {self.threshold:g}",
+                float(sum(1 for f in findings if f.frame == 0)),
+                "{findings}",
+            )
+        )
+        return ModelOutput(
+            segments=[Segment(RIGHT_LUNG, np.stack(rights)), Segment(LEFT_LUNG, np.stack(lefts))],
+            measurements=measurements,
+            warnings=warnings,
+            findings=findings,
+            extras={
+                "scale": scale.note,
+                "score_threshold": self.threshold,
+                "weights": {"lung_unet": self.unet.sha256, "detector": self.detector.sha256},
+            },
+        )
+
+
+def two_largest(prob: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    """Lung fields: the two largest components of the thresholded map, holes filled."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(prob >= 0.5)
+    if count == 0:
+        return np.zeros(prob.shape, dtype=bool)
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = np.argsort(sizes)[::-1][:2] + 1
+    filled: npt.NDArray[np.bool_] = ndimage.binary_fill_holes(np.isin(labels, keep))
+    return filled
+
+
+def _clip(
+    box: tuple[float, float, float, float], shape: tuple[int, ...]
+) -> tuple[float, float, float, float]:
+    rows, cols = shape[0], shape[1]
+    x0, y0, x1, y1 = box
+    return (
+        min(max(x0, 0.0), cols),
+        min(max(y0, 0.0), rows),
+        min(max(x1, 0.0), cols),
+        min(max(y1, 0.0), rows),
+    )
+
+
+def _areas(
+    right: npt.NDArray[np.bool_], left: npt.NDArray[np.bool_], calibration: Calibration | None
+) -> list[MeasurementValue]:
+    if calibration is not None:
+        per_pixel = calibration.row_mm * calibration.column_mm / 100.0  # cm²
+        suffix, unit = "cm2", "cm2"
+    else:
+        per_pixel, suffix, unit = 1.0, "px", "{pixels}"
+    r, lft = float(right.sum()) * per_pixel, float(left.sum()) * per_pixel
+    return [
+        MeasurementValue(f"lung_area_{suffix}", "Lung field area (both)", r + lft, unit, AREA),
+        MeasurementValue(f"right_lung_area_{suffix}", "Right lung field area", r, unit, AREA, 1),
+        MeasurementValue(f"left_lung_area_{suffix}", "Left lung field area", lft, unit, AREA, 2),
+    ]
+
+
+def _load(device: str) -> LungCxrModel:
+    return LungCxrModel(device)
+
+
+SPEC = ModelSpec(
+    name="lung-cxr",
+    version="1.0.0",
+    queue="gpu",
+    description="Chest X-ray: lung fields (U-Net), areas, pneumonia opacities (Faster R-CNN)",
+    accepts=accepts,
+    load=_load,
+    algorithm_family="ArtificialIntelligence",
+    train={
+        "lung-cxr": "worker.models.lung_cxr.train:command",
+        "pneumonia": "worker.models.lung_cxr.detector_train:command",
+    },
+    evaluate={
+        "lung-cxr": "worker.models.lung_cxr.evaluate:lungs_command",
+        "pneumonia": "worker.models.lung_cxr.evaluate:detector_command",
+    },
+    phantoms={"chest-xray": "worker.models.lung_cxr.phantoms:command"},
+)

@@ -1,0 +1,1 @@
+"""Operators' actions on jobs: list, status, retry, rerun, cancel."""

@@ -1,0 +1,186 @@
+"""What operators do to jobs (list, retry, cancel) and what they look at (status)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from db.jobstate import InvalidTransitionError, transition
+from db.models import Job, JobState, Series, utcnow
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE = (JobState.FAILED, JobState.QUARANTINED, JobState.CANCELLED)
+
+
+class OperationError(RuntimeError):
+    """The operation does not apply to the job as it is; the message says why."""
+
+
+def list_jobs(
+    session_factory: sessionmaker[Session],
+    *,
+    state: JobState | None = None,
+    since: datetime | None = None,
+    model: str | None = None,
+    limit: int = 200,
+) -> list[Job]:
+    query = select(Job).options(selectinload(Job.series).selectinload(Series.study))
+    if state is not None:
+        query = query.where(Job.state == state)
+    if since is not None:
+        query = query.where(Job.created_at >= since)
+    if model is not None:
+        query = query.where(Job.model_name == model)
+    with session_factory() as session:
+        return list(session.scalars(query.order_by(Job.id.desc()).limit(limit)))
+
+
+def retry(session_factory: sessionmaker[Session], job_ids: list[int] | None = None) -> list[int]:
+    """Queue failed, quarantined or cancelled jobs again (all such jobs when ``job_ids`` is
+    None) with a fresh attempt budget; the outbox publishes them. Returns the IDs queued."""
+    queued: list[int] = []
+    with session_factory.begin() as session:
+        query = select(Job).with_for_update()
+        query = (
+            query.where(Job.id.in_(job_ids)) if job_ids else query.where(Job.state.in_(RETRYABLE))
+        )
+        jobs = list(session.scalars(query))
+        if job_ids and len(jobs) != len(set(job_ids)):
+            missing = sorted(set(job_ids) - {j.id for j in jobs})
+            raise OperationError(f"no job(s) {missing}")
+        for job in jobs:
+            if job.state not in RETRYABLE:
+                raise OperationError(
+                    f"job {job.id} is {job.state.value}; only failed, "
+                    "quarantined or cancelled jobs are retried"
+                )
+            transition(job, JobState.QUEUED, error=job.error)
+            job.attempts = 0
+            job.not_before = None
+            queued.append(job.id)
+            logger.info("job %s queued again by an operator", job.id)
+    return queued
+
+
+def cancel(session_factory: sessionmaker[Session], job_id: int) -> None:
+    with session_factory.begin() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None:
+            raise OperationError(f"no job {job_id}")
+        try:
+            transition(job, JobState.CANCELLED, error="cancelled by an operator")
+        except InvalidTransitionError as exc:
+            raise OperationError(
+                f"job {job_id} is {job.state.value}; queued, failed or quarantined jobs can be "
+                "cancelled (a running job finishes its attempt)"
+            ) from exc
+
+
+@dataclass
+class Status:
+    queue_depth: dict[str, int | None]
+    workers: list[str] | None  # None: the broker could not be asked
+    by_state_hour: dict[str, int] = field(default_factory=dict)
+    by_state_day: dict[str, int] = field(default_factory=dict)
+    oldest_waiting_s: float | None = None
+    finished_hour: int = 0
+    failure_rate_day: float | None = None
+
+
+def _counts(session: Session, since: datetime) -> dict[str, int]:
+    rows = session.execute(
+        select(Job.state, func.count()).where(Job.created_at >= since).group_by(Job.state)
+    ).all()
+    return {state.value: int(count) for state, count in rows}
+
+
+def status(
+    session_factory: sessionmaker[Session],
+    redis_client: Any,
+    celery_app: Any | None,
+    key_prefix: str = "",
+) -> Status:
+    now = utcnow()
+    depth: dict[str, int | None] = {}
+    for queue in ("gpu", "cpu"):
+        try:
+            depth[queue] = int(redis_client.llen(key_prefix + queue))
+        except Exception:  # broker down: say so, do not fail the whole status
+            depth[queue] = None
+    workers: list[str] | None = None
+    if celery_app is not None:
+        try:
+            replies = celery_app.control.ping(timeout=1.0) or []
+            workers = sorted(name for reply in replies for name in reply)
+        except Exception:
+            workers = None
+    with session_factory() as session:
+        hour, day = (
+            _counts(session, now - timedelta(hours=1)),
+            _counts(session, now - timedelta(days=1)),
+        )
+        oldest = session.scalar(
+            select(func.min(Job.created_at)).where(Job.state == JobState.QUEUED)
+        )
+        finished = session.scalar(
+            select(func.count()).where(Job.finished_at >= now - timedelta(hours=1))
+        )
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=now.tzinfo)
+    done = Counter(
+        {
+            k: v
+            for k, v in day.items()
+            if k in ("succeeded", "needs_review", "failed", "quarantined")
+        }
+    )
+    total = sum(done.values())
+    return Status(
+        queue_depth=depth,
+        workers=workers,
+        by_state_hour=hour,
+        by_state_day=day,
+        oldest_waiting_s=(now - oldest).total_seconds() if oldest is not None else None,
+        finished_hour=int(finished or 0),
+        failure_rate_day=(done["failed"] + done["quarantined"]) / total if total else None,
+    )
+
+
+def rerun(
+    session_factory: sessionmaker[Session],
+    model_name: str,
+    *,
+    since: datetime | None = None,
+    force: bool = False,
+    max_attempts: int = 3,
+) -> list[int]:
+    """New jobs with the model's current version for every series it ran on (since ``since``).
+
+    Earlier jobs and their results stay. A series whose identical job (same instances, same
+    model version) is queued, running or succeeded is skipped unless ``force``.
+    """
+    from worker.core.enqueue import queue_job
+    from worker.core.registry import get_spec
+
+    try:
+        spec = get_spec(model_name)
+    except KeyError as exc:
+        raise OperationError(str(exc)) from exc
+    created: list[int] = []
+    with session_factory.begin() as session:
+        query = select(Job.series_id).where(Job.model_name == model_name).distinct()
+        if since is not None:
+            query = query.where(Job.created_at >= since)
+        for series_id in session.scalars(query).all():
+            job_id = queue_job(session, series_id, spec, max_attempts, force=force)
+            if job_id is not None:
+                created.append(job_id)
+    logger.info("rerun of %s %s: %d job(s)", model_name, spec.version, len(created))
+    return created

@@ -1,1 +1,0 @@
-"""Synthetic studies with exact ground truth, for tests, the demo and training."""

@@ -1,0 +1,151 @@
+"""Batch mode: the pipeline without the gateway (files or folders in, grouped by series)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+from worker.core.errors import NoModelError, PermanentError
+from worker.core.paths import safe_component
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.loading import read_headers
+from worker.pipeline.run import SeriesResult, run_series
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchRow:
+    study_uid: str
+    series_uid: str
+    modality: str
+    model: str | None
+    model_version: str | None
+    status: str  # succeeded | needs_review | failed | skipped
+    error: str | None
+    measurements: dict[str, float] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    files: int = 0
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    review: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "study_uid": self.study_uid,
+            "series_uid": self.series_uid,
+            "modality": self.modality,
+            "model": self.model,
+            "model_version": self.model_version,
+            "status": self.status,
+            "error": self.error,
+            "measurements": self.measurements,
+            "outputs": self.outputs,
+            "warnings": self.warnings,
+            "findings": self.findings,
+            "review": self.review,
+        }
+
+
+def iter_files(inputs: Iterable[Path]) -> Iterator[Path]:
+    for item in inputs:
+        if item.is_dir():
+            yield from sorted(
+                p for p in item.rglob("*") if p.is_file() and not p.name.startswith(".")
+            )
+        elif item.is_file():
+            yield item
+        else:
+            raise FileNotFoundError(f"no such file or folder: {item}")
+
+
+def start_row(series_uid: str, paths: list[Path]) -> BatchRow:
+    """A series' row before it runs: failed until it succeeds (or is skipped)."""
+    header = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    return BatchRow(
+        study_uid=str(header.get("StudyInstanceUID", "")),
+        series_uid=series_uid,
+        modality=str(header.get("Modality", "")),
+        model=None,
+        model_version=None,
+        status="failed",
+        error=None,
+        files=len(paths),
+    )
+
+
+def target_dir(out_dir: Path, row: BatchRow) -> Path:
+    return out_dir / safe_component(row.study_uid) / safe_component(row.series_uid)
+
+
+def record_error(row: BatchRow, exc: Exception) -> None:
+    """What a series' error means for its row: skipped (no model) or failed, with why."""
+    if isinstance(exc, NoModelError):
+        row.status, row.error = "skipped", str(exc)
+    elif isinstance(exc, PermanentError):
+        row.error = str(exc)
+    else:  # one broken series must not stop the batch
+        logger.error("series failed unexpectedly", exc_info=exc)
+        row.error = f"{type(exc).__name__}: {exc}"
+
+
+def record_result(row: BatchRow, result: SeriesResult) -> None:
+    row.status = result.status
+    row.review = result.review
+    row.model, row.model_version = result.spec.name, result.spec.version
+    row.measurements = {m.key: round(m.value, 3) for m in result.measurements}
+    row.outputs = [str(o.path) for o in result.outputs]
+    row.warnings = result.warnings
+    row.findings = [f.as_json() for f in result.findings]
+
+
+def process_paths(
+    inputs: Iterable[Path],
+    out_dir: Path,
+    models: ModelCache,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    overlap: bool = True,
+) -> tuple[list[BatchRow], list[tuple[Path, str]]]:
+    """Run every series found under ``inputs``; returns (one row per series, skipped files).
+
+    ``progress(done, total)`` is called before the first series and after each one. With
+    ``overlap`` the next series is decoded and the previous one exported while the model
+    runs (worker.pipeline.batch_overlap); the rows, their order and the files are the same.
+    """
+    groups, skipped = read_headers(iter_files(inputs))
+    if progress is not None:
+        progress(0, len(groups))
+    if overlap:
+        from worker.pipeline.batch_overlap import run_overlapped
+
+        rows = run_overlapped(list(groups.items()), out_dir, models, progress)
+    else:
+        rows = _run_sequential(list(groups.items()), out_dir, models, progress)
+    return rows, skipped
+
+
+def _run_sequential(
+    groups: list[tuple[str, list[Path]]],
+    out_dir: Path,
+    models: ModelCache,
+    progress: Callable[[int, int], None] | None,
+) -> list[BatchRow]:
+    rows: list[BatchRow] = []
+    for series_uid, paths in groups:
+        row = start_row(series_uid, paths)
+        try:
+            result = run_series(paths, models, target_dir(out_dir, row))
+        except Exception as exc:
+            record_error(row, exc)
+        else:
+            record_result(row, result)
+        rows.append(row)
+        if progress is not None:
+            progress(len(rows), len(groups))
+    return rows

@@ -1,0 +1,33 @@
+"""Models loaded once per process (per device), handed out to any thread."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import AbstractContextManager
+
+from worker.core.registry import Model, ModelSpec
+from worker.core.settings import Precision
+from worker.pipeline.precision import autocast
+
+
+class ModelCache:
+    """Loads each model once per process (per device) and hands out the same instance
+    (from any thread)."""
+
+    def __init__(self, device: str, precision: Precision = "fp32") -> None:
+        self.device = device
+        self.precision: Precision = precision
+        self._models: dict[str, Model] = {}
+        self._lock = threading.Lock()
+
+    def autocast(self) -> AbstractContextManager[object]:
+        """Enter around a model's ``predict`` or ``forward``, in the thread that runs it."""
+        return autocast(self.device, self.precision)
+
+    def get(self, spec: ModelSpec) -> Model:
+        with self._lock:
+            model = self._models.get(spec.name)
+            if model is None:
+                model = spec.load(self.device)
+                self._models[spec.name] = model
+            return model

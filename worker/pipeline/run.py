@@ -1,0 +1,150 @@
+"""One series through the stages: load → route → infer → export. Shared by tasks and batch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worker.core.errors import NoModelError
+from worker.core.registry import Model, ModelSpec, get_spec
+from worker.core.routing import route
+from worker.export.outputs import Finding, MeasurementValue, ModelOutput
+from worker.export.seg import write_seg
+from worker.export.sr import write_sr
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.loading import LoadedSeries, load_series
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    kind: str
+    path: Path
+    sop_instance_uid: str | None  # None for files that are not DICOM (report.json)
+
+
+@dataclass
+class SeriesResult:
+    spec: ModelSpec
+    measurements: list[MeasurementValue]
+    outputs: list[OutputRecord]
+    warnings: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+    weights_sha256: str | None = None  # of the checkpoint actually loaded
+    findings: list[Finding] = field(default_factory=list)
+    review: list[str] = field(default_factory=list)  # the quality gate's reasons; empty: accepted
+
+    @property
+    def status(self) -> str:
+        """``needs_review`` when the model's quality gate flagged it, else ``succeeded``."""
+        return "needs_review" if self.review else "succeeded"
+
+
+def run_loaded(
+    series: LoadedSeries, spec: ModelSpec, models: ModelCache, out_dir: Path
+) -> SeriesResult:
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    model = models.get(spec)
+    timings["load_model"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with models.autocast():
+        output = model.predict(series)
+    timings["infer"] = time.perf_counter() - start
+    return export(series, output, spec, model, out_dir, timings=timings)
+
+
+def export(
+    series: LoadedSeries,
+    output: ModelOutput,
+    spec: ModelSpec,
+    model: Model,
+    out_dir: Path,
+    *,
+    timings: dict[str, float],
+) -> SeriesResult:
+    """SEG, SR and report.json of one model output in ``out_dir``; ``timings`` gets
+    ``export`` added and goes into the result."""
+    start = time.perf_counter()
+    seg = write_seg(series, output, spec, out_dir / "seg.dcm")
+    outputs = [OutputRecord("seg", out_dir / "seg.dcm", str(seg.SOPInstanceUID))]
+    sr = write_sr(series, output, spec, seg, out_dir / "sr.dcm")
+    if sr is not None:
+        outputs.append(OutputRecord("sr", out_dir / "sr.dcm", str(sr.SOPInstanceUID)))
+    report = out_dir / "report.json"
+    report.write_text(
+        json.dumps(
+            {
+                "model": spec.name,
+                "model_version": spec.version,
+                "status": "needs_review" if output.review else "succeeded",
+                "review": output.review,
+                "weights_sha256": getattr(model, "weights_sha256", spec.weights_sha256),
+                "measurements": {m.key: m.value for m in output.measurements},
+                "units": {m.key: m.unit for m in output.measurements},
+                "warnings": output.warnings,
+                "findings": [f.as_json() for f in output.findings],
+                **output.extras,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    outputs.append(OutputRecord("json", report, None))
+    timings["export"] = time.perf_counter() - start
+    for warning in output.warnings:
+        logger.warning("%s: %s", spec.name, warning)
+    for reason in output.review:
+        logger.warning("%s: needs review: %s", spec.name, reason)
+    return SeriesResult(
+        spec=spec,
+        measurements=output.measurements,
+        outputs=outputs,
+        warnings=output.warnings,
+        timings=timings,
+        weights_sha256=getattr(model, "weights_sha256", spec.weights_sha256),
+        findings=output.findings,
+        review=output.review,
+    )
+
+
+def load_and_route(
+    paths: Sequence[Path], spec: ModelSpec | None = None
+) -> tuple[LoadedSeries, ModelSpec, float]:
+    """Decode a series and pick its model (``spec`` pins it); also the seconds decoding took."""
+    start = time.perf_counter()
+    series = load_series(paths)
+    load_seconds = time.perf_counter() - start
+    if spec is None:
+        spec = route(series.tags)
+        if spec is None:
+            raise NoModelError(
+                f"no model accepts modality={series.tags.modality!r} "
+                f"body part={series.tags.body_part_examined!r}"
+            )
+    return series, runnable(spec), load_seconds
+
+
+def runnable(spec: ModelSpec) -> ModelSpec:
+    """``spec``, or its fallback when it cannot run here (its weights are not on this disk):
+    routing is decided without files, the fallback where the files are."""
+    while spec.runnable is not None and spec.fallback is not None and not spec.runnable():
+        logger.info("%s cannot run here: %s runs instead", spec.name, spec.fallback)
+        spec = get_spec(spec.fallback)
+    return spec
+
+
+def run_series(
+    paths: Sequence[Path], models: ModelCache, out_dir: Path, spec: ModelSpec | None = None
+) -> SeriesResult:
+    """Process one series' files; ``spec`` pins the model (as a queued job does)."""
+    series, spec, load_seconds = load_and_route(paths, spec)
+    result = run_loaded(series, spec, models, out_dir)
+    result.timings["load"] = load_seconds
+    return result

@@ -1,0 +1,212 @@
+"""Run one queued job: the DB side of a task (state, attempts, result rows), no Celery here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, timedelta
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.jobstate import TERMINAL, transition
+from db.models import Delivery, Job, JobState, Measurement, OutputFile, Result, utcnow
+from db.retry import with_db_retry
+from worker.core.errors import PermanentError
+from worker.core.paths import safe_component
+from worker.core.registry import get_spec
+from worker.core.settings import DicomDestination
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.run import SeriesResult, run_series
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 10.0
+BACKOFF_MAX_SECONDS = 600.0
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff after ``attempt`` failed attempts (1 → 10 s, 2 → 20 s, ...)."""
+    return float(min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    paths: list[Path]
+    model_name: str
+    out_dir: Path
+
+
+def _claim(
+    session_factory: sessionmaker[Session],
+    job_id: int,
+    results_root: Path,
+    running_window_s: float,
+    worker: str | None,
+) -> _Claimed | None:
+    with session_factory.begin() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None:
+            logger.error("job %s does not exist; message dropped", job_id)
+            return None
+        if job.state in TERMINAL:
+            logger.info("job %s already %s; duplicate delivery ignored", job_id, job.state.value)
+            return None
+        started = job.started_at
+        if started is not None and started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)  # SQLite returns naive UTC
+        if (
+            job.state is JobState.RUNNING
+            and started is not None
+            and utcnow() - started < timedelta(seconds=running_window_s)
+        ):
+            logger.warning("job %s is running elsewhere; duplicate delivery ignored", job_id)
+            return None
+        transition(job, JobState.RUNNING)
+        job.worker = worker
+        series = job.series
+        paths = sorted(Path(i.path) for i in series.instances)
+        out_dir = (
+            results_root
+            / safe_component(series.study.study_instance_uid)
+            / safe_component(series.series_instance_uid)
+            / f"job-{job.id}"
+        )
+        logger.info("job %s running (attempt %d, %d instances)", job.id, job.attempts, len(paths))
+        return _Claimed(paths=paths, model_name=job.model_name, out_dir=out_dir)
+
+
+def _record_success(
+    session: Session, job: Job, result: SeriesResult, deliver_to: DeliverTo
+) -> None:
+    if job.state is not JobState.RUNNING:  # a retried commit that had gone through
+        logger.warning("job %s is %s, result not recorded again", job.id, job.state.value)
+        return
+    # Flagged results are written and delivered like any other, marked in the SEG's series
+    # description, the SR's qualitative evaluation, report.json and here.
+    transition(job, JobState.NEEDS_REVIEW if result.review else JobState.SUCCEEDED)
+    if job.model_version != result.spec.version:
+        logger.warning(
+            "job %s queued for %s %s, ran %s",
+            job.id,
+            job.model_name,
+            job.model_version,
+            result.spec.version,
+        )
+    row = Result(
+        job_id=job.id,
+        model_name=result.spec.name,
+        model_version=result.spec.version,
+        weights_sha256=result.weights_sha256,
+        inference_seconds=result.timings.get("infer", 0.0),
+        review="\n".join(result.review) or None,
+        measurements=[
+            Measurement(key=m.key, label=m.label, value=m.value, unit=m.unit)
+            for m in result.measurements
+        ],
+        outputs=[
+            OutputFile(kind=o.kind, path=str(o.path), sop_instance_uid=o.sop_instance_uid)
+            for o in result.outputs
+        ],
+    )
+    names = [d.name for d in deliver_to.destinations]
+    if deliver_to.return_to_sender and job.series.calling_host:
+        names.append(SENDER)
+    for name in names:
+        row.deliveries.append(Delivery(destination=name, max_attempts=deliver_to.max_attempts))
+    session.add(row)
+
+
+def _record_failure(
+    session_factory: sessionmaker[Session], job_id: int, exc: Exception
+) -> JobState:
+    with session_factory.begin() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        assert job is not None
+        if job.state is not JobState.RUNNING:  # a retried commit that had gone through
+            return job.state
+        reason = describe_failure(exc)
+        if isinstance(exc, PermanentError):
+            transition(job, JobState.FAILED, error=reason)
+            logger.warning("job %s failed: %s", job_id, reason)
+        elif job.attempts >= job.max_attempts:
+            transition(job, JobState.QUARANTINED, error=reason)
+            logger.error("job %s quarantined after %d attempts: %s", job_id, job.attempts, reason)
+        else:
+            transition(job, JobState.QUEUED, error=reason)
+            job.not_before = utcnow() + timedelta(seconds=backoff_seconds(job.attempts))
+            logger.warning("job %s will be retried: %s", job_id, reason)
+        return job.state
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The reason an operator reads: the error class and message, the time limit named."""
+    if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery's, raised inside the model
+        return (
+            "time limit exceeded: the model ran past its limit "
+            "(MEDSEG_MODEL_TIME_LIMITS / MEDSEG_JOB_TIME_LIMIT_SECONDS)"
+        )
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+SENDER = "sender"  # the delivery destination that means "the AE the study came from"
+
+
+@dataclass(frozen=True)
+class DeliverTo:
+    destinations: Sequence[DicomDestination] = ()
+    max_attempts: int = 5
+    return_to_sender: bool = False
+
+
+def execute_job(
+    session_factory: sessionmaker[Session],
+    models: ModelCache,
+    results_root: Path,
+    job_id: int,
+    deliver_to: DeliverTo = DeliverTo(),
+    *,
+    running_window_s: float = 0.0,
+    worker: str | None = None,
+    db_wait_s: float = 300.0,
+) -> JobState | None:
+    """Run job ``job_id`` to its next state; None when there was nothing to do.
+
+    A job RUNNING since less than ``running_window_s`` is being run by another worker (a
+    duplicate message): it is left alone. Older, it is a redelivery after a worker died.
+    ``worker`` (the Celery node name) is recorded so that node's restart can hand the job
+    back. Once the model has run, its outcome is recorded even across a database outage of
+    up to ``db_wait_s``.
+    """
+    claimed = _claim(session_factory, job_id, results_root, running_window_s, worker)
+    if claimed is None:
+        return None
+
+    def fail(exc: Exception) -> JobState:
+        return with_db_retry(
+            lambda: _record_failure(session_factory, job_id, exc),
+            what=f"recording the failure of job {job_id}",
+            total_s=db_wait_s,
+        )
+
+    try:
+        spec = get_spec(claimed.model_name)
+    except KeyError as exc:
+        return fail(PermanentError(str(exc)))
+    try:
+        result = run_series(claimed.paths, models, claimed.out_dir, spec=spec)
+    except Exception as exc:  # every failure is recorded; the error class decides retry
+        logger.debug("job %s raised", job_id, exc_info=True)
+        return fail(exc)
+
+    def succeed() -> None:
+        with session_factory.begin() as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            assert job is not None
+            _record_success(session, job, result, deliver_to)
+
+    with_db_retry(succeed, what=f"recording the result of job {job_id}", total_s=db_wait_s)
+    state = JobState(result.status)
+    logger.info("job %s %s in %.2f s", job_id, state.value, sum(result.timings.values()))
+    return state

@@ -1,0 +1,102 @@
+"""Thin Celery tasks: take an ID, call plain functions, nothing else."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_process_init, worker_ready
+
+from worker.core.broker import TASK_DELIVER, TASK_RUN_JOB
+from worker.core.timelimits import HARD_LIMIT_MARGIN_SECONDS, longest_time_limit_seconds
+from worker.pipeline.context import WorkerContext
+from worker.runtime.celery_app import app
+
+logger = logging.getLogger(__name__)
+
+_context: WorkerContext | None = None
+DB_DOWN_RETRY_SECONDS = 5
+
+
+def context() -> WorkerContext:
+    """This process's context (engine, model cache), built once per worker process."""
+    global _context  # noqa: PLW0603 - one per process, built after fork
+    if _context is None:
+        _context = WorkerContext.create()
+    return _context
+
+
+@worker_process_init.connect
+def _init_process(**_: Any) -> None:
+    global _context  # noqa: PLW0603
+    _context = WorkerContext.create()
+
+
+@worker_ready.connect
+def _hand_back_orphans(sender: Any = None, **_: Any) -> None:
+    """This node restarted: the jobs it was running when it died are not running any more."""
+    from db.retry import with_db_retry
+    from db.session import make_engine, make_session_factory
+    from worker.core.settings import get_settings
+    from worker.runtime.recovery import requeue_orphans
+
+    node = str(getattr(sender, "hostname", "") or "")
+    if not node:
+        return
+    engine = make_engine(get_settings().database_url)
+    try:
+        with_db_retry(
+            lambda: requeue_orphans(make_session_factory(engine), node),
+            what="handing back this node's orphaned jobs",
+            total_s=60,
+        )
+    except Exception:  # the sweeper is the fallback; the worker must still start
+        logger.exception("could not hand back the jobs of %s", node)
+    finally:
+        engine.dispose()
+
+
+@app.task(name=TASK_RUN_JOB, bind=True, acks_late=True, ignore_result=True)
+def run_job(self: Task[Any, Any], job_id: int) -> str | None:
+    from sqlalchemy.exc import DBAPIError
+
+    from db.retry import is_transient
+    from worker.runtime.jobs import DeliverTo, execute_job
+
+    ctx = context()
+    settings = ctx.settings
+    deliver_to = DeliverTo(
+        settings.destinations,
+        settings.delivery_max_attempts,
+        return_to_sender=settings.return_to_sender_port is not None,
+    )
+    try:
+        state = execute_job(
+            ctx.session_factory,
+            ctx.models,
+            ctx.settings.results_dir,
+            job_id,
+            deliver_to,
+            running_window_s=longest_time_limit_seconds(settings) + HARD_LIMIT_MARGIN_SECONDS,
+            worker=self.request.hostname,
+        )
+    except DBAPIError as exc:
+        if not is_transient(exc):
+            raise
+        # The database is away before the job could be claimed: the message comes back later.
+        logger.warning("job %s: database unavailable (%s), retrying the message", job_id, exc)
+        raise self.retry(countdown=DB_DOWN_RETRY_SECONDS, max_retries=720) from exc
+    return state.value if state else None
+
+
+@app.task(name=TASK_DELIVER, acks_late=True, ignore_result=True)
+def deliver(delivery_id: int) -> str | None:
+    from worker.delivery.deliver import execute_delivery
+
+    ctx = context()
+    settings = ctx.settings
+    state = execute_delivery(
+        ctx.session_factory, settings.destinations, delivery_id, settings.return_to_sender_port
+    )
+    return state.value if state else None

@@ -163,7 +163,7 @@ class Stack:
                 ).first()
                 if row is not None and row[0].state in TERMINAL:
                     job, series = row
-                    if job.state.value != "succeeded":
+                    if job.state.value not in ("succeeded", "needs_review"):
                         sys.exit(f"job {job.id} {job.state.value}: {job.error}")
                     seg = session.scalar(
                         select(OutputFile.path)

@@ -34,16 +34,18 @@ class TrainConfig:
     max_seconds: float = float("inf")  # training time budget: stop after the epoch passing it
 
 
-def _augment(
-    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+def warp_pair(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    angle: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    flip: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flips, small rotation/scale/shift (same for image and mask), gain/gamma jitter."""
-    n = x.shape[0]
-    dev = x.device
-    angle = (torch.rand(n, generator=gen, device=dev) - 0.5) * math.radians(30)
-    scale = 1 + (torch.rand(n, generator=gen, device=dev) - 0.5) * 0.3
-    shift = (torch.rand(n, 2, generator=gen, device=dev) - 0.5) * 0.2
-    flip = torch.where(torch.rand(n, generator=gen, device=dev) < 0.5, -1.0, 1.0)
+    """The same affine warp of images ``x`` and masks ``y`` (N, 1, H, W): per sample a
+    rotation (radians), a zoom, a shift (fraction of the half-size, (N, 2)) and a
+    horizontal flip (-1 or 1); zeros outside."""
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [
@@ -55,6 +57,20 @@ def _augment(
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return x, y
+
+
+def _augment(
+    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flips, small rotation/scale/shift (same for image and mask), gain/gamma jitter."""
+    n = x.shape[0]
+    dev = x.device
+    angle = (torch.rand(n, generator=gen, device=dev) - 0.5) * math.radians(30)
+    scale = 1 + (torch.rand(n, generator=gen, device=dev) - 0.5) * 0.3
+    shift = (torch.rand(n, 2, generator=gen, device=dev) - 0.5) * 0.2
+    flip = torch.where(torch.rand(n, generator=gen, device=dev) < 0.5, -1.0, 1.0)
+    x, y = warp_pair(x, y, angle=angle, scale=scale, shift=shift, flip=flip)
     gain = 0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen, device=dev)
     gamma = 0.7 + 0.6 * torch.rand(n, 1, 1, 1, generator=gen, device=dev)
     x = (x.clamp(0, 1) ** gamma) * gain

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -190,6 +189,8 @@ class FetalHeadModel:
 
 def _sharpness(image: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]) -> float:
     """Variance of the Laplacian in the head's bounding box (the whole frame without a head)."""
+    import cv2  # the gateway routes with this module and has no OpenCV
+
     rows, cols = np.nonzero(mask)
     box = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] if rows.size else image
     return float(cv2.Laplacian(box, cv2.CV_32F).var())

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from worker.core.commands import Progress
 from worker.models._nn import checkpoint
 from worker.models._nn.predictor import full_size
+from worker.models._nn.train import warp_pair
 from worker.models._nn.unet import UNet
 from worker.models.fetal_head.biometry import fit_ellipse_mm
 from worker.models.fetal_head.gate_fit import attach_gate
@@ -134,17 +135,7 @@ def augment(
     scale = torch.exp((uniform(n) - 0.5) * 2 * math.log(1.25))
     shift = (uniform(n, 2) - 0.5) * 0.24
     flip = torch.where(uniform(n) < 0.5, -1.0, 1.0)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [
-            torch.stack([cos * flip, -sin, shift[:, 0]], 1),
-            torch.stack([sin * flip, cos, shift[:, 1]], 1),
-        ],
-        1,
-    )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    x, y = warp_pair(x, y, angle=angle, scale=scale, shift=shift, flip=flip)
     gain = 0.75 + 0.5 * uniform(n, 1, 1, 1)
     gamma = torch.exp((uniform(n, 1, 1, 1) - 0.5) * 2 * math.log(1.6))
     x = x.clamp(0, 1) ** gamma * gain

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.models._nn import checkpoint
-from worker.models.fetal_head.evaluate import evaluate_frames, summarise
+from worker.models.fetal_head.evaluate import evaluate_frames, held_out, summarise
 from worker.models.fetal_head.hc18 import HC18Item, load_image, read_index
 from worker.models.fetal_head.hc18_split import subject_of
 from worker.models.fetal_head.predictor import FetalHeadPredictor
@@ -36,10 +35,10 @@ from worker.models.fetal_head.us_dicom import write_us_image
 
 def _select(items: list[HC18Item], weights: Path, which: str, limit: int) -> list[HC18Item]:
     if which == "held-out":
-        held_out = set(checkpoint.read_metadata(weights).get("split", {}).get("test_subjects", []))
-        if not held_out:
-            sys.exit(f"{weights}: its metadata names no held-out subjects; use --subjects all")
-        items = [i for i in items if subject_of(i) in held_out]
+        try:
+            items = held_out(items, weights)
+        except ValueError as exc:
+            sys.exit(f"{exc}; use --subjects all")
     return items[:limit] if limit else items
 
 

@@ -39,7 +39,7 @@ from worker.models._nn.unet import UNet
 from worker.models.fetal_head.biometry import fit_ellipse_mm
 from worker.models.fetal_head.gate_fit import attach_gate
 from worker.models.fetal_head.hc18 import HC18Item, load_image, load_mask, read_index
-from worker.models.fetal_head.hc18_split import Split, subject_of, subject_split
+from worker.models.fetal_head.hc18_split import subject_of, subject_split
 from worker.models.fetal_head.predictor import clean_mask
 
 logger = logging.getLogger(__name__)
@@ -400,8 +400,3 @@ def command(args: argparse.Namespace, progress: Progress) -> str:
         f"{meta['tune_hc_mae_mm']:.2f} mm, flip TTA {meta['tta']['flip_tta']}, "
         f"{meta['train_seconds'] / 60:.0f} min"
     )
-
-
-def load_split(data: Path, config: HC18Config) -> tuple[list[HC18Item], Split]:
-    items = read_index(data)
-    return items, subject_split(items, config.test_fraction, config.tune_fraction, config.seed)

@@ -72,3 +72,12 @@ def test_latency_script_measures_both_series_through_the_real_stack() -> None:
     out = _run("latency.py", "--repeats", "1", "--ct-slices", "4", "--ct-size", "64")
     assert re.search(r"^US frame \(fetal head\)\s+\d+\.\d+ .*fetal-head-unet$", out, re.M)
     assert re.search(r"^CT 4x64²\s+\d+\.\d+ .*lung-ct-", out, re.MULTILINE)
+
+
+def test_fetal_head_hc18_script_agrees_with_the_evaluation(tmp_path: Path) -> None:
+    from worker.models.fetal_head.phantoms import write_hc18_layout
+
+    write_hc18_layout(tmp_path / "hc18", [200000, 200002])  # phantoms in the HC18 layout
+    out = _run("fetal_head_hc18.py", "--data", str(tmp_path / "hc18"), "--subjects", "all")
+    assert "medseg process (mono)" in out and "medseg process (RGB)" in out
+    assert "agreement within 0.1 mm: yes" in out

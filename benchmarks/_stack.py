@@ -15,7 +15,7 @@ import pydicom
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.jobstate import TERMINAL
+from db.jobstate import FINISHED_WITH_RESULT, TERMINAL
 from db.migrate import upgrade
 from db.models import Job, OutputFile, Result, Series
 from db.session import make_engine, make_session_factory
@@ -163,7 +163,7 @@ class Stack:
                 ).first()
                 if row is not None and row[0].state in TERMINAL:
                     job, series = row
-                    if job.state.value not in ("succeeded", "needs_review"):
+                    if job.state not in FINISHED_WITH_RESULT:
                         sys.exit(f"job {job.id} {job.state.value}: {job.error}")
                     seg = session.scalar(
                         select(OutputFile.path)

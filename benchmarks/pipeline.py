@@ -38,6 +38,7 @@ from _stack import machine, us_series
 
 import worker.models._nn.predictor as predictor_module
 import worker.pipeline.run as pipeline_module
+from db.jobstate import FINISHED_WITH_RESULT
 from db.migrate import upgrade
 from db.session import make_engine, make_session_factory
 from dicom_gateway.completion import complete_quiet_series
@@ -49,7 +50,6 @@ from worker.pipeline.cache import ModelCache
 from worker.pipeline.loading import load_series
 from worker.runtime.jobs import execute_job
 
-FINISHED = ("succeeded", "needs_review")  # job states whose pipeline ran to the end
 _MEDSEG = (sys.executable, "-m", "worker.cli")
 STAGES = (
     ("decode", "decode (read + pixel data)"),
@@ -141,7 +141,7 @@ def _process(folder: Path, out: Path, models: ModelCache, *, overlap: bool) -> f
     rows, _ = process_paths([folder], out, models, overlap=overlap)
     seconds = time.perf_counter() - start
     # needs_review ran every stage too (its quality gate flagged it): as good for timing
-    assert all(row.status in FINISHED for row in rows), [row.error for row in rows]
+    assert all(row.status in FINISHED_WITH_RESULT for row in rows), [row.error for row in rows]
     return seconds
 
 
@@ -206,7 +206,7 @@ def _worker_path(
         start = time.perf_counter()
         state = execute_job(sessions, models, root / "results", job_id)
         total += time.perf_counter() - start
-        assert state is not None and state.value in FINISHED, state
+        assert state in FINISHED_WITH_RESULT, state
     stages = ("decode", "preprocess", "infer", "postprocess", "export")
     return bare, total, total - sum(SPENT.get(k, 0.0) for k in stages)
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from _stack import Stack, ct_series, machine, us_series
 
+from db.jobstate import FINISHED_WITH_RESULT
+
 
 def _epoch(value: datetime) -> float:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
@@ -44,7 +46,7 @@ def _run(root: Path, concurrency: int, args: argparse.Namespace) -> tuple[float,
         start = time.time()
         stack.send(batch)
         jobs = stack.wait_jobs(warm_count + count, timeout=1200)[warm_count:]
-    failed = [j.id for j in jobs if j.state.value not in ("succeeded", "needs_review")]
+    failed = [j.id for j in jobs if j.state not in FINISHED_WITH_RESULT]
     if failed:
         raise SystemExit(f"jobs failed: {failed}")
     end = max(_epoch(j.finished_at) for j in jobs if j.finished_at is not None)

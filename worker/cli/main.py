@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from db.jobstate import FINISHED_WITH_RESULT
 from worker.cli.dashboard import add_dashboard_commands
 from worker.cli.models import add_model_commands
 from worker.cli.ops import add_ops_commands
@@ -119,7 +120,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
     else:
         print(f"{'series':<20} {'modality':<8} {'model':<20} {'status':<12} measurements / error")
         for row in rows:
-            finished = row.status in ("succeeded", "needs_review")
+            finished = row.status in FINISHED_WITH_RESULT
             detail = _format_measurements(row.measurements) if finished else row.error
             print(
                 f"{row.series_uid[-20:]:<20} {row.modality:<8} {row.model or '-':<20} "

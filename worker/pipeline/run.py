@@ -77,15 +77,25 @@ def export(
     sr = write_sr(series, output, spec, seg, out_dir / "sr.dcm")
     if sr is not None:
         outputs.append(OutputRecord("sr", out_dir / "sr.dcm", str(sr.SOPInstanceUID)))
+    result = SeriesResult(
+        spec=spec,
+        measurements=output.measurements,
+        outputs=outputs,
+        warnings=output.warnings,
+        timings=timings,
+        weights_sha256=getattr(model, "weights_sha256", spec.weights_sha256),
+        findings=output.findings,
+        review=output.review,
+    )
     report = out_dir / "report.json"
     report.write_text(
         json.dumps(
             {
                 "model": spec.name,
                 "model_version": spec.version,
-                "status": "needs_review" if output.review else "succeeded",
+                "status": result.status,
                 "review": output.review,
-                "weights_sha256": getattr(model, "weights_sha256", spec.weights_sha256),
+                "weights_sha256": result.weights_sha256,
                 "measurements": {m.key: m.value for m in output.measurements},
                 "units": {m.key: m.unit for m in output.measurements},
                 "warnings": output.warnings,
@@ -102,16 +112,7 @@ def export(
         logger.warning("%s: %s", spec.name, warning)
     for reason in output.review:
         logger.warning("%s: needs review: %s", spec.name, reason)
-    return SeriesResult(
-        spec=spec,
-        measurements=output.measurements,
-        outputs=outputs,
-        warnings=output.warnings,
-        timings=timings,
-        weights_sha256=getattr(model, "weights_sha256", spec.weights_sha256),
-        findings=output.findings,
-        review=output.review,
-    )
+    return result
 
 
 def load_and_route(

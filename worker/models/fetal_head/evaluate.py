@@ -23,6 +23,7 @@ from scipy.spatial.distance import directed_hausdorff
 
 from worker.core.commands import Evaluation, Progress
 from worker.models._nn import checkpoint
+from worker.models._nn.metrics import dice
 from worker.models.fetal_head.biometry import ellipse_mask, hadlock_ga_days, largest_contour
 from worker.models.fetal_head.hc18 import HC18Item, load_image, load_mask, read_index
 from worker.models.fetal_head.hc18_split import subject_of
@@ -49,11 +50,6 @@ class FrameRecord:
         return {**asdict(self), "hc_diff_mm": self.hc_diff_mm}
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / total if total else 1.0
-
-
 def _hausdorff_mm(a: np.ndarray, b: np.ndarray, pixel_mm: float) -> float | None:
     pa, pb = largest_contour(a), largest_contour(b)
     if pa is None or pb is None:
@@ -77,7 +73,7 @@ def evaluate_frame(predictor: FetalHeadPredictor, item: HC18Item) -> FrameRecord
         pixel_mm=item.pixel_mm,
         hc_reference_mm=item.hc_mm,
         hc_mm=e.circumference if e is not None else None,
-        dice=_dice(fitted, truth) if fitted is not None else 0.0,
+        dice=dice(fitted, truth) if fitted is not None else 0.0,
         hausdorff_mm=_hausdorff_mm(fitted, truth, item.pixel_mm) if fitted is not None else None,
         signals=result.signals.as_dict() if result.signals else None,
         review=result.review,

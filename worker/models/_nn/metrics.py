@@ -80,3 +80,24 @@ def precision_recall(
     precision = tp / len(scored) if scored else 1.0
     recall = tp / n_truth if n_truth else 1.0
     return precision, recall
+
+
+def boundary_distances(
+    a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]
+) -> tuple[float, float] | None:
+    """(Hausdorff distance, 95th percentile of the symmetric boundary distances) between two
+    masks of any number of components, in pixels; None when either is empty."""
+    from scipy import ndimage
+
+    if not a.any() or not b.any():
+        return None
+
+    def edge(m: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        inner: npt.NDArray[np.bool_] = ndimage.binary_erosion(m, border_value=0)
+        return m & ~inner
+
+    ea, eb = edge(a), edge(b)
+    to_b = ndimage.distance_transform_edt(~eb)[ea]
+    to_a = ndimage.distance_transform_edt(~ea)[eb]
+    both = np.concatenate([to_b, to_a])
+    return float(both.max()), float(np.percentile(both, 95))

@@ -42,14 +42,16 @@ def warp_pair(
     scale: torch.Tensor,
     shift: torch.Tensor,
     flip: torch.Tensor,
+    aspect: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same affine warp of images ``x`` and masks ``y`` (N, 1, H, W): per sample a
-    rotation (radians), a zoom, a shift (fraction of the half-size, (N, 2)) and a
-    horizontal flip (-1 or 1); zeros outside."""
+    rotation (radians), a zoom, a shift (fraction of the half-size, (N, 2)), a horizontal
+    flip (-1 or 1) and optionally a width/height stretch ``aspect``; zeros outside."""
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    widen = torch.ones_like(scale) if aspect is None else aspect
     theta = torch.stack(
         [
-            torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+            torch.stack([cos * flip / widen, -sin / widen, shift[:, 0]], 1),
             torch.stack([sin * flip, cos, shift[:, 1]], 1),
         ],
         1,
@@ -77,11 +79,11 @@ def _augment(
     return x, y
 
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
+def normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - 0.25) / 0.25  # matches predictor.preprocess
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     bce = F.binary_cross_entropy_with_logits(logits, target)
     prob = torch.sigmoid(logits)
     inter = (prob * target).sum((1, 2, 3))
@@ -96,7 +98,7 @@ def _val_dice(
     model.eval()
     scores = []
     for start in range(0, len(images), batch):
-        x = _normalise(images[start : start + batch].float()[:, None] / 255)
+        x = normalise(images[start : start + batch].float()[:, None] / 255)
         y = masks[start : start + batch].float()[:, None] / 255 >= 0.5
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             pred = model(x) > 0
@@ -127,8 +129,8 @@ def _train_epoch(
         idx = perm[step * config.batch_size : (step + 1) * config.batch_size]
         x, y = _augment(images[idx].float()[:, None] / 255, masks[idx].float()[:, None] / 255, gen)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(_normalise(x))
-        loss = _loss(logits.float(), y)
+            logits = model(normalise(x))
+        loss = loss_fn(logits.float(), y)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimiser.step()

@@ -7,7 +7,7 @@ The recipe (chosen on subject-grouped tuning frames, see docs/fetal-head.md):
 - flips, rotation, scale, shift, gain, gamma and speckle-like noise on the fly;
 - BCE + soft Dice; AdamW; a warm-up then cosine learning rate driven by whichever of step count
   and wall clock is further along, so a run on a loaded machine still anneals before its budget;
-- bf16 autocast where the CPU or GPU has the units for it.
+- bf16 autocast where the CPU or GPU has the units for it (worker.models._nn.budget).
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from tqdm import tqdm
 
 from worker.core.commands import Progress
 from worker.models._nn import checkpoint
+from worker.models._nn.budget import Budget, BudgetTrainer
 from worker.models._nn.predictor import full_size
-from worker.models._nn.train import warp_pair
+from worker.models._nn.train import normalise, warp_pair
 from worker.models._nn.unet import UNet
 from worker.models.fetal_head.biometry import fit_ellipse_mm
 from worker.models.fetal_head.gate_fit import attach_gate
@@ -70,17 +71,6 @@ class HC18Config:
     seed: int = 0
     bf16: bool = True
     threads: int = 0  # 0: torch's default
-
-
-def bf16_fast(device: str) -> bool:
-    """Whether bf16 autocast pays off here: CUDA, or a CPU with AMX/AVX512-BF16 units."""
-    if device.startswith("cuda"):
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -146,26 +136,6 @@ def augment(
     return x, y
 
 
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    return (x - 0.25) / 0.25  # matches worker.models.fetal_head.predictor.preprocess
-
-
-def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    prob = torch.sigmoid(logits)
-    inter = (prob * target).sum((1, 2, 3))
-    dice = 1 - (2 * inter + 1) / (prob.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
-    return bce + dice.mean()
-
-
-def learning_rate(config: HC18Config, progress: float) -> float:
-    """Linear warm-up, then cosine to zero; ``progress`` in [0, 1]."""
-    if progress < config.warmup:
-        return config.learning_rate * max(progress / config.warmup, 0.02)
-    t = (progress - config.warmup) / (1 - config.warmup)
-    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-
-
 # -- tuning-set measurement ------------------------------------------------------------------
 
 
@@ -229,53 +199,6 @@ class _Tuning:
         return hc_score(diffs), int(np.isnan(diffs).sum())
 
 
-class _Trainer:
-    """One model, its optimiser and the schedule clock."""
-
-    def __init__(self, config: HC18Config, device: str, n_train: int) -> None:
-        self.config, self.device = config, device
-        self.amp = config.bf16 and bf16_fast(device)
-        self.model = UNet(base=config.base, depth=config.depth).to(device)
-        self.optimiser = torch.optim.AdamW(
-            self.model.parameters(), lr=config.learning_rate, weight_decay=1e-4
-        )
-        self.gen = torch.Generator(device=device).manual_seed(config.seed)
-        self.steps_per_epoch = max(1, n_train // config.batch_size)
-        self.total_steps = config.epochs * self.steps_per_epoch
-        self.step = 0
-        self.progress = 0.0
-        self.started = time.time()
-
-    def epoch(self, train_x: torch.Tensor, train_y: torch.Tensor, bar: tqdm[Any]) -> float:
-        """One pass over the training frames; returns the mean loss."""
-        config = self.config
-        perm = torch.randperm(len(train_x), generator=self.gen, device=self.device)
-        losses = []
-        for k in range(self.steps_per_epoch):
-            self.progress = max(
-                self.step / self.total_steps, (time.time() - self.started) / config.max_seconds
-            )
-            for group in self.optimiser.param_groups:
-                group["lr"] = learning_rate(config, self.progress)
-            idx = perm[k * config.batch_size : (k + 1) * config.batch_size]
-            x, y = augment(
-                train_x[idx].float()[:, None] / 255, train_y[idx].float()[:, None] / 255, self.gen
-            )
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                logits = self.model(normalise(x))
-            loss = loss_fn(logits.float(), y)
-            self.optimiser.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            self.optimiser.step()
-            losses.append(float(loss.detach()))
-            self.step += 1
-            bar.update()
-        return float(np.mean(losses))
-
-    def spent(self) -> bool:
-        return time.time() - self.started > self.config.max_seconds or self.progress >= 1.0
-
-
 def train_hc18(
     data: Path,
     out: Path,
@@ -300,14 +223,24 @@ def train_hc18(
     )
     train_x = torch.from_numpy(images[split.train]).to(device)
     train_y = torch.from_numpy(masks[split.train]).to(device)
-    trainer = _Trainer(config, device, len(split.train))
+    budget = Budget(
+        epochs=config.epochs,
+        max_seconds=config.max_seconds,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup=config.warmup,
+        seed=config.seed,
+        bf16=config.bf16,
+    )
+    model = UNet(base=config.base, depth=config.depth)
+    trainer = BudgetTrainer(model, budget, device, len(split.train), augment)
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, torch.Tensor]] = (math.inf, 0, {})
     bar = tqdm(total=trainer.total_steps, desc="train", unit="step", mininterval=30)
     for epoch in range(1, config.epochs + 1):
-        loss = trainer.epoch(train_x, train_y, bar)
+        loss = trainer.epoch(train_x, train_y, bar.update)
         score, misses = tuning.score(trainer.model, device, trainer.amp, flip=False)
-        elapsed = time.time() - trainer.started
+        elapsed = trainer.elapsed()
         history.append(
             {
                 "epoch": epoch,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from worker.models._nn import checkpoint
+from worker.models._nn.budget import cosine_lr
 from worker.models.fetal_head.biometry import ellipse_mask, fit_ellipse_mm
 from worker.models.fetal_head.evaluate import HC_BANDS, FrameRecord, hc_at_weeks, summarise
 from worker.models.fetal_head.gate import DEFAULT_THRESHOLDS, Thresholds, reasons, signals
@@ -16,7 +17,6 @@ from worker.models.fetal_head.gate_fit import BOUNDS, fit_thresholds
 from worker.models.fetal_head.hc18 import HC18Item
 from worker.models.fetal_head.hc18_split import subject_of, subject_split
 from worker.models.fetal_head.predictor import FetalHeadPredictor, clean_mask
-from worker.models.fetal_head.train import HC18Config, learning_rate
 
 SHAPE = (540, 800)
 
@@ -148,11 +148,10 @@ def test_subject_split_keeps_each_examination_on_one_side() -> None:
 
 
 def test_learning_rate_warms_up_then_anneals_to_zero() -> None:
-    c = HC18Config(learning_rate=1.0, warmup=0.1)
-    assert learning_rate(c, 0.05) == pytest.approx(0.5)
-    assert learning_rate(c, 0.1) == pytest.approx(1.0)
-    assert learning_rate(c, 1.0) == pytest.approx(0.0, abs=1e-9)
-    assert learning_rate(c, 1.5) == pytest.approx(0.0, abs=1e-9)  # past the time budget
+    assert cosine_lr(1.0, 0.1, 0.05) == pytest.approx(0.5)
+    assert cosine_lr(1.0, 0.1, 0.1) == pytest.approx(1.0)
+    assert cosine_lr(1.0, 0.1, 1.0) == pytest.approx(0.0, abs=1e-9)
+    assert cosine_lr(1.0, 0.1, 1.5) == pytest.approx(0.0, abs=1e-9)  # past the time budget
 
 
 def test_flip_tta_averages_a_frame_with_its_mirror(tmp_path: Path) -> None:

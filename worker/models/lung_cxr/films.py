@@ -1,0 +1,94 @@
+"""Real chest films for training and validation: the image/mask pairs of a training folder
+(see worker.models.lung_cxr.lung_data), each with its patient, and patient-grouped folds.
+
+The patient of each image comes from ``images.csv`` (columns ``image``, ``patient_id`` and
+optionally ``projection``) when the folder has one; otherwise every image is its own patient.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.models.lung_cxr.lung_data import LungPair, find_pairs, read_image, read_mask
+from worker.models.lung_cxr.preprocess import mask_to_net, to_net
+
+
+@dataclass(frozen=True)
+class Film:
+    pair: LungPair
+    patient: str
+    projection: str  # "pa", "ap" or "" when unknown
+
+    @property
+    def name(self) -> str:
+        return self.pair.image.name
+
+
+def read_films(folder: Path) -> list[Film]:
+    """Every image with a mask in ``folder``, with its patient and projection."""
+    index: dict[str, dict[str, str]] = {}
+    catalogue = folder / "images.csv"
+    if catalogue.exists():
+        with open(catalogue, newline="") as fh:
+            index = {row["image"]: row for row in csv.DictReader(fh)}
+    films = []
+    for pair in find_pairs(folder):
+        row = index.get(pair.image.name, {})
+        films.append(
+            Film(
+                pair,
+                row.get("patient_id") or pair.image.stem,
+                (row.get("projection") or "").lower(),
+            )
+        )
+    return films
+
+
+def patient_folds(films: Sequence[Film], k: int, seed: int = 0) -> list[list[int]]:
+    """``k`` folds of film indices, every patient's films in one fold; patients shuffled with
+    ``seed`` then dealt largest-first to the fold with the fewest films, so folds are even."""
+    patients: dict[str, list[int]] = {}
+    for i, film in enumerate(films):
+        patients.setdefault(film.patient, []).append(i)
+    if len(patients) < k:
+        raise ValueError(f"{len(patients)} patients cannot make {k} folds")
+    rng = np.random.default_rng(seed)
+    order = [sorted(patients)[j] for j in rng.permutation(len(patients))]
+    order.sort(key=lambda p: -len(patients[p]))  # stable: ties keep the shuffled order
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for patient in order:
+        min(folds, key=len).extend(patients[patient])
+    return [sorted(fold) for fold in folds]
+
+
+@dataclass
+class FilmArrays:
+    """Full-size display images and masks, and the network-size tensors ``fit`` reads."""
+
+    images: list[npt.NDArray[np.uint8]]
+    masks: list[npt.NDArray[np.bool_]]
+    net_images: npt.NDArray[np.uint8]
+    net_masks: npt.NDArray[np.uint8]
+
+
+def load_films(films: Sequence[Film]) -> FilmArrays:
+    images, masks = [], []
+    for film in films:
+        image = read_image(film.pair.image)
+        mask = read_mask(film.pair.masks)
+        if mask.shape != image.shape:
+            raise ValueError(f"{film.name}: mask {mask.shape} and image {image.shape} differ")
+        images.append(image)
+        masks.append(mask)
+    return FilmArrays(
+        images,
+        masks,
+        np.stack([to_net(i) for i in images]),
+        np.stack([mask_to_net(m) for m in masks]),
+    )

@@ -1,0 +1,219 @@
+"""Train the lung-field U-Net on real chest films, chosen and reported by patient-grouped
+cross-validation (``medseg train lung-cxr --data DIR [--cv 5]``).
+
+Each run: the 256x256 U-Net, initialised from the phantom weights (``init="phantom"``) or at
+random, trained within a wall-clock budget on the shared schedule
+(worker.models._nn.budget), augmented for projection, exposure, devices and text
+(worker.models.lung_cxr.augment); the last epoch is kept (the cosine schedule has annealed by
+then), so no film is used to pick anything. Cross-validation trains one model per fold and
+scores its held-out patients at full resolution, through the served post-processing; the
+shipped model is then trained on every film with the same recipe.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from worker.models._nn import checkpoint
+from worker.models._nn.budget import Budget, BudgetTrainer
+from worker.models._nn.predictor import UNetPredictor
+from worker.models._nn.unet import UNet
+from worker.models.lung_cxr.augment import augment
+from worker.models.lung_cxr.field_eval import FilmRecord, score_films, summarise
+from worker.models.lung_cxr.films import Film, FilmArrays, load_films, patient_folds, read_films
+from worker.models.lung_cxr.preprocess import NET_SIZE
+
+logger = logging.getLogger(__name__)
+
+MODEL_VERSION = "2.0.0"
+PHANTOM_WEIGHTS = Path(__file__).resolve().parent / "lung_cxr_unet_phantom.pt"
+
+
+@dataclass(frozen=True)
+class CxrRecipe:
+    init: str = "phantom"  # "phantom": fine-tune the phantom weights; "scratch": random
+    base: int = 16
+    depth: int = 4
+    batch_size: int = 8
+    learning_rate: float = 2e-3
+    epochs: int = 400
+    max_seconds: float = 300.0
+    warmup: float = 0.05
+    seed: int = 0
+    bf16: bool = True
+
+
+def _initial_model(recipe: CxrRecipe, phantom_weights: Path) -> UNet:
+    if recipe.init == "phantom":
+        model, meta = checkpoint.load(phantom_weights, "cpu")
+        config = meta["config"]
+        if (int(config["base"]), int(config["depth"])) != (recipe.base, recipe.depth):
+            raise ValueError(f"{phantom_weights}: not base {recipe.base}, depth {recipe.depth}")
+        return model
+    if recipe.init != "scratch":
+        raise ValueError(f"init {recipe.init!r}: expected 'phantom' or 'scratch'")
+    torch.manual_seed(recipe.seed)
+    return UNet(base=recipe.base, depth=recipe.depth)
+
+
+def train_run(
+    net_images: np.ndarray,
+    net_masks: np.ndarray,
+    recipe: CxrRecipe,
+    device: str,
+    *,
+    phantom_weights: Path = PHANTOM_WEIGHTS,
+    desc: str = "train",
+) -> tuple[UNet, list[dict[str, float]], bool]:
+    """One model on the given network-size films; (model, loss history, bf16 used)."""
+    budget = Budget(
+        epochs=recipe.epochs,
+        max_seconds=recipe.max_seconds,
+        batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate,
+        warmup=recipe.warmup,
+        seed=recipe.seed,
+        bf16=recipe.bf16,
+    )
+    model = _initial_model(recipe, phantom_weights)
+    trainer = BudgetTrainer(model, budget, device, len(net_images), augment)
+    train_x = torch.from_numpy(net_images).to(device)
+    train_y = torch.from_numpy(net_masks).to(device)
+    history: list[dict[str, float]] = []
+    with tqdm(total=trainer.total_steps, desc=desc, unit="step", mininterval=30) as bar:
+        for epoch in range(1, recipe.epochs + 1):
+            loss = trainer.epoch(train_x, train_y, bar.update)
+            history.append(
+                {"epoch": epoch, "loss": round(loss, 5), "seconds": round(trainer.elapsed(), 1)}
+            )
+            if trainer.spent():
+                break
+    logger.info(
+        "%s: %d epochs, %d steps, last loss %.4f, %.0f s",
+        desc, len(history), trainer.step, history[-1]["loss"], trainer.elapsed(),
+    )  # fmt: skip
+    return trainer.model.eval(), history, trainer.amp
+
+
+def _model_config(recipe: CxrRecipe) -> dict[str, Any]:
+    return {
+        "arch": "unet",
+        "base": recipe.base,
+        "depth": recipe.depth,
+        "input_rows": NET_SIZE[0],
+        "input_cols": NET_SIZE[1],
+        "normalisation": "(x/255 - 0.25) / 0.25",
+    }
+
+
+def _names(films: list[Film], idx: list[int]) -> list[tuple[str, str, str]]:
+    return [(films[i].name, films[i].patient, films[i].projection) for i in idx]
+
+
+def cross_validate(
+    films: list[Film],
+    arrays: FilmArrays,
+    recipe: CxrRecipe,
+    device: str,
+    *,
+    folds: int = 5,
+    phantom_weights: Path = PHANTOM_WEIGHTS,
+) -> dict[str, Any]:
+    """Per fold: train on the other folds' patients, score this fold's films at full size
+    through the saved (fp16) checkpoint, as served. Returns per-fold summaries, the pooled
+    out-of-fold summary and every film's record."""
+    split = patient_folds(films, folds, recipe.seed)
+    per_fold, records = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, test in enumerate(split):
+            train = [i for i in range(len(films)) if i not in set(test)]
+            model, _, _ = train_run(
+                arrays.net_images[train],
+                arrays.net_masks[train],
+                recipe,
+                device,
+                phantom_weights=phantom_weights,
+                desc=f"{recipe.init} fold {k + 1}/{folds}",
+            )
+            weights = Path(tmp) / f"fold{k}.pt"
+            checkpoint.save(model, _model_config(recipe), {"fold": k}, weights)
+            fold_records = score_films(
+                UNetPredictor(weights, device),
+                [arrays.images[i] for i in test],
+                [arrays.masks[i] for i in test],
+                _names(films, test),
+            )
+            summary = {"fold": k + 1, **summarise(fold_records)}
+            logger.info("fold %d: %s", k + 1, summary)
+            per_fold.append(summary)
+            records.extend(fold_records)
+    fold_dice = [f["dice_mean"] for f in per_fold]
+    return {
+        "recipe": asdict(recipe),
+        "folds": per_fold,
+        "fold_dice_mean": round(float(np.mean(fold_dice)), 4),
+        "fold_dice_sd": round(float(np.std(fold_dice)), 4),
+        "out_of_fold": summarise(records),
+        "records": [r.as_dict() for r in records],
+    }
+
+
+def train_final(
+    films: list[Film],
+    arrays: FilmArrays,
+    recipe: CxrRecipe,
+    out: Path,
+    device: str,
+    *,
+    label: str,
+    extra: dict[str, Any],
+    phantom_weights: Path = PHANTOM_WEIGHTS,
+) -> dict[str, Any]:
+    """The shipped model: the recipe on every film; saved with ``extra`` in its metadata."""
+    started = time.time()
+    model, history, amp = train_run(
+        arrays.net_images,
+        arrays.net_masks,
+        recipe,
+        device,
+        phantom_weights=phantom_weights,
+        desc="final",
+    )
+    metadata = {
+        "model": "lung-cxr",
+        "version": MODEL_VERSION,
+        "trained_on": label,
+        "train_images": len(films),
+        "train_patients": len({f.patient for f in films}),
+        "recipe": asdict(recipe),
+        "epochs": len(history),
+        "history": history[-5:],
+        "bf16": amp,
+        "device": device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "train_seconds": round(time.time() - started, 1),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+    metadata["sha256"] = checkpoint.save(model, _model_config(recipe), metadata, out)
+    return metadata
+
+
+def load(folder: Path) -> tuple[list[Film], FilmArrays]:
+    films = read_films(folder)
+    return films, load_films(films)
+
+
+def records_of(cv: dict[str, Any]) -> list[FilmRecord]:
+    return [FilmRecord(**r) for r in cv["records"]]

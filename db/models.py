@@ -163,6 +163,14 @@ class Result(Base):
     inference_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     #: Why the model's quality gate flagged the result, one reason a line; None: accepted.
     review: Mapped[str | None] = mapped_column(Text)
+    #: The model card's validation status for the weights that made this result
+    #: (worker.core.card.ValidationStatus); None: a result older than model cards.
+    validation: Mapped[str | None] = mapped_column(String(32))
+    #: A reviewer's decision on a flagged result: "accepted" or "rejected"; None: undecided.
+    review_decision: Mapped[str | None] = mapped_column(String(16))
+    reviewed_by: Mapped[str | None] = mapped_column(String(128))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    review_note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="results")

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from worker.core.card import ModelCard
     from worker.core.tags import SeriesTags
     from worker.export.outputs import ModelOutput
     from worker.pipeline.loading import LoadedSeries
@@ -64,6 +65,8 @@ class ModelSpec:
     train: Mapping[str, str] = field(default_factory=dict, hash=False)
     evaluate: Mapping[str, str] = field(default_factory=dict, hash=False)
     phantoms: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # What the model is for and how far its results may be trusted (worker.core.card).
+    card: ModelCard | None = field(default=None, hash=False)
 
 
 @lru_cache(maxsize=1)

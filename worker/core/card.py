@@ -1,0 +1,81 @@
+"""Model cards: what a model is for, what it was trained and evaluated on, how it fails, and
+how far its results may be trusted (its validation status).
+
+One card per model, declared in the model's package (``worker/models/<name>/card.py``) and
+named by its ``SPEC``; rendered into ``docs/model-cards.md`` and ``medseg models --json``.
+The status applies to the weights the card describes (``weights_sha256``); a result made with
+any other checkpoint (a user's own) is ``unvalidated``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+ValidationStatus = Literal["validated-real", "reference-only", "phantom-only", "unvalidated"]
+
+#: Most trusted first. ``validated-real``: evaluated on real held-out data against expert
+#: labels; ``reference-only``: real data, but no expert labels (compared with a reference
+#: method); ``phantom-only``: never evaluated on a real patient image; ``unvalidated``: weights
+#: no card describes.
+STATUSES: tuple[ValidationStatus, ...] = (
+    "validated-real",
+    "reference-only",
+    "phantom-only",
+    "unvalidated",
+)
+
+#: Statuses whose results must say "not for clinical use" wherever they appear.
+NOT_FOR_CLINICAL_USE: frozenset[str] = frozenset({"phantom-only", "unvalidated"})
+
+
+def not_for_clinical_use(status: str | None) -> bool:
+    """True for phantom-only and unvalidated results (and results older than cards: None)."""
+    return status is None or status in NOT_FOR_CLINICAL_USE
+
+
+@dataclass(frozen=True)
+class DataSource:
+    name: str
+    kind: Literal["real", "phantom"]
+    description: str
+    licence: str = ""
+    citation: str = ""
+
+
+@dataclass(frozen=True)
+class CardEvaluation:
+    """One evaluation: on what, split how, against which labels, with which numbers."""
+
+    data: str
+    labels: str  # "expert" / "reference method ..." / "phantom ground truth"
+    metrics: Mapping[str, float | int | str] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class ComponentCard:
+    """A network inside a model with a status of its own (the pneumonia detector inside
+    lung-cxr); its outputs carry that status."""
+
+    name: str
+    validation: ValidationStatus
+    summary: str
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    validation: ValidationStatus
+    intended_input: str
+    intended_use: str
+    weights_sha256: tuple[str, ...]  # the shipped weights this card describes
+    training_data: tuple[DataSource, ...]
+    evaluations: tuple[CardEvaluation, ...]
+    failure_modes: tuple[str, ...]
+    components: tuple[ComponentCard, ...] = ()
+
+    def status_for(self, weights_sha256: str | None) -> ValidationStatus:
+        """The card's status for the shipped weights; ``unvalidated`` for any other."""
+        if weights_sha256 is not None and weights_sha256 in self.weights_sha256:
+            return self.validation
+        return "unvalidated"

@@ -82,13 +82,21 @@ def add_model_commands(sub: Any) -> None:
         required=True,
         help="fetal-head: HC18 layout; fetal-brain: NAME_image/NAME_mask NIfTI pairs; "
         "lung-ct: folder with the pyradiomics lung1_image.nrrd (make test-data); "
-        "lung-cxr: Montgomery (CXR_png/ + ManualMask/leftMask,rightMask/) or images/ + masks/; "
+        "lung-cxr: Montgomery (CXR_png/ + ManualMask/leftMask,rightMask/) or images/ + masks/ "
+        "(+ images.csv: image, patient_id, projection, for patient-grouped folds); "
         "pneumonia: RSNA (stage_2_train_labels.csv + stage_2_train_images/*.dcm)",
     )
     train.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt + .json)")
     train.add_argument("--epochs", type=int, help="default 40 (lung-ct: 14)")
     train.add_argument("--batch-size", type=int, help="default 32 (lung-ct: 16)")
     train.add_argument("--max-seconds", type=float, default=float("inf"))
+    train.add_argument("--steps", type=int, help="lung-cxr: optimiser steps (default 1000)")
+    train.add_argument(
+        "--folds", type=int, default=5, help="lung-cxr: patient-grouped CV folds first (0: none)"
+    )
+    train.add_argument(
+        "--init", choices=("phantom", "scratch"), help="lung-cxr: start from the phantom weights"
+    )
     train.add_argument("--device", default="auto")
     train.add_argument("--label", default="", help="what the data is (stored in the metadata)")
     train.set_defaults(func=_cmd_train, parser=train)

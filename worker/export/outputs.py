@@ -26,6 +26,7 @@ class SegmentKind:
     property_type: CodedConcept
     color: tuple[int, int, int]
     property_category: CodedConcept = ANATOMICAL_STRUCTURE
+    description: str = ""  # the SEG's Segment Description: what the mask includes
 
 
 LEFT_LUNG = SegmentKind("Left lung", CodedConcept("44029006", "SCT", "Left lung"), (128, 174, 128))

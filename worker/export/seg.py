@@ -79,6 +79,9 @@ def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.
         )
         for number, segment in enumerate(output.segments, start=1)
     ]
+    for description, segment in zip(descriptions, output.segments, strict=True):
+        if segment.kind.description:
+            description.SegmentDescription = segment.kind.description[:64]  # LO
     stacked = np.stack([s.mask for s in output.segments], axis=-1).astype(np.uint8)
     sources = series.datasets
     multiframe_one = (

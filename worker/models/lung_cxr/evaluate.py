@@ -13,7 +13,7 @@ import numpy as np
 from worker.core import commands
 from worker.models._nn.metrics import average_precision, dice, precision_recall
 from worker.models.lung_cxr.detector import DEFAULT_DETECTOR_WEIGHTS, OpacityDetector
-from worker.models.lung_cxr.lung_data import find_pairs, read_image, read_mask
+from worker.models.lung_cxr.lung_data import read_image, read_mask
 from worker.models.lung_cxr.rsna import read_rsna
 
 Progress = Callable[[int, int], None]
@@ -22,37 +22,39 @@ Progress = Callable[[int, int], None]
 def evaluate_lungs(
     folder: Path, weights: Path, device: str, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Dice of the lung field (both lungs, as the model's two segments together) per image;
-    per side too where the folder has separate left/right masks (Montgomery)."""
+    """Per film, at full resolution and through the served post-processing: Dice of both
+    fields, of each side (the truth split the same way), whether the sides are right,
+    Hausdorff distances and the area error; summarised over films. Montgomery folders with
+    separate left/right masks score each side against its own mask too."""
     from worker.models._nn.predictor import UNetPredictor
+    from worker.models.lung_cxr.field_eval import lung_fields, score_film, summarise
+    from worker.models.lung_cxr.films import read_films
     from worker.models.lung_cxr.preprocess import split_lungs
-    from worker.models.lung_cxr.serve import two_largest
 
     predictor = UNetPredictor(weights, device)
-    pairs = find_pairs(folder)
-    both: list[float] = []
-    sides: list[float] = []
-    for i, pair in enumerate(pairs):
-        image = read_image(pair.image)
+    films = read_films(folder)
+    records, sides = [], []
+    for i, film in enumerate(films):
+        image = read_image(film.pair.image)
         (prob,) = predictor.probabilities([image])
-        found = two_largest(prob)
-        truth = read_mask(pair.masks)
+        found = lung_fields(prob)
+        truth = read_mask(film.pair.masks)
         if truth.shape != found.shape:
-            raise ValueError(f"{pair.image.name}: mask and image sizes differ")
-        both.append(dice(found, truth))
-        if len(pair.masks) == 2:  # Montgomery: leftMask, rightMask (the patient's sides)
+            raise ValueError(f"{film.name}: mask and image sizes differ")
+        records.append(
+            score_film(found, truth, name=film.name, patient=film.patient,
+                       projection=film.projection)
+        )  # fmt: skip
+        if len(film.pair.masks) == 2:  # Montgomery: leftMask, rightMask (the patient's sides)
             right, left = split_lungs(found)
-            sides += [dice(left, read_mask(pair.masks[:1])), dice(right, read_mask(pair.masks[1:]))]
+            masks = film.pair.masks
+            sides += [dice(left, read_mask(masks[:1])), dice(right, read_mask(masks[1:]))]
         if progress:
-            progress(i + 1, len(pairs))
-    summary: dict[str, Any] = {
-        "images": len(both),
-        "weights_sha256": predictor.sha256,
-        "dice_mean": round(float(np.mean(both)), 4),
-        "dice_min": round(float(np.min(both)), 4),
-    }
+            progress(i + 1, len(films))
+    summary: dict[str, Any] = {"weights_sha256": predictor.sha256, **summarise(records)}
     if sides:
         summary["dice_per_side_mean"] = round(float(np.mean(sides)), 4)
+    summary["records"] = [r.as_dict() for r in records]
     return summary
 
 
@@ -86,7 +88,8 @@ def evaluate_detector(
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    return "\n".join(f"{key:<24} {value}" for key, value in summary.items())
+    shown = {k: v for k, v in summary.items() if k != "records"}
+    return "\n".join(f"{key:<26} {value}" for key, value in shown.items())
 
 
 def lungs_command(args: argparse.Namespace, progress: commands.Progress) -> commands.Evaluation:

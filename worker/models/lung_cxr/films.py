@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
 from worker.models.lung_cxr.lung_data import LungPair, find_pairs, read_image, read_mask
-from worker.models.lung_cxr.preprocess import mask_to_net, to_net
+from worker.models.lung_cxr.preprocess import NET_SIZE
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,19 @@ class FilmArrays:
     net_masks: npt.NDArray[np.uint8]
 
 
-def load_films(films: Sequence[Film]) -> FilmArrays:
+def _net_image(image: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    resized = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def _net_mask(mask: npt.NDArray[np.bool_], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """A binary mask as a soft uint8 mask (0-255) at the network size."""
+    soft = cv2.resize(mask.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return np.round(soft * 255).astype(np.uint8)
+
+
+def load_films(films: Sequence[Film], size: tuple[int, int] = NET_SIZE) -> FilmArrays:
+    """Every film at full size and at the network ``size`` (rows, columns)."""
     images, masks = [], []
     for film in films:
         image = read_image(film.pair.image)
@@ -89,6 +102,6 @@ def load_films(films: Sequence[Film]) -> FilmArrays:
     return FilmArrays(
         images,
         masks,
-        np.stack([to_net(i) for i in images]),
-        np.stack([mask_to_net(m) for m in masks]),
+        np.stack([_net_image(i, size) for i in images]),
+        np.stack([_net_mask(m, size) for m in masks]),
     )

@@ -63,6 +63,11 @@ def _band(
     return band
 
 
+#: Farthest a lung field reaches from the midline (fraction of the width): at least 4 % of
+#: the width of chest wall between a lung and the film's edge.
+LATERAL_LIMIT = 0.42
+
+
 def make_chest_xray(
     seed: int,
     *,
@@ -98,7 +103,9 @@ def make_chest_xray(
         cx = mid + side * (gap + half_w)
         shape = _lobed(xx, yy, (cx, top + 0.55 * height), (half_w, 0.58 * height), rng)
         medial = side * (xx - mid) >= gap + rng.uniform(-0.01, 0.01)
-        shape &= medial & (yy >= top)
+        # The chest wall: a lung field ends inside the film, as on a real chest film.
+        lateral = side * (xx - mid) <= LATERAL_LIMIT
+        shape &= medial & lateral & (yy >= top)
         lungs.append(shape)
 
     # Diaphragm domes: the right one higher; the lung ends above its dome.

@@ -12,9 +12,11 @@ shipped model is then trained on every film with the same recipe.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from worker.core.commands import Progress
 from worker.models._nn import checkpoint
 from worker.models._nn.budget import Budget, BudgetTrainer
 from worker.models._nn.predictor import UNetPredictor
@@ -31,7 +34,6 @@ from worker.models._nn.unet import UNet
 from worker.models.lung_cxr.augment import augment
 from worker.models.lung_cxr.field_eval import FilmRecord, score_films, summarise
 from worker.models.lung_cxr.films import Film, FilmArrays, load_films, patient_folds, read_films
-from worker.models.lung_cxr.preprocess import NET_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +44,14 @@ PHANTOM_WEIGHTS = Path(__file__).resolve().parent / "lung_cxr_unet_phantom.pt"
 @dataclass(frozen=True)
 class CxrRecipe:
     init: str = "phantom"  # "phantom": fine-tune the phantom weights; "scratch": random
+    rows: int = 160
+    cols: int = 160
     base: int = 16
     depth: int = 4
     batch_size: int = 8
     learning_rate: float = 2e-3
-    epochs: int = 400
-    max_seconds: float = 300.0
+    steps: int = 1000  # the schedule's length; the last step's weights are kept
+    max_seconds: float = 3600.0  # a safety cap: the schedule anneals by then whatever the load
     warmup: float = 0.05
     seed: int = 0
     bf16: bool = True
@@ -76,8 +80,9 @@ def train_run(
     desc: str = "train",
 ) -> tuple[UNet, list[dict[str, float]], bool]:
     """One model on the given network-size films; (model, loss history, bf16 used)."""
+    per_epoch = max(1, len(net_images) // recipe.batch_size)
     budget = Budget(
-        epochs=recipe.epochs,
+        epochs=-(-recipe.steps // per_epoch),
         max_seconds=recipe.max_seconds,
         batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate,
@@ -91,7 +96,7 @@ def train_run(
     train_y = torch.from_numpy(net_masks).to(device)
     history: list[dict[str, float]] = []
     with tqdm(total=trainer.total_steps, desc=desc, unit="step", mininterval=30) as bar:
-        for epoch in range(1, recipe.epochs + 1):
+        for epoch in range(1, budget.epochs + 1):
             loss = trainer.epoch(train_x, train_y, bar.update)
             history.append(
                 {"epoch": epoch, "loss": round(loss, 5), "seconds": round(trainer.elapsed(), 1)}
@@ -110,8 +115,8 @@ def _model_config(recipe: CxrRecipe) -> dict[str, Any]:
         "arch": "unet",
         "base": recipe.base,
         "depth": recipe.depth,
-        "input_rows": NET_SIZE[0],
-        "input_cols": NET_SIZE[1],
+        "input_rows": recipe.rows,
+        "input_cols": recipe.cols,
         "normalisation": "(x/255 - 0.25) / 0.25",
     }
 
@@ -127,15 +132,20 @@ def cross_validate(
     device: str,
     *,
     folds: int = 5,
+    only: Sequence[int] | None = None,
+    keep: Path | None = None,
     phantom_weights: Path = PHANTOM_WEIGHTS,
 ) -> dict[str, Any]:
     """Per fold: train on the other folds' patients, score this fold's films at full size
     through the saved (fp16) checkpoint, as served. Returns per-fold summaries, the pooled
-    out-of-fold summary and every film's record."""
+    out-of-fold summary and every film's record. ``only``: the folds (0-based) to run;
+    ``keep``: a folder to keep the fold checkpoints in (``fold<k>.pt``, k 0-based)."""
     split = patient_folds(films, folds, recipe.seed)
     per_fold, records = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k, test in enumerate(split):
+            if only is not None and k not in only:
+                continue
             train = [i for i in range(len(films)) if i not in set(test)]
             model, _, _ = train_run(
                 arrays.net_images[train],
@@ -145,8 +155,9 @@ def cross_validate(
                 phantom_weights=phantom_weights,
                 desc=f"{recipe.init} fold {k + 1}/{folds}",
             )
-            weights = Path(tmp) / f"fold{k}.pt"
-            checkpoint.save(model, _model_config(recipe), {"fold": k}, weights)
+            weights = (keep or Path(tmp)) / f"fold{k}.pt"
+            test_names = [films[i].name for i in test]
+            checkpoint.save(model, _model_config(recipe), {"fold": k, "test": test_names}, weights)
             fold_records = score_films(
                 UNetPredictor(weights, device),
                 [arrays.images[i] for i in test],
@@ -210,10 +221,83 @@ def train_final(
     return metadata
 
 
-def load(folder: Path) -> tuple[list[Film], FilmArrays]:
+def load(folder: Path, recipe: CxrRecipe) -> tuple[list[Film], FilmArrays]:
     films = read_films(folder)
-    return films, load_films(films)
+    return films, load_films(films, (recipe.rows, recipe.cols))
 
 
 def records_of(cv: dict[str, Any]) -> list[FilmRecord]:
     return [FilmRecord(**r) for r in cv["records"]]
+
+
+def train_and_validate(
+    data: Path,
+    out: Path,
+    recipe: CxrRecipe,
+    device: str,
+    *,
+    folds: int = 5,
+    label: str = "",
+    phantom_weights: Path = PHANTOM_WEIGHTS,
+) -> dict[str, Any]:
+    """Cross-validate (``folds`` > 1), fit the quality gate on the out-of-fold films, then
+    train the shipped model on every film; its metadata carries all of it."""
+    from worker.models.lung_cxr.gate_fit import gate_entry, out_of_fold_signals
+
+    films, arrays = load(data, recipe)
+    extra: dict[str, Any] = {
+        "data": {
+            "folder": data.name,
+            "films": len(films),
+            "patients": len({f.patient for f in films}),
+            "projections": {p: sum(f.projection == p for f in films) for p in ("pa", "ap", "")},
+        }
+    }
+    if folds > 1:
+        with tempfile.TemporaryDirectory() as keep:
+            cv = cross_validate(
+                films, arrays, recipe, device, folds=folds, keep=Path(keep),
+                phantom_weights=phantom_weights,
+            )  # fmt: skip
+            oof = out_of_fold_signals(films, arrays, sorted(Path(keep).glob("fold*.pt")), device)
+        dice = [r.dice for r in sorted(records_of(cv), key=lambda r: r.name)]
+        by_name = sorted(range(len(films)), key=lambda i: films[i].name)
+        oof_by_name = [oof[i] for i in by_name]
+        extra["cross_validation"] = cv
+        extra["quality_gate"] = gate_entry(oof_by_name, dice)
+    return train_final(
+        films,
+        arrays,
+        recipe,
+        out,
+        device,
+        label=label or f"{data.name}: real chest films with lung-field masks",
+        extra=extra,
+        phantom_weights=phantom_weights,
+    )
+
+
+def command(args: argparse.Namespace, progress: Progress) -> str:
+    """``medseg train lung-cxr --data DIR``: the recipe above; ``--folds`` (default 5) runs
+    the patient-grouped cross-validation first (0: none), ``--init phantom|scratch``."""
+    del progress  # tqdm reports instead: rate-limited lines with an ETA behave in logs
+    recipe = CxrRecipe(
+        init=args.init or "phantom",
+        batch_size=args.batch_size or CxrRecipe.batch_size,
+        steps=args.steps or CxrRecipe.steps,
+        max_seconds=args.max_seconds if args.max_seconds != float("inf") else 3600.0,
+    )
+    meta = train_and_validate(
+        args.data, args.out, recipe, args.device, folds=args.folds, label=args.label
+    )
+    lines = [f"saved {args.out} (+ .json)", f"sha256 {meta['sha256']}"]
+    cv = meta.get("cross_validation")
+    if cv:
+        oof = cv["out_of_fold"]
+        lines.append(
+            f"{len(cv['folds'])}-fold CV by patient: Dice {oof['dice_mean']:.4f} "
+            f"(fold means {cv['fold_dice_mean']:.4f} +- {cv['fold_dice_sd']:.4f}), "
+            f"worst film {oof['dice_min']:.4f}, sides right on {oof['sides_ok']}/{oof['films']}"
+        )
+        lines.append(f"quality gate: {meta['quality_gate']['out_of_fold_flagged']} flagged")
+    return "\n".join(lines)

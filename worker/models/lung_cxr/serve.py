@@ -8,6 +8,7 @@ above ``MEDSEG_PNEUMONIA_SCORE_THRESHOLD`` as findings (report.json, ``--json``,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -28,6 +29,7 @@ from worker.export.outputs import (
     ModelOutput,
     Segment,
 )
+from worker.models.lung_cxr import gate
 from worker.pipeline.calibration import Calibration
 from worker.pipeline.loading import LoadedSeries
 
@@ -36,6 +38,11 @@ logger = logging.getLogger(__name__)
 AREA = CodedConcept("42798000", "SCT", "Area")
 _CHEST_WORDS = {"CHEST", "THORAX", "LUNG", "LUNGS", "CXR", "TORSO"}
 FINDING_LABEL = "Pneumonia opacity"
+#: The lung-field convention of the training masks (cxr-lungs, V7 Labs annotations): the
+#: projected field, lung behind the heart and below the diaphragm dome's top included.
+_FIELD = "projected lung field incl. lung behind the heart"
+RIGHT_FIELD = dataclasses.replace(RIGHT_LUNG, description=f"Right {_FIELD}")
+LEFT_FIELD = dataclasses.replace(LEFT_LUNG, description=f"Left {_FIELD}")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "lung_cxr_unet.pt"  # the lung-field U-Net
 
 
@@ -76,6 +83,7 @@ class LungCxrModel:
             detector_weights or settings.pneumonia_weights or DEFAULT_DETECTOR_WEIGHTS, device
         )
         self.threshold = settings.pneumonia_score_threshold if threshold is None else threshold
+        self.thresholds = gate.Thresholds.from_metadata(self.unet.metadata.get("quality_gate"))
         # The result row holds one checksum: the U-Net's; both are in report.json.
         self.weights_sha256 = self.unet.sha256
         logger.info(
@@ -93,7 +101,8 @@ class LungCxrModel:
         images = [display_uint8(frame, monochrome1=mono1) for frame in series.frames]
         left_on_right = _patient_left_on_image_right(series)
         rights, lefts = [], []
-        for prob in self.unet.probabilities(images):
+        probs = self.unet.probabilities(images)
+        for prob in probs:
             right, left = split_lungs(two_largest(prob), patient_left_on_image_right=left_on_right)
             rights.append(right)
             lefts.append(left)
@@ -110,6 +119,16 @@ class LungCxrModel:
             for d in detections
             if d.score >= self.threshold
         ]
+        quality = gate.signals(
+            probs[0], rights[0], lefts[0], patient_left_on_image_right=left_on_right
+        )
+        field_cm2 = None
+        if scale.calibration is not None:
+            per_pixel = scale.calibration.row_mm * scale.calibration.column_mm / 100.0
+            field_cm2 = (float(rights[0].sum()) * per_pixel, float(lefts[0].sum()) * per_pixel)
+        review = gate.reasons(quality, self.thresholds, field_cm2=field_cm2)
+        first = [f.box_px for f in findings if f.frame == 0]
+        review += gate.box_reason(gate.boxes_outside(first, rights[0] | lefts[0]), len(first))
         measurements.append(
             MeasurementValue(
                 "pneumonia_findings",
@@ -119,11 +138,16 @@ class LungCxrModel:
             )
         )
         return ModelOutput(
-            segments=[Segment(RIGHT_LUNG, np.stack(rights)), Segment(LEFT_LUNG, np.stack(lefts))],
+            segments=[
+                Segment(RIGHT_FIELD, np.stack(rights)),
+                Segment(LEFT_FIELD, np.stack(lefts)),
+            ],
             measurements=measurements,
             warnings=warnings,
             findings=findings,
+            review=review,
             extras={
+                "quality": quality.as_dict(),
                 "scale": scale.note,
                 "score_threshold": self.threshold,
                 "weights": {"lung_unet": self.unet.sha256, "detector": self.detector.sha256},
@@ -186,7 +210,7 @@ SPEC = ModelSpec(
     load=_load,
     algorithm_family="ArtificialIntelligence",
     train={
-        "lung-cxr": "worker.models.lung_cxr.train:command",
+        "lung-cxr": "worker.models.lung_cxr.recipe:command",
         "pneumonia": "worker.models.lung_cxr.detector_train:command",
     },
     evaluate={

@@ -20,6 +20,7 @@ from worker.models._nn.metrics import average_precision, precision_recall
 from worker.models._nn.predictor import UNetPredictor
 from worker.models.lung_cxr.cr_dicom import write_cxr
 from worker.models.lung_cxr.detector import OpacityDetector
+from worker.models.lung_cxr.films import patient_folds, read_films
 from worker.models.lung_cxr.lung_data import find_pairs, load_pairs, write_montgomery_layout
 from worker.models.lung_cxr.phantoms import make_chest_xray
 from worker.models.lung_cxr.preprocess import NET_SIZE, display_uint8, split_lungs
@@ -120,15 +121,69 @@ def test_train_lung_cxr_on_a_montgomery_folder(tmp_path: Path) -> None:
     out = tmp_path / "lung.pt"
     code = main(
         [
-            *("train", "lung-cxr", "--data", str(data), "--out", str(out), "--epochs", "1"),
-            *("--batch-size", "2", "--device", "cpu", "--label", "tiny Montgomery-layout phantoms"),
+            *("train", "lung-cxr", "--data", str(data), "--out", str(out), "--steps", "2"),
+            *("--folds", "0", "--batch-size", "2", "--device", "cpu"),
+            *("--label", "tiny Montgomery-layout phantoms"),
         ]
     )
     assert code == 0
     predictor = UNetPredictor(out, "cpu")  # sha256 checked on load
-    assert predictor.metadata["trained_on"] == "tiny Montgomery-layout phantoms"
-    assert (predictor.metadata["train_images"], predictor.metadata["val_images"]) == (3, 1)
-    assert predictor.input_size == NET_SIZE
+    meta = predictor.metadata
+    assert meta["trained_on"] == "tiny Montgomery-layout phantoms"
+    assert (meta["train_images"], meta["data"]["patients"]) == (4, 4)  # no images.csv
+    assert meta["recipe"]["init"] == "phantom" and meta["recipe"]["steps"] == 2
+    assert "cross_validation" not in meta
+    assert predictor.input_size == (160, 160)
+
+
+def _pairs_layout(folder: Path, seeds: range, patients: list[str]) -> None:
+    """Phantoms in the images/ + masks/ layout with an images.csv naming their patients."""
+    montgomery = folder.parent / f"{folder.name}-m"
+    write_montgomery_layout(montgomery, seeds)
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    rows = ["image,patient_id,projection,sex"]
+    pngs = sorted((montgomery / "CXR_png").glob("*.png"))
+    for png, patient in zip(pngs, patients, strict=True):
+        shutil.copy(png, folder / "images" / png.name)
+        left = cv2.imread(str(montgomery / "ManualMask/leftMask" / png.name), 0)
+        right = cv2.imread(str(montgomery / "ManualMask/rightMask" / png.name), 0)
+        assert left is not None and right is not None
+        cv2.imwrite(str(folder / "masks" / png.name), np.maximum(left, right))
+        rows.append(f"{png.name},{patient},pa,f")
+    (folder / "images.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_train_lung_cxr_cross_validates_by_patient(tmp_path: Path) -> None:
+    data = tmp_path / "films"
+    _pairs_layout(data, range(900100, 900106), ["a", "a", "b", "b", "c", "c"])
+    films = read_films(data)
+    folds = patient_folds(films, 3)
+    assert sorted(i for fold in folds for i in fold) == list(range(6))
+    for fold in folds:  # each patient's films together, in one fold
+        assert len({films[i].patient for i in fold}) == 1
+    with pytest.raises(ValueError, match="3 patients"):
+        patient_folds(films, 4)
+    out = tmp_path / "lung.pt"
+    code = main(
+        [
+            *("train", "lung-cxr", "--data", str(data), "--out", str(out), "--steps", "2"),
+            *("--folds", "3", "--batch-size", "2", "--device", "cpu", "--init", "scratch"),
+        ]
+    )
+    assert code == 0
+    meta = UNetPredictor(out, "cpu").metadata
+    cv = meta["cross_validation"]
+    assert [f["fold"] for f in cv["folds"]] == [1, 2, 3]
+    assert {r["patient"] for r in cv["records"]} == {"a", "b", "c"} and len(cv["records"]) == 6
+    assert cv["out_of_fold"]["films"] == 6
+    assert meta["quality_gate"]["fitted_on"].startswith("defaults")  # 6 films: too few
+    assert meta["data"] == {
+        "folder": "films",
+        "films": 6,
+        "patients": 3,
+        "projections": {"pa": 6, "ap": 0, "": 0},
+    }
 
 
 def test_images_masks_layout_reads_pairs(tmp_path: Path) -> None:
@@ -183,7 +238,8 @@ def test_evaluate_shipped_models_on_held_out_user_layouts(tmp_path: Path) -> Non
     )
     assert code == 0
     lungs = json.loads((tmp_path / "lungs.json").read_text())
-    assert lungs["images"] == 4
+    assert lungs["films"] == 4 and len(lungs["records"]) == 4
+    assert lungs["sides_ok"] == 4 and lungs["hausdorff_px_mean"] is not None
     assert lungs["dice_mean"] > 0.95 and lungs["dice_per_side_mean"] > 0.95
     write_rsna_layout(tmp_path / "r", range(900040, 900052))
     code = main(

@@ -28,6 +28,7 @@ from worker.export.outputs import (
     ModelOutput,
     Segment,
 )
+from worker.models.lung_cxr.card import CARD
 from worker.pipeline.calibration import Calibration
 from worker.pipeline.loading import LoadedSeries
 
@@ -194,4 +195,5 @@ SPEC = ModelSpec(
         "pneumonia": "worker.models.lung_cxr.evaluate:detector_command",
     },
     phantoms={"chest-xray": "worker.models.lung_cxr.phantoms:command"},
+    card=CARD,
 )

@@ -31,7 +31,9 @@ def list_jobs(
     model: str | None = None,
     limit: int = 200,
 ) -> list[Job]:
-    query = select(Job).options(selectinload(Job.series).selectinload(Series.study))
+    query = select(Job).options(
+        selectinload(Job.series).selectinload(Series.study), selectinload(Job.results)
+    )
     if state is not None:
         query = query.where(Job.state == state)
     if since is not None:

@@ -12,8 +12,8 @@ CARD = ModelCard(
         "Multi-frame, calibrated by SequenceOfUltrasoundRegions or PixelSpacing)"
     ),
     intended_use=(
-        "Fetal head segmentation and biometry (HC, BPD, OFD, GA by Hadlock) to assist a "
-        "sonographer; every result is to be checked by a person"
+        "Fetal head segmentation and biometry (HC, BPD, OFD, GA by Hadlock) for a sonographer "
+        "to check; flagged frames (the quality gate) need a person's review"
     ),
     weights_sha256=("ab6020b9241382a9cb0f3bb5f489b53153e39151c36a7c509d20ac58245f8519",),
     training_data=(

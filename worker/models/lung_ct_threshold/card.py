@@ -4,7 +4,7 @@ columns) and ``docs/lung.md``."""
 
 from __future__ import annotations
 
-from worker.core.card import CardEvaluation, DataSource, ModelCard
+from worker.core.card import CardEvaluation, ModelCard
 
 CARD = ModelCard(
     validation="reference-only",
@@ -14,14 +14,7 @@ CARD = ModelCard(
         "the lung CT U-Net is trained on and the fallback when its weights are missing"
     ),
     weights_sha256=(),
-    training_data=(
-        DataSource(
-            name="none",
-            kind="phantom",
-            description="a classical method (threshold -320 HU, components, airway removal); "
-            "nothing is trained",
-        ),
-    ),
+    training_data=(),  # a classical method: nothing is trained
     evaluations=(
         CardEvaluation(
             data="6 held-out chest CT phantoms (seeds 2000-2005)",

@@ -106,7 +106,14 @@ class LungCxrModel:
             warnings.append(f"{len(images)} images in the series: measurements are of the first")
         measurements = _areas(rights[0], lefts[0], scale.calibration)
         findings = [
-            Finding(FINDING_LABEL, d.score, _clip(d.box, images[k].shape), PNEUMONIA, frame=k)
+            Finding(
+                FINDING_LABEL,
+                d.score,
+                _clip(d.box, images[k].shape),
+                PNEUMONIA,
+                frame=k,
+                validation=CARD.component_status("pneumonia-detector", self.detector.sha256),
+            )
             for k, detections in enumerate(self.detector.detect(images))
             for d in detections
             if d.score >= self.threshold

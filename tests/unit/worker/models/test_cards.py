@@ -40,7 +40,8 @@ def test_each_card_names_the_shipped_weights(name: str) -> None:
     for meta in metas:
         assert card.status_for(_sha(meta)) == status
     assert card.status_for("0" * 64) == ("unvalidated" if metas else status)
-    assert card.training_data and card.evaluations and card.failure_modes
+    assert card.evaluations and card.failure_modes
+    assert card.training_data or not metas  # only a method without weights trained on nothing
     assert all(c.validation in STATUSES for c in card.components)
 
 

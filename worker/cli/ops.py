@@ -120,6 +120,10 @@ def _print_status(session_factory: Any) -> None:
         )
     rate = "-" if s.failure_rate_day is None else f"{100 * s.failure_rate_day:.1f} %"
     print(f"failure rate (last day): {rate}")
+    print(
+        f"awaiting review: {s.awaiting_review} needs_review job(s) undecided"
+        + ("  (medseg jobs --state needs_review; medseg review)" if s.awaiting_review else "")
+    )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

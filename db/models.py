@@ -60,6 +60,10 @@ class DeliveryState(enum.StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
+    #: Not sent by the destination's delivery policy (a flagged result not yet accepted, a
+    #: not-for-clinical-use result, a rejected one); ``error`` says why. A reviewer's
+    #: acceptance may make it pending again.
+    WITHHELD = "withheld"
 
 
 class Study(Base):

@@ -81,9 +81,20 @@ def _cmd_echo(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from worker.core.registry import all_specs
+    from worker.ops.cards import cards_markdown, spec_json
 
-    for spec in all_specs():
-        print(f"{spec.name:24} {spec.version:8} queue={spec.queue:4} {spec.description}")
+    specs = all_specs()
+    if args.cards_markdown:
+        print(cards_markdown(specs), end="")
+    elif args.json:
+        print(json.dumps([spec_json(spec) for spec in specs], indent=2))
+    else:
+        for spec in specs:
+            status = spec.card.validation if spec.card else "no card"
+            print(
+                f"{spec.name:24} {spec.version:8} queue={spec.queue:4} {status:15} "
+                f"{spec.description}"
+            )
     return 0
 
 
@@ -101,6 +112,7 @@ def _batch_progress() -> Callable[[int, int], None] | None:
 
 
 def _cmd_process(args: argparse.Namespace) -> int:
+    from worker.core.card import describe_validation
     from worker.core.settings import get_settings
     from worker.pipeline.batch import process_paths
     from worker.pipeline.cache import ModelCache
@@ -126,6 +138,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
                 f"{row.series_uid[-20:]:<20} {row.modality:<8} {row.model or '-':<20} "
                 f"{row.status:<12} {detail}"
             )
+            if row.validation is not None:
+                print(f"{'':<20} validation: {describe_validation(row.validation)}")
             for reason in row.review:
                 print(f"{'':<20} needs review: {reason}")
             for output in row.outputs:
@@ -194,7 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--timeout", type=float, default=10.0)
     echo.set_defaults(func=_cmd_echo)
 
-    sub.add_parser("models", help="list registered models").set_defaults(func=_cmd_models)
+    models = sub.add_parser("models", help="list registered models and their cards")
+    models.add_argument("--json", action="store_true", help="with each model's card, as JSON")
+    models.add_argument(
+        "--cards-markdown", action="store_true", help="the cards as docs/model-cards.md"
+    )
+    models.set_defaults(func=_cmd_models)
 
     process = sub.add_parser("process", help="run the pipeline on files/folders, no gateway")
     process.add_argument("paths", nargs="+", type=Path)

@@ -120,6 +120,10 @@ def _print_status(session_factory: Any) -> None:
         )
     rate = "-" if s.failure_rate_day is None else f"{100 * s.failure_rate_day:.1f} %"
     print(f"failure rate (last day): {rate}")
+    print(
+        f"awaiting review: {s.awaiting_review} needs_review job(s) undecided"
+        + ("  (medseg jobs --state needs_review; medseg review)" if s.awaiting_review else "")
+    )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -139,6 +143,33 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
     count, size = purge_inputs(_session_factory(), utcnow() - args.older_than, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {count} instance file(s), {size / 1e6:.1f} MB")
+    return 0
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from worker.core.settings import get_settings
+    from worker.ops.operations import OperationError
+    from worker.ops.review import Decision, decide
+
+    decisions: dict[str, Decision] = {"accept": "accepted", "reject": "rejected"}
+    try:
+        done = decide(
+            _session_factory(),
+            args.job_id,
+            decisions[args.decision],
+            by=args.by,
+            note=args.note,
+            force=args.force,
+            destinations=get_settings().destinations,
+        )
+    except OperationError as exc:
+        print(f"medseg review: {exc}", file=sys.stderr)
+        return 1
+    print(f"job {done.job_id} {done.decision} by {args.by}")
+    if done.released:
+        print(f"queued for delivery to: {', '.join(done.released)}")
+    if done.withheld:
+        print(f"still withheld from: {', '.join(done.withheld)} (see medseg show)")
     return 0
 
 
@@ -172,6 +203,16 @@ def add_ops_commands(sub: Any) -> None:
     cleanup.add_argument("--older-than", type=_since, required=True, help="e.g. 7d")
     cleanup.add_argument("--dry-run", action="store_true")
     cleanup.set_defaults(func=_cmd_cleanup)
+
+    review = sub.add_parser(
+        "review", help="accept or reject a needs_review result (who, when, why are recorded)"
+    )
+    review.add_argument("job_id", type=int)
+    review.add_argument("decision", choices=["accept", "reject"])
+    review.add_argument("--by", required=True, metavar="NAME", help="who decides")
+    review.add_argument("--note", help="why (kept with the result)")
+    review.add_argument("--force", action="store_true", help="replace an earlier decision")
+    review.set_defaults(func=_cmd_review)
 
     cancel = sub.add_parser("cancel", help="cancel a queued (or failed) job")
     cancel.add_argument("job_id", type=int)

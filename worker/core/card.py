@@ -35,6 +35,12 @@ def not_for_clinical_use(status: str | None) -> bool:
     return status is None or status in NOT_FOR_CLINICAL_USE
 
 
+def describe_validation(status: str | None) -> str:
+    """The status as operators read it: ``phantom-only (NOT FOR CLINICAL USE)``."""
+    shown = status or "unknown (a result older than model cards)"
+    return f"{shown} (NOT FOR CLINICAL USE)" if not_for_clinical_use(status) else shown
+
+
 @dataclass(frozen=True)
 class DataSource:
     name: str
@@ -61,6 +67,11 @@ class ComponentCard:
     name: str
     validation: ValidationStatus
     summary: str
+    weights_sha256: tuple[str, ...] = ()  # its shipped weights; () = it has none of its own
+
+    def status_for(self, weights_sha256: str | None) -> ValidationStatus:
+        """As ``ModelCard.status_for``, for this component's own weights."""
+        return _status(self.validation, self.weights_sha256, weights_sha256)
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,24 @@ class ModelCard:
     components: tuple[ComponentCard, ...] = ()
 
     def status_for(self, weights_sha256: str | None) -> ValidationStatus:
-        """The card's status for the shipped weights; ``unvalidated`` for any other."""
-        if weights_sha256 is not None and weights_sha256 in self.weights_sha256:
-            return self.validation
+        """The card's status for the shipped weights; ``unvalidated`` for any other. A card
+        without weights (a classical method, ``weights_sha256=()``) applies to every run."""
+        return _status(self.validation, self.weights_sha256, weights_sha256)
+
+    def component_status(self, name: str, weights_sha256: str | None) -> ValidationStatus:
+        """The status of component ``name`` run with ``weights_sha256``; ``unvalidated`` for
+        a component the card does not describe."""
+        for component in self.components:
+            if component.name == name:
+                return component.status_for(weights_sha256)
         return "unvalidated"
+
+
+def _status(
+    validation: ValidationStatus, described: tuple[str, ...], actual: str | None
+) -> ValidationStatus:
+    if not described:
+        return validation  # nothing to match: the card covers the method itself
+    if actual is not None and actual in described:
+        return validation
+    return "unvalidated"

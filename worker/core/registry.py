@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from worker.core.card import ModelCard
+    from worker.core.card import ModelCard, ValidationStatus
     from worker.core.tags import SeriesTags
     from worker.export.outputs import ModelOutput
     from worker.pipeline.loading import LoadedSeries
@@ -67,6 +67,11 @@ class ModelSpec:
     phantoms: Mapping[str, str] = field(default_factory=dict, hash=False)
     # What the model is for and how far its results may be trusted (worker.core.card).
     card: ModelCard | None = field(default=None, hash=False)
+
+    def validation_for(self, weights_sha256: str | None) -> ValidationStatus:
+        """The status of a result made with ``weights_sha256`` (the checkpoint loaded, None
+        for a model without weights): the card's verdict, ``unvalidated`` without a card."""
+        return "unvalidated" if self.card is None else self.card.status_for(weights_sha256)
 
 
 @lru_cache(maxsize=1)

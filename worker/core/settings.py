@@ -13,7 +13,23 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 Precision = Literal["fp32", "bf16"]
 
 
-class DicomDestination(BaseModel):
+class DeliveryPolicy(BaseModel):
+    """Which results a destination gets. Results are always kept locally; one a destination
+    does not get is recorded as a ``withheld`` delivery with the reason (docs/configuration.md).
+    """
+
+    send_needs_review: bool = Field(
+        default=False,
+        description="Also send results the quality gate flagged before a reviewer accepts them.",
+    )
+    send_not_validated: bool = Field(
+        default=False,
+        description="Also send results of phantom-only or unvalidated models (not for clinical "
+        "use), even after a reviewer accepted them.",
+    )
+
+
+class DicomDestination(DeliveryPolicy):
     """A DICOM node results are C-STOREd to (``type: dicom``; other types may follow)."""
 
     type: Literal["dicom"] = "dicom"
@@ -166,7 +182,9 @@ class Settings(BaseSettings):
     destinations: list[DicomDestination] = Field(
         default_factory=list,
         description='Where results go, as JSON: [{"type": "dicom", "name": "pacs", '
-        '"ae_title": "PACS", "host": "10.0.0.5", "port": 104}]',
+        '"ae_title": "PACS", "host": "10.0.0.5", "port": 104}]; each may add '
+        '"send_needs_review" and "send_not_validated" (both false by default: flagged and '
+        "not-for-clinical-use results are withheld from it).",
     )
     delivery_max_attempts: int = Field(default=5, ge=1)
     return_to_sender_port: int | None = Field(

@@ -1,4 +1,5 @@
-"""The POSTs: log in and out, retry and cancel jobs. Each checks the session's CSRF token."""
+"""The POSTs: log in and out, retry and cancel jobs, review results. Each checks the session's
+CSRF token."""
 
 from __future__ import annotations
 
@@ -177,3 +178,42 @@ def rerun(
         request.session["flash"] = f"{model}: {len(created)} job(s) queued"
         logger.info("dashboard: %s reran %s: %d job(s)", user, model, len(created))
     return RedirectResponse(f"/jobs?model={quote(model)}", status_code=303)
+
+
+@router.post("/jobs/{job_id}/review")
+def review(
+    request: Request,
+    *,
+    user: User,
+    factory: Factory,
+    settings: Annotated[Settings, Depends(deps.settings)],
+    job_id: int,
+    csrf: Csrf,
+    decision: Annotated[str, Form()],
+    note: Annotated[str, Form()] = "",
+    force: Annotated[bool, Form()] = False,
+) -> Response:
+    """Accept or reject a needs_review result as the logged-in user (worker.ops.review)."""
+    from worker.ops.review import DECISIONS, decide
+
+    _check_csrf(request, csrf)
+    chosen = next((d for d in DECISIONS if d == decision), None)
+    if chosen is None:
+        raise HTTPException(400, f"unknown decision {decision!r}")
+    try:
+        done = decide(
+            factory,
+            job_id,
+            chosen,
+            by=user,
+            note=note.strip()[:500] or None,
+            force=force,
+            destinations=settings.destinations,
+        )
+    except operations.OperationError as exc:
+        request.session["flash"] = f"not reviewed: {exc}"
+    else:
+        sent = f"; queued for {', '.join(done.released)}" if done.released else ""
+        request.session["flash"] = f"job {job_id} {done.decision}{sent}"
+        logger.info("dashboard: %s %s job %s", user, done.decision, job_id)
+    return RedirectResponse(f"/jobs/{job_id}", status_code=303)

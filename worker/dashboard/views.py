@@ -113,13 +113,15 @@ def overlay(user: User, factory: Factory, job_id: int, size: int = 512) -> Respo
 
 @router.get("/studies/{study_id}")
 def study(request: Request, user: User, factory: Factory, study_id: int) -> Response:
+    from worker.dashboard.reports import findings_by_result
     from worker.export.report import load_study
 
     with factory() as session:
         found = load_study(session, study_id=study_id)
         if found is None:
             raise HTTPException(404, f"no study {study_id}")
-        return deps.page(request, "study.html", study=found)
+        results = [r for series in found.series for job in series.jobs for r in job.results]
+        return deps.page(request, "study.html", study=found, findings=findings_by_result(results))
 
 
 @router.get("/failures")

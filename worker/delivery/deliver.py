@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Delivery, DeliveryState, utcnow
 from worker.core.settings import DicomDestination
-from worker.runtime.jobs import SENDER, backoff_seconds
+from worker.delivery.policy import SENDER
+from worker.runtime.jobs import backoff_seconds
 
 logger = logging.getLogger(__name__)
 

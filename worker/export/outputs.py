@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from worker.core.card import ValidationStatus
+
 
 @dataclass(frozen=True)
 class CodedConcept:
@@ -74,20 +76,26 @@ PNEUMONIA = CodedConcept("233604007", "SCT", "Pneumonia")
 @dataclass(frozen=True)
 class Finding:
     """A detected region: ``box_px`` = (x0, y0, x1, y1) in source image pixels (column, row;
-    x1/y1 are the far edges), ``score`` the detector's confidence 0-1."""
+    x1/y1 are the far edges), ``score`` the detector's confidence 0-1. ``validation``: the
+    status of the component that found it when it has one of its own (a model card's
+    ``ComponentCard``), None when the finding shares its result's status."""
 
     label: str
     score: float
     box_px: tuple[float, float, float, float]
     concept: CodedConcept
     frame: int = 0  # 0-based frame of the source image
+    validation: ValidationStatus | None = None
 
     def as_json(self) -> dict[str, object]:
-        return {
+        shown: dict[str, object] = {
             "label": self.label,
             "score": round(self.score, 4),
             "box_px": [round(v, 1) for v in self.box_px],
         }
+        if self.validation is not None:
+            shown["validation"] = self.validation
+        return shown
 
 
 @dataclass
@@ -105,3 +113,6 @@ class ModelOutput:
     #: Why the model's quality gate refuses to vouch for this output (empty: accepted). A
     #: result with reasons is ``needs_review``: still written and delivered, flagged everywhere.
     review: list[str] = field(default_factory=list)
+    #: The model card's status for the weights that made this output; set by the pipeline
+    #: (``worker.pipeline.run.export``), not by the model. None: not known yet.
+    validation: ValidationStatus | None = None

@@ -8,6 +8,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.models import Job, Result, Series, Study
+from worker.core.card import describe_validation
+
+
+def describe_decision(result: Result) -> str:
+    """A reviewer's decision as one line: ``accepted by NAME at TIME: NOTE``."""
+    if not result.review_decision:
+        return "undecided"
+    when = result.reviewed_at.isoformat(timespec="seconds") if result.reviewed_at else "-"
+    note = f": {result.review_note}" if result.review_note else ""
+    return f"{result.review_decision} by {result.reviewed_by or '-'} at {when}{note}"
 
 
 def print_results(session_factory: sessionmaker[Session], out: TextIO) -> None:
@@ -102,6 +112,9 @@ def print_study(session_factory: sessionmaker[Session], study_uid: str, out: Tex
                 )
                 for result in job.results:
                     print(f"      weights sha256 {result.weights_sha256 or '-'}", file=out)
+                    print(f"      validation: {describe_validation(result.validation)}", file=out)
+                    if result.review_decision:
+                        print(f"      {describe_decision(result)}", file=out)
                     for reason in (result.review or "").splitlines():
                         print(f"      needs review: {reason}", file=out)
                     for m in result.measurements:

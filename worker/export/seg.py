@@ -13,6 +13,7 @@ from pydicom.sr.codedict import codes
 
 from worker import __version__
 from worker.core.registry import ModelSpec
+from worker.export.labels import series_description
 from worker.export.outputs import CodedConcept, ModelOutput
 from worker.pipeline.loading import LoadedSeries
 
@@ -104,7 +105,7 @@ def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.
         manufacturer_model_name=spec.name,
         software_versions=f"medseg {__version__}; {spec.name} {spec.version}",
         device_serial_number="0",
-        series_description=f"medseg {spec.name}{' NEEDS REVIEW' * bool(output.review)}"[:64],
+        series_description=series_description(f"medseg {spec.name}", output),
         content_label="MEDSEG",
         content_description=spec.description[:64],
     )

@@ -19,16 +19,15 @@ from pydicom.sr.codedict import codes
 
 from worker import __version__
 from worker.core.registry import ModelSpec
+from worker.export.labels import series_description
 from worker.export.outputs import CodedConcept, MeasurementValue, ModelOutput
 from worker.export.seg import save_atomic
-from worker.export.sr_findings import finding_groups
+from worker.export.sr_findings import algorithm_identification, finding_groups
 from worker.pipeline.loading import LoadedSeries
 
 logger = logging.getLogger(__name__)
 
 SR_SERIES_NUMBER = 9902
-#: Appended to the series description of a flagged result's SEG and SR, so viewers show it.
-REVIEW_SUFFIX = " NEEDS REVIEW"
 IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
 UCUM: dict[str, tuple[str, str]] = {
     "mm": ("mm", "millimeter"),
@@ -123,7 +122,7 @@ def build_sr(
     coded = [m for m in output.measurements if m.concept is not None and m.unit in UCUM]
     if not coded and not output.findings:
         return None
-    algorithm = hd.sr.AlgorithmIdentification(name=spec.name, version=spec.version)
+    algorithm = algorithm_identification(spec.name, spec.version, output.validation)
     by_segment: dict[int | None, list[hd.sr.Measurement]] = defaultdict(list)
     for m in coded:
         by_segment[m.segment].append(_measurement(m, algorithm))
@@ -145,7 +144,9 @@ def build_sr(
                 qualitative_evaluations=_review(output),
             )
         )
-    groups.extend(finding_groups(output.findings, series, algorithm))
+    groups.extend(
+        finding_groups(output.findings, series, (spec.name, spec.version, output.validation))
+    )
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -162,13 +163,13 @@ def build_sr(
     _drop_segment_number_beside_frame(root.ContentSequence)
     evidence: list[Dataset] = [*series.datasets, seg]
     _require_evidence(root, evidence)
-    document = _document(evidence, spec, flagged=bool(output.review))
+    document = _document(evidence, spec, output)
     for tag, element in root.items():
         document[tag] = element
     return document
 
 
-def _document(evidence: Sequence[Dataset], spec: ModelSpec, *, flagged: bool) -> Dataset:
+def _document(evidence: Sequence[Dataset], spec: ModelSpec, output: ModelOutput) -> Dataset:
     """The SR document around an empty root container, by highdicom: patient, study, series,
     equipment and the evidence sequence, which depend on ``evidence`` only.
 
@@ -187,7 +188,7 @@ def _document(evidence: Sequence[Dataset], spec: ModelSpec, *, flagged: bool) ->
         instance_number=1,
         manufacturer="medseg",
         is_complete=True,
-        series_description=f"medseg {spec.name} measurements{REVIEW_SUFFIX * flagged}"[:64],
+        series_description=series_description(f"medseg {spec.name} measurements", output),
         software_versions=f"medseg {__version__}",
     )
     document = Dataset(sr)  # the same elements, without the stale parsed content tree

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.jobstate import InvalidTransitionError, transition
-from db.models import Job, JobState, Series, utcnow
+from db.models import Job, JobState, Result, Series, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ def list_jobs(
     model: str | None = None,
     limit: int = 200,
 ) -> list[Job]:
-    query = select(Job).options(selectinload(Job.series).selectinload(Series.study))
+    query = select(Job).options(
+        selectinload(Job.series).selectinload(Series.study), selectinload(Job.results)
+    )
     if state is not None:
         query = query.where(Job.state == state)
     if since is not None:
@@ -92,6 +94,7 @@ class Status:
     oldest_waiting_s: float | None = None
     finished_hour: int = 0
     failure_rate_day: float | None = None
+    awaiting_review: int = 0  # needs_review jobs whose result no reviewer has decided
 
 
 def _counts(session: Session, since: datetime) -> dict[str, int]:
@@ -132,6 +135,11 @@ def status(
         finished = session.scalar(
             select(func.count()).where(Job.finished_at >= now - timedelta(hours=1))
         )
+        awaiting = session.scalar(
+            select(func.count(func.distinct(Job.id)))
+            .join(Result, Result.job_id == Job.id)
+            .where(Job.state == JobState.NEEDS_REVIEW, Result.review_decision.is_(None))
+        )
     if oldest is not None and oldest.tzinfo is None:
         oldest = oldest.replace(tzinfo=now.tzinfo)
     done = Counter(
@@ -150,6 +158,7 @@ def status(
         oldest_waiting_s=(now - oldest).total_seconds() if oldest is not None else None,
         finished_hour=int(finished or 0),
         failure_rate_day=(done["failed"] + done["quarantined"]) / total if total else None,
+        awaiting_review=int(awaiting or 0),
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pydicom
 
+from worker.core.card import not_for_clinical_use
 from worker.core.errors import NoModelError, PermanentError
 from worker.core.paths import safe_component
 from worker.pipeline.cache import ModelCache
@@ -34,6 +35,7 @@ class BatchRow:
     files: int = 0
     findings: list[dict[str, Any]] = field(default_factory=list)
     review: list[str] = field(default_factory=list)
+    validation: str | None = None  # the model card's status for the weights that ran
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +51,10 @@ class BatchRow:
             "warnings": self.warnings,
             "findings": self.findings,
             "review": self.review,
+            "validation": self.validation,
+            "not_for_clinical_use": None
+            if self.validation is None
+            else not_for_clinical_use(self.validation),
         }
 
 
@@ -97,6 +103,7 @@ def record_error(row: BatchRow, exc: Exception) -> None:
 def record_result(row: BatchRow, result: SeriesResult) -> None:
     row.status = result.status
     row.review = result.review
+    row.validation = result.validation
     row.model, row.model_version = result.spec.name, result.spec.version
     row.measurements = {m.key: round(m.value, 3) for m in result.measurements}
     row.outputs = [str(o.path) for o in result.outputs]

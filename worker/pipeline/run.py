@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worker.core.card import ValidationStatus, not_for_clinical_use
 from worker.core.errors import NoModelError
 from worker.core.registry import Model, ModelSpec, get_spec
 from worker.core.routing import route
@@ -38,6 +39,8 @@ class SeriesResult:
     weights_sha256: str | None = None  # of the checkpoint actually loaded
     findings: list[Finding] = field(default_factory=list)
     review: list[str] = field(default_factory=list)  # the quality gate's reasons; empty: accepted
+    #: The model card's status for the weights that ran (worker.core.card).
+    validation: ValidationStatus = "unvalidated"
 
     @property
     def status(self) -> str:
@@ -72,6 +75,8 @@ def export(
     """SEG, SR and report.json of one model output in ``out_dir``; ``timings`` gets
     ``export`` added and goes into the result."""
     start = time.perf_counter()
+    weights_sha256 = getattr(model, "weights_sha256", spec.weights_sha256)
+    output.validation = spec.validation_for(weights_sha256)
     seg = write_seg(series, output, spec, out_dir / "seg.dcm")
     outputs = [OutputRecord("seg", out_dir / "seg.dcm", str(seg.SOPInstanceUID))]
     sr = write_sr(series, output, spec, seg, out_dir / "sr.dcm")
@@ -83,9 +88,10 @@ def export(
         outputs=outputs,
         warnings=output.warnings,
         timings=timings,
-        weights_sha256=getattr(model, "weights_sha256", spec.weights_sha256),
+        weights_sha256=weights_sha256,
         findings=output.findings,
         review=output.review,
+        validation=output.validation,
     )
     report = out_dir / "report.json"
     report.write_text(
@@ -95,6 +101,8 @@ def export(
                 "model_version": spec.version,
                 "status": result.status,
                 "review": output.review,
+                "validation": result.validation,
+                "not_for_clinical_use": not_for_clinical_use(result.validation),
                 "weights_sha256": result.weights_sha256,
                 "measurements": {m.key: m.value for m in output.measurements},
                 "units": {m.key: m.unit for m in output.measurements},

@@ -11,12 +11,22 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.jobstate import TERMINAL, transition
-from db.models import Delivery, Job, JobState, Measurement, OutputFile, Result, utcnow
+from db.models import (
+    Delivery,
+    DeliveryState,
+    Job,
+    JobState,
+    Measurement,
+    OutputFile,
+    Result,
+    utcnow,
+)
 from db.retry import with_db_retry
 from worker.core.errors import PermanentError
 from worker.core.paths import safe_component
 from worker.core.registry import get_spec
-from worker.core.settings import DicomDestination
+from worker.core.settings import DeliveryPolicy, DicomDestination
+from worker.delivery.policy import SENDER, withhold_reason
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.run import SeriesResult, run_series
 
@@ -83,8 +93,9 @@ def _record_success(
     if job.state is not JobState.RUNNING:  # a retried commit that had gone through
         logger.warning("job %s is %s, result not recorded again", job.id, job.state.value)
         return
-    # Flagged results are written and delivered like any other, marked in the SEG's series
-    # description, the SR's qualitative evaluation, report.json and here.
+    # Flagged results are written like any other, marked in the SEG's series description,
+    # the SR's qualitative evaluation, report.json and here; each destination's policy says
+    # whether it gets them now, after a reviewer's acceptance, or never (worker.delivery.policy).
     transition(job, JobState.NEEDS_REVIEW if result.review else JobState.SUCCEEDED)
     if job.model_version != result.spec.version:
         logger.warning(
@@ -101,6 +112,7 @@ def _record_success(
         weights_sha256=result.weights_sha256,
         inference_seconds=result.timings.get("infer", 0.0),
         review="\n".join(result.review) or None,
+        validation=result.validation,
         measurements=[
             Measurement(key=m.key, label=m.label, value=m.value, unit=m.unit)
             for m in result.measurements
@@ -110,11 +122,16 @@ def _record_success(
             for o in result.outputs
         ],
     )
-    names = [d.name for d in deliver_to.destinations]
+    policies: list[tuple[str, DeliveryPolicy]] = [(d.name, d) for d in deliver_to.destinations]
     if deliver_to.return_to_sender and job.series.calling_host:
-        names.append(SENDER)
-    for name in names:
-        row.deliveries.append(Delivery(destination=name, max_attempts=deliver_to.max_attempts))
+        policies.append((SENDER, DeliveryPolicy()))  # the sender gets the defaults
+    for name, policy in policies:
+        delivery = Delivery(destination=name, max_attempts=deliver_to.max_attempts)
+        reason = withhold_reason(policy, flagged=bool(result.review), validation=result.validation)
+        if reason is not None:
+            delivery.state, delivery.error = DeliveryState.WITHHELD, reason
+            logger.info("job %s: delivery to %s %s", job.id, name, reason)
+        row.deliveries.append(delivery)
     session.add(row)
 
 
@@ -148,9 +165,6 @@ def describe_failure(exc: BaseException) -> str:
             "(MEDSEG_MODEL_TIME_LIMITS / MEDSEG_JOB_TIME_LIMIT_SECONDS)"
         )
     return f"{type(exc).__name__}: {exc}"[:2000]
-
-
-SENDER = "sender"  # the delivery destination that means "the AE the study came from"
 
 
 @dataclass(frozen=True)

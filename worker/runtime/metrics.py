@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -52,6 +53,12 @@ def _metrics() -> dict[str, Any]:
         "finished": Counter(
             "medseg_jobs_finished", "Job attempts ended, by model and state", ["model", "state"]
         ),
+        "flagged": Counter(
+            "medseg_results_flagged",
+            "Results the model's quality gate flagged (needs_review), by model and reason code "
+            "(reason_code: the reason's text before the first '(' or ':', slugified)",
+            ["model", "reason"],
+        ),
         "deliveries": Counter(
             "medseg_deliveries_finished", "Delivery attempts ended, by state", ["state"]
         ),
@@ -62,6 +69,25 @@ def _metrics() -> dict[str, Any]:
             multiprocess_mode="livemax",
         ),
     }
+
+
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+REASON_CODE_MAX = 40
+
+
+def reason_code(reason: str) -> str:
+    """A bounded Prometheus label for a free-text review reason: the text before the first
+    "(" or ":" (where the numbers start), lower case, runs of other characters as "_",
+    at most 40 characters; "other" when nothing is left. "mask is not elliptical (IoU 0.91
+    < 0.96)" -> "mask_is_not_elliptical"."""
+    head = re.split(r"[(:]", reason, maxsplit=1)[0].lower()
+    slug = _NOT_SLUG.sub("_", head).strip("_")[:REASON_CODE_MAX].rstrip("_")
+    return slug or "other"
+
+
+def reason_codes(review: str | None) -> list[str]:
+    """One code per distinct reason of a result's review text (one reason a line)."""
+    return sorted({reason_code(line) for line in (review or "").splitlines() if line.strip()})
 
 
 def enabled() -> bool:
@@ -97,6 +123,9 @@ def record_job(session_factory: sessionmaker[Session], job_id: int) -> None:
         if job.state in FINISHED_WITH_RESULT and job.results:
             result: Result = job.results[-1]
             metrics["inference"].labels(model=result.model_name).observe(result.inference_seconds)
+            if job.state is JobState.NEEDS_REVIEW:
+                for code in reason_codes(result.review):
+                    metrics["flagged"].labels(model=result.model_name, reason=code).inc()
     _record_gpu_memory()
 
 

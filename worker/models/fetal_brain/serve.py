@@ -16,6 +16,7 @@ from worker.core.errors import InputError
 from worker.core.registry import ModelSpec
 from worker.core.tags import SeriesTags
 from worker.export.outputs import FETAL_BRAIN, VOLUME, MeasurementValue, ModelOutput, Segment
+from worker.models.fetal_brain.card import CARD
 from worker.pipeline.loading import LoadedSeries
 
 logger = logging.getLogger(__name__)
@@ -85,4 +86,5 @@ SPEC = ModelSpec(
     train={"fetal-brain": "worker.models.fetal_brain.train:command"},
     evaluate={"fetal-brain": "worker.models.fetal_brain.evaluate:command"},
     phantoms={"fetal-brain": "worker.models.fetal_brain.phantoms:command"},
+    card=CARD,
 )

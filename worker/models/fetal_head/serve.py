@@ -28,6 +28,7 @@ from worker.export.outputs import (
     ModelOutput,
     Segment,
 )
+from worker.models.fetal_head.card import CARD
 from worker.pipeline.calibration import image_calibration
 from worker.pipeline.loading import LoadedSeries
 
@@ -212,4 +213,5 @@ SPEC = ModelSpec(
     train={"fetal-head": "worker.models.fetal_head.train:command"},
     evaluate={"fetal-head": "worker.models.fetal_head.evaluate:command"},
     phantoms={"fetal-head": "worker.models.fetal_head.phantoms:command"},
+    card=CARD,
 )

@@ -19,6 +19,7 @@ import numpy.typing as npt
 from worker.core.registry import ModelSpec
 from worker.core.tags import SeriesTags
 from worker.export.outputs import ModelOutput
+from worker.models.lung_ct.card import CARD
 from worker.models.lung_ct_threshold import serve as lung_ct_threshold
 from worker.pipeline.loading import LoadedSeries
 
@@ -106,4 +107,5 @@ SPEC = ModelSpec(
     train={"lung-ct": "worker.models.lung_ct.train:command"},
     evaluate={"lung-ct": "worker.models.lung_ct.evaluate:command"},
     phantoms={"chest-ct": "worker.models.lung_ct.phantoms:command"},
+    card=CARD,
 )

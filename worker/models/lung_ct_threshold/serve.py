@@ -24,6 +24,7 @@ from worker.export.outputs import (
     ModelOutput,
     Segment,
 )
+from worker.models.lung_ct_threshold.card import CARD
 from worker.pipeline.loading import LoadedSeries, VolumeGeometry
 
 logger = logging.getLogger(__name__)
@@ -195,4 +196,5 @@ SPEC = ModelSpec(
     load=_load,
     algorithm_family="MorphologicalOperations",
     priority=0,
+    card=CARD,
 )

@@ -30,6 +30,7 @@ from worker.export.outputs import (
     Segment,
 )
 from worker.models.lung_cxr import gate
+from worker.models.lung_cxr.card import CARD
 from worker.pipeline.calibration import Calibration
 from worker.pipeline.loading import LoadedSeries
 
@@ -114,7 +115,14 @@ class LungCxrModel:
             warnings.append(f"{len(images)} images in the series: measurements are of the first")
         measurements = _areas(rights[0], lefts[0], scale.calibration)
         findings = [
-            Finding(FINDING_LABEL, d.score, _clip(d.box, images[k].shape), PNEUMONIA, frame=k)
+            Finding(
+                FINDING_LABEL,
+                d.score,
+                _clip(d.box, images[k].shape),
+                PNEUMONIA,
+                frame=k,
+                validation=CARD.component_status("pneumonia-detector", self.detector.sha256),
+            )
             for k, detections in enumerate(self.detector.detect(images))
             for d in detections
             if d.score >= self.threshold
@@ -218,4 +226,5 @@ SPEC = ModelSpec(
         "pneumonia": "worker.models.lung_cxr.evaluate:detector_command",
     },
     phantoms={"chest-xray": "worker.models.lung_cxr.phantoms:command"},
+    card=CARD,
 )

@@ -48,8 +48,11 @@ def test_process_json_one_object_per_series(tmp_path: Path) -> None:
         "warnings",
         "findings",
         "review",
+        "validation",
+        "not_for_clinical_use",
     }
     assert ok["modality"] == "CT" and ok["model"] == "lung-ct-unet" and ok["error"] is None
+    assert ok["validation"] == "reference-only" and ok["not_for_clinical_use"] is False
     assert set(ok["measurements"]) == {
         "left_lung_volume_ml",
         "right_lung_volume_ml",

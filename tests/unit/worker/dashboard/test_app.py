@@ -325,3 +325,67 @@ def test_rerun_a_model_from_the_jobs_page(client: TestClient, world: World) -> N
     client.post("/rerun", data={"csrf": token, "model": "no-such-model"})
     assert "not rerun" in client.get("/jobs").text
     assert client.post("/rerun", data={"csrf": "forged", "model": model}).status_code == 403
+
+
+def test_validation_badges_and_a_review_form_on_the_study_page(
+    client: TestClient, world: World
+) -> None:
+    """After the rerun test: it adds a flagged, phantom-only job of its own."""
+    from db.models import Delivery, DeliveryState, Result, Series, Study
+
+    _login(client)
+    with world.session_factory.begin() as session:
+        series = Series(study=Study(study_instance_uid="1.7.7"), series_instance_uid="1.7.7.1")
+        job = Job(
+            series=series,
+            model_name="fetal-brain-unet",
+            model_version="1.0.0",
+            queue="gpu",
+            state=JobState.NEEDS_REVIEW,
+            attempts=1,
+        )
+        reason = "withheld: needs review (the destination has send_needs_review off)"
+        job.results.append(
+            Result(
+                model_name="fetal-brain-unet",
+                model_version="1.0.0",
+                validation="phantom-only",
+                review="brain implausible (12 mL)",
+                deliveries=[
+                    Delivery(destination="pacs", state=DeliveryState.WITHHELD, error=reason)
+                ],
+            )
+        )
+        session.add(job)
+        session.flush()
+        job_id, study_id = job.id, series.study.id
+    page = client.get(f"/studies/{study_id}").text
+    badge = (
+        rf'id="validation-{job_id}">validation:\s*<span class="validation validation-phantom-only">'
+    )
+    assert re.search(badge, page)
+    assert '<span class="nfcu">not for clinical use</span>' in page
+    assert "withheld" in page and reason in page
+    assert f'id="accept-{job_id}"' in page and f'id="reject-{job_id}"' in page
+    # The CT result (lung-ct-unet or the threshold model) is reference-only: no red badge.
+    ct_study = client.get(f"/jobs/{world.filled.ct_job}", follow_redirects=True).text
+    assert "reference-only" in ct_study and "not for clinical use" not in ct_study
+    assert "needs_review" in client.get("/jobs?state=needs_review").text
+
+    token = _csrf(page)
+    forged = {"csrf": "forged", "decision": "accepted"}
+    assert client.post(f"/jobs/{job_id}/review", data=forged).status_code == 403
+    data = {"csrf": token, "decision": "accepted", "note": "looked fine"}
+    response = client.post(f"/jobs/{job_id}/review", data=data)
+    assert response.status_code == 303
+    page = client.get(f"/studies/{study_id}").text
+    assert f"job {job_id} accepted" in page
+    assert re.search(rf'id="decision-{job_id}">accepted by operator', page)
+    assert "looked fine" in page
+    with world.session_factory() as session:
+        result = session.get_one(Job, job_id).results[-1]
+        assert (result.review_decision, result.reviewed_by) == ("accepted", "operator")
+        assert result.deliveries[0].state is DeliveryState.WITHHELD  # phantom-only: still held
+    client.post(f"/jobs/{job_id}/review", data={**data, "decision": "rejected"})
+    assert "not reviewed: " in client.get(f"/studies/{study_id}").text
+    assert client.post(f"/jobs/{job_id}/review", data={**data, "decision": "x"}).status_code == 400

@@ -27,6 +27,7 @@ def test_show_lists_jobs_measurements_and_a_brain_volume_summary(
                 Result(
                     model_name="fetal-brain-unet",
                     model_version="1.0.0",
+                    validation="phantom-only",
                     measurements=[
                         Measurement(
                             key="brain_volume_ml", label="Brain volume", value=volume, unit="mL"
@@ -39,5 +40,6 @@ def test_show_lists_jobs_measurements_and_a_brain_volume_summary(
     assert print_study(session_factory, "1.2.3", out)
     text = out.getvalue()
     assert text.count("fetal-brain-unet 1.0.0  succeeded") == 2
+    assert text.count("validation: phantom-only (NOT FOR CLINICAL USE)") == 2
     assert "fetal brain volume 102.0 mL over 2 stack(s) (range 4.0 mL)" in text
     assert not print_study(session_factory, "9.9.9", io.StringIO())

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import fakeredis
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Job, JobState
+from db.models import Job, JobState, Result
 from tests.support.factories import chest_series
 from tests.support.jobs import queue_test_job
 from worker.core.settings import Settings
@@ -72,6 +73,14 @@ def test_status_reads_queue_depth_and_survives_a_dead_broker(
     assert s.by_state_day == {"queued": 1, "failed": 1, "succeeded": 1}
     assert s.failure_rate_day == pytest.approx(0.5)
     assert s.oldest_waiting_s is not None and s.oldest_waiting_s >= 0
+    assert s.awaiting_review == 0
+    flagged = _job(session_factory, tmp_path, "dddd", JobState.NEEDS_REVIEW)
+    with session_factory.begin() as session:
+        session.add(Result(job_id=flagged, model_name="m", model_version="1", review="gate"))
+    assert status(session_factory, client, None).awaiting_review == 1
+    with session_factory.begin() as session:
+        session.scalars(select(Result)).one().review_decision = "accepted"
+    assert status(session_factory, client, None).awaiting_review == 0
 
     class Down:
         def llen(self, name: str) -> int:

@@ -38,6 +38,7 @@ def test_success_records_result_measurements_and_a_valid_seg(
         assert set(measures) == {"left_lung_volume_ml", "right_lung_volume_ml", "lung_volume_ml"}
         assert all(unit == "mL" and value > 100 for value, unit in measures.values())
         assert result.model_name == "lung-ct-threshold" and result.model_version == "1.0.0"
+        assert result.validation == "reference-only"  # its card, weightless, covers every run
         outputs = {o.kind: (o.path, o.sop_instance_uid) for o in result.outputs}
     assert set(outputs) == {"seg", "sr", "json"}
     report = json.loads(Path(outputs.pop("json")[0]).read_text())
@@ -158,3 +159,33 @@ def test_a_flagged_result_is_needs_review_and_says_so_everywhere(
     assert execute_job(session_factory, ModelCache("cpu"), tmp_path / "results", job_id) is None
     with session_factory.begin() as session:
         transition(session.get_one(Job, job_id), JobState.QUEUED)
+
+
+def _sr_texts(items: Sequence[pydicom.Dataset]) -> set[str]:
+    found: set[str] = set()
+    for item in items:
+        if "TextValue" in item:
+            found.add(str(item.TextValue))
+        found |= _sr_texts(item.get("ContentSequence", []))
+    return found
+
+
+def test_a_phantom_only_result_says_not_for_clinical_use_everywhere(
+    session_factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ModelSpec, "validation_for", lambda self, sha: "phantom-only")
+    job_id = queue_test_job(session_factory, chest_series(tmp_path / "in", 0, slices=8))
+    state = execute_job(session_factory, ModelCache("cpu"), tmp_path / "results", job_id)
+    assert state is JobState.SUCCEEDED  # the status marks a result, it does not flag it
+    with session_factory() as session:
+        result = session.scalars(select(Result).where(Result.job_id == job_id)).one()
+        assert result.validation == "phantom-only"
+        outputs = {o.kind: Path(o.path) for o in result.outputs}
+    report = json.loads(outputs["json"].read_text())
+    assert report["validation"] == "phantom-only" and report["not_for_clinical_use"] is True
+    seg, sr = pydicom.dcmread(outputs["seg"]), pydicom.dcmread(outputs["sr"])
+    assert str(seg.SeriesDescription).endswith("NOT FOR CLINICAL USE")
+    assert str(sr.SeriesDescription).endswith("NOT FOR CLINICAL USE")
+    texts = _sr_texts(sr.ContentSequence)
+    assert {"validation status: phantom-only", "NOT FOR CLINICAL USE"} <= texts
+    assert dciodvfy_errors(outputs["seg"]) == [] and dciodvfy_errors(outputs["sr"]) == []

@@ -88,6 +88,12 @@ def test_phantom_with_opacity_end_to_end(models: ModelCache, tmp_path: Path) -> 
     scoords = [item for item in _walk(sr) if item.get("ValueType") == "SCOORD"]
     assert len(scoords) == len(report["findings"])
     assert all(s.GraphicType == "POLYLINE" and len(s.GraphicData) == 10 for s in scoords)
+    # Phantom-trained: the result and each finding (the detector's own status) say so.
+    assert result.validation == report["validation"] == "phantom-only"
+    assert all(f["validation"] == "phantom-only" for f in report["findings"])
+    assert str(sr.SeriesDescription).endswith("NOT FOR CLINICAL USE")
+    texts = [str(item.TextValue) for item in _walk(sr) if item.get("ValueType") == "TEXT"]
+    assert texts.count("NOT FOR CLINICAL USE") >= len(report["findings"])
 
 
 def test_dx_monochrome1_imager_spacing(models: ModelCache, tmp_path: Path) -> None:

@@ -1,0 +1,121 @@
+"""A reviewer's decision on a flagged (``needs_review``) result: accept or reject it, by whom,
+when and why. The job stays ``needs_review`` (its run's outcome); the decision is on the
+result, and the result's withheld deliveries follow it: an accepted result is sent where the
+destination's policy now allows it, a rejected one never is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from db.models import Delivery, DeliveryState, Job, JobState, Result, utcnow
+from worker.core.settings import DeliveryPolicy, DicomDestination
+from worker.delivery.policy import SENDER, withhold_reason
+from worker.ops.operations import OperationError
+
+logger = logging.getLogger(__name__)
+
+Decision = Literal["accepted", "rejected"]
+DECISIONS: tuple[Decision, ...] = ("accepted", "rejected")
+
+
+@dataclass(frozen=True)
+class Decided:
+    job_id: int
+    decision: Decision
+    released: list[str]  # destinations the result is now queued for
+    withheld: list[str]  # destinations it stays withheld from (reason on the delivery)
+
+
+def _policy(name: str, destinations: Sequence[DicomDestination]) -> DeliveryPolicy | None:
+    if name == SENDER:
+        return DeliveryPolicy()
+    return next((d for d in destinations if d.name == name), None)
+
+
+def _follow(delivery: Delivery, result: Result, destinations: Sequence[DicomDestination]) -> bool:
+    """Re-decide one unsent delivery after the decision; True when it is pending now."""
+    if delivery.state is DeliveryState.PENDING and result.review_decision == "rejected":
+        delivery.state, delivery.error = DeliveryState.WITHHELD, "withheld: rejected by a reviewer"
+        return False
+    if delivery.state is not DeliveryState.WITHHELD:
+        return delivery.state is DeliveryState.PENDING
+    policy = _policy(delivery.destination, destinations)
+    reason = (
+        "withheld: the destination is no longer configured"
+        if policy is None
+        else withhold_reason(
+            policy,
+            flagged=bool(result.review),
+            validation=result.validation,
+            decision=result.review_decision,
+        )
+    )
+    if reason is not None:
+        delivery.error = reason
+        return False
+    delivery.state, delivery.error = DeliveryState.PENDING, None
+    delivery.attempts, delivery.enqueued_at, delivery.not_before = 0, None, None
+    return True
+
+
+def decide(
+    session_factory: sessionmaker[Session],
+    job_id: int,
+    decision: Decision,
+    *,
+    by: str,
+    note: str | None = None,
+    force: bool = False,
+    destinations: Sequence[DicomDestination] = (),
+) -> Decided:
+    """Record ``by``'s decision on job ``job_id``'s result. Only a ``needs_review`` job's
+    result can be decided, once; ``force`` replaces an earlier decision."""
+    if decision not in DECISIONS:
+        raise OperationError(f"unknown decision {decision!r}: accepted or rejected")
+    if not by.strip():
+        raise OperationError("say who decides (--by NAME)")
+    with session_factory.begin() as session:
+        job = session.get(
+            Job,
+            job_id,
+            with_for_update=True,
+            options=[selectinload(Job.results).selectinload(Result.deliveries)],
+        )
+        if job is None:
+            raise OperationError(f"no job {job_id}")
+        if job.state is not JobState.NEEDS_REVIEW or not job.results:
+            raise OperationError(
+                f"job {job_id} is {job.state.value}; only needs_review results are reviewed"
+            )
+        result = job.results[-1]
+        if result.review_decision and not force:
+            raise OperationError(
+                f"job {job_id} was already {result.review_decision} by "
+                f"{result.reviewed_by or '-'} (use --force to change it)"
+            )
+        result.review_decision = decision
+        result.reviewed_by = by.strip()[:128]
+        result.reviewed_at = utcnow()
+        result.review_note = note or None
+        released, withheld = [], []
+        for delivery in result.deliveries:
+            if delivery.state in (DeliveryState.SENT, DeliveryState.FAILED):
+                continue
+            if _follow(delivery, result, destinations):
+                released.append(delivery.destination)
+            else:
+                withheld.append(delivery.destination)
+    logger.info(
+        "job %s %s by a reviewer; queued for %s, withheld from %s",
+        job_id,
+        decision,
+        released or "-",
+        withheld or "-",
+    )
+    return Decided(job_id, decision, released, withheld)

@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from worker.export.outputs import ModelOutput
 from worker.models._nn.metrics import average_precision, dice, precision_recall
+from worker.models.lung_cxr import gate
 from worker.models.lung_cxr.cr_dicom import Spacing, write_cxr
 from worker.models.lung_cxr.phantoms import make_chest_xray
 from worker.models.lung_cxr.serve import LungCxrModel
@@ -36,6 +38,8 @@ def evaluate_phantoms(
 ) -> dict[str, Any]:
     """``model`` must keep every detection (threshold 0) so AP sees the whole ranking."""
     dice_r, dice_l, area_err, seconds = [], [], [], []
+    flagged: dict[str, int] = {}
+    n_flagged = 0
     predictions, truths = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i, seed in enumerate(seeds):
@@ -58,6 +62,11 @@ def evaluate_phantoms(
             true_area = float(phantom.lungs.sum()) * phantom.pixel_mm**2 / 100
             area_err.append(100 * (area - true_area) / true_area)
             predictions.append([(f.box_px, f.score) for f in out.findings])
+            reasons = _gate_reasons(model, out, right | left, report_threshold)
+            n_flagged += bool(reasons)
+            for reason in reasons:
+                code = reason.split("(")[0].strip()
+                flagged[code] = flagged.get(code, 0) + 1
             truths.append([tuple(map(float, b)) for b in phantom.boxes])
     precision, recall = precision_recall(predictions, truths, report_threshold)  # type: ignore[arg-type]
     return {
@@ -73,7 +82,20 @@ def evaluate_phantoms(
         "precision_at_threshold": round(precision, 4),
         "recall_at_threshold": round(recall, 4),
         "seconds_per_image_mean": round(float(np.mean(seconds)), 3),
+        "gate_flagged": n_flagged,
+        "gate_flagged_by_reason": flagged,
     }
+
+
+def _gate_reasons(
+    model: LungCxrModel, out: ModelOutput, fields: np.ndarray, report_threshold: float
+) -> list[str]:
+    """The gate's verdict as served at ``report_threshold`` (``model`` keeps every box)."""
+    quality: dict[str, float] = out.extras["quality"]  # type: ignore[assignment]
+    signals = gate.Signals(**quality)  # type: ignore[arg-type]
+    reasons = gate.reasons(signals, model.thresholds)
+    boxes = [f.box_px for f in out.findings if f.score >= report_threshold and f.frame == 0]
+    return reasons + gate.box_reason(gate.boxes_outside(boxes, fields), len(boxes))
 
 
 def run_real_example(model: LungCxrModel) -> dict[str, Any]:
@@ -97,6 +119,8 @@ def run_real_example(model: LungCxrModel) -> dict[str, Any]:
         ),
         "findings_at_threshold": [f.as_json() for f in out.findings if f.score >= model.threshold],
         "warnings": out.warnings,
+        "review": out.review,
+        "quality": out.extras["quality"],
     }
 
 

@@ -102,7 +102,7 @@ def reasons(s: Signals | None, t: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
     if not t.min_fov_fraction <= s.fov_fraction <= t.max_fov_fraction:
         out.append(
             f"brain volume implausible for the field of view ({s.fov_fraction:.1%} of the "
-            f"imaged volume, accepted {t.min_fov_fraction:.1%}-{t.max_fov_fraction:.0%})"
+            f"imaged volume, accepted {t.min_fov_fraction:.2%}-{t.max_fov_fraction:.0%})"
         )
     if s.gap_slices > t.max_gap_slices:
         out.append(f"brain mask has gaps between slices ({s.gap_slices} empty slice(s) inside)")

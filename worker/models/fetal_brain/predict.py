@@ -3,6 +3,7 @@ holes filled."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,19 @@ def clean_volume(probabilities: npt.NDArray[np.float32], threshold: float = 0.5)
     return per_slice
 
 
+@dataclass(frozen=True)
+class StackPrediction:
+    raw: Mask  # every voxel above the threshold, before the clean-up
+    mask: Mask  # the cleaned brain
+
+
+def segment_stack(
+    predictor: UNetPredictor, image: npt.NDArray[Any], threshold: float = 0.5
+) -> StackPrediction:
+    """The cleaned mask, and the raw one the quality gate compares it with."""
+    probabilities = np.stack(predictor.probabilities(list(normalise_stack(image))))
+    return StackPrediction(probabilities >= threshold, clean_volume(probabilities, threshold))
+
+
 def predict_stack(predictor: UNetPredictor, image: npt.NDArray[Any]) -> Mask:
-    slices = list(normalise_stack(image))
-    return clean_volume(np.stack(predictor.probabilities(slices)))
+    return segment_stack(predictor, image).mask

@@ -1,5 +1,7 @@
 """Fetal brain MRI: per-slice U-Net over each stack, largest 3D component + hole filling,
-brain volume (mL) from the slice positions, per-slice areas.
+brain volume (mL) from the slice positions, per-slice areas, and the quality gate's verdict
+(``gate``): its reasons make the result ``needs_review``, its signals are in
+``extras["quality"]``. A stack with no brain found is flagged, not failed.
 
 Each stack (sagittal, coronal, transverse) is its own series and so its own job.
 """
@@ -12,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.core.errors import InputError
 from worker.core.registry import ModelSpec
 from worker.core.tags import SeriesTags
 from worker.export.outputs import FETAL_BRAIN, VOLUME, MeasurementValue, ModelOutput, Segment
@@ -21,7 +22,6 @@ from worker.pipeline.loading import LoadedSeries
 
 logger = logging.getLogger(__name__)
 
-MIN_BRAIN_ML = 5.0
 DEFAULT_BRAIN_WEIGHTS = Path(__file__).resolve().parent / "fetal_brain_unet.pt"
 PLANES = {0: "SAG", 1: "COR", 2: "TRA"}  # by the dominant axis of the slice normal (LPS)
 
@@ -45,14 +45,15 @@ class FetalBrainModel:
         self.weights_sha256 = self.predictor.sha256
 
     def predict(self, series: LoadedSeries) -> ModelOutput:
-        from worker.models.fetal_brain.predict import predict_stack
+        from worker.models.fetal_brain import gate
+        from worker.models.fetal_brain.predict import segment_stack
 
         geometry = series.require_geometry()
-        mask = predict_stack(self.predictor, series.frames)
+        prediction = segment_stack(self.predictor, series.frames)
+        mask = prediction.mask
+        quality = gate.signals(prediction.raw, mask, geometry)
         voxel_ml = geometry.voxel_volumes_ml()
         volume_ml = float((mask.sum(axis=(1, 2)) * voxel_ml).sum())
-        if volume_ml < MIN_BRAIN_ML:
-            raise InputError(f"no fetal brain found ({volume_ml:.1f} mL segmented)")
         pixel_mm2 = geometry.pixel_spacing[0] * geometry.pixel_spacing[1]
         areas = [round(float(n) * pixel_mm2, 1) for n in mask.sum(axis=(1, 2))]
         plane = PLANES[int(np.argmax(np.abs(geometry.normal)))]
@@ -66,7 +67,12 @@ class FetalBrainModel:
                     "max_slice_area_mm2", "Largest brain slice area", max(areas), "mm2"
                 ),
             ],
-            extras={"stack_plane": plane, "slice_areas_mm2": areas},
+            review=gate.reasons(quality),
+            extras={
+                "stack_plane": plane,
+                "slice_areas_mm2": areas,
+                "quality": quality.as_dict() if quality else None,
+            },
         )
 
 

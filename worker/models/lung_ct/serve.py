@@ -80,7 +80,7 @@ class LungCtUNet:
         geometry = series.require_geometry()
         lungs = self.probabilities(series.frames) >= THRESHOLD
         left, right = lung_ct_threshold.split_left_right(lungs, geometry)
-        output = lung_ct_threshold.lung_output(left, right, geometry)
+        output = lung_ct_threshold.lung_output(left, right, geometry, series.frames)
         output.extras["lung_ct_model"] = {
             "input_size": list(self.predictor.input_size),
             "weights_sha256": self.weights_sha256,

@@ -24,6 +24,7 @@ from worker.export.outputs import (
     ModelOutput,
     Segment,
 )
+from worker.models.lung_ct_threshold import gate
 from worker.models.lung_ct_threshold.card import CARD
 from worker.pipeline.loading import LoadedSeries, VolumeGeometry
 
@@ -161,11 +162,16 @@ class LungCtThreshold:
     def predict(self, series: LoadedSeries) -> ModelOutput:
         geometry = series.require_geometry()
         left, right = segment_lungs(series.frames, geometry)
-        return lung_output(left, right, geometry)
+        return lung_output(left, right, geometry, series.frames)
 
 
-def lung_output(left: Mask, right: Mask, geometry: VolumeGeometry) -> ModelOutput:
-    """Left/right lung segments and their volumes (mL, from the slice positions)."""
+def lung_output(
+    left: Mask, right: Mask, geometry: VolumeGeometry, hu: npt.NDArray[np.floating]
+) -> ModelOutput:
+    """Left/right lung segments and their volumes (mL, from the slice positions), judged by
+    the quality gate (``gate``) on the masks and the CT in HU: its reasons make the result
+    ``needs_review``, its signals are in ``extras["quality"]``."""
+    quality = gate.signals(left, right, hu, geometry)
     voxel_ml = geometry.voxel_volumes_ml()
     left_ml = float((left.sum(axis=(1, 2)) * voxel_ml).sum())
     right_ml = float((right.sum(axis=(1, 2)) * voxel_ml).sum())
@@ -180,6 +186,8 @@ def lung_output(left: Mask, right: Mask, geometry: VolumeGeometry) -> ModelOutpu
             ),
             MeasurementValue("lung_volume_ml", "Lung volume", left_ml + right_ml, "mL", VOLUME),
         ],
+        review=gate.reasons(quality),
+        extras={"quality": quality.as_dict()},
     )
 
 

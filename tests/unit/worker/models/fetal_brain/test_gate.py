@@ -1,0 +1,108 @@
+"""The fetal brain quality gate: normal phantom stacks pass; an empty stack, a fragmented
+prediction, a gap or a jump between slices, an implausible volume are flagged; flagged stacks
+come back from ``predict`` with review reasons, not as failures."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker.core.registry import get_spec
+from worker.models.fetal_brain.gate import DEFAULT_THRESHOLDS, Signals, reasons, signals
+from worker.models.fetal_brain.mr_dicom import write_mr_stack
+from worker.models.fetal_brain.phantoms import FetalBrainStack, make_fetal_brain_stack
+from worker.pipeline.loading import VolumeGeometry, load_series
+
+HELD_OUT = 820000  # training used seeds 0-499
+
+
+def _geometry(stack: FetalBrainStack) -> VolumeGeometry:
+    positions = np.array([[0.0, 0.0, k * stack.slice_mm] for k in range(len(stack.image))])
+    return VolumeGeometry(
+        row_cosine=np.array([1.0, 0.0, 0.0]),
+        column_cosine=np.array([0.0, 1.0, 0.0]),
+        positions=positions,
+        pixel_spacing=(stack.pixel_mm, stack.pixel_mm),
+    )
+
+
+def _codes(why: list[str]) -> set[str]:
+    return {r.split("(")[0].strip() for r in why}
+
+
+def _middle_brain_slice(brain: np.ndarray) -> int:
+    present = np.nonzero(brain.any(axis=(1, 2)))[0]
+    return int(present[len(present) // 2])
+
+
+@pytest.mark.parametrize("seed", range(HELD_OUT, HELD_OUT + 6))
+def test_phantom_brains_pass(seed: int) -> None:
+    stack = make_fetal_brain_stack(seed)
+    assert reasons(signals(stack.brain, stack.brain, _geometry(stack))) == []
+
+
+def test_an_empty_prediction_is_no_brain_found() -> None:
+    empty = np.zeros((20, 64, 64), dtype=bool)
+    stack = make_fetal_brain_stack(HELD_OUT)
+    assert signals(empty, empty, _geometry(replace(stack, image=stack.image[:20]))) is None
+    assert reasons(None) == ["no fetal brain found"]
+
+
+def test_a_fragmented_prediction_is_flagged() -> None:
+    stack = make_fetal_brain_stack(HELD_OUT)
+    raw = stack.brain.copy()
+    raw[:, :12, :12] = True  # blobs the clean-up throws away
+    s = signals(raw, stack.brain, _geometry(stack))
+    assert s is not None and s.fragment_ratio > DEFAULT_THRESHOLDS.max_fragment_ratio
+    assert "brain prediction fragmented" in _codes(reasons(s))
+
+
+def test_a_gap_between_slices_is_flagged() -> None:
+    stack = make_fetal_brain_stack(HELD_OUT + 1)
+    brain = stack.brain.copy()
+    brain[_middle_brain_slice(brain)] = False
+    why = _codes(reasons(signals(brain, brain, _geometry(stack))))
+    assert {"brain mask has gaps between slices", "brain area jumps between slices"} <= why
+
+
+def test_a_slice_leaking_beyond_its_neighbours_is_flagged() -> None:
+    stack = make_fetal_brain_stack(HELD_OUT + 1)
+    brain = stack.brain.copy()
+    k = _middle_brain_slice(brain)
+    brain[k] = np.roll(brain[k], 40, axis=1) | brain[k] | np.roll(brain[k], -40, axis=1)
+    assert "brain area jumps between slices" in _codes(
+        reasons(signals(brain, brain, _geometry(stack)))
+    )
+
+
+def test_implausible_volumes_are_flagged() -> None:
+    normal = Signals(0.0, 150.0, 0.02, 0, 0.02)
+    assert reasons(normal) == []
+    for volume in (8.0, 1700.0):  # a speck; an adult brain (Colin27's is about 1,700 mL)
+        assert _codes(reasons(replace(normal, volume_ml=volume))) == {
+            "brain volume outside the fetal range"
+        }
+    for fraction in (0.0005, 0.5):
+        assert _codes(reasons(replace(normal, fov_fraction=fraction))) == {
+            "brain volume implausible for the field of view"
+        }
+
+
+def test_predict_flags_an_empty_stack_and_a_missing_slice(tmp_path: Path) -> None:
+    model = get_spec("fetal-brain-unet").load("cpu")
+    stack = make_fetal_brain_stack(HELD_OUT, plane="TRA")
+    blank = replace(stack, image=np.full_like(stack.image, 300))
+    empty = model.predict(load_series(write_mr_stack(blank, tmp_path / "empty")))
+    assert empty.review == ["no fetal brain found"] and empty.extras["quality"] is None
+
+    image = stack.image.copy()
+    image[_middle_brain_slice(stack.brain)] = 0  # a lost slice
+    gap = model.predict(load_series(write_mr_stack(replace(stack, image=image), tmp_path / "gap")))
+    # The lost slice cuts the brain in two; the clean-up keeps the larger part, and the gate
+    # sees what it discarded.
+    assert "brain prediction fragmented" in _codes(gap.review)
+    quality = gap.extras["quality"]
+    assert isinstance(quality, dict) and quality["fragment_ratio"] > 0.3

@@ -1,0 +1,1 @@
+"""Quality-gate code the volume models share (per-slice area profiles)."""

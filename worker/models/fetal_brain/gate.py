@@ -1,0 +1,114 @@
+"""The fetal brain quality gate: reference-free signals measured on one stack's mask, and a
+verdict with reasons.
+
+A stack is accepted only when every signal is inside its threshold; otherwise the result is
+``needs_review`` with one reason per failed check. No brain at all is a reason too ("no fetal
+brain found"), not a failure. The signals:
+
+- ``fragment_ratio``: voxels the clean-up discarded (the raw prediction outside the kept,
+  hole-filled largest component) over the kept ones. A brain is one component; a scatter of
+  blobs means the network found no single brain.
+- ``volume_ml`` against the range of a fetal brain across gestation, and ``fov_fraction``, the
+  brain over the imaged volume (rows x columns x slices).
+- ``gap_slices`` and ``max_jump``: continuity of the per-slice area profile
+  (``worker.models._gate.profile``): a slice where the brain vanishes, drops or leaks.
+
+Thresholds were measured on phantom stacks and the Colin27 pipeline check
+(``benchmarks/quality_gates.py``; docs/fetal-brain.md, "Quality gate") with a margin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.models._gate.profile import profile, slice_areas
+from worker.pipeline.loading import VolumeGeometry
+
+Mask = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Signals:
+    fragment_ratio: float
+    volume_ml: float
+    fov_fraction: float
+    gap_slices: int
+    max_jump: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 4) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    # Observed on 30 held-out phantom stacks (benchmarks/quality_gates.py) and the margin kept;
+    # no real fetal stack was at hand.
+    max_fragment_ratio: float = 0.05  # phantoms at most 0.0001; Colin27 T1 0.074
+    # Fetal brain volume: a median of 34 mL at 18 weeks and 316 mL at 34 weeks (Roelfsema et
+    # al., Am J Obstet Gynecol 2004;190:275-280, 3D ultrasound), about 400 mL at term; the
+    # bounds leave a margin on both sides.
+    min_volume_ml: float = 20.0
+    max_volume_ml: float = 600.0
+    min_fov_fraction: float = 0.0015  # phantoms 0.0034 .. 0.077
+    max_fov_fraction: float = 0.2
+    max_gap_slices: int = 0
+    # Phantoms at most 0.043; they move the fetus in plane only, real stacks also through
+    # the plane, so the margin is wide.
+    max_jump: float = 0.2
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 4) for k, v in asdict(self).items()}
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+def signals(raw: Mask, mask: Mask, geometry: VolumeGeometry) -> Signals | None:
+    """The gate's signals for one stack; None when there is no brain to judge."""
+    kept = int(mask.sum())
+    if kept == 0:
+        return None
+    voxel_ml = geometry.voxel_volumes_ml()
+    volume_ml = float((mask.sum(axis=(1, 2)) * voxel_ml).sum())
+    imaged_ml = float(voxel_ml.sum() * mask.shape[1] * mask.shape[2])
+    p = profile(slice_areas(mask))
+    return Signals(
+        fragment_ratio=float((raw & ~mask).sum()) / kept,
+        volume_ml=volume_ml,
+        fov_fraction=volume_ml / imaged_ml,
+        gap_slices=p.gap_slices,
+        max_jump=p.max_jump,
+    )
+
+
+def reasons(s: Signals | None, t: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
+    """Why a fetal brain stack needs review (empty: accepted)."""
+    if s is None:
+        return ["no fetal brain found"]
+    out: list[str] = []
+    if s.fragment_ratio > t.max_fragment_ratio:
+        out.append(
+            f"brain prediction fragmented (discarded parts {s.fragment_ratio:.0%} of the kept "
+            f"brain, > {t.max_fragment_ratio:.0%})"
+        )
+    if not t.min_volume_ml <= s.volume_ml <= t.max_volume_ml:
+        out.append(
+            f"brain volume outside the fetal range ({s.volume_ml:.0f} mL, accepted "
+            f"{t.min_volume_ml:.0f}-{t.max_volume_ml:.0f} mL)"
+        )
+    if not t.min_fov_fraction <= s.fov_fraction <= t.max_fov_fraction:
+        out.append(
+            f"brain volume implausible for the field of view ({s.fov_fraction:.1%} of the "
+            f"imaged volume, accepted {t.min_fov_fraction:.2%}-{t.max_fov_fraction:.0%})"
+        )
+    if s.gap_slices > t.max_gap_slices:
+        out.append(f"brain mask has gaps between slices ({s.gap_slices} empty slice(s) inside)")
+    if s.max_jump > t.max_jump:
+        out.append(
+            f"brain area jumps between slices ({s.max_jump:.0%} of the largest slice away from "
+            f"its neighbours' mean, > {t.max_jump:.0%})"
+        )
+    return out

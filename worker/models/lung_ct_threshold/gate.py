@@ -1,0 +1,181 @@
+"""The lung CT quality gate, shared by the threshold model and the U-Net: reference-free signals
+measured on the left/right masks and the CT, and a verdict with reasons.
+
+A result is accepted only when every signal is inside its threshold; otherwise it is
+``needs_review`` with one reason per failed check. The signals:
+
+- ``side_fraction``: the smaller of the two lungs' shares of voxels on their own side of the
+  body's midline (patient x). Two lungs give about 1; one lung cut in two by the left/right
+  split puts one "lung" on the wrong side.
+- ``left_right_ratio``: left over right lung volume (the right lung is the larger, about
+  0.8-0.9 in health).
+- ``fov_fraction``: both lungs' volume over the imaged volume (rows x columns x slices). A mask
+  that takes in the room air or finds a speck is implausible for any field of view.
+- ``total_ml`` against an adult's range, and ``lung_height_mm`` (the lungs' extent along the
+  stack): the lower mL bound only applies to a series that covers an adult's lung height, so a
+  partial scan (or a short test phantom) is judged by the other checks.
+- ``outside_body_fraction``: lung voxels outside the body (CT above -500 HU, largest
+  component, holes filled slice by slice) over all lung voxels.
+- ``gap_slices`` and ``max_jump``: continuity of each lung's per-slice area profile
+  (``worker.models._gate.profile``), the worse lung.
+
+Thresholds were measured on the two real chest CTs of pyradiomics and on phantoms
+(``benchmarks/quality_gates.py``; docs/lung.md, "Quality gate") with a margin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from worker.models._gate.profile import profile, slice_areas
+from worker.pipeline.loading import VolumeGeometry
+
+Mask = npt.NDArray[np.bool_]
+
+BODY_HU = -500.0
+
+
+@dataclass(frozen=True)
+class Signals:
+    side_fraction: float
+    left_right_ratio: float
+    fov_fraction: float
+    total_ml: float
+    lung_height_mm: float
+    outside_body_fraction: float
+    gap_slices: int
+    max_jump: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 4) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    # Observed on normal inputs (both models; lung1, lung2, 40-slice and short phantoms,
+    # benchmarks/quality_gates.py) and the margin kept:
+    min_side_fraction: float = 0.9  # lowest 0.983 (lung1)
+    min_left_right_ratio: float = 0.4  # 0.61 (lung1) .. 0.90 (phantoms)
+    max_left_right_ratio: float = 1.5
+    min_fov_fraction: float = 0.03  # 0.086 (short phantoms) .. 0.141 (lung1)
+    max_fov_fraction: float = 0.45
+    # Adult lungs on CT: about 1.5 L (residual volume, a small adult) to 8 L (total lung
+    # capacity, a tall man); the bounds leave a margin. The lower one is judged only when the
+    # lungs span at least ``adult_lung_height_mm`` of the stack (lung1 215 mm, lung2 260 mm).
+    min_total_ml: float = 1000.0  # lung1 2,896 mL, lung2 3,998 mL
+    max_total_ml: float = 9000.0
+    adult_lung_height_mm: float = 150.0
+    max_outside_body_fraction: float = 0.01  # 0 on every normal input
+    max_gap_slices: int = 0
+    max_jump: float = 0.3  # highest 0.176 (lung2, U-Net; the diaphragm's dome)
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 4) for k, v in asdict(self).items()}
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+def body_mask(hu: npt.NDArray[np.floating]) -> Mask:
+    """The patient: above -500 HU, the largest 3D component, holes filled slice by slice."""
+    dense = hu > BODY_HU
+    labels, count = ndimage.label(dense)
+    if count == 0:
+        return dense
+    largest = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    filled: Mask = np.stack([ndimage.binary_fill_holes(s) for s in largest]).astype(bool)
+    return filled
+
+
+def _patient_x(mask: Mask, geometry: VolumeGeometry) -> npt.NDArray[np.float64]:
+    """Patient x (LPS: + is the patient's left) of each voxel of a mask."""
+    slices, rows, cols = np.nonzero(mask)
+    row_mm, col_mm = geometry.pixel_spacing
+    x: npt.NDArray[np.float64] = (
+        geometry.positions[slices, 0]
+        + geometry.row_cosine[0] * cols * col_mm
+        + geometry.column_cosine[0] * rows * row_mm
+    )
+    return x
+
+
+def _volume_ml(mask: Mask, geometry: VolumeGeometry) -> float:
+    return float((mask.sum(axis=(1, 2)) * geometry.voxel_volumes_ml()).sum())
+
+
+def _extent_mm(mask: Mask, geometry: VolumeGeometry) -> float:
+    """Extent of a mask along the stack, from the first to the last slice with any of it
+    (each counting its own thickness)."""
+    present = np.nonzero(mask.any(axis=(1, 2)))[0]
+    if present.size == 0:
+        return 0.0
+    return float(geometry.slice_thicknesses()[present[0] : present[-1] + 1].sum())
+
+
+def signals(
+    left: Mask, right: Mask, hu: npt.NDArray[np.floating], geometry: VolumeGeometry
+) -> Signals:
+    body = body_mask(hu)
+    midline = float(np.mean(_patient_x(body, geometry))) if body.any() else 0.0
+    shares = []
+    for mask, sign in ((left, 1.0), (right, -1.0)):
+        x = _patient_x(mask, geometry)
+        shares.append(float(np.mean(sign * (x - midline) > 0)) if x.size else 0.0)
+    left_ml, right_ml = _volume_ml(left, geometry), _volume_ml(right, geometry)
+    lungs = left | right
+    imaged_ml = float(geometry.voxel_volumes_ml().sum() * hu.shape[1] * hu.shape[2])
+    profiles = [profile(slice_areas(mask)) for mask in (left, right)]
+    n_lung = int(lungs.sum())
+    return Signals(
+        side_fraction=min(shares),
+        left_right_ratio=left_ml / right_ml if right_ml > 0 else float("inf"),
+        fov_fraction=(left_ml + right_ml) / imaged_ml if imaged_ml > 0 else 0.0,
+        total_ml=left_ml + right_ml,
+        lung_height_mm=_extent_mm(lungs, geometry),
+        outside_body_fraction=float((lungs & ~body).sum()) / n_lung if n_lung else 0.0,
+        gap_slices=sum(p.gap_slices for p in profiles),
+        max_jump=max(p.max_jump for p in profiles),
+    )
+
+
+def reasons(s: Signals, t: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
+    """Why a lung CT result needs review (empty: accepted)."""
+    out: list[str] = []
+    if s.side_fraction < t.min_side_fraction:
+        out.append(
+            f"two lungs not found on their own sides ({s.side_fraction:.0%} of a lung on its "
+            f"side of the midline, < {t.min_side_fraction:.0%})"
+        )
+    if not t.min_left_right_ratio <= s.left_right_ratio <= t.max_left_right_ratio:
+        out.append(
+            f"left/right lung volume ratio implausible ({s.left_right_ratio:.2f}, accepted "
+            f"{t.min_left_right_ratio}-{t.max_left_right_ratio})"
+        )
+    if not t.min_fov_fraction <= s.fov_fraction <= t.max_fov_fraction:
+        out.append(
+            f"lung volume implausible for the field of view ({s.fov_fraction:.1%} of the "
+            f"imaged volume, accepted {t.min_fov_fraction:.0%}-{t.max_fov_fraction:.0%})"
+        )
+    too_small = s.total_ml < t.min_total_ml and s.lung_height_mm >= t.adult_lung_height_mm
+    if too_small or s.total_ml > t.max_total_ml:
+        out.append(
+            f"lung volume outside the adult range ({s.total_ml:.0f} mL over "
+            f"{s.lung_height_mm:.0f} mm, accepted {t.min_total_ml:.0f}-{t.max_total_ml:.0f} mL)"
+        )
+    if s.outside_body_fraction > t.max_outside_body_fraction:
+        out.append(
+            f"lung mask outside the body ({s.outside_body_fraction:.1%} of its voxels, "
+            f"> {t.max_outside_body_fraction:.0%})"
+        )
+    if s.gap_slices > t.max_gap_slices:
+        out.append(f"lung mask has gaps between slices ({s.gap_slices} empty slice(s) inside)")
+    if s.max_jump > t.max_jump:
+        out.append(
+            f"lung area jumps between slices ({s.max_jump:.0%} of the largest slice away from "
+            f"its neighbours' mean, > {t.max_jump:.0%})"
+        )
+    return out

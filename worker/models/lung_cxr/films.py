@@ -3,6 +3,11 @@
 
 The patient of each image comes from ``images.csv`` (columns ``image``, ``patient_id`` and
 optionally ``projection``) when the folder has one; otherwise every image is its own patient.
+
+Annotation QC: ``cxr_lungs_qc.csv`` (beside this module; ``image,reason``) lists the films of
+the cxr-lungs set whose masks are displaced from the lung they outline (reviewed by eye against
+the anatomy, before any model saw them; see docs/lung.md). They are left out of training and
+scored apart: a model cannot match a mask that misses the lung.
 """
 
 from __future__ import annotations
@@ -25,14 +30,28 @@ class Film:
     pair: LungPair
     patient: str
     projection: str  # "pa", "ap" or "" when unknown
+    qc: str = ""  # why the mask is not trusted (annotation QC); "" when it is
 
     @property
     def name(self) -> str:
         return self.pair.image.name
 
 
-def read_films(folder: Path) -> list[Film]:
-    """Every image with a mask in ``folder``, with its patient and projection."""
+QC_FILE = Path(__file__).resolve().parent / "cxr_lungs_qc.csv"
+
+
+def read_qc(path: Path = QC_FILE) -> dict[str, str]:
+    """image file name -> why its mask is not trusted."""
+    if not path.exists():
+        return {}
+    with open(path, newline="") as fh:
+        return {row["image"]: row["reason"] for row in csv.DictReader(fh)}
+
+
+def read_films(folder: Path, qc: dict[str, str] | None = None) -> list[Film]:
+    """Every image with a mask in ``folder``, with its patient, projection and QC verdict
+    (``qc``: image name -> reason; default the shipped list)."""
+    qc = read_qc() if qc is None else qc
     index: dict[str, dict[str, str]] = {}
     catalogue = folder / "images.csv"
     if catalogue.exists():
@@ -46,6 +65,7 @@ def read_films(folder: Path) -> list[Film]:
                 pair,
                 row.get("patient_id") or pair.image.stem,
                 (row.get("projection") or "").lower(),
+                qc.get(pair.image.name, ""),
             )
         )
     return films

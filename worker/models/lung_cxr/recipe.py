@@ -146,7 +146,8 @@ def cross_validate(
         for k, test in enumerate(split):
             if only is not None and k not in only:
                 continue
-            train = [i for i in range(len(films)) if i not in set(test)]
+            held = set(test)
+            train = [i for i in range(len(films)) if i not in held and not films[i].qc]
             model, _, _ = train_run(
                 arrays.net_images[train],
                 arrays.net_masks[train],
@@ -164,17 +165,24 @@ def cross_validate(
                 [arrays.masks[i] for i in test],
                 _names(films, test),
             )
-            summary = {"fold": k + 1, **summarise(fold_records)}
+            summary = {"fold": k + 1, "train_films": len(train), **summarise(fold_records)}
+            trusted = [r for r, i in zip(fold_records, test, strict=True) if not films[i].qc]
+            if trusted and len(trusted) < len(fold_records):
+                summary["qc_passed"] = summarise(trusted)
             logger.info("fold %d: %s", k + 1, summary)
             per_fold.append(summary)
             records.extend(fold_records)
     fold_dice = [f["dice_mean"] for f in per_fold]
+    untrusted = {f.name for f in films if f.qc}
+    trusted = [r for r in records if r.name not in untrusted]
     return {
         "recipe": asdict(recipe),
         "folds": per_fold,
         "fold_dice_mean": round(float(np.mean(fold_dice)), 4),
         "fold_dice_sd": round(float(np.std(fold_dice)), 4),
         "out_of_fold": summarise(records),
+        "out_of_fold_qc_passed": summarise(trusted) if trusted else None,
+        "qc_excluded": sorted(untrusted),
         "records": [r.as_dict() for r in records],
     }
 
@@ -190,11 +198,13 @@ def train_final(
     extra: dict[str, Any],
     phantom_weights: Path = PHANTOM_WEIGHTS,
 ) -> dict[str, Any]:
-    """The shipped model: the recipe on every film; saved with ``extra`` in its metadata."""
+    """The shipped model: the recipe on every film that passed annotation QC; saved with
+    ``extra`` in its metadata."""
     started = time.time()
+    use = [i for i, film in enumerate(films) if not film.qc]
     model, history, amp = train_run(
-        arrays.net_images,
-        arrays.net_masks,
+        arrays.net_images[use],
+        arrays.net_masks[use],
         recipe,
         device,
         phantom_weights=phantom_weights,
@@ -204,8 +214,9 @@ def train_final(
         "model": "lung-cxr",
         "version": MODEL_VERSION,
         "trained_on": label,
-        "train_images": len(films),
-        "train_patients": len({f.patient for f in films}),
+        "train_images": len(use),
+        "train_patients": len({films[i].patient for i in use}),
+        "qc_excluded": {f.name: f.qc for f in films if f.qc},
         "recipe": asdict(recipe),
         "epochs": len(history),
         "history": history[-5:],
@@ -242,7 +253,7 @@ def train_and_validate(
 ) -> dict[str, Any]:
     """Cross-validate (``folds`` > 1), fit the quality gate on the out-of-fold films, then
     train the shipped model on every film; its metadata carries all of it."""
-    from worker.models.lung_cxr.gate_fit import gate_entry, out_of_fold_signals
+    from worker.models.lung_cxr.gate_fit import out_of_fold_signals
 
     films, arrays = load(data, recipe)
     extra: dict[str, Any] = {
@@ -260,11 +271,8 @@ def train_and_validate(
                 phantom_weights=phantom_weights,
             )  # fmt: skip
             oof = out_of_fold_signals(films, arrays, sorted(Path(keep).glob("fold*.pt")), device)
-        dice = [r.dice for r in sorted(records_of(cv), key=lambda r: r.name)]
-        by_name = sorted(range(len(films)), key=lambda i: films[i].name)
-        oof_by_name = [oof[i] for i in by_name]
         extra["cross_validation"] = cv
-        extra["quality_gate"] = gate_entry(oof_by_name, dice)
+        extra["quality_gate"] = fit_gate(films, cv, oof)
     return train_final(
         films,
         arrays,
@@ -275,6 +283,16 @@ def train_and_validate(
         extra=extra,
         phantom_weights=phantom_weights,
     )
+
+
+def fit_gate(films: list[Film], cv: dict[str, Any], oof: list[Any]) -> dict[str, Any]:
+    """The gate from the out-of-fold signals (``oof``, in film order) of the films whose
+    masks passed QC, each with its out-of-fold Dice."""
+    from worker.models.lung_cxr.gate_fit import gate_entry
+
+    dice = {r.name: r.dice for r in records_of(cv)}
+    trusted = [i for i, film in enumerate(films) if not film.qc and film.name in dice]
+    return gate_entry([oof[i] for i in trusted], [dice[films[i].name] for i in trusted])
 
 
 def command(args: argparse.Namespace, progress: Progress) -> str:

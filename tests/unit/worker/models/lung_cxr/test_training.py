@@ -252,3 +252,24 @@ def test_evaluate_shipped_models_on_held_out_user_layouts(tmp_path: Path) -> Non
     det = json.loads((tmp_path / "det.json").read_text())
     assert det["images"] == 12 and det["boxes"] == 8
     assert det["ap50"] > 0.5 and det["recall_at_threshold"] > 0.5
+
+
+def test_films_failing_annotation_qc_are_scored_but_never_trained_on(tmp_path: Path) -> None:
+    from worker.models.lung_cxr.films import load_films, read_qc
+    from worker.models.lung_cxr.recipe import CxrRecipe, cross_validate
+
+    data = tmp_path / "films"
+    _pairs_layout(data, range(900200, 900204), ["a", "a", "b", "b"])
+    bad = sorted(p.name for p in (data / "images").glob("*.png"))[0]
+    films = read_films(data, qc={bad: "mask displaced"})
+    assert [f.qc for f in films] == ["mask displaced", "", "", ""]
+    recipe = CxrRecipe(init="scratch", steps=1, batch_size=1)
+    cv = cross_validate(films, load_films(films, (160, 160)), recipe, "cpu", folds=2)
+    assert cv["qc_excluded"] == [bad]
+    assert len(cv["records"]) == 4  # the untrusted film is still scored...
+    assert cv["out_of_fold_qc_passed"]["films"] == 3  # ...and reported apart
+    # patient "a" (films 0, 1) is one fold: the other fold trains on "a" minus the bad film
+    train_sizes = sorted(f["train_films"] for f in cv["folds"])
+    assert train_sizes == [1, 2]
+    shipped = read_qc()
+    assert len(shipped) == 11 and all(reason for reason in shipped.values())

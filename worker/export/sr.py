@@ -35,6 +35,7 @@ UCUM: dict[str, tuple[str, str]] = {
     "mL": ("ml", "milliliter"),
     "d": ("d", "day"),
     "cm2": ("cm2", "square centimeter"),
+    "mm2": ("mm2", "square millimeter"),
     "{pixels}": ("{pixels}", "pixels"),
 }
 

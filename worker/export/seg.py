@@ -129,6 +129,17 @@ def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.
     return _finish(join_stills(parts), sources[0])
 
 
+BINARY = hd.seg.SegmentationTypeValues.BINARY
+FRACTIONAL = hd.seg.SegmentationTypeValues.FRACTIONAL
+
+
+def encoding(columns: int) -> hd.seg.SegmentationTypeValues:
+    """BINARY (1 bit per pixel), unless a frame's rows do not start on a byte: Orthanc 1.10
+    cannot render such 1-bit frames (HTTP 415), so they are FRACTIONAL (8 bits, 0 or 255,
+    probability semantics), which Orthanc, highdicom and dcmqi read alike."""
+    return BINARY if columns % 8 == 0 else FRACTIONAL
+
+
 def _frames(ds: Dataset) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1)
 
@@ -150,10 +161,12 @@ def _segmentation(
     spec, output = options.spec, options.output
     series_uid, instance_uid = uids or (hd.UID(), hd.UID())
     planar = "FrameOfReferenceUID" not in sources[0]
+    segmentation_type = encoding(int(sources[0].Columns))
+    pixels = stacked if segmentation_type == BINARY else stacked.astype(np.float32)
     seg = hd.seg.Segmentation(
         source_images=sources,
-        pixel_array=stacked,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        pixel_array=pixels,
+        segmentation_type=segmentation_type,
         segment_descriptions=options.descriptions,
         series_instance_uid=series_uid,
         series_number=options.series_number,

@@ -16,12 +16,14 @@ _ALLOWED: dict[JobState, frozenset[JobState]] = {
             JobState.SUCCEEDED,
             JobState.NEEDS_REVIEW,
             JobState.FAILED,
+            JobState.SKIPPED,
             JobState.QUARANTINED,
         }
     ),
     JobState.SUCCEEDED: frozenset({JobState.QUEUED}),
     JobState.NEEDS_REVIEW: frozenset({JobState.QUEUED}),
     JobState.FAILED: frozenset({JobState.QUEUED, JobState.CANCELLED}),
+    JobState.SKIPPED: frozenset({JobState.QUEUED, JobState.CANCELLED}),
     JobState.QUARANTINED: frozenset({JobState.QUEUED, JobState.CANCELLED}),
     JobState.CANCELLED: frozenset({JobState.QUEUED}),
 }
@@ -31,6 +33,7 @@ TERMINAL = frozenset(
         JobState.SUCCEEDED,
         JobState.NEEDS_REVIEW,
         JobState.FAILED,
+        JobState.SKIPPED,
         JobState.QUARANTINED,
         JobState.CANCELLED,
     }

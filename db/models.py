@@ -41,6 +41,9 @@ class JobState(enum.StrEnum):
     #: them: a person must look (Result.review says why).
     NEEDS_REVIEW = "needs_review"
     FAILED = "failed"
+    #: Nothing wrong, nothing to do: the series is not for its model (one slice for a model
+    #: that needs a volume, not an image). Job.error says why.
+    SKIPPED = "skipped"
     QUARANTINED = "quarantined"
     CANCELLED = "cancelled"
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Instance, Series, SeriesStatus, utcnow
 from dicom_gateway import metrics
 from worker.core.enqueue import queue_job
-from worker.core.routing import route
+from worker.core.routing import route, unrouted_reason
 from worker.core.tags import SeriesTags
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,11 @@ def complete_quiet_series(
             spec = route(_tags(series))
             if spec is None:
                 series.status = SeriesStatus.UNROUTED
-                logger.info("series %s complete; no model accepts it", series_id)
+                logger.info(
+                    "series %s complete, not processed: %s",
+                    series_id,
+                    unrouted_reason(_tags(series)),
+                )
                 continue
             job_id = queue_job(session, series_id, spec, max_attempts)
             if job_id is None:

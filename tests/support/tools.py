@@ -59,3 +59,11 @@ def dciodvfy_errors(path: Path) -> list[str]:
     done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
     output = done.stdout + done.stderr
     return [line for line in output.splitlines() if line.startswith("Error")]
+
+
+def dciodvfy_warnings(path: Path) -> list[str]:
+    """Warning lines dciodvfy reports for ``path``."""
+    need_tool("dciodvfy")
+    done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    output = done.stdout + done.stderr
+    return [line for line in output.splitlines() if line.startswith("Warning")]

@@ -124,6 +124,10 @@ def _print_status(session_factory: Any) -> None:
         f"awaiting review: {s.awaiting_review} needs_review job(s) undecided"
         + ("  (medseg jobs --state needs_review; medseg review)" if s.awaiting_review else "")
     )
+    skipped = sum(s.skipped_reasons_day.values())
+    print(f"not processed (last day): {skipped} series" + (" by reason:" if skipped else ""))
+    for reason, count in s.skipped_reasons_day.items():
+        print(f"  {count:5d}  {reason}")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -13,7 +13,12 @@ class InputError(PermanentError):
     """The series cannot be processed as received (missing geometry, wrong modality, ...)."""
 
 
-class NoModelError(PermanentError):
+class SkippedError(PermanentError):
+    """The series is not for us (not an image, no model for it, a 2D series for a model that
+    needs a volume): nothing is wrong with it, and the job ends ``skipped`` with this reason."""
+
+
+class NoModelError(SkippedError):
     """No registered model accepts the series."""
 
 

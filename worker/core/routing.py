@@ -8,14 +8,58 @@ from __future__ import annotations
 
 import logging
 
+from pydicom.uid import UID
+
 from worker.core.registry import ModelSpec, all_specs
 from worker.core.tags import SeriesTags
 
 logger = logging.getLogger(__name__)
 
 
+#: Storage SOP classes whose names do not say "Image" but hold images.
+_IMAGE_CLASSES_NOT_NAMED_SO = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.6.2",  # Enhanced US Volume Storage
+    }
+)
+
+
+def sop_class_name(uid: str) -> str:
+    name = UID(uid).name if uid else ""
+    return name if name and name != uid else f"SOP class {uid or '(none)'}"
+
+
+def is_image_class(sop_class_uid: str) -> bool:
+    """False for the storage SOP classes known not to be images (SR, presentation states,
+    RT plans, waveforms, SEG, ...); True for image classes and for unknown (private) ones."""
+    if not sop_class_uid:
+        return True
+    uid = UID(sop_class_uid)
+    if uid.name == str(uid) or sop_class_uid in _IMAGE_CLASSES_NOT_NAMED_SO:
+        return True  # not in pydicom's dictionary: let the tags decide
+    return "Image Storage" in uid.name
+
+
+def unrouted_reason(tags: SeriesTags) -> str:
+    """Why ``route`` found no model for ``tags``: the routing summary of what is skipped."""
+    if not is_image_class(tags.sop_class_uid):
+        return (
+            f"not an image: {sop_class_name(tags.sop_class_uid)} "
+            f"(modality {tags.modality or 'none'}); medseg segments images only"
+        )
+    body = tags.body_part_examined or "none"
+    described = f", series description {tags.series_description!r}" * bool(tags.series_description)
+    return (
+        f"no model accepts modality {tags.modality or 'none'}, body part {body}{described} "
+        f"({sop_class_name(tags.sop_class_uid)})"
+    )
+
+
 def route(tags: SeriesTags) -> ModelSpec | None:
-    """The highest-priority model that accepts ``tags``, or None."""
+    """The highest-priority model that accepts ``tags``, or None (never for a non-image)."""
+    if not is_image_class(tags.sop_class_uid):
+        logger.info("not an image (%s): not routed", tags.sop_class_uid)
+        return None
     candidates = [spec for spec in all_specs() if spec.accepts(tags)]
     if not candidates:
         logger.info("no model for modality=%s body_part=%s", tags.modality, tags.body_part_examined)

@@ -48,6 +48,7 @@ class Segment:
 
 
 VOLUME = CodedConcept("118565006", "SCT", "Volume")
+AREA = CodedConcept("42798000", "SCT", "Area")
 HEAD_CIRCUMFERENCE = CodedConcept("11984-2", "LN", "Head Circumference")
 BIPARIETAL_DIAMETER = CodedConcept("11820-8", "LN", "Biparietal Diameter")
 OCCIPITOFRONTAL_DIAMETER = CodedConcept("11851-3", "LN", "Occipital-Frontal Diameter")

@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+import numpy.typing as npt
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from worker import __version__
 from worker.core.registry import ModelSpec
+from worker.export._seg_stills import join_stills
 from worker.export.labels import series_description
+from worker.export.numbering import (
+    CONTENT_CREATOR,
+    SEG_FALLBACK,
+    SEG_OFFSET,
+    derived_series_number,
+    fit_words,
+)
 from worker.export.outputs import CodedConcept, ModelOutput
 from worker.pipeline.loading import LoadedSeries
 
 logger = logging.getLogger(__name__)
 
-SEG_SERIES_NUMBER = 9901
 ULTRASOUND_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 
 
@@ -47,7 +56,11 @@ def _single_frame_view(source: Dataset) -> Dataset:
 
 
 def _reference_frame(seg: hd.seg.Segmentation, source: Dataset, frame_number: int) -> None:
-    """Point the SEG's references at ``frame_number`` of the real multi-frame source."""
+    """Point the SEG's references at ``frame_number`` of the real multi-frame source. The
+    Referenced Series Sequence names instances only (a frame number there is a Standard
+    Extended attribute); highdicom shares its items with the Source Image Sequence, so the
+    image references get their own copies first."""
+    seg.SourceImageSequence = [copy.deepcopy(i) for i in seg.get("SourceImageSequence", [])]
     for group in seg.PerFrameFunctionalGroupsSequence:
         for derivation in group.get("DerivationImageSequence", []):
             for item in derivation.SourceImageSequence:
@@ -57,8 +70,13 @@ def _reference_frame(seg: hd.seg.Segmentation, source: Dataset, frame_number: in
         item.ReferencedSOPClassUID = source.SOPClassUID
         item.ReferencedFrameNumber = frame_number
     for series in seg.ReferencedSeriesSequence:
+        series.ReferencedInstanceSequence = [
+            copy.deepcopy(i) for i in series.ReferencedInstanceSequence
+        ]
         for item in series.ReferencedInstanceSequence:
             item.ReferencedSOPClassUID = source.SOPClassUID
+            if "ReferencedFrameNumber" in item:
+                del item.ReferencedFrameNumber
 
 
 def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.seg.Segmentation:
@@ -85,21 +103,74 @@ def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.
             description.SegmentDescription = segment.kind.description[:64]  # LO
     stacked = np.stack([s.mask for s in output.segments], axis=-1).astype(np.uint8)
     sources = series.datasets
-    multiframe_one = (
-        output.source_frame is not None
-        and len(sources) == 1
-        and int(sources[0].get("NumberOfFrames", 1)) > 1
+    options = _Options(
+        descriptions, derived_series_number(sources[0], SEG_OFFSET, SEG_FALLBACK), spec, output
     )
-    if multiframe_one:
-        sources = [_single_frame_view(sources[0])]
+    if output.source_frame is not None and len(sources) == 1 and _frames(sources[0]) > 1:
+        # One frame of a cine: segmented as a single-frame view, then referenced.
+        seg = _segmentation([_single_frame_view(sources[0])], stacked, options)
+        _reference_frame(seg, sources[0], output.source_frame + 1)
+        return _finish(seg, sources[0])
+    if output.source_frame is not None and len(sources) > 1:
+        # One still of several: the SEG is of that image.
+        source = sources[output.source_frame]
+        return _finish(_segmentation([source], stacked, options), source)
+    if "FrameOfReferenceUID" in sources[0]:
+        # Enhanced multi-frame sources: masks go back to the image's own frame order.
+        return _finish(_segmentation([*sources], series.file_order(stacked), options))
+    if len(sources) == 1:
+        return _finish(_segmentation(sources, stacked, options), sources[0])
+    # Several stills without a frame of reference: one SEG per image, joined.
+    uids = (hd.UID(), hd.UID())
+    parts = [
+        _segmentation([source], stacked[k : k + 1], options, uids)
+        for k, source in enumerate(sources)
+    ]
+    return _finish(join_stills(parts), sources[0])
+
+
+BINARY = hd.seg.SegmentationTypeValues.BINARY
+FRACTIONAL = hd.seg.SegmentationTypeValues.FRACTIONAL
+
+
+def encoding(columns: int) -> hd.seg.SegmentationTypeValues:
+    """BINARY (1 bit per pixel), unless a frame's rows do not start on a byte: Orthanc 1.10
+    cannot render such 1-bit frames (HTTP 415), so they are FRACTIONAL (8 bits, 0 or 255,
+    probability semantics), which Orthanc, highdicom and dcmqi read alike."""
+    return BINARY if columns % 8 == 0 else FRACTIONAL
+
+
+def _frames(ds: Dataset) -> int:
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+@dataclass(frozen=True)
+class _Options:
+    descriptions: list[hd.seg.SegmentDescription]
+    series_number: int
+    spec: ModelSpec
+    output: ModelOutput
+
+
+def _segmentation(
+    sources: list[Dataset],
+    stacked: npt.NDArray[np.uint8],
+    options: _Options,
+    uids: tuple[str, str] | None = None,  # (series, SOP instance); None: new ones
+) -> hd.seg.Segmentation:
+    spec, output = options.spec, options.output
+    series_uid, instance_uid = uids or (hd.UID(), hd.UID())
+    planar = "FrameOfReferenceUID" not in sources[0]
+    segmentation_type = encoding(int(sources[0].Columns))
+    pixels = stacked if segmentation_type == BINARY else stacked.astype(np.float32)
     seg = hd.seg.Segmentation(
         source_images=sources,
-        pixel_array=stacked,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=SEG_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(),
+        pixel_array=pixels,
+        segmentation_type=segmentation_type,
+        segment_descriptions=options.descriptions,
+        series_instance_uid=series_uid,
+        series_number=options.series_number,
+        sop_instance_uid=instance_uid,
         instance_number=1,
         manufacturer="medseg",
         manufacturer_model_name=spec.name,
@@ -107,13 +178,19 @@ def build_seg(series: LoadedSeries, output: ModelOutput, spec: ModelSpec) -> hd.
         device_serial_number="0",
         series_description=series_description(f"medseg {spec.name}", output),
         content_label="MEDSEG",
-        content_description=spec.description[:64],
+        content_description=fit_words(spec.description),
+        content_creator_name=CONTENT_CREATOR,
+        # A planar SEG keeps a frame per segment and image, empty or not, so that an SR can
+        # point at the frame of each segment on the measured image.
+        omit_empty_frames=not planar,
     )
-    if multiframe_one and output.source_frame is not None:
-        _reference_frame(seg, series.datasets[0], output.source_frame + 1)
-    if "FrameOfReferenceUID" not in seg:
+    return seg
+
+
+def _finish(seg: hd.seg.Segmentation, planar_source: Dataset | None = None) -> hd.seg.Segmentation:
+    if "FrameOfReferenceUID" not in seg and planar_source is not None:
         # General Image module: Patient Orientation is Type 2C without a frame of reference.
-        seg.PatientOrientation = sources[0].get("PatientOrientation", "")
+        seg.PatientOrientation = planar_source.get("PatientOrientation", "")
         _drop_unusable_pixel_measures(seg)
     return seg
 

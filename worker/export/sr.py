@@ -19,7 +19,9 @@ from pydicom.sr.codedict import codes
 
 from worker import __version__
 from worker.core.registry import ModelSpec
+from worker.export._seg_stills import segment_of
 from worker.export.labels import series_description
+from worker.export.numbering import SR_FALLBACK, SR_OFFSET, derived_series_number
 from worker.export.outputs import CodedConcept, MeasurementValue, ModelOutput
 from worker.export.seg import save_atomic
 from worker.export.sr_findings import algorithm_identification, finding_groups
@@ -27,13 +29,13 @@ from worker.pipeline.loading import LoadedSeries
 
 logger = logging.getLogger(__name__)
 
-SR_SERIES_NUMBER = 9902
 IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
 UCUM: dict[str, tuple[str, str]] = {
     "mm": ("mm", "millimeter"),
     "mL": ("ml", "milliliter"),
     "d": ("d", "day"),
     "cm2": ("cm2", "square centimeter"),
+    "mm2": ("mm2", "square millimeter"),
     "{pixels}": ("{pixels}", "pixels"),
 }
 
@@ -89,18 +91,13 @@ def _segment_group(
             measurements=measurements,
             qualitative_evaluations=_review(output),
         )
-    source = series.datasets[0]
-    frames = (
-        [output.source_frame + 1]
-        if int(source.get("NumberOfFrames", 1)) > 1 and (output.source_frame is not None)
-        else None
-    )
+    source, frames = _measured_image(series, output)
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
         referenced_segment=hd.sr.ReferencedSegmentationFrame(
             sop_class_uid=seg.SOPClassUID,
             sop_instance_uid=seg.SOPInstanceUID,
-            frame_number=1,
+            frame_number=_seg_frame(seg, number, str(source.SOPInstanceUID)),
             segment_number=number,
             source_image=hd.sr.SourceImageForSegmentation(
                 source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=frames
@@ -111,6 +108,30 @@ def _segment_group(
         measurements=measurements,
         qualitative_evaluations=_review(output),
     )
+
+
+def _measured_image(series: LoadedSeries, output: ModelOutput) -> tuple[Dataset, list[int] | None]:
+    """The source image (and its frame, in a cine) the planar measurements were made on:
+    the output's ``source_frame`` (a cine's frame or one still of several), else the first."""
+    if output.source_frame is None:
+        return series.datasets[0], None
+    if len(series.datasets) > 1:
+        return series.datasets[output.source_frame], None
+    source = series.datasets[0]
+    multiframe = int(source.get("NumberOfFrames", 1) or 1) > 1
+    return source, [output.source_frame + 1] if multiframe else None
+
+
+def _seg_frame(seg: Dataset, segment: int, source_uid: str) -> int:
+    """The 1-based SEG frame holding ``segment`` on the source image ``source_uid``."""
+    for number, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
+        if segment_of(seg, item) != segment:
+            continue
+        derived = item.get("DerivationImageSequence", [])
+        uids = {str(s.ReferencedSOPInstanceUID) for d in derived for s in d.SourceImageSequence}
+        if not uids or source_uid in uids:
+            return number
+    raise ValueError(f"the SEG has no frame of segment {segment} on image {source_uid}")
 
 
 def build_sr(
@@ -183,7 +204,7 @@ def _document(evidence: Sequence[Dataset], spec: ModelSpec, output: ModelOutput)
         evidence=evidence,
         content=placeholder,
         series_instance_uid=hd.UID(),
-        series_number=SR_SERIES_NUMBER,
+        series_number=derived_series_number(evidence[0], SR_OFFSET, SR_FALLBACK),
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer="medseg",

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.jobstate import InvalidTransitionError, transition
-from db.models import Job, JobState, Result, Series, utcnow
+from db.models import Job, JobState, Result, Series, SeriesStatus, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,9 @@ class Status:
     finished_hour: int = 0
     failure_rate_day: float | None = None
     awaiting_review: int = 0  # needs_review jobs whose result no reviewer has decided
+    #: What was not processed in the last day and why: {reason: series}, from series no
+    #: model accepts (``unrouted``) and ``skipped`` jobs (Job.error).
+    skipped_reasons_day: dict[str, int] = field(default_factory=dict)
 
 
 def _counts(session: Session, since: datetime) -> dict[str, int]:
@@ -135,6 +138,7 @@ def status(
         finished = session.scalar(
             select(func.count()).where(Job.finished_at >= now - timedelta(hours=1))
         )
+        skipped = _skipped_reasons(session, now - timedelta(days=1))
         awaiting = session.scalar(
             select(func.count(func.distinct(Job.id)))
             .join(Result, Result.job_id == Job.id)
@@ -159,7 +163,35 @@ def status(
         finished_hour=int(finished or 0),
         failure_rate_day=(done["failed"] + done["quarantined"]) / total if total else None,
         awaiting_review=int(awaiting or 0),
+        skipped_reasons_day=skipped,
     )
+
+
+def _skipped_reasons(session: Session, since: datetime) -> dict[str, int]:
+    """The routing summary: why series were not processed, most frequent first."""
+    from worker.core.routing import unrouted_reason
+    from worker.core.tags import SeriesTags
+
+    reasons: Counter[str] = Counter()
+    unrouted = session.scalars(
+        select(Series).where(
+            Series.status == SeriesStatus.UNROUTED, Series.last_received_at >= since
+        )
+    ).all()
+    for series in unrouted:
+        tags = SeriesTags.of(
+            modality=series.modality,
+            body_part_examined=series.body_part_examined,
+            series_description=series.series_description,
+            image_type=series.image_type,
+            sop_class_uid=series.sop_class_uid,
+        )
+        reasons[unrouted_reason(tags)] += 1
+    errors = session.scalars(
+        select(Job.error).where(Job.state == JobState.SKIPPED, Job.created_at >= since)
+    ).all()
+    reasons.update(error or "skipped" for error in errors)
+    return dict(reasons.most_common(10))
 
 
 def rerun(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,11 +12,11 @@ from typing import Any
 import pydicom
 
 from worker.core.card import not_for_clinical_use
-from worker.core.errors import NoModelError, PermanentError
+from worker.core.errors import PermanentError, SkippedError
 from worker.core.paths import safe_component
 from worker.pipeline.cache import ModelCache
-from worker.pipeline.loading import read_headers
-from worker.pipeline.run import SeriesResult, run_series
+from worker.pipeline.loading import decode_series, read_headers
+from worker.pipeline.run import SeriesResult, read_and_route, run_loaded
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +91,9 @@ def target_dir(out_dir: Path, row: BatchRow) -> Path:
 
 
 def record_error(row: BatchRow, exc: Exception) -> None:
-    """What a series' error means for its row: skipped (no model) or failed, with why."""
-    if isinstance(exc, NoModelError):
+    """What a series' error means for its row: skipped (not for us: not an image, no model,
+    not a volume) or failed, with why. ``row.model`` stays what routing chose."""
+    if isinstance(exc, SkippedError):
         row.status, row.error = "skipped", str(exc)
     elif isinstance(exc, PermanentError):
         row.error = str(exc)
@@ -147,7 +149,13 @@ def _run_sequential(
     for series_uid, paths in groups:
         row = start_row(series_uid, paths)
         try:
-            result = run_series(paths, models, target_dir(out_dir, row))
+            start = time.perf_counter()
+            headers, spec = read_and_route(paths)
+            row.model, row.model_version = spec.name, spec.version
+            series = decode_series(headers)
+            load_seconds = time.perf_counter() - start
+            result = run_loaded(series, spec, models, target_dir(out_dir, row))
+            result.timings["load"] = load_seconds
         except Exception as exc:
             record_error(row, exc)
         else:

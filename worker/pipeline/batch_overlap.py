@@ -30,8 +30,8 @@ from typing import Any
 from worker.core.registry import Model, ModelSpec, StagedModel
 from worker.pipeline.batch import BatchRow, record_error, record_result, start_row, target_dir
 from worker.pipeline.cache import ModelCache
-from worker.pipeline.loading import LoadedSeries
-from worker.pipeline.run import export, load_and_route
+from worker.pipeline.loading import LoadedSeries, decode_series
+from worker.pipeline.run import export, read_and_route
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,11 @@ def _load(series_uid: str, paths: list[Path], out_dir: Path, models: ModelCache)
     row = start_row(series_uid, paths)  # raises as in the sequential path
     item = _Series(row, target_dir(out_dir, row))
     try:
-        item.series, item.spec, item.timings["load"] = load_and_route(paths)
+        start = time.perf_counter()
+        headers, item.spec = read_and_route(paths)
+        row.model, row.model_version = item.spec.name, item.spec.version
+        item.series = decode_series(headers)
+        item.timings["load"] = time.perf_counter() - start
         item.model = models.get(item.spec)
         if isinstance(item.model, StagedModel):
             start = time.perf_counter()

@@ -1,11 +1,13 @@
-"""Load a series from files: read, group, sort by position, decode, derive geometry."""
+"""Load a series from files: read headers, group, de-duplicate, sort by position, decode,
+derive geometry. Headers come first so that a series is routed (or skipped) before any
+pixel data is decoded."""
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,47 +18,22 @@ from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
-from worker.core.errors import InputError
+from worker.core.errors import InputError, SkippedError
 from worker.core.tags import SeriesTags
+from worker.pipeline.geometry import (
+    FramePlane,
+    VolumeGeometry,
+    frame_count,
+    frame_planes,
+    is_enhanced,
+    missing_geometry,
+    stack_geometry,
+    stack_order,
+)
+
+__all__ = ["LoadedSeries", "SeriesHeaders", "VolumeGeometry", "load_series", "read_series"]
 
 logger = logging.getLogger(__name__)
-
-_ORIENTATION_TOLERANCE = 1e-3
-
-
-@dataclass(frozen=True)
-class VolumeGeometry:
-    """Patient-space geometry of a stack of parallel slices (LPS, mm)."""
-
-    row_cosine: npt.NDArray[np.float64]  # direction of increasing column index
-    column_cosine: npt.NDArray[np.float64]  # direction of increasing row index
-    positions: npt.NDArray[np.float64]  # (n, 3) ImagePositionPatient, in stack order
-    pixel_spacing: tuple[float, float]  # (between rows, between columns)
-
-    @property
-    def normal(self) -> npt.NDArray[np.float64]:
-        normal: npt.NDArray[np.float64] = np.cross(self.row_cosine, self.column_cosine)
-        return normal
-
-    @property
-    def slice_locations(self) -> npt.NDArray[np.float64]:
-        return self.positions @ self.normal
-
-    def slice_thicknesses(self) -> npt.NDArray[np.float64]:
-        """Each slice's share of the volume: half the gap to each neighbour (ends mirror)."""
-        locations = self.slice_locations
-        if len(locations) == 1:
-            raise InputError("one slice has no thickness from positions")
-        gaps: npt.NDArray[np.float64] = np.abs(np.diff(locations))
-        left = np.concatenate([gaps[:1], gaps])
-        right = np.concatenate([gaps, gaps[-1:]])
-        thickness: npt.NDArray[np.float64] = (left + right) / 2.0
-        return thickness
-
-    def voxel_volumes_ml(self) -> npt.NDArray[np.float64]:
-        """Volume in mL of one voxel of each slice."""
-        area_mm2 = self.pixel_spacing[0] * self.pixel_spacing[1]
-        return area_mm2 * self.slice_thicknesses() / 1000.0
 
 
 @dataclass
@@ -65,6 +42,13 @@ class LoadedSeries:
     frames: npt.NDArray[np.float32]  # (n, rows, columns), modality LUT applied
     tags: SeriesTags
     geometry: VolumeGeometry | None
+    #: For one multi-frame image sorted by position: ``frames[i]`` is its frame
+    #: ``frame_order[i]`` (0-based). None: frames are in the files' own order.
+    frame_order: npt.NDArray[np.intp] | None = None
+    #: Why ``geometry`` is None, for a person.
+    geometry_note: str = ""
+    #: Notes about the input (duplicate copies ignored, ...), added to the result's warnings.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def study_uid(self) -> str:
@@ -75,12 +59,26 @@ class LoadedSeries:
         return str(self.datasets[0].SeriesInstanceUID)
 
     def require_geometry(self) -> VolumeGeometry:
+        """The volume's geometry, for models that measure in 3D: a series of one slice is
+        skipped (it is fine, just not for such a model); one without positions fails."""
         if self.geometry is None:
             raise InputError(
                 "series has no usable volume geometry "
-                "(ImagePositionPatient/ImageOrientationPatient/PixelSpacing)"
+                f"(ImagePositionPatient/ImageOrientationPatient/PixelSpacing): {self.geometry_note}"
+            )
+        if len(self.geometry.positions) < 2:
+            raise SkippedError(
+                "this model needs a volume (two or more parallel slices); the series has one slice"
             )
         return self.geometry
+
+    def file_order(self, masks: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """``masks`` (stack order, first axis) back in the source image's frame order."""
+        if self.frame_order is None:
+            return masks
+        inverse = np.argsort(self.frame_order)
+        reordered: npt.NDArray[Any] = masks[inverse]
+        return reordered
 
 
 def tags_of(ds: Dataset) -> SeriesTags:
@@ -96,6 +94,12 @@ def tags_of(ds: Dataset) -> SeriesTags:
     )
 
 
+def _unreadable(exc: Exception) -> str:
+    if isinstance(exc, InvalidDicomError):
+        return "not a DICOM file (no DICM prefix and no readable header)"
+    return f"unreadable DICOM header: {type(exc).__name__}: {exc}"[:300]
+
+
 def read_headers(paths: Iterable[Path]) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
     """Group DICOM files by SeriesInstanceUID; return (groups, [(path, reason)] skipped)."""
     groups: dict[str, list[Path]] = defaultdict(list)
@@ -103,43 +107,80 @@ def read_headers(paths: Iterable[Path]) -> tuple[dict[str, list[Path]], list[tup
     for path in paths:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-            series_uid = str(ds.SeriesInstanceUID)
         except Exception as exc:  # damaged headers raise many types; all mean "skip it"
-            skipped.append((path, f"not a readable DICOM image: {type(exc).__name__}"))
+            skipped.append((path, _unreadable(exc)))
+            continue
+        series_uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+        if not series_uid:
+            skipped.append((path, "no SeriesInstanceUID (0020,000E): not part of any series"))
             continue
         groups[series_uid].append(path)
     return dict(groups), skipped
 
 
-def _geometry(datasets: Sequence[Dataset]) -> VolumeGeometry | None:
-    try:
-        orientation = np.array(datasets[0].ImageOrientationPatient, dtype=np.float64)
-        positions = np.array([ds.ImagePositionPatient for ds in datasets], dtype=np.float64)
-        spacing = [float(v) for v in datasets[0].PixelSpacing]
-    except (AttributeError, TypeError, ValueError):
-        return None
-    if orientation.shape != (6,) or positions.shape != (len(datasets), 3) or len(spacing) != 2:
-        return None
-    if min(spacing) <= 0:
-        raise InputError(f"PixelSpacing must be positive, got {spacing}")
-    for ds in datasets[1:]:
-        other = np.array(ds.ImageOrientationPatient, dtype=np.float64)
-        if np.abs(other - orientation).max() > _ORIENTATION_TOLERANCE:
-            raise InputError("slices of the series have different orientations")
-    return VolumeGeometry(
-        row_cosine=orientation[:3],
-        column_cosine=orientation[3:],
-        positions=positions,
-        pixel_spacing=(spacing[0], spacing[1]),
+@dataclass
+class SeriesHeaders:
+    """One series' headers (no pixel data), one file per SOP instance."""
+
+    paths: list[Path]
+    headers: list[Dataset]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def tags(self) -> SeriesTags:
+        return tags_of(self.headers[0])
+
+    @property
+    def sop_class_uid(self) -> str:
+        return str(self.headers[0].get("SOPClassUID", ""))
+
+    @property
+    def is_image(self) -> bool:
+        """Every instance has image pixel attributes (Rows/Columns)."""
+        return all("Rows" in ds and "Columns" in ds for ds in self.headers)
+
+
+def _preference(item: tuple[Path, Dataset]) -> tuple[int, int, str]:
+    """Which copy of a duplicated instance to keep: uncompressed, then lossless, then name."""
+    path, ds = item
+    syntax = pydicom.uid.UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+    compressed = int(syntax.is_compressed) if syntax.is_transfer_syntax else 1
+    lossy = int(str(ds.get("LossyImageCompression", "00")) == "01")
+    return (compressed, lossy, path.name)
+
+
+def read_series(paths: Sequence[Path]) -> SeriesHeaders:
+    """Read one series' headers; copies of one SOP instance (the same image in several
+    transfer syntaxes) are kept once. Raises InputError with a reason a person can act on."""
+    if not paths:
+        raise InputError("empty series")
+    items: list[tuple[Path, Dataset]] = []
+    for path in paths:
+        try:
+            items.append((path, pydicom.dcmread(path, stop_before_pixels=True)))
+        except (InvalidDicomError, OSError, ValueError) as exc:
+            raise InputError(f"{path.name}: not readable DICOM ({exc})") from exc
+    series = defaultdict(list)
+    for path, ds in items:
+        series[str(ds.get("SeriesInstanceUID", "") or "").strip()].append(path.name)
+    if len(series) != 1:
+        shown = "; ".join(
+            f"{uid or '(none)'}: {len(names)} file(s)" for uid, names in series.items()
+        )
+        raise InputError(f"files belong to {len(series)} series ({shown})")
+    by_uid: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
+    for path, ds in items:
+        by_uid[str(ds.get("SOPInstanceUID", "") or path.name)].append((path, ds))
+    kept = [min(copies, key=_preference) for copies in by_uid.values()]
+    warnings = []
+    if len(kept) < len(items):
+        warnings.append(
+            f"{len(items) - len(kept)} duplicate copies of SOP instances ignored "
+            "(the same image in another transfer syntax); uncompressed copies kept"
+        )
+    return SeriesHeaders(
+        paths=[p for p, _ in kept], headers=[ds for _, ds in kept], warnings=warnings
     )
-
-
-def _stack_order(datasets: list[Dataset]) -> list[Dataset]:
-    geometry = _geometry(datasets)
-    if geometry is not None and len(datasets) > 1:
-        order = np.argsort(geometry.slice_locations, kind="stable")
-        return [datasets[i] for i in order]
-    return sorted(datasets, key=lambda ds: int(ds.get("InstanceNumber", 0) or 0))
 
 
 def _to_grey(pixels: npt.NDArray[Any], ds: Dataset) -> npt.NDArray[Any]:
@@ -160,7 +201,33 @@ def _decode(ds: Dataset) -> npt.NDArray[np.float32]:
         raise InputError(f"cannot decode pixel data: {exc}") from exc
     if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
         pixels = apply_modality_lut(pixels, ds)
+    elif is_enhanced(ds):
+        pixels = _enhanced_rescale(pixels, ds)
     return np.asarray(_to_grey(pixels, ds), dtype=np.float32)
+
+
+def _enhanced_rescale(pixels: npt.NDArray[Any], ds: Dataset) -> npt.NDArray[Any]:
+    """Enhanced CT/MR keep the rescale in the Pixel Value Transformation functional group."""
+    shared = list(ds.get("SharedFunctionalGroupsSequence", []))[:1]
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence", []))
+    if not any("PixelValueTransformationSequence" in g for g in [*shared, *per_frame]):
+        return pixels
+    frames = pixels if frame_count(ds) > 1 else pixels[np.newaxis]
+    out = np.empty(frames.shape, dtype=np.float64)
+    for k, frame in enumerate(frames):
+        groups = [per_frame[k], *shared] if k < len(per_frame) else shared
+        slope = _transform(groups, "RescaleSlope", 1.0)
+        intercept = _transform(groups, "RescaleIntercept", 0.0)
+        out[k] = frame * slope + intercept
+    return out if frame_count(ds) > 1 else out[0]
+
+
+def _transform(groups: Sequence[Dataset], keyword: str, default: float) -> float:
+    for group in groups:
+        items = group.get("PixelValueTransformationSequence")
+        if items and keyword in items[0]:
+            return float(items[0].get(keyword))
+    return default
 
 
 def load_series(paths: Sequence[Path]) -> LoadedSeries:
@@ -170,36 +237,86 @@ def load_series(paths: Sequence[Path]) -> LoadedSeries:
     whatever its converter raises when first touched (fuzzing found NotImplementedError,
     TypeError, ...). All of them mean "this data is damaged", never "retry later".
     """
+    return decode_series(read_series(paths))
+
+
+def decode_series(headers: SeriesHeaders) -> LoadedSeries:
+    """Decode the pixel data of a series whose headers were read (and routed)."""
     try:
-        return _load_series(paths)
-    except InputError:
+        return _decode_series(headers)
+    except (InputError, SkippedError):
         raise
     except Exception as exc:
         raise InputError(f"damaged DICOM data: {type(exc).__name__}: {exc}"[:500]) from exc
 
 
-def _load_series(paths: Sequence[Path]) -> LoadedSeries:
-    if not paths:
-        raise InputError("empty series")
+def _planes_of(headers: Sequence[Dataset]) -> tuple[list[FramePlane] | None, str]:
+    planes: list[FramePlane] = []
+    for ds in headers:
+        found = frame_planes(ds)
+        if found is None:
+            return None, missing_geometry(ds)
+        planes.extend(found)
+    return planes, ""
+
+
+def _decode_series(headers: SeriesHeaders) -> LoadedSeries:
+    if not headers.is_image:
+        raise SkippedError(f"not an image: {_sop_class_name(headers.sop_class_uid)}")
+    shapes = {(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for ds in headers.headers}
+    if len(shapes) != 1:
+        raise InputError(f"images of the series have different sizes: {sorted(shapes)}")
+    multiframe = [ds for ds in headers.headers if frame_count(ds) > 1]
+    if multiframe and len(headers.headers) > 1:
+        raise InputError(
+            f"the series mixes {len(multiframe)} multi-frame image(s) with other images; "
+            "medseg segments one multi-frame image or a set of single-frame images"
+        )
+    planes, note = _planes_of(headers.headers)
+    pairs = list(zip(headers.paths, headers.headers, strict=True))
+    frame_order: npt.NDArray[np.intp] | None = None
+    if planes is not None and len(planes) > 1:
+        order = stack_order(planes)
+        planes = [planes[i] for i in order]
+        if multiframe:
+            frame_order = order
+        else:
+            pairs = [pairs[i] for i in order]
+    elif planes is None:
+        pairs.sort(key=lambda item: (_instance_number(item[1]), item[0].name))
     datasets: list[Dataset] = []
-    for path in paths:
+    for path, _ in pairs:
         try:
             datasets.append(pydicom.dcmread(path))
         except (InvalidDicomError, OSError, ValueError) as exc:
             raise InputError(f"{path.name}: not readable DICOM ({exc})") from exc
-    if len({str(ds.get("SeriesInstanceUID", "")) for ds in datasets}) != 1:
-        raise InputError("files belong to more than one series")
-    shapes = {(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for ds in datasets}
-    if len(shapes) != 1:
-        raise InputError(f"slices have different sizes: {sorted(shapes)}")
-    datasets = _stack_order(datasets)
-    frames = [_decode(ds) for ds in datasets]
-    stacked = np.concatenate([f if f.ndim == 3 else f[np.newaxis] for f in frames], axis=0)
-    geometry = _geometry(datasets) if len(datasets) > 1 else None
-    if geometry is not None:
+    decoded = [_decode(ds) for ds in datasets]
+    stacked = np.concatenate([f if f.ndim == 3 else f[np.newaxis] for f in decoded], axis=0)
+    if frame_order is not None:
+        stacked = stacked[frame_order]
+    geometry = stack_geometry(planes) if planes is not None else None
+    if geometry is not None and len(planes or []) > 1:
         locations = geometry.slice_locations
         if len(np.unique(np.round(locations, 3))) != len(locations):
             raise InputError("two slices share a position (duplicate or mixed stacks)")
     return LoadedSeries(
-        datasets=datasets, frames=stacked, tags=tags_of(datasets[0]), geometry=geometry
+        datasets=datasets,
+        frames=stacked,
+        tags=tags_of(datasets[0]),
+        geometry=geometry,
+        frame_order=frame_order,
+        geometry_note=note,
+        warnings=list(headers.warnings),
     )
+
+
+def _instance_number(ds: Dataset) -> int:
+    try:
+        return int(ds.get("InstanceNumber", 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _sop_class_name(uid: str) -> str:
+    name = pydicom.uid.UID(uid).name
+    return name if name and name != uid else f"SOP class {uid or '(none)'}"

@@ -12,12 +12,12 @@ from pathlib import Path
 from worker.core.card import ValidationStatus, not_for_clinical_use
 from worker.core.errors import NoModelError
 from worker.core.registry import Model, ModelSpec, get_spec
-from worker.core.routing import route
+from worker.core.routing import route, unrouted_reason
 from worker.export.outputs import Finding, MeasurementValue, ModelOutput
 from worker.export.seg import write_seg
 from worker.export.sr import write_sr
 from worker.pipeline.cache import ModelCache
-from worker.pipeline.loading import LoadedSeries, load_series
+from worker.pipeline.loading import LoadedSeries, SeriesHeaders, decode_series, read_series
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def export(
     start = time.perf_counter()
     weights_sha256 = getattr(model, "weights_sha256", spec.weights_sha256)
     output.validation = spec.validation_for(weights_sha256)
+    output.warnings = [*series.warnings, *output.warnings]
     seg = write_seg(series, output, spec, out_dir / "seg.dcm")
     outputs = [OutputRecord("seg", out_dir / "seg.dcm", str(seg.SOPInstanceUID))]
     sr = write_sr(series, output, spec, seg, out_dir / "sr.dcm")
@@ -123,21 +124,28 @@ def export(
     return result
 
 
+def read_and_route(
+    paths: Sequence[Path], spec: ModelSpec | None = None
+) -> tuple[SeriesHeaders, ModelSpec]:
+    """Read the headers and pick the series' model (``spec`` pins it; its fallback runs where
+    it cannot). What no model takes (an SR, a presentation state, our own SEG coming back)
+    is skipped here, before its pixel data, if any, is touched."""
+    headers = read_series(paths)
+    if spec is None:
+        spec = route(headers.tags)
+        if spec is None:
+            raise NoModelError(unrouted_reason(headers.tags))
+    return headers, runnable(spec)
+
+
 def load_and_route(
     paths: Sequence[Path], spec: ModelSpec | None = None
 ) -> tuple[LoadedSeries, ModelSpec, float]:
-    """Decode a series and pick its model (``spec`` pins it); also the seconds decoding took."""
+    """``read_and_route``, then decode; also the seconds reading and decoding took."""
     start = time.perf_counter()
-    series = load_series(paths)
-    load_seconds = time.perf_counter() - start
-    if spec is None:
-        spec = route(series.tags)
-        if spec is None:
-            raise NoModelError(
-                f"no model accepts modality={series.tags.modality!r} "
-                f"body part={series.tags.body_part_examined!r}"
-            )
-    return series, runnable(spec), load_seconds
+    headers, spec = read_and_route(paths, spec)
+    series = decode_series(headers)
+    return series, spec, time.perf_counter() - start
 
 
 def runnable(spec: ModelSpec) -> ModelSpec:

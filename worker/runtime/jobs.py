@@ -22,7 +22,7 @@ from db.models import (
     utcnow,
 )
 from db.retry import with_db_retry
-from worker.core.errors import PermanentError
+from worker.core.errors import PermanentError, SkippedError
 from worker.core.paths import safe_component
 from worker.core.registry import get_spec
 from worker.core.settings import DeliveryPolicy, DicomDestination
@@ -144,7 +144,10 @@ def _record_failure(
         if job.state is not JobState.RUNNING:  # a retried commit that had gone through
             return job.state
         reason = describe_failure(exc)
-        if isinstance(exc, PermanentError):
+        if isinstance(exc, SkippedError):
+            transition(job, JobState.SKIPPED, error=reason)
+            logger.info("job %s skipped: %s", job_id, reason)
+        elif isinstance(exc, PermanentError):
             transition(job, JobState.FAILED, error=reason)
             logger.warning("job %s failed: %s", job_id, reason)
         elif job.attempts >= job.max_attempts:
@@ -164,6 +167,8 @@ def describe_failure(exc: BaseException) -> str:
             "time limit exceeded: the model ran past its limit "
             "(MEDSEG_MODEL_TIME_LIMITS / MEDSEG_JOB_TIME_LIMIT_SECONDS)"
         )
+    if isinstance(exc, SkippedError):
+        return str(exc)[:2000]  # a routing summary, not an error
     return f"{type(exc).__name__}: {exc}"[:2000]
 
 

@@ -16,7 +16,14 @@ import numpy as np
 
 from worker.core.registry import ModelSpec
 from worker.core.tags import SeriesTags
-from worker.export.outputs import FETAL_BRAIN, VOLUME, MeasurementValue, ModelOutput, Segment
+from worker.export.outputs import (
+    AREA,
+    FETAL_BRAIN,
+    VOLUME,
+    MeasurementValue,
+    ModelOutput,
+    Segment,
+)
 from worker.models.fetal_brain.card import CARD
 from worker.pipeline.loading import LoadedSeries
 
@@ -64,7 +71,12 @@ class FetalBrainModel:
                     "brain_volume_ml", "Brain volume", volume_ml, "mL", VOLUME, segment=1
                 ),
                 MeasurementValue(
-                    "max_slice_area_mm2", "Largest brain slice area", max(areas), "mm2"
+                    "max_slice_area_mm2",
+                    "Largest brain slice area",
+                    max(areas),
+                    "mm2",
+                    AREA,
+                    segment=1,
                 ),
             ],
             review=gate.reasons(quality),

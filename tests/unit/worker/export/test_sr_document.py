@@ -10,7 +10,7 @@ import pytest
 from pydicom import Dataset
 
 from worker.export.seg import build_seg
-from worker.export.sr import SR_SERIES_NUMBER, _require_evidence, build_sr
+from worker.export.sr import _require_evidence, build_sr
 from worker.models.fetal_head.serve import SPEC
 from worker.models.fetal_head.us_dicom import write_us_phantom
 from worker.pipeline.cache import ModelCache
@@ -59,7 +59,7 @@ def test_document_equals_highdicoms_comprehensive_3d_sr(tmp_path: Path) -> None:
         evidence=[*series.datasets, seg],
         content=root,
         series_instance_uid=document.SeriesInstanceUID,
-        series_number=SR_SERIES_NUMBER,
+        series_number=document.SeriesNumber,
         sop_instance_uid=document.SOPInstanceUID,
         instance_number=1,
         manufacturer="medseg",

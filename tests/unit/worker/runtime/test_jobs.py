@@ -189,3 +189,34 @@ def test_a_phantom_only_result_says_not_for_clinical_use_everywhere(
     texts = _sr_texts(sr.ContentSequence)
     assert {"validation status: phantom-only", "NOT FOR CLINICAL USE"} <= texts
     assert dciodvfy_errors(outputs["seg"]) == [] and dciodvfy_errors(outputs["sr"]) == []
+
+
+def test_one_slice_for_a_volume_model_is_skipped_with_its_reason_and_counted(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    import fakeredis
+
+    from db.models import Series, SeriesStatus
+    from worker.ops.operations import status
+
+    (path,) = chest_series(tmp_path / "in", 0, slices=1)
+    job_id = queue_test_job(session_factory, [path])
+    assert (
+        execute_job(session_factory, ModelCache("cpu"), tmp_path / "r", job_id) is JobState.SKIPPED
+    )
+    with session_factory.begin() as session:
+        job = session.get_one(Job, job_id)
+        assert job.error is not None and "needs a volume" in job.error
+        assert "Error" not in job.error  # a routing summary, not a traceback's class
+        session.add(
+            Series(
+                study=job.series.study,
+                series_instance_uid="1.2.3.4",
+                modality="SR",
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.88.33",
+                status=SeriesStatus.UNROUTED,
+            )
+        )
+    summary = status(session_factory, fakeredis.FakeRedis(), None).skipped_reasons_day
+    assert summary[job.error] == 1
+    assert any(r.startswith("not an image: Comprehensive SR Storage") for r in summary)

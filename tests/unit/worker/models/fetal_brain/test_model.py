@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -50,6 +51,11 @@ def test_each_stack_plane_gives_a_volume_and_valid_outputs(tmp_path: Path, plane
     assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "12738006"
     assert dciodvfy_errors(outputs["seg"]) == []
     assert dciodvfy_errors(outputs["sr"]) == []
+    sr = hd.sr.srread(outputs["sr"])
+    (group,) = sr.content.get_volumetric_roi_measurement_groups()
+    in_sr = {m.name.value: (m.value, m.unit.value) for m in group.get_measurements()}
+    assert in_sr["42798000"][1] == "mm2"  # the largest slice area, as in report.json
+    assert in_sr["42798000"][0] == pytest.approx(values["max_slice_area_mm2"])
 
 
 def test_golden_held_out_stacks_beat_the_baseline() -> None:

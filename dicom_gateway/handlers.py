@@ -25,6 +25,7 @@ from dicom_gateway.storage import (
     instance_path,
     write_atomic,
 )
+from dicom_gateway.validation import DatasetRefusedError, check_uids
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ def _validate(ds: Dataset, request: Any) -> tuple[int, str] | None:
     missing = [kw for kw in _REQUIRED_UIDS if not str(ds.get(kw, "")).strip()]
     if missing:
         return statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"missing {', '.join(missing)}"
+    try:
+        check_uids(ds)
+    except DatasetRefusedError as exc:
+        return statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)
     if str(ds.SOPInstanceUID) != str(request.AffectedSOPInstanceUID):
         return statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, "SOP Instance UID differs from request"
     if str(ds.SOPClassUID) != str(request.AffectedSOPClassUID):

@@ -113,7 +113,7 @@ def _listen(
 def start_receiver(settings: Settings) -> tuple[GatewayServer, IndexQueue | None]:
     """An extra receiver (``MEDSEG_RECEIVERS`` > 1): the C-STORE path only, no monitor."""
     session_factory = make_session_factory(make_engine(settings.database_url))
-    index = IndexQueue(session_factory) if settings.batch_index else None
+    index = IndexQueue(session_factory, settings.incoming_dir) if settings.batch_index else None
     return _listen(settings, session_factory, index), index
 
 
@@ -137,7 +137,7 @@ def start_gateway(
     if settings.batch_index:
         # Files acknowledged before a crash but not yet recorded get their rows first.
         reconcile(session_factory, settings.incoming_dir)
-        index = IndexQueue(session_factory)
+        index = IndexQueue(session_factory, settings.incoming_dir)
     server = _listen(settings, session_factory, index)
     if settings.metrics_port:
         serve_metrics(

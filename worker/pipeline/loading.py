@@ -18,6 +18,7 @@ from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
 from worker.core.errors import InputError
 from worker.core.tags import SeriesTags
+from worker.pipeline.demographics import empty_invalid_demographics
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,7 @@ def _load_series(paths: Sequence[Path]) -> LoadedSeries:
             datasets.append(pydicom.dcmread(path))
         except (InvalidDicomError, OSError, ValueError) as exc:
             raise InputError(f"{path.name}: not readable DICOM ({exc})") from exc
+    empty_invalid_demographics(datasets)  # never fatal: see demographics.py
     if len({str(ds.get("SeriesInstanceUID", "")) for ds in datasets}) != 1:
         raise InputError("files belong to more than one series")
     shapes = {(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for ds in datasets}

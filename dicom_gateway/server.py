@@ -66,6 +66,7 @@ def build_ae(settings: Settings) -> AE:
     ae.supported_contexts = supported_contexts()
     ae.maximum_pdu_size = settings.max_pdu
     ae.maximum_associations = settings.max_associations
+    ae.require_called_aet = settings.require_called_ae
     if settings.allowed_calling_aes:
         ae.require_calling_aet = list(settings.allowed_calling_aes)
     ae.acse_timeout = 30

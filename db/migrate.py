@@ -37,3 +37,23 @@ def current(url: str) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+class SchemaNotCurrentError(RuntimeError):
+    """The database was never migrated, or not to this release's schema."""
+
+
+def head() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def require_current(url: str) -> None:
+    """Raise ``SchemaNotCurrentError``, saying what to run, unless ``url`` is at head."""
+    found, expected = current(url), head()
+    if found != expected:
+        raise SchemaNotCurrentError(
+            f"the database is at schema revision {found or 'none (never migrated)'}, "
+            f"this release needs {expected}: run `medseg db upgrade`"
+        )

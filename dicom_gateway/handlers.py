@@ -17,6 +17,7 @@ from dicom_gateway import metrics, statuses
 from dicom_gateway.contexts import PROCESSED_SOP_CLASSES
 from dicom_gateway.filemeta import PREAMBLE, encode_file_meta
 from dicom_gateway.indexer import IndexQueue
+from dicom_gateway.limits import message_handled
 from dicom_gateway.records import instance_info, record_instance
 from dicom_gateway.storage import (
     DurableDirs,
@@ -24,6 +25,12 @@ from dicom_gateway.storage import (
     check_free_space,
     instance_path,
     write_atomic,
+)
+from dicom_gateway.validation import (
+    DatasetRefusedError,
+    check_lengths,
+    check_pixel_length,
+    check_uids,
 )
 
 logger = logging.getLogger(__name__)
@@ -59,6 +66,10 @@ def _validate(ds: Dataset, request: Any) -> tuple[int, str] | None:
     missing = [kw for kw in _REQUIRED_UIDS if not str(ds.get(kw, "")).strip()]
     if missing:
         return statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"missing {', '.join(missing)}"
+    try:
+        check_uids(ds)
+    except DatasetRefusedError as exc:
+        return statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)
     if str(ds.SOPInstanceUID) != str(request.AffectedSOPInstanceUID):
         return statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, "SOP Instance UID differs from request"
     if str(ds.SOPClassUID) != str(request.AffectedSOPClassUID):
@@ -67,6 +78,10 @@ def _validate(ds: Dataset, request: Any) -> tuple[int, str] | None:
         return statuses.SOP_CLASS_NOT_SUPPORTED, "SOP Class not processed by medseg"
     if not any(kw in ds for kw in _PIXEL_KEYWORDS):
         return statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, "image without pixel data"
+    try:
+        check_pixel_length(ds)
+    except DatasetRefusedError as exc:
+        return statuses.CANNOT_DECODE, str(exc)
     return None
 
 
@@ -89,6 +104,7 @@ def _file_chunks(event: Any, calling: str) -> list[bytes | memoryview]:
 def handle_store(event: Any, ctx: StoreContext) -> Dataset:
     """EVT_C_STORE: a status dataset for every outcome; never raises into pynetdicom."""
     start = time.perf_counter()
+    message_handled(event.assoc)
     result = _store(event, ctx)
     metrics.INSTANCES.labels(status=f"0x{int(result.Status):04X}").inc()
     metrics.STORE_SECONDS.observe(time.perf_counter() - start)
@@ -107,7 +123,12 @@ def _store(event: Any, ctx: StoreContext) -> Dataset:
         # Everything we read from the data set is read here, before anything is written:
         # pydicom decodes lazily, so a damaged element may only fail when it is accessed.
         ds = event.dataset
-        refusal = _validate(ds, event.request)
+        chunks = _file_chunks(event, calling)
+        try:
+            check_lengths(ds, sum(map(len, chunks[2:])))  # before any element is read
+            refusal = _validate(ds, event.request)
+        except DatasetRefusedError as exc:
+            refusal = statuses.CANNOT_DECODE, str(exc)
         info = None
         if refusal is None:
             info = instance_info(
@@ -128,7 +149,6 @@ def _store(event: Any, ctx: StoreContext) -> Dataset:
 
     path = instance_path(ctx.storage_root, info.study_uid, info.series_uid, info.sop_instance_uid)
     try:
-        chunks = _file_chunks(event, calling)
         write_atomic(path, chunks, ctx.durable_dirs if ctx.sync_storage else None)
     except OSError as exc:
         reason = "disk full" if exc.errno == errno.ENOSPC else "cannot write instance"
@@ -152,6 +172,7 @@ def _store(event: Any, ctx: StoreContext) -> Dataset:
 
 
 def handle_echo(event: Any) -> int:
+    message_handled(event.assoc)
     logger.info("C-ECHO from %s", _calling_ae(event))
     return statuses.SUCCESS
 

@@ -4,6 +4,10 @@ With batching, a C-STORE succeeds once the file is fsynced and renamed into plac
 written with others in one transaction by the completion monitor on its next poll. A crash
 before that loses only the in-memory queue, never the file: on start, ``reconcile`` records
 every stored file that has no row, so nothing acknowledged is forgotten.
+
+A row the database refuses for its content (a value too long for its column, say) is one bad
+instance, not an outage: it is logged, its file is set aside (``storage.set_aside``) and the
+rest of the batch, and the start, go on. Only an unreachable database keeps rows queued.
 """
 
 from __future__ import annotations
@@ -17,24 +21,31 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, utcnow
 from dicom_gateway.records import InstanceInfo, instance_info, record_instance, upsert_instances
+from dicom_gateway.storage import REJECTED_DIR, set_aside
+from dicom_gateway.validation import DatasetRefusedError, check_uids
 
 logger = logging.getLogger(__name__)
 
 #: Calling AE recorded for a file indexed after a crash when its file meta does not name one.
 RECOVERED_AE = "RECOVERED"
 _CHUNK = 500
+#: Errors that say the database is away, not that a row is bad: the rows wait for it.
+UNAVAILABLE = (OperationalError, InterfaceError)
 
 
 class IndexQueue:
     """Instances stored on disk, waiting for their rows; drained by ``flush``."""
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], root: Path | None = None) -> None:
         self._session_factory = session_factory
+        #: The storage root; a file whose row is refused is moved under ``root/.rejected``.
+        self._root = root
+        self.rejected = 0
         self._queue: queue.SimpleQueue[InstanceInfo] = queue.SimpleQueue()
         self._retry: list[InstanceInfo] = []
 
@@ -56,7 +67,8 @@ class IndexQueue:
         """Record everything queued, ``_CHUNK`` rows per transaction; returns the count.
 
         Called from one thread only (the completion monitor). When the database is down the
-        items stay queued for the next call and the error is raised.
+        items stay queued for the next call and the error is raised; a row refused for its
+        content is dropped (``_reject``) and the others are recorded.
         """
         items = self._take()
         done = 0
@@ -76,22 +88,47 @@ class IndexQueue:
         try:
             with self._session_factory.begin() as session:
                 upsert_instances(session, chunk, utcnow())
-        except IntegrityError:
-            # Another process inserted the same study/series meanwhile: one by one, with retry.
+        except UNAVAILABLE:
+            raise
+        except SQLAlchemyError:
+            # Another process inserted the same study/series meanwhile (IntegrityError), or
+            # one row is bad (DataError, ...): one by one, each with its own transaction.
             for info in chunk:
-                record_instance(self._session_factory, info)
+                self._record_one(info)
+
+    def _record_one(self, info: InstanceInfo) -> None:
+        try:
+            record_instance(self._session_factory, info)
+        except UNAVAILABLE:
+            raise
+        except SQLAlchemyError as exc:
+            self._reject(info, exc)
+
+    def _reject(self, info: InstanceInfo, exc: Exception) -> None:
+        self.rejected += 1
+        moved = set_aside(self._root, Path(info.path)) if self._root is not None else None
+        logger.error(
+            "instance %s of series %s cannot be recorded (%s); file %s",
+            info.sop_instance_uid,
+            info.series_uid,
+            type(exc).__name__,
+            f"set aside at {moved}" if moved is not None else f"left at {info.path}",
+        )
 
 
 def _stored_files(root: Path) -> Iterator[Path]:
     for path in root.rglob("*.dcm"):
-        if not path.name.startswith("."):  # temp files of writes cut short
+        # Temp files of writes cut short, and files set aside (``.rejected``), are not stored.
+        if not any(part.startswith(".") for part in path.relative_to(root).parts):
             yield path
 
 
 def reconcile(session_factory: sessionmaker[Session], root: Path) -> int:
     """Record every instance file under ``root`` that has no row; returns how many.
 
-    Reads headers only. A file that cannot be read is left alone and logged.
+    Reads headers only. A file that cannot be read is left alone and logged; one whose UIDs
+    are not valid, or whose row the database refuses, is set aside under ``root/.rejected``
+    (a poisoned file must not stop the gateway from starting, again and again).
     """
     start = time.monotonic()
     with session_factory() as session:
@@ -109,10 +146,22 @@ def reconcile(session_factory: sessionmaker[Session], root: Path) -> int:
                 path=str(path),
                 size_bytes=path.stat().st_size,
             )
+            check_uids(ds)
+        except DatasetRefusedError as exc:
+            logger.error("cannot index %s: %s; set aside in %s", path, exc, REJECTED_DIR)
+            set_aside(root, path)
+            continue
         except (InvalidDicomError, OSError, AttributeError, ValueError) as exc:
             logger.error("cannot index %s: %s", path, type(exc).__name__)
             continue
-        record_instance(session_factory, info)
+        try:
+            record_instance(session_factory, info)
+        except UNAVAILABLE:
+            raise
+        except SQLAlchemyError as exc:
+            logger.error("cannot record %s: %s; set aside", path, type(exc).__name__)
+            set_aside(root, path)
+            continue
         recorded += 1
     if recorded or missing:
         logger.warning(

@@ -46,7 +46,8 @@ def _text(ds: Dataset, keyword: str, limit: int) -> str:
         return ""
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         value = "\\".join(str(v) for v in value)
-    return str(value).strip()[:limit]
+    # PostgreSQL refuses NUL characters in text: one would poison a whole batch of rows.
+    return str(value).replace("\0", "").strip()[:limit]
 
 
 def _int_or_none(value: object) -> int | None:

@@ -12,15 +12,17 @@ from types import FrameType
 from typing import Any
 
 from pynetdicom import AE, evt
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.migrate import require_current
 from db.session import make_engine, make_session_factory
 from dicom_gateway._fastpath.reactor import request_handler
 from dicom_gateway.access import GatewayServer, HostAllowlist, parse_networks
 from dicom_gateway.contexts import supported_contexts
 from dicom_gateway.handlers import StoreContext, handle_echo, handle_store, log_association
 from dicom_gateway.indexer import IndexQueue, reconcile
+from dicom_gateway.limits import ReceiveBudget, bounded_handler
 from dicom_gateway.metrics import serve_metrics
 from dicom_gateway.monitor import CompletionMonitor
 from dicom_gateway.outbox import Publisher, celery_publisher
@@ -64,7 +66,8 @@ def build_ae(settings: Settings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.supported_contexts = supported_contexts()
     ae.maximum_pdu_size = settings.max_pdu
-    ae.maximum_associations = 32
+    ae.maximum_associations = settings.max_associations
+    ae.require_called_aet = settings.require_called_ae
     if settings.allowed_calling_aes:
         ae.require_calling_aet = list(settings.allowed_calling_aes)
     ae.acse_timeout = 30
@@ -81,10 +84,13 @@ def _start_server(ae: AE, settings: Settings, handlers: list[Any]) -> GatewaySer
         ssl_context=tls_context(settings),
         # Several receiver processes share the port through SO_REUSEPORT.
         server_class=ReusePortServer if settings.receivers > 1 else GatewayServer,
-        request_handler=request_handler(settings.fast_receive),
+        request_handler=bounded_handler(request_handler(settings.fast_receive) or RequestHandler),
     )
     assert isinstance(server, GatewayServer)
     server.allowlist = HostAllowlist(parse_networks(settings.allowed_calling_hosts))
+    server.max_per_host = settings.max_associations_per_host
+    server.receive_budget = ReceiveBudget(settings.max_message_bytes, settings.max_receive_bytes)
+    server.pdu_read_timeout = settings.pdu_read_timeout_seconds
     thread = threading.Thread(target=server.serve_forever, name="medseg-acceptor", daemon=True)
     thread.start()
     ae._servers.append(server)  # so AE.shutdown() stops it, as start_server() would
@@ -113,7 +119,7 @@ def _listen(
 def start_receiver(settings: Settings) -> tuple[GatewayServer, IndexQueue | None]:
     """An extra receiver (``MEDSEG_RECEIVERS`` > 1): the C-STORE path only, no monitor."""
     session_factory = make_session_factory(make_engine(settings.database_url))
-    index = IndexQueue(session_factory) if settings.batch_index else None
+    index = IndexQueue(session_factory, settings.incoming_dir) if settings.batch_index else None
     return _listen(settings, session_factory, index), index
 
 
@@ -122,6 +128,7 @@ def start_gateway(
 ) -> tuple[ThreadedAssociationServer, CompletionMonitor]:
     """Start listening and the completion monitor; returns both, running in threads."""
     settings.incoming_dir.mkdir(parents=True, exist_ok=True)
+    require_current(settings.database_url)  # not a "no such table" traceback later
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
     if publish is None:
@@ -137,7 +144,7 @@ def start_gateway(
     if settings.batch_index:
         # Files acknowledged before a crash but not yet recorded get their rows first.
         reconcile(session_factory, settings.incoming_dir)
-        index = IndexQueue(session_factory)
+        index = IndexQueue(session_factory, settings.incoming_dir)
     server = _listen(settings, session_factory, index)
     if settings.metrics_port:
         serve_metrics(

@@ -27,6 +27,23 @@ def instance_path(root: Path, study_uid: str, series_uid: str, sop_uid: str) -> 
     )
 
 
+#: Where files that can never be recorded are moved, under the storage root (see ``set_aside``).
+REJECTED_DIR = ".rejected"
+
+
+def set_aside(root: Path, path: Path) -> Path | None:
+    """Move ``path`` (under ``root``) to ``root/.rejected/`` keeping its relative path, so
+    that it is neither recorded nor retried again but kept for an operator; returns where it
+    went, or None when it could not be moved (it is gone, or the disk refused)."""
+    try:
+        target = root / REJECTED_DIR / path.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    except (OSError, ValueError):
+        return None
+    return target
+
+
 def check_free_space(root: Path, min_free_bytes: int) -> None:
     root.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(root).free

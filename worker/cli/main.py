@@ -16,10 +16,15 @@ from worker.runtime.logs import configure_logging
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
+    from db.migrate import SchemaNotCurrentError
     from dicom_gateway.server import serve
     from worker.core.settings import get_settings
 
-    serve(get_settings())
+    try:
+        serve(get_settings())
+    except SchemaNotCurrentError as exc:
+        print(f"medseg gateway: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

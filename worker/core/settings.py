@@ -72,6 +72,37 @@ class Settings(BaseSettings):
     host: str = Field(default="0.0.0.0", description="Address the gateway listens on.")  # noqa: S104
     port: int = Field(default=11112, ge=1, le=65535)
     max_pdu: int = Field(default=0, ge=0, description="Maximum PDU we receive; 0 = unlimited.")
+    require_called_ae: bool = Field(
+        default=False,
+        description="Reject associations whose called AE title is not MEDSEG_AE_TITLE "
+        "(A-ASSOCIATE-RJ, called AE not recognised); false accepts any called AE.",
+    )
+    max_associations: int = Field(
+        default=32, ge=1, description="Associations the gateway serves at once (all sources)."
+    )
+    max_associations_per_host: int = Field(
+        default=16,
+        ge=1,
+        description="Associations one source address may hold at once; more get "
+        "A-ASSOCIATE-RJ (local limit exceeded), so one source cannot lock the others out.",
+    )
+    pdu_read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A peer that stops sending in the middle of a PDU (or does not read our "
+        "response) for this long is disconnected.",
+    )
+    max_message_bytes: int = Field(
+        default=1 << 30,
+        ge=1 << 20,
+        description="Bytes one association may have received towards a message not yet "
+        "handled (a PDU announcing more, or a data set growing past it, aborts the association).",
+    )
+    max_receive_bytes: int = Field(
+        default=2 << 30,
+        ge=1 << 20,
+        description="The same bound over all associations of a gateway process together.",
+    )
     allowed_calling_aes: list[str] = Field(
         default_factory=list,
         description='Calling AE titles allowed to associate, as JSON (["CT1", "US2"]); '

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import utcnow
 from worker.core.settings import Settings
 from worker.dashboard import deps
-from worker.dashboard.auth import check_user, csrf_ok
+from worker.dashboard.auth import check_user, csrf_ok, log_in, log_out
 from worker.dashboard.throttle import LoginThrottle
 from worker.ops import operations
 
@@ -65,8 +65,7 @@ def login(
         )
         return deps.page(request, "login.html", status_code=401, error="wrong user or password")
     throttle.succeeded(client)
-    request.session.clear()  # a fresh CSRF token for the logged-in session
-    request.session["user"] = settings.dashboard_user
+    log_in(request, settings.dashboard_user)  # a fresh session id and CSRF token
     logger.info("dashboard: %s logged in from %s", settings.dashboard_user, client)
     return RedirectResponse("/", status_code=303)
 
@@ -74,7 +73,7 @@ def login(
 @router.post("/logout")
 def logout(request: Request, csrf: Csrf) -> Response:
     _check_csrf(request, csrf)
-    request.session.clear()
+    log_out(request)  # a copy of the cookie saved before is no longer a login
     return RedirectResponse("/login", status_code=303)
 
 

@@ -15,7 +15,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.middleware.sessions import SessionMiddleware
 
 from worker.core.settings import Settings
-from worker.dashboard.auth import check_hash_format
+from worker.dashboard.auth import SessionRegistry, check_hash_format
 from worker.dashboard.throttle import LoginThrottle
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ def create_app(
     app.state.redis = redis_client
     app.state.celery = celery_app
     app.state.login_throttle = LoginThrottle()
+    app.state.sessions = SessionRegistry(SESSION_MAX_AGE_S)
     app.add_middleware(BaseHTTPMiddleware, dispatch=_security_headers)
     app.add_middleware(
         SessionMiddleware,

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 
 from starlette.requests import Request
 
@@ -86,6 +88,58 @@ def csrf_ok(request: Request, submitted: str) -> bool:
     return isinstance(token, str) and hmac.compare_digest(token.encode(), submitted.encode())
 
 
+class SessionRegistry:
+    """The logins this dashboard process has opened and not closed.
+
+    The session cookie is signed, not stored: a copy saved before logout would stay valid
+    until it expires. So a login also records a random session id here, the cookie carries
+    it, and logout (or expiry) removes it: a saved cookie then no longer logs anyone in. A
+    restart of the dashboard ends every session.
+    """
+
+    def __init__(self, max_age_s: float) -> None:
+        self._max_age_s = max_age_s
+        self._open: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def open(self) -> str:
+        sid = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        with self._lock:
+            self._open = {k: t for k, t in self._open.items() if t > now}  # drop expired
+            self._open[sid] = now + self._max_age_s
+        return sid
+
+    def is_open(self, sid: str) -> bool:
+        with self._lock:
+            expires = self._open.get(sid)
+        return expires is not None and expires > time.monotonic()
+
+    def close(self, sid: str) -> None:
+        with self._lock:
+            self._open.pop(sid, None)
+
+
+def log_in(request: Request, user: str) -> None:
+    """A fresh session (new CSRF token) for ``user``, recorded in the app's registry."""
+    registry: SessionRegistry = request.app.state.sessions
+    request.session.clear()
+    request.session["user"] = user
+    request.session["sid"] = registry.open()
+
+
+def log_out(request: Request) -> None:
+    sid = request.session.get("sid")
+    if isinstance(sid, str):
+        registry: SessionRegistry = request.app.state.sessions
+        registry.close(sid)
+    request.session.clear()
+
+
 def logged_in_user(request: Request) -> str | None:
     user = request.session.get("user")
-    return user if isinstance(user, str) else None
+    sid = request.session.get("sid")
+    registry: SessionRegistry = request.app.state.sessions
+    if not isinstance(user, str) or not isinstance(sid, str) or not registry.is_open(sid):
+        return None
+    return user

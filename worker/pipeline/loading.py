@@ -20,6 +20,7 @@ from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
 from worker.core.errors import InputError, SkippedError
 from worker.core.tags import SeriesTags
+from worker.pipeline.demographics import empty_invalid_demographics
 from worker.pipeline.geometry import (
     FramePlane,
     VolumeGeometry,
@@ -290,6 +291,7 @@ def _decode_series(headers: SeriesHeaders) -> LoadedSeries:
             datasets.append(pydicom.dcmread(path))
         except (InvalidDicomError, OSError, ValueError) as exc:
             raise InputError(f"{path.name}: not readable DICOM ({exc})") from exc
+    empty_invalid_demographics(datasets)  # never fatal: see demographics.py
     decoded = [_decode(ds) for ds in datasets]
     stacked = np.concatenate([f if f.ndim == 3 else f[np.newaxis] for f in decoded], axis=0)
     if frame_order is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, timedelta
@@ -168,8 +169,24 @@ def describe_failure(exc: BaseException) -> str:
             "(MEDSEG_MODEL_TIME_LIMITS / MEDSEG_JOB_TIME_LIMIT_SECONDS)"
         )
     if isinstance(exc, SkippedError):
-        return str(exc)[:2000]  # a routing summary, not an error
-    return f"{type(exc).__name__}: {exc}"[:2000]
+        return redact_values(str(exc))[:2000]  # a routing summary, not an error
+    return redact_values(f"{type(exc).__name__}: {exc}")[:2000]
+
+
+_QUOTED = re.compile(r"'([^'\n]*)'|\"([^\"\n]*)\"")
+_UID = re.compile(r"^[0-9.]*$")
+
+
+def redact_values(message: str) -> str:
+    """``message`` with every quoted value that is not a UID replaced by ``'…'``: error
+    messages of DICOM libraries quote the offending value, which may be patient data
+    (``job.error`` is shown in the CLI and on the dashboard)."""
+
+    def keep_uid(match: re.Match[str]) -> str:
+        value = match.group(1) if match.group(1) is not None else match.group(2)
+        return match.group(0) if _UID.match(value) else "'…'"
+
+    return _QUOTED.sub(keep_uid, message)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,13 @@ from tests.support.factories import chest_series
 from worker.core.errors import InputError
 from worker.pipeline.loading import load_series
 
+# pydicom warns about each fuzzed value it reads, quoting it (kilobytes of binary in the
+# summary of `make test`); those are expected here, so a real warning stays visible.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning:pydicom.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:pydicom.*"),
+]
+
 settings.register_profile("ci", max_examples=300, deadline=None)
 settings.register_profile("soak", max_examples=10_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

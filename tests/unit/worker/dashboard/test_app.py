@@ -280,9 +280,14 @@ def test_retry_and_cancel_buttons_change_the_job(client: TestClient, world: Worl
 
 def test_logout_ends_the_session(client: TestClient) -> None:
     _login(client)
+    saved = client.cookies.get("medseg_session")
     token = _csrf(client.get("/").text)
     assert client.post("/logout", data={"csrf": token}).status_code == 303
     assert client.get("/").status_code == 303
+    # Issue 18 item 9: the cookie saved before logout no longer opens a page.
+    client.cookies.set("medseg_session", str(saved))
+    assert client.get("/").status_code == 303
+    assert client.get("/jobs").status_code == 303
 
 
 def test_security_headers(client: TestClient) -> None:

@@ -1,0 +1,82 @@
+"""Issue 18 item 3: a UID over 64 characters is refused for good (A900, with a reason naming
+the attribute), nothing is written, and the association goes on serving good instances."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import config
+from pynetdicom import AE
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Instance
+from dicom_gateway import statuses
+from dicom_gateway.server import start_gateway
+from dicom_gateway.validation import uid_problem
+from tests.support.factories import minimal_image
+from tests.support.gateway import RecordingPublisher
+from worker.core.settings import Settings
+from worker.devtools.localstack import free_port
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+LONG_UID = "1.2." + "6" * 62 + ".1"  # the issue's UID (68 characters)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", True),
+        ("1.2.03.4", True),  # a leading zero: not strict DICOM, but common; accepted
+        (LONG_UID, False),
+        ("1.2.840.abc", False),
+        ("1.2.", False),
+        ("", False),
+    ],
+)
+def test_uid_problem(value: str, ok: bool) -> None:
+    assert (uid_problem(value) is None) is ok
+
+
+@pytest.fixture(params=[True, False], ids=["fast", "pynetdicom"])
+def gateway(
+    request: pytest.FixtureRequest, settings: Settings, session_factory: sessionmaker[Session]
+) -> Iterator[Settings]:
+    settings = settings.model_copy(update={"port": free_port(), "fast_receive": request.param})
+    server, monitor = start_gateway(settings, publish=RecordingPublisher())
+    yield settings
+    server.shutdown()
+    monitor.stop()
+
+
+@pytest.mark.filterwarnings("ignore:The value length:UserWarning")
+@pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SeriesInstanceUID"])
+def test_over_long_uid_is_refused_permanently_without_a_file(
+    gateway: Settings,
+    session_factory: sessionmaker[Session],
+    keyword: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(config.settings, "writing_validation_mode", config.IGNORE)
+    bad = minimal_image(CT, "CT")
+    setattr(bad, keyword, LONG_UID)
+    good = minimal_image(CT, "CT")
+
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CT, "1.2.840.10008.1.2.1")
+    assoc = ae.associate("127.0.0.1", gateway.port, ae_title=gateway.ae_title)
+    assert assoc.is_established
+    refused = assoc.send_c_store(bad)
+    stored = assoc.send_c_store(good)
+    assoc.release()
+
+    assert refused.Status == statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS  # A900: do not retry
+    assert keyword in str(refused.ErrorComment)
+    assert str(len(LONG_UID)) in str(refused.ErrorComment)
+    assert stored.Status == statuses.SUCCESS
+    files = list(Path(gateway.incoming_dir).rglob("*.dcm"))
+    assert len(files) == 1  # the good one only
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Instance)) == 1

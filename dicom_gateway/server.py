@@ -15,7 +15,7 @@ from pynetdicom import AE, evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.migrate import require_current
+from db.migrate import require_current, upgrade
 from db.session import make_engine, make_session_factory
 from dicom_gateway._fastpath.reactor import request_handler
 from dicom_gateway.access import GatewayServer, HostAllowlist, parse_networks
@@ -128,7 +128,12 @@ def start_gateway(
 ) -> tuple[ThreadedAssociationServer, CompletionMonitor]:
     """Start listening and the completion monitor; returns both, running in threads."""
     settings.incoming_dir.mkdir(parents=True, exist_ok=True)
-    require_current(settings.database_url)  # not a "no such table" traceback later
+    url = settings.database_url
+    if settings.auto_migrate == "always" or (
+        settings.auto_migrate == "sqlite" and url.startswith("sqlite")
+    ):
+        upgrade(url)
+    require_current(url)  # not a "no such table" traceback later
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
     if publish is None:

@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         description="Gateway processes receiving on the port (SO_REUSEPORT), for parallel "
         "senders; the first also runs completion, outbox and metrics.",
     )
+    auto_migrate: Literal["sqlite", "always", "never"] = Field(
+        default="sqlite",
+        description="Whether the gateway brings the database schema up to date at start: "
+        "'sqlite' for the embedded SQLite database only (a server database is migrated by "
+        "`medseg db upgrade`, on purpose), 'always', or 'never'. A database that is not "
+        "current is then refused with what to run.",
+    )
     batch_index: bool = Field(
         default=False,
         description="Record received instances in the DB in batches (each completion poll) "

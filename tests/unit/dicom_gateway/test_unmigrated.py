@@ -18,6 +18,7 @@ def test_gateway_on_an_unmigrated_database_says_run_medseg_db_upgrade(tmp_path: 
         "MEDSEG_PORT": str(free_port()),
         "MEDSEG_HOST": "127.0.0.1",
         "MEDSEG_BROKER_URL": "redis://127.0.0.1:1/0",
+        "MEDSEG_AUTO_MIGRATE": "never",  # the default migrates an embedded SQLite database
         "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
     }
     done = subprocess.run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_gateway.completion import QuietPolicy, complete_quiet_series
 from dicom_gateway.indexer import IndexQueue
 from dicom_gateway.outbox import Publisher, dispatch_pending
-from dicom_gateway.sweeper import sweep
+from dicom_gateway.sweeper import republish_lost, sweep
 from worker.core.retention import purge_inputs
 from worker.core.settings import Settings
 from worker.core.timelimits import visibility_timeout_seconds
@@ -25,7 +26,12 @@ logger = logging.getLogger(__name__)
 
 
 class CompletionMonitor(threading.Thread):
-    """Runs off the association threads so slow work never delays a C-STORE response."""
+    """Runs off the association threads so slow work never delays a C-STORE response.
+
+    ``held_task_ids`` asks the broker which messages it still holds (``worker.core.
+    broker_held``); with it, a queued job whose message the broker lost is published again
+    after ``LOST_MESSAGE_AFTER_SECONDS`` instead of ``REQUEUE_AFTER_SECONDS``.
+    """
 
     def __init__(
         self,
@@ -33,6 +39,7 @@ class CompletionMonitor(threading.Thread):
         publish: Publisher,
         settings: Settings,
         index: IndexQueue | None = None,
+        held_task_ids: Callable[[], set[str]] | None = None,
     ) -> None:
         super().__init__(name="medseg-completion", daemon=True)
         self._session_factory = session_factory
@@ -49,6 +56,7 @@ class CompletionMonitor(threading.Thread):
         self._next_purge = 0.0
         self._stop_event = threading.Event()
         self._index = index
+        self._held_task_ids = held_task_ids
 
     def tick(self) -> None:
         settings = self._settings
@@ -61,11 +69,26 @@ class CompletionMonitor(threading.Thread):
                 running_timeout_s=self._running_timeout_s,
                 requeue_after_s=settings.requeue_after_seconds,
             )
+            self._republish_lost()
             self._next_sweep = time.monotonic() + settings.sweep_interval_seconds
         if settings.retention_days and time.monotonic() >= self._next_purge:
             purge_inputs(self._session_factory, timedelta(days=settings.retention_days))
             self._next_purge = time.monotonic() + PURGE_EVERY_SECONDS
         dispatch_pending(self._session_factory, self._publish)
+
+    def _republish_lost(self) -> None:
+        if self._held_task_ids is None:
+            return
+        try:
+            republish_lost(
+                self._session_factory,
+                self._held_task_ids,
+                lost_after_s=self._settings.lost_message_after_seconds,
+            )
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:  # the broker client raises many kinds; all mean "not asked"
+            logger.warning("could not ask the broker which messages it holds: %s", exc)
 
     def run(self) -> None:
         while not self._stop_event.wait(self._poll):

@@ -11,7 +11,8 @@ from datetime import timedelta
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_gateway.completion import QuietPolicy, complete_quiet_series
+from db.models import utcnow
+from dicom_gateway.completion import QuietPolicy, complete_quiet_series, mark_interrupted
 from dicom_gateway.indexer import IndexQueue
 from dicom_gateway.outbox import Publisher, dispatch_pending
 from dicom_gateway.sweeper import republish_lost, sweep
@@ -57,11 +58,18 @@ class CompletionMonitor(threading.Thread):
         self._stop_event = threading.Event()
         self._index = index
         self._held_task_ids = held_task_ids
+        # The series a sender was sending when the previous gateway stopped are quiet only a
+        # period after this start; marked at the first tick the database answers.
+        self._started_at = utcnow()
+        self._interruptions_marked = False
 
     def tick(self) -> None:
         settings = self._settings
         if self._index is not None:
             self._index.flush()  # rows first, so completion sees every stored instance
+        if not self._interruptions_marked:
+            mark_interrupted(self._session_factory, now=self._started_at)
+            self._interruptions_marked = True
         complete_quiet_series(self._session_factory, self._quiet, settings.job_max_attempts)
         if time.monotonic() >= self._next_sweep:
             sweep(

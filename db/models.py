@@ -104,6 +104,9 @@ class Series(Base):
         DateTime(timezone=True), default=utcnow, index=True
     )
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: When the gateway (re)started while the series was receiving: its sender may have been
+    #: cut off mid-series, so its quiet period counts from here, not from the last arrival.
+    interrupted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     study: Mapped[Study] = relationship(back_populates="series")
     instances: Mapped[list[Instance]] = relationship(back_populates="series")
@@ -154,6 +157,10 @@ class Job(Base):
     not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: When its series gained an instance after the job was made: its input was partial. A
+    #: queued job is cancelled; the results of a running or finished one are superseded (not
+    #: delivered) by the job made when the series is complete again (``db.supersede``).
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     series: Mapped[Series] = relationship(back_populates="jobs")
     results: Mapped[list[Result]] = relationship(back_populates="job")

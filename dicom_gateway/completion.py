@@ -1,5 +1,10 @@
 """Series completion: a series quiet for its period (by calling AE, by model, or the default),
-or holding every instance its sender announced, is complete and gets ONE job."""
+or holding every instance its sender announced, is complete and gets ONE job.
+
+Quiet counts from the last instance's arrival, or from the gateway's (re)start when that is
+later (``Series.interrupted_at``): a sender cut off by a gateway restart mid-series could not
+send while the gateway was down, so the time the gateway was away is not quiet.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, true, update
+from sqlalchemy import and_, func, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, Series, SeriesStatus, utcnow
@@ -53,6 +58,27 @@ class QuietPolicy:
         return self.default_s
 
 
+def _aware(moment: datetime, now: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=now.tzinfo)  # SQLite: naive UTC
+
+
+def mark_interrupted(session_factory: sessionmaker[Session], now: datetime | None = None) -> int:
+    """At the gateway's start: every series still receiving lost its sender's association
+    with the gateway that stopped; its quiet period counts from ``now``. Returns how many."""
+    now = now or utcnow()
+    with session_factory.begin() as session:
+        marked = int(
+            session.execute(  # type: ignore[attr-defined]
+                update(Series)
+                .where(Series.status == SeriesStatus.RECEIVING)
+                .values(interrupted_at=now)
+            ).rowcount
+        )
+    if marked:
+        logger.info("%d series were receiving when the gateway stopped: quiet from now", marked)
+    return marked
+
+
 def _quiet_series(session: Session, policy: QuietPolicy, now: datetime) -> dict[int, datetime]:
     """Receiving series quiet for their own period: {series id: its cutoff}."""
     candidates = session.scalars(
@@ -64,8 +90,10 @@ def _quiet_series(session: Session, policy: QuietPolicy, now: datetime) -> dict[
     quiet: dict[int, datetime] = {}
     for series in candidates:
         cutoff = now - timedelta(seconds=policy.seconds(series))
-        last = series.last_received_at
-        if (last if last.tzinfo else last.replace(tzinfo=now.tzinfo)) < cutoff:
+        since = _aware(series.last_received_at, now)
+        if series.interrupted_at is not None:
+            since = max(since, _aware(series.interrupted_at, now))
+        if since < cutoff:
             quiet[series.id] = cutoff
     return quiet
 
@@ -101,7 +129,12 @@ def complete_quiet_series(
         )
     for series_id in sorted(set(cutoffs) | full):
         still_quiet = (
-            Series.last_received_at < cutoffs[series_id] if series_id not in full else true()
+            and_(
+                Series.last_received_at < cutoffs[series_id],
+                or_(Series.interrupted_at.is_(None), Series.interrupted_at < cutoffs[series_id]),
+            )
+            if series_id not in full
+            else true()
         )
         with session_factory.begin() as session:
             claimed = session.execute(  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, Series, SeriesStatus, Study, utcnow
+from db.supersede import supersede_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ def upsert_instances(session: Session, infos: Sequence[InstanceInfo], now: datet
     for info in infos:
         by_series.setdefault(info.series_uid, []).append(info)
     for group in by_series.values():
-        series = _receiving_series(session, group[0], now)
+        series, created = _receiving_series(session, group[0], now)
+        grew = False
         uids = [info.sop_instance_uid for info in group]
         known = {
             row.sop_instance_uid: row
@@ -114,6 +116,7 @@ def upsert_instances(session: Session, infos: Sequence[InstanceInfo], now: datet
                     received_at=now,
                 )
                 session.add(instance)
+                grew = True
                 continue
             # Duplicate SOP Instance UID: the newest copy replaces the file and the record.
             if instance.id is not None:
@@ -123,10 +126,13 @@ def upsert_instances(session: Session, infos: Sequence[InstanceInfo], now: datet
             instance.path = info.path
             instance.size_bytes = info.size_bytes
             instance.received_at = now
+        if grew and not created:
+            # Its jobs so far ran on part of it (a restart or abort mid-series, late images).
+            supersede_jobs(session, series.id, now)
 
 
-def _receiving_series(session: Session, info: InstanceInfo, now: datetime) -> Series:
-    """The study and series of ``info``, created when new; a completed series reopens."""
+def _receiving_series(session: Session, info: InstanceInfo, now: datetime) -> tuple[Series, bool]:
+    """The study and series of ``info`` and whether it is new; a completed series reopens."""
     study = session.scalar(select(Study).where(Study.study_instance_uid == info.study_uid))
     if study is None:
         study = Study(
@@ -155,13 +161,14 @@ def _receiving_series(session: Session, info: InstanceInfo, now: datetime) -> Se
         )
         session.add(series)
         session.flush()
+        return series, True
     else:
         series.last_received_at = now
         if series.status is not SeriesStatus.RECEIVING:
             logger.info("series %s reopened by a late instance", series.id)
             series.status = SeriesStatus.RECEIVING
             series.completed_at = None
-    return series
+    return series, False
 
 
 def record_instance(session_factory: sessionmaker[Session], info: InstanceInfo) -> None:

@@ -27,6 +27,7 @@ from dicom_gateway.metrics import serve_metrics
 from dicom_gateway.monitor import CompletionMonitor
 from dicom_gateway.outbox import Publisher, celery_publisher
 from dicom_gateway.receivers import ReusePortServer, start_extra_receivers, stop_receivers
+from worker.core.broker_held import held_task_ids, redis_reader
 from worker.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,14 @@ def _listen(
     return _start_server(build_ae(settings), settings, handlers)
 
 
+def _held_task_ids(settings: Settings) -> Callable[[], set[str]] | None:
+    """What the broker holds, asked of Redis; None for another broker."""
+    client = redis_reader(settings.broker_url)
+    if client is None:
+        return None
+    return partial(held_task_ids, client, settings.broker_key_prefix)
+
+
 def start_receiver(settings: Settings) -> tuple[GatewayServer, IndexQueue | None]:
     """An extra receiver (``MEDSEG_RECEIVERS`` > 1): the C-STORE path only, no monitor."""
     session_factory = make_session_factory(make_engine(settings.database_url))
@@ -136,6 +145,7 @@ def start_gateway(
     require_current(url)  # not a "no such table" traceback later
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
+    held: Callable[[], set[str]] | None = None  # with a publisher given, no broker to ask
     if publish is None:
         from worker.core.broker import create_celery
         from worker.core.timelimits import HARD_LIMIT_MARGIN_SECONDS, time_limit_seconds
@@ -145,6 +155,7 @@ def start_gateway(
             partial(time_limit_seconds, settings=settings),
             HARD_LIMIT_MARGIN_SECONDS,
         )
+        held = _held_task_ids(settings)
     index = None
     if settings.batch_index:
         # Files acknowledged before a crash but not yet recorded get their rows first.
@@ -155,7 +166,7 @@ def start_gateway(
         serve_metrics(
             settings.metrics_port, settings.metrics_host, session_factory, _queue_depth(settings)
         )
-    monitor = CompletionMonitor(session_factory, publish, settings, index=index)
+    monitor = CompletionMonitor(session_factory, publish, settings, index=index, held_task_ids=held)
     monitor.start()
     logger.info(
         "gateway %s listening on %s:%d, storing to %s",

@@ -71,3 +71,36 @@ def test_sweeper_locks_and_requeues_on_postgres(postgres_url: str) -> None:
     with factory() as session:
         assert session.get_one(Job, job_id).state is JobState.QUEUED
     engine.dispose()
+
+
+def test_a_growing_series_supersedes_its_job_and_withholds_its_deliveries_on_postgres(
+    postgres_url: str,
+) -> None:
+    from db.models import Delivery, DeliveryState, Result
+    from dicom_gateway.completion import complete_quiet_series
+
+    factory = make_session_factory(make_engine(postgres_url))
+    series_uid = "1.2.840.99.7"
+    for sop in ("1.2.840.99.7.1", "1.2.840.99.7.2"):
+        record_instance(factory, _info(series_uid, sop))
+    complete_quiet_series(factory, 0.0, 3)  # the database is shared: other series too
+    with factory.begin() as session:
+        job = session.scalars(
+            select(Job).join(Series).where(Series.series_instance_uid == series_uid)
+        ).one()
+        job_id, job.state = job.id, JobState.SUCCEEDED
+        session.add(
+            Result(
+                job=job,
+                model_name=job.model_name,
+                model_version=job.model_version,
+                deliveries=[Delivery(destination="pacs")],
+            )
+        )
+    record_instance(factory, _info(series_uid, "1.2.840.99.7.3"))
+    with factory() as session:
+        assert session.get_one(Job, job_id).superseded_at is not None
+        delivery = session.scalars(
+            select(Delivery).join(Result).where(Result.job_id == job_id)
+        ).one()
+        assert delivery.state is DeliveryState.WITHHELD

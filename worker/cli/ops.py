@@ -188,7 +188,9 @@ def add_ops_commands(sub: Any) -> None:
     jobs.add_argument("--limit", type=int, default=200)
     jobs.set_defaults(func=_cmd_jobs)
 
-    retry = sub.add_parser("retry", help="queue failed/quarantined/cancelled jobs again")
+    retry = sub.add_parser(
+        "retry", help="queue failed/quarantined/cancelled jobs again; publish a queued job again"
+    )
     retry.add_argument("job_ids", nargs="*", type=int)
     retry.add_argument("--failed", action="store_true", help="every failed or quarantined job")
     retry.set_defaults(func=_cmd_retry)

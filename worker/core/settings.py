@@ -210,6 +210,13 @@ class Settings(BaseSettings):
         description="A published job not started after this long is published again (lost "
         "broker message); set it above your longest queue wait.",
     )
+    lost_message_after_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A job published this long ago whose message the Redis broker no longer "
+        "holds (Redis restarted empty) is published again, checked every "
+        "SWEEP_INTERVAL_SECONDS.",
+    )
     device: str = Field(default="auto", description="auto, cpu or cuda[:N].")
     inference_precision: Precision = Field(
         default="fp32",

@@ -4,6 +4,7 @@ a delivery is sent or withheld, at the result's recording and again at a reviewe
 
 from __future__ import annotations
 
+from db.supersede import WITHHELD_SUPERSEDED
 from worker.core.card import not_for_clinical_use
 from worker.core.settings import DeliveryPolicy
 
@@ -18,14 +19,18 @@ def withhold_reason(
     flagged: bool,
     validation: str | None,
     decision: str | None = None,
+    superseded: bool = False,
 ) -> str | None:
     """Why ``policy``'s destination must not get the result; None: send it.
 
     A rejected result is never sent. A flagged one is sent once a reviewer accepted it, or
     before that when the destination takes ``send_needs_review``. A not-for-clinical-use one
     (phantom-only, unvalidated) only to a destination with ``send_not_validated``, whatever
-    the review said.
+    the review said. A superseded result (its job ran on part of a series that then grew,
+    ``db.supersede``) is never sent: the job on the whole series is.
     """
+    if superseded:
+        return WITHHELD_SUPERSEDED
     if decision == REJECTED:
         return "withheld: rejected by a reviewer"
     if flagged and decision != ACCEPTED and not policy.send_needs_review:

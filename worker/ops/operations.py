@@ -46,7 +46,12 @@ def list_jobs(
 
 def retry(session_factory: sessionmaker[Session], job_ids: list[int] | None = None) -> list[int]:
     """Queue failed, quarantined or cancelled jobs again (all such jobs when ``job_ids`` is
-    None) with a fresh attempt budget; the outbox publishes them. Returns the IDs queued."""
+    None) with a fresh attempt budget; the outbox publishes them. Returns the IDs queued.
+
+    A queued job named in ``job_ids`` is published again at the gateway's next poll, its
+    backoff (if any) dropped and its attempts kept: its message may have been lost with the
+    broker's memory. Should the old message still arrive, the worker drops the duplicate.
+    """
     queued: list[int] = []
     with session_factory.begin() as session:
         query = select(Job).with_for_update()
@@ -58,10 +63,16 @@ def retry(session_factory: sessionmaker[Session], job_ids: list[int] | None = No
             missing = sorted(set(job_ids) - {j.id for j in jobs})
             raise OperationError(f"no job(s) {missing}")
         for job in jobs:
+            if job.state is JobState.QUEUED:
+                job.enqueued_at = None
+                job.not_before = None
+                queued.append(job.id)
+                logger.info("job %s published again by an operator", job.id)
+                continue
             if job.state not in RETRYABLE:
                 raise OperationError(
-                    f"job {job.id} is {job.state.value}; only failed, "
-                    "quarantined or cancelled jobs are retried"
+                    f"job {job.id} is {job.state.value}; only queued (published again), "
+                    "failed, quarantined or cancelled jobs are retried"
                 )
             transition(job, JobState.QUEUED, error=job.error)
             job.attempts = 0

@@ -54,6 +54,7 @@ def _follow(delivery: Delivery, result: Result, destinations: Sequence[DicomDest
             flagged=bool(result.review),
             validation=result.validation,
             decision=result.review_decision,
+            superseded=result.job.superseded_at is not None,
         )
     )
     if reason is not None:

@@ -128,7 +128,12 @@ def _record_success(
         policies.append((SENDER, DeliveryPolicy()))  # the sender gets the defaults
     for name, policy in policies:
         delivery = Delivery(destination=name, max_attempts=deliver_to.max_attempts)
-        reason = withhold_reason(policy, flagged=bool(result.review), validation=result.validation)
+        reason = withhold_reason(
+            policy,
+            flagged=bool(result.review),
+            validation=result.validation,
+            superseded=job.superseded_at is not None,
+        )
         if reason is not None:
             delivery.state, delivery.error = DeliveryState.WITHHELD, reason
             logger.info("job %s: delivery to %s %s", job.id, name, reason)

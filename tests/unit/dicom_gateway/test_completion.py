@@ -57,3 +57,23 @@ def test_a_model_period_applies_unless_the_calling_ae_has_its_own(
     complete_quiet_series(session_factory, policy, 3, now=utcnow() + timedelta(seconds=10))
     assert _status(session_factory, "2.1") is SeriesStatus.COMPLETE
     assert _status(session_factory, "2.2") is SeriesStatus.RECEIVING
+
+
+def test_a_series_receiving_at_a_restart_is_quiet_only_a_period_after_the_restart(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Issue 18 item 4: the gateway was down longer than the quiet period mid-series; at its
+    first poll the partial series must not complete (the sender could not send meanwhile)."""
+    from dicom_gateway.completion import mark_interrupted
+
+    _series(session_factory, "3.1", "CT1", "CT")
+    restart = utcnow() + timedelta(seconds=60)  # the last instance came a minute before
+    assert mark_interrupted(session_factory, now=restart) == 1
+    policy = QuietPolicy(10.0)
+    first_poll = restart + timedelta(seconds=1)
+    assert complete_quiet_series(session_factory, policy, 3, now=first_poll) == []
+    assert _status(session_factory, "3.1") is SeriesStatus.RECEIVING
+    complete_quiet_series(session_factory, policy, 3, now=restart + timedelta(seconds=11))
+    assert _status(session_factory, "3.1") is SeriesStatus.COMPLETE
+    # A series that was complete before the restart is not touched.
+    assert mark_interrupted(session_factory, now=restart + timedelta(seconds=20)) == 0

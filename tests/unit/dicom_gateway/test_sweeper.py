@@ -68,3 +68,31 @@ def test_a_duplicate_message_for_a_running_job_is_dropped(
     assert state is JobState.SUCCEEDED
     with session_factory() as session:
         assert session.get_one(Job, job_id).attempts == 2
+
+
+def test_a_job_whose_message_the_broker_lost_is_published_again(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    from dicom_gateway.sweeper import republish_lost
+
+    held_job = queue_test_job(session_factory, chest_series(tmp_path / "a", 0, slices=2))
+    lost_job = queue_test_job(session_factory, chest_series(tmp_path / "b", 1, slices=2))
+    young_job = queue_test_job(session_factory, chest_series(tmp_path / "c", 2, slices=2))
+    a_while_ago = utcnow() - timedelta(minutes=5)
+    set_job(session_factory, held_job, enqueued_at=a_while_ago, celery_task_id="t-held")
+    set_job(session_factory, lost_job, enqueued_at=a_while_ago, celery_task_id="t-lost")
+    set_job(session_factory, young_job, enqueued_at=utcnow(), celery_task_id="t-young")
+    asked: list[int] = []
+
+    def broker_holds() -> set[str]:
+        asked.append(1)
+        return {"t-held"}
+
+    assert republish_lost(session_factory, broker_holds, lost_after_s=120) == [lost_job]
+    assert len(asked) == 2  # asked twice before deciding
+    with session_factory() as session:
+        assert session.get_one(Job, lost_job).enqueued_at is None  # the outbox publishes it
+        assert session.get_one(Job, held_job).enqueued_at is not None
+        assert session.get_one(Job, young_job).enqueued_at is not None
+    # Nothing old enough is missing: the broker is asked no more.
+    assert republish_lost(session_factory, broker_holds, lost_after_s=120) == []

@@ -134,3 +134,23 @@ def test_rerun_makes_new_jobs_only_where_the_version_changed(
     assert len(rerun(session_factory, "lung-ct-threshold", force=True)) == 1
     with pytest.raises(OperationError, match="no model"):
         rerun(session_factory, "nope")
+
+
+def test_retry_publishes_a_queued_job_again_keeping_its_attempts(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from db.models import utcnow
+
+    queued = _job(session_factory, tmp_path, "a", JobState.QUEUED)
+    with session_factory.begin() as session:
+        job = session.get_one(Job, queued)
+        job.enqueued_at, job.attempts = utcnow() - timedelta(hours=1), 1
+        job.not_before = utcnow() + timedelta(minutes=5)
+    assert retry(session_factory, [queued]) == [queued]
+    with session_factory() as session:
+        job = session.get_one(Job, queued)
+        assert job.state is JobState.QUEUED and job.enqueued_at is None
+        assert job.not_before is None and job.attempts == 1
+    assert retry(session_factory) == []  # `retry --failed` leaves queued jobs alone

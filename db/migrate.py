@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+
+logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -50,8 +53,17 @@ def head() -> str | None:
 
 
 def require_current(url: str) -> None:
-    """Raise ``SchemaNotCurrentError``, saying what to run, unless ``url`` is at head."""
-    found, expected = current(url), head()
+    """Raise ``SchemaNotCurrentError``, saying what to run, unless ``url`` is at head. A
+    database that cannot be reached is not judged: the gateway still starts (it keeps what
+    it receives and asks senders to resend until the database is back)."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        found = current(url)
+    except OperationalError as exc:
+        logger.warning("database unreachable at start, schema not checked: %s", exc.orig)
+        return
+    expected = head()
     if found != expected:
         raise SchemaNotCurrentError(
             f"the database is at schema revision {found or 'none (never migrated)'}, "

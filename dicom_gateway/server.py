@@ -13,6 +13,7 @@ from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.migrate import require_current, upgrade
@@ -141,7 +142,10 @@ def start_gateway(
     if settings.auto_migrate == "always" or (
         settings.auto_migrate == "sqlite" and url.startswith("sqlite")
     ):
-        upgrade(url)
+        try:
+            upgrade(url)
+        except OperationalError as exc:  # down: start anyway, as require_current does
+            logger.warning("database unreachable at start, not migrated: %s", exc.orig)
     require_current(url)  # not a "no such table" traceback later
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)

@@ -192,7 +192,11 @@ def add_ops_commands(sub: Any) -> None:
         "retry", help="queue failed/quarantined/cancelled jobs again; publish a queued job again"
     )
     retry.add_argument("job_ids", nargs="*", type=int)
-    retry.add_argument("--failed", action="store_true", help="every failed or quarantined job")
+    retry.add_argument(
+        "--failed",
+        action="store_true",
+        help="every failed or quarantined job (never a cancelled one)",
+    )
     retry.set_defaults(func=_cmd_retry)
 
     rerun = sub.add_parser(

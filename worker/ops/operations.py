@@ -17,6 +17,9 @@ from db.models import Job, JobState, Result, Series, SeriesStatus, utcnow
 logger = logging.getLogger(__name__)
 
 RETRYABLE = (JobState.FAILED, JobState.QUARANTINED, JobState.CANCELLED)
+#: What ``retry --failed`` and the dashboard's "Retry all" queue again: never a cancelled job
+#: (an operator or a superseding series stopped it on purpose); naming it revives it.
+RETRY_ALL = (JobState.FAILED, JobState.QUARANTINED)
 
 
 class OperationError(RuntimeError):
@@ -45,8 +48,12 @@ def list_jobs(
 
 
 def retry(session_factory: sessionmaker[Session], job_ids: list[int] | None = None) -> list[int]:
-    """Queue failed, quarantined or cancelled jobs again (all such jobs when ``job_ids`` is
-    None) with a fresh attempt budget; the outbox publishes them. Returns the IDs queued.
+    """Queue failed, quarantined or cancelled jobs again with a fresh attempt budget; the
+    outbox publishes them. Returns the IDs queued.
+
+    Without ``job_ids``: every failed or quarantined job, never a cancelled one (cancelled
+    on purpose, by an operator or because its series grew). A cancelled job is revived only
+    when named, and not when it was superseded (the job on the whole series replaces it).
 
     A queued job named in ``job_ids`` is published again at the gateway's next poll, its
     backoff (if any) dropped and its attempts kept: its message may have been lost with the
@@ -56,7 +63,7 @@ def retry(session_factory: sessionmaker[Session], job_ids: list[int] | None = No
     with session_factory.begin() as session:
         query = select(Job).with_for_update()
         query = (
-            query.where(Job.id.in_(job_ids)) if job_ids else query.where(Job.state.in_(RETRYABLE))
+            query.where(Job.id.in_(job_ids)) if job_ids else query.where(Job.state.in_(RETRY_ALL))
         )
         jobs = list(session.scalars(query))
         if job_ids and len(jobs) != len(set(job_ids)):
@@ -73,6 +80,11 @@ def retry(session_factory: sessionmaker[Session], job_ids: list[int] | None = No
                 raise OperationError(
                     f"job {job.id} is {job.state.value}; only queued (published again), "
                     "failed, quarantined or cancelled jobs are retried"
+                )
+            if job.state is JobState.CANCELLED and job.superseded_at is not None:
+                raise OperationError(
+                    f"job {job.id} was superseded (its series grew); the job made for the "
+                    "whole series replaces it"
                 )
             transition(job, JobState.QUEUED, error=job.error)
             job.attempts = 0

@@ -112,6 +112,10 @@ def test_jobs_and_retry_from_the_command_line(
         and "boom" in listed.stdout
     )
     assert medseg("retry", str(failed)).stdout.strip() == f"queued again: {failed}"
+    cancel(session_factory, failed)
+    assert medseg("retry", "--failed").stdout.strip() == "queued again: nothing"
+    with session_factory() as session:
+        assert session.get_one(Job, failed).state is JobState.CANCELLED
     refused = medseg("cancel", "424242")
     assert refused.returncode == 1 and "no job 424242" in refused.stderr
 
@@ -154,3 +158,24 @@ def test_retry_publishes_a_queued_job_again_keeping_its_attempts(
         assert job.state is JobState.QUEUED and job.enqueued_at is None
         assert job.not_before is None and job.attempts == 1
     assert retry(session_factory) == []  # `retry --failed` leaves queued jobs alone
+
+
+def test_retry_all_never_touches_a_cancelled_job(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Issue 21 item 2: `retry --failed` and "Retry all" leave cancelled jobs cancelled."""
+    from db.models import utcnow
+
+    failed = _job(session_factory, tmp_path, "a", JobState.FAILED)
+    cancelled = _job(session_factory, tmp_path, "bb", JobState.QUEUED)
+    cancel(session_factory, cancelled)
+    superseded = _job(session_factory, tmp_path, "ccc", JobState.CANCELLED)
+    with session_factory.begin() as session:
+        session.get_one(Job, superseded).superseded_at = utcnow()
+    assert retry(session_factory) == [failed]
+    with session_factory() as session:
+        assert session.get_one(Job, cancelled).state is JobState.CANCELLED
+        assert session.get_one(Job, superseded).state is JobState.CANCELLED
+    with pytest.raises(OperationError, match="superseded"):
+        retry(session_factory, [superseded])
+    assert retry(session_factory, [cancelled]) == [cancelled]  # named: revived

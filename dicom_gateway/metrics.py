@@ -12,7 +12,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Job
+from db.models import Delivery, Job
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +52,22 @@ class _StateCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         jobs = GaugeMetricFamily("medseg_jobs", "Jobs by state", labels=["state"])
+        deliveries = GaugeMetricFamily(
+            "medseg_deliveries",
+            "Deliveries by state (failed: attempts used up, until sent again)",
+            labels=["state"],
+        )
         try:
             with self._session_factory() as session:
-                for state, count in session.execute(
-                    select(Job.state, func.count()).group_by(Job.state)
-                ):
-                    jobs.add_metric([state.value], float(count))
+                for family, column in ((jobs, Job.state), (deliveries, Delivery.state)):
+                    for state, count in session.execute(
+                        select(column, func.count()).group_by(column)
+                    ):
+                        family.add_metric([state.value], float(count))
         except Exception as exc:  # a scrape must not fail because the DB is down
             logger.warning("metrics: database unavailable: %s", type(exc).__name__)
         yield jobs
+        yield deliveries
         depth = GaugeMetricFamily(
             "medseg_queue_depth", "Messages waiting per queue", labels=["queue"]
         )

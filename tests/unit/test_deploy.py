@@ -211,7 +211,12 @@ def test_prometheus_scrapes_the_gateway_metrics_port() -> None:
     assert f"gateway:{port}" in targets
     rules = yaml.safe_load((DEPLOY / "alerts.yml").read_text())
     exprs = " ".join(rule["expr"] for group in rules["groups"] for rule in group["rules"])
-    for metric in ("medseg_instances_received_total", "medseg_queue_depth", "medseg_jobs"):
+    for metric in (
+        "medseg_instances_received_total",
+        "medseg_queue_depth",
+        "medseg_jobs",
+        "medseg_deliveries",
+    ):
         assert metric in exprs
 
 

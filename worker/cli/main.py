@@ -10,6 +10,7 @@ from pathlib import Path
 
 from db.jobstate import FINISHED_WITH_RESULT
 from worker.cli.dashboard import add_dashboard_commands
+from worker.cli.deliveries import add_delivery_commands
 from worker.cli.models import add_model_commands
 from worker.cli.ops import add_ops_commands
 from worker.runtime.logs import configure_logging
@@ -232,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_commands(sub)
     add_ops_commands(sub)
+    add_delivery_commands(sub)
     add_dashboard_commands(sub)
 
     demo = sub.add_parser("demo", help="gateway + worker + broker end to end on sample studies")

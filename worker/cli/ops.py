@@ -30,19 +30,39 @@ def _session_factory() -> Any:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
+    from worker.ops.deliveries import DELIVERY_FAILED
     from worker.ops.operations import list_jobs
 
-    state = JobState(args.state) if args.state else None
-    jobs = list_jobs(_session_factory(), state=state, since=args.since, limit=args.limit)
+    failed_delivery = args.state == DELIVERY_FAILED
+    state = JobState(args.state) if args.state and not failed_delivery else None
+    jobs = list_jobs(
+        _session_factory(),
+        state=state,
+        since=args.since,
+        delivery_failed=failed_delivery,
+        limit=args.limit,
+    )
     print(f"{'job':>6} {'state':<12} {'model':<20} {'try':>5} {'created':<20} series / error")
     for job in jobs:
         created = job.created_at.strftime("%Y-%m-%d %H:%M:%S")
-        tail = job.error or job.series.series_instance_uid
+        tail = job.error or _delivery_failures(job) or job.series.series_instance_uid
         print(
             f"{job.id:>6} {job.state.value:<12} {job.model_name:<20} "
             f"{job.attempts:>2}/{job.max_attempts:<2} {created:<20} {tail[:90]}"
         )
     return 0
+
+
+def _delivery_failures(job: Any) -> str:
+    """ "delivery to pacs failed: ..." for each delivery of the job that failed for good."""
+    from db.models import DeliveryState
+
+    return "; ".join(
+        f"delivery {d.id} to {d.destination} failed: {d.error or '-'}"
+        for result in job.results
+        for d in result.deliveries
+        if d.state is DeliveryState.FAILED
+    )
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
@@ -121,6 +141,14 @@ def _print_status(session_factory: Any) -> None:
     rate = "-" if s.failure_rate_day is None else f"{100 * s.failure_rate_day:.1f} %"
     print(f"failure rate (last day): {rate}")
     print(
+        f"deliveries failed: {s.deliveries_failed}"
+        + (
+            "  (medseg deliver; medseg deliver --failed sends them again)"
+            if s.deliveries_failed
+            else ""
+        )
+    )
+    print(
         f"awaiting review: {s.awaiting_review} needs_review job(s) undecided"
         + ("  (medseg jobs --state needs_review; medseg review)" if s.awaiting_review else "")
     )
@@ -183,7 +211,11 @@ def add_ops_commands(sub: Any) -> None:
     status.set_defaults(func=_cmd_status)
 
     jobs = sub.add_parser("jobs", help="list jobs")
-    jobs.add_argument("--state", choices=[s.value for s in JobState])
+    jobs.add_argument(
+        "--state",
+        choices=[s.value for s in JobState] + ["delivery_failed"],
+        help="a job state, or delivery_failed: jobs with a delivery that failed for good",
+    )
     jobs.add_argument("--since", type=_since, help="e.g. 30m, 2h, 7d")
     jobs.add_argument("--limit", type=int, default=200)
     jobs.set_defaults(func=_cmd_jobs)

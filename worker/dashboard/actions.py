@@ -1,5 +1,5 @@
-"""The POSTs: log in and out, retry and cancel jobs, review results. Each checks the session's
-CSRF token."""
+"""The POSTs: log in and out, retry and cancel jobs, send deliveries again, review results.
+Each checks the session's CSRF token."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from worker.core.settings import Settings
 from worker.dashboard import deps
 from worker.dashboard.auth import check_user, csrf_ok, log_in, log_out
 from worker.dashboard.throttle import LoginThrottle
-from worker.ops import operations
+from worker.ops import deliveries, operations
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,50 @@ def retry_all(request: Request, user: User, factory: Factory, csrf: Csrf) -> Res
     queued = operations.retry(factory, None)
     request.session["flash"] = f"{len(queued)} job(s) queued again"
     logger.info("dashboard: %s retried %d job(s)", user, len(queued))
+    return RedirectResponse("/failures", status_code=303)
+
+
+@router.post("/deliveries/{delivery_id}/retry")
+def retry_delivery(
+    request: Request,
+    *,
+    user: User,
+    factory: Factory,
+    settings: Annotated[Settings, Depends(deps.settings)],
+    delivery_id: int,
+    csrf: Csrf,
+    back: Annotated[str, Form()] = "/failures",
+) -> Response:
+    """Send a failed delivery again; the model does not run (worker.ops.deliveries)."""
+    _check_csrf(request, csrf)
+    try:
+        done = deliveries.resend(factory, [delivery_id], settings.destinations)
+    except operations.OperationError as exc:
+        request.session["flash"] = f"not sent again: {exc}"
+    else:
+        request.session["flash"] = (
+            f"delivery {delivery_id} queued again"
+            if done.queued
+            else f"delivery {delivery_id} {done.withheld.get(delivery_id, 'not queued')}"
+        )
+        logger.info("dashboard: %s sent delivery %s again", user, delivery_id)
+    return RedirectResponse(deps.safe_next(back, "/failures"), status_code=303)
+
+
+@router.post("/failures/retry-deliveries")
+def retry_deliveries(
+    request: Request,
+    user: User,
+    factory: Factory,
+    settings: Annotated[Settings, Depends(deps.settings)],
+    csrf: Csrf,
+) -> Response:
+    _check_csrf(request, csrf)
+    done = deliveries.resend(factory, None, settings.destinations)
+    left = f", {len(done.left)} left failed" if done.left else ""
+    held = f", {len(done.withheld)} withheld now" if done.withheld else ""
+    request.session["flash"] = f"{len(done.queued)} delivery(ies) queued again{held}{left}"
+    logger.info("dashboard: %s sent %d delivery(ies) again", user, len(done.queued))
     return RedirectResponse("/failures", status_code=303)
 
 

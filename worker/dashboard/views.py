@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Job, JobState, utcnow
 from worker.core.settings import Settings
 from worker.dashboard import deps
-from worker.ops import operations
+from worker.ops import deliveries, operations
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ router = APIRouter()
 User = Annotated[str, Depends(deps.require_user)]
 Factory = Annotated[sessionmaker[Session], Depends(deps.session_factory)]
 
+#: What the jobs page filters on: the job states and the delivery_failed condition.
+FILTER_STATES = [s.value for s in JobState] + [deliveries.DELIVERY_FAILED]
 SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
 
 
@@ -66,17 +68,19 @@ def jobs(
 
     models = sorted(spec.name for spec in all_specs())
     problems = []
-    if state and state not in {s.value for s in JobState}:
+    if state and state not in FILTER_STATES:
         problems.append(f"unknown state {state!r}")
     if since and since not in SINCE:
         problems.append(f"unknown period {since!r}")
     rows: list[Job] = []
     if not problems:
+        failed_delivery = state == deliveries.DELIVERY_FAILED
         rows = operations.list_jobs(
             factory,
-            state=JobState(state) if state else None,
+            state=JobState(state) if state and not failed_delivery else None,
             since=utcnow() - SINCE[since] if since else None,
             model=model or None,
+            delivery_failed=failed_delivery,
         )
     return deps.page(
         request,
@@ -84,7 +88,8 @@ def jobs(
         status_code=400 if problems else 200,
         jobs=rows,
         problems=problems,
-        states=[s.value for s in JobState],
+        states=FILTER_STATES,
+        delivery_failed={j.id for j in rows if deliveries.has_failed_delivery(j)},
         models=models,
         periods=list(SINCE),
         selected={"state": state, "model": model, "since": since},
@@ -120,8 +125,15 @@ def study(request: Request, user: User, factory: Factory, study_id: int) -> Resp
         found = load_study(session, study_id=study_id)
         if found is None:
             raise HTTPException(404, f"no study {study_id}")
-        results = [r for series in found.series for job in series.jobs for r in job.results]
-        return deps.page(request, "study.html", study=found, findings=findings_by_result(results))
+        jobs = [job for series in found.series for job in series.jobs]
+        results = [r for job in jobs for r in job.results]
+        return deps.page(
+            request,
+            "study.html",
+            study=found,
+            findings=findings_by_result(results),
+            delivery_failed={j.id for j in jobs if deliveries.has_failed_delivery(j)},
+        )
 
 
 @router.get("/failures")
@@ -130,4 +142,6 @@ def failures(request: Request, user: User, factory: Factory) -> Response:
         factory, state=JobState.QUARANTINED
     )
     rows.sort(key=lambda j: j.id, reverse=True)
-    return deps.page(request, "failures.html", jobs=rows)
+    return deps.page(
+        request, "failures.html", jobs=rows, deliveries=deliveries.failed_deliveries(factory)
+    )

@@ -4,13 +4,22 @@ a delivery is sent or withheld, at the result's recording and again at a reviewe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from db.supersede import WITHHELD_SUPERSEDED
 from worker.core.card import not_for_clinical_use
-from worker.core.settings import DeliveryPolicy
+from worker.core.settings import DeliveryPolicy, DicomDestination
 
 SENDER = "sender"  # the delivery destination that means "the AE the study came from"
 ACCEPTED = "accepted"
 REJECTED = "rejected"
+
+
+def policy_for(name: str, destinations: Sequence[DicomDestination]) -> DeliveryPolicy | None:
+    """The policy of destination ``name``; None when it is no longer configured."""
+    if name == SENDER:
+        return DeliveryPolicy()
+    return next((d for d in destinations if d.name == name), None)
 
 
 def withhold_reason(

@@ -131,7 +131,12 @@ def print_study(session_factory: sessionmaker[Session], study_uid: str, out: Tex
                         print(
                             f"      delivery to {d.destination}: {d.state.value} after "
                             f"{d.attempts} attempt(s) {when}"
-                            + (f" ({d.error})" if d.error and d.state.value != "sent" else ""),
+                            + (f" ({d.error})" if d.error and d.state.value != "sent" else "")
+                            + (
+                                f"  -> medseg deliver --retry {d.id}"
+                                if d.state.value == "failed"
+                                else ""
+                            ),
                             file=out,
                         )
         if brain_volumes:

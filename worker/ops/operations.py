@@ -32,11 +32,19 @@ def list_jobs(
     state: JobState | None = None,
     since: datetime | None = None,
     model: str | None = None,
+    delivery_failed: bool = False,
     limit: int = 200,
 ) -> list[Job]:
+    """The newest jobs, filtered; ``delivery_failed``: only those with a delivery failed for
+    good (``worker.ops.deliveries``), whatever their state."""
     query = select(Job).options(
-        selectinload(Job.series).selectinload(Series.study), selectinload(Job.results)
+        selectinload(Job.series).selectinload(Series.study),
+        selectinload(Job.results).selectinload(Result.deliveries),
     )
+    if delivery_failed:
+        from worker.ops.deliveries import delivery_failed as has_failed_delivery
+
+        query = query.where(has_failed_delivery())
     if state is not None:
         query = query.where(Job.state == state)
     if since is not None:
@@ -121,6 +129,8 @@ class Status:
     #: What was not processed in the last day and why: {reason: series}, from series no
     #: model accepts (``unrouted``) and ``skipped`` jobs (Job.error).
     skipped_reasons_day: dict[str, int] = field(default_factory=dict)
+    #: Deliveries failed for good (any age: they stay failed until sent again).
+    deliveries_failed: int = 0
 
 
 def _counts(session: Session, since: datetime) -> dict[str, int]:
@@ -150,6 +160,8 @@ def status(
             workers = sorted(name for reply in replies for name in reply)
         except Exception:
             workers = None
+    from worker.ops.deliveries import count_failed
+
     with session_factory() as session:
         hour, day = (
             _counts(session, now - timedelta(hours=1)),
@@ -167,6 +179,7 @@ def status(
             .join(Result, Result.job_id == Job.id)
             .where(Job.state == JobState.NEEDS_REVIEW, Result.review_decision.is_(None))
         )
+        deliveries_failed = count_failed(session)
     if oldest is not None and oldest.tzinfo is None:
         oldest = oldest.replace(tzinfo=now.tzinfo)
     done = Counter(
@@ -187,6 +200,7 @@ def status(
         failure_rate_day=(done["failed"] + done["quarantined"]) / total if total else None,
         awaiting_review=int(awaiting or 0),
         skipped_reasons_day=skipped,
+        deliveries_failed=deliveries_failed,
     )
 
 

@@ -14,8 +14,8 @@ from typing import Literal
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.models import Delivery, DeliveryState, Job, JobState, Result, utcnow
-from worker.core.settings import DeliveryPolicy, DicomDestination
-from worker.delivery.policy import SENDER, withhold_reason
+from worker.core.settings import DicomDestination
+from worker.delivery.policy import policy_for, withhold_reason
 from worker.ops.operations import OperationError
 
 logger = logging.getLogger(__name__)
@@ -32,12 +32,6 @@ class Decided:
     withheld: list[str]  # destinations it stays withheld from (reason on the delivery)
 
 
-def _policy(name: str, destinations: Sequence[DicomDestination]) -> DeliveryPolicy | None:
-    if name == SENDER:
-        return DeliveryPolicy()
-    return next((d for d in destinations if d.name == name), None)
-
-
 def _follow(delivery: Delivery, result: Result, destinations: Sequence[DicomDestination]) -> bool:
     """Re-decide one unsent delivery after the decision; True when it is pending now."""
     if delivery.state is DeliveryState.PENDING and result.review_decision == "rejected":
@@ -45,7 +39,7 @@ def _follow(delivery: Delivery, result: Result, destinations: Sequence[DicomDest
         return False
     if delivery.state is not DeliveryState.WITHHELD:
         return delivery.state is DeliveryState.PENDING
-    policy = _policy(delivery.destination, destinations)
+    policy = policy_for(delivery.destination, destinations)
     reason = (
         "withheld: the destination is no longer configured"
         if policy is None

@@ -62,6 +62,11 @@ def _metrics() -> dict[str, Any]:
         "deliveries": Counter(
             "medseg_deliveries_finished", "Delivery attempts ended, by state", ["state"]
         ),
+        "delivery_failed": Counter(
+            "medseg_deliveries_failed",
+            "Deliveries that failed for good (attempts used up), by destination",
+            ["destination"],
+        ),
         "gpu": Gauge(
             "medseg_gpu_memory_peak_bytes",
             "Peak CUDA memory allocated by a worker process (largest over live processes)",
@@ -148,6 +153,8 @@ def record_delivery(session_factory: sessionmaker[Session], delivery_id: int) ->
                 "finished_to_delivered", delivery.result.job.finished_at, delivery.delivered_at
             )
         _metrics()["deliveries"].labels(state=delivery.state.value).inc()
+        if delivery.state is DeliveryState.FAILED:
+            _metrics()["delivery_failed"].labels(destination=delivery.destination).inc()
 
 
 def _after_task(sender: Any = None, args: Any = None, **_: Any) -> None:

@@ -54,3 +54,54 @@ def test_retry_all_leaves_cancelled_jobs_cancelled(
     assert "1 job(s) queued again" in client.get("/failures").text
     assert _state(session_factory, failed) is JobState.QUEUED
     assert _state(session_factory, cancelled) is JobState.CANCELLED
+
+
+def test_a_failed_delivery_is_shown_everywhere_and_sent_again_from_the_dashboard(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    """Issue 21 item 1: on the overview, the jobs filter, the study page and Failures, with
+    a button that sends it again without running the model."""
+    from db.models import Delivery, DeliveryState, Result
+
+    job = add_job(session_factory, "cpu", state=JobState.SUCCEEDED, attempts=1)
+    with session_factory.begin() as session:
+        delivery = Delivery(
+            destination="sender", state=DeliveryState.FAILED, attempts=5, error="PACS down"
+        )
+        result = Result(
+            job_id=job,
+            model_name="m",
+            model_version="1",
+            validation="validated-real",
+            deliveries=[delivery],
+        )
+        session.add(result)
+        session.flush()
+        delivery_id = delivery.id
+        study_id = session.get_one(Job, job).series.study_id
+    overview = client.get("/").text
+    assert re.search(r'id="deliveries-failed">.*<b>1</b>', overview)
+    jobs = client.get("/jobs?state=delivery_failed")
+    assert jobs.status_code == 200 and f'id="job-row-{job}"' in jobs.text
+    assert "delivery failed" in jobs.text
+    study = client.get(f"/studies/{study_id}").text
+    assert 'id="study-delivery-failed"' in study and f'id="resend-{delivery_id}"' in study
+    failures = client.get("/failures").text
+    assert f'id="delivery-failure-{delivery_id}"' in failures and "PACS down" in failures
+    token = _csrf(failures)
+    response = client.post(
+        f"/deliveries/{delivery_id}/retry", data={"csrf": token, "back": f"/studies/{study_id}"}
+    )
+    assert response.headers["location"] == f"/studies/{study_id}"
+    assert f"delivery {delivery_id} queued again" in client.get(f"/studies/{study_id}").text
+    with session_factory() as session:
+        assert session.get_one(Delivery, delivery_id).state is DeliveryState.PENDING
+        assert session.get_one(Job, job).attempts == 1  # the model did not run again
+    client.post(f"/deliveries/{delivery_id}/retry", data={"csrf": token})
+    assert "not sent again" not in client.get("/failures").text  # pending: published again
+    with session_factory.begin() as session:
+        session.get_one(Delivery, delivery_id).state = DeliveryState.FAILED
+    client.post("/failures/retry-deliveries", data={"csrf": token})
+    assert "1 delivery(ies) queued again" in client.get("/failures").text
+    assert client.post("/failures/retry-deliveries", data={"csrf": "forged"}).status_code == 403
+    assert client.get("/jobs?state=delivery_failed").text.count('id="job-row-') == 0

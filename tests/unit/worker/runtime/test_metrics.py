@@ -52,3 +52,27 @@ def test_a_needs_review_job_counts_each_reason(session_factory: sessionmaker[Ses
     record_job(session_factory, job_id)
     after = [REGISTRY.get_sample_value("medseg_results_flagged_total", x) for x in (labels, other)]
     assert after == [before[0] + 1, before[1] + 1]
+
+
+def test_a_delivery_failed_for_good_is_counted_by_destination(
+    session_factory: sessionmaker[Session],
+) -> None:
+    from db.models import Delivery, DeliveryState
+    from worker.runtime.metrics import record_delivery
+
+    with session_factory.begin() as session:
+        series = Series(study=Study(study_instance_uid="1.6"), series_instance_uid="1.6.1")
+        job = Job(series=series, model_name="m", model_version="1", queue="cpu")
+        delivery = Delivery(destination="pacs-x", state=DeliveryState.FAILED, attempts=5)
+        pending = Delivery(destination="pacs-x", state=DeliveryState.PENDING, attempts=1)
+        job.results.append(
+            Result(model_name="m", model_version="1", deliveries=[delivery, pending])
+        )
+        session.add(job)
+        session.flush()
+        failed_id, pending_id = delivery.id, pending.id
+    labels = {"destination": "pacs-x"}
+    before = REGISTRY.get_sample_value("medseg_deliveries_failed_total", labels) or 0.0
+    record_delivery(session_factory, pending_id)  # will be retried: not failed for good
+    record_delivery(session_factory, failed_id)
+    assert REGISTRY.get_sample_value("medseg_deliveries_failed_total", labels) == before + 1

@@ -11,6 +11,7 @@ from pathlib import Path
 from db.jobstate import FINISHED_WITH_RESULT
 from worker.cli.dashboard import add_dashboard_commands
 from worker.cli.deliveries import add_delivery_commands
+from worker.cli.errors import one_line
 from worker.cli.models import add_model_commands
 from worker.cli.ops import add_ops_commands
 from worker.runtime.logs import configure_logging
@@ -160,14 +161,24 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from db.session import make_engine, make_session_factory
     from worker.core.settings import get_settings
     from worker.export.report import print_study
+    from worker.ops.lookup import find_studies
 
     engine = make_engine(get_settings().database_url)
     try:
-        found = print_study(make_session_factory(engine), args.study_uid, sys.stdout)
+        factory = make_session_factory(engine)
+        matches = find_studies(factory, args.key)
+        for match in matches:
+            if len(matches) > 1:
+                print(f"# {args.key} is the {match.how} of study {match.study_id}:")
+            print_study(factory, match.study_id, sys.stdout)
     finally:
         engine.dispose()
-    if not found:
-        print(f"medseg show: no study {args.study_uid}", file=sys.stderr)
+    if not matches:
+        print(
+            f"medseg show: nothing found for {args.key!r} "
+            "(give a study UID, series UID, accession number or job ID)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -227,8 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--json", action="store_true", help="print one JSON object per series")
     process.set_defaults(func=_cmd_process)
 
-    show = sub.add_parser("show", help="a study's series, jobs, results and deliveries")
-    show.add_argument("study_uid")
+    show = sub.add_parser(
+        "show",
+        help="a study's series, jobs, results and deliveries",
+        description="Everything about a study: series, jobs, measurements, outputs, "
+        "deliveries. Name it by any of its identifiers.",
+    )
+    show.add_argument(
+        "key",
+        metavar="STUDY",
+        help="a Study or Series Instance UID, an accession number or a job ID",
+    )
     show.set_defaults(func=_cmd_show)
 
     add_model_commands(sub)
@@ -250,7 +270,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     args.log_level = args.log_level.upper()
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C, e.g. to end `status --watch`
+        return 130
+    except Exception as exc:
+        message = one_line(exc)
+        if message is None:
+            raise
+        print(f"medseg {args.command}: {message}", file=sys.stderr)
+        return 1
     return result
 
 

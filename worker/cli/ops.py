@@ -39,6 +39,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         _session_factory(),
         state=state,
         since=args.since,
+        model=args.model,
         delivery_failed=failed_delivery,
         limit=args.limit,
     )
@@ -48,7 +49,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         tail = job.error or _delivery_failures(job) or job.series.series_instance_uid
         print(
             f"{job.id:>6} {job.state.value:<12} {job.model_name:<20} "
-            f"{job.attempts:>2}/{job.max_attempts:<2} {created:<20} {tail[:90]}"
+            f"{job.attempts:>2}/{job.max_attempts:<2} {created:<20} {' '.join(tail.split())}"
         )
     return 0
 
@@ -103,13 +104,26 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
 def _cmd_cancel(args: argparse.Namespace) -> int:
     from worker.ops.operations import OperationError, cancel
 
-    try:
-        cancel(_session_factory(), args.job_id)
-    except OperationError as exc:
-        print(f"medseg cancel: {exc}", file=sys.stderr)
-        return 1
-    print(f"job {args.job_id} cancelled")
-    return 0
+    factory, failed = _session_factory(), 0
+    for job_id in args.job_ids:
+        try:
+            cancel(factory, job_id)
+        except OperationError as exc:
+            print(f"medseg cancel: {exc}", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"job {job_id} cancelled")
+    return 1 if failed else 0
+
+
+def _duration(seconds: float) -> str:
+    """ "42 s", "3 min 5 s", "2 h 10 min"."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
 def _print_status(session_factory: Any) -> None:
@@ -132,7 +146,7 @@ def _print_status(session_factory: Any) -> None:
             else (", ".join(s.workers) or "none alive")
         )
     )
-    oldest = "-" if s.oldest_waiting_s is None else f"{s.oldest_waiting_s:.0f} s"
+    oldest = "-" if s.oldest_waiting_s is None else _duration(s.oldest_waiting_s)
     print(f"oldest waiting job: {oldest}   finished in the last hour: {s.finished_hour}")
     for label, counts in (("last hour", s.by_state_hour), ("last day", s.by_state_day)):
         print(
@@ -163,6 +177,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     while True:
         if args.watch:
             print("\033[2J\033[H", end="")
+            now = utcnow().strftime("%Y-%m-%d %H:%M:%S")
+            print(f"medseg status at {now} UTC (every {args.watch:g} s; Ctrl-C ends)")
         _print_status(factory)
         if not args.watch:
             return 0
@@ -216,14 +232,15 @@ def add_ops_commands(sub: Any) -> None:
         choices=[s.value for s in JobState] + ["delivery_failed"],
         help="a job state, or delivery_failed: jobs with a delivery that failed for good",
     )
-    jobs.add_argument("--since", type=_since, help="e.g. 30m, 2h, 7d")
-    jobs.add_argument("--limit", type=int, default=200)
+    jobs.add_argument("--since", type=_since, help="created since, e.g. 30m, 2h, 7d")
+    jobs.add_argument("--model", metavar="NAME", help="only this model's jobs (medseg models)")
+    jobs.add_argument("--limit", type=int, default=200, help="rows, newest first (default 200)")
     jobs.set_defaults(func=_cmd_jobs)
 
     retry = sub.add_parser(
         "retry", help="queue failed/quarantined/cancelled jobs again; publish a queued job again"
     )
-    retry.add_argument("job_ids", nargs="*", type=int)
+    retry.add_argument("job_ids", nargs="*", type=int, metavar="JOB_ID", help="job(s) to retry")
     retry.add_argument(
         "--failed",
         action="store_true",
@@ -256,6 +273,12 @@ def add_ops_commands(sub: Any) -> None:
     review.add_argument("--force", action="store_true", help="replace an earlier decision")
     review.set_defaults(func=_cmd_review)
 
-    cancel = sub.add_parser("cancel", help="cancel a queued (or failed) job")
-    cancel.add_argument("job_id", type=int)
+    cancel = sub.add_parser(
+        "cancel",
+        help="cancel queued, failed or quarantined jobs",
+        description="Cancel jobs: a queued one does not run, a failed or quarantined one is "
+        "not retried (retry --failed and Retry all leave cancelled jobs alone). A running "
+        "job finishes its attempt. `medseg retry JOB_ID` revives a cancelled job.",
+    )
+    cancel.add_argument("job_ids", type=int, nargs="+", metavar="JOB_ID", help="job(s) to cancel")
     cancel.set_defaults(func=_cmd_cancel)

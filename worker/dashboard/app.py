@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -46,6 +48,35 @@ async def _security_headers(request: Request, call_next: RequestResponseEndpoint
     response = await call_next(request)
     for name, value in _HEADERS.items():
         response.headers.setdefault(name, value)
+    return response
+
+
+_TITLES = {400: "Bad request", 403: "Refused", 404: "Not found", 422: "Bad request"}
+
+
+async def _error_page(request: Request, exc: Exception) -> Response:
+    """An error as a page with one line saying what is wrong, not FastAPI's JSON."""
+    from worker.dashboard.deps import page
+
+    if isinstance(exc, RequestValidationError):
+        status_code = 422
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
+            for e in exc.errors()
+        )
+    elif isinstance(exc, StarletteHTTPException):
+        status_code, message = exc.status_code, str(exc.detail)
+    else:  # registered for the two classes above only
+        raise exc
+    response = page(
+        request,
+        "error.html",
+        status_code=status_code,
+        title=_TITLES.get(status_code, f"Error {status_code}"),
+        message=message,
+    )
+    for name, value in (getattr(exc, "headers", None) or {}).items():
+        response.headers[name] = value
     return response
 
 
@@ -91,6 +122,8 @@ def create_app(
         return RedirectResponse("/login", status_code=303)
 
     app.add_exception_handler(LoginRequiredError, _to_login)
+    app.add_exception_handler(StarletteHTTPException, _error_page)
+    app.add_exception_handler(RequestValidationError, _error_page)
 
     from worker.dashboard import actions, views
 

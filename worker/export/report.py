@@ -86,12 +86,17 @@ def load_study(
     return session.scalars(query).one_or_none()
 
 
-def print_study(session_factory: sessionmaker[Session], study_uid: str, out: TextIO) -> bool:
-    """Everything about one study: series, jobs, measurements, outputs, deliveries."""
+def print_study(session_factory: sessionmaker[Session], study_key: str | int, out: TextIO) -> bool:
+    """Everything about one study (its UID, or our ID as an int): series, jobs, measurements,
+    outputs, deliveries. False when there is no such study."""
     from db.models import Delivery
 
     with session_factory() as session:
-        study = load_study(session, uid=study_uid)
+        study = (
+            load_study(session, study_id=study_key)
+            if isinstance(study_key, int)
+            else load_study(session, uid=study_key)
+        )
         if study is None:
             return False
         print(f"study {study.study_instance_uid}  date {study.study_date or '-'}", file=out)

@@ -195,7 +195,8 @@ def status(
         workers=workers,
         by_state_hour=hour,
         by_state_day=day,
-        oldest_waiting_s=(now - oldest).total_seconds() if oldest is not None else None,
+        # max: the database clock (server_default now()) may run ahead of ours
+        oldest_waiting_s=max(0.0, (now - oldest).total_seconds()) if oldest is not None else None,
         finished_hour=int(finished or 0),
         failure_rate_day=(done["failed"] + done["quarantined"]) / total if total else None,
         awaiting_review=int(awaiting or 0),

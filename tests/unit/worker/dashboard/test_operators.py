@@ -105,3 +105,17 @@ def test_a_failed_delivery_is_shown_everywhere_and_sent_again_from_the_dashboard
     assert "1 delivery(ies) queued again" in client.get("/failures").text
     assert client.post("/failures/retry-deliveries", data={"csrf": "forged"}).status_code == 403
     assert client.get("/jobs?state=delivery_failed").text.count('id="job-row-') == 0
+
+
+def test_a_missing_study_or_job_is_a_page_not_json(client: TestClient) -> None:
+    """Issue 21 item 10: errors are pages with one line, not FastAPI's {"detail": ...}."""
+    for path, line in (
+        ("/studies/424242", "no study 424242"),
+        ("/jobs/424242", "no job 424242"),
+        ("/studies/abc", "study_id: Input should be a valid integer"),
+    ):
+        response = client.get(path)
+        assert response.status_code in (404, 422), path
+        assert response.headers["content-type"].startswith("text/html"), path
+        assert '"detail"' not in response.text and line in response.text, path
+        assert 'href="/failures"' in response.text  # the way back

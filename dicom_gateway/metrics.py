@@ -57,6 +57,7 @@ class _StateCollector:
             "Deliveries by state (failed: attempts used up, until sent again)",
             labels=["state"],
         )
+        up = 1.0
         try:
             with self._session_factory() as session:
                 for family, column in ((jobs, Job.state), (deliveries, Delivery.state)):
@@ -66,8 +67,12 @@ class _StateCollector:
                         family.add_metric([state.value], float(count))
         except Exception as exc:  # a scrape must not fail because the DB is down
             logger.warning("metrics: database unavailable: %s", type(exc).__name__)
+            up = 0.0
         yield jobs
         yield deliveries
+        yield GaugeMetricFamily(
+            "medseg_database_up", "1 when the gateway could read the database at scrape", up
+        )
         depth = GaugeMetricFamily(
             "medseg_queue_depth", "Messages waiting per queue", labels=["queue"]
         )

@@ -130,12 +130,15 @@ def _print_status(session_factory: Any) -> None:
     import redis
 
     from worker.core.settings import get_settings
+    from worker.ops.health import problems
     from worker.ops.operations import status
     from worker.runtime.celery_app import app
 
     settings = get_settings()
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=1)
     s = status(session_factory, client, app, settings.broker_key_prefix)
+    for problem in problems(s, None):
+        print(f"PROBLEM: {problem}")
     depth = ", ".join(f"{q} {'?' if n is None else n}" for q, n in s.queue_depth.items())
     print(f"queues: {depth}" + ("  (broker unreachable)" if None in s.queue_depth.values() else ""))
     print(

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Job, JobState, utcnow
@@ -32,7 +32,25 @@ SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(day
 
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
+    """The process is up (no dependency asked): for liveness probes."""
     return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(request: Request, factory: Factory) -> Response:
+    """200 when the database and the broker answer, else 503: for readiness probes. Says
+    which is down, never why (no login needed: no error text, no address)."""
+    from worker.ops.health import broker_error, database_error
+
+    checks = {
+        "database": database_error(factory) is None,
+        "broker": broker_error(request.app.state.redis) is None,
+    }
+    ready = all(checks.values())
+    body = {name: "ok" if ok else "unreachable" for name, ok in checks.items()}
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", **body}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/login")
@@ -49,9 +67,20 @@ def overview(
     factory: Factory,
     settings: Annotated[Settings, Depends(deps.settings)],
 ) -> Response:
+    from worker.ops.health import database_error, problems
+
     state = request.app.state
-    status = operations.status(factory, state.redis, state.celery, settings.broker_key_prefix)
-    return deps.page(request, "overview.html", status=status, states=[s.value for s in JobState])
+    database = database_error(factory)
+    status = None
+    if database is None:
+        status = operations.status(factory, state.redis, state.celery, settings.broker_key_prefix)
+    return deps.page(
+        request,
+        "overview.html",
+        status=status,
+        health=problems(status, database),
+        states=[s.value for s in JobState],
+    )
 
 
 @router.get("/jobs")

@@ -131,6 +131,8 @@ class Status:
     skipped_reasons_day: dict[str, int] = field(default_factory=dict)
     #: Deliveries failed for good (any age: they stay failed until sent again).
     deliveries_failed: int = 0
+    #: The workers consuming each queue; None: the workers could not be asked.
+    consumers: dict[str, list[str]] | None = None
 
 
 def _counts(session: Session, since: datetime) -> dict[str, int]:
@@ -153,13 +155,7 @@ def status(
             depth[queue] = int(redis_client.llen(key_prefix + queue))
         except Exception:  # broker down: say so, do not fail the whole status
             depth[queue] = None
-    workers: list[str] | None = None
-    if celery_app is not None:
-        try:
-            replies = celery_app.control.ping(timeout=1.0) or []
-            workers = sorted(name for reply in replies for name in reply)
-        except Exception:
-            workers = None
+    workers, consumers = _consumers(celery_app)
     from worker.ops.deliveries import count_failed
 
     with session_factory() as session:
@@ -202,7 +198,24 @@ def status(
         awaiting_review=int(awaiting or 0),
         skipped_reasons_day=skipped,
         deliveries_failed=deliveries_failed,
+        consumers=consumers,
     )
+
+
+def _consumers(celery_app: Any | None) -> tuple[list[str] | None, dict[str, list[str]] | None]:
+    """The workers alive and the queues each consumes (one broadcast, 1 s); (None, None)
+    when they cannot be asked."""
+    if celery_app is None:
+        return None, None
+    try:
+        replies = celery_app.control.inspect(timeout=1.0).active_queues() or {}
+    except Exception:  # broker down: say so, do not fail the whole status
+        return None, None
+    consumers: dict[str, list[str]] = {}
+    for worker, queues in replies.items():
+        for queue in queues or []:
+            consumers.setdefault(str(queue.get("name")), []).append(worker)
+    return sorted(replies), consumers
 
 
 def _skipped_reasons(session: Session, since: datetime) -> dict[str, int]:

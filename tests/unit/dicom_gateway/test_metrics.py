@@ -36,3 +36,16 @@ def test_deliveries_by_state_are_gauges(session_factory: sessionmaker[Session]) 
     }
     assert families["medseg_deliveries"] == {("failed",): 2.0, ("sent",): 1.0}
     assert families["medseg_jobs"] == {("succeeded",): 1.0}
+    assert families["medseg_database_up"] == {(): 1.0}
+
+
+def test_database_up_is_zero_when_the_scrape_cannot_read_it() -> None:
+    from db.session import make_engine, make_session_factory
+
+    engine = make_engine("postgresql+psycopg://medseg@127.0.0.1:1/medseg")
+    try:
+        collector = _StateCollector(make_session_factory(engine), lambda queue: None)
+        up = {f.name: f.samples[0].value for f in collector.collect() if f.samples}
+    finally:
+        engine.dispose()
+    assert up == {"medseg_database_up": 0.0}

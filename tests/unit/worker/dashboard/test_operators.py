@@ -119,3 +119,71 @@ def test_a_missing_study_or_job_is_a_page_not_json(client: TestClient) -> None:
         assert response.headers["content-type"].startswith("text/html"), path
         assert '"detail"' not in response.text and line in response.text, path
         assert 'href="/failures"' in response.text  # the way back
+
+
+class _Celery:
+    """A Celery app whose only worker consumes the cpu queue."""
+
+    class control:  # noqa: N801 - Celery's attribute name
+        @staticmethod
+        def inspect(timeout: float) -> _Celery._Inspect:
+            return _Celery._Inspect()
+
+    class _Inspect:
+        def active_queues(self) -> dict[str, list[dict[str, str]]]:
+            return {"medseg@cpu1": [{"name": "cpu"}]}
+
+
+class _Down:
+    def ping(self) -> bool:
+        raise ConnectionError("down")
+
+    def llen(self, name: str) -> int:
+        raise ConnectionError("down")
+
+
+def _app_client(
+    settings: Settings, factory: sessionmaker[Session], redis: object, celery: object
+) -> TestClient:
+    configured = settings.model_copy(
+        update={"dashboard_password_hash": hash_password(PASSWORD), "dashboard_user": "op"}
+    )
+    test_client = TestClient(create_app(configured, factory, redis, celery), follow_redirects=False)
+    page = test_client.get("/login")
+    data = {"username": "op", "password": PASSWORD, "csrf": _csrf(page.text)}
+    assert test_client.post("/login", data=data).status_code == 303
+    return test_client
+
+
+def test_health_banner_and_readiness(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """Issue 21 item 3: a banner when a queue with work has no consumer, the broker or the
+    database is down; /healthz the process, /readyz the database and the broker."""
+    from db.session import make_engine, make_session_factory
+
+    redis = fakeredis.FakeRedis()
+    redis.rpush(settings.broker_key_prefix + "gpu", b"m1", b"m2")
+    client = _app_client(settings, session_factory, redis, _Celery())
+    overview = client.get("/")
+    assert "2 message(s) waiting in queue gpu and no worker consumes it" in overview.text
+    assert "queue cpu and no worker" not in overview.text  # empty, and consumed
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "database": "ok", "broker": "ok"}
+
+    client = _app_client(settings, session_factory, _Down(), None)
+    assert "broker unreachable" in client.get("/").text
+    assert client.get("/readyz").json()["broker"] == "unreachable"
+
+    engine = make_engine("postgresql+psycopg://medseg@127.0.0.1:1/medseg")
+    try:
+        broken = make_session_factory(engine)
+        client = _app_client(settings, broken, redis, None)
+        page = client.get("/")
+        assert page.status_code == 200 and "database unreachable" in page.text
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.json()["database"] == "unreachable"
+        assert client.get("/healthz").json() == {"status": "ok"}
+    finally:
+        engine.dispose()

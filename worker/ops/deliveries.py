@@ -75,8 +75,11 @@ class Resent:
 
 def _why_not(delivery: Delivery, destinations: Sequence[DicomDestination]) -> str | None:
     """Why a failed delivery cannot be sent again as it is; None: it can."""
-    if delivery.result.job.superseded_at is not None:
+    job = delivery.result.job
+    if job.superseded_at is not None:
         return "its job was superseded (the series grew): the job on the whole series is sent"
+    if max(r.id for r in job.results) != delivery.result_id:
+        return "its job has a newer result: that one is sent"
     if policy_for(delivery.destination, destinations) is None:
         return f"destination {delivery.destination!r} is no longer configured"
     return None
@@ -113,7 +116,9 @@ def resend(
     with session_factory.begin() as session:
         query = (
             select(Delivery)
-            .options(selectinload(Delivery.result).selectinload(Result.job))
+            .options(
+                selectinload(Delivery.result).selectinload(Result.job).selectinload(Job.results)
+            )
             .with_for_update(of=Delivery)
             .order_by(Delivery.id)
         )

@@ -112,6 +112,11 @@ def test_resend_asks_the_policy_again_and_skips_what_cannot_be_sent(
     assert _delivery(session_factory, superseded).state is DeliveryState.FAILED
     with pytest.raises(OperationError, match="superseded"):
         resend(session_factory, [superseded], PACS)
+    rerun_job, stale = _delivered(session_factory, DeliveryState.FAILED)
+    with session_factory.begin() as session:
+        session.add(Result(job_id=rerun_job, model_name="m", model_version="1"))
+    with pytest.raises(OperationError, match="newer result"):
+        resend(session_factory, [stale], PACS)
 
 
 def test_deliver_and_jobs_from_the_command_line(

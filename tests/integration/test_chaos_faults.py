@@ -72,7 +72,12 @@ class Stack:
 
 @contextlib.contextmanager
 def running_stack(
-    workdir: Path, env: dict[str, str], *, postgres: bool, worker: bool
+    workdir: Path,
+    env: dict[str, str],
+    *,
+    postgres: bool,
+    worker: bool,
+    start_worker: bool = True,
 ) -> Iterator[Stack]:
     need_tool("storescu")
     need_tool("redis-server")
@@ -123,7 +128,7 @@ def running_stack(
         assert done.returncode == 0, done.stderr
         engine = make_engine(full_env["MEDSEG_DATABASE_URL"])
         gateway.start()
-        if worker_role is not None:
+        if worker_role is not None and start_worker:
             worker_role.start()
         wait_for_port(port, timeout=60, process=gateway.process)
         yield Stack(
@@ -266,13 +271,18 @@ def _deliveries(stack: Stack, job_ids: list[int]) -> dict[int, list[DeliveryStat
     return found
 
 
+@pytest.mark.parametrize("resend", ["at_once", "after_the_quiet_period"])
 def test_gateway_killed_mid_series_and_restarted_delivers_only_the_whole_series(
-    tmp_path: Path,
+    tmp_path: Path, resend: str
 ) -> None:
     """Item 4 end to end: storescu 80 slices (no Images in Acquisition: completion by quiet
     period), SIGKILL the gateway's process group partway, start it again, resend the series
-    whole. A job made on the partial series is superseded and delivers nothing; the job whose
-    result is delivered covers all 80 slices."""
+    whole: at once (the restart's quiet period holds the series open: no partial job), or
+    only after the quiet period (the partial series completes and gets a job, queued while
+    the worker is not yet started; the resend supersedes it: cancelled). A job made on the
+    partial series delivers nothing; the job whose result is delivered covers all 80
+    slices."""
+    late = resend == "after_the_quiet_period"
     slices = 80
     folder = tmp_path / "send"
     sop_uids = write_series(folder, slices, announce=False)
@@ -284,7 +294,9 @@ def test_gateway_killed_mid_series_and_restarted_delivers_only_the_whole_series(
         "MEDSEG_JOB_TIME_LIMIT_SECONDS": "60",
     }
     try:
-        with running_stack(tmp_path / "stack", env, postgres=False, worker=True) as stack:
+        with running_stack(
+            tmp_path / "stack", env, postgres=False, worker=True, start_worker=not late
+        ) as stack:
             first = subprocess.Popen(
                 _storescu_cmd(stack.port, folder),
                 env=dcmtk_env(),
@@ -304,7 +316,12 @@ def test_gateway_killed_mid_series_and_restarted_delivers_only_the_whole_series(
             # A partial job may be made when the restart and the resend are slower than the
             # quiet period; the sender resends the series whole at once, as a modality would.
             stack.restart_gateway()
+            if late:  # the partial series is complete a quiet period after the restart
+                wait_until(lambda: len(_jobs(stack, series_uid)) == 1, timeout=30, interval=0.2)
             runs = send_until_whole(stack.port, folder)
+            if late:
+                assert stack.worker is not None
+                stack.worker.start()
 
             def final_delivered() -> bool:
                 jobs = _jobs(stack, series_uid)
@@ -340,6 +357,9 @@ def test_gateway_killed_mid_series_and_restarted_delivers_only_the_whole_series(
                 assert job.superseded_at is not None
                 assert DeliveryState.SENT not in states[job.id], (job.id, states[job.id])
                 assert job.state in (JobState.CANCELLED, JobState.SUCCEEDED, JobState.FAILED)
+            assert len(partial) == (1 if late else 0)
+            if late:
+                assert partial[0].state is JobState.CANCELLED, partial[0].state
             assert DeliveryState.SENT in states[final.id]
             logger.info(
                 "stored before the kill: %d/%d; storescu runs after the restart: %d; "

@@ -224,14 +224,16 @@ class Receiver:
         self.received: list[str] = []
         ae = AE(ae_title="PACS")
         ae.supported_contexts = AllStoragePresentationContexts
-        self._server = ae.start_server(
+        server = ae.start_server(
             ("127.0.0.1", self.port),
             block=False,
             evt_handlers=[(evt.EVT_C_STORE, self._store)],
         )
+        assert server is not None  # not blocking: the server runs in its own thread
+        self._server = server
 
     def _store(self, event: Event) -> int:
-        self.received.append(str(event.request.AffectedSOPInstanceUID))
+        self.received.append(str(event.dataset.SOPInstanceUID))
         return SUCCESS
 
     def destination(self) -> dict[str, object]:
@@ -361,6 +363,7 @@ def test_gateway_killed_mid_series_and_restarted_delivers_only_the_whole_series(
             if late:
                 assert partial[0].state is JobState.CANCELLED, partial[0].state
             assert DeliveryState.SENT in states[final.id]
+            assert receiver.received  # the whole series' result reached the PACS
             logger.info(
                 "stored before the kill: %d/%d; storescu runs after the restart: %d; "
                 "jobs on the partial series: %s",
@@ -454,8 +457,10 @@ def test_postgres_restarted_mid_batch_loses_no_acknowledged_instance(tmp_path: P
         sender.start()
         try:
             wait_until(lambda: len(stack.incoming_files()) >= 15, timeout=30)
+            at_crash = len(stack.incoming_files())
             stack.postgres.crash()
             time.sleep(1.5)
+            at_restart = len(stack.incoming_files())
             stack.postgres.start()
             restarted.set()
         finally:
@@ -488,3 +493,12 @@ def test_postgres_restarted_mid_batch_loses_no_acknowledged_instance(tmp_path: P
         assert len(jobs) == 1, [(j.id, j.state, j.superseded_at) for j in jobs]
         assert jobs[0].input_key == input_key(sop_uids, jobs[0].model_name, jobs[0].model_version)
         assert stored_mid_crash >= slices
+        assert not (stack.data_dir / "incoming" / ".rejected").exists()
+        logger.info(
+            "files at the crash: %d, when PostgreSQL was started again: %d, of %d; "
+            "storescu runs: %d",
+            at_crash,
+            at_restart,
+            slices,
+            runs[0],
+        )

@@ -291,7 +291,7 @@ def test_gateway_killed_mid_series_and_restarted_delivers_only_the_whole_series(
     series_uid = str(pydicom.dcmread(next(folder.iterdir())).SeriesInstanceUID)
     receiver = Receiver()
     env = {
-        "MEDSEG_SERIES_QUIET_SECONDS": "3",
+        "MEDSEG_SERIES_QUIET_SECONDS": "5",
         "MEDSEG_DESTINATIONS": json.dumps([receiver.destination()]),
         "MEDSEG_JOB_TIME_LIMIT_SECONDS": "60",
     }

@@ -315,8 +315,9 @@ def test_gateway_killed_mid_series_and_restarted_delivers_only_the_whole_series(
                     first.wait()
             stored_before = len(stack.incoming_files())
             assert stored_before < slices, "the series was sent whole before the kill"
-            # A partial job may be made when the restart and the resend are slower than the
-            # quiet period; the sender resends the series whole at once, as a modality would.
+            # The sender resends the series whole (as a modality does): at once, well inside
+            # the quiet period that counts from the restart; or after it, once the partial
+            # series has its job.
             stack.restart_gateway()
             if late:  # the partial series is complete a quiet period after the restart
                 wait_until(lambda: len(_jobs(stack, series_uid)) == 1, timeout=30, interval=0.2)

@@ -27,10 +27,22 @@ class ChestXray:
     left_lung: Mask
     pixel_mm: float
     boxes: list[Box] = field(default_factory=list)  # pneumonia opacities
+    # The fields in the convention of the real training masks (cxr-lungs): the lung behind
+    # the heart included. ``right_lung``/``left_lung`` exclude it (JSRT/Montgomery).
+    right_field: Mask | None = None
+    left_field: Mask | None = None
 
     @property
     def lungs(self) -> Mask:
         both: Mask = self.right_lung | self.left_lung
+        return both
+
+    @property
+    def fields(self) -> Mask:
+        """Both projected fields, the lung behind the heart included."""
+        right = self.right_lung if self.right_field is None else self.right_field
+        left = self.left_lung if self.left_field is None else self.left_field
+        both: Mask = right | left
         return both
 
 
@@ -121,6 +133,7 @@ def make_chest_xray(
     heart_c = (mid + rng.uniform(0.04, 0.08), base - rng.uniform(0.14, 0.2))
     heart_r = (rng.uniform(0.13, 0.17), rng.uniform(0.11, 0.14))
     heart = ((xx - heart_c[0]) / heart_r[0]) ** 2 + ((yy - heart_c[1]) / heart_r[1]) ** 2 <= 1
+    behind_heart = [lung.copy() for lung in lungs]
     lungs[1] &= ~heart
     lungs[0] &= ~heart
     mediastinum = (np.abs(xx - mid) < gap) & (yy > top - 0.05) & body
@@ -185,7 +198,13 @@ def make_chest_xray(
     signal += rng.normal(0, rng.uniform(0.01, 0.035), signal.shape)
     image = np.clip(signal * 255, 0, 255).astype(np.uint8)
     return ChestXray(
-        image=image, right_lung=lungs[0], left_lung=lungs[1], pixel_mm=pixel_mm, boxes=boxes
+        image=image,
+        right_lung=lungs[0],
+        left_lung=lungs[1],
+        pixel_mm=pixel_mm,
+        boxes=boxes,
+        right_field=behind_heart[0],
+        left_field=behind_heart[1],
     )
 
 

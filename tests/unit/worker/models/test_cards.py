@@ -20,7 +20,7 @@ EXPECTED = {
     "fetal-brain-unet": ("phantom-only", ("fetal_brain/fetal_brain_unet.json",)),
     "lung-ct-unet": ("reference-only", ("lung_ct/lung_ct_unet.json",)),
     "lung-ct-threshold": ("reference-only", ()),
-    "lung-cxr": ("phantom-only", ("lung_cxr/lung_cxr_unet.json",)),
+    "lung-cxr": ("validated-real", ("lung_cxr/lung_cxr_unet.json",)),
 }
 
 

@@ -29,8 +29,9 @@ def test_models_json_includes_each_card(capsys: pytest.CaptureFixture[str]) -> N
     assert head["validation"] == "validated-real" and head["not_for_clinical_use"] is False
     assert head["evaluations"][0]["metrics"]["hc_abs_diff_mm_mean"] == 2.025
     cxr = rows["lung-cxr"]["card"]
-    assert cxr["not_for_clinical_use"] is True
+    assert cxr["validation"] == "validated-real" and cxr["not_for_clinical_use"] is False
     assert cxr["components"][0]["name"] == "pneumonia-detector"
+    assert cxr["components"][0]["validation"] == "phantom-only"
     assert rows["lung-ct-threshold"]["card"]["weights_sha256"] == []
 
 

@@ -43,12 +43,17 @@ def _rg1() -> Path:
     return Path(str(path))
 
 
-def test_shipped_weights_carry_checksums_and_say_phantoms() -> None:
+def test_shipped_weights_carry_checksums_and_say_what_they_were_trained_on() -> None:
     for weights in (DEFAULT_WEIGHTS, DEFAULT_DETECTOR_WEIGHTS):
-        meta = read_metadata(weights)
-        assert meta["sha256"] == sha256_of(weights)
-        assert "NOT real patients" in meta["trained_on"]
-    assert read_metadata(DEFAULT_WEIGHTS)["val_dice"] >= 0.9
+        assert read_metadata(weights)["sha256"] == sha256_of(weights)
+    assert "NOT real patients" in read_metadata(DEFAULT_DETECTOR_WEIGHTS)["trained_on"]
+    lungs = read_metadata(DEFAULT_WEIGHTS)
+    assert lungs["version"] == "2.0.0" and "real chest films" in lungs["trained_on"]
+    assert len(lungs["qc_excluded"]) == 11 and lungs["train_images"] == 46
+    cv = lungs["cross_validation"]
+    assert len(cv["folds"]) == 5 and cv["out_of_fold"]["films"] == 57
+    assert cv["out_of_fold_qc_passed"]["sides_ok"] == cv["out_of_fold_qc_passed"]["films"]
+    assert lungs["quality_gate"]["fitted_on"].endswith("(out-of-fold, Dice >= 0.9)")
 
 
 def test_routing_takes_chest_cr_and_dx_only() -> None:
@@ -65,8 +70,11 @@ def test_phantom_with_opacity_end_to_end(models: ModelCache, tmp_path: Path) -> 
     result = run_series([source], models, tmp_path / "out")
     assert result.spec is SPEC and result.warnings == []
     values = {m.key: m.value for m in result.measurements}
-    truth_cm2 = float(phantom.lungs.sum()) * phantom.pixel_mm**2 / 100
-    assert values["lung_area_cm2"] == pytest.approx(truth_cm2, rel=0.08)
+    # Trained on real films, the network meets phantoms as a domain gap: +18 % area on
+    # average against their projected fields (docs/lung.md). These tests hold the plumbing
+    # (scale, SEG geometry, findings), the real-film numbers come from cross-validation.
+    truth_cm2 = float(phantom.fields.sum()) * phantom.pixel_mm**2 / 100
+    assert values["lung_area_cm2"] == pytest.approx(truth_cm2, rel=0.35)
     assert values["lung_area_cm2"] == pytest.approx(
         values["right_lung_area_cm2"] + values["left_lung_area_cm2"]
     )
@@ -75,7 +83,8 @@ def test_phantom_with_opacity_end_to_end(models: ModelCache, tmp_path: Path) -> 
     right = seg.get_pixels_by_source_instance(
         [str(pydicom.dcmread(source).SOPInstanceUID)], segment_numbers=[1]
     )
-    assert dice(np.squeeze(right).astype(bool), phantom.right_lung) > 0.85
+    assert phantom.right_field is not None
+    assert dice(np.squeeze(right).astype(bool), phantom.right_field) > 0.8
     assert dciodvfy_errors(outputs["seg"]) == []
     assert dciodvfy_errors(outputs["sr"]) == []
     # The opacity is found, where it is, and reported in report.json and the SR.
@@ -88,10 +97,11 @@ def test_phantom_with_opacity_end_to_end(models: ModelCache, tmp_path: Path) -> 
     scoords = [item for item in _walk(sr) if item.get("ValueType") == "SCOORD"]
     assert len(scoords) == len(report["findings"])
     assert all(s.GraphicType == "POLYLINE" and len(s.GraphicData) == 10 for s in scoords)
-    # Phantom-trained: the result and each finding (the detector's own status) say so.
-    assert result.validation == report["validation"] == "phantom-only"
+    # The lung fields are validated on real films; each finding carries the phantom-only
+    # detector's status.
+    assert result.validation == report["validation"] == "validated-real"
     assert all(f["validation"] == "phantom-only" for f in report["findings"])
-    assert str(sr.SeriesDescription).endswith("NOT FOR CLINICAL USE")
+    assert "NOT FOR CLINICAL USE" not in str(sr.SeriesDescription)
     texts = [str(item.TextValue) for item in _walk(sr) if item.get("ValueType") == "TEXT"]
     assert texts.count("NOT FOR CLINICAL USE") >= len(report["findings"])
 
@@ -103,8 +113,8 @@ def test_dx_monochrome1_imager_spacing(models: ModelCache, tmp_path: Path) -> No
     )
     result = run_series([source], models, tmp_path / "out")
     values = {m.key: m.value for m in result.measurements}
-    truth_cm2 = float(phantom.lungs.sum()) * phantom.pixel_mm**2 / 100
-    assert values["lung_area_cm2"] == pytest.approx(truth_cm2, rel=0.08)
+    truth_cm2 = float(phantom.fields.sum()) * phantom.pixel_mm**2 / 100
+    assert values["lung_area_cm2"] == pytest.approx(truth_cm2, rel=0.35)  # see above
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert "ImagerPixelSpacing" in report["scale"]
     assert values["pneumonia_findings"] == 0
@@ -167,5 +177,6 @@ def test_medseg_process_json_lists_findings(tmp_path: Path) -> None:
     assert row["model"] == "lung-cxr" and row["measurements"]["lung_area_cm2"] > 0
     assert row["findings"], "no opacity reported"
     finding = max(row["findings"], key=lambda f: iou(tuple(f["box_px"]), phantom.boxes[0]))
-    assert set(finding) == {"label", "score", "box_px"} and finding["score"] >= 0.5
+    assert set(finding) == {"label", "score", "box_px", "validation"}
+    assert finding["score"] >= 0.5 and finding["validation"] == "phantom-only"
     assert iou(tuple(finding["box_px"]), phantom.boxes[0]) >= 0.3

@@ -82,7 +82,8 @@ def _instrument(model: Any, predictor: Any) -> None:
     model.finish = _timed("postprocess", model.finish)
     for module, name, stage in (
         (predictor_module, "preprocess", "preprocess"),
-        (pipeline_module, "load_series", "decode"),
+        (pipeline_module, "read_series", "decode"),
+        (pipeline_module, "decode_series", "decode"),
         (pipeline_module, "write_seg", "seg"),
         (pipeline_module, "write_sr", "sr"),
         (pipeline_module, "export", "export"),

@@ -64,7 +64,7 @@ def check_lengths(ds: Dataset, encoded_length: int) -> None:
     (converted from their raw form) are not checked; ``encoded_length`` is the data set's size
     in bytes, against which values not read (deferred) are checked."""
     for tag in list(ds.keys()):
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)  # never read a deferred value here
         if not isinstance(raw, RawDataElement) or raw.length == _UNDEFINED_LENGTH:
             continue
         if raw.value is not None:
@@ -86,7 +86,7 @@ def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
 def check_pixel_length(ds: Dataset) -> None:
     """Raise when native (not encapsulated) Pixel Data is shorter than Rows x Columns x
     Samples per Pixel x Number of Frames x Bits Allocated say it must be."""
-    raw = ds.get_item(_PIXEL_DATA)
+    raw = ds.get_item(_PIXEL_DATA, keep_deferred=True)
     if raw is None:
         return
     if isinstance(raw, RawDataElement):

@@ -80,3 +80,31 @@ def test_over_long_uid_is_refused_permanently_without_a_file(
     assert len(files) == 1  # the good one only
     with session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Instance)) == 1
+
+
+def test_length_checks_never_read_a_deferred_value() -> None:
+    """The lean receive path decodes with large values deferred and no file behind them
+    (reading one raises): the checks must judge them from their raw lengths. Regression: a
+    512x512 CT was refused as undecodable by every default gateway."""
+    import io
+
+    import numpy as np
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+    from pydicom.filewriter import write_dataset
+
+    from dicom_gateway.validation import check_lengths, check_pixel_length
+
+    ds = minimal_image(CT, "CT")
+    ds.Rows = ds.Columns = 512
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelData = np.zeros((512, 512), dtype=np.uint16).tobytes()
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, True
+    write_dataset(buffer, ds)
+    data = buffer.getvalue()
+    decoded = read_dataset(io.BytesIO(data), True, True, defer_size=4096)
+    check_lengths(decoded, len(data))
+    check_pixel_length(decoded)
+    with pytest.raises(Exception, match="length past the end"):
+        check_lengths(read_dataset(io.BytesIO(data), True, True, defer_size=4096), len(data) - 2)

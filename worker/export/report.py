@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.models import Job, Result, Series, Study
-from worker.core.card import describe_validation
+from worker.core.card import describe_validation, not_for_clinical_use
 
 
 def describe_decision(result: Result) -> str:
@@ -48,6 +48,8 @@ def print_results(session_factory: sessionmaker[Session], out: TextIO) -> None:
                 if job is not None and job.results:
                     result = job.results[-1]
                     measures = ", ".join(f"{m.key}={m.value:.1f}" for m in result.measurements)
+                    if not_for_clinical_use(result.validation):
+                        measures = f"[{result.validation}: NOT FOR CLINICAL USE] {measures}"
                     outputs = [(o.kind, o.path) for o in result.outputs]
                 elif job is not None and job.error:
                     measures = f"error: {job.error}"

@@ -50,3 +50,18 @@ def profile(areas: npt.ArrayLike) -> Profile:
     jumps = np.abs(inside[1:-1] - (inside[:-2] + inside[2:]) / 2.0) / inside.max()
     k = int(np.argmax(jumps))
     return Profile(gaps, float(jumps[k]), int(filled[0]) + 1 + k, int(inside.size))
+
+
+def profile_reasons(
+    organ: str, gap_slices: int, max_jump: float, max_gap_slices: int, max_jump_allowed: float
+) -> list[str]:
+    """The gate's reasons for a broken profile of ``organ`` ("lung", "brain")."""
+    out: list[str] = []
+    if gap_slices > max_gap_slices:
+        out.append(f"{organ} mask has gaps between slices ({gap_slices} empty slice(s) inside)")
+    if max_jump > max_jump_allowed:
+        out.append(
+            f"{organ} area jumps between slices ({max_jump:.0%} of the largest slice away from "
+            f"its neighbours' mean, > {max_jump_allowed:.0%})"
+        )
+    return out

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-from worker.models._gate.profile import profile, slice_areas
+from worker.models._gate.profile import profile, profile_reasons, slice_areas
+from worker.models._gate.thresholds import StoredThresholds
 from worker.pipeline.loading import VolumeGeometry
 
 Mask = npt.NDArray[np.bool_]
@@ -43,7 +44,7 @@ class Signals:
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class Thresholds(StoredThresholds):
     # Observed on 30 held-out phantom stacks (benchmarks/quality_gates.py) and the margin kept;
     # no real fetal stack was at hand.
     max_fragment_ratio: float = 0.05  # phantoms at most 0.0001; Colin27 T1 0.074
@@ -58,9 +59,6 @@ class Thresholds:
     # Phantoms at most 0.043; they move the fetus in plane only, real stacks also through
     # the plane, so the margin is wide.
     max_jump: float = 0.2
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(float(v), 4) for k, v in asdict(self).items()}
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -104,11 +102,5 @@ def reasons(s: Signals | None, t: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
             f"brain volume implausible for the field of view ({s.fov_fraction:.1%} of the "
             f"imaged volume, accepted {t.min_fov_fraction:.2%}-{t.max_fov_fraction:.0%})"
         )
-    if s.gap_slices > t.max_gap_slices:
-        out.append(f"brain mask has gaps between slices ({s.gap_slices} empty slice(s) inside)")
-    if s.max_jump > t.max_jump:
-        out.append(
-            f"brain area jumps between slices ({s.max_jump:.0%} of the largest slice away from "
-            f"its neighbours' mean, > {t.max_jump:.0%})"
-        )
+    out += profile_reasons("brain", s.gap_slices, s.max_jump, t.max_gap_slices, t.max_jump)
     return out

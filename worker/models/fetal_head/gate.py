@@ -21,12 +21,12 @@ tuning subjects by ``gate_fit``; ``DEFAULT_THRESHOLDS`` serve checkpoints withou
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from worker.models._gate.thresholds import StoredThresholds
 from worker.models.fetal_head.biometry import Ellipse, ellipse_mask
 
 #: The HC a fetal head can plausibly have (mm): below 11 weeks or beyond term is not biometry.
@@ -46,7 +46,7 @@ class Signals:
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class Thresholds(StoredThresholds):
     # The defaults are the thresholds fitted for the shipped 2.0.0 weights (their metadata's
     # ``quality_gate``), so a checkpoint without a gate of its own gets the validated one.
     min_ellipse_iou: float = 0.9626
@@ -55,16 +55,6 @@ class Thresholds:
     min_area_fraction: float = 0.0272
     max_area_fraction: float = 0.6639
     max_fragment_ratio: float = 0.02
-
-    @classmethod
-    def from_metadata(cls, meta: dict[str, Any] | None) -> Thresholds:
-        """The thresholds a checkpoint carries; defaults for any it does not name."""
-        known = {f.name for f in fields(cls)}
-        values = {k: float(v) for k, v in (meta or {}).items() if k in known}
-        return cls(**values)
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in asdict(self).items()}
 
 
 DEFAULT_THRESHOLDS = Thresholds()

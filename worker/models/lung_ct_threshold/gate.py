@@ -31,7 +31,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from worker.models._gate.profile import profile, slice_areas
+from worker.models._gate.profile import profile, profile_reasons, slice_areas
+from worker.models._gate.thresholds import StoredThresholds
 from worker.pipeline.loading import VolumeGeometry
 
 Mask = npt.NDArray[np.bool_]
@@ -55,7 +56,7 @@ class Signals:
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class Thresholds(StoredThresholds):
     # Observed on normal inputs (both models; lung1, lung2, 40-slice and short phantoms,
     # benchmarks/quality_gates.py) and the margin kept:
     min_side_fraction: float = 0.9  # lowest 0.983 (lung1)
@@ -72,9 +73,6 @@ class Thresholds:
     max_outside_body_fraction: float = 0.01  # 0 on every normal input
     max_gap_slices: int = 0
     max_jump: float = 0.3  # highest 0.176 (lung2, U-Net; the diaphragm's dome)
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(float(v), 4) for k, v in asdict(self).items()}
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -171,11 +169,5 @@ def reasons(s: Signals, t: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
             f"lung mask outside the body ({s.outside_body_fraction:.1%} of its voxels, "
             f"> {t.max_outside_body_fraction:.0%})"
         )
-    if s.gap_slices > t.max_gap_slices:
-        out.append(f"lung mask has gaps between slices ({s.gap_slices} empty slice(s) inside)")
-    if s.max_jump > t.max_jump:
-        out.append(
-            f"lung area jumps between slices ({s.max_jump:.0%} of the largest slice away from "
-            f"its neighbours' mean, > {t.max_jump:.0%})"
-        )
+    out += profile_reasons("lung", s.gap_slices, s.max_jump, t.max_gap_slices, t.max_jump)
     return out

@@ -22,12 +22,13 @@ of real films by ``gate_fit``; ``DEFAULT_THRESHOLDS`` serve checkpoints without.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+
+from worker.models._gate.thresholds import StoredThresholds
 
 #: Projected area of one adult lung field on a PA/AP film (cm²): wide sanity bounds, not
 #: fitted (the training films carry no pixel size). A 35x43 cm detector is 1505 cm².
@@ -51,7 +52,7 @@ class Signals:
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class Thresholds(StoredThresholds):
     min_side_purity: float = 0.9
     min_area_fraction: float = 0.1
     max_area_fraction: float = 0.55
@@ -60,15 +61,6 @@ class Thresholds:
     max_border_fraction: float = 0.02
     min_confidence: float = 0.85
     max_fragment_ratio: float = 0.05
-
-    @classmethod
-    def from_metadata(cls, meta: dict[str, Any] | None) -> Thresholds:
-        """The thresholds a checkpoint carries; defaults for any it does not name."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: float(v) for k, v in (meta or {}).items() if k in known})
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in asdict(self).items()}
 
 
 DEFAULT_THRESHOLDS = Thresholds()

@@ -19,28 +19,25 @@ Thresholds were measured on phantom stacks and the Colin27 pipeline check
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from worker.models._gate.profile import profile, profile_reasons, slice_areas
-from worker.models._gate.thresholds import StoredThresholds
+from worker.models._gate.thresholds import Rounded, StoredThresholds
 from worker.pipeline.loading import VolumeGeometry
 
 Mask = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
-class Signals:
+class Signals(Rounded):
     fragment_ratio: float
     volume_ml: float
     fov_fraction: float
     gap_slices: int
     max_jump: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(float(v), 4) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ tuning subjects by ``gate_fit``; ``DEFAULT_THRESHOLDS`` serve checkpoints withou
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from worker.models._gate.thresholds import StoredThresholds
+from worker.models._gate.thresholds import Rounded, StoredThresholds
 from worker.models.fetal_head.biometry import Ellipse, ellipse_mask
 
 #: The HC a fetal head can plausibly have (mm): below 11 weeks or beyond term is not biometry.
@@ -34,15 +34,12 @@ HC_PLAUSIBLE_MM = (40.0, 400.0)
 
 
 @dataclass(frozen=True)
-class Signals:
+class Signals(Rounded):
     ellipse_iou: float
     outside_fraction: float
     confidence: float
     area_fraction: float
     fragment_ratio: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,14 @@ Thresholds were measured on the two real chest CTs of pyradiomics and on phantom
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
 from worker.models._gate.profile import profile, profile_reasons, slice_areas
-from worker.models._gate.thresholds import StoredThresholds
+from worker.models._gate.thresholds import Rounded, StoredThresholds
 from worker.pipeline.loading import VolumeGeometry
 
 Mask = npt.NDArray[np.bool_]
@@ -41,7 +41,7 @@ BODY_HU = -500.0
 
 
 @dataclass(frozen=True)
-class Signals:
+class Signals(Rounded):
     side_fraction: float
     left_right_ratio: float
     fov_fraction: float
@@ -50,9 +50,6 @@ class Signals:
     outside_body_fraction: float
     gap_slices: int
     max_jump: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(float(v), 4) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ of real films by ``gate_fit``; ``DEFAULT_THRESHOLDS`` serve checkpoints without.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from worker.models._gate.thresholds import StoredThresholds
+from worker.models._gate.thresholds import Rounded, StoredThresholds
 
 #: Projected area of one adult lung field on a PA/AP film (cm²): wide sanity bounds, not
 #: fitted (the training films carry no pixel size). A 35x43 cm detector is 1505 cm².
@@ -38,7 +38,7 @@ BOX_INSIDE_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
-class Signals:
+class Signals(Rounded):
     fields: int
     side_purity: float
     area_fraction: float
@@ -46,9 +46,6 @@ class Signals:
     border_fraction: float
     confidence: float
     fragment_ratio: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(float(v), 4) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)

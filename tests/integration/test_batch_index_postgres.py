@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
@@ -12,17 +11,16 @@ from pathlib import Path
 import pytest
 from pydicom import config, dcmread
 from pynetdicom import AE
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.migrate import upgrade
 from db.models import Instance
 from db.session import make_engine, make_session_factory
 from dicom_gateway import statuses
 from dicom_gateway.indexer import IndexQueue
 from dicom_gateway.server import start_gateway
 from dicom_gateway.storage import REJECTED_DIR
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import fresh_postgres_database
 from tests.support.factories import chest_series, instance_record, minimal_image
 from tests.support.gateway import RecordingPublisher
 from tests.support.tools import wait_until
@@ -38,16 +36,8 @@ _wait = partial(wait_until, timeout=20.0)
 @pytest.fixture
 def own_postgres(postgres_url: str) -> Iterator[str]:
     """A database of this test's own (a gateway's monitor sees every row in its database)."""
-    name = f"medseg_batch_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_postgres_database("medseg_batch") as url:
+        yield url
 
 
 @pytest.fixture

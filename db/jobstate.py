@@ -57,6 +57,7 @@ def transition(job: Job, new_state: JobState, *, error: str | None = None) -> No
         job.finished_at = None
     elif new_state is JobState.QUEUED:
         job.enqueued_at = None
+        job.queued_at = now
         job.finished_at = None
     else:
         job.finished_at = now

@@ -154,6 +154,9 @@ class Job(Base):
         DateTime(timezone=True), default=utcnow, server_default=func.now()
     )
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    #: When the job last entered the queue: made (on completion or by a re-run), retried by
+    #: an operator, or given back after an attempt. Queue-wait metrics start here.
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
     not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,4 +1,8 @@
-"""One series through the stages: load → route → infer → export. Shared by tasks and batch."""
+"""One series through the stages: load → route → infer → export. Shared by tasks and batch.
+
+``SeriesResult.timings`` has the seconds of each stage: ``load`` (read, route, decode),
+``load_model``, ``preprocess`` / ``infer`` / ``postprocess`` (a model that splits ``predict``,
+worker.core.registry.StagedModel; for others all of ``predict`` is ``infer``), ``export``."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pathlib import Path
 
 from worker.core.card import ValidationStatus, not_for_clinical_use
 from worker.core.errors import NoModelError
-from worker.core.registry import Model, ModelSpec, get_spec
+from worker.core.registry import Model, ModelSpec, StagedModel, get_spec
 from worker.core.routing import route, unrouted_reason
 from worker.export.outputs import Finding, MeasurementValue, ModelOutput
 from worker.export.seg import write_seg
@@ -56,10 +60,22 @@ def run_loaded(
     model = models.get(spec)
     timings["load_model"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    with models.autocast():
-        output = model.predict(series)
-    timings["infer"] = time.perf_counter() - start
+    if isinstance(model, StagedModel):  # its stages timed apart, autocast on forward only
+        start = time.perf_counter()
+        prepared = model.prepare(series)
+        timings["preprocess"] = time.perf_counter() - start
+        start = time.perf_counter()
+        with models.autocast():
+            raw = model.forward(prepared)
+        timings["infer"] = time.perf_counter() - start
+        start = time.perf_counter()
+        output = model.finish(series, raw)
+        timings["postprocess"] = time.perf_counter() - start
+    else:
+        start = time.perf_counter()
+        with models.autocast():
+            output = model.predict(series)
+        timings["infer"] = time.perf_counter() - start
     return export(series, output, spec, model, out_dir, timings=timings)
 
 

@@ -30,6 +30,7 @@ from worker.core.settings import DeliveryPolicy, DicomDestination
 from worker.delivery.policy import SENDER, withhold_reason
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.run import SeriesResult, run_series
+from worker.runtime.metrics import observe_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +249,7 @@ def execute_job(
             _record_success(session, job, result, deliver_to)
 
     with_db_retry(succeed, what=f"recording the result of job {job_id}", total_s=db_wait_s)
+    observe_pipeline(result.spec.name, result.timings)
     state = JobState(result.status)
     logger.info("job %s %s in %.2f s", job_id, state.value, sum(result.timings.values()))
     return state

@@ -3,8 +3,9 @@
 Celery's prefork pool runs tasks in child processes, so the metrics use prometheus_client's
 multiprocess mode: every process writes its samples to files in ``PROMETHEUS_MULTIPROC_DIR``
 and the worker's main process serves their sum on ``medseg worker --metrics-port``. Samples are
-taken after each task (Celery's ``task_postrun``), one primary-key query each; nothing is
-recorded when metrics are off.
+taken after each task (Celery's ``task_postrun``), one primary-key query each; the pipeline's
+own stage timings are observed where the job runs (``observe_pipeline``); nothing is recorded
+when metrics are off.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import re
 import sys
 import tempfile
+import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +32,9 @@ logger = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 INFERENCE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
+PIPELINE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
+#: Stages of one job inside the worker (worker.pipeline.run's timings, and the delivery task).
+PIPELINE_STAGES = ("load", "load_model", "preprocess", "infer", "postprocess", "export", "deliver")
 
 
 @lru_cache(maxsize=1)
@@ -43,6 +49,15 @@ def _metrics() -> dict[str, Any]:
             "started_to_finished, finished_to_delivered",
             ["stage"],
             buckets=STAGE_BUCKETS,
+        ),
+        "pipeline": Histogram(
+            "medseg_pipeline_stage_seconds",
+            "Time spent in each stage inside the worker, by model: load (read and decode the "
+            "series), load_model (first use in a process), preprocess, infer, postprocess "
+            "(models that split predict; others count all of it as infer), export (SEG, SR, "
+            "report), deliver (one delivery attempt, any outcome)",
+            ["model", "stage"],
+            buckets=PIPELINE_BUCKETS,
         ),
         "inference": Histogram(
             "medseg_inference_seconds",
@@ -105,6 +120,16 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def observe_pipeline(model: str, timings: Mapping[str, float]) -> None:
+    """The stage timings of one job that ran ``model``; nothing when metrics are off."""
+    if not enabled():
+        return
+    histogram = _metrics()["pipeline"]
+    for stage, seconds in timings.items():
+        if stage in PIPELINE_STAGES and seconds >= 0:
+            histogram.labels(model=model, stage=stage).observe(seconds)
+
+
 def _observe(stage: str, start: datetime | None, end: datetime | None) -> None:
     start, end = _aware(start), _aware(end)
     if start is not None and end is not None and end >= start:
@@ -119,8 +144,10 @@ def record_job(session_factory: sessionmaker[Session], job_id: int) -> None:
         )
         if job is None or job.state is JobState.RUNNING:
             return
-        if job.attempts == 1:  # later attempts were published again, not completed again
-            _observe("complete_to_queued", job.series.completed_at, job.enqueued_at)
+        if job.attempts == 1:  # later attempts were given back after a failure, not queued anew
+            # From the job's own queueing: its series' completion for the job made then, the
+            # operator's request for a re-run or a retry (never the original completion).
+            _observe("complete_to_queued", queued_since(job), job.enqueued_at)
         _observe("queued_to_started", job.enqueued_at, job.started_at)
         _observe("started_to_finished", job.started_at, job.finished_at)
         metrics = _metrics()
@@ -134,6 +161,11 @@ def record_job(session_factory: sessionmaker[Session], job_id: int) -> None:
     _record_gpu_memory()
 
 
+def queued_since(job: Job) -> datetime | None:
+    """When ``job`` entered the queue (``queued_at``; rows older than it: the completion)."""
+    return _aware(job.queued_at) or _aware(job.series.completed_at)
+
+
 def _record_gpu_memory() -> None:
     torch = sys.modules.get("torch")  # only when a model imported it: never import it here
     if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
@@ -143,11 +175,17 @@ def _record_gpu_memory() -> None:
         _metrics()["gpu"].labels(device=f"cuda:{index}").set(peak)
 
 
-def record_delivery(session_factory: sessionmaker[Session], delivery_id: int) -> None:
+def record_delivery(
+    session_factory: sessionmaker[Session], delivery_id: int, seconds: float | None = None
+) -> None:
+    """Samples of delivery ``delivery_id`` after an attempt that took ``seconds``."""
     with session_factory() as session:
         delivery = session.get(Delivery, delivery_id)
         if delivery is None:
             return
+        if seconds is not None:
+            stage = _metrics()["pipeline"]
+            stage.labels(model=delivery.result.model_name, stage="deliver").observe(seconds)
         if delivery.state is DeliveryState.SENT:
             _observe(
                 "finished_to_delivered", delivery.result.job.finished_at, delivery.delivered_at
@@ -157,10 +195,20 @@ def record_delivery(session_factory: sessionmaker[Session], delivery_id: int) ->
             _metrics()["delivery_failed"].labels(destination=delivery.destination).inc()
 
 
-def _after_task(sender: Any = None, args: Any = None, **_: Any) -> None:
+#: perf_counter at the start of each running task, by task id (one process runs one at a time).
+_started: dict[str, float] = {}
+
+
+def _before_task(task_id: str | None = None, **_: Any) -> None:
+    if task_id:
+        _started[task_id] = time.perf_counter()
+
+
+def _after_task(sender: Any = None, args: Any = None, task_id: str | None = None, **_: Any) -> None:
     from worker.core.broker import TASK_DELIVER, TASK_RUN_JOB
     from worker.runtime.tasks import context
 
+    started = _started.pop(task_id, None) if task_id else None
     name = getattr(sender, "name", "")
     if name not in (TASK_RUN_JOB, TASK_DELIVER) or not args:
         return
@@ -168,7 +216,8 @@ def _after_task(sender: Any = None, args: Any = None, **_: Any) -> None:
         if name == TASK_RUN_JOB:
             record_job(context().session_factory, int(args[0]))
         else:
-            record_delivery(context().session_factory, int(args[0]))
+            seconds = time.perf_counter() - started if started is not None else None
+            record_delivery(context().session_factory, int(args[0]), seconds)
     except Exception as exc:  # metrics never break a task
         logger.warning("metrics of %s not recorded: %s", name, type(exc).__name__)
 
@@ -188,13 +237,14 @@ def start_worker_metrics(port: int, host: str) -> Path:
         stale.unlink()
     os.environ[MULTIPROC_ENV] = str(folder)
 
-    from celery.signals import task_postrun, worker_process_shutdown
+    from celery.signals import task_postrun, task_prerun, worker_process_shutdown
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(folder))  # type: ignore[no-untyped-call]
     start_http_server(port, addr=host, registry=registry)
+    task_prerun.connect(_before_task, weak=False)
     task_postrun.connect(_after_task, weak=False)
     worker_process_shutdown.connect(_process_gone, weak=False)
     logger.info("worker metrics on http://%s:%d/metrics (files in %s)", host, port, folder)

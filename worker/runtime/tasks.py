@@ -1,4 +1,12 @@
-"""Thin Celery tasks: take an ID, call plain functions, nothing else."""
+"""Thin Celery tasks: take an ID, call plain functions, nothing else.
+
+A job or delivery attempt that ends in failure is a failed task in Celery's eyes (Flower,
+task events, a result backend if one is added): the task raises ``JobFailedError`` /
+``DeliveryFailedError`` after the failure is recorded in the database. Nothing retries on
+them (no ``autoretry_for``; the outbox publishes a job's next attempt as a new message), the
+message is acknowledged as for a success (``acks_late`` acks failures too), and the error is
+declared in ``throws`` so the worker logs it in one line, without a traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,9 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_init, worker_ready
 
+from db.models import DeliveryState, JobState
 from worker.core.broker import TASK_DELIVER, TASK_RUN_JOB
+from worker.core.errors import MedsegError
 from worker.core.timelimits import HARD_LIMIT_MARGIN_SECONDS, longest_time_limit_seconds
 from worker.pipeline.context import WorkerContext
 from worker.runtime.celery_app import app
@@ -17,6 +27,19 @@ logger = logging.getLogger(__name__)
 
 _context: WorkerContext | None = None
 DB_DOWN_RETRY_SECONDS = 5
+#: Job states in which the attempt failed (queued: it failed and will be tried again).
+_JOB_FAILED = frozenset({JobState.FAILED, JobState.QUARANTINED, JobState.QUEUED})
+#: Delivery states in which the attempt failed (pending: it will be tried again).
+_DELIVERY_FAILED = frozenset({DeliveryState.FAILED, DeliveryState.PENDING})
+
+
+class JobFailedError(MedsegError):
+    """Raised by ``run_job`` once a failed attempt is recorded; the message names the job and
+    its state only (the reason, already redacted, is in the database: ``medseg show ID``)."""
+
+
+class DeliveryFailedError(MedsegError):
+    """Raised by ``deliver`` once a failed delivery attempt is recorded."""
 
 
 def context() -> WorkerContext:
@@ -57,7 +80,9 @@ def _hand_back_orphans(sender: Any = None, **_: Any) -> None:
         engine.dispose()
 
 
-@app.task(name=TASK_RUN_JOB, bind=True, acks_late=True, ignore_result=True)
+@app.task(
+    name=TASK_RUN_JOB, bind=True, acks_late=True, ignore_result=True, throws=(JobFailedError,)
+)
 def run_job(self: Task[Any, Any], job_id: int) -> str | None:
     from sqlalchemy.exc import DBAPIError
 
@@ -87,10 +112,13 @@ def run_job(self: Task[Any, Any], job_id: int) -> str | None:
         # The database is away before the job could be claimed: the message comes back later.
         logger.warning("job %s: database unavailable (%s), retrying the message", job_id, exc)
         raise self.retry(countdown=DB_DOWN_RETRY_SECONDS, max_retries=720) from exc
+    if state in _JOB_FAILED:
+        again = " (it will be tried again)" if state is JobState.QUEUED else ""
+        raise JobFailedError(f"job {job_id} attempt failed, now {state.value}{again}")
     return state.value if state else None
 
 
-@app.task(name=TASK_DELIVER, acks_late=True, ignore_result=True)
+@app.task(name=TASK_DELIVER, acks_late=True, ignore_result=True, throws=(DeliveryFailedError,))
 def deliver(delivery_id: int) -> str | None:
     from worker.delivery.deliver import execute_delivery
 
@@ -99,4 +127,6 @@ def deliver(delivery_id: int) -> str | None:
     state = execute_delivery(
         ctx.session_factory, settings.destinations, delivery_id, settings.return_to_sender_port
     )
+    if state in _DELIVERY_FAILED:
+        raise DeliveryFailedError(f"delivery {delivery_id} attempt failed, now {state.value}")
     return state.value if state else None

@@ -1,0 +1,28 @@
+"""job.queued_at: when a job last entered the queue (queue-wait metrics of re-runs and retries)
+
+Revision ID: 0010
+Revises: 0007
+Create Date: 2026-11-30 06:20:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0010"
+# Branch `truth` was cut at 0007; when 0008/0009 land first, this revises the newest of them.
+down_revision: str | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("job", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("queued_at", sa.DateTime(timezone=True), nullable=True))
+    op.execute("UPDATE job SET queued_at = created_at")
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("job", schema=None) as batch_op:
+        batch_op.drop_column("queued_at")

@@ -1,0 +1,161 @@
+"""What Celery (and so Flower) sees of a job: a real worker (prefork) on real Redis, tasks
+published as the gateway does, Celery's task events received as Flower receives them.
+
+A failed job is a failed task, a succeeded one a successful task; the failure is recorded
+once, the message is acknowledged and not run again. The worker's /metrics then has the
+per-stage timings of the job that ran.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Job, JobState
+from tests.support.factories import chest_series
+from tests.support.jobs import add_job, queue_test_job
+from worker.core.broker import TASK_RUN_JOB, create_celery
+from worker.core.settings import Settings
+from worker.devtools.localstack import free_port, start_medseg, stop, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Events:
+    """Celery's events, received in a thread: Flower's view of the workers and tasks."""
+
+    by_task: dict[str, list[str]] = field(default_factory=dict)
+    types: set[str] = field(default_factory=set)
+    receiver: Any = None
+
+    def handle(self, event: dict[str, Any]) -> None:
+        self.types.add(str(event.get("type", "")))
+        if event.get("uuid"):
+            self.by_task.setdefault(str(event["uuid"]), []).append(str(event["type"]))
+
+
+@dataclass
+class WorkerStack:
+    app: Celery
+    settings: Settings
+    prefix: str
+    metrics_port: int
+    events: Events
+    log: Path
+
+
+def _listen(app: Celery, events: Events) -> None:
+    with app.connection_for_read() as connection:
+        events.receiver = app.events.Receiver(connection, handlers={"*": events.handle})
+        events.receiver.capture(limit=None, timeout=None, wakeup=True)
+
+
+@pytest.fixture
+def stack(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    redis_url: str,
+    tmp_path: Path,
+) -> Iterator[WorkerStack]:
+    prefix = f"medseg-outcomes-{uuid.uuid4().hex[:8]}:"
+    settings = settings.model_copy(update={"broker_url": redis_url, "broker_key_prefix": prefix})
+    metrics_port = free_port()
+    env = {
+        "MEDSEG_DATA_DIR": str(settings.data_dir),
+        "MEDSEG_BROKER_URL": redis_url,
+        "MEDSEG_BROKER_KEY_PREFIX": prefix,
+        "MEDSEG_DEVICE": "cpu",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+    }
+    log = tmp_path / "worker.log"
+    worker = start_medseg(
+        ["worker", "--queues", "cpu", "--concurrency", "1", "--metrics-port", str(metrics_port)],
+        env,
+        log,
+    )
+    app = create_celery(settings)
+    events = Events()
+    try:
+        wait_for_port(metrics_port, timeout=60, process=worker)
+        deadline = time.monotonic() + 60
+        while not app.control.ping(timeout=1.0):
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+        threading.Thread(target=_listen, args=(app, events), daemon=True).start()
+        while "worker-heartbeat" not in events.types:  # the receiver is listening
+            app.control.enable_events()  # what Flower asks of the workers it watches
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.5)
+        yield WorkerStack(app, settings, prefix, metrics_port, events, log)
+    finally:
+        if events.receiver is not None:
+            events.receiver.should_stop = True
+        stop(worker)
+
+
+def _outcome(stack: WorkerStack, job_id: int, timeout: float = 90.0) -> str:
+    """Publish job ``job_id`` as the gateway does; the task's final event."""
+    task = stack.app.send_task(TASK_RUN_JOB, args=[job_id], queue="cpu")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        final = [
+            e
+            for e in stack.events.by_task.get(task.id, [])
+            if e in ("task-succeeded", "task-failed", "task-retried")
+        ]
+        if final:
+            return final[-1]
+        time.sleep(0.2)
+    raise AssertionError(f"no final event for job {job_id}\n{stack.log.read_text()[-3000:]}")
+
+
+def test_failed_job_is_a_failed_task_and_a_succeeded_one_a_success(
+    stack: WorkerStack, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    good = queue_test_job(session_factory, chest_series(tmp_path / "in", 0, slices=6))
+    bad = add_job(session_factory, "cpu")  # its model "m" is not registered: a permanent error
+
+    assert _outcome(stack, bad) == "task-failed"
+    assert _outcome(stack, good) == "task-succeeded"
+
+    with session_factory() as session:
+        failed, succeeded = session.get_one(Job, bad), session.get_one(Job, good)
+        assert failed.state is JobState.FAILED and failed.attempts == 1
+        assert failed.error and "m" in failed.error
+        assert succeeded.state is JobState.SUCCEEDED and succeeded.attempts == 1
+    # Acknowledged, not redelivered nor retried by Celery: nothing waits, nothing is held.
+    client = redis.Redis.from_url(stack.settings.broker_url)
+    assert client.llen(stack.prefix + "cpu") == 0
+    assert client.hlen(stack.prefix + "unacked") == 0
+    log = stack.log.read_text(errors="replace")
+    assert "JobFailedError" in log and "Traceback" not in log, "one line, no traceback"
+
+
+def test_worker_metrics_have_each_stage_of_a_real_job(
+    stack: WorkerStack, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    job_id = queue_test_job(session_factory, chest_series(tmp_path / "in", 1, slices=6))
+    assert _outcome(stack, job_id) == "task-succeeded"
+    url = f"http://127.0.0.1:{stack.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    counts = {
+        sample.labels["stage"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "medseg_pipeline_stage_seconds_count"
+        and sample.labels.get("model") == "lung-ct-threshold"
+    }
+    assert {counts.get(s) for s in ("load", "load_model", "infer", "export")} == {1.0}

@@ -1,5 +1,6 @@
 """Prometheus metrics of the gateway (``MEDSEG_METRICS_PORT``): what it received, how it
-answered, and, read at scrape time, jobs by state and queue depths."""
+answered, and, read at scrape time, jobs by state and queue depths; the workers alive and
+consuming each queue as the broker probe last saw them (worker.core.broker_probe)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Delivery, Job
+from worker.core.broker import QUEUES
+from worker.core.broker_probe import BrokerView
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +48,14 @@ class _StateCollector:
     """Jobs by state and queue depth, read when Prometheus scrapes."""
 
     def __init__(
-        self, session_factory: sessionmaker[Session], queue_depth: Callable[[str], int | None]
+        self,
+        session_factory: sessionmaker[Session],
+        queue_depth: Callable[[str], int | None],
+        broker_view: Callable[[], BrokerView | None] | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._queue_depth = queue_depth
+        self._broker_view = broker_view
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         jobs = GaugeMetricFamily("medseg_jobs", "Jobs by state", labels=["state"])
@@ -81,6 +88,24 @@ class _StateCollector:
             if value is not None:
                 depth.add_metric([queue], float(value))
         yield depth
+        yield from self._workers()
+
+    def _workers(self) -> Iterator[GaugeMetricFamily]:
+        """Absent while the workers could not be asked (broker down, not yet looked)."""
+        view = self._broker_view() if self._broker_view is not None else None
+        if view is None or view.workers is None or view.consumers is None:
+            return
+        yield GaugeMetricFamily(
+            "medseg_workers_alive",
+            "Celery workers that answered the broker probe's last broadcast",
+            float(len(view.workers)),
+        )
+        consumers = GaugeMetricFamily(
+            "medseg_queue_consumers", "Workers consuming each queue", labels=["queue"]
+        )
+        for queue in QUEUES:
+            consumers.add_metric([queue], float(len(view.consumers.get(queue, []))))
+        yield consumers
 
 
 _collector: _StateCollector | None = None
@@ -91,11 +116,12 @@ def serve_metrics(
     host: str,
     session_factory: sessionmaker[Session],
     queue_depth: Callable[[str], int | None],
+    broker_view: Callable[[], BrokerView | None] | None = None,
 ) -> Any:
     global _collector  # noqa: PLW0603 - one state collector per process, replaced on restart
     if _collector is not None:
         REGISTRY.unregister(_collector)
-    _collector = _StateCollector(session_factory, queue_depth)
+    _collector = _StateCollector(session_factory, queue_depth, broker_view)
     REGISTRY.register(_collector)
     server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
     logger.info("metrics on http://%s:%d/metrics", host, port)

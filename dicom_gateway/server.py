@@ -29,6 +29,7 @@ from dicom_gateway.monitor import CompletionMonitor
 from dicom_gateway.outbox import Publisher, celery_publisher
 from dicom_gateway.receivers import ReusePortServer, start_extra_receivers, stop_receivers
 from worker.core.broker_held import held_task_ids, redis_reader
+from worker.core.broker_probe import BrokerProbe
 from worker.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,19 @@ def _queue_depth(settings: Settings) -> Callable[[str], int | None]:
             return None
 
     return depth
+
+
+def _broker_probe(settings: Settings) -> BrokerProbe:
+    """The workers alive and their queues, asked every 15 s in a thread, never at scrape."""
+    import redis
+
+    from worker.core.broker import create_celery
+
+    client = redis.Redis.from_url(
+        settings.broker_url, socket_timeout=0.5, socket_connect_timeout=0.5
+    )
+    probe = BrokerProbe(client, create_celery(settings), settings.broker_key_prefix, 15.0)
+    return probe.start()
 
 
 def build_ae(settings: Settings) -> AE:
@@ -168,7 +182,11 @@ def start_gateway(
     server = _listen(settings, session_factory, index)
     if settings.metrics_port:
         serve_metrics(
-            settings.metrics_port, settings.metrics_host, session_factory, _queue_depth(settings)
+            settings.metrics_port,
+            settings.metrics_host,
+            session_factory,
+            _queue_depth(settings),
+            _broker_probe(settings).latest,
         )
     monitor = CompletionMonitor(session_factory, publish, settings, index=index, held_task_ids=held)
     monitor.start()

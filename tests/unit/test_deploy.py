@@ -216,6 +216,7 @@ def test_prometheus_scrapes_the_gateway_metrics_port() -> None:
         "medseg_queue_depth",
         "medseg_jobs",
         "medseg_deliveries",
+        "medseg_queue_consumers",
     ):
         assert metric in exprs
 

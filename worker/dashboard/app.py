@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.middleware.sessions import SessionMiddleware
 
+from worker.core.broker_probe import DEFAULT_INTERVAL_S, BrokerProbe
 from worker.core.settings import Settings
 from worker.dashboard.auth import SessionRegistry, check_hash_format
 from worker.dashboard.throttle import LoginThrottle
@@ -49,6 +52,12 @@ async def _security_headers(request: Request, call_next: RequestResponseEndpoint
     for name, value in _HEADERS.items():
         response.headers.setdefault(name, value)
     return response
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    app.state.broker_probe.stop()  # its thread ends with the server
 
 
 _TITLES = {400: "Bad request", 403: "Refused", 404: "Not found", 422: "Bad request"}
@@ -85,8 +94,11 @@ def create_app(
     session_factory: sessionmaker[Session],
     redis_client: Any | None = None,
     celery_app: Any | None = None,
+    *,
+    probe_interval_s: float = DEFAULT_INTERVAL_S,
 ) -> FastAPI:
-    """The dashboard for ``settings``; refuses to build without a valid password hash."""
+    """The dashboard for ``settings``; refuses to build without a valid password hash.
+    ``probe_interval_s``: how often queue depths and workers are read in the background."""
     if not settings.dashboard_password_hash:
         raise DashboardConfigError(
             "MEDSEG_DASHBOARD_PASSWORD_HASH is not set: make one with "
@@ -101,11 +113,21 @@ def create_app(
         secret = secrets.token_urlsafe(32)
         logger.info("no MEDSEG_DASHBOARD_SECRET_KEY: sessions last until this process stops")
 
-    app = FastAPI(title="medseg dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="medseg dashboard",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=_lifespan,
+    )
     app.state.settings = settings
     app.state.session_factory = session_factory
     app.state.redis = redis_client
     app.state.celery = celery_app
+    # Queue depths and workers read in the background: the overview never waits on the broker.
+    app.state.broker_probe = BrokerProbe(
+        redis_client, celery_app, settings.broker_key_prefix, probe_interval_s
+    ).start()
     app.state.login_throttle = LoginThrottle()
     app.state.sessions = SessionRegistry(SESSION_MAX_AGE_S)
     app.add_middleware(BaseHTTPMiddleware, dispatch=_security_headers)

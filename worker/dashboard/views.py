@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Job, JobState, utcnow
+from worker.core.broker_probe import BrokerView
 from worker.core.settings import Settings
 from worker.dashboard import deps
 from worker.ops import deliveries, operations
@@ -27,6 +28,10 @@ Factory = Annotated[sessionmaker[Session], Depends(deps.session_factory)]
 
 #: What the jobs page filters on: the job states and the delivery_failed condition.
 FILTER_STATES = [s.value for s in JobState] + [deliveries.DELIVERY_FAILED]
+#: How long the first overview after the dashboard starts waits for the broker's first view.
+FIRST_LOOK_WAIT_S = 2.0
+#: Shown until the probe's first look answers: nothing known, nothing claimed.
+UNKNOWN_BROKER = BrokerView({}, None, None)
 SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
 
 
@@ -73,7 +78,11 @@ def overview(
     database = database_error(factory)
     status = None
     if database is None:
-        status = operations.status(factory, state.redis, state.celery, settings.broker_key_prefix)
+        # The background probe's view; only the first page after start waits for it.
+        broker = state.broker_probe.latest(wait_s=FIRST_LOOK_WAIT_S) or UNKNOWN_BROKER
+        status = operations.status(
+            factory, state.redis, state.celery, settings.broker_key_prefix, broker=broker
+        )
     return deps.page(
         request,
         "overview.html",

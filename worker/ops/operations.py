@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.jobstate import InvalidTransitionError, transition
 from db.models import Job, JobState, Result, Series, SeriesStatus, utcnow
+from worker.core.broker_probe import BrokerView, look
 
 logger = logging.getLogger(__name__)
 
@@ -147,15 +148,15 @@ def status(
     redis_client: Any,
     celery_app: Any | None,
     key_prefix: str = "",
+    *,
+    broker: BrokerView | None = None,
 ) -> Status:
+    """The numbers of ``medseg status`` and the overview. ``broker``: the broker's view
+    already read (the dashboard's background probe); without it the broker is asked now."""
     now = utcnow()
-    depth: dict[str, int | None] = {}
-    for queue in ("gpu", "cpu"):
-        try:
-            depth[queue] = int(redis_client.llen(key_prefix + queue))
-        except Exception:  # broker down: say so, do not fail the whole status
-            depth[queue] = None
-    workers, consumers = _consumers(celery_app)
+    if broker is None:
+        broker = look(redis_client, celery_app, key_prefix)
+    depth, workers, consumers = broker.queue_depth, broker.workers, broker.consumers
     from worker.ops.deliveries import count_failed
 
     with session_factory() as session:
@@ -200,22 +201,6 @@ def status(
         deliveries_failed=deliveries_failed,
         consumers=consumers,
     )
-
-
-def _consumers(celery_app: Any | None) -> tuple[list[str] | None, dict[str, list[str]] | None]:
-    """The workers alive and the queues each consumes (one broadcast, 1 s); (None, None)
-    when they cannot be asked."""
-    if celery_app is None:
-        return None, None
-    try:
-        replies = celery_app.control.inspect(timeout=1.0).active_queues() or {}
-    except Exception:  # broker down: say so, do not fail the whole status
-        return None, None
-    consumers: dict[str, list[str]] = {}
-    for worker, queues in replies.items():
-        for queue in queues or []:
-            consumers.setdefault(str(queue.get("name")), []).append(worker)
-    return sorted(replies), consumers
 
 
 def _skipped_reasons(session: Session, since: datetime) -> dict[str, int]:

@@ -49,3 +49,42 @@ def test_database_up_is_zero_when_the_scrape_cannot_read_it() -> None:
     finally:
         engine.dispose()
     assert up == {"medseg_database_up": 0.0}
+
+
+class _Workers:
+    """A Celery app with two workers: one on both queues, one on cpu only."""
+
+    def __init__(self) -> None:
+        self.control = self
+
+    def inspect(self, timeout: float) -> _Workers:
+        return self
+
+    def active_queues(self) -> dict[str, list[dict[str, str]]]:
+        return {"medseg@a": [{"name": "gpu"}, {"name": "cpu"}], "medseg@b": [{"name": "cpu"}]}
+
+
+def test_workers_alive_and_queue_consumers_come_from_the_probe(
+    session_factory: sessionmaker[Session],
+) -> None:
+    import fakeredis
+
+    from worker.core.broker_probe import BrokerProbe
+
+    probe = BrokerProbe(fakeredis.FakeRedis(), _Workers(), interval_s=60)
+    assert probe.latest(wait_s=5) is not None
+    probe.stop()
+    families = {
+        family.name: {tuple(s.labels.values()): s.value for s in family.samples}
+        for family in _StateCollector(session_factory, lambda q: 0, probe.latest).collect()
+    }
+    assert families["medseg_workers_alive"] == {(): 2.0}
+    assert families["medseg_queue_consumers"] == {("gpu",): 1.0, ("cpu",): 2.0}
+
+    down = BrokerProbe(None, _Workers(), interval_s=60)  # the broker cannot be read
+    assert down.latest(wait_s=5) is not None
+    down.stop()
+    names = {
+        f.name for f in _StateCollector(session_factory, lambda q: None, down.latest).collect()
+    }
+    assert "medseg_workers_alive" not in names and "medseg_queue_consumers" not in names

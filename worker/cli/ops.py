@@ -129,13 +129,14 @@ def _duration(seconds: float) -> str:
 def _print_status(session_factory: Any) -> None:
     import redis
 
+    from worker.core.broker import create_control_app
     from worker.core.settings import get_settings
     from worker.ops.health import problems
     from worker.ops.operations import status
-    from worker.runtime.celery_app import app
 
     settings = get_settings()
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=1)
+    app = create_control_app(settings)  # not the worker's app: no model registry to load
     s = status(session_factory, client, app, settings.broker_key_prefix)
     for problem in problems(s, None):
         print(f"PROBLEM: {problem}")

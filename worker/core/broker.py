@@ -1,19 +1,18 @@
 """The broker contract both roles share: queue names, task names and the Celery app both
 publish with (Redis broker, queues ``gpu`` and ``cpu``, no result backend). The gateway
 publishes with it; the worker consumes with the app ``worker.runtime.celery_app`` builds from it.
+Celery is imported when an app is built, not with the names: commands that only need the
+queue names start without it.
 """
 
 from __future__ import annotations
 
-from celery import Celery
-from kombu import Queue
+from typing import TYPE_CHECKING, Any
 
-from worker.core.settings import Settings
-from worker.core.timelimits import (
-    HARD_LIMIT_MARGIN_SECONDS,
-    longest_time_limit_seconds,
-    visibility_timeout_seconds,
-)
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from worker.core.settings import Settings
 
 QUEUES = ("gpu", "cpu")
 TASK_RUN_JOB = "medseg.run_job"
@@ -22,7 +21,26 @@ TASK_DELIVER = "medseg.deliver"
 TASKS_MODULE = "worker.runtime.tasks"
 
 
+def _transport_options(settings: Settings, visibility_timeout: int | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if visibility_timeout is not None:
+        # Above the longest job, or Redis redelivers a job that is still running.
+        options["visibility_timeout"] = visibility_timeout
+    if settings.broker_key_prefix:
+        options["global_keyprefix"] = settings.broker_key_prefix
+    return options
+
+
 def create_celery(settings: Settings) -> Celery:
+    from celery import Celery
+    from kombu import Queue
+
+    from worker.core.timelimits import (
+        HARD_LIMIT_MARGIN_SECONDS,
+        longest_time_limit_seconds,
+        visibility_timeout_seconds,
+    )
+
     app = Celery("medseg", broker=settings.broker_url, include=[TASKS_MODULE])
     app.conf.update(
         task_queues=[Queue(name) for name in QUEUES],
@@ -37,17 +55,24 @@ def create_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            # Above the longest job, or Redis redelivers a job that is still running.
-            "visibility_timeout": visibility_timeout_seconds(settings),
-            **(
-                {"global_keyprefix": settings.broker_key_prefix}
-                if settings.broker_key_prefix
-                else {}
-            ),
-        },
+        broker_transport_options=_transport_options(settings, visibility_timeout_seconds(settings)),
         task_serializer="json",
         accept_content=["json"],
         enable_utc=True,
+    )
+    return app
+
+
+def create_control_app(settings: Settings) -> Celery:
+    """An app that only talks to the workers (``control.inspect``): same broker and key
+    prefix as ``create_celery``, without the time limits, so the model registry (and the
+    models' imports) is not loaded: ``medseg status`` starts fast."""
+    from celery import Celery
+
+    app = Celery("medseg", broker=settings.broker_url)
+    app.conf.update(
+        broker_transport_options=_transport_options(settings, None),
+        worker_hijack_root_logger=False,
+        accept_content=["json"],
     )
     return app

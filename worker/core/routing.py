@@ -7,8 +7,7 @@ model says it cannot run (``worker.pipeline.run.runnable``)."""
 from __future__ import annotations
 
 import logging
-
-from pydicom.uid import UID
+from functools import lru_cache
 
 from worker.core.registry import ModelSpec, all_specs
 from worker.core.tags import SeriesTags
@@ -24,8 +23,17 @@ _IMAGE_CLASSES_NOT_NAMED_SO = frozenset(
 )
 
 
+@lru_cache(maxsize=256)
+def _uid_name(uid: str) -> str:
+    """pydicom's name of ``uid`` (the UID itself when unknown); pydicom is imported on first
+    use only: ``medseg status`` reads routing summaries without loading it."""
+    from pydicom.uid import UID
+
+    return str(UID(uid).name)
+
+
 def sop_class_name(uid: str) -> str:
-    name = UID(uid).name if uid else ""
+    name = _uid_name(uid) if uid else ""
     return name if name and name != uid else f"SOP class {uid or '(none)'}"
 
 
@@ -34,10 +42,10 @@ def is_image_class(sop_class_uid: str) -> bool:
     RT plans, waveforms, SEG, ...); True for image classes and for unknown (private) ones."""
     if not sop_class_uid:
         return True
-    uid = UID(sop_class_uid)
-    if uid.name == str(uid) or sop_class_uid in _IMAGE_CLASSES_NOT_NAMED_SO:
+    name = _uid_name(sop_class_uid)
+    if name == sop_class_uid or sop_class_uid in _IMAGE_CLASSES_NOT_NAMED_SO:
         return True  # not in pydicom's dictionary: let the tags decide
-    return "Image Storage" in uid.name
+    return "Image Storage" in name
 
 
 def unrouted_reason(tags: SeriesTags) -> str:

@@ -74,6 +74,24 @@ def test_latency_script_measures_both_series_through_the_real_stack() -> None:
     assert re.search(r"^CT 4x64²\s+\d+\.\d+ .*lung-ct-", out, re.MULTILINE)
 
 
+def test_operator_latency_script_times_pages_and_commands_against_references(
+    redis_url: str,
+) -> None:
+    out = _run(
+        "operator_latency.py", "--jobs", "40", "--requests", "2", "--cli-runs", "1",
+        "--redis", redis_url,
+    )  # fmt: skip
+    for broker in ("redis up", "redis down"):
+        for path in ("/healthz", "/", "/jobs", "/failures"):
+            row = rf"^{broker}\s+GET {re.escape(path)}\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\dx$"
+            assert re.search(row, out, re.MULTILINE), (broker, path)
+    assert re.search(r"^redis down\s+the overview says: broker unreachable$", out, re.M)
+    for broker, command in (("redis up", "status"), ("redis up", "jobs"), ("redis down", "status")):
+        row = rf"^{broker}\s+medseg {command}\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\dx$"
+        assert re.search(row, out, re.MULTILINE), (broker, command)
+    assert re.search(r"^\s+python -c pass\s+\d+\.\d+\s+\d+\.\d+\s+1\.0x$", out, re.M)
+
+
 def test_fetal_head_hc18_script_agrees_with_the_evaluation(tmp_path: Path) -> None:
     from worker.models.fetal_head.phantoms import write_hc18_layout
 

@@ -1,0 +1,261 @@
+"""Operator latency: dashboard pages and the CLI, against a reference measured in the same run.
+
+Run: python benchmarks/operator_latency.py [--jobs 2000] [--requests 50] [--cli-runs 5]
+[--redis redis://127.0.0.1:6379/12]
+
+A SQLite database seeded with ``--jobs`` jobs (every state, failed deliveries), the real
+dashboard (``medseg dashboard`` under uvicorn, logged in) on real Redis with a private key
+prefix and no worker, then the same with Redis down (nothing listening on the broker port).
+Pages: median and p95 over ``--requests`` GETs, each against GET /healthz (no dependency
+asked) measured alongside. CLI: wall time of ``medseg status`` and ``medseg jobs`` as
+subprocesses, against ``python -c pass``. ``status`` includes its one broadcast to the
+workers (1 s: it waits that long for replies), except with the broker down (not asked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.cookiejar
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from db.migrate import upgrade  # noqa: E402
+from db.models import (  # noqa: E402
+    Delivery,
+    DeliveryState,
+    Job,
+    JobState,
+    Result,
+    Series,
+    Study,
+    utcnow,
+)
+from db.session import make_engine, make_session_factory  # noqa: E402
+from worker.dashboard.auth import hash_password  # noqa: E402
+
+PASSWORD = "benchmark password 1"
+PAGES = ("/", "/jobs", "/failures")
+REDIS_DOWN = "redis://127.0.0.1:1/0"
+
+
+def machine() -> str:
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0]
+    python = platform.python_version()
+    return f"{cpu}, {os.cpu_count()} cores, load {load:.1f} at start, Python {python}"
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def seed(database_url: str, jobs: int) -> None:
+    """``jobs`` jobs over studies of 4 series each: all states, a result per finished job,
+    a failed delivery on every tenth succeeded one."""
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    states = list(JobState)
+    now = utcnow()
+    with make_session_factory(engine).begin() as session:
+        for n in range(jobs):
+            if n % 4 == 0:
+                study = Study(study_instance_uid=f"1.2.826.0.1.{n}", accession_number=f"A{n}")
+            series = Series(study=study, series_instance_uid=f"1.2.826.0.1.{n}.1", modality="CT")
+            state = states[n % len(states)]
+            job = Job(
+                series=series,
+                model_name=("lung-ct-threshold", "fetal-head-unet")[n % 2],
+                model_version="1",
+                queue="cpu",
+                state=state,
+                attempts=1,
+                created_at=now - timedelta(minutes=n),
+                error=f"RuntimeError: benchmark failure {n}"
+                if state in (JobState.FAILED, JobState.QUARANTINED)
+                else None,
+            )
+            if state in (JobState.SUCCEEDED, JobState.NEEDS_REVIEW):
+                result = Result(model_name=job.model_name, model_version="1")
+                failed = n % 10 == 2
+                result.deliveries.append(
+                    Delivery(
+                        destination="pacs",
+                        state=DeliveryState.FAILED if failed else DeliveryState.SENT,
+                        attempts=5 if failed else 1,
+                        error="no association with PACS" if failed else None,
+                    )
+                )
+                job.results.append(result)
+            session.add(job)
+    engine.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env(data_dir: Path, broker_url: str, prefix: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "MEDSEG_DATA_DIR": str(data_dir),
+        "MEDSEG_BROKER_URL": broker_url,
+        "MEDSEG_BROKER_KEY_PREFIX": prefix,
+        "MEDSEG_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD),
+        "MEDSEG_DASHBOARD_USER": "operator",
+    }
+
+
+@contextmanager
+def dashboard(env: dict[str, str], log: Path) -> Iterator[str]:
+    port = _free_port()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "dashboard", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(log.read_text(errors="replace")[-2000:]) from None
+                    time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
+
+
+def _login(base: str) -> urllib.request.OpenerDirector:
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    page = opener.open(f"{base}/login", timeout=30).read().decode()
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match, "no CSRF token on the login page"
+    form = {"username": "operator", "password": PASSWORD, "csrf": match.group(1)}
+    opener.open(f"{base}/login", urllib.parse.urlencode(form).encode(), timeout=30).read()
+    return opener
+
+
+def _get(opener: urllib.request.OpenerDirector, url: str) -> tuple[float, str]:
+    start = time.perf_counter()
+    with opener.open(url, timeout=60) as response:
+        body = response.read().decode()
+        assert response.status == 200, url
+    return time.perf_counter() - start, body
+
+
+def pages(base: str, requests: int) -> dict[str, list[float]]:
+    """Seconds per GET of /healthz and each page, interleaved, after one warm-up each."""
+    opener = _login(base)
+    times: dict[str, list[float]] = {path: [] for path in ("/healthz", *PAGES)}
+    for path in times:
+        _get(opener, base + path)
+    for _ in range(requests):
+        for path, values in times.items():
+            values.append(_get(opener, base + path)[0])
+    return times
+
+
+def page_rows(label: str, times: dict[str, list[float]], overview: str) -> None:
+    reference = statistics.median(times["/healthz"])
+    for path, values in times.items():
+        median = statistics.median(values)
+        print(
+            f"{label:<12} GET {path:<10} {1000 * median:8.1f} {1000 * _pct(values, 95):8.1f} "
+            f"{median / reference:8.1f}x"
+        )
+    if "broker unreachable" in overview:
+        print(f"{label:<12} the overview says: broker unreachable")
+
+
+def cli(env: dict[str, str], args: Sequence[str], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+        times.append(time.perf_counter() - start)
+        assert done.returncode == 0, done.stderr[-2000:]
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--cli-runs", type=int, default=5)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = root / "data"
+        data.mkdir()
+        start = time.perf_counter()
+        seed(f"sqlite:///{data / 'medseg.db'}", args.jobs)
+        print(f"seeded {args.jobs} jobs in {time.perf_counter() - start:.1f} s (SQLite)")
+        prefix = f"medseg-bench-{uuid.uuid4().hex[:8]}:"
+        print(f"{'broker':<12} {'request':<14} {'p50 ms':>8} {'p95 ms':>8} {'p50/healthz':>9}")
+        for label, broker in (("redis up", args.redis), ("redis down", REDIS_DOWN)):
+            env = _env(data, broker, prefix)
+            with dashboard(env, root / f"dashboard-{label.replace(' ', '-')}.log") as base:
+                times = pages(base, args.requests)
+                body = _get(_login(base), base + "/")[1]
+            page_rows(label, times, body)
+
+        medseg = [sys.executable, "-m", "worker.cli", "--log-level", "WARNING"]
+        print(f"{'broker':<12} {'command':<14} {'p50 s':>8} {'max s':>8} {'p50/start':>9}")
+        env = _env(data, args.redis, prefix)
+        reference = cli(env, [sys.executable, "-c", "pass"], args.cli_runs)
+        rows = {
+            ("", "python -c pass"): reference,
+            ("redis up", "medseg status"): cli(env, [*medseg, "status"], args.cli_runs),
+            ("redis up", "medseg jobs"): cli(env, [*medseg, "jobs"], args.cli_runs),
+            ("redis down", "medseg status"): cli(
+                _env(data, REDIS_DOWN, prefix), [*medseg, "status"], args.cli_runs
+            ),
+        }
+        base_s = statistics.median(reference)
+        for (label, what), values in rows.items():
+            median = statistics.median(values)
+            print(
+                f"{label:<12} {what:<14} {median:8.2f} {max(values):8.2f} {median / base_s:8.1f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -112,3 +112,19 @@ def test_a_retried_job_waits_from_the_retry(
     added, seconds = _wait_observed(session_factory, tmp_path, job_id)
     assert added == 1
     assert 0 <= seconds < 60, "measured from the first queueing or the completion"
+
+
+def test_a_staged_model_has_its_preprocess_infer_and_postprocess_timed_apart(
+    tmp_path: Path,
+) -> None:
+    from worker.core.registry import get_spec
+    from worker.models.fetal_head.us_dicom import write_us_phantom
+    from worker.pipeline.run import run_series
+
+    path = write_us_phantom(tmp_path / "us" / "cine.dcm", 500007, frames=1).path
+    result = run_series([path], ModelCache("cpu"), tmp_path / "out", get_spec("fetal-head-unet"))
+    assert set(result.timings) == {
+        "load", "load_model", "preprocess", "infer", "postprocess", "export",
+    }  # fmt: skip
+    assert all(seconds >= 0 for seconds in result.timings.values())
+    assert "head_circumference_mm" in {m.key for m in result.measurements}

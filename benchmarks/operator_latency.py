@@ -1,15 +1,17 @@
 """Operator latency: dashboard pages and the CLI, against a reference measured in the same run.
 
 Run: python benchmarks/operator_latency.py [--jobs 2000] [--requests 50] [--cli-runs 5]
-[--redis redis://127.0.0.1:6379/12]
+[--redis redis://127.0.0.1:6379/12] [--tree PATH]
 
 A SQLite database seeded with ``--jobs`` jobs (every state, failed deliveries), the real
 dashboard (``medseg dashboard`` under uvicorn, logged in) on real Redis with a private key
 prefix and no worker, then the same with Redis down (nothing listening on the broker port).
 Pages: median and p95 over ``--requests`` GETs, each against GET /healthz (no dependency
-asked) measured alongside. CLI: wall time of ``medseg status`` and ``medseg jobs`` as
-subprocesses, against ``python -c pass``. ``status`` includes its one broadcast to the
-workers (1 s: it waits that long for replies), except with the broker down (not asked).
+asked) measured alongside. CLI: wall time and CPU time (user + system, which the machine's
+load does not inflate) of ``medseg status`` and ``medseg jobs`` as subprocesses, against
+``python -c pass``. ``status`` includes its one broadcast to the workers (1 s: it waits that
+long for replies), except with the broker down (not asked). ``--tree`` runs the dashboard and
+the CLI from another checkout (an older commit, for before/after on the same database).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import http.cookiejar
 import os
 import platform
 import re
+import resource
 import socket
 import statistics
 import subprocess
@@ -121,10 +124,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _env(data_dir: Path, broker_url: str, prefix: str) -> dict[str, str]:
+def _env(data_dir: Path, broker_url: str, prefix: str, tree: Path) -> dict[str, str]:
     return {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": str(tree),
         "MEDSEG_DATA_DIR": str(data_dir),
         "MEDSEG_BROKER_URL": broker_url,
         "MEDSEG_BROKER_KEY_PREFIX": prefix,
@@ -203,14 +206,21 @@ def page_rows(label: str, times: dict[str, list[float]], overview: str) -> None:
         print(f"{label:<12} the overview says: broker unreachable")
 
 
-def cli(env: dict[str, str], args: Sequence[str], runs: int) -> list[float]:
-    times = []
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cli(env: dict[str, str], args: Sequence[str], runs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of each run of ``args``."""
+    wall, cpu = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), _children_cpu()
         done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
-        times.append(time.perf_counter() - start)
+        wall.append(time.perf_counter() - start)
+        cpu.append(_children_cpu() - start_cpu)
         assert done.returncode == 0, done.stderr[-2000:]
-    return times
+    return wall, cpu
 
 
 def main() -> None:
@@ -219,8 +229,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--cli-runs", type=int, default=5)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="checkout to run (default: this)")
     args = parser.parse_args()
+    tree = args.tree.resolve()
     print(f"machine: {machine()}")
+    print(f"code: {tree}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = root / "data"
@@ -231,29 +244,32 @@ def main() -> None:
         prefix = f"medseg-bench-{uuid.uuid4().hex[:8]}:"
         print(f"{'broker':<12} {'request':<14} {'p50 ms':>8} {'p95 ms':>8} {'p50/healthz':>9}")
         for label, broker in (("redis up", args.redis), ("redis down", REDIS_DOWN)):
-            env = _env(data, broker, prefix)
+            env = _env(data, broker, prefix, tree)
             with dashboard(env, root / f"dashboard-{label.replace(' ', '-')}.log") as base:
                 times = pages(base, args.requests)
                 body = _get(_login(base), base + "/")[1]
             page_rows(label, times, body)
 
         medseg = [sys.executable, "-m", "worker.cli", "--log-level", "WARNING"]
-        print(f"{'broker':<12} {'command':<14} {'p50 s':>8} {'max s':>8} {'p50/start':>9}")
-        env = _env(data, args.redis, prefix)
+        print(
+            f"{'broker':<12} {'command':<14} {'p50 s':>8} {'max s':>8} {'p50/start':>9} "
+            f"{'cpu s':>7} {'cpu/start':>9}"
+        )
+        env = _env(data, args.redis, prefix, tree)
+        down = _env(data, REDIS_DOWN, prefix, tree)
         reference = cli(env, [sys.executable, "-c", "pass"], args.cli_runs)
         rows = {
             ("", "python -c pass"): reference,
             ("redis up", "medseg status"): cli(env, [*medseg, "status"], args.cli_runs),
             ("redis up", "medseg jobs"): cli(env, [*medseg, "jobs"], args.cli_runs),
-            ("redis down", "medseg status"): cli(
-                _env(data, REDIS_DOWN, prefix), [*medseg, "status"], args.cli_runs
-            ),
+            ("redis down", "medseg status"): cli(down, [*medseg, "status"], args.cli_runs),
         }
-        base_s = statistics.median(reference)
-        for (label, what), values in rows.items():
-            median = statistics.median(values)
+        base_wall, base_cpu = (max(statistics.median(v), 1e-3) for v in reference)
+        for (label, what), (wall, cpu) in rows.items():
+            median, cpu_median = statistics.median(wall), statistics.median(cpu)
             print(
-                f"{label:<12} {what:<14} {median:8.2f} {max(values):8.2f} {median / base_s:8.1f}x"
+                f"{label:<12} {what:<14} {median:8.2f} {max(wall):8.2f} "
+                f"{median / base_wall:8.1f}x {cpu_median:7.2f} {cpu_median / base_cpu:8.1f}x"
             )
 
 

@@ -1,11 +1,13 @@
 """Operator latency: dashboard pages and the CLI, against a reference measured in the same run.
 
 Run: python benchmarks/operator_latency.py [--jobs 2000] [--requests 50] [--cli-runs 5]
-[--redis redis://127.0.0.1:6379/12] [--tree PATH]
+[--redis redis://127.0.0.1:6379/12] [--tree PATH] [--no-worker]
 
 A SQLite database seeded with ``--jobs`` jobs (every state, failed deliveries), the real
 dashboard (``medseg dashboard`` under uvicorn, logged in) on real Redis with a private key
-prefix and no worker, then the same with Redis down (nothing listening on the broker port).
+prefix and one idle Celery worker (``medseg worker``, so the workers answer the dashboard's
+and ``medseg status``'s broadcasts), then the same with Redis down (nothing listening on the
+broker port).
 Pages: median and p95 over ``--requests`` GETs, each against GET /healthz (no dependency
 asked) measured alongside. CLI: wall time and CPU time (user + system, which the machine's
 load does not inflate) of ``medseg status`` and ``medseg jobs`` as subprocesses, against
@@ -137,17 +139,18 @@ def _env(data_dir: Path, broker_url: str, prefix: str, tree: Path) -> dict[str, 
 
 
 @contextmanager
-def dashboard(env: dict[str, str], log: Path) -> Iterator[str]:
-    port = _free_port()
+def medseg(args: Sequence[str], env: dict[str, str], log: Path, port: int) -> Iterator[None]:
+    """``medseg ARGS`` running until the block ends; ready once ``port`` accepts."""
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "dashboard", "--port", str(port)],
+            [sys.executable, "-m", "worker.cli", *args],
             env=env,
+            cwd=env["PYTHONPATH"],  # python -m puts the working directory first on the path
             stdout=out,
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120
             while True:
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -156,10 +159,30 @@ def dashboard(env: dict[str, str], log: Path) -> Iterator[str]:
                     if process.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(log.read_text(errors="replace")[-2000:]) from None
                     time.sleep(0.1)
-            yield f"http://127.0.0.1:{port}"
+            yield
         finally:
             process.terminate()
-            process.wait(timeout=15)
+            process.wait(timeout=30)
+
+
+@contextmanager
+def dashboard(env: dict[str, str], log: Path) -> Iterator[str]:
+    port = _free_port()
+    with medseg(["dashboard", "--port", str(port)], env, log, port):
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def worker(env: dict[str, str], log: Path, wanted: bool) -> Iterator[None]:
+    """One idle worker (its metrics port says it is up), or nothing when not ``wanted``."""
+    if not wanted:
+        yield
+        return
+    port = _free_port()
+    args = ["worker", "--queues", "cpu", "--concurrency", "1", "--metrics-port", str(port)]
+    with medseg(args, env, log, port):
+        time.sleep(3)  # its consumer connects after the metrics endpoint
+        yield
 
 
 def _login(base: str) -> urllib.request.OpenerDirector:
@@ -195,6 +218,7 @@ def pages(base: str, requests: int) -> dict[str, list[float]]:
 
 
 def page_rows(label: str, times: dict[str, list[float]], overview: str) -> None:
+    alive = re.search(r'id="workers">workers alive<b>([^<]*)</b>', overview)
     reference = statistics.median(times["/healthz"])
     for path, values in times.items():
         median = statistics.median(values)
@@ -204,6 +228,8 @@ def page_rows(label: str, times: dict[str, list[float]], overview: str) -> None:
         )
     if "broker unreachable" in overview:
         print(f"{label:<12} the overview says: broker unreachable")
+    elif alive:
+        print(f"{label:<12} the overview says: workers alive {alive.group(1)}")
 
 
 def _children_cpu() -> float:
@@ -216,11 +242,37 @@ def cli(env: dict[str, str], args: Sequence[str], runs: int) -> tuple[list[float
     wall, cpu = [], []
     for _ in range(runs):
         start, start_cpu = time.perf_counter(), _children_cpu()
-        done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            args, env=env, cwd=env["PYTHONPATH"], capture_output=True, text=True, check=False
+        )
         wall.append(time.perf_counter() - start)
         cpu.append(_children_cpu() - start_cpu)
         assert done.returncode == 0, done.stderr[-2000:]
     return wall, cpu
+
+
+def cli_rows(data: Path, prefix: str, tree: Path, args: argparse.Namespace) -> None:
+    command = [sys.executable, "-m", "worker.cli", "--log-level", "WARNING"]
+    print(
+        f"{'broker':<12} {'command':<14} {'p50 s':>8} {'max s':>8} {'p50/start':>9} "
+        f"{'cpu s':>7} {'cpu/start':>9}"
+    )
+    env = _env(data, args.redis, prefix, tree)
+    down = _env(data, REDIS_DOWN, prefix, tree)
+    reference = cli(env, [sys.executable, "-c", "pass"], args.cli_runs)
+    rows = {
+        ("", "python -c pass"): reference,
+        ("redis up", "medseg status"): cli(env, [*command, "status"], args.cli_runs),
+        ("redis up", "medseg jobs"): cli(env, [*command, "jobs"], args.cli_runs),
+        ("redis down", "medseg status"): cli(down, [*command, "status"], args.cli_runs),
+    }
+    base_wall, base_cpu = (max(statistics.median(v), 1e-3) for v in reference)
+    for (label, what), (wall, cpu) in rows.items():
+        median, cpu_median = statistics.median(wall), statistics.median(cpu)
+        print(
+            f"{label:<12} {what:<14} {median:8.2f} {max(wall):8.2f} "
+            f"{median / base_wall:8.1f}x {cpu_median:7.2f} {cpu_median / base_cpu:8.1f}x"
+        )
 
 
 def main() -> None:
@@ -230,6 +282,7 @@ def main() -> None:
     parser.add_argument("--cli-runs", type=int, default=5)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout to run (default: this)")
+    parser.add_argument("--no-worker", action="store_true", help="no Celery worker running")
     args = parser.parse_args()
     tree = args.tree.resolve()
     print(f"machine: {machine()}")
@@ -243,34 +296,15 @@ def main() -> None:
         print(f"seeded {args.jobs} jobs in {time.perf_counter() - start:.1f} s (SQLite)")
         prefix = f"medseg-bench-{uuid.uuid4().hex[:8]}:"
         print(f"{'broker':<12} {'request':<14} {'p50 ms':>8} {'p95 ms':>8} {'p50/healthz':>9}")
-        for label, broker in (("redis up", args.redis), ("redis down", REDIS_DOWN)):
-            env = _env(data, broker, prefix, tree)
-            with dashboard(env, root / f"dashboard-{label.replace(' ', '-')}.log") as base:
-                times = pages(base, args.requests)
-                body = _get(_login(base), base + "/")[1]
-            page_rows(label, times, body)
-
-        medseg = [sys.executable, "-m", "worker.cli", "--log-level", "WARNING"]
-        print(
-            f"{'broker':<12} {'command':<14} {'p50 s':>8} {'max s':>8} {'p50/start':>9} "
-            f"{'cpu s':>7} {'cpu/start':>9}"
-        )
-        env = _env(data, args.redis, prefix, tree)
-        down = _env(data, REDIS_DOWN, prefix, tree)
-        reference = cli(env, [sys.executable, "-c", "pass"], args.cli_runs)
-        rows = {
-            ("", "python -c pass"): reference,
-            ("redis up", "medseg status"): cli(env, [*medseg, "status"], args.cli_runs),
-            ("redis up", "medseg jobs"): cli(env, [*medseg, "jobs"], args.cli_runs),
-            ("redis down", "medseg status"): cli(down, [*medseg, "status"], args.cli_runs),
-        }
-        base_wall, base_cpu = (max(statistics.median(v), 1e-3) for v in reference)
-        for (label, what), (wall, cpu) in rows.items():
-            median, cpu_median = statistics.median(wall), statistics.median(cpu)
-            print(
-                f"{label:<12} {what:<14} {median:8.2f} {max(wall):8.2f} "
-                f"{median / base_wall:8.1f}x {cpu_median:7.2f} {cpu_median / base_cpu:8.1f}x"
-            )
+        up = _env(data, args.redis, prefix, tree)
+        with worker(up, root / "worker.log", not args.no_worker):
+            for label, broker in (("redis up", args.redis), ("redis down", REDIS_DOWN)):
+                env = _env(data, broker, prefix, tree)
+                with dashboard(env, root / f"dashboard-{label.replace(' ', '-')}.log") as base:
+                    times = pages(base, args.requests)
+                    body = _get(_login(base), base + "/")[1]
+                page_rows(label, times, body)
+            cli_rows(data, prefix, tree, args)
 
 
 if __name__ == "__main__":

@@ -137,11 +137,12 @@ class Settings(BaseSettings):
         "current is then refused with what to run.",
     )
     batch_index: bool = Field(
-        default=False,
+        default=True,
         description="Record received instances in the DB in batches (each completion poll) "
         "instead of one transaction per C-STORE. Success is still answered only once the file "
-        "is fsynced; on start the gateway records stored files that have no row (crash "
-        "recovery), which reads every file name under incoming/.",
+        "and its directory are fsynced; on start (and when an extra receiver dies) the gateway "
+        "records stored files that have no row (crash recovery), which reads every file name "
+        "under incoming/. False: one DB transaction per C-STORE, answered after its commit.",
     )
 
     sync_storage: bool = Field(

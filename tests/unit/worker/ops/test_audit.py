@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import AuditEvent, Delivery, DeliveryState, Job, JobState, Result
+from db.models import AuditEvent, DeliveryState, Job, JobState
 from tests.support.factories import chest_series
+from tests.support.history import with_result
 from tests.support.jobs import add_job, queue_test_job
 from worker.core.settings import DicomDestination
 from worker.ops.audit import Actor, list_events
@@ -32,30 +33,6 @@ def _events(factory: sessionmaker[Session]) -> list[tuple[object, ...]]:
 def _study(factory: sessionmaker[Session], job_id: int) -> int:
     with factory() as session:
         return session.get_one(Job, job_id).series.study_id
-
-
-def with_result(
-    factory: sessionmaker[Session],
-    state: JobState,
-    delivery: DeliveryState,
-    review: str | None = None,
-) -> tuple[int, int]:
-    """A job in ``state`` with one result and one delivery to pacs: (job id, delivery id)."""
-    job_id = add_job(factory, "cpu", state=state, attempts=1)
-    with factory.begin() as session:
-        row = Delivery(destination="pacs", state=delivery, attempts=5, error="PACS down")
-        session.add(
-            Result(
-                job_id=job_id,
-                model_name="m",
-                model_version="1",
-                validation="validated-real",
-                review=review,
-                deliveries=[row],
-            )
-        )
-        session.flush()
-        return job_id, row.id
 
 
 def test_retry_cancel_and_retry_all_are_recorded_with_user_source_target_and_outcome(

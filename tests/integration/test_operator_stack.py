@@ -354,3 +354,78 @@ def test_flower_monitors_our_workers(opstack: OpStack) -> None:
         assert any(name.startswith("medseg@") for name in workers), _logs(opstack.root)
     finally:
         stop(flower)
+
+
+def _log_in(driver: Any, base: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/login")
+    driver.find_element(By.ID, "username").send_keys("operator")
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "login").click()
+
+
+def test_job_history_after_a_retry_in_headless_chromium(opstack: OpStack, tmp_path: Path) -> None:
+    """Issue 21 item 6: after a retry from the job's page, the page shows every attempt with
+    its own error, the new one marked current, and who retried it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from db.models import AuditEvent, JobAttempt
+
+    base = f"http://127.0.0.1:{opstack.dashboard_port}"
+    bad = opstack.jobs["bad"]
+
+    def attempts() -> list[JobAttempt]:
+        with opstack.session_factory() as session:
+            return list(
+                session.scalars(
+                    select(JobAttempt).where(JobAttempt.job_id == bad).order_by(JobAttempt.number)
+                )
+            )
+
+    _wait(opstack.root, "the bad job failed", lambda: _state_of(opstack, bad) is JobState.FAILED)
+    before = attempts()
+    assert before and all(a.outcome == "failed" and a.error for a in before)
+    driver = _chrome(tmp_path)
+    wait = WebDriverWait(driver, 20)
+    shots = opstack.root / "screenshots"
+    shots.mkdir(exist_ok=True)
+    try:
+        _log_in(driver, base)
+        wait.until(expected_conditions.presence_of_element_located((By.ID, "by-state")))
+        driver.get(f"{base}/jobs/{bad}")
+        driver.find_element(By.ID, f"retry-{bad}").click()
+        flash = wait.until(expected_conditions.presence_of_element_located((By.ID, "flash")))
+        assert flash.text == f"job {bad} queued again"
+        _wait(
+            opstack.root,
+            "the retried job's new attempt",
+            lambda: len(attempts()) == len(before) + 1 and _state_of(opstack, bad) in TERMINAL,
+            timeout=60,
+        )
+        driver.get(f"{base}/jobs/{bad}")
+        table = wait.until(
+            expected_conditions.presence_of_element_located((By.ID, f"attempts-{bad}"))
+        )
+        rows = table.find_elements(By.CSS_SELECTOR, f"tr[id^=attempt-{bad}-]")
+        assert [r.get_attribute("id") for r in rows] == [
+            f"attempt-{bad}-{n}" for n in range(1, len(before) + 2)
+        ]
+        assert before[0].error and before[0].error[:40] in rows[0].text
+        assert "(current)" in rows[-1].text and "(current)" not in rows[0].text
+        audit = driver.find_element(By.ID, f"audit-{bad}")
+        assert "operator" in audit.text and "dashboard" in audit.text and "retry" in audit.text
+        driver.execute_script("arguments[0].scrollIntoView()", table)
+        _screenshot(driver, shots / "job-history.png")
+    finally:
+        driver.quit()
+    with opstack.session_factory() as session:
+        events = session.scalars(select(AuditEvent).where(AuditEvent.job_id == bad)).all()
+    assert any(e.actor == "operator" and e.action == "retry" for e in events)
+
+
+def _state_of(opstack: OpStack, job_id: int) -> JobState:
+    with opstack.session_factory() as session:
+        return session.get_one(Job, job_id).state

@@ -27,7 +27,7 @@ def _red(image: np.ndarray) -> np.ndarray:
 def test_boxes_are_drawn_at_their_scaled_place() -> None:
     image = np.full((400, 200, 3), 90, np.uint8)
     canvas = draw_overlay(
-        image, {}, {}, [], max_side=200, boxes=[("Pneumonia", 0.9, (20, 300, 60, 360))]
+        image, {}, {}, max_side=200, boxes=[("Pneumonia", 0.9, (20, 300, 60, 360))]
     )
     red = _red(canvas)
     assert canvas.shape[:2] == (200, 100)  # scaled by 0.5

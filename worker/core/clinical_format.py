@@ -9,6 +9,7 @@ results table, so a number reads the same everywhere.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -24,8 +25,9 @@ class Shown:
 
 
 def gestational_age(days: float) -> str:
-    """Days as completed weeks and days, the way an obstetric report writes it: ``37w5d``."""
-    whole = round(days)
+    """Days as completed weeks and completed days, the way an obstetric report writes it:
+    264.9 days is ``37w5d`` (day 265 is not complete yet)."""
+    whole = math.floor(days + 1e-6)  # 1e-6: 146.9999999 from float arithmetic is day 147
     return f"{whole // 7}w{whole % 7}d"
 
 

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["BOX_BGR", "draw_overlay", "overlay_view", "read_findings", "render_job_overlay"]
 
 HEAD_CODE = "69536005"  # SNOMED CT "Head": the fetal head model's segment
-LEGEND_WIDTH = 240
+LEGEND_WIDTH = 320
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -134,7 +134,7 @@ def add_legend(
     out[: canvas.shape[0], : canvas.shape[1]] = canvas
     x = canvas.shape[1] + 8
     for n, (text, colour) in enumerate(lines):
-        cv2.putText(out, text[:34], (x, 20 + 18 * n), _FONT, 0.45, colour, 1, cv2.LINE_AA)
+        cv2.putText(out, text[:44], (x, 20 + 18 * n), _FONT, 0.42, colour, 1, cv2.LINE_AA)
     return out
 
 

@@ -144,3 +144,25 @@ def test_our_script_is_served_and_allowed(client: TestClient) -> None:
     assert response.headers["content-type"].startswith("text/javascript")
     assert "script-src 'self'" in response.headers["content-security-policy"]
     assert "overlay.png?" in response.text and "http" not in response.text
+
+
+def test_a_purged_slice_is_said_not_guessed(client: TestClient, world: World) -> None:
+    from worker.dashboard.overlay_source import load_job
+
+    _login(client)
+    job = world.filled.ct_job
+    source = load_job(world.session_factory, job)
+    assert source is not None
+    path = source.positions[0].path
+    hidden = path.with_suffix(".purged")
+    path.rename(hidden)  # what retention does to an input file
+    try:
+        image = _image(client, f"/jobs/{job}/overlay.png?slice=1")
+        assert image.shape == (512, 512, 3)
+        white = np.all(image >= 250, axis=2)
+        assert white.sum() == 0, "black, and no orientation markers without the file"
+        with world.session_factory() as session:
+            study_id = session.get_one(Job, job).series.study_id
+        assert "orientation: image left R" in client.get(f"/studies/{study_id}").text
+    finally:
+        hidden.rename(path)

@@ -66,7 +66,7 @@ class OverlayView:
     positions: int
     position: int  # shown first, 1-based
     kind: str  # "slice" or "frame"
-    presets: list[Preset]
+    presets: list[Preset]  # the default first; none for a colour image
     legend: list[LegendEntry]
     edges: Edges | None
     measurements: list[tuple[str, str]]  # label, formatted value
@@ -168,11 +168,13 @@ def overlay_view(session_factory: sessionmaker[Session], job_id: int) -> Overlay
     seg = read_seg(source.seg_path)
     position = default_position(seg, source.positions)
     header = read_header(source.positions[position - 1]) if source.positions else None
+    colour = header is not None and int(header.get("SamplesPerPixel", 1) or 1) == 3
     return OverlayView(
         positions=len(source.positions),
         position=position,
         kind=_kind(source),
-        presets=list(presets_for(source.modality)),
+        # Colour images (most ultrasound) are shown as sent: no window to choose.
+        presets=[] if colour else list(presets_for(source.modality)),
         legend=_legend(seg),
         edges=image_edges(header) if header is not None else None,
         measurements=[

@@ -3,10 +3,12 @@ beside the image, clinical formatting, the viewer link and our own script."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import cv2
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from db.models import Job
@@ -166,3 +168,29 @@ def test_a_purged_slice_is_said_not_guessed(client: TestClient, world: World) ->
         assert "orientation: image left R" in client.get(f"/studies/{study_id}").text
     finally:
         hidden.rename(path)
+
+
+def test_an_unreadable_seg_leaves_the_page_standing(
+    client: TestClient, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker.dashboard.overlay_source import load_job
+
+    _login(client)
+    job = world.filled.us_job
+    source = load_job(world.session_factory, job)
+    assert source is not None
+    saved = source.seg_path.read_bytes()
+    source.seg_path.write_bytes(b"not a DICOM file")
+    try:
+        with world.session_factory() as session:
+            study_id = session.get_one(Job, job).series.study_id
+        with caplog.at_level(logging.WARNING, logger="worker.dashboard.viewer"):
+            page = client.get(f"/studies/{study_id}")
+        assert page.status_code == 200
+        assert f'id="legend-{job}"' in page.text and f'data-job="{job}"' not in page.text
+        assert re.search(
+            r"Gestational age \(Hadlock HC\)</td><td class=\"value\">\d+w\dd<", page.text
+        )
+        assert f"job {job}: overlay unreadable" in caplog.text
+    finally:
+        source.seg_path.write_bytes(saved)

@@ -304,6 +304,19 @@ class Settings(BaseSettings):
         default=False,
         description="Send the session cookie over HTTPS only (set it behind a TLS proxy).",
     )
+    viewer_url_template: str = Field(
+        default="",
+        description="URL of the site's DICOM viewer for one study, with {study_uid} and "
+        "{series_uid} placeholders (OHIF, Orthanc Explorer 2, Stone); empty: no 'open in "
+        "viewer' link on the study page.",
+    )
+
+    @field_validator("viewer_url_template")
+    @classmethod
+    def _viewer_template_is_valid(cls, value: str) -> str:
+        from worker.core.viewer_link import check_template
+
+        return check_template(value.strip())
 
     @field_validator("ae_title")
     @classmethod

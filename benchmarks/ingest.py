@@ -11,7 +11,8 @@ alternating rounds (best of each):
   transaction per instance), and with ``SyncStorageArea`` off (storescp's durability); on
   PostgreSQL through the orthanc-postgresql index plugin;
 - ``medseg gateway`` with its defaults, with per-C-STORE DB transactions
-  (``MEDSEG_BATCH_INDEX=false``) and without fsync (``MEDSEG_SYNC_STORAGE=false``);
+  (``MEDSEG_BATCH_INDEX=false``), without fsync (``MEDSEG_SYNC_STORAGE=false``) and, with
+  several senders, one receiver process per sender (``MEDSEG_RECEIVERS``);
   ``--variants all`` adds pynetdicom's own receive path (``MEDSEG_FAST_RECEIVE=false``).
 
 Each database gets a fresh one per receiver and round (SQLite in the temp dir; PostgreSQL
@@ -216,7 +217,6 @@ def _medseg(run: Run, extra: dict[str, str]) -> tuple[float, int]:
             "MEDSEG_BROKER_URL": "redis://127.0.0.1:1/0",  # nothing is processed here
             "MEDSEG_SERIES_QUIET_SECONDS": "3600",
             "MEDSEG_MIN_FREE_BYTES": "0",
-            **({"MEDSEG_RECEIVERS": str(run.senders)} if run.senders > 1 else {}),
             **extra,
         }
         log = run.workdir / "gateway.log"
@@ -236,7 +236,7 @@ def _medseg(run: Run, extra: dict[str, str]) -> tuple[float, int]:
     return seconds, min(int(recorded), on_disk)
 
 
-def _receivers(variants: str) -> dict[str, dict[str, str] | str]:
+def _receivers(variants: str, senders: int) -> dict[str, dict[str, str] | str]:
     """Receiver name -> medseg settings, or the name of a reference receiver."""
     receivers: dict[str, dict[str, str] | str] = {
         STORESCP: "storescp",
@@ -246,6 +246,8 @@ def _receivers(variants: str) -> dict[str, dict[str, str] | str]:
         "medseg, DB transaction per C-STORE": {"MEDSEG_BATCH_INDEX": "false"},
         "medseg, no fsync": {"MEDSEG_SYNC_STORAGE": "false"},
     }
+    if senders > 1:
+        receivers[f"medseg, MEDSEG_RECEIVERS={senders}"] = {"MEDSEG_RECEIVERS": str(senders)}
     if variants == "all":
         receivers["medseg, pynetdicom path"] = {"MEDSEG_FAST_RECEIVE": "false"}
     return receivers
@@ -269,6 +271,21 @@ def _table(results: dict[str, float], stored: dict[str, int], args: argparse.Nam
             f"| {name} | {seconds:.2f} | {args.n / seconds:.0f} | {size_mb / seconds:.0f} | "
             f"{reference / seconds:.2f}x | {orthanc / seconds:.2f}x | {stored[name]} |"
         )
+    _budget(results, args.n)
+
+
+def _budget(results: dict[str, float], n: int) -> None:
+    """Where medseg's time per instance goes, against the goal of twice Orthanc's rate: the
+    sender and the wire (storescp's whole cycle), our receive path's CPU (no fsync minus
+    storescp) and durability (defaults minus no fsync). Per sender: several senders share
+    the wall clock."""
+    ms = {name: 1000 * seconds / n for name, seconds in results.items()}
+    cycle, medseg, nosync = ms[STORESCP], ms[MEDSEG], ms["medseg, no fsync"]
+    print(
+        f"per instance: goal <= {ms[ORTHANC] / 2:.2f} ms (half of Orthanc's {ms[ORTHANC]:.2f});"
+        f" medseg {medseg:.2f} = storescp's cycle {cycle:.2f} + receive path "
+        f"{nosync - cycle:.2f} + fsyncs {medseg - nosync:.2f}"
+    )
 
 
 def main() -> None:
@@ -288,7 +305,6 @@ def main() -> None:
     databases = args.databases.split(",")
     if "postgresql" in databases and not ORTHANC_PG_INDEX.exists():
         sys.exit(f"{ORTHANC_PG_INDEX} missing: apt-get install -y orthanc-postgresql")
-    receivers = _receivers(args.variants)
     with open("/proc/loadavg") as fh:
         load = fh.read().split()[:3]
     print(
@@ -304,6 +320,7 @@ def main() -> None:
         storescp: dict[int, tuple[float, int]] = {}
         for senders in (int(s) for s in args.senders.split(",")):
             batch = _split(files, root / f"senders{senders}", senders)
+            receivers = _receivers(args.variants, senders)
             for database in databases:
                 results: dict[str, float] = {}
                 stored: dict[str, int] = {}

@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
 DEBIAN_TOOLS := storescu:dcmtk dciodvfy:dicom3tools redis-server:redis-server Orthanc:orthanc chromium:chromium chromedriver:chromium-driver
+# Orthanc's PostgreSQL index: the ingest benchmark compares Orthanc and medseg on PostgreSQL.
+ORTHANC_PG_INDEX := /usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real test data (public images from registry packages), cached outside the clone.
 DATA_DIR ?= $(HOME)/.cache/medseg/data
@@ -36,11 +38,13 @@ typecheck: venv
 
 # Debian packages the tests and the demo need: DCMTK (a DICOM peer nobody here wrote),
 # dicom3tools (dciodvfy, the IOD validator), a Redis server for the demo's private broker and
-# Orthanc (the PACS the integration tests deliver results to).
+# Orthanc (the PACS the integration tests deliver results to, and the reference receiver of
+# benchmarks/ingest.py, with its PostgreSQL index plugin).
 system-deps:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
 	done; \
+	[ -f $(ORTHANC_PG_INDEX) ] || missing="$$missing orthanc-postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

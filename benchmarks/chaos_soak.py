@@ -27,7 +27,9 @@ def main() -> int:
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between series")
     parser.add_argument("--workdir", type=Path, help="keep logs and data here")
     parser.add_argument(
-        "--batch-index", action="store_true", help="gateway with MEDSEG_BATCH_INDEX=true"
+        "--row-per-instance",
+        action="store_true",
+        help="gateway with MEDSEG_BATCH_INDEX=false (one DB transaction per C-STORE)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -37,7 +39,7 @@ def main() -> int:
         disruption_every_s=args.every,
         pause_between_series_s=args.pause,
         settle_timeout_s=900,
-        extra_env=(("MEDSEG_BATCH_INDEX", "true"),) if args.batch_index else (),
+        extra_env=(("MEDSEG_BATCH_INDEX", "false"),) if args.row_per_instance else (),
     )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="medseg-chaos-"))
     report = run_chaos(workdir, config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from db.attempts import on_transition
 from db.models import Job, JobState, utcnow
 
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
@@ -50,6 +51,7 @@ def transition(job: Job, new_state: JobState, *, error: str | None = None) -> No
     """Move ``job`` to ``new_state``, stamping timings and counting attempts."""
     if new_state not in _ALLOWED[job.state]:
         raise InvalidTransitionError(f"job {job.id}: {job.state.value} -> {new_state.value}")
+    on_transition(job, job.state, new_state, error)
     now = utcnow()
     if new_state is JobState.RUNNING:
         job.attempts += 1

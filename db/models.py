@@ -247,3 +247,57 @@ class Delivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     result: Mapped[Result] = relationship(back_populates="deliveries")
+
+
+class JobAttempt(Base):
+    """One run of a job: opened when it starts running, closed with its outcome. Its error
+    stays here when the job is retried (``Job.error`` is the latest one's)."""
+
+    __tablename__ = "job_attempt"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    #: 1, 2, ... over the job's whole life (``Job.attempts`` restarts at a retry).
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(String(255))
+    #: The job state it ended in; ``requeued``: it failed and will be tried again; ``lost``:
+    #: its worker died and the job was run again; None: still running.
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    #: Seconds per stage (load, infer, export, ...) as JSON, when the run got that far.
+    timings: Mapped[str | None] = mapped_column(Text)
+
+
+class JobLogLine(Base):
+    """A line logged while a job ran (stage timings, warnings): bounded per attempt, no PHI."""
+
+    __tablename__ = "job_log_line"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)  # JobAttempt.number
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(String(500))
+
+
+class AuditEvent(Base):
+    """What an operator did (retry, cancel, rerun, review, re-deliver), who, when, from where
+    and with what outcome. Targets are plain IDs, not foreign keys: the trail outlives them."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    #: The dashboard login, or for the CLI ``--user`` / MEDSEG_OPERATOR / the OS user.
+    actor: Mapped[str] = mapped_column(String(128), index=True)
+    source: Mapped[str] = mapped_column(String(16))  # dashboard or cli
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    job_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    delivery_id: Mapped[int | None] = mapped_column(Integer)
+    study_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    #: ``done``, or ``refused`` (the action did not apply; ``detail`` says why).
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)

@@ -36,6 +36,11 @@ STORE_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+RECEIVERS_REPLACED = Counter(
+    "medseg_receivers_replaced",
+    "Extra receiver processes (MEDSEG_RECEIVERS) that died and were started again",
+    registry=REGISTRY,
+)
 COMPLETION_DELAY = Histogram(
     "medseg_series_completion_delay_seconds",
     "Last instance received -> series complete",

@@ -4,7 +4,8 @@ Every receiver binds the port with SO_REUSEPORT and the kernel spreads new conne
 them; each one is a whole C-STORE path (validate, fsync'd write, record) in its own process,
 so parallel associations are not serialised by one interpreter. Only the main gateway process
 runs the completion monitor, the outbox, the sweeper and the metrics endpoint (its counters
-cover its own associations only). An extra receiver exits when its parent is gone.
+cover its own associations only). An extra receiver exits when its parent is gone; the
+parent replaces a receiver that dies, after recording what it had stored (``replace_dead``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicom_gateway.access import GatewayServer
+from dicom_gateway.metrics import RECEIVERS_REPLACED
 from worker.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -89,19 +92,43 @@ def _receiver_main(settings_json: str, log_level: int) -> None:
         flusher.join(30)
 
 
+def _start_one(settings: Settings) -> BaseProcess:
+    process = multiprocessing.get_context("spawn").Process(
+        target=_receiver_main,
+        args=(settings.model_dump_json(), logging.getLogger().getEffectiveLevel()),
+        name="medseg-receiver",
+    )
+    process.start()
+    return process
+
+
 def start_extra_receivers(settings: Settings) -> list[BaseProcess]:
     """``settings.receivers - 1`` receiver processes on the gateway's port."""
-    context = multiprocessing.get_context("spawn")
-    processes: list[BaseProcess] = []
-    for _ in range(settings.receivers - 1):
-        process = context.Process(
-            target=_receiver_main,
-            args=(settings.model_dump_json(), logging.getLogger().getEffectiveLevel()),
-            name="medseg-receiver",
+    return [_start_one(settings) for _ in range(settings.receivers - 1)]
+
+
+def replace_dead(
+    processes: list[BaseProcess], settings: Settings, on_loss: Callable[[], object]
+) -> int:
+    """Start a new receiver in place of each one that has exited (crashed, killed, out of
+    memory); returns how many. ``on_loss`` runs first, once: a dead receiver may have
+    acknowledged instances whose rows were still queued in its memory (batch index), and the
+    main gateway records them from their files before the series can complete without them.
+    """
+    dead = [i for i, process in enumerate(processes) if not process.is_alive()]
+    if not dead:
+        return 0
+    for i in dead:
+        logger.error(
+            "receiver %s exited (code %s); starting another",
+            processes[i].pid,
+            processes[i].exitcode,
         )
-        process.start()
-        processes.append(process)
-    return processes
+        RECEIVERS_REPLACED.inc()
+    on_loss()
+    for i in dead:
+        processes[i] = _start_one(settings)
+    return len(dead)
 
 
 def stop_receivers(processes: list[BaseProcess], timeout: float = 30.0) -> None:

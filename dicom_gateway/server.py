@@ -27,7 +27,12 @@ from dicom_gateway.limits import ReceiveBudget, bounded_handler
 from dicom_gateway.metrics import serve_metrics
 from dicom_gateway.monitor import CompletionMonitor
 from dicom_gateway.outbox import Publisher, celery_publisher
-from dicom_gateway.receivers import ReusePortServer, start_extra_receivers, stop_receivers
+from dicom_gateway.receivers import (
+    ReusePortServer,
+    replace_dead,
+    start_extra_receivers,
+    stop_receivers,
+)
 from worker.core.broker_held import held_task_ids, redis_reader
 from worker.core.broker_probe import BrokerProbe
 from worker.core.settings import Settings
@@ -200,6 +205,28 @@ def start_gateway(
     return server, monitor
 
 
+#: How often the main gateway looks for extra receivers that died.
+SUPERVISE_SECONDS = 1.0
+
+
+def _recover_lost_rows(settings: Settings) -> Callable[[], bool]:
+    """What to do when a receiver dies: with the batch index, record the files it stored
+    whose rows died with it; returns False (and is tried again) while the DB is away."""
+    factory = make_session_factory(make_engine(settings.database_url))
+
+    def recover() -> bool:
+        if not settings.batch_index:
+            return True  # every acknowledged instance already has its row
+        try:
+            reconcile(factory, settings.incoming_dir)
+        except OperationalError as exc:
+            logger.error("cannot record a dead receiver's instances yet: %s", exc.orig)
+            return False
+        return True
+
+    return recover
+
+
 def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then stop accepting, finish the monitor and return."""
     stop = threading.Event()
@@ -212,8 +239,18 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGINT, _on_signal)
     server, monitor = start_gateway(settings)
     receivers = start_extra_receivers(settings) if settings.receivers > 1 else []
+    recover = _recover_lost_rows(settings)
+    unrecovered = False
+
+    def on_loss() -> None:
+        nonlocal unrecovered
+        unrecovered = not recover()
+
     try:
-        stop.wait()
+        while not stop.wait(SUPERVISE_SECONDS):
+            replace_dead(receivers, settings, on_loss)
+            if unrecovered:
+                on_loss()
     finally:
         server.shutdown()
         stop_receivers(receivers)

@@ -5,20 +5,18 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import fakeredis
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.migrate import upgrade
 from db.session import make_engine, make_session_factory
 from tests.support.tools import need
 from worker.core.settings import Settings
-from worker.devtools.localstack import free_port
+from worker.devtools.localstack import free_port, scratch_postgres_database
 
 REDIS_URL = os.environ.get("MEDSEG_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -64,18 +62,8 @@ def redis_url() -> str:
 @contextlib.contextmanager
 def fresh_postgres_database(prefix: str) -> Iterator[str]:
     """A new, migrated PostgreSQL database named ``prefix`` + a random suffix; dropped after."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        upgrade(url)
+    with scratch_postgres_database(POSTGRES_ADMIN_URL, prefix, migrate=True) as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -43,20 +43,38 @@ def test_gpu_inference_script_runs_on_cpu() -> None:
     assert "predictor (whole frame path)" in out
 
 
-def test_ingest_script_sends_to_storescp_and_every_gateway_variant() -> None:
+def test_ingest_script_compares_the_gateway_with_storescp_and_orthanc() -> None:
     need_tool("storescu")
     need_tool("storescp")
-    out = _run("ingest.py", "--instances", "6", "--rounds", "1")
-    ratios = re.findall(r"^(.+?)\s+\d+\.\d+ s .* (\d+\.\d+)x storescp$", out, re.MULTILINE)
-    assert [name.strip() for name, _ in ratios] == [
+    need_tool("Orthanc")
+    out = _run(
+        "ingest.py", "--instances", "6", "--rounds", "1", "--senders", "1,2",
+        "--databases", "sqlite,postgresql",
+    )  # fmt: skip
+    tables = re.findall(r"^(\d) sender\(s\), (\w+):$", out, re.MULTILINE)
+    assert tables == [("1", "sqlite"), ("1", "postgresql"), ("2", "sqlite"), ("2", "postgresql")]
+    rows = re.findall(
+        r"^\| ([^|]+) \| \d+\.\d+ \| \d+ \| \d+ \| (\d+\.\d+)x \| (\d+\.\d+)x \| (\d+) \|$",
+        out,
+        re.MULTILINE,
+    )
+    names = [name for name, *_ in rows[:6]]
+    assert names == [
         "DCMTK storescp",
-        "medseg, pynetdicom path",
-        "medseg gateway",
-        "medseg, batch index",
-        "medseg, batch, no fsync",
+        "Orthanc, defaults",
+        "Orthanc, SyncStorageArea off",
+        "medseg, defaults",
+        "medseg, DB transaction per C-STORE",
+        "medseg, no fsync",
     ]
-    assert ratios[0][1] == "1.00"
-    assert out.count("6 of 6 instances on disk and recorded") == 4
+    assert len(rows) == 2 * 6 + 2 * 7  # and one receiver process per sender with two
+    assert sum(name == "medseg, MEDSEG_RECEIVERS=2" for name, *_ in rows) == 2
+    for name, vs_storescp, vs_orthanc, stored in rows:
+        assert stored == "6", name  # every receiver stored (and recorded) every instance
+        if name == "DCMTK storescp":
+            assert vs_storescp == "1.00"
+        if name == "Orthanc, defaults":
+            assert vs_orthanc == "1.00"
 
 
 def test_pipeline_script_prints_the_overhead_and_its_stages() -> None:

@@ -19,7 +19,7 @@ from pydicom.data import get_testdata_file
 
 from tests.support.factories import chest_series
 from tests.support.tools import dciodvfy_errors, dciodvfy_warnings, need_tool
-from worker.devtools.localstack import free_port, stop, wait_for_port
+from worker.devtools.localstack import start_orthanc, stop
 from worker.models.fetal_brain.mr_dicom import write_mr_stack
 from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
 from worker.models.fetal_head.us_dicom import write_us_phantom
@@ -47,27 +47,14 @@ CASES: dict[str, Callable[[Path], list[Path]]] = {
 
 @pytest.fixture(scope="module")
 def orthanc_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = need_tool("Orthanc")
     root = tmp_path_factory.mktemp("orthanc")
-    http_port = free_port()
-    config = {
-        "Name": "medseg-conformance",
-        "StorageDirectory": str(root / "db"),
-        "IndexDirectory": str(root / "db"),
-        "DicomPort": free_port(),
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "Plugins": [],
-    }
-    (root / "orthanc.json").write_text(json.dumps(config))
-    with open(root / "orthanc.log", "wb") as log:
-        process = subprocess.Popen([binary, str(root / "orthanc.json")], stdout=log, stderr=log)
-        try:
-            wait_for_port(http_port, process=process)
-            yield f"http://127.0.0.1:{http_port}"
-        finally:
-            stop(process)
+    _, http_port, process = start_orthanc(
+        root, need_tool("Orthanc"), {"Name": "medseg-conformance"}
+    )
+    try:
+        yield f"http://127.0.0.1:{http_port}"
+    finally:
+        stop(process)
 
 
 def _post(base: str, path: Path) -> str:

@@ -27,6 +27,7 @@ from worker.devtools.localstack import (
     echoscu,
     free_port,
     start_medseg,
+    start_orthanc,
     stop,
     storescu,
     wait_for_port,
@@ -48,31 +49,13 @@ class Stack:
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
     """Debian's Orthanc as the PACS results are sent to: (DICOM port, REST base URL)."""
-    binary = need_tool("Orthanc")
     root = tmp_path_factory.mktemp("orthanc")
-    dicom_port, http_port = free_port(), free_port()
-    config = {
-        "Name": "medseg-test",
-        "StorageDirectory": str(root / "db"),
-        "IndexDirectory": str(root / "db"),
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "DicomCheckCalledAet": True,
-        "Plugins": [],
-    }
-    (root / "orthanc.json").write_text(json.dumps(config))
-    log = open(root / "orthanc.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen([binary, str(root / "orthanc.json")], stdout=log, stderr=log)
+    settings = {"Name": "medseg-test", "DicomAet": "ORTHANC", "DicomCheckCalledAet": True}
+    dicom_port, http_port, process = start_orthanc(root, need_tool("Orthanc"), settings)
     try:
-        wait_for_port(http_port, process=process)
-        wait_for_port(dicom_port, process=process)
         yield dicom_port, f"http://127.0.0.1:{http_port}"
     finally:
         stop(process)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from tests.support.dashboard_data import ACCESSION, PATIENT_ID, PATIENT_NAME, id
 from tests.support.factories import chest_series
 from tests.support.tools import need_tool
 from worker.dashboard.auth import hash_password
-from worker.dashboard.overlay import PALETTE_BGR
+from worker.dashboard.palette import STRUCTURES
 from worker.devtools.localstack import (
     dcmtk_env,
     free_port,
@@ -43,6 +43,7 @@ from worker.devtools.localstack import (
 pytestmark = pytest.mark.integration
 
 PASSWORD = "operator password 1"
+LEFT_LUNG_BGR = next(s.bgr for s in STRUCTURES if s.name == "Left lung")
 
 
 @dataclass
@@ -252,7 +253,7 @@ def _screenshot(driver: Any, path: Path) -> np.ndarray:
 
 
 def _green(image: np.ndarray) -> int:
-    return int(np.all(np.abs(image.astype(int) - PALETTE_BGR[0]) <= 40, axis=2).sum())
+    return int(np.all(np.abs(image.astype(int) - LEFT_LUNG_BGR) <= 40, axis=2).sum())
 
 
 def test_dashboard_in_headless_chromium(opstack: OpStack, tmp_path: Path) -> None:
@@ -354,3 +355,162 @@ def test_flower_monitors_our_workers(opstack: OpStack) -> None:
         assert any(name.startswith("medseg@") for name in workers), _logs(opstack.root)
     finally:
         stop(flower)
+
+
+def _log_in(driver: Any, base: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{base}/login")
+    driver.find_element(By.ID, "username").send_keys("operator")
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "login").click()
+    WebDriverWait(driver, 20).until(
+        expected_conditions.presence_of_element_located((By.ID, "by-state"))
+    )
+
+
+def test_job_history_after_a_retry_in_headless_chromium(opstack: OpStack, tmp_path: Path) -> None:
+    """Issue 21 item 6: after a retry from the job's page, the page shows every attempt with
+    its own error, the new one marked current, and who retried it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from db.models import AuditEvent, JobAttempt
+
+    base = f"http://127.0.0.1:{opstack.dashboard_port}"
+    bad = opstack.jobs["bad"]
+
+    def attempts() -> list[JobAttempt]:
+        with opstack.session_factory() as session:
+            return list(
+                session.scalars(
+                    select(JobAttempt).where(JobAttempt.job_id == bad).order_by(JobAttempt.number)
+                )
+            )
+
+    _wait(opstack.root, "the bad job failed", lambda: _state_of(opstack, bad) is JobState.FAILED)
+    before = attempts()
+    assert before and all(a.outcome == "failed" and a.error for a in before)
+    driver = _chrome(tmp_path)
+    wait = WebDriverWait(driver, 20)
+    shots = opstack.root / "screenshots"
+    shots.mkdir(exist_ok=True)
+    try:
+        _log_in(driver, base)
+        wait.until(expected_conditions.presence_of_element_located((By.ID, "by-state")))
+        driver.get(f"{base}/jobs/{bad}")
+        driver.find_element(By.ID, f"retry-{bad}").click()
+        flash = wait.until(expected_conditions.presence_of_element_located((By.ID, "flash")))
+        assert flash.text == f"job {bad} queued again"
+        _wait(
+            opstack.root,
+            "the retried job's new attempt",
+            lambda: len(attempts()) == len(before) + 1 and _state_of(opstack, bad) in TERMINAL,
+            timeout=60,
+        )
+        driver.get(f"{base}/jobs/{bad}")
+        table = wait.until(
+            expected_conditions.presence_of_element_located((By.ID, f"attempts-{bad}"))
+        )
+        rows = table.find_elements(By.CSS_SELECTOR, f"tr[id^=attempt-{bad}-]")
+        assert [r.get_attribute("id") for r in rows] == [
+            f"attempt-{bad}-{n}" for n in range(1, len(before) + 2)
+        ]
+        assert before[0].error and before[0].error[:40] in rows[0].text
+        assert "(current)" in rows[-1].text and "(current)" not in rows[0].text
+        audit = driver.find_element(By.ID, f"audit-{bad}")
+        assert "operator" in audit.text and "dashboard" in audit.text and "retry" in audit.text
+        driver.execute_script("arguments[0].scrollIntoView()", table)
+        _screenshot(driver, shots / "job-history.png")
+    finally:
+        driver.quit()
+    with opstack.session_factory() as session:
+        events = session.scalars(select(AuditEvent).where(AuditEvent.job_id == bad)).all()
+    assert any(e.actor == "operator" and e.action == "retry" for e in events)
+
+
+def _state_of(opstack: OpStack, job_id: int) -> JobState:
+    with opstack.session_factory() as session:
+        return session.get_one(Job, job_id).state
+
+
+def _loaded(driver: Any, image: Any, part: str) -> Callable[[Any], bool]:
+    """The overlay <img> shows the PNG whose URL has ``part``, fully loaded."""
+    return lambda _: bool(
+        driver.execute_script(
+            "const i = arguments[0]; return i.src.includes(arguments[1]) && i.complete"
+            " && i.naturalWidth > 0",
+            image,
+            part,
+        )
+    )
+
+
+def _pixels(image: Any) -> np.ndarray:
+    shot = cv2.imdecode(np.frombuffer(image.screenshot_as_png, np.uint8), cv2.IMREAD_COLOR)
+    assert shot is not None
+    return shot
+
+
+def test_reader_scrolls_windows_and_reads_ga_in_chromium(opstack: OpStack, tmp_path: Path) -> None:
+    """Issue 21 item 5 in a real browser: our script scrolls the CT to another slice (button
+    and arrow key), switches the window preset, and the US result reads GA as weeks+days."""
+    import re
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    base = f"http://127.0.0.1:{opstack.dashboard_port}"
+    shots = opstack.root / "screenshots"
+    shots.mkdir(exist_ok=True)
+    driver = _chrome(tmp_path)
+    wait = WebDriverWait(driver, 20)
+    ct, us = opstack.jobs["ct"], opstack.jobs["us"]
+    try:
+        _log_in(driver, base)
+        driver.get(f"{base}/jobs/{ct}")
+        image = driver.find_element(By.ID, f"overlay-{ct}")
+        first = int(driver.find_element(By.ID, f"position-{ct}").get_attribute("value"))
+        wait.until(_loaded(driver, image, f"slice={first}&"))
+        driver.execute_script("arguments[0].scrollIntoView()", image)
+        before = _pixels(image)
+        legend = driver.find_element(By.ID, f"legend-{ct}")
+        assert "Left lung" in legend.text and "Right lung" in legend.text
+        assert "image left R, right L" in legend.text
+        _screenshot(driver, shots / "reader-ct-first.png")
+
+        driver.find_element(By.ID, f"next-{ct}").click()
+        wait.until(_loaded(driver, image, f"slice={first + 1}&"))
+        after = _pixels(image)
+        assert before.shape == after.shape and not np.array_equal(before, after), "a new slice"
+        shown = driver.find_element(By.ID, f"shown-{ct}")
+        assert shown.text == f"slice {first + 1}/6"
+        driver.find_element(By.CSS_SELECTOR, f"#viewer-{ct} figure").send_keys(Keys.ARROW_LEFT)
+        wait.until(_loaded(driver, image, f"slice={first}&"))
+        assert shown.text == f"slice {first}/6"
+
+        lung_window = _pixels(image)
+        Select(driver.find_element(By.ID, f"window-{ct}")).select_by_value("mediastinum")
+        wait.until(_loaded(driver, image, "window=mediastinum"))
+        soft = _pixels(image)
+        assert not np.array_equal(lung_window, soft), "the mediastinum window looks different"
+        assert float(soft.mean()) < float(lung_window.mean()), "air goes black, lungs darker"
+        _screenshot(driver, shots / "reader-ct-mediastinum.png")
+
+        driver.get(f"{base}/jobs/{us}")
+        image = driver.find_element(By.ID, f"overlay-{us}")
+        wait.until(_loaded(driver, image, "slice="))
+        table = driver.find_element(By.ID, f"measurements-{us}")
+        ga = next(r for r in table.text.splitlines() if r.startswith("Gestational age"))
+        assert re.search(r"\b\d{1,2}w[0-6]d$", ga), ga
+        assert "{frame}" not in table.text and re.search(
+            r"Head circumference \d+\.\d mm", table.text
+        )
+        assert "orientation unknown" in driver.find_element(By.ID, f"legend-{us}").text
+        _screenshot(driver, shots / "reader-us.png")
+    finally:
+        driver.quit()

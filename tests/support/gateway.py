@@ -1,6 +1,24 @@
-"""A publisher that records what the gateway publishes (or fails like a broker that is down)."""
+"""A publisher that records what the gateway publishes (or fails like a broker that is down),
+and a wait for the rows of the batch index."""
 
 from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Instance
+from tests.support.tools import wait_until
+
+
+def wait_for_instances(factory: sessionmaker[Session], count: int, timeout: float = 10.0) -> None:
+    """Until ``count`` instance rows exist: with the batch index (the default) a C-STORE is
+    answered before its row is written, at the monitor's next poll."""
+
+    def recorded() -> bool:
+        with factory() as session:
+            return session.scalar(select(func.count()).select_from(Instance)) == count
+
+    wait_until(recorded, timeout=timeout)
 
 
 class RecordingPublisher:

@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import Any
 
+from worker.cli.audit import add_user_option, operator
+
 
 def _cmd_deliver(args: argparse.Namespace) -> int:
     from worker.cli.ops import _session_factory
@@ -28,7 +30,12 @@ def _cmd_deliver(args: argparse.Namespace) -> int:
             print("no failed deliveries")
         return 0
     try:
-        done = resend(factory, None if args.failed else args.retry, get_settings().destinations)
+        done = resend(
+            factory,
+            None if args.failed else args.retry,
+            get_settings().destinations,
+            actor=operator(args),
+        )
     except OperationError as exc:
         print(f"medseg deliver: {exc}", file=sys.stderr)
         return 1
@@ -53,4 +60,5 @@ def add_delivery_commands(sub: Any) -> None:
     )
     which.add_argument("--failed", action="store_true", help="send every failed delivery again")
     deliver.add_argument("--limit", type=int, default=200, help="rows listed (default 200)")
+    add_user_option(deliver)
     deliver.set_defaults(func=_cmd_deliver)

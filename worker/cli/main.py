@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from db.jobstate import FINISHED_WITH_RESULT
+from worker.cli.audit import add_audit_commands
 from worker.cli.dashboard import add_dashboard_commands
 from worker.cli.deliveries import add_delivery_commands
 from worker.cli.errors import one_line
@@ -161,6 +162,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from db.session import make_engine, make_session_factory
     from worker.core.settings import get_settings
     from worker.export.report import print_study
+    from worker.ops.history import print_history
     from worker.ops.lookup import find_studies
 
     engine = make_engine(get_settings().database_url)
@@ -171,6 +173,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
             if len(matches) > 1:
                 print(f"# {args.key} is the {match.how} of study {match.study_id}:")
             print_study(factory, match.study_id, sys.stdout)
+            print_history(factory, match.study_id, sys.stdout)
     finally:
         engine.dispose()
     if not matches:
@@ -254,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(sub)
     add_ops_commands(sub)
     add_delivery_commands(sub)
+    add_audit_commands(sub)
     add_dashboard_commands(sub)
 
     demo = sub.add_parser("demo", help="gateway + worker + broker end to end on sample studies")

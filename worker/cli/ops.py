@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from db.models import JobState, utcnow
+from worker.cli.audit import add_user_option, operator
 
 _SINCE = re.compile(r"^(\d+)([mhd])$")
 
@@ -73,7 +74,9 @@ def _cmd_retry(args: argparse.Namespace) -> int:
         print("medseg retry: give JOB_ID(s) or --failed", file=sys.stderr)
         return 2
     try:
-        queued = retry(_session_factory(), None if args.failed else args.job_ids)
+        queued = retry(
+            _session_factory(), None if args.failed else args.job_ids, actor=operator(args)
+        )
     except OperationError as exc:
         print(f"medseg retry: {exc}", file=sys.stderr)
         return 1
@@ -93,6 +96,7 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
             since=args.since,
             force=args.force,
             max_attempts=get_settings().job_max_attempts,
+            actor=operator(args),
         )
     except OperationError as exc:
         print(f"medseg rerun: {exc}", file=sys.stderr)
@@ -107,7 +111,7 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     factory, failed = _session_factory(), 0
     for job_id in args.job_ids:
         try:
-            cancel(factory, job_id)
+            cancel(factory, job_id, actor=operator(args))
         except OperationError as exc:
             print(f"medseg cancel: {exc}", file=sys.stderr)
             failed += 1
@@ -200,6 +204,7 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
 
 def _cmd_review(args: argparse.Namespace) -> int:
     from worker.core.settings import get_settings
+    from worker.ops.audit import Actor
     from worker.ops.operations import OperationError
     from worker.ops.review import Decision, decide
 
@@ -213,6 +218,7 @@ def _cmd_review(args: argparse.Namespace) -> int:
             note=args.note,
             force=args.force,
             destinations=get_settings().destinations,
+            actor=Actor(args.by, "cli"),
         )
     except OperationError as exc:
         print(f"medseg review: {exc}", file=sys.stderr)
@@ -250,6 +256,7 @@ def add_ops_commands(sub: Any) -> None:
         action="store_true",
         help="every failed or quarantined job (never a cancelled one)",
     )
+    add_user_option(retry)
     retry.set_defaults(func=_cmd_retry)
 
     rerun = sub.add_parser(
@@ -258,6 +265,7 @@ def add_ops_commands(sub: Any) -> None:
     rerun.add_argument("--model", required=True)
     rerun.add_argument("--since", type=_since, help="only series it ran on since, e.g. 7d")
     rerun.add_argument("--force", action="store_true", help="even when an identical job exists")
+    add_user_option(rerun)
     rerun.set_defaults(func=_cmd_rerun)
 
     cleanup = sub.add_parser(
@@ -272,7 +280,9 @@ def add_ops_commands(sub: Any) -> None:
     )
     review.add_argument("job_id", type=int)
     review.add_argument("decision", choices=["accept", "reject"])
-    review.add_argument("--by", required=True, metavar="NAME", help="who decides")
+    review.add_argument(
+        "--by", required=True, metavar="NAME", help="who decides (also the audit trail's user)"
+    )
     review.add_argument("--note", help="why (kept with the result)")
     review.add_argument("--force", action="store_true", help="replace an earlier decision")
     review.set_defaults(func=_cmd_review)
@@ -285,4 +295,5 @@ def add_ops_commands(sub: Any) -> None:
         "job finishes its attempt. `medseg retry JOB_ID` revives a cancelled job.",
     )
     cancel.add_argument("job_ids", type=int, nargs="+", metavar="JOB_ID", help="job(s) to cancel")
+    add_user_option(cancel)
     cancel.set_defaults(func=_cmd_cancel)

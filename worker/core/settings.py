@@ -137,11 +137,12 @@ class Settings(BaseSettings):
         "current is then refused with what to run.",
     )
     batch_index: bool = Field(
-        default=False,
+        default=True,
         description="Record received instances in the DB in batches (each completion poll) "
         "instead of one transaction per C-STORE. Success is still answered only once the file "
-        "is fsynced; on start the gateway records stored files that have no row (crash "
-        "recovery), which reads every file name under incoming/.",
+        "and its directory are fsynced; on start (and when an extra receiver dies) the gateway "
+        "records stored files that have no row (crash recovery), which reads every file name "
+        "under incoming/. False: one DB transaction per C-STORE, answered after its commit.",
     )
 
     sync_storage: bool = Field(
@@ -303,6 +304,19 @@ class Settings(BaseSettings):
         default=False,
         description="Send the session cookie over HTTPS only (set it behind a TLS proxy).",
     )
+    viewer_url_template: str = Field(
+        default="",
+        description="URL of the site's DICOM viewer for one study, with {study_uid} and "
+        "{series_uid} placeholders (OHIF, Orthanc Explorer 2, Stone); empty: no 'open in "
+        "viewer' link on the study page.",
+    )
+
+    @field_validator("viewer_url_template")
+    @classmethod
+    def _viewer_template_is_valid(cls, value: str) -> str:
+        from worker.core.viewer_link import check_template
+
+        return check_template(value.strip())
 
     @field_validator("ae_title")
     @classmethod

@@ -18,6 +18,7 @@ from worker.dashboard import deps
 from worker.dashboard.auth import check_user, csrf_ok, log_in, log_out
 from worker.dashboard.throttle import LoginThrottle
 from worker.ops import deliveries, operations
+from worker.ops.audit import Actor
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,11 @@ router = APIRouter()
 User = Annotated[str, Depends(deps.require_user)]
 Factory = Annotated[sessionmaker[Session], Depends(deps.session_factory)]
 Csrf = Annotated[str, Form()]
+
+
+def _actor(user: str) -> Actor:
+    """The logged-in user, as the audit trail records them."""
+    return Actor(user, "dashboard")
 
 
 def _check_csrf(request: Request, token: str) -> None:
@@ -110,7 +116,7 @@ def retry(
         user,
         job_id,
         back=back,
-        act=lambda: operations.retry(factory, [job_id]),
+        act=lambda: operations.retry(factory, [job_id], actor=_actor(user)),
         verb="retried",
     )
 
@@ -118,7 +124,7 @@ def retry(
 @router.post("/failures/retry-all")
 def retry_all(request: Request, user: User, factory: Factory, csrf: Csrf) -> Response:
     _check_csrf(request, csrf)
-    queued = operations.retry(factory, None)
+    queued = operations.retry(factory, None, actor=_actor(user))
     request.session["flash"] = f"{len(queued)} job(s) queued again"
     logger.info("dashboard: %s retried %d job(s)", user, len(queued))
     return RedirectResponse("/failures", status_code=303)
@@ -138,7 +144,7 @@ def retry_delivery(
     """Send a failed delivery again; the model does not run (worker.ops.deliveries)."""
     _check_csrf(request, csrf)
     try:
-        done = deliveries.resend(factory, [delivery_id], settings.destinations)
+        done = deliveries.resend(factory, [delivery_id], settings.destinations, actor=_actor(user))
     except operations.OperationError as exc:
         request.session["flash"] = f"not sent again: {exc}"
     else:
@@ -160,7 +166,7 @@ def retry_deliveries(
     csrf: Csrf,
 ) -> Response:
     _check_csrf(request, csrf)
-    done = deliveries.resend(factory, None, settings.destinations)
+    done = deliveries.resend(factory, None, settings.destinations, actor=_actor(user))
     left = f", {len(done.left)} left failed" if done.left else ""
     held = f", {len(done.withheld)} withheld now" if done.withheld else ""
     request.session["flash"] = f"{len(done.queued)} delivery(ies) queued again{held}{left}"
@@ -184,7 +190,7 @@ def cancel(
         user,
         job_id,
         back=back,
-        act=lambda: operations.cancel(factory, job_id),
+        act=lambda: operations.cancel(factory, job_id, actor=_actor(user)),
         verb="cancelled",
     )
 
@@ -214,6 +220,7 @@ def rerun(
             since=utcnow() - SINCE[since] if since else None,
             force=force,
             max_attempts=settings.job_max_attempts,
+            actor=_actor(user),
         )
     except operations.OperationError as exc:
         request.session["flash"] = f"not rerun: {exc}"
@@ -252,6 +259,7 @@ def review(
             note=note.strip()[:500] or None,
             force=force,
             destinations=settings.destinations,
+            actor=_actor(user),
         )
     except operations.OperationError as exc:
         request.session["flash"] = f"not reviewed: {exc}"

@@ -1,256 +1,239 @@
-"""A PNG of one result: the source image, each segment's contour and the measurements.
+"""A PNG of one result at one position of its series: the image through a window preset,
+each segment's contour in its structure's colour, the fetal head's HC ellipse with BPD/OFD
+calipers, detection boxes, and R/L (A/P, H/F) markers at the middle of the edges, away from
+the corners where modalities burn in text.
 
-CT and MR: the middle slice of the series (or, when no mask touches it, the slice with the
-largest mask). Ultrasound: the frame the SEG was made on (the measured frame of a cine).
-Radiographs: the image, with the detection boxes of report.json (pneumonia findings).
+Nothing is written over the image but those: the legend and the measurements are HTML beside
+it on the study page (``overlay_view``), or, with ``legend=True``, a margin to the right of
+the image in the PNG itself.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-import pydicom
-from pydicom import Dataset
-from pydicom.pixels.processing import apply_modality_lut, convert_color_space
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Job, Result, Series
+from worker.core.clinical_format import format_measurement
+from worker.dashboard.calipers import draw_head_calipers, head_calipers
+from worker.dashboard.orientation import Edges, image_edges
+from worker.dashboard.overlay_source import (
+    Box,
+    JobSource,
+    SegMasks,
+    SegSegment,
+    default_position,
+    load_job,
+    read_findings,
+    read_header,
+    read_seg,
+    source_image,
+)
+from worker.dashboard.palette import BGR, BOX_BGR, hex_colour, structure_colour
+from worker.dashboard.windowing import Preset, presets_for
 
 logger = logging.getLogger(__name__)
 
-#: Contour colours (BGR) by segment number: saturated, so they stand out on grey images
-#: (the SEG's recommended display colours are muted on purpose).
-PALETTE_BGR: tuple[tuple[int, int, int], ...] = (
-    (0, 255, 0),
-    (255, 0, 255),
-    (255, 255, 0),
-    (0, 165, 255),
-    (0, 0, 255),
-)
+__all__ = ["BOX_BGR", "draw_overlay", "overlay_view", "read_findings", "render_job_overlay"]
 
+HEAD_CODE = "69536005"  # SNOMED CT "Head": the fetal head model's segment
+LEGEND_WIDTH = 320
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
-SourceKey = tuple[str, int | None]  # (SOP Instance UID, 1-based frame number or None)
+
+class OverlayRequestError(ValueError):
+    """A position or window the job does not have: 404 or 400, with a one-line message."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
-#: Colour (BGR) of detection boxes (pneumonia findings): red, apart from the contours.
-BOX_BGR = (0, 0, 255)
-
-Box = tuple[str, float, tuple[float, float, float, float]]  # label, score, (x0, y0, x1, y1)
-
-
-@dataclass
-class _Job:
-    seg_path: Path
-    instances: list[tuple[str, Path, int | None]]  # (uid, path, instance number)
-    measurements: list[str]
-    report_path: Path | None = None
+@dataclass(frozen=True)
+class LegendEntry:
+    label: str
+    colour: str  # #rrggbb
 
 
-def read_findings(report_path: Path | None) -> list[Box]:
-    """The ``findings`` of a job's report.json; none when it is missing or unreadable."""
-    if report_path is None or not report_path.is_file():
-        return []
-    try:
-        findings = json.loads(report_path.read_text()).get("findings", [])
-        boxes: list[Box] = []
-        for f in findings:
-            x0, y0, x1, y1 = (float(v) for v in f["box_px"][:4])
-            boxes.append((str(f["label"]), float(f["score"]), (x0, y0, x1, y1)))
-        return boxes
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        logger.warning("report %s: findings unreadable (%s)", report_path, exc)
-        return []
+@dataclass(frozen=True)
+class OverlayView:
+    """What the study page shows beside a job's overlay, and the bounds of its controls."""
+
+    positions: int
+    position: int  # shown first, 1-based
+    kind: str  # "slice" or "frame"
+    presets: list[Preset]  # the default first; none for a colour image
+    legend: list[LegendEntry]
+    edges: Edges | None
+    measurements: list[tuple[str, str]]  # label, formatted value
+    purged: bool  # retention removed the input: contours on black
 
 
-@dataclass
-class _Seg:
-    labels: dict[int, str]
-    rows: int
-    columns: int
-    masks: dict[SourceKey, dict[int, npt.NDArray[np.uint8]]]
+def _segment_colour(number: int, segment: SegSegment) -> BGR:
+    return structure_colour(segment.code, segment.label, number)
 
 
-def _load_job(session_factory: sessionmaker[Session], job_id: int) -> _Job | None:
-    with session_factory() as session:
-        job = session.get(
-            Job,
-            job_id,
-            options=[
-                selectinload(Job.results).selectinload(Result.outputs),
-                selectinload(Job.results).selectinload(Result.measurements),
-                selectinload(Job.series).selectinload(Series.instances),
-            ],
-        )
-        if job is None or not job.results:
-            return None
-        result = job.results[-1]
-        seg = next((o for o in result.outputs if o.kind == "seg"), None)
-        if seg is None:
-            return None
-        report = next((o for o in result.outputs if o.kind == "json"), None)
-        return _Job(
-            seg_path=Path(seg.path),
-            instances=[
-                (i.sop_instance_uid, Path(i.path), i.instance_number) for i in job.series.instances
-            ],
-            measurements=[f"{m.label}: {m.value:.1f} {m.unit}" for m in result.measurements],
-            report_path=Path(report.path) if report is not None else None,
-        )
-
-
-def _read_seg(path: Path) -> _Seg:
-    ds = pydicom.dcmread(path)
-    pixels = ds.pixel_array
-    if pixels.ndim == 2:
-        pixels = pixels[None]
-    labels = {int(s.SegmentNumber): str(s.SegmentLabel) for s in ds.SegmentSequence}
-    masks: dict[SourceKey, dict[int, npt.NDArray[np.uint8]]] = defaultdict(dict)
-    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else {}
-    for index, group in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        # A macro sits per frame, or once in the shared groups when all frames agree.
-        ident = (
-            group.get("SegmentIdentificationSequence") or shared["SegmentIdentificationSequence"]
-        )
-        number = int(ident[0].ReferencedSegmentNumber)
-        derivation = group.get("DerivationImageSequence") or shared["DerivationImageSequence"]
-        source = derivation[0].SourceImageSequence[0]
-        frame = int(source.ReferencedFrameNumber) if "ReferencedFrameNumber" in source else None
-        key = (str(source.ReferencedSOPInstanceUID), frame)
-        masks[key][number] = (pixels[index] > 0).astype(np.uint8)
-    return _Seg(labels, int(ds.Rows), int(ds.Columns), dict(masks))
-
-
-def _choose(seg: _Seg, instances: list[tuple[str, Path, int | None]]) -> SourceKey:
-    ordered = sorted(instances, key=lambda i: (i[2] is None, i[2] or 0, i[0]))
-    middle: SourceKey | None = (ordered[len(ordered) // 2][0], None) if ordered else None
-    area = {key: sum(int(m.sum()) for m in per.values()) for key, per in seg.masks.items()}
-    if middle is not None and area.get(middle, 0) > 0:
-        return middle
-    if area and max(area.values()) > 0:
-        return max(area, key=lambda k: area[k])
-    if middle is not None:
-        return middle
-    return next(iter(seg.masks))
-
-
-def _window(ds: Dataset, pixels: npt.NDArray[np.float64]) -> npt.NDArray[np.uint8]:
-    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if center is not None and width is not None:
-        c = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
-        w = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
-        low, high = c - w / 2, c + w / 2
-    else:
-        low, high = (float(v) for v in np.percentile(pixels, (1, 99)))
-    scaled = np.clip((pixels - low) / max(high - low, 1e-6), 0, 1) * 255
-    image = scaled.astype(np.uint8)
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
-        image = 255 - image
-    return image
-
-
-def _source_image(path: Path, frame: int | None, rows: int, columns: int) -> npt.NDArray[np.uint8]:
-    """The source frame as BGR; black when the input was purged by retention."""
-    if not path.is_file():
-        return np.zeros((rows, columns, 3), np.uint8)
-    ds = pydicom.dcmread(path)
-    pixels = ds.pixel_array
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        pixels = pixels[(frame or 1) - 1]
-    if int(ds.get("SamplesPerPixel", 1)) == 3:
-        if (
-            str(ds.PhotometricInterpretation).startswith("YBR")
-            and not ds.file_meta.get(
-                "TransferSyntaxUID", pydicom.uid.ExplicitVRLittleEndian
-            ).is_compressed
-        ):
-            pixels = convert_color_space(pixels, str(ds.PhotometricInterpretation), "RGB")
-        rgb = np.asarray(pixels, dtype=np.uint8)
-        return np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), dtype=np.uint8)
-    gray = _window(ds, np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64))
-    return np.asarray(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
-
-
-def _text_block(
-    image: npt.NDArray[np.uint8], lines: list[tuple[str, tuple[int, int, int]]]
-) -> None:
-    """Lines of text at the top left on a darkened box, so they read on any image."""
-    if not lines:
-        return
-    width = max(cv2.getTextSize(text, _FONT, 0.5, 1)[0][0] for text, _ in lines) + 12
-    height = 18 * len(lines) + 8
-    box = image[:height, :width]
-    box[:] = (box * 0.35).astype(np.uint8)
-    for n, (text, color) in enumerate(lines):
-        cv2.putText(image, text, (6, 18 + 18 * n), _FONT, 0.5, color, 1, cv2.LINE_AA)
+def _marker(canvas: npt.NDArray[np.uint8], text: str, where: str) -> None:
+    (width, height), _ = cv2.getTextSize(text, _FONT, 0.6, 2)
+    rows, columns = canvas.shape[:2]
+    x = {"left": 4, "right": columns - width - 4}.get(where, (columns - width) // 2)
+    y = {"top": height + 4, "bottom": rows - 6}.get(where, (rows + height) // 2)
+    cv2.putText(canvas, text, (x, y), _FONT, 0.6, (0, 0, 0), 4, cv2.LINE_AA)
+    cv2.putText(canvas, text, (x, y), _FONT, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
 
 
 def draw_overlay(
     image: npt.NDArray[np.uint8],
     masks: dict[int, npt.NDArray[np.uint8]],
-    labels: dict[int, str],
-    lines: list[str],
+    segments: dict[int, SegSegment],
     *,
     max_side: int = 512,
     boxes: list[Box] | None = None,
+    edges: Edges | None = None,
 ) -> npt.NDArray[np.uint8]:
-    """Scale ``image`` (BGR) to ``max_side``, draw each mask's contour, the detection boxes
-    (source pixel coordinates) with label and score, and the text lines."""
+    """Scale ``image`` (BGR) to ``max_side`` and draw each mask's contour (a fetal head as
+    its HC ellipse with calipers), the detection boxes (source pixel coordinates) with label
+    and score, and the orientation markers."""
     rows, columns = image.shape[:2]
     scale = max_side / max(rows, columns)
     size = (max(1, round(columns * scale)), max(1, round(rows * scale)))
     canvas = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
     for number, mask in sorted(masks.items()):
+        segment = segments.get(number, SegSegment(f"segment {number}", None))
+        colour = _segment_colour(number, segment)
+        calipers = head_calipers(mask) if segment.code == HEAD_CODE else None
+        if calipers is not None:
+            draw_head_calipers(canvas, calipers, scale, colour)
+            continue
         big = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
         contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        color = PALETTE_BGR[(number - 1) % len(PALETTE_BGR)]
-        cv2.drawContours(canvas, contours, -1, color, 2, cv2.LINE_AA)
+        cv2.drawContours(canvas, contours, -1, colour, 2, cv2.LINE_AA)
     for label, score, (x0, y0, x1, y1) in boxes or []:
         top_left = (round(x0 * scale), round(y0 * scale))
         cv2.rectangle(canvas, top_left, (round(x1 * scale), round(y1 * scale)), BOX_BGR, 2)
         caption = f"{label} {score:.2f}"
         origin = (top_left[0], max(12, top_left[1] - 4))
         cv2.putText(canvas, caption, origin, _FONT, 0.45, BOX_BGR, 1, cv2.LINE_AA)
-    legend = [
-        (labels.get(n, f"segment {n}"), PALETTE_BGR[(n - 1) % len(PALETTE_BGR)])
-        for n in sorted(masks)
-    ]
-    _text_block(canvas, legend + [(line, (255, 255, 255)) for line in lines])
+    if edges is not None:
+        for where in ("left", "right", "top", "bottom"):
+            _marker(canvas, getattr(edges, where), where)
     return canvas
 
 
-def render_job_overlay(
-    session_factory: sessionmaker[Session], job_id: int, max_side: int = 512
-) -> bytes | None:
-    """PNG bytes for job ``job_id``'s latest result; None when it has no SEG."""
-    job = _load_job(session_factory, job_id)
-    if job is None or not job.seg_path.is_file():
+def add_legend(
+    canvas: npt.NDArray[np.uint8], lines: list[tuple[str, BGR]]
+) -> npt.NDArray[np.uint8]:
+    """``canvas`` with a dark margin of ``LEGEND_WIDTH`` to its right holding ``lines``: the
+    image itself is left as it was."""
+    height = max(canvas.shape[0], 18 * len(lines) + 12)
+    out = np.full((height, canvas.shape[1] + LEGEND_WIDTH, 3), 24, np.uint8)
+    out[: canvas.shape[0], : canvas.shape[1]] = canvas
+    x = canvas.shape[1] + 8
+    for n, (text, colour) in enumerate(lines):
+        cv2.putText(out, text[:44], (x, 20 + 18 * n), _FONT, 0.42, colour, 1, cv2.LINE_AA)
+    return out
+
+
+def _kind(source: JobSource) -> str:
+    return "frame" if source.positions and source.positions[0].frame is not None else "slice"
+
+
+def _preset(source: JobSource, window: str | None) -> Preset:
+    presets = presets_for(source.modality)
+    if not window:
+        return presets[0]
+    found = next((p for p in presets if p.name == window), None)
+    if found is None:
+        names = ", ".join(p.name for p in presets)
+        raise OverlayRequestError(400, f"no window {window!r} for {source.modality}: {names}")
+    return found
+
+
+def _legend(seg: SegMasks) -> list[LegendEntry]:
+    return [
+        LegendEntry(s.label, hex_colour(_segment_colour(n, s)))
+        for n, s in sorted(seg.segments.items())
+    ]
+
+
+def overlay_view(session_factory: sessionmaker[Session], job_id: int) -> OverlayView | None:
+    """The study page's viewer for job ``job_id``; None when it has no readable SEG."""
+    source = load_job(session_factory, job_id)
+    if source is None or not source.seg_path.is_file():
         return None
-    seg = _read_seg(job.seg_path)
-    uid, frame = _choose(seg, job.instances)
-    paths = {i[0]: i[1] for i in job.instances}
-    image = _source_image(paths.get(uid, Path()), frame, seg.rows, seg.columns)
-    lines = list(job.measurements)
-    if not paths.get(uid, Path()).is_file():
-        lines.append("input image purged (retention)")
-    elif frame is not None:
-        lines.append(f"frame {frame}")
-    else:
-        ordered = sorted(job.instances, key=lambda i: (i[2] is None, i[2] or 0, i[0]))
-        index = next((n for n, i in enumerate(ordered) if i[0] == uid), 0)
-        lines.append(f"slice {index + 1}/{len(ordered)}")
+    seg = read_seg(source.seg_path)
+    position = default_position(seg, source.positions)
+    header = read_header(source.positions[position - 1]) if source.positions else None
+    colour = header is not None and int(header.get("SamplesPerPixel", 1) or 1) == 3
+    return OverlayView(
+        positions=len(source.positions),
+        position=position,
+        kind=_kind(source),
+        # Colour images (most ultrasound) are shown as sent: no window to choose.
+        presets=[] if colour else list(presets_for(source.modality)),
+        legend=_legend(seg),
+        edges=image_edges(header) if header is not None else None,
+        measurements=[
+            (label, str(format_measurement(v, u))) for label, v, u in source.measurements
+        ],
+        purged=header is None,
+    )
+
+
+def render_job_overlay(
+    session_factory: sessionmaker[Session],
+    job_id: int,
+    max_side: int = 512,
+    *,
+    position: int | None = None,
+    window: str | None = None,
+    legend: bool = False,
+) -> bytes | None:
+    """PNG bytes for job ``job_id``'s latest result at ``position`` (1-based; default: the
+    one ``overlay_view`` shows first); None when it has no SEG. Raises OverlayRequestError
+    for a position or window the job does not have."""
+    source = load_job(session_factory, job_id)
+    if source is None or not source.seg_path.is_file():
+        return None
+    seg = read_seg(source.seg_path)
+    count = len(source.positions)
+    if position is None:
+        position = default_position(seg, source.positions)
+    elif position < 1:
+        raise OverlayRequestError(400, f"{_kind(source)} numbers start at 1, not {position}")
+    elif position > count:
+        raise OverlayRequestError(
+            404, f"job {job_id} has no {_kind(source)} {position} (1-{count})"
+        )
+    preset = _preset(source, window)
+    shown = source.positions[position - 1]
+    image = source_image(shown, preset, seg.rows, seg.columns)
+    header = read_header(shown)
     # Findings name no image: drawn where the series is that one image (a radiograph).
-    boxes = read_findings(job.report_path) if len(job.instances) == 1 else []
-    masks = seg.masks.get((uid, frame), {})
-    canvas = draw_overlay(image, masks, seg.labels, lines, max_side=max_side, boxes=boxes)
+    boxes = read_findings(source.report_path) if count == 1 else []
+    canvas = draw_overlay(
+        image,
+        seg.masks((shown.uid, shown.frame)),
+        seg.segments,
+        max_side=max_side,
+        boxes=boxes,
+        edges=image_edges(header) if header is not None else None,
+    )
+    if legend:
+        lines = [(s.label, _segment_colour(n, s)) for n, s in sorted(seg.segments.items())]
+        lines += [
+            (f"{label}: {format_measurement(v, u)}", (255, 255, 255))
+            for label, v, u in source.measurements
+        ]
+        note = (
+            "input purged (retention)" if header is None else f"{_kind(source)} {position}/{count}"
+        )
+        lines.append((note, (200, 200, 200)))
+        canvas = add_legend(canvas, lines)
     ok, encoded = cv2.imencode(".png", canvas)
     if not ok:
         raise RuntimeError("PNG encoding failed")

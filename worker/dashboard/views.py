@@ -9,7 +9,7 @@ import logging
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -145,19 +145,47 @@ def job(request: Request, user: User, factory: Factory, job_id: int) -> Response
 
 
 @router.get("/jobs/{job_id}/overlay.png")
-def overlay(user: User, factory: Factory, job_id: int, size: int = 512) -> Response:
-    from worker.dashboard.overlay import render_job_overlay
+def overlay(
+    *,
+    user: User,
+    factory: Factory,
+    job_id: int,
+    size: int = 512,
+    position: Annotated[int | None, Query(alias="slice")] = None,
+    window: str = "",
+    legend: bool = False,
+) -> Response:
+    from worker.dashboard.overlay import OverlayRequestError, render_job_overlay
 
-    png = render_job_overlay(factory, job_id, max_side=min(max(size, 64), 1024))
+    try:
+        png = render_job_overlay(
+            factory,
+            job_id,
+            max_side=min(max(size, 64), 1024),
+            position=position,
+            window=window or None,
+            legend=legend,
+        )
+    except OverlayRequestError as exc:
+        raise HTTPException(exc.status_code, str(exc)) from exc
     if png is None:
         raise HTTPException(404, f"job {job_id} has no segmentation")
     return Response(png, media_type="image/png")
 
 
 @router.get("/studies/{study_id}")
-def study(request: Request, user: User, factory: Factory, study_id: int) -> Response:
+def study(
+    request: Request,
+    user: User,
+    factory: Factory,
+    settings: Annotated[Settings, Depends(deps.settings)],
+    study_id: int,
+) -> Response:
+    from worker.core.clinical_format import format_measurement
     from worker.dashboard.reports import findings_by_result
+    from worker.dashboard.viewer import study_viewers, viewer_links
     from worker.export.report import load_study
+    from worker.ops.history import job_histories
 
     with factory() as session:
         found = load_study(session, study_id=study_id)
@@ -171,6 +199,10 @@ def study(request: Request, user: User, factory: Factory, study_id: int) -> Resp
             study=found,
             findings=findings_by_result(results),
             delivery_failed={j.id for j in jobs if deliveries.has_failed_delivery(j)},
+            job_history=job_histories(session, [j.id for j in jobs]),
+            viewers=study_viewers(factory, jobs),
+            viewer_links=viewer_links(settings.viewer_url_template, found),
+            measure=format_measurement,
         )
 
 

@@ -1,7 +1,10 @@
-"""Start local processes for the demo and the integration tests: Redis, gateway, worker."""
+"""Start local processes for the demo, the integration tests and the benchmarks: Redis,
+gateway, worker, Orthanc."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import shutil
@@ -9,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -89,6 +93,68 @@ def start_medseg(
         stderr=subprocess.STDOUT,
         start_new_session=new_session,
     )
+
+
+def start_orthanc(
+    root: Path, binary: str, settings: Mapping[str, object]
+) -> tuple[int, int, subprocess.Popen[bytes]]:
+    """Debian's Orthanc with its defaults plus ``settings``, on free loopback ports, its
+    storage and index under ``root``; returns (DICOM port, HTTP port, process) once both
+    ports listen. The log is ``root/orthanc.log``."""
+    dicom_port, http_port = free_port(), free_port()
+    config = {
+        "Name": "medseg-local",
+        "StorageDirectory": str(root / "db"),
+        "IndexDirectory": str(root / "db"),
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+        **settings,
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "orthanc.json").write_text(json.dumps(config))
+    log = open(root / "orthanc.log", "wb")  # noqa: SIM115 - owned by the child process
+    # Orthanc's DICOM network layer is DCMTK's: without TCP_NODELAY it stalls ~40 ms per
+    # instance on Nagle's algorithm, as DCMTK's own tools do.
+    process = subprocess.Popen(
+        [binary, str(root / "orthanc.json")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dcmtk_env(),
+    )
+    try:
+        wait_for_port(http_port, process=process)
+        wait_for_port(dicom_port, process=process)
+    except BaseException:
+        stop(process)
+        raise
+    return dicom_port, http_port, process
+
+
+@contextlib.contextmanager
+def scratch_postgres_database(admin_url: str, prefix: str, *, migrate: bool) -> Iterator[str]:
+    """A new PostgreSQL database named ``prefix`` + a random suffix, next to the one
+    ``admin_url`` names (a role that may create databases); migrated to our schema when
+    ``migrate``; dropped afterwards, connections and all. Yields its URL."""
+    from sqlalchemy import create_engine, text
+
+    from db.migrate import upgrade
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        if migrate:
+            upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.models import Job, Result, Series, Study
 from worker.core.card import describe_validation, not_for_clinical_use
+from worker.core.clinical_format import format_measurement
 
 
 def describe_decision(result: Result) -> str:
@@ -47,7 +48,10 @@ def print_results(session_factory: sessionmaker[Session], out: TextIO) -> None:
                 outputs: list[tuple[str, str]] = []
                 if job is not None and job.results:
                     result = job.results[-1]
-                    measures = ", ".join(f"{m.key}={m.value:.1f}" for m in result.measurements)
+                    measures = ", ".join(
+                        f"{m.key}={format_measurement(m.value, m.unit)}"
+                        for m in result.measurements
+                    )
                     if not_for_clinical_use(result.validation):
                         measures = f"[{result.validation}: NOT FOR CLINICAL USE] {measures}"
                     outputs = [(o.kind, o.path) for o in result.outputs]
@@ -125,7 +129,8 @@ def print_study(session_factory: sessionmaker[Session], study_key: str | int, ou
                     for reason in (result.review or "").splitlines():
                         print(f"      needs review: {reason}", file=out)
                     for m in result.measurements:
-                        print(f"      {m.label:<36} {m.value:10.2f} {m.unit}", file=out)
+                        shown = format_measurement(m.value, m.unit)
+                        print(f"      {m.label:<36} {shown.value:>10} {shown.unit}", file=out)
                         if m.key == "brain_volume_ml" and job.state.value == "succeeded":
                             brain_volumes.append(m.value)
                     for o in result.outputs:

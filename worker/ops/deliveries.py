@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from db.models import Delivery, DeliveryState, Job, Result, Series
 from worker.core.settings import DicomDestination
 from worker.delivery.policy import policy_for, withhold_reason
+from worker.ops.audit import Actor, record, refusals
 from worker.ops.operations import OperationError
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ def resend(
     session_factory: sessionmaker[Session],
     delivery_ids: list[int] | None,
     destinations: Sequence[DicomDestination],
+    *,
+    actor: Actor | None = None,
 ) -> Resent:
     """Send deliveries again, the outputs as written (the model does not run): every failed
     one when ``delivery_ids`` is None, else those named. A failed delivery is pending again
@@ -111,7 +114,21 @@ def resend(
 
     Named deliveries that cannot be sent (sent already, withheld, superseded, destination
     gone) raise OperationError and nothing changes; with ``None`` they are left and reported.
+    ``actor``: the operator, recorded in the audit trail (a row per delivery).
     """
+    action = "redeliver_all" if delivery_ids is None else "redeliver"
+    named = delivery_ids[0] if delivery_ids is not None and len(delivery_ids) == 1 else None
+    with refusals(session_factory, actor, action, delivery_id=named):
+        return _resend(session_factory, delivery_ids, destinations, actor, action)
+
+
+def _resend(
+    session_factory: sessionmaker[Session],
+    delivery_ids: list[int] | None,
+    destinations: Sequence[DicomDestination],
+    actor: Actor | None,
+    action: str,
+) -> Resent:
     done = Resent()
     with session_factory.begin() as session:
         query = (
@@ -141,15 +158,31 @@ def resend(
                 if delivery_ids is not None:
                     raise OperationError(f"delivery {delivery.id} not sent again: {reason}")
                 done.left[delivery.id] = reason
+                record(
+                    session, actor, action, delivery_id=delivery.id, outcome="left", detail=reason
+                )
                 continue
             withheld = _withheld(delivery, destinations)
             if withheld is not None:
                 delivery.state, delivery.error = DeliveryState.WITHHELD, withheld
                 done.withheld[delivery.id] = withheld
+                record(
+                    session,
+                    actor,
+                    action,
+                    delivery_id=delivery.id,
+                    outcome="withheld",
+                    detail=withheld,
+                )
                 continue
             if delivery.state is DeliveryState.FAILED:
                 delivery.state, delivery.attempts = DeliveryState.PENDING, 0
             delivery.enqueued_at, delivery.not_before = None, None
             done.queued.append(delivery.id)
+            record(
+                session, actor, action, delivery_id=delivery.id, detail=f"to {delivery.destination}"
+            )
             logger.info("delivery %s to %s queued again", delivery.id, delivery.destination)
+        if not deliveries:
+            record(session, actor, action, detail="nothing to send again")
     return done

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from db.jobstate import InvalidTransitionError, transition
 from db.models import Job, JobState, Result, Series, SeriesStatus, utcnow
 from worker.core.broker_probe import BrokerView, look
+from worker.ops.audit import Actor, record, refusals
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,12 @@ def list_jobs(
         return list(session.scalars(query.order_by(Job.id.desc()).limit(limit)))
 
 
-def retry(session_factory: sessionmaker[Session], job_ids: list[int] | None = None) -> list[int]:
+def retry(
+    session_factory: sessionmaker[Session],
+    job_ids: list[int] | None = None,
+    *,
+    actor: Actor | None = None,
+) -> list[int]:
     """Queue failed, quarantined or cancelled jobs again with a fresh attempt budget; the
     outbox publishes them. Returns the IDs queued.
 
@@ -67,7 +73,22 @@ def retry(session_factory: sessionmaker[Session], job_ids: list[int] | None = No
     A queued job named in ``job_ids`` is published again at the gateway's next poll, its
     backoff (if any) dropped and its attempts kept: its message may have been lost with the
     broker's memory. Should the old message still arrive, the worker drops the duplicate.
+
+    ``actor``: the operator, recorded in the audit trail (one row per job queued). The
+    previous attempts keep their errors (``JobAttempt``); the job's own error is cleared.
     """
+    action = "retry" if job_ids else "retry_all"
+    named = job_ids[0] if job_ids and len(job_ids) == 1 else None
+    with refusals(session_factory, actor, action, job_id=named):
+        return _retry(session_factory, job_ids, actor, action)
+
+
+def _retry(
+    session_factory: sessionmaker[Session],
+    job_ids: list[int] | None,
+    actor: Actor | None,
+    action: str,
+) -> list[int]:
     queued: list[int] = []
     with session_factory.begin() as session:
         query = select(Job).with_for_update()
@@ -83,6 +104,7 @@ def retry(session_factory: sessionmaker[Session], job_ids: list[int] | None = No
                 job.enqueued_at = None
                 job.not_before = None
                 queued.append(job.id)
+                record(session, actor, action, job_id=job.id, detail="queued: published again")
                 logger.info("job %s published again by an operator", job.id)
                 continue
             if job.state not in RETRYABLE:
@@ -95,19 +117,29 @@ def retry(session_factory: sessionmaker[Session], job_ids: list[int] | None = No
                     f"job {job.id} was superseded (its series grew); the job made for the "
                     "whole series replaces it"
                 )
-            transition(job, JobState.QUEUED, error=job.error)
+            detail = f"{job.state.value} -> queued, a fresh budget of {job.max_attempts}"
+            transition(job, JobState.QUEUED)  # the old error stays with its attempt
             job.attempts = 0
             job.not_before = None
             queued.append(job.id)
+            record(session, actor, action, job_id=job.id, detail=detail)
             logger.info("job %s queued again by an operator", job.id)
+        if not queued:
+            record(session, actor, action, detail="nothing to retry")
     return queued
 
 
-def cancel(session_factory: sessionmaker[Session], job_id: int) -> None:
-    with session_factory.begin() as session:
+def cancel(
+    session_factory: sessionmaker[Session], job_id: int, *, actor: Actor | None = None
+) -> None:
+    with (
+        refusals(session_factory, actor, "cancel", job_id=job_id),
+        session_factory.begin() as session,
+    ):
         job = session.get(Job, job_id, with_for_update=True)
         if job is None:
             raise OperationError(f"no job {job_id}")
+        was = job.state.value
         try:
             transition(job, JobState.CANCELLED, error="cancelled by an operator")
         except InvalidTransitionError as exc:
@@ -115,6 +147,7 @@ def cancel(session_factory: sessionmaker[Session], job_id: int) -> None:
                 f"job {job_id} is {job.state.value}; queued, failed or quarantined jobs can be "
                 "cancelled (a running job finishes its attempt)"
             ) from exc
+        record(session, actor, "cancel", job_id=job_id, detail=f"{was} -> cancelled")
 
 
 @dataclass
@@ -237,6 +270,7 @@ def rerun(
     since: datetime | None = None,
     force: bool = False,
     max_attempts: int = 3,
+    actor: Actor | None = None,
 ) -> list[int]:
     """New jobs with the model's current version for every series it ran on (since ``since``).
 
@@ -246,10 +280,15 @@ def rerun(
     from worker.core.enqueue import queue_job
     from worker.core.registry import get_spec
 
-    try:
-        spec = get_spec(model_name)
-    except KeyError as exc:
-        raise OperationError(str(exc)) from exc
+    with refusals(session_factory, actor, "rerun"):
+        try:
+            spec = get_spec(model_name)
+        except KeyError as exc:
+            raise OperationError(str(exc)) from exc
+    detail = f"{model_name} {spec.version}" + (
+        f" since {since.isoformat(timespec='minutes')}" if since else ""
+    )
+    detail += " (forced)" if force else ""
     created: list[int] = []
     with session_factory.begin() as session:
         query = select(Job.series_id).where(Job.model_name == model_name).distinct()
@@ -259,5 +298,8 @@ def rerun(
             job_id = queue_job(session, series_id, spec, max_attempts, force=force)
             if job_id is not None:
                 created.append(job_id)
+                record(session, actor, "rerun", job_id=job_id, detail=detail)
+        if not created:
+            record(session, actor, "rerun", detail=f"{detail}: no job queued")
     logger.info("rerun of %s %s: %d job(s)", model_name, spec.version, len(created))
     return created

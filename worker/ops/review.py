@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from db.models import Delivery, DeliveryState, Job, JobState, Result, utcnow
 from worker.core.settings import DicomDestination
 from worker.delivery.policy import policy_for, withhold_reason
+from worker.ops.audit import Actor, record, refusals
 from worker.ops.operations import OperationError
 
 logger = logging.getLogger(__name__)
@@ -68,13 +69,40 @@ def decide(
     note: str | None = None,
     force: bool = False,
     destinations: Sequence[DicomDestination] = (),
+    actor: Actor | None = None,
 ) -> Decided:
     """Record ``by``'s decision on job ``job_id``'s result. Only a ``needs_review`` job's
-    result can be decided, once; ``force`` replaces an earlier decision."""
+    result can be decided, once; ``force`` replaces an earlier decision. ``actor``: the
+    operator, recorded in the audit trail."""
     if decision not in DECISIONS:
         raise OperationError(f"unknown decision {decision!r}: accepted or rejected")
     if not by.strip():
         raise OperationError("say who decides (--by NAME)")
+    action = "accept" if decision == "accepted" else "reject"
+    with refusals(session_factory, actor, action, job_id=job_id):
+        return _decide(
+            session_factory,
+            job_id,
+            decision,
+            by=by,
+            note=note,
+            force=force,
+            destinations=destinations,
+            actor=actor,
+        )
+
+
+def _decide(
+    session_factory: sessionmaker[Session],
+    job_id: int,
+    decision: Decision,
+    *,
+    by: str,
+    note: str | None,
+    force: bool,
+    destinations: Sequence[DicomDestination],
+    actor: Actor | None,
+) -> Decided:
     with session_factory.begin() as session:
         job = session.get(
             Job,
@@ -106,6 +134,15 @@ def decide(
                 released.append(delivery.destination)
             else:
                 withheld.append(delivery.destination)
+        record(
+            session,
+            actor,
+            "accept" if decision == "accepted" else "reject",
+            job_id=job_id,
+            detail=f"{decision} by {result.reviewed_by}"
+            + (" (replacing an earlier decision)" if force else "")
+            + (f"; queued for {', '.join(released)}" if released else ""),
+        )
     logger.info(
         "job %s %s by a reviewer; queued for %s, withheld from %s",
         job_id,

@@ -30,6 +30,9 @@ from worker.core.settings import DeliveryPolicy, DicomDestination
 from worker.delivery.policy import SENDER, withhold_reason
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.run import SeriesResult, run_series
+from worker.runtime.joblog import RunLog
+from worker.runtime.joblog import capture as capture_log
+from worker.runtime.joblog import store as store_log
 from worker.runtime.metrics import observe_pipeline
 
 logger = logging.getLogger(__name__)
@@ -75,8 +78,8 @@ def _claim(
         ):
             logger.warning("job %s is running elsewhere; duplicate delivery ignored", job_id)
             return None
+        job.worker = worker  # before the transition: the attempt it opens names the worker
         transition(job, JobState.RUNNING)
-        job.worker = worker
         series = job.series
         paths = sorted(Path(i.path) for i in series.instances)
         out_dir = (
@@ -143,7 +146,7 @@ def _record_success(
 
 
 def _record_failure(
-    session_factory: sessionmaker[Session], job_id: int, exc: Exception
+    session_factory: sessionmaker[Session], job_id: int, exc: Exception, run: RunLog
 ) -> JobState:
     with session_factory.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
@@ -151,6 +154,7 @@ def _record_failure(
         if job.state is not JobState.RUNNING:  # a retried commit that had gone through
             return job.state
         reason = describe_failure(exc)
+        store_log(session, job_id, run, {})
         if isinstance(exc, SkippedError):
             transition(job, JobState.SKIPPED, error=reason)
             logger.info("job %s skipped: %s", job_id, reason)
@@ -224,10 +228,31 @@ def execute_job(
     claimed = _claim(session_factory, job_id, results_root, running_window_s, worker)
     if claimed is None:
         return None
+    with capture_log() as run:
+        return _run(
+            session_factory,
+            models,
+            claimed,
+            job_id,
+            deliver_to=deliver_to,
+            db_wait_s=db_wait_s,
+            run=run,
+        )
 
+
+def _run(
+    session_factory: sessionmaker[Session],
+    models: ModelCache,
+    claimed: _Claimed,
+    job_id: int,
+    *,
+    deliver_to: DeliverTo,
+    db_wait_s: float,
+    run: RunLog,
+) -> JobState:
     def fail(exc: Exception) -> JobState:
         return with_db_retry(
-            lambda: _record_failure(session_factory, job_id, exc),
+            lambda: _record_failure(session_factory, job_id, exc, run),
             what=f"recording the failure of job {job_id}",
             total_s=db_wait_s,
         )
@@ -246,6 +271,8 @@ def execute_job(
         with session_factory.begin() as session:
             job = session.get(Job, job_id, with_for_update=True)
             assert job is not None
+            if job.state is JobState.RUNNING:
+                store_log(session, job_id, run, result.timings)
             _record_success(session, job, result, deliver_to)
 
     with_db_retry(succeed, what=f"recording the result of job {job_id}", total_s=db_wait_s)

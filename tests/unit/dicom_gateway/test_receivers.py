@@ -118,3 +118,63 @@ def test_receivers_exit_when_the_gateway_is_killed(env: dict[str, str], tmp_path
         _wait(lambda: _listeners(port) == 0, timeout=20)  # orphans notice and leave
     finally:
         stop(gateway)
+
+
+def _children(pid: int) -> list[int]:
+    """The receiver processes of gateway ``pid`` (not multiprocessing's resource tracker)."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [
+        int(child)
+        for child in found.stdout.split()
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
+def test_a_dead_receiver_is_replaced_and_its_acknowledged_rows_recovered(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Batch index (the default): a receiver SIGKILLed with rows still queued in its memory.
+    The gateway records its files at once (not at its own next start: the series would
+    complete without them) and starts another receiver in its place."""
+    port = int(env["MEDSEG_PORT"])
+    # Nobody flushes rows on their own in this test: only the recovery can record them.
+    env = {**env, "MEDSEG_RECEIVERS": "2", "MEDSEG_COMPLETION_POLL_SECONDS": "3600"}
+    chest_series(tmp_path / "src", 0, slices=6)
+    gateway = start_medseg(["gateway"], env, tmp_path / "gateway.log")
+    database = f"sqlite:///{Path(env['MEDSEG_DATA_DIR']) / 'medseg.db'}"
+    engine = make_engine(database)
+    factory = make_session_factory(engine)
+
+    def recorded() -> int:
+        with factory() as session:
+            return int(session.scalar(select(func.count()).select_from(Instance)) or 0)
+
+    try:
+        wait_for_port(port, process=gateway)
+        _wait(lambda: _listeners(port) == 2)
+        (receiver,) = _children(gateway.pid)
+        sent = subprocess.run(
+            [
+                dcmtk_tool("storescu"),
+                "-aec",
+                "MEDSEG",
+                "+sd",
+                "-nh",
+                *_peer(port, tmp_path / "src"),
+            ],
+            env=dcmtk_env(),
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert len(list(Path(env["MEDSEG_DATA_DIR"]).rglob("*.dcm"))) == 6
+        assert recorded() == 0  # acknowledged, on disk, rows queued
+        os.kill(receiver, signal.SIGKILL)
+        _wait(lambda: recorded() == 6)
+        _wait(lambda: _listeners(port) == 2 and receiver not in _children(gateway.pid))
+    finally:
+        stop(gateway)
+        engine.dispose()
+    log = (tmp_path / "gateway.log").read_text()
+    assert f"receiver {receiver} exited (code -9); starting another" in log

@@ -22,7 +22,7 @@ from db.models import Instance, Job, JobState, Series, SeriesStatus, Study
 from dicom_gateway import statuses
 from dicom_gateway.server import start_gateway
 from tests.support.factories import chest_series, file_with_meta, minimal_image
-from tests.support.gateway import RecordingPublisher
+from tests.support.gateway import RecordingPublisher, wait_for_instances
 from tests.support.tools import wait_until
 from worker.core.routing import route
 from worker.core.settings import Settings
@@ -44,7 +44,10 @@ def gateway(
     session_factory: sessionmaker[Session],
     publisher: RecordingPublisher,
 ) -> Iterator[Settings]:
-    settings = settings.model_copy(update={"port": free_port(), "fast_receive": request.param})
+    # The defaults (lean receive path, batched rows), and pynetdicom's path with one DB
+    # transaction per C-STORE: both ways of recording, both receive paths.
+    update = {"port": free_port(), "fast_receive": request.param, "batch_index": request.param}
+    settings = settings.model_copy(update=update)
     server, monitor = start_gateway(settings, publish=publisher)
     yield settings
     server.shutdown()
@@ -83,6 +86,7 @@ def test_series_is_stored_recorded_completed_and_enqueued_once(
         assert assoc.send_c_store(path).Status == statuses.SUCCESS
     assoc.release()
 
+    wait_for_instances(session_factory, 8)
     with session_factory() as session:
         instances = session.scalars(select(Instance)).all()
         assert len(instances) == 8
@@ -223,8 +227,13 @@ def test_free_space_threshold_refuses_before_writing(
 def test_database_down_keeps_the_file_and_asks_for_a_resend(
     settings: Settings, tmp_path: Path
 ) -> None:
+    # One DB transaction per C-STORE: the row is part of the answer (with the batch index the
+    # file is acknowledged and its row waits: tests/unit/dicom_gateway/test_indexer.py).
     settings, status = _store_one_with(
-        settings, tmp_path, database_url="postgresql+psycopg://nobody@127.0.0.1:1/none"
+        settings,
+        tmp_path,
+        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none",
+        batch_index=False,
     )
     assert status.Status == statuses.OUT_OF_RESOURCES
     assert status.ErrorComment == "database unavailable"
@@ -261,6 +270,7 @@ def test_compressed_instances_are_stored_as_received_and_decodable(
         assert assoc.send_c_store(ds).Status == statuses.SUCCESS
     assoc.release()
 
+    wait_for_instances(session_factory, len(compressed))
     with session_factory() as session:
         stored = session.scalars(select(Instance)).all()
     assert {i.transfer_syntax_uid for i in stored} == {syntax}

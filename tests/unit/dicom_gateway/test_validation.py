@@ -9,15 +9,13 @@ from pathlib import Path
 import pytest
 from pydicom import config
 from pynetdicom import AE
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Instance
 from dicom_gateway import statuses
 from dicom_gateway.server import start_gateway
 from dicom_gateway.validation import uid_problem
 from tests.support.factories import minimal_image
-from tests.support.gateway import RecordingPublisher
+from tests.support.gateway import RecordingPublisher, wait_for_instances
 from worker.core.settings import Settings
 from worker.devtools.localstack import free_port
 
@@ -78,8 +76,7 @@ def test_over_long_uid_is_refused_permanently_without_a_file(
     assert stored.Status == statuses.SUCCESS
     files = list(Path(gateway.incoming_dir).rglob("*.dcm"))
     assert len(files) == 1  # the good one only
-    with session_factory() as session:
-        assert session.scalar(select(func.count()).select_from(Instance)) == 1
+    wait_for_instances(session_factory, 1)
 
 
 def test_length_checks_never_read_a_deferred_value() -> None:

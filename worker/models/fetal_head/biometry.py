@@ -57,8 +57,10 @@ def hadlock_ga_days(hc_mm: float) -> float | None:
 
 
 def format_ga(days: float) -> str:
-    whole = round(days)
-    return f"{whole // 7}w{whole % 7}d"
+    """Completed weeks and days (``37w5d``): the one rule of worker.core.clinical_format."""
+    from worker.core.clinical_format import gestational_age
+
+    return gestational_age(days)
 
 
 def largest_contour(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64] | None:

@@ -149,7 +149,7 @@ def test_handler_exception_answers_c211_and_the_association_goes_on(
 
     assoc = _associate(gateway)
     with monkeypatch.context() as patch:
-        patch.setattr("dicom_gateway.handlers.record_instance", broken)
+        patch.setattr("dicom_gateway.handlers.write_atomic", broken)
         assert assoc.send_c_store(first).Status == statuses.HANDLER_FAILED
     assert assoc.send_c_store(second).Status == statuses.SUCCESS
     assoc.release()

@@ -21,7 +21,7 @@ from tests.support.dashboard_data import Filled, fill
 from worker.core.settings import Settings
 from worker.dashboard.app import DashboardConfigError, create_app
 from worker.dashboard.auth import PasswordHashError, check_hash_format, hash_password
-from worker.dashboard.overlay import PALETTE_BGR
+from worker.dashboard.palette import STRUCTURES
 from worker.dashboard.throttle import LoginThrottle
 
 PASSWORD = "correct horse battery"
@@ -229,29 +229,35 @@ def _colour_pixels(image: np.ndarray, bgr: tuple[int, int, int]) -> int:
     return int(np.all(np.abs(image.astype(int) - bgr) <= 40, axis=2).sum())
 
 
-def test_ct_overlay_has_both_lung_contours_and_text(client: TestClient, world: World) -> None:
+def _colour(name: str) -> tuple[int, int, int]:
+    return next(s.bgr for s in STRUCTURES if s.name == name)
+
+
+def test_ct_overlay_has_both_lung_contours_and_no_text_on_the_image(
+    client: TestClient, world: World
+) -> None:
     _login(client)
     image = _png(client, world.filled.ct_job)
     assert image.shape == (512, 512, 3)
-    assert _colour_pixels(image, PALETTE_BGR[0]) > 300  # left lung contour
-    assert _colour_pixels(image, PALETTE_BGR[1]) > 300  # right lung contour
+    assert _colour_pixels(image, _colour("Left lung")) > 300
+    assert _colour_pixels(image, _colour("Right lung")) > 300
     white = np.all(image >= 250, axis=2)
-    assert white[:80, :300].sum() > 50, "measurement text drawn at the top left"
+    assert white[:80, :200].sum() < 20, "no legend nor measurement text over the image"
 
 
 def test_us_cine_overlay_is_the_measured_frame(client: TestClient, world: World) -> None:
     _login(client)
     image = _png(client, world.filled.us_job)
     assert max(image.shape[:2]) == 512
-    assert _colour_pixels(image, PALETTE_BGR[0]) > 300
+    assert _colour_pixels(image, _colour("Fetal head")) > 300
     with world.session_factory() as session:
         job = session.get_one(Job, world.filled.us_job)
         frame = next(m.value for m in job.results[0].measurements if m.key == "measured_frame")
-    from worker.dashboard.overlay import _load_job, _read_seg
+    from worker.dashboard.overlay_source import load_job, read_seg
 
-    loaded = _load_job(world.session_factory, world.filled.us_job)
+    loaded = load_job(world.session_factory, world.filled.us_job)
     assert loaded is not None
-    assert [key[1] for key in _read_seg(loaded.seg_path).masks] == [int(frame)]
+    assert [key[1] for key in read_seg(loaded.seg_path).packed] == [int(frame)]
     assert client.get(f"/jobs/{world.filled.failed_job}/overlay.png").status_code == 404
 
 

@@ -13,7 +13,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Job, JobState, utcnow
 from dicom_gateway.completion import complete_quiet_series
 from tests.support.dashboard_data import _record
-from worker.dashboard.overlay import BOX_BGR, draw_overlay, read_findings, render_job_overlay
+from worker.dashboard.orientation import Edges
+from worker.dashboard.overlay import (
+    BOX_BGR,
+    draw_overlay,
+    overlay_view,
+    read_findings,
+    render_job_overlay,
+)
+from worker.dashboard.palette import STRUCTURES
 from worker.models.lung_cxr.cr_dicom import write_cxr
 from worker.models.lung_cxr.phantoms import make_chest_xray
 from worker.pipeline.cache import ModelCache
@@ -27,7 +35,7 @@ def _red(image: np.ndarray) -> np.ndarray:
 def test_boxes_are_drawn_at_their_scaled_place() -> None:
     image = np.full((400, 200, 3), 90, np.uint8)
     canvas = draw_overlay(
-        image, {}, {}, [], max_side=200, boxes=[("Pneumonia", 0.9, (20, 300, 60, 360))]
+        image, {}, {}, max_side=200, boxes=[("Pneumonia", 0.9, (20, 300, 60, 360))]
     )
     red = _red(canvas)
     assert canvas.shape[:2] == (200, 100)  # scaled by 0.5
@@ -64,3 +72,17 @@ def test_a_radiograph_overlay_shows_the_findings(
     assert png is not None
     overlay = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert _red(overlay).sum() > 50  # the box outline and its caption
+    (tmp_path / "cxr-overlay.png").write_bytes(png)  # kept with the test's files, to look at
+
+    # The lungs in the colours they have on CT (the radiograph model numbers them the other
+    # way round), each on its side of the film: the patient's right on the image left.
+    def lung(name: str, image: np.ndarray) -> int:
+        bgr = next(s.bgr for s in STRUCTURES if s.name == name)
+        return int(np.all(np.abs(image.astype(int) - bgr) <= 40, axis=2).sum())
+
+    half = overlay.shape[1] // 2
+    assert lung("Right lung", overlay[:, :half]) > 200 > lung("Right lung", overlay[:, half:])
+    assert lung("Left lung", overlay[:, half:]) > 200 > lung("Left lung", overlay[:, :half])
+    view = overlay_view(session_factory, job_id)
+    assert view is not None and view.edges == Edges("R", "L", "H", "F")  # PatientOrientation L\F
+    assert [e.label for e in view.legend] == ["Right lung", "Left lung"]

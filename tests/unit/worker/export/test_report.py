@@ -43,3 +43,50 @@ def test_show_lists_jobs_measurements_and_a_brain_volume_summary(
     assert text.count("validation: phantom-only (NOT FOR CLINICAL USE)") == 2
     assert "fetal brain volume 102.0 mL over 2 stack(s) (range 4.0 mL)" in text
     assert not print_study(session_factory, "9.9.9", io.StringIO())
+
+
+def test_show_and_the_results_table_write_measurements_as_clinicians_read_them(
+    session_factory: sessionmaker[Session],
+) -> None:
+    from worker.export.report import print_results
+
+    with session_factory.begin() as session:
+        series = Series(
+            study=Study(study_instance_uid="7.7.7"), series_instance_uid="7.7.7.1", modality="US"
+        )
+        job = Job(
+            series=series,
+            model_name="fetal-head-unet",
+            model_version="2.0.0",
+            queue="gpu",
+            state=JobState.SUCCEEDED,
+            attempts=1,
+        )
+        values = (
+            ("head_circumference_mm", "Head circumference", 330.04, "mm"),
+            ("gestational_age_days", "Gestational age (Hadlock HC)", 264.29, "d"),
+            ("measured_frame", "Measured frame number", 3.0, "{frame}"),
+            ("max_slice_area_mm2", "Largest brain slice area", 1234.0, "mm2"),
+        )
+        job.results.append(
+            Result(
+                model_name="fetal-head-unet",
+                model_version="2.0.0",
+                measurements=[
+                    Measurement(key=k, label=label, value=v, unit=u) for k, label, v, u in values
+                ],
+            )
+        )
+        session.add(job)
+    out = io.StringIO()
+    assert print_study(session_factory, "7.7.7", out)
+    text = out.getvalue()
+    words = " ".join(text.split())
+    assert "Gestational age (Hadlock HC) 37w5d" in words
+    assert "Head circumference 330.0 mm" in words
+    assert "Measured frame number 3" in words and "Largest brain slice area 12.3 cm²" in words
+    assert "{frame}" not in text and " d\n" not in text and "mm2" not in text
+    table = io.StringIO()
+    print_results(session_factory, table)
+    assert "gestational_age_days=37w5d" in table.getvalue()
+    assert "measured_frame=3," in table.getvalue() and "{frame}" not in table.getvalue()

@@ -1,0 +1,65 @@
+"""Measurements as clinicians read them, for every place that shows one to a person.
+
+The database and the SR keep the raw value and its UCUM unit (``d``, ``mm2``, ``{frame}``);
+this module only turns them into text: gestational age in weeks and days (``37w5d``),
+lengths in mm with one decimal, areas in cm², volumes in mL, counts and frame numbers as
+integers, and no UCUM braces. Used by the dashboard, ``medseg show`` and ``medseg demo``'s
+results table, so a number reads the same everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One measurement ready to print: its value text and its unit text ("" for none)."""
+
+    value: str
+    unit: str
+
+    def __str__(self) -> str:
+        return f"{self.value} {self.unit}" if self.unit else self.value
+
+
+def gestational_age(days: float) -> str:
+    """Days as completed weeks and completed days, the way an obstetric report writes it:
+    264.9 days is ``37w5d`` (day 265 is not complete yet)."""
+    whole = math.floor(days + 1e-6)  # 1e-6: 146.9999999 from float arithmetic is day 147
+    return f"{whole // 7}w{whole % 7}d"
+
+
+def _integer(value: float) -> str:
+    return str(round(value))
+
+
+def _one_decimal(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def format_measurement(value: float, unit: str) -> Shown:
+    """``value`` in UCUM ``unit`` (as the models store it) as a reader expects to see it."""
+    if unit == "d":
+        return Shown(gestational_age(value), "")
+    if unit == "mm":
+        return Shown(_one_decimal(value), "mm")
+    if unit == "mm2":
+        return Shown(_one_decimal(value / 100.0), "cm²")
+    if unit == "cm2":
+        return Shown(_one_decimal(value), "cm²")
+    if unit in ("mL", "ml"):
+        return Shown(_one_decimal(value), "mL")
+    if unit == "{pixels}":
+        return Shown(_one_decimal(value), "px")
+    if unit in ("{frame}", "{findings}", "{count}", "1"):
+        return Shown(_integer(value), "")
+    if unit.startswith("{") and unit.endswith("}"):  # another UCUM annotation: a count
+        return Shown(_integer(value), "")
+    return Shown(f"{value:.4g}", unit)
+
+
+def measurement_text(label: str, value: float, unit: str) -> str:
+    """``Label: value unit`` on one line, e.g. ``Gestational age (Hadlock HC): 37w5d``."""
+    return f"{label}: {format_measurement(value, unit)}"

@@ -23,18 +23,21 @@ def csrf_token(html: str) -> str:
 
 
 def logged_in_client(
-    settings: Settings, session_factory: sessionmaker[Session], **update: Any
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    *,
+    redis: object | None = None,
+    celery: object | None = None,
+    **update: Any,
 ) -> TestClient:
-    """The dashboard on ``settings`` (with ``update``) over a fake Redis, logged in as "op"."""
-    configured = settings.model_copy(
-        update={
-            "dashboard_password_hash": hash_password(PASSWORD),
-            "dashboard_user": "op",
-            **update,
-        }
+    """The dashboard on ``settings`` (with ``update``), logged in as "op"; ``redis`` is a
+    fake Redis unless given."""
+    login = {"dashboard_password_hash": hash_password(PASSWORD), "dashboard_user": "op"}
+    configured = settings.model_copy(update={**login, **update})
+    broker = redis if redis is not None else fakeredis.FakeRedis()
+    client = TestClient(
+        create_app(configured, session_factory, broker, celery), follow_redirects=False
     )
-    app = create_app(configured, session_factory, fakeredis.FakeRedis(), None)
-    client = TestClient(app, follow_redirects=False)
     data = {"username": "op", "password": PASSWORD, "csrf": csrf_token(client.get("/login").text)}
     assert client.post("/login", data=data).status_code == 303
     return client

@@ -320,17 +320,28 @@ def test_rerun_a_model_from_the_jobs_page(client: TestClient, world: World) -> N
     _login(client)
     with world.session_factory() as session:
         model = session.get_one(Job, world.filled.us_job).model_name
-    token = csrf_token(client.get("/jobs").text)
-    response = client.post("/rerun", data={"csrf": token, "model": model})
+    jobs_page = client.get("/jobs").text
+    assert 'value="" selected disabled>choose a model' in jobs_page  # no model by default
+    token = csrf_token(jobs_page)
+    # First a page that says what would be rerun, and nothing queued yet.
+    asked = client.post("/rerun", data={"csrf": token, "model": model})
+    assert asked.status_code == 200 and f"{model} ran on <strong>1</strong> series" in asked.text
+    assert 'name="confirmed" value="true"' in asked.text
+    with world.session_factory() as session:
+        assert session.query(Job).filter(Job.model_name == model).count() == 1
+    confirm = {"csrf": token, "model": model, "confirmed": "true"}
+    response = client.post("/rerun", data=confirm)
     assert response.status_code == 303 and response.headers["location"] == f"/jobs?model={model}"
     assert f"{model}: 0 job(s) queued" in client.get("/jobs").text, "identical job succeeded"
-    client.post("/rerun", data={"csrf": token, "model": model, "force": "true", "since": "1h"})
+    client.post("/rerun", data={**confirm, "force": "true", "since": "1h"})
     page = client.get(f"/jobs?model={model}&state=queued").text
     assert f"{model}: 1 job(s) queued" in page
     assert len(re.findall(r'id="job-row-(\d+)"', page)) == 1
-    client.post("/rerun", data={"csrf": token, "model": "no-such-model"})
+    client.post("/rerun", data={**confirm, "model": "no-such-model"})
     assert "not rerun" in client.get("/jobs").text
-    assert client.post("/rerun", data={"csrf": "forged", "model": model}).status_code == 403
+    client.post("/rerun", data={"csrf": token, "model": ""})
+    assert "not rerun: choose a model" in client.get("/jobs").text
+    assert client.post("/rerun", data={**confirm, "csrf": "forged"}).status_code == 403
 
 
 def test_validation_badges_and_a_review_form_on_the_study_page(

@@ -60,7 +60,7 @@ def test_every_dashboard_action_records_the_logged_in_user(
     _post(client, f"/deliveries/{delivery}/retry")
     _post(client, "/failures/retry-deliveries")
     _post(client, f"/jobs/{flagged}/review", decision="accepted")
-    _post(client, "/rerun", model="lung-ct-threshold")
+    _post(client, "/rerun", model="lung-ct-threshold", confirmed="true")
     _post(client, f"/jobs/{job}/cancel")  # succeeded: refused
     assert _trail(session_factory) == [
         ("op", "dashboard", "retry", failed, None, "done"),

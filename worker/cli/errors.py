@@ -35,4 +35,8 @@ def one_line(exc: BaseException) -> str | None:
             return f"broker unreachable ({_first_line(exc)}): check MEDSEG_BROKER_URL"
     if isinstance(exc, OSError):
         return _first_line(exc)
+    from worker.core.errors import DataLayoutError
+
+    if isinstance(exc, DataLayoutError):
+        return _first_line(exc)
     return None

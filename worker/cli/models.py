@@ -19,6 +19,7 @@ from worker.core.commands import (
     phantoms_command,
     train_command,
 )
+from worker.core.errors import DataLayoutError
 
 
 def _target(args: argparse.Namespace, kind: Kind, name: str) -> str:
@@ -36,17 +37,35 @@ def _resolve_device(args: argparse.Namespace) -> None:
     args.device = resolve_device(args.device)
 
 
+def _dicom_hint(exc: DataLayoutError, data: Path) -> DataLayoutError:
+    """The error again, saying so when ``data`` holds DICOM files (as ``medseg phantoms``
+    writes): those are inputs to process or send, not a training set."""
+    if data.is_dir() and next(data.rglob("*.dcm"), None) is not None:
+        return DataLayoutError(
+            f"{exc}; {data} holds DICOM files (as `medseg phantoms` writes): those are for "
+            "`medseg process` or a C-STORE, not for training"
+        )
+    return exc
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     command = train_command(_target(args, "train", args.task))
     _resolve_device(args)
-    print("\n" + command(args, _progress))
+    try:
+        summary = command(args, _progress)
+    except DataLayoutError as exc:
+        raise _dicom_hint(exc, args.data) from exc
+    print("\n" + summary)
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     command = evaluate_command(_target(args, "evaluate", args.task))
     _resolve_device(args)
-    evaluation = command(args, _progress)
+    try:
+        evaluation = command(args, _progress)
+    except DataLayoutError as exc:
+        raise _dicom_hint(exc, args.data) from exc
     print("\n" + evaluation.text)
     if args.json:
         args.json.write_text(json.dumps(evaluation.summary, indent=2) + "\n")

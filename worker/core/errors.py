@@ -22,5 +22,10 @@ class NoModelError(SkippedError):
     """No registered model accepts the series."""
 
 
+class DataLayoutError(MedsegError, ValueError):
+    """A training or evaluation folder is not laid out as the command reads it; the message
+    says what it expected."""
+
+
 class RetryableError(MedsegError):
     """A passing condition (a service down, a full disk): try again later."""

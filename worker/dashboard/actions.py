@@ -203,16 +203,32 @@ def rerun(
     factory: Factory,
     settings: Annotated[Settings, Depends(deps.settings)],
     csrf: Csrf,
-    model: Annotated[str, Form()],
+    model: Annotated[str, Form()] = "",
     since: Annotated[str, Form()] = "",
     force: Annotated[bool, Form()] = False,
+    confirmed: Annotated[bool, Form()] = False,
 ) -> Response:
-    """New jobs with the model's current version for the series it ran on (operations.rerun)."""
+    """New jobs with the model's current version for the series it ran on (operations.rerun),
+    once the operator has confirmed on a page that says how many series that is."""
     from worker.dashboard.views import SINCE
 
     _check_csrf(request, csrf)
     if since and since not in SINCE:
         raise HTTPException(400, f"unknown period {since!r}")
+    if not model:
+        request.session["flash"] = "not rerun: choose a model"
+        return RedirectResponse("/jobs", status_code=303)
+    if not confirmed:
+        scope = operations.rerun_scope(factory, model, utcnow() - SINCE[since] if since else None)
+        return deps.page(
+            request,
+            "rerun_confirm.html",
+            model=model,
+            since=since,
+            force=force,
+            series=scope,
+            csrf=csrf,
+        )
     try:
         created = operations.rerun(
             factory,

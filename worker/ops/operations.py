@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.jobstate import InvalidTransitionError, transition
@@ -261,6 +261,18 @@ def _skipped_reasons(session: Session, since: datetime) -> dict[str, int]:
     ).all()
     reasons.update(error or "skipped" for error in errors)
     return dict(reasons.most_common(10))
+
+
+def rerun_scope(
+    session_factory: sessionmaker[Session], model_name: str, since: datetime | None = None
+) -> int:
+    """How many series ``rerun`` would look at (those ``model_name`` ran on, since ``since``):
+    what an operator confirms before a rerun."""
+    with session_factory() as session:
+        query = select(func.count(distinct(Job.series_id))).where(Job.model_name == model_name)
+        if since is not None:
+            query = query.where(Job.created_at >= since)
+        return int(session.scalar(query) or 0)
 
 
 def rerun(

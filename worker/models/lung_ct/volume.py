@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.uid import CTImageStorage, generate_uid
 
+from worker.core.errors import DataLayoutError
 from worker.models._phantom_dicom import (
     phantom_dataset,
     set_ct_image,
@@ -68,7 +69,13 @@ def pyradiomics_case(data_dir: Path, case: str) -> Path:
     """Path of one pyradiomics chest CT (``make test-data`` puts them in the data cache)."""
     if case not in PYRADIOMICS_CASES:
         raise ValueError(f"unknown case {case!r}; known: {PYRADIOMICS_CASES}")
-    return data_dir / f"{case}_image.nrrd"
+    path = data_dir / f"{case}_image.nrrd"
+    if not path.is_file():
+        raise DataLayoutError(
+            f"{data_dir}: no {path.name} (a chest CT of the pyradiomics 3.0.1 source package; "
+            "`make test-data` puts it in ~/.cache/medseg/data)"
+        )
+    return path
 
 
 def write_ct_series(

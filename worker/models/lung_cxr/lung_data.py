@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 
+from worker.core.errors import DataLayoutError
 from worker.models.lung_cxr.phantoms import make_chest_xray
 from worker.models.lung_cxr.preprocess import display_uint8, mask_to_net, to_net
 
@@ -84,12 +85,12 @@ def find_pairs(folder: Path) -> list[LungPair]:
             else:
                 logger.warning("%s: no masks/%s.png, skipped", image.name, image.stem)
     else:
-        raise ValueError(
+        raise DataLayoutError(
             f"{folder}: expected CXR_png/ + ManualMask/{{leftMask,rightMask}}/ (Montgomery) "
             "or images/ + masks/"
         )
     if not pairs:
-        raise ValueError(f"{folder}: no image with a lung mask found")
+        raise DataLayoutError(f"{folder}: no image with a lung mask found")
     return pairs
 
 

@@ -55,3 +55,25 @@ def test_an_unknown_name_is_a_usage_error_that_lists_the_known_ones(
     assert "invalid choice: 'nonsense'" in err
     for name in ("fetal-head", "fetal-brain", "lung-ct", "lung-cxr", "pneumonia"):
         assert repr(name) in err
+
+
+@pytest.mark.parametrize(
+    ("phantom", "model", "expected"),
+    [
+        ("chest-xray", "lung-cxr", "expected CXR_png/ + ManualMask/"),
+        ("chest-ct", "lung-ct", "no lung1_image.nrrd"),
+    ],
+)
+def test_training_on_a_phantom_dicom_folder_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], phantom: str, model: str, expected: str
+) -> None:
+    """Issue 21 item 10: `train` on the folder `phantoms` wrote crashed with a traceback."""
+    data = tmp_path / "phantoms"
+    assert main(["phantoms", phantom, "--out", str(data), "--count", "1"]) == 0
+    capsys.readouterr()
+    args = ["train", model, "--data", str(data), "--out", str(tmp_path / "w.pt"), "--steps", "1"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"medseg train: {data}: ") and expected in err
+    assert "holds DICOM files (as `medseg phantoms` writes)" in err
+    assert len(err.splitlines()) == 1

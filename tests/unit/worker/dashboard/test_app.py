@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.migrate import upgrade
 from db.models import Job, JobState
 from db.session import make_engine, make_session_factory
+from tests.support.dashboard_client import csrf_token
 from tests.support.dashboard_data import Filled, fill
 from worker.core.settings import Settings
 from worker.dashboard.app import DashboardConfigError, create_app
@@ -61,16 +62,10 @@ def client(world: World) -> TestClient:
     return TestClient(app, follow_redirects=False)
 
 
-def _csrf(html: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert match, "no CSRF token in the form"
-    return match.group(1)
-
-
 def _login(client: TestClient, password: str = PASSWORD, user: str = "operator") -> int:
     page = client.get("/login")
     response = client.post(
-        "/login", data={"username": user, "password": password, "csrf": _csrf(page.text)}
+        "/login", data={"username": user, "password": password, "csrf": csrf_token(page.text)}
     )
     return response.status_code
 
@@ -124,7 +119,7 @@ def test_repeated_failed_logins_lock_the_address_out(
     assert "locked out" in caplog.text
     page = client.get("/login")
     response = client.post(
-        "/login", data={"username": "operator", "password": PASSWORD, "csrf": _csrf(page.text)}
+        "/login", data={"username": "operator", "password": PASSWORD, "csrf": csrf_token(page.text)}
     )
     assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
     assert "too many failed logins" in response.text
@@ -152,7 +147,7 @@ def test_posts_without_the_session_csrf_token_are_refused(client: TestClient, wo
         "/login", data={"username": "operator", "password": PASSWORD, "csrf": "forged"}
     )
     assert refused.status_code == 403
-    assert _csrf(page.text)  # the right token works (next line) and is not the forged one
+    assert csrf_token(page.text)  # the right token works (next line) and is not the forged one
     assert _login(client) == 303
     job = world.filled.failed_job
     assert client.post(f"/jobs/{job}/retry", data={"csrf": "forged"}).status_code == 403
@@ -268,7 +263,7 @@ def test_retry_and_cancel_buttons_change_the_job(client: TestClient, world: Worl
     with world.session_factory() as session:
         reason = session.get_one(Job, job).error
     assert reason and f'id="retry-{job}"' in page.text and reason in page.text
-    token = _csrf(page.text)
+    token = csrf_token(page.text)
     response = client.post(f"/jobs/{job}/retry", data={"csrf": token, "back": "//evil.example"})
     assert response.status_code == 303 and response.headers["location"] == "/failures"
     assert f"job {job} queued again" in client.get("/failures").text
@@ -287,7 +282,7 @@ def test_retry_and_cancel_buttons_change_the_job(client: TestClient, world: Worl
 def test_logout_ends_the_session(client: TestClient) -> None:
     _login(client)
     saved = client.cookies.get("medseg_session")
-    token = _csrf(client.get("/").text)
+    token = csrf_token(client.get("/").text)
     assert client.post("/logout", data={"csrf": token}).status_code == 303
     assert client.get("/").status_code == 303
     # Issue 18 item 9: the cookie saved before logout no longer opens a page.
@@ -325,17 +320,28 @@ def test_rerun_a_model_from_the_jobs_page(client: TestClient, world: World) -> N
     _login(client)
     with world.session_factory() as session:
         model = session.get_one(Job, world.filled.us_job).model_name
-    token = _csrf(client.get("/jobs").text)
-    response = client.post("/rerun", data={"csrf": token, "model": model})
+    jobs_page = client.get("/jobs").text
+    assert 'value="" selected disabled>choose a model' in jobs_page  # no model by default
+    token = csrf_token(jobs_page)
+    # First a page that says what would be rerun, and nothing queued yet.
+    asked = client.post("/rerun", data={"csrf": token, "model": model})
+    assert asked.status_code == 200 and f"{model} ran on <strong>1</strong> series" in asked.text
+    assert 'name="confirmed" value="true"' in asked.text
+    with world.session_factory() as session:
+        assert session.query(Job).filter(Job.model_name == model).count() == 1
+    confirm = {"csrf": token, "model": model, "confirmed": "true"}
+    response = client.post("/rerun", data=confirm)
     assert response.status_code == 303 and response.headers["location"] == f"/jobs?model={model}"
     assert f"{model}: 0 job(s) queued" in client.get("/jobs").text, "identical job succeeded"
-    client.post("/rerun", data={"csrf": token, "model": model, "force": "true", "since": "1h"})
+    client.post("/rerun", data={**confirm, "force": "true", "since": "1h"})
     page = client.get(f"/jobs?model={model}&state=queued").text
     assert f"{model}: 1 job(s) queued" in page
     assert len(re.findall(r'id="job-row-(\d+)"', page)) == 1
-    client.post("/rerun", data={"csrf": token, "model": "no-such-model"})
+    client.post("/rerun", data={**confirm, "model": "no-such-model"})
     assert "not rerun" in client.get("/jobs").text
-    assert client.post("/rerun", data={"csrf": "forged", "model": model}).status_code == 403
+    client.post("/rerun", data={"csrf": token, "model": ""})
+    assert "not rerun: choose a model" in client.get("/jobs").text
+    assert client.post("/rerun", data={**confirm, "csrf": "forged"}).status_code == 403
 
 
 def test_validation_badges_and_a_review_form_on_the_study_page(
@@ -383,7 +389,7 @@ def test_validation_badges_and_a_review_form_on_the_study_page(
     assert "reference-only" in ct_study and "not for clinical use" not in ct_study
     assert "needs_review" in client.get("/jobs?state=needs_review").text
 
-    token = _csrf(page)
+    token = csrf_token(page)
     forged = {"csrf": "forged", "decision": "accepted"}
     assert client.post(f"/jobs/{job_id}/review", data=forged).status_code == 403
     data = {"csrf": token, "decision": "accepted", "note": "looked fine"}

@@ -4,9 +4,6 @@ shows each job's attempts (old errors kept, the current one marked) and what ope
 
 from __future__ import annotations
 
-import re
-
-import fakeredis
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -14,40 +11,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.jobstate import transition
 from db.models import AuditEvent, DeliveryState, Job, JobState
+from tests.support.dashboard_client import csrf_token, logged_in_client
 from tests.support.history import with_result
 from tests.support.jobs import add_job
 from worker.core.settings import DicomDestination, Settings
-from worker.dashboard.app import create_app
-from worker.dashboard.auth import hash_password
 
-PASSWORD = "correct horse battery"
 PACS = DicomDestination(name="pacs", ae_title="PACS", host="127.0.0.1", port=11112)
 
 
 @pytest.fixture
 def client(settings: Settings, session_factory: sessionmaker[Session]) -> TestClient:
-    configured = settings.model_copy(
-        update={
-            "dashboard_password_hash": hash_password(PASSWORD),
-            "dashboard_user": "op",
-            "destinations": [PACS],
-        }
-    )
-    app = create_app(configured, session_factory, fakeredis.FakeRedis(), None)
-    test_client = TestClient(app, follow_redirects=False)
-    data = {"username": "op", "password": PASSWORD, "csrf": _csrf(test_client.get("/login").text)}
-    assert test_client.post("/login", data=data).status_code == 303
-    return test_client
-
-
-def _csrf(html: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert match, "no CSRF token in the form"
-    return match.group(1)
+    return logged_in_client(settings, session_factory, destinations=[PACS])
 
 
 def _post(client: TestClient, url: str, **data: str) -> None:
-    response = client.post(url, data={"csrf": _csrf(client.get("/failures").text), **data})
+    response = client.post(url, data={"csrf": csrf_token(client.get("/failures").text), **data})
     assert response.status_code == 303, response.text
 
 
@@ -82,7 +60,7 @@ def test_every_dashboard_action_records_the_logged_in_user(
     _post(client, f"/deliveries/{delivery}/retry")
     _post(client, "/failures/retry-deliveries")
     _post(client, f"/jobs/{flagged}/review", decision="accepted")
-    _post(client, "/rerun", model="lung-ct-threshold")
+    _post(client, "/rerun", model="lung-ct-threshold", confirmed="true")
     _post(client, f"/jobs/{job}/cancel")  # succeeded: refused
     assert _trail(session_factory) == [
         ("op", "dashboard", "retry", failed, None, "done"),

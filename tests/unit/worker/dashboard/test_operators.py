@@ -11,31 +11,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Job, JobState
+from tests.support.dashboard_client import csrf_token, logged_in_client
 from tests.support.jobs import add_job
 from worker.core.settings import Settings
-from worker.dashboard.app import create_app
-from worker.dashboard.auth import hash_password
-
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 def client(settings: Settings, session_factory: sessionmaker[Session]) -> TestClient:
-    configured = settings.model_copy(
-        update={"dashboard_password_hash": hash_password(PASSWORD), "dashboard_user": "op"}
-    )
-    app = create_app(configured, session_factory, fakeredis.FakeRedis(), None)
-    test_client = TestClient(app, follow_redirects=False)
-    page = test_client.get("/login")
-    data = {"username": "op", "password": PASSWORD, "csrf": _csrf(page.text)}
-    assert test_client.post("/login", data=data).status_code == 303
-    return test_client
-
-
-def _csrf(html: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert match, "no CSRF token in the form"
-    return match.group(1)
+    return logged_in_client(settings, session_factory)
 
 
 def _state(session_factory: sessionmaker[Session], job_id: int) -> JobState:
@@ -48,7 +31,7 @@ def test_retry_all_leaves_cancelled_jobs_cancelled(
 ) -> None:
     failed = add_job(session_factory, "cpu", state=JobState.FAILED, error="boom")
     cancelled = add_job(session_factory, "cpu", state=JobState.CANCELLED, error="by an operator")
-    token = _csrf(client.get("/failures").text)
+    token = csrf_token(client.get("/failures").text)
     response = client.post("/failures/retry-all", data={"csrf": token})
     assert response.status_code == 303
     assert "1 job(s) queued again" in client.get("/failures").text
@@ -88,7 +71,7 @@ def test_a_failed_delivery_is_shown_everywhere_and_sent_again_from_the_dashboard
     assert 'id="study-delivery-failed"' in study and f'id="resend-{delivery_id}"' in study
     failures = client.get("/failures").text
     assert f'id="delivery-failure-{delivery_id}"' in failures and "PACS down" in failures
-    token = _csrf(failures)
+    token = csrf_token(failures)
     response = client.post(
         f"/deliveries/{delivery_id}/retry", data={"csrf": token, "back": f"/studies/{study_id}"}
     )
@@ -145,14 +128,7 @@ class _Down:
 def _app_client(
     settings: Settings, factory: sessionmaker[Session], redis: object, celery: object
 ) -> TestClient:
-    configured = settings.model_copy(
-        update={"dashboard_password_hash": hash_password(PASSWORD), "dashboard_user": "op"}
-    )
-    test_client = TestClient(create_app(configured, factory, redis, celery), follow_redirects=False)
-    page = test_client.get("/login")
-    data = {"username": "op", "password": PASSWORD, "csrf": _csrf(page.text)}
-    assert test_client.post("/login", data=data).status_code == 303
-    return test_client
+    return logged_in_client(settings, factory, redis=redis, celery=celery)
 
 
 def test_health_banner_and_readiness(

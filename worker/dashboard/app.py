@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.middleware.sessions import SessionMiddleware
 
-from worker.core.broker_probe import DEFAULT_INTERVAL_S, BrokerProbe
+from worker.core.broker_probe import BrokerProbe
 from worker.core.settings import Settings
 from worker.dashboard.auth import SessionRegistry, check_hash_format
 from worker.dashboard.throttle import LoginThrottle
@@ -94,11 +94,8 @@ def create_app(
     session_factory: sessionmaker[Session],
     redis_client: Any | None = None,
     celery_app: Any | None = None,
-    *,
-    probe_interval_s: float = DEFAULT_INTERVAL_S,
 ) -> FastAPI:
-    """The dashboard for ``settings``; refuses to build without a valid password hash.
-    ``probe_interval_s``: how often queue depths and workers are read in the background."""
+    """The dashboard for ``settings``; refuses to build without a valid password hash."""
     if not settings.dashboard_password_hash:
         raise DashboardConfigError(
             "MEDSEG_DASHBOARD_PASSWORD_HASH is not set: make one with "
@@ -126,7 +123,7 @@ def create_app(
     app.state.celery = celery_app
     # Queue depths and workers read in the background: the overview never waits on the broker.
     app.state.broker_probe = BrokerProbe(
-        redis_client, celery_app, settings.broker_key_prefix, probe_interval_s
+        redis_client, celery_app, settings.broker_key_prefix
     ).start()
     app.state.login_throttle = LoginThrottle()
     app.state.sessions = SessionRegistry(SESSION_MAX_AGE_S)

@@ -3,23 +3,21 @@
 
 from __future__ import annotations
 
-import re
+import math
 import time
-from typing import Any
 
 import fakeredis
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.support.dashboard_client import logged_in_client
 from worker.core.broker import create_celery
-from worker.core.broker_probe import BrokerProbe, look
+from worker.core.broker_probe import DEFAULT_INTERVAL_S, BrokerProbe, look
 from worker.core.settings import Settings
-from worker.dashboard.app import create_app
-from worker.dashboard.auth import hash_password
 
-PASSWORD = "overview password 1"
 BROADCAST_S = 1.0
+PAGES = 8
 
 
 class _SlowWorkers:
@@ -38,21 +36,6 @@ class _SlowWorkers:
         return {"medseg@cpu1": [{"name": "cpu"}]}
 
 
-def _client(
-    settings: Settings, factory: sessionmaker[Session], redis_client: Any, celery: Any
-) -> TestClient:
-    configured = settings.model_copy(
-        update={"dashboard_password_hash": hash_password(PASSWORD), "dashboard_user": "op"}
-    )
-    app = create_app(configured, factory, redis_client, celery, probe_interval_s=60)
-    client = TestClient(app, follow_redirects=False)
-    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
-    assert token is not None
-    data = {"username": "op", "password": PASSWORD, "csrf": token.group(1)}
-    assert client.post("/login", data=data).status_code == 303
-    return client
-
-
 def _timed_get(client: TestClient, path: str) -> tuple[float, str]:
     start = time.perf_counter()
     response = client.get(path)
@@ -66,14 +49,15 @@ def test_the_overview_never_asks_the_workers_itself(
     broker = fakeredis.FakeRedis()
     broker.rpush(settings.broker_key_prefix + "gpu", b"m1")
     workers = _SlowWorkers()
-    client = _client(settings, session_factory, broker, workers)
+    client = logged_in_client(settings, session_factory, redis=broker, celery=workers)
     _timed_get(client, "/")  # the first page may wait for the probe's first look
-    times = []
-    for _ in range(5):
+    start, times = time.monotonic(), []
+    for _ in range(PAGES):
         seconds, text = _timed_get(client, "/")
         times.append(seconds)
         assert "1 message(s) waiting in queue gpu and no worker consumes it" in text
-    assert workers.asked == 1, "one broadcast in all, by the probe, not one per page"
+    looks = 1 + math.ceil((time.monotonic() - start) / DEFAULT_INTERVAL_S)
+    assert workers.asked <= looks < PAGES, "the probe's broadcasts, not one per page"
     assert max(times) < BROADCAST_S, times
 
 
@@ -81,11 +65,11 @@ def test_with_the_broker_down_the_overview_answers_fast_and_says_so(
     settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
     down = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
-    client = _client(
+    client = logged_in_client(
         down,
         session_factory,
-        redis.Redis.from_url(down.broker_url, socket_timeout=1),
-        create_celery(down),
+        redis=redis.Redis.from_url(down.broker_url, socket_timeout=1),
+        celery=create_celery(down),
     )
     for _ in range(3):
         seconds, text = _timed_get(client, "/")

@@ -74,12 +74,12 @@ def _broker_probe(settings: Settings) -> BrokerProbe:
     """The workers alive and their queues, asked every 15 s in a thread, never at scrape."""
     import redis
 
-    from worker.core.broker import create_celery
+    from worker.core.broker import create_control_app
 
     client = redis.Redis.from_url(
         settings.broker_url, socket_timeout=0.5, socket_connect_timeout=0.5
     )
-    probe = BrokerProbe(client, create_celery(settings), settings.broker_key_prefix, 15.0)
+    probe = BrokerProbe(client, create_control_app(settings), settings.broker_key_prefix, 15.0)
     return probe.start()
 
 

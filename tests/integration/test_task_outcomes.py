@@ -159,3 +159,40 @@ def test_worker_metrics_have_each_stage_of_a_real_job(
         and sample.labels.get("model") == "lung-ct-threshold"
     }
     assert {counts.get(s) for s in ("load", "load_model", "infer", "export")} == {1.0}
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_the_gateway_counts_the_live_workers_and_the_consumers_of_each_queue(
+    stack: WorkerStack, tmp_path: Path
+) -> None:
+    metrics_port = free_port()
+    env = {
+        "MEDSEG_DATA_DIR": str(stack.settings.data_dir),
+        "MEDSEG_BROKER_URL": stack.settings.broker_url,
+        "MEDSEG_BROKER_KEY_PREFIX": stack.prefix,
+        "MEDSEG_HOST": "127.0.0.1",
+        "MEDSEG_PORT": str(free_port()),
+        "MEDSEG_METRICS_PORT": str(metrics_port),
+        "MEDSEG_MIN_FREE_BYTES": "0",
+    }
+    gateway = start_medseg(["gateway"], env, tmp_path / "gateway.log")
+    try:
+        wait_for_port(metrics_port, timeout=60, process=gateway)
+        deadline, samples = time.monotonic() + 60, _scrape(metrics_port)
+        while ("medseg_workers_alive", ()) not in samples and time.monotonic() < deadline:
+            time.sleep(1)  # the probe's first look, a 1 s broadcast, runs in the background
+            samples = _scrape(metrics_port)
+        assert samples.get(("medseg_workers_alive", ())) == 1.0, samples
+        assert samples[("medseg_queue_consumers", (("queue", "cpu"),))] == 1.0
+        assert samples[("medseg_queue_consumers", (("queue", "gpu"),))] == 0.0
+    finally:
+        stop(gateway)

@@ -210,6 +210,8 @@ def test_worker_metrics_after_real_jobs(opstack: OpStack) -> None:
     for model, seconds in inference.items():
         assert value("medseg_inference_seconds_count", model=model) == 1
         assert value("medseg_inference_seconds_sum", model=model) == pytest.approx(seconds)
+        for stage in ("load", "infer", "export", "deliver"):  # per stage, by model
+            assert value("medseg_pipeline_stage_seconds_count", model=model, stage=stage) == 1
     failed_model = jobs["bad"].model_name
     assert value("medseg_jobs_finished_total", model=failed_model, state="failed") == 1
     assert value("medseg_deliveries_finished_total", state="sent") == 2

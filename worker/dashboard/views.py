@@ -149,6 +149,7 @@ def overlay(user: User, factory: Factory, job_id: int, size: int = 512) -> Respo
 def study(request: Request, user: User, factory: Factory, study_id: int) -> Response:
     from worker.dashboard.reports import findings_by_result
     from worker.export.report import load_study
+    from worker.ops.studies import not_processed_reason
 
     with factory() as session:
         found = load_study(session, study_id=study_id)
@@ -162,6 +163,7 @@ def study(request: Request, user: User, factory: Factory, study_id: int) -> Resp
             study=found,
             findings=findings_by_result(results),
             delivery_failed={j.id for j in jobs if deliveries.has_failed_delivery(j)},
+            not_processed=not_processed_reason,
         )
 
 

@@ -66,4 +66,3 @@ def add_study(
                     )
         session.flush()
         return study.id
-

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from typing import Annotated, cast
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -66,7 +66,7 @@ def browse(
     from worker.core.registry import all_specs
 
     saved = request.session.get(SEARCH_KEY)
-    values: dict[str, str] = {k: str(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
+    values = {str(k): str(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
     problems: list[str] = []
     result = None
     try:
@@ -75,7 +75,7 @@ def browse(
         result = studies.search(
             factory,
             _filters(values),
-            sort=cast(studies.SortKey, sort),
+            sort=sort,
             descending=order != "asc",
             page=page,
             per_page=PER_PAGE,
@@ -101,6 +101,7 @@ def browse(
 @router.post("/studies")
 def set_search(
     request: Request,
+    *,
     user: User,
     csrf: Field,
     patient_id: Field = "",

@@ -11,7 +11,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Select, exists, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -141,7 +141,7 @@ class StudyPage:
         return max(1, -(-self.total // self.per_page))
 
 
-def _ordered(query: Select[tuple[int]], sort: SortKey, descending: bool) -> Select[tuple[int]]:
+def _ordered(query: Select[Any], sort: SortKey, descending: bool) -> Select[Any]:
     column = {
         "received": Study.created_at,
         "study_date": Study.study_date,
@@ -171,7 +171,9 @@ def search(
     with session_factory() as session:
         total = int(session.scalar(select(func.count(Study.id)).where(*where)) or 0)
         ids_query = _ordered(select(Study.id).where(*where), sort, descending)
-        ids = list(session.scalars(ids_query.offset((page - 1) * per_page).limit(per_page)))
+        ids: list[int] = list(
+            session.scalars(ids_query.offset((page - 1) * per_page).limit(per_page))
+        )
         studies = {
             s.id: s
             for s in session.scalars(

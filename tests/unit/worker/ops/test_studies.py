@@ -110,9 +110,7 @@ def _found(factory: sessionmaker[Session], **filters: object) -> list[int]:
     return [row.id for row in search(factory, StudyFilter(**filters)).rows]  # type: ignore[arg-type]
 
 
-def test_each_filter_finds_its_studies(
-    factory: sessionmaker[Session], ids: dict[str, int]
-) -> None:
+def test_each_filter_finds_its_studies(factory: sessionmaker[Session], ids: dict[str, int]) -> None:
     assert _found(factory) == [ids["skipped"], ids["mr"], ids["us"], ids["ct"]]
     assert _found(factory, patient_id="P-100") == [ids["mr"], ids["ct"]]
     assert _found(factory, patient_id=" P-200 ") == [ids["us"]], "trimmed"

@@ -2,8 +2,9 @@
 modality, calling AE, job state (or delivery_failed, unrouted) and model; sorted and paged.
 
 Every filter is an equality or a range on an indexed column (``db.models``, migration 0009),
-those on series and jobs as ``EXISTS`` subqueries, so a search stays an index lookup however
-many studies there are. The dashboard's /studies and ``medseg studies`` call ``search``."""
+those on series and jobs as ``IN (subquery)``, so a search stays an index lookup however many
+studies there are (benchmarks/study_search.py, docs/performance.md). The dashboard's
+/studies and ``medseg studies`` call ``search``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, exists, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.models import Job, JobState, Result, Series, SeriesStatus, Study
@@ -70,13 +71,14 @@ class StudyFilter:
             series.append(Series.calling_ae == self.calling_ae.strip())
         if self.state == UNROUTED:
             series.append(Series.status == SeriesStatus.UNROUTED)
+        # Uncorrelated IN (subquery): computed once, not once per study (a correlated EXISTS
+        # on a job state took SQLite a minute over 20 000 studies).
         if series:
-            where.append(exists().where(Series.study_id == Study.id, *series))
+            where.append(Study.id.in_(select(Series.study_id).where(*series)))
         jobs = self._job_conditions()
         if jobs:
-            where.append(
-                exists().where(Series.study_id == Study.id, Job.series_id == Series.id, *jobs)
-            )
+            matching = select(Series.study_id).join(Job, Job.series_id == Series.id)
+            where.append(Study.id.in_(matching.where(*jobs)))
         return where
 
     def _job_conditions(self) -> list[ColumnElement[bool]]:

@@ -11,7 +11,7 @@
     return;
   }
   var body = document.body;
-  var period = 1000 * (parseFloat(body.getAttribute("data-live-seconds")) || 5);
+  var period = 5000;
   var timer = null;
   var inFlight = null;
   var stopped = false;

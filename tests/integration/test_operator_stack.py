@@ -396,6 +396,7 @@ def test_study_browser_and_live_pages_in_headless_chromium(
     changes state while the page is open (no reload), polls paused while the tab is hidden."""
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     from worker.ops.operations import cancel
@@ -427,12 +428,18 @@ def test_study_browser_and_live_pages_in_headless_chromium(
         )
         return {int(str(i).rsplit("-", 1)[1]) for i in ids}
 
+    def submit(button: str) -> None:
+        """Click a search form button and wait for the page it leads to."""
+        form = driver.find_element(By.ID, "study-search")
+        driver.find_element(By.ID, button).click()
+        wait.until(expected_conditions.staleness_of(form))
+        wait.until(expected_conditions.presence_of_element_located((By.ID, "study-search")))
+
     def search(field: str, value: str) -> None:
-        driver.find_element(By.ID, "search-clear").click()
-        wait.until(lambda d: d.find_element(By.ID, field).get_attribute("value") == "")
+        submit("search-clear")
         driver.find_element(By.ID, field).send_keys(value)
-        driver.find_element(By.ID, "search").click()
-        wait.until(lambda d: d.find_element(By.ID, field).get_attribute("value") == value)
+        submit("search")
+        assert driver.find_element(By.ID, field).get_attribute("value") == value
 
     try:
         _log_in(driver, base)

@@ -428,12 +428,16 @@ def test_study_browser_and_live_pages_in_headless_chromium(
         )
         return {int(str(i).rsplit("-", 1)[1]) for i in ids}
 
+    def loaded() -> None:
+        """A click's navigation may commit its URL before the page is parsed."""
+        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
     def submit(button: str) -> None:
         """Click a search form button and wait for the page it leads to."""
         form = driver.find_element(By.ID, "study-search")
         driver.find_element(By.ID, button).click()
         wait.until(expected_conditions.staleness_of(form))
-        wait.until(expected_conditions.presence_of_element_located((By.ID, "study-search")))
+        loaded()
 
     def search(field: str, value: str) -> None:
         submit("search-clear")
@@ -445,6 +449,7 @@ def test_study_browser_and_live_pages_in_headless_chromium(
         _log_in(driver, base)
         driver.find_element(By.LINK_TEXT, "Studies").click()
         wait.until(lambda d: d.current_url == f"{base}/studies")
+        loaded()
         assert rows() >= set(study_of.values())
         _screenshot(driver, tmp_path / "studies.png")
 
@@ -462,6 +467,7 @@ def test_study_browser_and_live_pages_in_headless_chromium(
         _screenshot(driver, tmp_path / "studies-unrouted.png")
         reason.find_element(By.TAG_NAME, "a").click()
         wait.until(lambda d: f"/studies/{mr_study}#series-" in d.current_url)
+        loaded()
         shown = driver.find_element(By.CSS_SELECTOR, ".not-processed").text
         assert shown.startswith("not processed: no model accepts modality MR, body part KNEE")
 

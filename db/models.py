@@ -74,9 +74,14 @@ class Study(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
-    study_date: Mapped[str | None] = mapped_column(String(8))
-    accession_number: Mapped[str | None] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    study_date: Mapped[str | None] = mapped_column(String(8), index=True)
+    accession_number: Mapped[str | None] = mapped_column(String(16), index=True)
+    #: Patient ID (0010,0020) as sent, for the study browser's search (shown to logged-in
+    #: operators only, never in a URL or a log line).
+    patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
 
     series: Mapped[list[Series]] = relationship(back_populates="study")
 
@@ -87,12 +92,12 @@ class Series(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
     series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
-    modality: Mapped[str] = mapped_column(String(16), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="", index=True)
     body_part_examined: Mapped[str] = mapped_column(String(64), default="")
     series_description: Mapped[str] = mapped_column(String(64), default="")
     image_type: Mapped[str] = mapped_column(String(128), default="")
     sop_class_uid: Mapped[str] = mapped_column(String(64), default="")
-    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    calling_ae: Mapped[str] = mapped_column(String(16), default="", index=True)
     calling_host: Mapped[str | None] = mapped_column(String(64))
     #: Images in Acquisition (0020,1002) when the sender gives it: complete at that count.
     expected_instances: Mapped[int | None] = mapped_column(Integer)
@@ -136,7 +141,7 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
-    model_name: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str] = mapped_column(String(64), index=True)
     model_version: Mapped[str] = mapped_column(String(32))
     queue: Mapped[str] = mapped_column(String(16))
     state: Mapped[JobState] = mapped_column(

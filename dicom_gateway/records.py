@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class InstanceInfo:
-    """What the DB needs to know about one received instance (no patient identity)."""
+    """What the DB needs to know about one received instance: of the patient's identity, only
+    the Patient ID (the study browser searches by it; never logged)."""
 
     study_uid: str
     series_uid: str
@@ -39,6 +40,7 @@ class InstanceInfo:
     calling_host: str | None
     path: str
     size_bytes: int
+    patient_id: str | None = None
 
 
 def _text(ds: Dataset, keyword: str, limit: int) -> str:
@@ -85,6 +87,7 @@ def instance_info(
         calling_host=calling_host[:64] if calling_host else None,
         path=path,
         size_bytes=size_bytes,
+        patient_id=_text(ds, "PatientID", 64) or None,
     )
 
 
@@ -139,6 +142,7 @@ def _receiving_series(session: Session, info: InstanceInfo, now: datetime) -> tu
             study_instance_uid=info.study_uid,
             study_date=info.study_date,
             accession_number=info.accession_number,
+            patient_id=info.patient_id,
         )
         session.add(study)
         session.flush()

@@ -9,7 +9,7 @@ from alembic import command
 from sqlalchemy import select, text
 
 from db.jobstate import transition
-from db.migrate import alembic_config, current, upgrade
+from db.migrate import alembic_config, current, head, upgrade
 from db.models import AuditEvent, Job, JobAttempt, JobState
 from db.session import make_engine, make_session_factory
 from tests.conftest import fresh_postgres_database
@@ -45,7 +45,7 @@ def test_migration_0008_on_postgres_keeps_what_jobs_ran_and_records_a_retry(
                     )
                 )
             upgrade(url)
-            assert current(url) == "0008"
+            assert current(url) == head()
             factory = make_session_factory(engine)
             with factory() as session:
                 [kept] = session.scalars(select(JobAttempt)).all()
@@ -72,6 +72,6 @@ def test_migration_0008_on_postgres_keeps_what_jobs_ran_and_records_a_retry(
 
             command.downgrade(alembic_config(url), "0007")
             upgrade(url)
-            assert current(url) == "0008"
+            assert current(url) == head()
         finally:
             engine.dispose()

@@ -117,3 +117,11 @@ def test_fetal_head_hc18_script_agrees_with_the_evaluation(tmp_path: Path) -> No
     out = _run("fetal_head_hc18.py", "--data", str(tmp_path / "hc18"), "--subjects", "all")
     assert "medseg process (mono)" in out and "medseg process (RGB)" in out
     assert "agreement within 0.1 mm: yes" in out
+
+
+def test_study_search_script_times_every_search() -> None:
+    out = _run("study_search.py", "--studies", "200", "--repeats", "1")
+    assert out.splitlines()[0] == "sqlite, 200 studies; best of 1"
+    assert re.search(r"^patient ID\s+\d+\.\d ms\s+4 match\(es\)$", out, re.MULTILINE)
+    assert re.search(r"^state unrouted\s+\d+\.\d ms\s+20 match\(es\)$", out, re.MULTILINE)
+    assert len(re.findall(r" ms ", out)) == 9

@@ -516,3 +516,149 @@ def test_reader_scrolls_windows_and_reads_ga_in_chromium(opstack: OpStack, tmp_p
         _screenshot(driver, shots / "reader-us.png")
     finally:
         driver.quit()
+
+
+MR_PATIENT, MR_ACCESSION = "PID-MR-4711-SECRET", "ACCMR4711"
+
+
+def _send_unrouted_mr(folder: Path, port: int) -> str:
+    """An MR knee image (no model accepts it) from its own patient; its series UID."""
+    from pydicom.uid import MRImageStorage
+
+    from tests.support.factories import minimal_image
+
+    ds = minimal_image(MRImageStorage, "MR")
+    ds.BodyPartExamined, ds.StudyDate = "KNEE", "20261130"
+    ds.PatientID, ds.AccessionNumber = MR_PATIENT, MR_ACCESSION
+    folder.mkdir(parents=True)
+    ds.save_as(folder / "knee.dcm", enforce_file_format=True)
+    done = storescu(folder, port, "MEDSEG", calling_ae="MR_ROOM")
+    assert done.returncode == 0, done.stderr
+    return str(ds.SeriesInstanceUID)
+
+
+def test_study_browser_and_live_pages_in_headless_chromium(
+    opstack: OpStack, tmp_path: Path
+) -> None:
+    """Search by accession and patient ID, an unrouted series with its reason, a row that
+    changes state while the page is open (no reload), polls paused while the tab is hidden."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from worker.ops.operations import cancel
+
+    mr_series = _send_unrouted_mr(tmp_path / "mr", int(opstack.env["MEDSEG_PORT"]))
+
+    def unrouted() -> bool:
+        with opstack.session_factory() as session:
+            series = session.scalars(
+                select(Series).where(Series.series_instance_uid == mr_series)
+            ).one_or_none()
+            return series is not None and series.status.value == "unrouted"
+
+    _wait(opstack.root, "the MR series routed (to nothing)", unrouted, timeout=60)
+    with opstack.session_factory() as session:
+        study_of = {
+            name: session.get_one(Job, job_id).series.study_id
+            for name, job_id in opstack.jobs.items()
+        }
+    base = f"http://127.0.0.1:{opstack.dashboard_port}"
+    driver = _chrome(tmp_path)
+    # A live update or a page load may replace an element between finding and reading it.
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
+
+    def rows() -> set[int]:
+        ids = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#studies tr[id^=study-row-]'))"
+            ".map(r => r.id)"
+        )
+        return {int(str(i).rsplit("-", 1)[1]) for i in ids}
+
+    def loaded() -> None:
+        """A click's navigation may commit its URL before the page is parsed."""
+        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+    def submit(button: str) -> None:
+        """Click a search form button and wait for the page it leads to."""
+        form = driver.find_element(By.ID, "study-search")
+        driver.find_element(By.ID, button).click()
+        wait.until(expected_conditions.staleness_of(form))
+        loaded()
+
+    def search(field: str, value: str) -> None:
+        submit("search-clear")
+        driver.find_element(By.ID, field).send_keys(value)
+        submit("search")
+        assert driver.find_element(By.ID, field).get_attribute("value") == value
+
+    try:
+        _log_in(driver, base)
+        driver.find_element(By.LINK_TEXT, "Studies").click()
+        wait.until(lambda d: d.current_url == f"{base}/studies")
+        loaded()
+        assert rows() >= set(study_of.values())
+        _screenshot(driver, tmp_path / "studies.png")
+
+        search("search-accession", ACCESSION)
+        assert rows() == set(study_of.values()), "the three studies of the stack's accession"
+        search("search-patient-id", MR_PATIENT)
+        assert len(rows()) == 1
+        (mr_study,) = rows()
+        assert mr_study not in study_of.values()
+        for identifier in (MR_PATIENT, MR_ACCESSION, ACCESSION, PATIENT_ID, mr_series):
+            assert identifier not in driver.current_url
+        reason = driver.find_element(By.CSS_SELECTOR, "#studies tr.not-processed")
+        assert "no model accepts modality MR, body part KNEE" in reason.text
+        assert MR_PATIENT in driver.find_element(By.ID, f"study-row-{mr_study}").text
+        _screenshot(driver, tmp_path / "studies-unrouted.png")
+        reason.find_element(By.TAG_NAME, "a").click()
+        wait.until(lambda d: f"/studies/{mr_study}#series-" in d.current_url)
+        loaded()
+        shown = driver.find_element(By.CSS_SELECTOR, ".not-processed").text
+        assert shown.startswith("not processed: no model accepts modality MR, body part KNEE")
+
+        # Live: the failed job of the "bad" study is cancelled behind the page's back.
+        driver.get(f"{base}/studies")
+        search("search-accession", ACCESSION)
+        bad_row = f"study-row-{study_of['bad']}"
+        assert "cancelled" not in driver.find_element(By.ID, bad_row).text
+        driver.execute_script("window.notReloaded = true")
+        typing = driver.find_element(By.ID, "search-patient-id")
+        typing.send_keys("half-typed")
+        cancel(opstack.session_factory, opstack.jobs["bad"])
+        wait.until(lambda d: "cancelled" in d.find_element(By.ID, bad_row).text)
+        assert driver.execute_script("return window.notReloaded") is True, "no reload"
+        assert typing.get_attribute("value") == "half-typed", "the form is left alone"
+        assert "live · updated" in driver.find_element(By.ID, "live-status").text
+        _screenshot(driver, tmp_path / "studies-live.png")
+
+        # Hidden tab: no polls; shown again: one at once.
+        driver.execute_script(
+            "Object.defineProperty(document, 'hidden', {value: true, configurable: true});"
+            "document.dispatchEvent(new Event('visibilitychange'));"
+        )
+        before = driver.find_element(By.TAG_NAME, "body").get_attribute("data-live-at")
+        time.sleep(12)  # more than two periods of 5 s
+        assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-live-at") == before
+        driver.execute_script(
+            "Object.defineProperty(document, 'hidden', {value: false, configurable: true});"
+            "document.dispatchEvent(new Event('visibilitychange'));"
+        )
+        WebDriverWait(driver, 3).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-live-at") != before
+        )
+
+        # The overview and the jobs list update too.
+        driver.get(f"{base}/jobs")
+        driver.execute_script("window.notReloaded = true")
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-live-at"))
+        assert driver.execute_script("return window.notReloaded") is True
+        _screenshot(driver, tmp_path / "jobs-live.png")
+    finally:
+        driver.quit()
+    log = (opstack.root / "dashboard.log").read_text()
+    assert "POST /studies" in log and "GET /studies" in log
+    for identifier in (MR_PATIENT, MR_ACCESSION, ACCESSION, PATIENT_ID, mr_series):
+        assert identifier not in log, "no PHI in the dashboard's log"

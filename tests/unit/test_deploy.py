@@ -359,6 +359,7 @@ def test_the_wheel_the_images_install_carries_weights_and_migrations(tmp_path: P
         assert f"worker/models/{model}/{checkpoint}.json" in names
     assert any(n.startswith("db/migrations/versions/") for n in names)
     assert "db/migrations/script.py.mako" in names
+    assert {"worker/dashboard/static/live.js", "worker/dashboard/templates/studies.html"} <= names
 
 
 def test_the_gateway_image_runs_without_the_worker_extra() -> None:

@@ -15,6 +15,7 @@ from worker.cli.deliveries import add_delivery_commands
 from worker.cli.errors import one_line
 from worker.cli.models import add_model_commands
 from worker.cli.ops import add_ops_commands
+from worker.cli.studies import add_studies_commands
 from worker.runtime.logs import configure_logging
 
 
@@ -256,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_commands(sub)
     add_ops_commands(sub)
+    add_studies_commands(sub)
     add_delivery_commands(sub)
     add_audit_commands(sub)
     add_dashboard_commands(sub)

@@ -26,10 +26,12 @@ from worker.dashboard.throttle import LoginThrottle
 logger = logging.getLogger(__name__)
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+STATIC_DIR = Path(__file__).parent / "static"
 SESSION_MAX_AGE_S = 12 * 3600
 
 _HEADERS = {
-    # Everything is served by us: no CDN, no inline script (our own files only), inline CSS.
+    # Everything is served by us: no CDN, no inline script (only our static/viewer.js and
+    # static/live.js), inline CSS only.
     "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; "
     "img-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "X-Frame-Options": "DENY",
@@ -144,9 +146,13 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _error_page)
     app.add_exception_handler(RequestValidationError, _error_page)
 
-    from worker.dashboard import actions, viewer, views
+    from fastapi.staticfiles import StaticFiles
+
+    from worker.dashboard import actions, browser, viewer, views
 
     app.include_router(views.router)
     app.include_router(actions.router)
-    app.include_router(viewer.router)
+    app.include_router(viewer.router)  # /static/viewer.js behind the login, before the mount
+    app.include_router(browser.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -35,7 +35,9 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
     """Render ``template`` with the user, the CSRF token and a one-time flash message."""
     from worker.dashboard.app import TEMPLATES
 
-    flash = request.session.pop("flash", None)
+    # A live page's poll (static/live.js) leaves the flash to the page the user loads.
+    live = request.headers.get("x-medseg-live") == "1"
+    flash = None if live else request.session.pop("flash", None)
     return TEMPLATES.TemplateResponse(
         request,
         template,

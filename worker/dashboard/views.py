@@ -186,6 +186,7 @@ def study(
     from worker.dashboard.viewer import study_viewers, viewer_links
     from worker.export.report import load_study
     from worker.ops.history import job_histories
+    from worker.ops.studies import not_processed_reason
 
     with factory() as session:
         found = load_study(session, study_id=study_id)
@@ -203,6 +204,7 @@ def study(
             viewers=study_viewers(factory, jobs),
             viewer_links=viewer_links(settings.viewer_url_template, found),
             measure=format_measurement,
+            not_processed=not_processed_reason,
         )
 
 

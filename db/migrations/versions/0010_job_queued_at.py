@@ -1,7 +1,7 @@
 """job.queued_at: when a job last entered the queue (queue-wait metrics of re-runs and retries)
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-30 06:20:00
 """
 
@@ -11,8 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-# 0009 is another branch's: whichever lands second revises the other.
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -40,3 +40,36 @@ def test_batch_creates_updates_and_reopens_like_single_records(
         assert rows["1.2.3.1.1"].path == "/new"
         assert rows["1.2.3.2.2"].path == "/second"
         assert rows["1.2.3.2.1"].series_id == series["1.2.3.2"].id
+
+
+def test_the_study_keeps_its_patient_id_for_the_study_browser(
+    session_factory: sessionmaker[Session],
+) -> None:
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from dicom_gateway.records import instance_info
+    from tests.support.factories import minimal_image
+
+    ds = minimal_image("1.2.840.10008.5.1.4.1.1.2", "CT")
+    ds.PatientID, ds.AccessionNumber, ds.StudyDate = "PID-55", "ACC55", "20261130"
+    info = instance_info(
+        ds, transfer_syntax_uid=ExplicitVRLittleEndian, calling_ae="CT1", path="/x", size_bytes=1
+    )
+    record_instance(session_factory, info)
+    without = minimal_image("1.2.840.10008.5.1.4.1.1.2", "CT")
+    del without.PatientID  # none sent: None, not ""
+    record_instance(
+        session_factory,
+        instance_info(
+            without,
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            calling_ae="CT1",
+            path="/y",
+            size_bytes=1,
+        ),
+    )
+    with session_factory() as session:
+        rows = {s.study_instance_uid: s for s in session.scalars(select(Study))}
+    assert rows[str(ds.StudyInstanceUID)].patient_id == "PID-55"
+    assert rows[str(ds.StudyInstanceUID)].accession_number == "ACC55"
+    assert rows[str(without.StudyInstanceUID)].patient_id is None

@@ -222,6 +222,7 @@ def _medseg(run: Run, extra: dict[str, str]) -> tuple[float, int]:
         log = run.workdir / "gateway.log"
         gateway = start_medseg(["--log-level", "WARNING", "gateway"], env, log)
         wait_for_port(port, process=gateway)
+        _wait_for_listeners(port, int(extra.get("MEDSEG_RECEIVERS", "1")))
         try:
             seconds = _send(run.files, port, "MEDSEG")
         except RuntimeError as exc:
@@ -236,6 +237,22 @@ def _medseg(run: Run, extra: dict[str, str]) -> tuple[float, int]:
     return seconds, min(int(recorded), on_disk)
 
 
+def _wait_for_listeners(port: int, count: int, timeout: float = 60.0) -> None:
+    """Until ``count`` sockets listen on ``port`` (extra receivers take seconds to start:
+    sending before they listen would time their start-up, not their receiving)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listening = sum(
+            1
+            for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+            if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A"
+        )
+        if listening >= count:
+            return
+        time.sleep(0.1)
+    sys.exit(f"{count} receivers did not listen on port {port} in {timeout} s")
+
+
 def _receivers(variants: str, senders: int) -> dict[str, dict[str, str] | str]:
     """Receiver name -> medseg settings, or the name of a reference receiver."""
     receivers: dict[str, dict[str, str] | str] = {
@@ -246,8 +263,9 @@ def _receivers(variants: str, senders: int) -> dict[str, dict[str, str] | str]:
         "medseg, DB transaction per C-STORE": {"MEDSEG_BATCH_INDEX": "false"},
         "medseg, no fsync": {"MEDSEG_SYNC_STORAGE": "false"},
     }
-    if senders > 1:
-        receivers[f"medseg, MEDSEG_RECEIVERS={senders}"] = {"MEDSEG_RECEIVERS": str(senders)}
+    cpus = os.cpu_count() or 1
+    if senders > 1 and cpus > 1:  # one receiver process per CPU
+        receivers[f"medseg, MEDSEG_RECEIVERS={cpus}"] = {"MEDSEG_RECEIVERS": str(cpus)}
     if variants == "all":
         receivers["medseg, pynetdicom path"] = {"MEDSEG_FAST_RECEIVE": "false"}
     return receivers

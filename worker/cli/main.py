@@ -112,12 +112,13 @@ def _format_measurements(values: dict[str, float]) -> str:
 
 
 def _batch_progress() -> Callable[[int, int], None] | None:
-    """A progress bar on stderr when it is a terminal (never mixed into --json on stdout)."""
+    """A progress bar on stderr when it is a terminal (never mixed into --json on stdout), in
+    steps: three per series (decoded, model run, exported), so one long series moves too."""
     if not sys.stderr.isatty():
         return None
     from worker.cli.models import _progress
 
-    return lambda done, total: _progress("series", done, total)
+    return lambda done, total: _progress("steps", done, total)
 
 
 def _cmd_process(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -113,6 +114,30 @@ def record_result(row: BatchRow, result: SeriesResult) -> None:
     row.findings = [f.as_json() for f in result.findings]
 
 
+#: Progress is counted in steps, three per series: read and decoded, model run, exported; a
+#: long series moves the bar while it runs, not only when it is done.
+STEPS_PER_SERIES = 3
+
+
+class StepCounter:
+    """Finished steps of a batch, reported as ``report(done, total)``; thread-safe (the
+    overlapped path finishes steps on its loader, model and export threads)."""
+
+    def __init__(self, report: Callable[[int, int], None] | None, series: int) -> None:
+        self._report = report
+        self._lock = threading.Lock()
+        self.done = 0
+        self.total = STEPS_PER_SERIES * series
+        if report is not None:
+            report(0, self.total)
+
+    def step(self, count: int = 1) -> None:
+        with self._lock:
+            self.done += count
+            if self._report is not None:
+                self._report(self.done, self.total)
+
+
 def process_paths(
     inputs: Iterable[Path],
     out_dir: Path,
@@ -123,19 +148,19 @@ def process_paths(
 ) -> tuple[list[BatchRow], list[tuple[Path, str]]]:
     """Run every series found under ``inputs``; returns (one row per series, skipped files).
 
-    ``progress(done, total)`` is called before the first series and after each one. With
+    ``progress(done, total)`` is called before the first series and after each step of each
+    one (``STEPS_PER_SERIES``: decoded, model run, exported). With
     ``overlap`` the next series is decoded and the previous one exported while the model
     runs (worker.pipeline.batch_overlap); the rows, their order and the files are the same.
     """
     groups, skipped = read_headers(iter_files(inputs))
-    if progress is not None:
-        progress(0, len(groups))
+    steps = StepCounter(progress, len(groups))
     if overlap:
         from worker.pipeline.batch_overlap import run_overlapped
 
-        rows = run_overlapped(list(groups.items()), out_dir, models, progress)
+        rows = run_overlapped(list(groups.items()), out_dir, models, steps)
     else:
-        rows = _run_sequential(list(groups.items()), out_dir, models, progress)
+        rows = _run_sequential(list(groups.items()), out_dir, models, steps)
     return rows, skipped
 
 
@@ -143,24 +168,26 @@ def _run_sequential(
     groups: list[tuple[str, list[Path]]],
     out_dir: Path,
     models: ModelCache,
-    progress: Callable[[int, int], None] | None,
+    steps: StepCounter,
 ) -> list[BatchRow]:
     rows: list[BatchRow] = []
     for series_uid, paths in groups:
         row = start_row(series_uid, paths)
+        left = STEPS_PER_SERIES
         try:
             start = time.perf_counter()
             headers, spec = read_and_route(paths)
             row.model, row.model_version = spec.name, spec.version
             series = decode_series(headers)
             load_seconds = time.perf_counter() - start
+            steps.step()
+            left -= 1
             result = run_loaded(series, spec, models, target_dir(out_dir, row))
             result.timings["load"] = load_seconds
         except Exception as exc:
             record_error(row, exc)
         else:
             record_result(row, result)
+        steps.step(left)  # the model and the export run together here
         rows.append(row)
-        if progress is not None:
-            progress(len(rows), len(groups))
     return rows

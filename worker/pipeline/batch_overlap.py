@@ -21,14 +21,21 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from worker.core.registry import Model, ModelSpec, StagedModel
-from worker.pipeline.batch import BatchRow, record_error, record_result, start_row, target_dir
+from worker.pipeline.batch import (
+    BatchRow,
+    StepCounter,
+    record_error,
+    record_result,
+    start_row,
+    target_dir,
+)
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.loading import LoadedSeries, decode_series
 from worker.pipeline.run import export, read_and_route
@@ -55,10 +62,20 @@ class _Series:
     error: Exception | None = None
 
 
-def _load(series_uid: str, paths: list[Path], out_dir: Path, models: ModelCache) -> _Series:
+def _load(
+    series_uid: str, paths: list[Path], out_dir: Path, models: ModelCache, steps: StepCounter
+) -> _Series:
     """Loader thread: decode, route, load the model (once), prepare its input."""
     row = start_row(series_uid, paths)  # raises as in the sequential path
     item = _Series(row, target_dir(out_dir, row))
+    try:
+        return _prepare(item, paths, models)
+    finally:
+        steps.step()
+
+
+def _prepare(item: _Series, paths: list[Path], models: ModelCache) -> _Series:
+    row = item.row
     try:
         start = time.perf_counter()
         headers, item.spec = read_and_route(paths)
@@ -91,8 +108,15 @@ def _forward(item: _Series, models: ModelCache) -> None:
     item.timings["infer"] = time.perf_counter() - start
 
 
-def _finish(item: _Series) -> BatchRow:
+def _finish(item: _Series, steps: StepCounter) -> BatchRow:
     """Export thread: post-processing of a staged model, then SEG, SR and report.json."""
+    try:
+        return _export(item)
+    finally:
+        steps.step()
+
+
+def _export(item: _Series) -> BatchRow:
     if item.error is None and item.model is not None and item.series is not None:
         assert item.spec is not None
         try:
@@ -117,7 +141,7 @@ def run_overlapped(
     groups: list[tuple[str, list[Path]]],
     out_dir: Path,
     models: ModelCache,
-    progress: Callable[[int, int], None] | None,
+    steps: StepCounter,
 ) -> list[BatchRow]:
     rows: list[BatchRow] = []
     todo: Iterator[tuple[str, list[Path]]] = iter(groups)
@@ -136,12 +160,10 @@ def run_overlapped(
                 group = next(todo, None)
                 if group is None:
                     return
-                loads.append(loader.submit(_load, *group, out_dir, models))
+                loads.append(loader.submit(_load, *group, out_dir, models, steps))
 
         def collect_oldest() -> None:
             rows.append(exports.popleft().result())
-            if progress is not None:
-                progress(len(rows), len(groups))
 
         try:
             load_ahead()
@@ -149,9 +171,10 @@ def run_overlapped(
                 item = loads.popleft().result()
                 load_ahead()
                 _forward(item, models)
+                steps.step()
                 while len(exports) >= EXPORT_BEHIND:
                     collect_oldest()
-                exports.append(exporter.submit(_finish, item))
+                exports.append(exporter.submit(_finish, item, steps))
             while exports:
                 collect_oldest()
         except BaseException:

@@ -4,9 +4,10 @@ pixel data is decoded."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,9 +151,26 @@ def _preference(item: tuple[Path, Dataset]) -> tuple[int, int, str]:
     return (compressed, lossy, path.name)
 
 
+@contextlib.contextmanager
+def _damaged_is_input() -> Iterator[None]:
+    """What pydicom raises on a damaged element, when it is first touched, as InputError:
+    the data is damaged, retrying cannot help (our own refusals pass through)."""
+    try:
+        yield
+    except (InputError, SkippedError):
+        raise
+    except Exception as exc:
+        raise InputError(f"damaged DICOM data: {type(exc).__name__}: {exc}"[:500]) from exc
+
+
 def read_series(paths: Sequence[Path]) -> SeriesHeaders:
     """Read one series' headers; copies of one SOP instance (the same image in several
     transfer syntaxes) are kept once. Raises InputError with a reason a person can act on."""
+    with _damaged_is_input():
+        return _read_series(paths)
+
+
+def _read_series(paths: Sequence[Path]) -> SeriesHeaders:
     if not paths:
         raise InputError("empty series")
     items: list[tuple[Path, Dataset]] = []
@@ -243,12 +261,8 @@ def load_series(paths: Sequence[Path]) -> LoadedSeries:
 
 def decode_series(headers: SeriesHeaders) -> LoadedSeries:
     """Decode the pixel data of a series whose headers were read (and routed)."""
-    try:
+    with _damaged_is_input():
         return _decode_series(headers)
-    except (InputError, SkippedError):
-        raise
-    except Exception as exc:
-        raise InputError(f"damaged DICOM data: {type(exc).__name__}: {exc}"[:500]) from exc
 
 
 def _planes_of(headers: Sequence[Dataset]) -> tuple[list[FramePlane] | None, str]:

@@ -152,3 +152,20 @@ def test_loader_fails_only_with_input_errors(
     except (InputError, SkippedError):  # refused with a reason, or "not an image": clean
         return
     assert series.frames.ndim == 3
+
+
+def test_an_unknown_vr_in_a_header_read_for_routing_is_an_input_error(
+    seed_bytes: tuple[bytes, pydicom.Dataset], tmp_path: Path
+) -> None:
+    """Found by the fuzzer above: SOP Instance UID with VR 'TI' raised NotImplementedError
+    from pydicom while the headers were read (before decoding), not InputError."""
+    raw, ds = seed_bytes
+    damaged = raw.replace(b"\x08\x00\x18\x00UI", b"\x08\x00\x18\x00TI", 1)
+    assert damaged != raw
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    pydicom.filewriter.write_file_meta_info(buffer, ds.file_meta, enforce_standard=True)
+    path = tmp_path / "x.dcm"
+    path.write_bytes(b"\0" * 128 + b"DICM" + buffer.getvalue() + damaged)
+    with pytest.raises(InputError, match="damaged DICOM data: NotImplementedError"):
+        load_series([path])

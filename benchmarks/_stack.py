@@ -3,14 +3,13 @@ plus phantom series and DCMTK storescu to send them. Not a test helper: benchmar
 
 from __future__ import annotations
 
-import os
-import platform
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import _machine
 import pydicom
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,22 +31,10 @@ from worker.models.lung_ct.phantoms import make_chest_phantom, write_chest_serie
 
 
 def machine() -> str:
-    """One line about the machine the numbers come from."""
+    """One line about the machine the numbers come from, with torch's version."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{cpu}, {os.cpu_count()} cores, load {load:.1f} at start, Python "
-        f"{platform.python_version()}, torch {torch.__version__}"
-    )
+    return _machine.machine(f", torch {torch.__version__}")
 
 
 def announce_count(paths: list[Path]) -> None:

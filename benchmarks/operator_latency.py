@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import http.cookiejar
 import os
-import platform
 import re
 import resource
 import socket
@@ -41,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _machine import machine  # noqa: E402
+
 from db.migrate import upgrade  # noqa: E402
 from db.models import (  # noqa: E402
     Delivery,
@@ -58,20 +59,6 @@ from worker.dashboard.auth import hash_password  # noqa: E402
 PASSWORD = "benchmark password 1"
 PAGES = ("/", "/jobs", "/failures")
 REDIS_DOWN = "redis://127.0.0.1:1/0"
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0]
-    python = platform.python_version()
-    return f"{cpu}, {os.cpu_count()} cores, load {load:.1f} at start, Python {python}"
 
 
 def _pct(values: Sequence[float], q: float) -> float:

@@ -26,13 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def _tags(series: Series) -> SeriesTags:
-    return SeriesTags.of(
-        modality=series.modality,
-        body_part_examined=series.body_part_examined,
-        series_description=series.series_description,
-        image_type=series.image_type,
-        sop_class_uid=series.sop_class_uid,
-    )
+    return SeriesTags.of_row(series)
 
 
 @dataclass(frozen=True)

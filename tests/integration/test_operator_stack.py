@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -28,7 +27,7 @@ from db.models import Delivery, DeliveryState, Job, JobState, Result, Series, St
 from db.session import make_engine, make_session_factory
 from tests.support.dashboard_data import ACCESSION, PATIENT_ID, PATIENT_NAME, identify, unusable
 from tests.support.factories import chest_series
-from tests.support.tools import need_tool
+from tests.support.tools import need_tool, scrape_metrics
 from worker.dashboard.auth import hash_password
 from worker.dashboard.palette import STRUCTURES
 from worker.devtools.localstack import (
@@ -176,16 +175,6 @@ def _delivered(factory: sessionmaker[Session], job_ids: list[int]) -> bool:
     return len(rows) == len(job_ids) and all(d.state is not DeliveryState.PENDING for d in rows)
 
 
-def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
 def test_worker_metrics_after_real_jobs(opstack: OpStack) -> None:
     with opstack.session_factory() as session:
         jobs = {name: session.get_one(Job, job_id) for name, job_id in opstack.jobs.items()}
@@ -197,7 +186,7 @@ def test_worker_metrics_after_real_jobs(opstack: OpStack) -> None:
         }
         deliveries = session.scalars(select(Delivery)).all()
         assert {d.state for d in deliveries} == {DeliveryState.SENT}
-    samples = _scrape(opstack.metrics_port)
+    samples = scrape_metrics(opstack.metrics_port)
 
     def value(name: str, **labels: str) -> float:
         return samples.get((name, tuple(sorted(labels.items()))), 0.0)

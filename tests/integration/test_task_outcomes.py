@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,12 +19,12 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Job, JobState
 from tests.support.factories import chest_series
 from tests.support.jobs import add_job, queue_test_job
+from tests.support.tools import scrape_metrics
 from worker.core.broker import TASK_RUN_JOB, create_celery
 from worker.core.settings import Settings
 from worker.devtools.localstack import free_port, start_medseg, stop, wait_for_port
@@ -148,27 +147,13 @@ def test_worker_metrics_have_each_stage_of_a_real_job(
 ) -> None:
     job_id = queue_test_job(session_factory, chest_series(tmp_path / "in", 1, slices=6))
     assert _outcome(stack, job_id) == "task-succeeded"
-    url = f"http://127.0.0.1:{stack.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
     counts = {
-        sample.labels["stage"]: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "medseg_pipeline_stage_seconds_count"
-        and sample.labels.get("model") == "lung-ct-threshold"
+        dict(labels)["stage"]: value
+        for (name, labels), value in scrape_metrics(stack.metrics_port).items()
+        if name == "medseg_pipeline_stage_seconds_count"
+        and dict(labels).get("model") == "lung-ct-threshold"
     }
     assert {counts.get(s) for s in ("load", "load_model", "infer", "export")} == {1.0}
-
-
-def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def test_the_gateway_counts_the_live_workers_and_the_consumers_of_each_queue(
@@ -187,10 +172,10 @@ def test_the_gateway_counts_the_live_workers_and_the_consumers_of_each_queue(
     gateway = start_medseg(["gateway"], env, tmp_path / "gateway.log")
     try:
         wait_for_port(metrics_port, timeout=60, process=gateway)
-        deadline, samples = time.monotonic() + 60, _scrape(metrics_port)
+        deadline, samples = time.monotonic() + 60, scrape_metrics(metrics_port)
         while ("medseg_workers_alive", ()) not in samples and time.monotonic() < deadline:
             time.sleep(1)  # the probe's first look, a 1 s broadcast, runs in the background
-            samples = _scrape(metrics_port)
+            samples = scrape_metrics(metrics_port)
         assert samples.get(("medseg_workers_alive", ())) == 1.0, samples
         assert samples[("medseg_queue_consumers", (("queue", "cpu"),))] == 1.0
         assert samples[("medseg_queue_consumers", (("queue", "gpu"),))] == 0.0

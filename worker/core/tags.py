@@ -4,6 +4,22 @@ the worker from the files)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class TaggedRow(Protocol):
+    """What a recorded series (db.models.Series) offers routing, read-only."""
+
+    @property
+    def modality(self) -> str: ...
+    @property
+    def body_part_examined(self) -> str: ...
+    @property
+    def series_description(self) -> str: ...
+    @property
+    def image_type(self) -> str: ...
+    @property
+    def sop_class_uid(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,17 @@ class SeriesTags:
             series_description=series_description.strip().upper(),
             image_type=image_type.strip().upper(),
             sop_class_uid=sop_class_uid.strip(),
+        )
+
+    @classmethod
+    def of_row(cls, row: TaggedRow) -> SeriesTags:
+        """The tags of a recorded series (the gateway's row, not the files)."""
+        return cls.of(
+            modality=row.modality,
+            body_part_examined=row.body_part_examined,
+            series_description=row.series_description,
+            image_type=row.image_type,
+            sop_class_uid=row.sop_class_uid,
         )
 
     @property

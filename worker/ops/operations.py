@@ -248,13 +248,7 @@ def _skipped_reasons(session: Session, since: datetime) -> dict[str, int]:
         )
     ).all()
     for series in unrouted:
-        tags = SeriesTags.of(
-            modality=series.modality,
-            body_part_examined=series.body_part_examined,
-            series_description=series.series_description,
-            image_type=series.image_type,
-            sop_class_uid=series.sop_class_uid,
-        )
+        tags = SeriesTags.of_row(series)
         reasons[unrouted_reason(tags)] += 1
     errors = session.scalars(
         select(Job.error).where(Job.state == JobState.SKIPPED, Job.created_at >= since)

@@ -200,13 +200,7 @@ def not_processed_reason(series: Series) -> str | None:
         from worker.core.routing import unrouted_reason
         from worker.core.tags import SeriesTags
 
-        tags = SeriesTags.of(
-            modality=series.modality,
-            body_part_examined=series.body_part_examined,
-            series_description=series.series_description,
-            image_type=series.image_type,
-            sop_class_uid=series.sop_class_uid,
-        )
+        tags = SeriesTags.of_row(series)
         return unrouted_reason(tags)
     skipped = [j.error or "skipped" for j in series.jobs if j.state is JobState.SKIPPED]
     return "; ".join(dict.fromkeys(skipped)) or None

@@ -69,7 +69,7 @@ def test_overlapped_rows_and_files_equal_the_sequential_ones(tmp_path: Path) -> 
         "succeeded",
     ]
     assert _comparable(overlapped, tmp_path / "ovl") == _comparable(sequential, tmp_path / "seq")
-    assert calls == [(n, 5) for n in range(6)]
+    assert calls == [(n, 15) for n in range(16)]  # three steps per series, each reported
     for seq_row, ovl_row in zip(sequential, overlapped, strict=True):
         for seq_path, ovl_path in zip(seq_row.outputs, ovl_row.outputs, strict=True):
             if seq_path.endswith("report.json"):

@@ -60,6 +60,20 @@ def format_measurement(value: float, unit: str) -> Shown:
     return Shown(f"{value:.4g}", unit)
 
 
+#: Unit suffixes of our measurement keys (``gestational_age_days``, ``max_slice_area_mm2``):
+#: dropped where the value is shown with its own unit, which may differ (days as 37w5d, mm²
+#: as cm²), so a table never reads ``max_slice_area_mm2=32.4 cm²``.
+_KEY_UNITS = ("_days", "_mm2", "_cm2", "_mm", "_ml")
+
+
+def display_key(key: str) -> str:
+    """A measurement key for a table beside its formatted value: without its unit suffix."""
+    for suffix in _KEY_UNITS:
+        if key.endswith(suffix) and len(key) > len(suffix):
+            return key[: -len(suffix)]
+    return key
+
+
 def measurement_text(label: str, value: float, unit: str) -> str:
     """``Label: value unit`` on one line, e.g. ``Gestational age (Hadlock HC): 37w5d``."""
     return f"{label}: {format_measurement(value, unit)}"

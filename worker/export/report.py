@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.models import Job, Result, Series, Study
 from worker.core.card import describe_validation, not_for_clinical_use
-from worker.core.clinical_format import format_measurement
+from worker.core.clinical_format import display_key, format_measurement
 
 
 def describe_decision(result: Result) -> str:
@@ -49,7 +49,7 @@ def print_results(session_factory: sessionmaker[Session], out: TextIO) -> None:
                 if job is not None and job.results:
                     result = job.results[-1]
                     measures = ", ".join(
-                        f"{m.key}={format_measurement(m.value, m.unit)}"
+                        f"{display_key(m.key)}={format_measurement(m.value, m.unit)}"
                         for m in result.measurements
                     )
                     if not_for_clinical_use(result.validation):

@@ -48,3 +48,15 @@ def test_one_line_text() -> None:
     )
     assert measurement_text("Measured frame number", 1.0, "{frame}") == "Measured frame number: 1"
     assert measurement_text("Head circumference", 330.04, "mm") == "Head circumference: 330.0 mm"
+
+
+def test_display_key_drops_the_unit_suffix_the_formatted_value_replaces() -> None:
+    from worker.core.clinical_format import display_key
+
+    assert display_key("gestational_age_days") == "gestational_age"
+    assert display_key("max_slice_area_mm2") == "max_slice_area"
+    assert display_key("lung_area_cm2") == "lung_area"
+    assert display_key("head_circumference_mm") == "head_circumference"
+    assert display_key("brain_volume_ml") == "brain_volume"
+    assert display_key("measured_frame") == "measured_frame"
+    assert display_key("_mm") == "_mm"  # nothing left: kept as it is

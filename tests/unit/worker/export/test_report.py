@@ -88,5 +88,6 @@ def test_show_and_the_results_table_write_measurements_as_clinicians_read_them(
     assert "{frame}" not in text and " d\n" not in text and "mm2" not in text
     table = io.StringIO()
     print_results(session_factory, table)
-    assert "gestational_age_days=37w5d" in table.getvalue()
+    assert "gestational_age=37w5d" in table.getvalue()  # no "_days" beside weeks and days
+    assert "max_slice_area=12.3 cm²" in table.getvalue() and "_mm2" not in table.getvalue()
     assert "measured_frame=3," in table.getvalue() and "{frame}" not in table.getvalue()

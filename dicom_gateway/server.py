@@ -212,13 +212,15 @@ SUPERVISE_SECONDS = 1.0
 def _recover_lost_rows(settings: Settings) -> Callable[[], bool]:
     """What to do when a receiver dies: with the batch index, record the files it stored
     whose rows died with it; returns False (and is tried again) while the DB is away."""
-    factory = make_session_factory(make_engine(settings.database_url))
+    factories: list[sessionmaker[Session]] = []  # made at the first loss, not at start
 
     def recover() -> bool:
         if not settings.batch_index:
             return True  # every acknowledged instance already has its row
+        if not factories:
+            factories.append(make_session_factory(make_engine(settings.database_url)))
         try:
-            reconcile(factory, settings.incoming_dir)
+            reconcile(factories[0], settings.incoming_dir)
         except OperationalError as exc:
             logger.error("cannot record a dead receiver's instances yet: %s", exc.orig)
             return False

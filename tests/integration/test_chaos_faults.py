@@ -33,10 +33,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.jobstate import TERMINAL
 from db.models import Delivery, DeliveryState, Instance, Job, JobState, Result, Series
 from db.session import make_engine, make_session_factory
-from tests.support.chaos import PrivatePostgres, PrivateRedis, Role, logs, postgres_bindir
+from tests.support.chaos import (
+    PrivatePostgres,
+    PrivateRedis,
+    Role,
+    logs,
+    postgres_bindir,
+    storescu_with_timeouts,
+)
 from tests.support.tools import need, need_tool, wait_until
 from worker.core.enqueue import input_key
-from worker.devtools.localstack import dcmtk_env, dcmtk_tool, free_port, wait_for_port
+from worker.devtools.localstack import dcmtk_env, free_port, wait_for_port
 from worker.models.lung_ct.phantoms import make_chest_phantom, write_chest_series
 
 pytestmark = pytest.mark.integration
@@ -168,24 +175,19 @@ def write_series(folder: Path, slices: int, *, seed: int = 0, announce: bool) ->
 
 
 def _storescu_cmd(port: int, folder: Path) -> list[str]:
-    return [
-        dcmtk_tool("storescu"),
-        "-aet",
-        "FAULTS",
-        "-aec",
-        "MEDSEG",
-        "+sd",
-        "+r",
-        "-to",
-        "10",
-        "-ta",
-        "10",
-        "-td",
-        "20",
-        "127.0.0.1",
-        str(port),
-        str(folder),
-    ]
+    return storescu_with_timeouts(port, folder, "FAULTS")
+
+
+def _stored_sops(stack: Stack, series_uid: str) -> set[str]:
+    """The SOP Instance UIDs the database holds for ``series_uid``."""
+    with stack.session_factory() as session:
+        return set(
+            session.scalars(
+                select(Instance.sop_instance_uid)
+                .join(Series)
+                .where(Series.series_instance_uid == series_uid)
+            ).all()
+        )
 
 
 def _sent_whole(done: subprocess.CompletedProcess[str]) -> bool:
@@ -346,13 +348,7 @@ def test_gateway_killed_mid_series_and_restarted_delivers_only_the_whole_series(
             full_key = input_key(sop_uids, final.model_name, final.model_version)
             assert final.state is JobState.SUCCEEDED, (final.state, final.error)
             assert final.input_key == full_key  # every one of the 80 slices
-            with stack.session_factory() as session:
-                rows = session.scalars(
-                    select(Instance.sop_instance_uid)
-                    .join(Series)
-                    .where(Series.series_instance_uid == series_uid)
-                ).all()
-            assert set(rows) == set(sop_uids)
+            assert _stored_sops(stack, series_uid) == set(sop_uids)
             partial = [j for j in jobs if j.id != final.id]
             states = _deliveries(stack, [j.id for j in jobs])
             for job in partial:
@@ -428,13 +424,7 @@ def test_a_half_open_flood_from_one_source_does_not_stop_another_sources_series(
         assert runs == 1, "the transfer failed during the flood"
         assert held >= 16, f"only {held} of the flood's connections were still held"
         assert took < 30
-        with stack.session_factory() as session:
-            rows = session.scalars(
-                select(Instance.sop_instance_uid)
-                .join(Series)
-                .where(Series.series_instance_uid == series_uid)
-            ).all()
-        assert set(rows) == set(sop_uids)
+        assert _stored_sops(stack, series_uid) == set(sop_uids)
 
 
 def test_postgres_restarted_mid_batch_loses_no_acknowledged_instance(tmp_path: Path) -> None:
@@ -483,13 +473,7 @@ def test_postgres_restarted_mid_batch_loses_no_acknowledged_instance(tmp_path: P
         except AssertionError:
             raise AssertionError(logs(stack.workdir)) from None
         time.sleep(1.0)  # a second completion would come within a few polls
-        with stack.session_factory() as session:
-            rows = session.scalars(
-                select(Instance.sop_instance_uid)
-                .join(Series)
-                .where(Series.series_instance_uid == series_uid)
-            ).all()
-        assert set(rows) == set(sop_uids)
+        assert _stored_sops(stack, series_uid) == set(sop_uids)
         jobs = _jobs(stack, series_uid)
         assert len(jobs) == 1, [(j.id, j.state, j.superseded_at) for j in jobs]
         assert jobs[0].input_key == input_key(sop_uids, jobs[0].model_name, jobs[0].model_version)

@@ -279,24 +279,7 @@ class Chaos:
         while time.monotonic() < deadline:
             self.report.storescu_runs += 1
             done = _run(
-                [
-                    dcmtk_tool("storescu"),
-                    "-aet",
-                    "CHAOS",
-                    "-aec",
-                    "MEDSEG",
-                    "+sd",
-                    "+r",
-                    "-to",
-                    "10",
-                    "-ta",
-                    "10",
-                    "-td",
-                    "20",
-                    "127.0.0.1",
-                    str(self.port),
-                    str(folder),
-                ],
+                storescu_with_timeouts(self.port, folder, "CHAOS"),
                 env=dcmtk_env(),
                 timeout=120,
             )
@@ -459,3 +442,14 @@ def logs(workdir: Path, tail: int = 4000) -> str:
 def run_chaos(workdir: Path, config: ChaosConfig) -> ChaosReport:
     workdir.mkdir(parents=True, exist_ok=True)
     return Chaos(workdir, config).run()
+
+
+def storescu_with_timeouts(port: int, folder: Path, calling_ae: str) -> list[str]:
+    """DCMTK storescu sending ``folder`` to the gateway with connect, ACSE and DIMSE timeouts,
+    so a peer killed mid-transfer ends the run instead of hanging it."""
+    return [
+        dcmtk_tool("storescu"),
+        *("-aet", calling_ae, "-aec", "MEDSEG", "+sd", "+r"),
+        *("-to", "10", "-ta", "10", "-td", "20"),
+        *("127.0.0.1", str(port), str(folder)),
+    ]

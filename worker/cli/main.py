@@ -104,7 +104,30 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 f"{spec.name:24} {spec.version:8} queue={spec.queue:4} {status:15} "
                 f"{spec.description}"
             )
+        note = _reduced_precision_note()
+        if note:
+            print(f"inference: {note}")
     return 0
+
+
+def _reduced_precision_note() -> str | None:
+    """Where MEDSEG_INFERENCE_PRECISION asks for reduced precision and PyTorch is installed:
+    the precision this machine's workers would run in (fp32 where the device has no units
+    for the one asked for). None otherwise, so the default listing never imports torch."""
+    import importlib.util
+
+    from worker.core.settings import get_settings
+
+    settings = get_settings()
+    if settings.inference_precision == "fp32" or importlib.util.find_spec("torch") is None:
+        return None
+    from worker.pipeline.device import resolve_device
+    from worker.pipeline.precision import precision_note, unsupported
+
+    device = resolve_device(settings.device)
+    requested = settings.inference_precision
+    used = "fp32" if unsupported(device, requested) else requested
+    return precision_note(device, requested, used)
 
 
 def _format_measurements(values: dict[str, float]) -> str:

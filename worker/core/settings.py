@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Inference precision (``MEDSEG_INFERENCE_PRECISION``); see ``worker.pipeline.precision``.
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 class DeliveryPolicy(BaseModel):
@@ -221,9 +221,11 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto, cpu or cuda[:N].")
     inference_precision: Precision = Field(
         default="fp32",
-        description="fp32, or bf16: the U-Nets' and detector's forward passes under bf16 "
-        "autocast, ~1.8x faster on CPUs with bf16 units (Intel AMX) and on recent GPUs; "
-        "masks within a few boundary pixels of fp32 (docs/performance.md).",
+        description="fp32, bf16 or fp16: the U-Nets' and detector's forward passes under "
+        "autocast, bf16 ~1.8x faster on CPUs with bf16 units (Intel AMX, AVX512-BF16) and on "
+        "GPUs from compute capability 8.0, fp16 on CUDA only; masks within a few boundary "
+        "pixels of fp32 (docs/performance.md). Where the device has no native units for it, "
+        "fp32 is used and a warning says so at start.",
     )
     destinations: list[DicomDestination] = Field(
         default_factory=list,

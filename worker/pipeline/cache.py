@@ -7,18 +7,24 @@ from contextlib import AbstractContextManager
 
 from worker.core.registry import Model, ModelSpec
 from worker.core.settings import Precision
-from worker.pipeline.precision import autocast
+from worker.pipeline.precision import autocast, precision_note, resolve_precision
 
 
 class ModelCache:
     """Loads each model once per process (per device) and hands out the same instance
-    (from any thread)."""
+    (from any thread). Forward passes run in ``precision`` where the device runs it
+    natively, else in fp32 (a warning says so when the cache is built)."""
 
     def __init__(self, device: str, precision: Precision = "fp32") -> None:
         self.device = device
-        self.precision: Precision = precision
+        self.requested: Precision = precision
+        self.precision: Precision = resolve_precision(device, precision)
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
+
+    def precision_note(self) -> str:
+        """The precision forward passes run in, and why when it is not the one requested."""
+        return precision_note(self.device, self.requested, self.precision)
 
     def autocast(self) -> AbstractContextManager[object]:
         """Enter around a model's ``predict`` or ``forward``, in the thread that runs it."""

@@ -28,10 +28,11 @@ class WorkerContext:
         settings = settings or get_settings()
         engine = make_engine(settings.database_url)
         device = resolve_device(settings.device)
-        logger.info("worker process ready on %s (%s)", device, settings.inference_precision)
+        models = ModelCache(device, settings.inference_precision)
+        logger.info("worker process ready: inference in %s", models.precision_note())
         return cls(
             settings=settings,
             engine=engine,
             session_factory=make_session_factory(engine),
-            models=ModelCache(device, settings.inference_precision),
+            models=models,
         )

@@ -1,7 +1,8 @@
 """Training within a wall-clock budget, shared by the real-data recipes (fetal head, chest
 X-ray): AdamW with a linear warm-up then a cosine decay driven by whichever of step count and
 wall clock is further along, so a run on a loaded machine still anneals before its budget runs
-out; bf16 autocast where the CPU (AMX/AVX512-BF16) or a GPU has the units for it."""
+out; bf16 autocast where the CPU (AMX/AVX512-BF16) or the GPU (compute capability 8.0+) has the
+units for it (``worker.models._nn.hardware``), fp32 elsewhere."""
 
 from __future__ import annotations
 
@@ -9,27 +10,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from worker.models._nn.hardware import bf16_native
 from worker.models._nn.train import loss_fn, normalise
 from worker.models._nn.unet import UNet
 
 Augment = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
-
-
-def bf16_fast(device: str) -> bool:
-    """Whether bf16 autocast pays off here: CUDA, or a CPU with AMX/AVX512-BF16 units."""
-    if device.startswith("cuda"):
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def cosine_lr(peak: float, warmup: float, progress: float) -> float:
@@ -61,7 +51,7 @@ class BudgetTrainer:
         self, model: UNet, budget: Budget, device: str, n_train: int, augment: Augment
     ) -> None:
         self.budget, self.device, self.augment = budget, device, augment
-        self.amp = budget.bf16 and bf16_fast(device)
+        self.amp = budget.bf16 and bf16_native(device)
         self.model = model.to(device)
         self.optimiser = torch.optim.AdamW(
             self.model.parameters(), lr=budget.learning_rate, weight_decay=1e-4

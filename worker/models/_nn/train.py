@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from worker.models._nn import checkpoint
+from worker.models._nn.hardware import bf16_native
 from worker.models._nn.unet import UNet
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def _train_epoch(
 ) -> float:
     """One pass over the training tensors (uint8 on the device); returns the mean loss."""
     images, masks = data
-    amp = images.device.type == "cuda"
+    amp = images.device.type == "cuda" and bf16_native(str(images.device))
     steps = max(1, len(images) // config.batch_size)
     perm = torch.randperm(len(images), generator=gen, device=images.device)
     total = 0.0
@@ -169,7 +170,7 @@ def fit(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch
     )
-    amp = device.startswith("cuda")
+    amp = device.startswith("cuda") and bf16_native(device)  # bf16 tensor cores only
     torch.backends.cudnn.benchmark = True
     train_started = time.time()
     gen = torch.Generator(device=device).manual_seed(config.seed)

@@ -13,25 +13,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-ValidationStatus = Literal["validated-real", "reference-only", "phantom-only", "unvalidated"]
+ValidationStatus = Literal[
+    "validated-real", "reference-only", "validated-synthetic", "phantom-only", "unvalidated"
+]
 
 #: Most trusted first. ``validated-real``: evaluated on real held-out data against expert
 #: labels; ``reference-only``: real data, but no expert labels (compared with a reference
-#: method); ``phantom-only``: never evaluated on a real patient image; ``unvalidated``: weights
-#: no card describes.
+#: method); ``validated-synthetic``: trained and validated on images synthesised from real
+#: anatomy (label maps of real patients), with at most a few real images for a check, not a
+#: validation on patients; ``phantom-only``: never evaluated on a real patient image;
+#: ``unvalidated``: weights no card describes.
 STATUSES: tuple[ValidationStatus, ...] = (
     "validated-real",
     "reference-only",
+    "validated-synthetic",
     "phantom-only",
     "unvalidated",
 )
 
 #: Statuses whose results must say "not for clinical use" wherever they appear.
-NOT_FOR_CLINICAL_USE: frozenset[str] = frozenset({"phantom-only", "unvalidated"})
+NOT_FOR_CLINICAL_USE: frozenset[str] = frozenset(
+    {"validated-synthetic", "phantom-only", "unvalidated"}
+)
 
 
 def not_for_clinical_use(status: str | None) -> bool:
-    """True for phantom-only and unvalidated results (and results older than cards: None)."""
+    """True for validated-synthetic, phantom-only and unvalidated results (and results older
+    than cards: None)."""
     return status is None or status in NOT_FOR_CLINICAL_USE
 
 

@@ -24,7 +24,8 @@ class DeliveryPolicy(BaseModel):
     )
     send_not_validated: bool = Field(
         default=False,
-        description="Also send results of phantom-only or unvalidated models (not for clinical "
+        description="Also send results of validated-synthetic, phantom-only or unvalidated models "
+        "(not for clinical "
         "use), even after a reviewer accepted them.",
     )
 

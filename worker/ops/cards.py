@@ -99,8 +99,10 @@ def cards_markdown(specs: Sequence[ModelSpec]) -> str:
         "(report.json, the SR's algorithm identification, the SEG/SR series description, the "
         "database, `medseg show`, the dashboard): `validated-real` (real held-out data, "
         "expert labels), `reference-only` (real data against a reference method, no expert "
-        "labels), `phantom-only` (never evaluated on a real patient image) and `unvalidated` "
-        "(weights no card describes, e.g. your own checkpoint). The last two are **not for "
+        "labels), `validated-synthetic` (trained and validated on images synthesised from "
+        "real anatomy, checked on a few real images, not validated on patients), "
+        "`phantom-only` (never evaluated on a real patient image) and `unvalidated` "
+        "(weights no card describes, e.g. your own checkpoint). The last three are **not for "
         "clinical use** and are withheld from destinations unless they set "
         "`send_not_validated` (docs/configuration.md).",
         "",

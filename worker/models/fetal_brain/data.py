@@ -64,15 +64,25 @@ def nifti_pairs(
             raise FileNotFoundError(f"{mask_path} missing")
         image_nii: Any = nib.load(image_path)
         mask_nii: Any = nib.load(mask_path)
-        zooms = image_nii.header.get_zooms()
-        image = np.asarray(image_nii.get_fdata()).transpose(2, 1, 0)
-        mask = np.asarray(mask_nii.get_fdata()).transpose(2, 1, 0) > 0
+        zooms = [float(z) for z in image_nii.header.get_zooms()[:3]]
+        order = stack_order(zooms)
+        image = np.asarray(image_nii.get_fdata()).transpose(order)
+        mask = np.asarray(mask_nii.get_fdata()).transpose(order) > 0
         yield (
             image_path.name.split("_image.")[0],
             image,
             mask,
-            (float(zooms[1]), float(zooms[0]), float(zooms[2])),
+            (zooms[order[1]], zooms[order[2]], zooms[order[0]]),
         )
+
+
+def stack_order(zooms: list[float]) -> tuple[int, int, int]:
+    """The axes of a NIfTI volume as (slices, rows, columns): the slice axis is the thick
+    one (the last on a tie, as stacks are usually stored), rows and columns the other two
+    in reverse (NIfTI's i runs along a row)."""
+    thick = max(range(3), key=lambda a: (zooms[a], a))
+    rest = [a for a in range(3) if a != thick]
+    return (thick, rest[1], rest[0])
 
 
 def load_training_set(

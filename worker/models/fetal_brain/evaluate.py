@@ -14,10 +14,12 @@ import numpy.typing as npt
 
 from worker.core.commands import Evaluation, Progress
 from worker.models._nn.predictor import UNetPredictor
+from worker.models.fetal_brain import gate
 from worker.models.fetal_brain.baseline import baseline_mask
 from worker.models.fetal_brain.data import metrics
-from worker.models.fetal_brain.predict import Mask, predict_stack
+from worker.models.fetal_brain.predict import Mask, segment_stack
 from worker.models.fetal_brain.serve import DEFAULT_BRAIN_WEIGHTS
+from worker.pipeline.geometry import VolumeGeometry
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +35,26 @@ def evaluate_stacks(
     items = list(stacks)
     for i, (name, image, truth, spacing) in enumerate(items):
         voxel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
-        unet = predict_stack(predictor, image)
+        prediction = segment_stack(predictor, image)
+        unet = prediction.mask
         base = baseline_mask(np.asarray(image, dtype=np.float32))
         truth_ml = float(truth.sum() * voxel_ml)
+        review = gate.reasons(gate.signals(prediction.raw, unet, stack_geometry(image, spacing)))
         rows.append(
             {
                 "name": name,
                 "unet": metrics(unet, truth),
                 "baseline": metrics(base, truth),
                 "volume_ml": truth_ml,
+                "unet_volume_ml": float(unet.sum() * voxel_ml),
                 "unet_volume_error_pct": 100 * (float(unet.sum() * voxel_ml) - truth_ml) / truth_ml,
+                "gate": "needs_review" if review else "accepted",
+                "gate_reasons": review,
             }
         )
         if progress:
             progress(i + 1, len(items))
-    summary: dict[str, Any] = {"stacks": len(rows)}
+    summary: dict[str, Any] = {"stacks": len(rows), "per_stack": rows}
     for method in ("unet", "baseline"):
         for key in ("dice", "iou", "sensitivity", "specificity"):
             values = np.array([r[method][key] for r in rows])
@@ -60,11 +67,36 @@ def evaluate_stacks(
         round(float(errors.mean()), 2),
         round(float(errors.std()), 2),
     ]
+    summary["gate_flagged"] = sum(r["gate"] != "accepted" for r in rows)
     return summary
 
 
+def stack_geometry(image: npt.NDArray[Any], spacing: tuple[float, float, float]) -> VolumeGeometry:
+    """An axis-aligned geometry for a stack of (slices, rows, cols) with its spacing (row mm,
+    column mm, slice mm): what the gate needs of a NIfTI stack."""
+    positions = np.zeros((image.shape[0], 3))
+    positions[:, 2] = np.arange(image.shape[0]) * spacing[2]
+    return VolumeGeometry(
+        row_cosine=np.array([1.0, 0.0, 0.0]),
+        column_cosine=np.array([0.0, 1.0, 0.0]),
+        positions=positions,
+        pixel_spacing=(spacing[0], spacing[1]),
+    )
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"stacks {summary['stacks']}", f"{'':14}{'U-Net':>18}{'baseline':>18}"]
+    lines = [
+        f"{'stack':<22}{'Dice':>7}{'manual mL':>11}{'U-Net mL':>10}{'error':>8}  gate",
+        *(
+            f"{r['name']:<22}{r['unet']['dice']:>7.4f}{r['volume_ml']:>11.1f}"
+            f"{r['unet_volume_ml']:>10.1f}{r['unet_volume_error_pct']:>+7.1f}%  {r['gate']}"
+            + (f" ({'; '.join(r['gate_reasons'])})" if r["gate_reasons"] else "")
+            for r in summary["per_stack"]
+        ),
+        "",
+        f"stacks {summary['stacks']}, flagged by the gate {summary['gate_flagged']}",
+        f"{'':14}{'U-Net':>18}{'baseline':>18}",
+    ]
     for key in ("dice", "iou", "sensitivity", "specificity"):
         u, b = summary[f"unet_{key}"], summary[f"baseline_{key}"]
         lines.append(f"{key:<14}{u[0]:>10.4f} ± {u[1]:.4f}{b[0]:>10.4f} ± {b[1]:.4f}")

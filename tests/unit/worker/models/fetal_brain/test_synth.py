@@ -1,0 +1,153 @@
+"""Synthesis of clinical-like stacks from brain label maps, and the training that uses it, on a
+small ellipsoid "brain" the test makes (the real atlas is not in a clone)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+
+from worker.models._nn import checkpoint
+from worker.models.fetal_brain.atlas import (
+    DISTANCE_STEP_MM,
+    LabelBank,
+    bank_from_arrays,
+    load_bank,
+    save_bank,
+)
+from worker.models.fetal_brain.data import stack_order
+from worker.models.fetal_brain.synth import BrainBank, SynthConfig, quantise, synthesise
+from worker.models.fetal_brain.train_synth import SynthTrainConfig, load_real, train
+
+VOXEL_MM = 2.0
+RADII_MM = (30.0, 24.0, 20.0)
+
+
+def _brain(shape: tuple[int, int, int] = (40, 36, 32)) -> npt.NDArray[np.uint8]:
+    """An ellipsoid of two tissues: label 1 outside, label 2 (ventricles) in the middle."""
+    grid = np.indices(shape).astype(float)
+    centre = (np.array(shape)[:, None, None, None] - 1) / 2
+    offset = (grid - centre) * VOXEL_MM
+    r = np.sqrt(sum((offset[i] / RADII_MM[i]) ** 2 for i in range(3)))
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[r < 1] = 1
+    labels[r < 0.4] = 2
+    return labels
+
+
+@pytest.fixture(scope="module")
+def bank() -> LabelBank:
+    return bank_from_arrays([_brain(), _brain()[::-1].copy()], VOXEL_MM, ["a", "b"])
+
+
+def test_a_bank_is_padded_with_the_distance_outside_the_brain(
+    bank: LabelBank, tmp_path: Path
+) -> None:
+    assert bank.labels.shape == (2, 80, 76, 72)  # 20 voxels of padding on every side
+    inside = bank.labels[0] > 0
+    assert (bank.outside[0][inside] == 0).all()
+    # 10 voxels beyond the brain's edge along the first axis: 20 mm, in 0.2 mm steps.
+    edge = int(np.nonzero(inside.any(axis=(1, 2)))[0].max())
+    middle = (slice(None), bank.labels.shape[2] // 2, bank.labels.shape[3] // 2)
+    along = bank.outside[0][middle]
+    assert along[edge + 10] * DISTANCE_STEP_MM == pytest.approx(20.0, abs=0.5)
+    save_bank(bank, tmp_path / "bank.npz")
+    again = load_bank(tmp_path / "bank.npz")
+    assert again.names == ("a", "b") and again.voxel_mm == VOXEL_MM
+    assert np.array_equal(again.labels, bank.labels)
+    assert again.select(["b"]).names == ("b",) and again.without(["b"]).names == ("a",)
+
+
+def test_synthetic_stacks_are_8_bit_images_with_the_brain_as_truth(bank: LabelBank) -> None:
+    config = SynthConfig(rows=64, cols=64, slices=(5, 5))
+    batch = synthesise(BrainBank(bank, "cpu"), torch.Generator().manual_seed(3), 2, config)
+    assert batch.images.shape == (2, 5, 64, 64) and batch.brain.shape == (2, 5, 64, 64)
+    assert float(batch.images.min()) >= 0.0 and float(batch.images.max()) <= 1.0
+    levels = batch.images * 255
+    assert torch.allclose(levels, levels.round(), atol=1e-3)  # what normalise_stack makes
+    assert float(batch.brain.min()) >= 0.0 and float(batch.brain.max()) <= 1.0
+    assert float(batch.brain.sum()) > 0  # the brain sits near the middle of every stack
+    # The image is not its truth: intensity alone does not give the brain away.
+    assert float(batch.images[batch.brain >= 0.5].std()) > 0.02
+
+
+def test_the_same_seed_makes_the_same_stacks(bank: LabelBank) -> None:
+    brains = BrainBank(bank, "cpu")
+    config = SynthConfig(rows=32, cols=32, slices=(3, 6))
+    first = synthesise(brains, torch.Generator().manual_seed(5), 1, config)
+    again = synthesise(brains, torch.Generator().manual_seed(5), 1, config)
+    other = synthesise(brains, torch.Generator().manual_seed(6), 1, config)
+    assert torch.equal(first.images, again.images) and torch.equal(first.brain, again.brain)
+    assert first.images.shape != other.images.shape or not torch.equal(first.images, other.images)
+
+
+def test_the_synthetic_brain_has_the_label_maps_volume_times_the_scale_cubed(
+    bank: LabelBank,
+) -> None:
+    """Thin contiguous slices over the whole brain: the truth's volume is the ellipsoid's,
+    scaled, within what deformation and per-axis stretch allow."""
+    config = SynthConfig(
+        rows=64,
+        cols=64,
+        slices=(36, 36),
+        pixel_mm=(2.0, 2.0),
+        thickness_mm=(2.5, 2.5),
+        gap_fraction=(0.0, 0.0),
+        scale=(1.1, 1.1),
+        centre_spread=0.0,
+    )
+    batch = synthesise(BrainBank(bank, "cpu"), torch.Generator().manual_seed(0), 2, config)
+    volumes = batch.brain.sum((1, 2, 3)) * batch.pixel_mm**2 * batch.slice_mm / 1000
+    expected = 4 / 3 * math.pi * math.prod(RADII_MM) / 1000 * 1.1**3
+    for v in volumes.tolist():
+        assert v == pytest.approx(expected, rel=0.3)
+
+
+def test_quantise_scales_by_the_995th_percentile() -> None:
+    image = torch.linspace(0, 10, 1000).reshape(1, 1, 10, 100)
+    out = quantise(image)
+    assert float(out.max()) == 1.0 and float((out == 1.0).float().mean()) < 0.01
+
+
+def test_stack_order_takes_the_thick_axis_as_slices() -> None:
+    assert stack_order([1.1, 1.1, 3.3]) == (2, 1, 0)  # the layout stacks usually have
+    assert stack_order([3.3, 1.1, 1.1]) == (0, 2, 1)
+    assert stack_order([1.1, 4.0, 1.1]) == (1, 2, 0)
+
+
+def test_training_on_synthetic_stacks_saves_a_servable_checkpoint(
+    bank: LabelBank, tmp_path: Path
+) -> None:
+    small = SynthConfig(rows=32, cols=32, slices=(3, 4))
+    config = SynthTrainConfig(
+        max_seconds=1.0,
+        batch_size=4,
+        stacks_per_step=1,
+        base=4,
+        depth=2,
+        validate_every_s=1000.0,
+        validation_stacks=1,
+        reuse=2,
+        synth=small,
+        validation_synth=small,
+    )
+    # A "real" stack in the pack layout, scored at every validation.
+    real = tmp_path / "real.npz"
+    np.savez_compressed(
+        real,
+        s1__image=np.random.default_rng(0).random((3, 40, 40)).astype(np.float32),
+        s1__mask=np.zeros((3, 40, 40), bool),
+        s1__spacing=np.array([1.0, 1.0, 3.0], np.float32),
+    )
+    out = tmp_path / "brain.pt"
+    meta = train(bank, out, config, "cpu", real=load_real(real))
+    assert meta["steps"] >= 1 and meta["version"] == "2.0.0"
+    assert meta["validated_on"].endswith("b")  # the last label map, held out
+    assert "s1" in meta["best"]["real"]
+    model, loaded = checkpoint.load(out, "cpu")
+    assert loaded["sha256"] == meta["sha256"] and loaded["config"]["input_rows"] == 32
+    assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)

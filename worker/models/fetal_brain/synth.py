@@ -1,0 +1,439 @@
+"""Clinical-like fetal MR stacks synthesised from brain label maps (the SynthSeg approach).
+
+A real brain label map (``atlas.LabelBank``), deformed, rescaled and turned to any plane, is
+placed inside synthetic anatomy built from random shapes: skull and scalp (shells at a distance
+from the brain), the fetal body, amniotic fluid in a uterine cavity with its wall and a
+placenta, fetal limbs, maternal tissues (random smooth label fields), subcutaneous fat and air.
+Each label gets a random intensity per stack (T2-like orderings half of the time, any order
+the other half), then the stack is imaged as a single-shot acquisition would: thick slices
+with gaps (partial volume through the slice), in-plane pixels of 0.6-1.5 mm, fetal motion
+between slices, a smooth bias field, in-plane blur, per-slice gain, signal drop-outs, gamma
+and Rician noise. The truth is the brain (every atlas label, extra-axial CSF included) as the
+fraction of each voxel inside it.
+
+Everything is torch on one device, vectorised over the stacks of a batch and the voxels of
+each: the same code makes training batches on a GPU and, slower, on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from worker.models.fetal_brain.atlas import DISTANCE_STEP_MM, LabelBank
+
+# Labels of the synthetic scene (1-8 are the atlas' brain tissues).
+SKULL, SCALP, FLUID, BODY_A, BODY_B, LIMBS, WALL, PLACENTA = range(9, 17)
+MATERNAL = (17, 18, 19, 20)
+FAT = 21
+N_LABELS = 22
+FLUID_LIKE = (2, 4, FLUID)  # ventricles, extra-axial CSF, amniotic fluid: bright on T2
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    rows: int = 256
+    cols: int = 256
+    slices: tuple[int, int] = (12, 28)
+    # The network's pixel: a 256-pixel resize of clinical fields of view of 200-420 mm. With
+    # rows, cols < 256 a stack is a patch of such a field (training crops).
+    pixel_mm: tuple[float, float] = (0.78, 1.64)
+    # Where the brain centre sits, in half patch sizes from the middle: mostly inside, some
+    # patches catch part of it or none (``off_centre_fraction``).
+    centre_spread: float = 0.45
+    off_centre_fraction: float = 0.0
+    thickness_mm: tuple[float, float] = (2.5, 6.0)
+    gap_fraction: tuple[float, float] = (0.0, 0.3)
+    through_plane_samples: int = 3
+    scale: tuple[float, float] = (0.8, 1.25)  # about 20-38 weeks from the 21-34 week atlas
+    t2_like_fraction: float = 0.5
+
+
+class BrainBank:
+    """A label bank on a device, ready for sampling."""
+
+    def __init__(self, bank: LabelBank, device: str | torch.device) -> None:
+        self.device = torch.device(device)
+        # Float copies, (atlases, 1, D, H, W), so sampling a stack converts nothing.
+        self.labels = torch.from_numpy(bank.labels).to(self.device).float()[:, None]
+        self.outside = torch.from_numpy(bank.outside).to(self.device).float()[:, None]
+        self.voxel_mm = bank.voxel_mm
+        self.names = bank.names
+        shape = bank.labels.shape[1:]
+        self.shape = torch.tensor(shape, dtype=torch.float32, device=self.device)
+        # Brain centre (voxel index) of each label map: the synthetic scene's origin.
+        centres = []
+        for i in range(len(bank.names)):
+            idx = torch.nonzero(self.labels[i, 0] > 0).float()
+            centres.append(idx.mean(0))
+        self.centres = torch.stack(centres)
+
+    def sample(
+        self, volume: torch.Tensor, ids: torch.Tensor, grid: torch.Tensor, mode: str
+    ) -> torch.Tensor:
+        """Samples (S, P) of ``volume`` (labels or outside) of atlas ``ids[s]`` at ``grid``
+        (S, 1, 1, P, 3), one stack at a time so that no volume is copied."""
+        out = [
+            F.grid_sample(
+                volume[int(i) : int(i) + 1],
+                grid[s : s + 1],
+                mode=mode,
+                padding_mode="zeros" if mode == "nearest" else "border",
+                align_corners=True,
+            )[0, 0, 0, 0]
+            for s, i in enumerate(ids.tolist())
+        ]
+        return torch.stack(out)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _rand(gen: torch.Generator, shape: tuple[int, ...], lo: float, hi: float) -> torch.Tensor:
+    dev = gen.device
+    return lo + (hi - lo) * torch.rand(shape, generator=gen, device=dev)
+
+
+def random_rotations(gen: torch.Generator, n: int) -> torch.Tensor:
+    """Uniform random 3D rotations (n, 3, 3), from normalised quaternions."""
+    q = torch.randn(n, 4, generator=gen, device=gen.device)
+    q = q / q.norm(dim=1, keepdim=True)
+    w, x, y, z = q.unbind(1)
+    return torch.stack(
+        [
+            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], 1),
+            torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], 1),
+            torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], 1),
+        ],
+        1,
+    )
+
+
+def small_rotations(angles: torch.Tensor) -> torch.Tensor:
+    """Rotations (..., 3, 3) from per-axis angles (..., 3) in radians (x, then y, then z)."""
+    cx, cy, cz = torch.cos(angles).unbind(-1)
+    sx, sy, sz = torch.sin(angles).unbind(-1)
+    one, zero = torch.ones_like(cx), torch.zeros_like(cx)
+    rx = torch.stack(
+        [torch.stack([one, zero, zero], -1), torch.stack([zero, cx, -sx], -1),
+         torch.stack([zero, sx, cx], -1)], -2)  # fmt: skip
+    ry = torch.stack(
+        [torch.stack([cy, zero, sy], -1), torch.stack([zero, one, zero], -1),
+         torch.stack([-sy, zero, cy], -1)], -2)  # fmt: skip
+    rz = torch.stack(
+        [torch.stack([cz, -sz, zero], -1), torch.stack([sz, cz, zero], -1),
+         torch.stack([zero, zero, one], -1)], -2)  # fmt: skip
+    return rz @ ry @ rx
+
+
+def _sample_field(field: torch.Tensor, points: torch.Tensor, extent_mm: float) -> torch.Tensor:
+    """Trilinear samples (S, C, P) of fields (S, C, g, g, g) spanning ±extent_mm, at points
+    (S, P, 3) in mm; constant beyond the edge."""
+    grid = (points / extent_mm).flip(-1)[:, None, None]  # (S, 1, 1, P, 3) as (x, y, z)
+    out = F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out[:, :, 0, 0]
+
+
+def _noise(gen: torch.Generator, stacks: int, channels: int, size: int) -> torch.Tensor:
+    return torch.randn(stacks, channels, size, size, size, generator=gen, device=gen.device)
+
+
+def _ellipsoid_radius(points: torch.Tensor, centre: torch.Tensor, axes: torch.Tensor,
+                      rotation: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Normalised ellipsoid radius (S, P) of points (S, P, 3): < 1 inside."""
+    local = (points - centre[:, None]) @ rotation  # rotation (S, 3, 3), rows to local axes
+    return ((local / axes[:, None]) ** 2).sum(-1).sqrt()
+
+
+def _intensities(gen: torch.Generator, stacks: int, t2_like: torch.Tensor) -> torch.Tensor:
+    """Per-stack mean intensity of every label (S, N_LABELS): T2-like or any order."""
+    means = _rand(gen, (stacks, N_LABELS), 0.0, 1.0)
+    prior = torch.tensor(
+        [
+            (0.0, 0.03),  # 0 air
+            (0.40, 0.70),  # 1 white matter (unmyelinated: bright-ish)
+            (0.75, 1.00),  # 2 ventricles
+            (0.30, 0.55),  # 3 cerebellum
+            (0.75, 1.00),  # 4 extra-axial CSF
+            (0.20, 0.45),  # 5 cortical grey matter
+            (0.25, 0.50),  # 6 deep grey matter
+            (0.25, 0.50),  # 7 brainstem
+            (0.30, 0.55),  # 8 corpus callosum
+            (0.02, 0.25),  # 9 skull
+            (0.25, 0.60),  # 10 scalp
+            (0.75, 1.00),  # 11 amniotic fluid
+            (0.20, 0.60),  # 12 fetal body
+            (0.30, 0.80),  # 13 fetal organs
+            (0.15, 0.60),  # 14 limbs, cord
+            (0.20, 0.50),  # 15 uterine wall
+            (0.30, 0.60),  # 16 placenta
+            (0.05, 0.50),  # 17-20 maternal tissues
+            (0.10, 0.60),
+            (0.20, 0.80),
+            (0.05, 0.90),
+            (0.60, 1.00),  # 21 fat
+        ],
+        device=gen.device,
+    )
+    u = torch.rand(stacks, N_LABELS, generator=gen, device=gen.device)
+    t2 = prior[:, 0] + (prior[:, 1] - prior[:, 0]) * u
+    out = torch.where(t2_like[:, None], t2, means)
+    out[:, 0] = _rand(gen, (stacks,), 0.0, 0.05)  # air is dark in every MR image
+    return out
+
+
+@dataclass(frozen=True)
+class SynthBatch:
+    images: torch.Tensor  # (S, n, rows, cols) float in [0, 1], quantised to 8 bits
+    brain: torch.Tensor  # (S, n, rows, cols) fraction of each voxel in the brain
+    pixel_mm: torch.Tensor  # (S,)
+    slice_mm: torch.Tensor  # (S,) centre-to-centre
+
+
+@dataclass(frozen=True)
+class _Stacks:
+    """Where every voxel sample of a batch of stacks lies (mm)."""
+
+    scanner: torch.Tensor  # (S, P, 3) the mother's (scanner's) frame
+    fetal: torch.Tensor  # (S, P, 3) the fetus' frame (after motion), centred on the brain
+    brain_at: torch.Tensor  # (S, 3) the brain centre in the scanner frame
+    pixel: torch.Tensor  # (S,)
+    thickness: torch.Tensor  # (S,)
+    spacing: torch.Tensor  # (S,) centre to centre
+    shape: tuple[int, int, int, int, int]  # (S, n, k, rows, cols)
+
+
+def _stack_points(gen: torch.Generator, s_count: int, n: int, config: SynthConfig) -> _Stacks:
+    """Sample positions of each stack: pixels, thick slices with gaps, and the brain placed
+    in the field; then a rigid fetal move per slice around the brain centre."""
+    dev = gen.device
+    k, rows, cols = config.through_plane_samples, config.rows, config.cols
+    pixel = _rand(gen, (s_count,), *config.pixel_mm)
+    thickness = _rand(gen, (s_count,), *config.thickness_mm)
+    spacing = thickness * (1 + _rand(gen, (s_count,), *config.gap_fraction))
+    v = (torch.arange(rows, device=dev) - (rows - 1) / 2).float()
+    u = (torch.arange(cols, device=dev) - (cols - 1) / 2).float()
+    w = (torch.arange(n, device=dev) - (n - 1) / 2).float()
+    offsets = (torch.arange(k, device=dev).float() + 0.5) / k - 0.5  # through the slice
+    at = (slice(None), None, None, None, None)
+    pu = u[None, None, None, None, :] * pixel[at]
+    pv = v[None, None, None, :, None] * pixel[at]
+    pw = (
+        w[None, :, None, None, None] * spacing[at]
+        + offsets[None, None, :, None, None] * (thickness[at])
+    )
+    shape = (s_count, n, k, rows, cols)
+    scanner = torch.stack([pu.expand(shape), pv.expand(shape), pw.expand(shape)], -1)
+    half = pixel[:, None] * torch.tensor([cols / 2, rows / 2], device=dev)
+    off_centre = torch.rand(s_count, 1, generator=gen, device=dev) < config.off_centre_fraction
+    spread = torch.where(off_centre, 1.4, config.centre_spread)
+    brain_at = torch.cat(
+        [
+            _rand(gen, (s_count, 2), -1.0, 1.0) * spread * half,
+            (_rand(gen, (s_count,), -0.25, 0.25) * spacing * n)[:, None],
+        ],
+        -1,
+    )
+    # Fetal motion: a random walk of small moves and, now and then, a jerk.
+    walk = _rand(gen, (s_count, 1, 1), 0.0, 1.0)
+    jerk = (torch.rand(s_count, n, 1, generator=gen, device=dev) < 0.08).float()
+    shifts = torch.cumsum(torch.randn(s_count, n, 3, generator=gen, device=dev), 1) * walk * 0.6
+    shifts = shifts + jerk * torch.randn(s_count, n, 3, generator=gen, device=dev) * 4.0
+    angles = torch.cumsum(torch.randn(s_count, n, 3, generator=gen, device=dev), 1)
+    angles = angles * _rand(gen, (s_count, 1, 1), 0.0, 1.0) * math.radians(0.8)
+    angles = angles + jerk * torch.randn(s_count, n, 3, generator=gen, device=dev) * (
+        math.radians(6)
+    )
+    rel = scanner - brain_at[:, None, None, None, None]
+    fetal = torch.einsum("snij,snkrcj->snkrci", small_rotations(angles), rel)
+    fetal = fetal + shifts[:, :, None, None, None]
+    return _Stacks(
+        scanner.reshape(s_count, -1, 3),
+        fetal.reshape(s_count, -1, 3),
+        brain_at,
+        pixel,
+        thickness,
+        spacing,
+        shape,
+    )
+
+
+def _fetal_labels(
+    bank: BrainBank,
+    gen: torch.Generator,
+    fetal: torch.Tensor,
+    atlas_ids: torch.Tensor,
+    config: SynthConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Brain labels (0 outside) and head/body labels (0 elsewhere) at the fetal points: the
+    label map turned, scaled and smoothly deformed; skull and scalp as shells at a distance
+    from the brain; the body an ellipsoid below the head with organs inside."""
+    s_count, dev = fetal.shape[0], fetal.device
+    rotation = random_rotations(gen, s_count)
+    scale = _rand(gen, (s_count, 1), *config.scale) * _rand(gen, (s_count, 3), 0.93, 1.07)
+    brain_mm = (fetal @ rotation) / scale[:, None]  # atlas-frame mm
+    deform = _noise(gen, s_count, 3, 5) * _rand(gen, (s_count, 1, 1, 1, 1), 0.0, 3.0)
+    brain_mm = brain_mm + _sample_field(deform, brain_mm, 90.0).transpose(1, 2)
+    index = brain_mm / bank.voxel_mm + bank.centres[atlas_ids][:, None]
+    grid = (index / (bank.shape - 1) * 2 - 1).flip(-1)[:, None, None]
+    brain = bank.sample(bank.labels, atlas_ids, grid, "nearest").round().long()
+    mean_scale = scale.mean(1)
+    outside_mm = bank.sample(bank.outside, atlas_ids, grid, "bilinear") * (
+        DISTANCE_STEP_MM * mean_scale[:, None]
+    )
+    skull_mm = _rand(gen, (s_count, 1), 1.0, 3.5)
+    scalp_mm = skull_mm + _rand(gen, (s_count, 1), 1.5, 5.0)
+    down = torch.tensor([0.0, 0.0, -1.0], device=dev)
+    body_dir = F.normalize(down + 0.6 * torch.randn(s_count, 3, generator=gen, device=dev), dim=1)
+    body_axes = torch.stack(
+        [_rand(gen, (s_count,), 30, 55), _rand(gen, (s_count,), 30, 55),
+         _rand(gen, (s_count,), 55, 110)], 1) * mean_scale[:, None]  # fmt: skip
+    body_centre = body_dir * (45.0 * mean_scale + body_axes[:, 2] * 0.85)[:, None]
+    body_rot = random_rotations(gen, s_count)
+    in_body = _ellipsoid_radius(brain_mm * scale[:, None], body_centre, body_axes, body_rot) < 1
+    organs = _sample_field(_noise(gen, s_count, 1, 8), brain_mm, 120.0)[:, 0] > 0.3
+    other = torch.zeros_like(brain)
+    other = torch.where(in_body, torch.where(organs, BODY_B, BODY_A), other)
+    other = torch.where(outside_mm < scalp_mm, SCALP, other)
+    other = torch.where(outside_mm < skull_mm, SKULL, other)
+    return brain, other
+
+
+def _maternal_labels(gen: torch.Generator, points: _Stacks) -> torch.Tensor:
+    """The mother, static while the fetus moves: air, tissues with bowel-like blobs,
+    subcutaneous fat, the uterine wall, the placenta, amniotic fluid and floating limbs."""
+    scanner, s_count, dev = points.scanner, points.scanner.shape[0], points.scanner.device
+    cavity_axes = _rand(gen, (s_count, 3), 75.0, 160.0)
+    cavity_centre = points.brain_at + torch.randn(s_count, 3, generator=gen, device=dev) * 20.0
+    cavity_r = _ellipsoid_radius(
+        scanner, cavity_centre, cavity_axes, random_rotations(gen, s_count)
+    )
+    wall = _rand(gen, (s_count, 1), 0.04, 0.12)
+    placenta_dir = F.normalize(torch.randn(s_count, 3, generator=gen, device=dev), dim=1)
+    radial = F.normalize(scanner - cavity_centre[:, None], dim=-1)
+    placenta = (
+        (radial @ placenta_dir[:, :, None])[..., 0] > _rand(gen, (s_count, 1), 0.5, 0.8)
+    ) & (cavity_r > 1 - _rand(gen, (s_count, 1), 0.15, 0.35))
+    limbs = _sample_field(_noise(gen, s_count, 1, 14), scanner, 200.0)[:, 0] > _rand(
+        gen, (s_count, 1), 1.2, 2.2
+    )
+    mother_axes = torch.stack(
+        [_rand(gen, (s_count,), 130, 210), _rand(gen, (s_count,), 110, 170),
+         _rand(gen, (s_count,), 200, 400)], 1)  # fmt: skip
+    upright = torch.eye(3, device=dev).expand(s_count, 3, 3)
+    mother_r = _ellipsoid_radius(scanner, cavity_centre * 0.5, mother_axes, upright)
+    fat_depth = _rand(gen, (s_count, 1), 0.03, 0.12)
+    kinds = torch.tensor(MATERNAL, device=dev)
+    tissue = _sample_field(_noise(gen, s_count, len(MATERNAL), 9), scanner, 300.0)
+    maternal = kinds[tissue.argmax(1)]
+    fine = _sample_field(_noise(gen, s_count, 2, 28), scanner, 300.0)
+    bowel = fine[:, 0] > _rand(gen, (s_count, 1), 0.8, 1.6)
+    maternal = torch.where(bowel, kinds[(fine[:, 1] > 0).long() * 2 + 1], maternal)
+    label = torch.where(mother_r < 1, maternal, torch.zeros_like(maternal))  # air outside
+    label = torch.where((mother_r < 1) & (mother_r > 1 - fat_depth), FAT, label)
+    label = torch.where(cavity_r < 1 + wall, WALL, label)
+    label = torch.where(cavity_r < 1, FLUID, label)
+    label = torch.where((cavity_r < 1) & placenta, PLACENTA, label)
+    return torch.where((cavity_r < 1) & limbs, LIMBS, label)
+
+
+def _signal(gen: torch.Generator, label: torch.Tensor, scanner: torch.Tensor,
+            config: SynthConfig) -> torch.Tensor:  # fmt: skip
+    """Per-voxel-sample signal: each label's random mean with texture, white noise and a
+    smooth bias field."""
+    s_count, dev = label.shape[0], label.device
+    t2_like = torch.rand(s_count, generator=gen, device=dev) < config.t2_like_fraction
+    means = _intensities(gen, s_count, t2_like)
+    texture_amp = _rand(gen, (s_count, N_LABELS), 0.0, 0.25)
+    texture = _sample_field(_noise(gen, s_count, 1, 40), scanner, 250.0)[:, 0]
+    signal = torch.gather(means, 1, label) * (1 + torch.gather(texture_amp, 1, label) * texture)
+    signal = signal + torch.randn(signal.shape, generator=gen, device=dev) * _rand(
+        gen, (s_count, 1), 0.0, 0.04
+    )
+    bias = _sample_field(_noise(gen, s_count, 1, 4), scanner, 250.0)[:, 0]
+    return signal * torch.exp(bias * _rand(gen, (s_count, 1), 0.0, 0.35))
+
+
+def _acquire(gen: torch.Generator, signal: torch.Tensor) -> torch.Tensor:
+    """Slices (S, n, rows, cols) as the scanner returns them: blur, per-slice gain,
+    drop-outs, gamma and Rician noise."""
+    s_count, n, rows, cols = signal.shape
+    dev = signal.device
+    image = _blur(signal, gen)
+    gain = 1 + torch.randn(s_count, n, 1, 1, generator=gen, device=dev) * _rand(
+        gen, (s_count, 1, 1, 1), 0.0, 0.08
+    )
+    image = image * gain * _dropouts(gen, s_count, n, rows, cols)
+    image = image.clamp(min=0) ** _rand(gen, (s_count, 1, 1, 1), 0.7, 1.5)
+    top = image.reshape(s_count, -1).amax(1).clamp(min=1e-6)[:, None, None, None]
+    sigma = _rand(gen, (s_count, 1, 1, 1), 0.0, 0.05) * top
+    return torch.sqrt(
+        (image + sigma * torch.randn(image.shape, generator=gen, device=dev)) ** 2
+        + (sigma * torch.randn(image.shape, generator=gen, device=dev)) ** 2
+    )
+
+
+def synthesise(
+    bank: BrainBank,
+    gen: torch.Generator,
+    stacks: int,
+    config: SynthConfig = SynthConfig(),
+    atlas_ids: torch.Tensor | None = None,
+) -> SynthBatch:
+    """``stacks`` synthetic stacks of one random slice count, on ``bank``'s device."""
+    dev = bank.device
+    slices = torch.randint(config.slices[0], config.slices[1] + 1, (1,), generator=gen, device=dev)
+    if atlas_ids is None:
+        atlas_ids = torch.randint(0, len(bank), (stacks,), generator=gen, device=dev)
+    points = _stack_points(gen, stacks, int(slices), config)
+    brain, fetal = _fetal_labels(bank, gen, points.fetal, atlas_ids, config)
+    label = _maternal_labels(gen, points)
+    label = torch.where(fetal > 0, fetal, label)
+    label = torch.where(brain > 0, brain, label)
+    signal = _signal(gen, label, points.scanner, config).reshape(points.shape)
+    truth = (brain > 0).float().reshape(points.shape).mean(2)  # partial volume in the slice
+    image = _acquire(gen, signal.mean(2).clamp(min=0))
+    return SynthBatch(quantise(image), truth, points.pixel, points.spacing)
+
+
+def _blur(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """In-plane Gaussian blur with a random width per stack (0.3-1.2 pixels)."""
+    s_count, n, rows, cols = image.shape
+    sigma = _rand(gen, (s_count,), 0.3, 1.2)
+    taps = torch.arange(-3, 4, device=image.device).float()
+    kernel = torch.exp(-(taps[None] ** 2) / (2 * sigma[:, None] ** 2))
+    kernel = kernel / kernel.sum(1, keepdim=True)  # (S, 7)
+    x = image.reshape(1, s_count * n, rows, cols)
+    kx = kernel.repeat_interleave(n, 0)[:, None, None, :]
+    ky = kernel.repeat_interleave(n, 0)[:, None, :, None]
+    x = F.conv2d(F.pad(x, (3, 3, 0, 0), mode="replicate"), kx, groups=s_count * n)
+    x = F.conv2d(F.pad(x, (0, 0, 3, 3), mode="replicate"), ky, groups=s_count * n)
+    return x.reshape(s_count, n, rows, cols)
+
+
+def _dropouts(gen: torch.Generator, s_count: int, n: int, rows: int, cols: int) -> torch.Tensor:
+    """Multiplicative signal drop-outs: a few slices darkened, whole or in a band."""
+    dev = gen.device
+    factor = torch.ones(s_count, n, rows, cols, device=dev)
+    hit = torch.rand(s_count, n, generator=gen, device=dev) < 0.06
+    depth = _rand(gen, (s_count, n), 0.2, 0.8)
+    band_centre = _rand(gen, (s_count, n), 0.0, float(rows))
+    band_half = _rand(gen, (s_count, n), 10.0, float(rows))
+    r = torch.arange(rows, device=dev).float()[None, None, :, None]
+    in_band = (r - band_centre[..., None, None]).abs() < band_half[..., None, None]
+    dark = hit[..., None, None] & in_band
+    return torch.where(dark, depth[..., None, None].expand_as(factor), factor)
+
+
+def quantise(image: torch.Tensor) -> torch.Tensor:
+    """As the service sees a stack: scaled by its 99.5th percentile, clipped, 8 bits
+    (``predict.normalise_stack``), returned in [0, 1]."""
+    s_count = image.shape[0]
+    flat = image.reshape(s_count, -1)
+    sample = flat[:, :: max(1, flat.shape[1] // 500_000)]
+    top = torch.quantile(sample, 0.995, dim=1).clamp(min=1e-6)
+    scaled = (image / top[:, None, None, None]).clamp(0, 1)
+    return torch.floor(scaled * 255) / 255

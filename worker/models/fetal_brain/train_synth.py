@@ -1,0 +1,377 @@
+"""Train the fetal brain U-Net on stacks synthesised from brain label maps (``synth.py``), made
+fresh for every step on the training device, under a time budget.
+
+Held-out label maps (whole atlases, so whole ages) are resliced into synthetic stacks for
+validation; the best step by their per-stack Dice (after the service's 3D clean-up) is kept.
+Optional real stacks (``--real``, a pack written by ``--pack-real``) are scored at every
+validation too, through the service's own preprocessing, and reported, never trained on.
+
+Runs with torch, numpy, scipy and OpenCV alone, so it travels to a bare GPU machine:
+
+    python -m worker.models.fetal_brain.train_synth --bank atlas.npz --out brain.pt \\
+        --max-seconds 300 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from worker.models._nn import checkpoint
+from worker.models._nn.train import loss_fn, normalise
+from worker.models._nn.unet import UNet
+from worker.models.fetal_brain.atlas import LabelBank, load_bank
+from worker.models.fetal_brain.synth import BrainBank, SynthConfig, synthesise
+
+logger = logging.getLogger(__name__)
+
+MODEL_VERSION = "2.0.0"
+# Whole atlases (ages) kept out of training for validation: one early, one mid, one late.
+VALIDATION_ATLASES = (
+    "fetal_SB_atlas_GA23_notoperated",
+    "fetal_SB_atlas_GA28_operated",
+    "fetal_SB_atlas_GA32_operated",
+)
+
+
+@dataclass
+class SynthTrainConfig:
+    max_seconds: float = 300.0
+    batch_size: int = 64
+    stacks_per_step: int = 4
+    learning_rate: float = 2e-3
+    warmup_fraction: float = 0.03
+    base: int = 16
+    depth: int = 4
+    seed: int = 0
+    validate_every_s: float = 60.0
+    validation_stacks: int = 24
+    # Each synthesised batch serves ``reuse`` steps (flipped and transposed after the first).
+    reuse: int = 1
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    validation_synth: SynthConfig = field(default_factory=SynthConfig)
+
+
+def cpu_config(max_seconds: float) -> SynthTrainConfig:
+    """The 2-core CPU recipe: 128-pixel training patches of the same pixel size (the network
+    is fully convolutional and serves whole 256-pixel slices), a narrower U-Net, fewer slices
+    per stack, each batch used twice."""
+    return SynthTrainConfig(
+        max_seconds=max_seconds,
+        batch_size=24,
+        stacks_per_step=3,
+        base=8,
+        validate_every_s=900.0,
+        validation_stacks=6,
+        reuse=2,
+        synth=SynthConfig(rows=128, cols=128, slices=(6, 10), off_centre_fraction=0.25),
+        validation_synth=SynthConfig(slices=(12, 20)),
+    )
+
+
+RealStack = tuple[str, npt.NDArray[np.float32], npt.NDArray[np.bool_], tuple[float, float, float]]
+
+
+def pack_real(folder: Path, out: Path) -> None:
+    """NAME_image/NAME_mask NIfTI pairs as one .npz (for a machine without nibabel)."""
+    from worker.models.fetal_brain.data import nifti_pairs
+
+    arrays: dict[str, Any] = {}
+    for name, image, mask, spacing in nifti_pairs(folder):
+        arrays[f"{name}__image"] = np.asarray(image, dtype=np.float32)
+        arrays[f"{name}__mask"] = mask
+        arrays[f"{name}__spacing"] = np.array(spacing, dtype=np.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays)
+
+
+def load_real(path: Path) -> list[RealStack]:
+    with np.load(path) as pack:
+        names = sorted({k.split("__")[0] for k in pack.files})
+        return [
+            (
+                n,
+                pack[f"{n}__image"],
+                pack[f"{n}__mask"].astype(bool),
+                (
+                    float(pack[f"{n}__spacing"][0]),
+                    float(pack[f"{n}__spacing"][1]),
+                    float(pack[f"{n}__spacing"][2]),
+                ),
+            )
+            for n in names
+        ]
+
+
+def _lr_at(fraction: float, config: SynthTrainConfig) -> float:
+    """Linear warm-up, then cosine decay to zero at the end of the time budget."""
+    if fraction < config.warmup_fraction:
+        return config.learning_rate * fraction / config.warmup_fraction
+    done = (fraction - config.warmup_fraction) / (1 - config.warmup_fraction)
+    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+
+
+def _dice(pred: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_]) -> float:
+    total = float(pred.sum() + truth.sum())
+    return 2 * float((pred & truth).sum()) / total if total else 1.0
+
+
+@torch.no_grad()
+def _probabilities(model: UNet, slices: torch.Tensor, amp: bool) -> torch.Tensor:
+    """Sigmoid outputs for (n, rows, cols) slices in [0, 1]."""
+    out = []
+    for start in range(0, len(slices), 32):
+        x = normalise(slices[start : start + 32, None].float())
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            out.append(torch.sigmoid(model(x).float())[:, 0])
+    return torch.cat(out)
+
+
+class Validator:
+    """Fixed synthetic stacks from the held-out label maps, and optional real stacks."""
+
+    def __init__(
+        self, bank: BrainBank, config: SynthTrainConfig, real: list[RealStack], amp: bool
+    ) -> None:
+        gen = torch.Generator(device=bank.device).manual_seed(10_000 + config.seed)
+        self.synthetic = []
+        for i in range(config.validation_stacks):
+            ids = torch.tensor([i % len(bank)], device=bank.device)
+            batch = synthesise(bank, gen, 1, config.validation_synth, atlas_ids=ids)
+            self.synthetic.append((batch.images[0], batch.brain[0].cpu().numpy() >= 0.5))
+        self.real = real
+        self.amp = amp
+        self.size = (config.validation_synth.rows, config.validation_synth.cols)
+
+    def score(self, model: UNet) -> dict[str, Any]:
+        from worker.models._nn.predictor import full_size, preprocess
+        from worker.models.fetal_brain.predict import clean_volume, normalise_stack
+
+        model.eval()
+        synth = []
+        for images, truth in self.synthetic:
+            prob = _probabilities(model, images, self.amp).cpu().numpy()
+            synth.append(_dice(clean_volume(prob), truth))
+        real: dict[str, dict[str, float]] = {}
+        device = next(model.parameters()).device
+        for name, image, truth, spacing in self.real:
+            inputs = np.stack([preprocess(s, self.size) for s in normalise_stack(image)])
+            x = torch.from_numpy(inputs[:, None]).to(device)
+            with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=self.amp):
+                small = torch.sigmoid(model(x).float())[:, 0].cpu().numpy()
+            prob = np.stack([full_size(p, image.shape[1:]) for p in small])
+            mask = clean_volume(prob)
+            voxel_ml = spacing[0] * spacing[1] * spacing[2] / 1000
+            real[name] = {
+                "dice": round(_dice(mask, truth), 4),
+                "volume_ml": round(float(mask.sum()) * voxel_ml, 1),
+                "truth_ml": round(float(truth.sum()) * voxel_ml, 1),
+            }
+        model.train()
+        out: dict[str, Any] = {
+            "synthetic_dice": round(float(np.mean(synth)), 4),
+            "synthetic_dice_min": round(float(np.min(synth)), 4),
+        }
+        if real:
+            out["real"] = real
+            out["real_dice"] = round(float(np.mean([r["dice"] for r in real.values()])), 4)
+        return out
+
+
+def _model_config(config: SynthTrainConfig) -> dict[str, Any]:
+    return {
+        "arch": "unet",
+        "base": config.base,
+        "depth": config.depth,
+        "input_rows": config.validation_synth.rows,  # served on whole slices
+        "input_cols": config.validation_synth.cols,
+        "normalisation": "(x/255 - 0.25) / 0.25",
+    }
+
+
+def _step(
+    model: UNet, optimiser: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: bool
+) -> float:
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = model(normalise(x))
+    loss = loss_fn(logits.float(), y)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimiser.step()
+    return float(loss.detach())
+
+
+class _Record:
+    """Validation history and the best state so far (also saved beside ``out`` as
+    ``NAME.best.pt``, so a long run can be looked at before it ends)."""
+
+    def __init__(self, out: Path, model_config: dict[str, Any]) -> None:
+        self.interim = out.with_name(out.stem + ".best" + out.suffix)
+        self.model_config = model_config
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {}
+        self.best_state: dict[str, torch.Tensor] = {}
+
+    def validation(self, model: UNet, entry: dict[str, Any]) -> None:
+        self.history.append(entry)
+        logger.info("validation %s", json.dumps(entry))
+        if entry["synthetic_dice"] > self.best.get("synthetic_dice", -1.0):
+            self.best = entry
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            checkpoint.save(model, self.model_config, {"best": entry}, self.interim)
+
+
+def train(
+    bank: LabelBank,
+    out: Path,
+    config: SynthTrainConfig,
+    device: str,
+    *,
+    real: list[RealStack] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train under ``config.max_seconds``; save the best checkpoint by held-out synthetic Dice."""
+    torch.manual_seed(config.seed)
+    started = time.time()
+    held_out = [n for n in VALIDATION_ATLASES if n in bank.names]
+    if not held_out or len(held_out) == len(bank.names):
+        held_out = [bank.names[-1]]
+    train_bank = BrainBank(bank.without(held_out), device)
+    amp = device.startswith("cuda")
+    validator = Validator(BrainBank(bank.select(held_out), device), config, real or [], amp)
+    model = UNet(base=config.base, depth=config.depth).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    torch.backends.cudnn.benchmark = True
+    record = _Record(out, _model_config(config))
+    steps = images_seen = 0
+    losses: list[float] = []
+    train_started = last_validation = time.time()
+    while True:
+        elapsed = time.time() - train_started
+        finished = elapsed >= config.max_seconds
+        if finished or time.time() - last_validation >= config.validate_every_s:
+            loss = round(float(np.mean(losses)) if losses else float("nan"), 4)
+            entry = {"step": steps, "seconds": round(elapsed, 1), "images": images_seen}
+            record.validation(model, {**entry, "loss": loss, **validator.score(model)})
+            losses = []
+            last_validation = time.time()
+            if progress:
+                progress("train", min(int(elapsed), int(config.max_seconds)),
+                         int(config.max_seconds))  # fmt: skip
+        if finished:
+            break
+        for group in optimiser.param_groups:
+            group["lr"] = _lr_at(elapsed / config.max_seconds, config)
+        if steps % config.reuse == 0:
+            batch = synthesise(train_bank, gen, config.stacks_per_step, config.synth)
+            x = batch.images.reshape(-1, 1, *batch.images.shape[2:])
+            y = batch.brain.reshape(-1, 1, *batch.brain.shape[2:])
+        else:
+            x, y = x.flip(-1).transpose(-1, -2), y.flip(-1).transpose(-1, -2)
+        pick = torch.randperm(len(x), generator=gen, device=gen.device)[: config.batch_size]
+        losses.append(_step(model, optimiser, x[pick], y[pick], amp))
+        steps += 1
+        images_seen += len(pick)
+        if steps % 100 == 0:
+            logger.info("step %d, %d images, %.0f s", steps, images_seen, elapsed)
+    model.load_state_dict(record.best_state)
+    metadata = _metadata(
+        config,
+        device,
+        trained=train_bank.names,
+        held_out=held_out,
+        history=record.history,
+        best=record.best,
+    )
+    metadata["steps"], metadata["train_images"] = steps, images_seen
+    metadata["train_seconds"] = round(time.time() - started, 1)
+    metadata["sha256"] = checkpoint.save(model, _model_config(config), metadata, out)
+    return metadata
+
+
+def _metadata(
+    config: SynthTrainConfig,
+    device: str,
+    *,
+    trained: tuple[str, ...],
+    held_out: list[str],
+    history: list[dict[str, Any]],
+    best: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "model": "fetal-brain-unet",
+        "version": MODEL_VERSION,
+        "trained_on": (
+            "stacks synthesised from the label maps of the CC0 fetal spina bifida atlas "
+            f"(Fidon et al. 2021), {len(trained)} atlases: {', '.join(trained)}"
+        ),
+        "validated_on": f"synthetic stacks from held-out atlases {', '.join(held_out)}",
+        "recipe": "worker/models/fetal_brain/synth.py + train_synth.py",
+        "best": best,
+        "history": history,
+        "val_dice": best.get("synthetic_dice", 0.0),
+        "optimiser": (
+            f"AdamW lr={config.learning_rate} warm-up + cosine over the time budget, "
+            f"batch {config.batch_size} slices from {config.stacks_per_step} fresh stacks"
+        ),
+        "device": device,
+        "torch": torch.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bank", type=Path, help="label-map pack (atlas.py)")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--real", type=Path, help="real validation pack (--pack-real)")
+    parser.add_argument("--pack-real", type=Path, help="folder of NIfTI pairs to pack into --out")
+    parser.add_argument("--max-seconds", type=float, default=300.0)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--stacks-per-step", type=int, default=4)
+    parser.add_argument("--validate-every", type=float, default=60.0)
+    parser.add_argument("--base", type=int, default=16, help="U-Net width")
+    parser.add_argument("--t2-like", type=float, default=0.5, help="share of T2-like contrasts")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipe", choices=("gpu", "cpu"), default="gpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.pack_real:
+        pack_real(args.pack_real, args.out)
+        return 0
+    if args.bank is None or args.out is None:
+        parser.error("--bank and --out are required")
+    if args.recipe == "cpu":
+        config = cpu_config(args.max_seconds)
+    else:
+        config = SynthTrainConfig(
+            max_seconds=args.max_seconds,
+            batch_size=args.batch_size,
+            stacks_per_step=args.stacks_per_step,
+            validate_every_s=args.validate_every,
+            base=args.base,
+            seed=args.seed,
+            synth=SynthConfig(t2_like_fraction=args.t2_like),
+        )
+    real = load_real(args.real) if args.real else None
+    meta = train(load_bank(args.bank), args.out, config, args.device, real=real)
+    logger.info("saved %s sha256 %s best %s", args.out, meta["sha256"], json.dumps(meta["best"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

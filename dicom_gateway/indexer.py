@@ -5,9 +5,12 @@ written with others in one transaction by the completion monitor on its next pol
 before that loses only the in-memory queue, never the file: on start, ``reconcile`` records
 every stored file that has no row, so nothing acknowledged is forgotten.
 
-A row the database refuses for its content (a value too long for its column, say) is one bad
-instance, not an outage: it is logged, its file is set aside (``storage.set_aside``) and the
-rest of the batch, and the start, go on. Only an unreachable database keeps rows queued.
+Every value is made to fit its column before the instance is answered
+(``records.instance_info``). Should the database still refuse a row for its content, that is
+one instance, not an outage: its bare row (UIDs and file only) is recorded instead and the
+rest of the batch goes on; an acknowledged file is never set aside. Only an unreachable
+database keeps rows queued. At start, a file whose UIDs are invalid (never acknowledged: the
+C-STORE refuses them) is set aside, so that it cannot stop the gateway from starting.
 """
 
 from __future__ import annotations
@@ -21,11 +24,17 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, utcnow
-from dicom_gateway.records import InstanceInfo, instance_info, record_instance, upsert_instances
+from dicom_gateway.records import (
+    UNAVAILABLE,
+    InstanceInfo,
+    instance_info,
+    record_acknowledged,
+    upsert_instances,
+)
 from dicom_gateway.storage import REJECTED_DIR, set_aside
 from dicom_gateway.validation import DatasetRefusedError, check_uids
 
@@ -34,8 +43,6 @@ logger = logging.getLogger(__name__)
 #: Calling AE recorded for a file indexed after a crash when its file meta does not name one.
 RECOVERED_AE = "RECOVERED"
 _CHUNK = 500
-#: Errors that say the database is away, not that a row is bad: the rows wait for it.
-UNAVAILABLE = (OperationalError, InterfaceError)
 
 
 class IndexQueue:
@@ -43,9 +50,11 @@ class IndexQueue:
 
     def __init__(self, session_factory: sessionmaker[Session], root: Path | None = None) -> None:
         self._session_factory = session_factory
-        #: The storage root; a file whose row is refused is moved under ``root/.rejected``.
         self._root = root
-        self.rejected = 0
+        #: Rows recorded bare (the database refused their descriptive values).
+        self.bare = 0
+        #: Rows the database refused even bare: their files stay, logged, for the next start.
+        self.unrecorded = 0
         self._queue: queue.SimpleQueue[InstanceInfo] = queue.SimpleQueue()
         self._retry: list[InstanceInfo] = []
 
@@ -98,22 +107,20 @@ class IndexQueue:
 
     def _record_one(self, info: InstanceInfo) -> None:
         try:
-            record_instance(self._session_factory, info)
+            if not record_acknowledged(self._session_factory, info):
+                self.bare += 1
         except UNAVAILABLE:
             raise
         except SQLAlchemyError as exc:
-            self._reject(info, exc)
-
-    def _reject(self, info: InstanceInfo, exc: Exception) -> None:
-        self.rejected += 1
-        moved = set_aside(self._root, Path(info.path)) if self._root is not None else None
-        logger.error(
-            "instance %s of series %s cannot be recorded (%s); file %s",
-            info.sop_instance_uid,
-            info.series_uid,
-            type(exc).__name__,
-            f"set aside at {moved}" if moved is not None else f"left at {info.path}",
-        )
+            # Acknowledged: the file stays where it is (the next start tries again).
+            self.unrecorded += 1
+            logger.error(
+                "instance %s of series %s cannot be recorded (%s); file kept at %s",
+                info.sop_instance_uid,
+                info.series_uid,
+                type(exc).__name__,
+                info.path,
+            )
 
 
 def _stored_files(root: Path) -> Iterator[Path]:
@@ -127,8 +134,9 @@ def reconcile(session_factory: sessionmaker[Session], root: Path) -> int:
     """Record every instance file under ``root`` that has no row; returns how many.
 
     Reads headers only. A file that cannot be read is left alone and logged; one whose UIDs
-    are not valid, or whose row the database refuses, is set aside under ``root/.rejected``
-    (a poisoned file must not stop the gateway from starting, again and again).
+    are not valid (the C-STORE refuses those: never acknowledged) is set aside under
+    ``root/.rejected`` (a poisoned file must not stop the gateway from starting, again and
+    again). A row refused for its content is recorded bare (``records.record_acknowledged``).
     """
     start = time.monotonic()
     with session_factory() as session:
@@ -155,12 +163,11 @@ def reconcile(session_factory: sessionmaker[Session], root: Path) -> int:
             logger.error("cannot index %s: %s", path, type(exc).__name__)
             continue
         try:
-            record_instance(session_factory, info)
+            record_acknowledged(session_factory, info)
         except UNAVAILABLE:
             raise
         except SQLAlchemyError as exc:
-            logger.error("cannot record %s: %s; set aside", path, type(exc).__name__)
-            set_aside(root, path)
+            logger.error("cannot record %s: %s; left in place", path, type(exc).__name__)
             continue
         recorded += 1
     if recorded or missing:

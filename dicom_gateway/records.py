@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from pydicom import Dataset
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, Series, SeriesStatus, Study, utcnow
@@ -42,6 +42,35 @@ class InstanceInfo:
     size_bytes: int
     patient_id: str | None = None
 
+    def bare(self) -> InstanceInfo:
+        """Only what locates the instance (UIDs, checked before it was answered; its file):
+        the row recorded when the database refuses the descriptive values."""
+        return replace(
+            self,
+            modality="",
+            body_part_examined="",
+            series_description="",
+            image_type="",
+            instance_number=None,
+            images_in_acquisition=None,
+            study_date=None,
+            accession_number=None,
+            calling_host=None,
+            patient_id=None,
+        )
+
+
+#: The range of an INTEGER column (PostgreSQL's, 32 bits): a value outside it would make the
+#: database refuse the row after the instance was acknowledged.
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+
+
+def clean_text(value: str, limit: int) -> str:
+    """``value`` as the database takes it: without NUL (PostgreSQL refuses it in text; one
+    would poison a whole batch of rows), valid UTF-8, at most ``limit`` characters."""
+    value = value.replace("\0", "").encode("utf-8", "replace").decode("utf-8")
+    return value.strip()[:limit]
+
 
 def _text(ds: Dataset, keyword: str, limit: int) -> str:
     value = ds.get(keyword, "")
@@ -49,15 +78,31 @@ def _text(ds: Dataset, keyword: str, limit: int) -> str:
         return ""
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         value = "\\".join(str(v) for v in value)
-    # PostgreSQL refuses NUL characters in text: one would poison a whole batch of rows.
-    return str(value).replace("\0", "").strip()[:limit]
+    return clean_text(str(value), limit)
 
 
-def _int_or_none(value: object) -> int | None:
+def _integer(ds: Dataset, keyword: str, minimum: int = INT_MIN) -> int | None:
+    """An Integer String for an INTEGER column: None when absent or not one number; a value
+    outside ``minimum``..``INT_MAX`` (legal DICOM: IS goes to 12 digits) is None too, with a
+    warning naming the attribute (never the value), so the row is never refused for it."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
     try:
-        return int(str(value))
+        number = int(str(value))
     except (TypeError, ValueError):
         return None
+    if not minimum <= number <= INT_MAX:
+        element = ds.data_element(keyword)
+        logger.warning(
+            "%s %s: value outside %d..%d, recorded as empty",
+            keyword,
+            f"({element.tag.group:04X},{element.tag.element:04X})" if element else "",
+            minimum,
+            INT_MAX,
+        )
+        return None
+    return number
 
 
 def instance_info(
@@ -74,17 +119,18 @@ def instance_info(
         series_uid=str(ds.SeriesInstanceUID),
         sop_instance_uid=str(ds.SOPInstanceUID),
         sop_class_uid=str(ds.SOPClassUID),
-        transfer_syntax_uid=transfer_syntax_uid,
+        transfer_syntax_uid=clean_text(transfer_syntax_uid, 64),
         modality=_text(ds, "Modality", 16),
         body_part_examined=_text(ds, "BodyPartExamined", 64),
         series_description=_text(ds, "SeriesDescription", 64),
         image_type=_text(ds, "ImageType", 128),
-        instance_number=_int_or_none(ds.get("InstanceNumber")),
-        images_in_acquisition=_int_or_none(ds.get("ImagesInAcquisition")),
+        instance_number=_integer(ds, "InstanceNumber"),
+        # A count: 0 or less would complete the series at its first instance.
+        images_in_acquisition=_integer(ds, "ImagesInAcquisition", minimum=1),
         study_date=_text(ds, "StudyDate", 8) or None,
         accession_number=_text(ds, "AccessionNumber", 16) or None,
-        calling_ae=calling_ae[:16],
-        calling_host=calling_host[:64] if calling_host else None,
+        calling_ae=clean_text(calling_ae, 16),
+        calling_host=clean_text(calling_host, 64) if calling_host else None,
         path=path,
         size_bytes=size_bytes,
         patient_id=_text(ds, "PatientID", 64) or None,
@@ -187,3 +233,28 @@ def record_instance(session_factory: sessionmaker[Session], info: InstanceInfo) 
             if attempt == attempts:
                 raise
             logger.debug("concurrent insert for series; retrying (%d)", attempt)
+
+
+#: Errors that say the database is away, not that a row is bad: the rows wait for it.
+UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+def record_acknowledged(session_factory: sessionmaker[Session], info: InstanceInfo) -> bool:
+    """Record an instance that was (or is about to be) answered success: when the database
+    refuses the row for its content, the bare row (``InstanceInfo.bare``) is recorded
+    instead, so the instance keeps its place in its series. Returns False when the full row
+    was refused; raises when the database is away, or refuses even the bare row."""
+    try:
+        record_instance(session_factory, info)
+        return True
+    except UNAVAILABLE:
+        raise
+    except SQLAlchemyError as exc:
+        logger.warning(
+            "instance %s of series %s: row refused (%s); recorded without its descriptive values",
+            info.sop_instance_uid,
+            info.series_uid,
+            type(exc).__name__,
+        )
+    record_instance(session_factory, info.bare())
+    return False

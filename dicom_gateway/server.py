@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.migrate import require_current, upgrade
 from db.session import make_engine, make_session_factory
 from dicom_gateway._fastpath.reactor import request_handler
-from dicom_gateway.access import GatewayServer, HostAllowlist, parse_networks
+from dicom_gateway.access import (
+    GatewayServer,
+    HostAllowlist,
+    KnownSenders,
+    parse_networks,
+    remember_sender,
+)
 from dicom_gateway.contexts import supported_contexts
 from dicom_gateway.handlers import StoreContext, handle_echo, handle_store, log_association
 from dicom_gateway.indexer import IndexQueue, reconcile
@@ -87,7 +93,9 @@ def build_ae(settings: Settings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.supported_contexts = supported_contexts()
     ae.maximum_pdu_size = settings.max_pdu
-    ae.maximum_associations = settings.max_associations
+    # The server's admission (``access.GatewayServer``) keeps to MAX_ASSOCIATIONS, fairly;
+    # pynetdicom's own count, which includes connections being dropped, is only a backstop.
+    ae.maximum_associations = 2 * settings.max_associations
     ae.require_called_aet = settings.require_called_ae
     if settings.allowed_calling_aes:
         ae.require_calling_aet = list(settings.allowed_calling_aes)
@@ -108,12 +116,22 @@ def _start_server(ae: AE, settings: Settings, handlers: list[Any]) -> GatewaySer
         request_handler=bounded_handler(request_handler(settings.fast_receive) or RequestHandler),
     )
     assert isinstance(server, GatewayServer)
-    server.allowlist = HostAllowlist(parse_networks(settings.allowed_calling_hosts))
+    networks = parse_networks(settings.allowed_calling_hosts)
+    server.allowlist = HostAllowlist(networks)
+    server.known = KnownSenders(networks)
+    server.max_associations = settings.max_associations
     server.max_per_host = settings.max_associations_per_host
+    server.max_pending_per_host = settings.max_pending_per_host
+    server.reserved = settings.reserved_associations
+    server.request_timeout = settings.association_request_timeout_seconds
     server.receive_budget = ReceiveBudget(settings.max_message_bytes, settings.max_receive_bytes)
     server.pdu_read_timeout = settings.pdu_read_timeout_seconds
     thread = threading.Thread(target=server.serve_forever, name="medseg-acceptor", daemon=True)
     thread.start()
+    reaper = threading.Thread(
+        target=server.reap_slow_requests, args=(server.stopped,), name="medseg-reaper", daemon=True
+    )
+    reaper.start()
     ae._servers.append(server)  # so AE.shutdown() stops it, as start_server() would
     return server
 
@@ -132,6 +150,7 @@ def _listen(
         (evt.EVT_C_STORE, handle_store, [ctx]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_ACCEPTED, log_association),
+        (evt.EVT_ACCEPTED, remember_sender),
         (evt.EVT_REJECTED, log_association),
     ]
     return _start_server(build_ae(settings), settings, handlers)

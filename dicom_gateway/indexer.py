@@ -33,6 +33,7 @@ from dicom_gateway.records import (
     InstanceInfo,
     instance_info,
     record_acknowledged,
+    remove_displaced,
     upsert_instances,
 )
 from dicom_gateway.storage import REJECTED_DIR, set_aside
@@ -96,7 +97,7 @@ class IndexQueue:
     def _record(self, chunk: list[InstanceInfo]) -> None:
         try:
             with self._session_factory.begin() as session:
-                upsert_instances(session, chunk, utcnow())
+                displaced = upsert_instances(session, chunk, utcnow())
         except UNAVAILABLE:
             raise
         except SQLAlchemyError:
@@ -104,6 +105,8 @@ class IndexQueue:
             # one row is bad (DataError, ...): one by one, each with its own transaction.
             for info in chunk:
                 self._record_one(info)
+            return
+        remove_displaced(displaced)
 
     def _record_one(self, info: InstanceInfo) -> None:
         try:
@@ -130,6 +133,14 @@ def _stored_files(root: Path) -> Iterator[Path]:
             yield path
 
 
+def _mtime(path: Path) -> int:
+    """When ``path`` was written (ns); -1 when it is gone."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
 def reconcile(session_factory: sessionmaker[Session], root: Path) -> int:
     """Record every instance file under ``root`` that has no row; returns how many.
 
@@ -137,11 +148,17 @@ def reconcile(session_factory: sessionmaker[Session], root: Path) -> int:
     are not valid (the C-STORE refuses those: never acknowledged) is set aside under
     ``root/.rejected`` (a poisoned file must not stop the gateway from starting, again and
     again). A row refused for its content is recorded bare (``records.record_acknowledged``).
+    Of two copies of one instance (resent under another series) the newer is kept: a copy
+    older than the one its row names is removed, a newer one is recorded (the row moves) and
+    the older removed.
     """
     start = time.monotonic()
     with session_factory() as session:
-        known = set(session.scalars(select(Instance.path)))
-    missing = [p for p in _stored_files(root) if str(p) not in known]
+        rows = session.execute(select(Instance.sop_instance_uid, Instance.path)).all()
+    home: dict[str, str] = {sop: stored for sop, stored in rows}
+    known = set(home.values())
+    # Oldest first: of two copies of one instance without a row, the newest is recorded last.
+    missing = sorted((p for p in _stored_files(root) if str(p) not in known), key=_mtime)
     recorded = 0
     for path in missing:
         try:
@@ -162,6 +179,14 @@ def reconcile(session_factory: sessionmaker[Session], root: Path) -> int:
         except (InvalidDicomError, OSError, AttributeError, ValueError) as exc:
             logger.error("cannot index %s: %s", path, type(exc).__name__)
             continue
+        current = home.get(info.sop_instance_uid)
+        if current is not None and _mtime(Path(current)) >= _mtime(path):
+            # One instance, one home: its row names a copy as new or newer, elsewhere (it was
+            # resent under another series). This one is stale; recording it would move the
+            # instance back.
+            logger.warning("removing %s: a stale copy of an instance recorded elsewhere", path)
+            path.unlink(missing_ok=True)
+            continue
         try:
             record_acknowledged(session_factory, info)
         except UNAVAILABLE:
@@ -169,6 +194,7 @@ def reconcile(session_factory: sessionmaker[Session], root: Path) -> int:
         except SQLAlchemyError as exc:
             logger.error("cannot record %s: %s; left in place", path, type(exc).__name__)
             continue
+        home[info.sop_instance_uid] = str(path)
         recorded += 1
     if recorded or missing:
         logger.warning(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from pydicom import Dataset
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -137,9 +138,17 @@ def instance_info(
     )
 
 
-def upsert_instances(session: Session, infos: Sequence[InstanceInfo], now: datetime) -> None:
+def upsert_instances(session: Session, infos: Sequence[InstanceInfo], now: datetime) -> list[str]:
     """Rows for many instances in ``session`` (no commit): one study/series lookup per series
-    and one query for the instances already known, instead of three queries per instance."""
+    and one query for the instances already known, instead of three queries per instance.
+
+    An instance has one home: resent under another series (or study) its row moves there,
+    the series it left has its jobs superseded (and, when instances remain, completes again
+    on them), and the file it left is returned, to be removed once this is committed
+    (``remove_displaced``).
+    """
+    displaced: dict[str, None] = {}
+    left: set[int] = set()
     by_series: dict[str, list[InstanceInfo]] = {}
     for info in infos:
         by_series.setdefault(info.series_uid, []).append(info)
@@ -170,7 +179,19 @@ def upsert_instances(session: Session, infos: Sequence[InstanceInfo], now: datet
             # Duplicate SOP Instance UID: the newest copy replaces the file and the record.
             if instance.id is not None:
                 logger.info("instance %s received again; replacing", instance.id)
+            if instance.series_id is not None and instance.series_id != series.id:
+                logger.warning(
+                    "instance %s moves from series %s to series %s",
+                    instance.id,
+                    instance.series_id,
+                    series.id,
+                )
+                left.add(instance.series_id)
+                grew = True
+            if instance.path != info.path:
+                displaced[instance.path] = None
             instance.series_id = series.id
+            instance.instance_number = info.instance_number
             instance.transfer_syntax_uid = info.transfer_syntax_uid
             instance.path = info.path
             instance.size_bytes = info.size_bytes
@@ -178,6 +199,39 @@ def upsert_instances(session: Session, infos: Sequence[InstanceInfo], now: datet
         if grew and not created:
             # Its jobs so far ran on part of it (a restart or abort mid-series, late images).
             supersede_jobs(session, series.id, now)
+        final = {instance.path for instance in known.values()}
+        displaced = {path: None for path in displaced if path not in final}
+    for series_id in left:
+        _lost_instances(session, series_id, now)
+    return list(displaced)
+
+
+def _lost_instances(session: Session, series_id: int, now: datetime) -> None:
+    """``series_id`` lost an instance to another series: its jobs ran (or would run) on an
+    input it no longer has. They are superseded; with instances left it receives again, so
+    it completes (and gets a job) on them; left empty it stays as it is, with no job."""
+    session.flush()
+    supersede_jobs(session, series_id, now, lost=True)
+    remaining = session.scalar(
+        select(func.count()).select_from(Instance).where(Instance.series_id == series_id)
+    )
+    series = session.get(Series, series_id)
+    if series is not None and remaining and series.status is not SeriesStatus.RECEIVING:
+        series.status = SeriesStatus.RECEIVING
+        series.completed_at = None
+        series.last_received_at = now
+
+
+def remove_displaced(paths: Sequence[str]) -> None:
+    """Remove the files instances left when they moved (after the move was committed); a
+    crash before this leaves a stale copy, removed by the next start (``indexer.reconcile``)."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.error("cannot remove %s, left by an instance that moved: %s", path, exc)
 
 
 def _receiving_series(session: Session, info: InstanceInfo, now: datetime) -> tuple[Series, bool]:
@@ -227,7 +281,8 @@ def record_instance(session_factory: sessionmaker[Session], info: InstanceInfo) 
     for attempt in range(1, attempts + 1):
         try:
             with session_factory.begin() as session:
-                upsert_instances(session, [info], utcnow())
+                displaced = upsert_instances(session, [info], utcnow())
+            remove_displaced(displaced)
             return
         except IntegrityError:
             if attempt == attempts:

@@ -38,12 +38,21 @@ from dicom_gateway.receivers import (
     replace_dead,
     start_extra_receivers,
     stop_receivers,
+    wait_for_free_port,
 )
 from worker.core.broker_held import held_task_ids, redis_reader
 from worker.core.broker_probe import BrokerProbe
 from worker.core.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+#: How long a starting gateway waits for strays (a killed gateway's receivers) to leave its port.
+STRAYS_TIMEOUT_SECONDS = 30.0
+
+
+class PortInUseError(OSError):
+    """Another process listens on the gateway's port."""
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -198,6 +207,11 @@ def start_gateway(
             HARD_LIMIT_MARGIN_SECONDS,
         )
         held = _held_task_ids(settings)
+    if not wait_for_free_port(settings.host, settings.port, STRAYS_TIMEOUT_SECONDS):
+        raise PortInUseError(
+            f"port {settings.port} is in use by another process (a gateway or its receivers "
+            f"still running?); stop it, or set MEDSEG_PORT"
+        )
     index = None
     if settings.batch_index:
         # Files acknowledged before a crash but not yet recorded get their rows first.

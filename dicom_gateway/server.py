@@ -40,6 +40,7 @@ from dicom_gateway.receivers import (
     stop_receivers,
     wait_for_free_port,
 )
+from dicom_gateway.records import UNAVAILABLE
 from worker.core.broker_held import held_task_ids, redis_reader
 from worker.core.broker_probe import BrokerProbe
 from worker.core.settings import Settings
@@ -180,6 +181,14 @@ def start_receiver(settings: Settings) -> tuple[GatewayServer, IndexQueue | None
     return _listen(settings, session_factory, index), index
 
 
+def recovery_when_back(session_factory: sessionmaker[Session], settings: Settings) -> None:
+    """What a gateway started during a database outage does first when the database
+    answers: check its schema (as at start), then record the stored files that have no
+    row. Raises while the database is away (tried again at the next poll)."""
+    require_current(settings.database_url, strict=True)
+    reconcile(session_factory, settings.incoming_dir)
+
+
 def start_gateway(
     settings: Settings, publish: Publisher | None = None
 ) -> tuple[ThreadedAssociationServer, CompletionMonitor]:
@@ -213,9 +222,20 @@ def start_gateway(
             f"still running?); stop it, or set MEDSEG_PORT"
         )
     index = None
+    recover: Callable[[], object] | None = None
     if settings.batch_index:
-        # Files acknowledged before a crash but not yet recorded get their rows first.
-        reconcile(session_factory, settings.incoming_dir)
+        # Files acknowledged before a crash but not yet recorded get their rows first; with
+        # the database away, the monitor does it when it is back (files are the truth).
+        recover = partial(recovery_when_back, session_factory, settings)
+        try:
+            reconcile(session_factory, settings.incoming_dir)
+            recover = None
+        except UNAVAILABLE as exc:
+            logger.warning(
+                "database unreachable at start: receiving anyway; stored instances are "
+                "recorded when it is back (%s)",
+                exc.orig,
+            )
         index = IndexQueue(session_factory, settings.incoming_dir)
     server = _listen(settings, session_factory, index)
     if settings.metrics_port:
@@ -226,7 +246,9 @@ def start_gateway(
             _queue_depth(settings),
             _broker_probe(settings).latest,
         )
-    monitor = CompletionMonitor(session_factory, publish, settings, index=index, held_task_ids=held)
+    monitor = CompletionMonitor(
+        session_factory, publish, settings, index=index, held_task_ids=held, recover=recover
+    )
     monitor.start()
     logger.info(
         "gateway %s listening on %s:%d, storing to %s",

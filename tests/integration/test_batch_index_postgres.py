@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydicom import config, dcmread
 from pynetdicom import AE
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance
@@ -23,8 +23,10 @@ from dicom_gateway.storage import REJECTED_DIR
 from tests.conftest import fresh_postgres_database
 from tests.support.factories import chest_series, instance_record, minimal_image
 from tests.support.gateway import RecordingPublisher
+from tests.support.proxy import SwitchableProxy
 from tests.support.tools import wait_until
 from worker.core.settings import Settings
+from worker.devtools.localstack import free_port, start_medseg, stop, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:The value length")]
 
@@ -178,3 +180,53 @@ def test_integers_too_large_for_the_database_are_recorded_empty_never_set_aside(
     finally:
         server.shutdown()
         monitor.stop()
+
+
+def test_the_gateway_starts_and_receives_while_the_database_is_down(
+    own_postgres: str, factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Issue 30 item 5: with the batch index (the default) ``medseg gateway`` exited
+    "database unreachable" when started during a database outage. Now it starts, receives,
+    and records every acknowledged instance (those received before a restart too) once the
+    database is back."""
+    proxy = SwitchableProxy(free_port(), make_url(own_postgres).port or 5432)
+    url = make_url(own_postgres).set(host="127.0.0.1", port=proxy.port)
+    port = free_port()
+    env = {
+        "MEDSEG_DATA_DIR": str(tmp_path / "data"),
+        "MEDSEG_DATABASE_URL": url.render_as_string(hide_password=False),
+        "MEDSEG_HOST": "127.0.0.1",
+        "MEDSEG_PORT": str(port),
+        "MEDSEG_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "MEDSEG_MIN_FREE_BYTES": "0",
+        "MEDSEG_SERIES_QUIET_SECONDS": "3600",
+    }
+    paths = chest_series(tmp_path / "src", 0, slices=10)
+    settings = Settings(port=port)
+    gateway = start_medseg(["gateway"], env, tmp_path / "gateway.log")
+    try:
+        wait_for_port(port, timeout=60, process=gateway)  # the database is down
+        _store_all(settings, paths[:6])
+        gateway.kill()  # restarted during the outage: the 6 rows were only in its memory
+        gateway.wait(10)
+        gateway = start_medseg(["gateway"], env, tmp_path / "gateway.log", append=True)
+        wait_for_port(port, timeout=60, process=gateway)
+        _store_all(settings, paths[6:])
+        assert _count(factory) == 0
+        proxy.up()  # the database is back
+        _wait(lambda: _count(factory) == 10)
+        assert not (tmp_path / "data" / "incoming" / REJECTED_DIR).exists()
+    finally:
+        stop(gateway)
+        proxy.down()
+    log = (tmp_path / "gateway.log").read_text()
+    assert "database unreachable at start" in log
+
+
+def _store_all(settings: Settings, paths: list[Path]) -> None:
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CT, "1.2.840.10008.1.2.1")
+    assoc = ae.associate("127.0.0.1", settings.port, ae_title=settings.ae_title)
+    assert assoc.is_established
+    assert all(assoc.send_c_store(p).Status == statuses.SUCCESS for p in paths)
+    assoc.release()

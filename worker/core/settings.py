@@ -73,9 +73,10 @@ class Settings(BaseSettings):
     port: int = Field(default=11112, ge=1, le=65535)
     max_pdu: int = Field(default=0, ge=0, description="Maximum PDU we receive; 0 = unlimited.")
     require_called_ae: bool = Field(
-        default=False,
+        default=True,
         description="Reject associations whose called AE title is not MEDSEG_AE_TITLE "
-        "(A-ASSOCIATE-RJ, called AE not recognised); false accepts any called AE.",
+        "(A-ASSOCIATE-RJ, called AE not recognised), as Orthanc and dcm4chee do; false "
+        "accepts any called AE (for senders configured with another title).",
     )
     max_associations: int = Field(
         default=32, ge=1, description="Associations the gateway serves at once (all sources)."

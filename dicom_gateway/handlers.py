@@ -164,7 +164,7 @@ def _store(event: Any, ctx: StoreContext) -> Dataset:
     try:
         # A row refused for its content is recorded bare: never a refusal the sender would
         # retry forever (every value was made to fit its column in ``instance_info``).
-        record_acknowledged(ctx.session_factory, info)
+        record_acknowledged(ctx.session_factory, info, ctx.storage_root)
     except UNAVAILABLE as exc:
         # The file is on disk; a resend overwrites it and records it. Ask the sender to retry.
         logger.error("database unavailable, instance kept at %s: %s", path, type(exc).__name__)

@@ -106,11 +106,11 @@ class IndexQueue:
             for info in chunk:
                 self._record_one(info)
             return
-        remove_displaced(displaced)
+        remove_displaced(displaced, self._root)
 
     def _record_one(self, info: InstanceInfo) -> None:
         try:
-            if not record_acknowledged(self._session_factory, info):
+            if not record_acknowledged(self._session_factory, info, self._root):
                 self.bare += 1
         except UNAVAILABLE:
             raise
@@ -188,7 +188,7 @@ def reconcile(session_factory: sessionmaker[Session], root: Path) -> int:
             path.unlink(missing_ok=True)
             continue
         try:
-            record_acknowledged(session_factory, info)
+            record_acknowledged(session_factory, info, root)
         except UNAVAILABLE:
             raise
         except SQLAlchemyError as exc:

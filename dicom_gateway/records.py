@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 
 from pydicom import Dataset
 from sqlalchemy import func, select
@@ -222,12 +222,21 @@ def _lost_instances(session: Session, series_id: int, now: datetime) -> None:
         series.last_received_at = now
 
 
-def remove_displaced(paths: Sequence[str]) -> None:
+def remove_displaced(paths: Sequence[str], root: Path | None) -> None:
     """Remove the files instances left when they moved (after the move was committed); a
-    crash before this leaves a stale copy, removed by the next start (``indexer.reconcile``)."""
+    crash before this leaves a stale copy, removed by the next start (``indexer.reconcile``).
+
+    Only regular files under the storage ``root`` are ever removed (a row may name any path:
+    one written by hand, or a test's); without a root, nothing is."""
+    if root is None:
+        return
+    base = root.resolve()
     for path in paths:
+        target = Path(path)
         try:
-            os.unlink(path)
+            if not target.resolve().is_relative_to(base) or not target.is_file():
+                continue
+            target.unlink()
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -275,14 +284,17 @@ def _receiving_series(session: Session, info: InstanceInfo, now: datetime) -> tu
     return series, False
 
 
-def record_instance(session_factory: sessionmaker[Session], info: InstanceInfo) -> None:
-    """Upsert ``info``; concurrent associations racing on the same study/series retry once."""
+def record_instance(
+    session_factory: sessionmaker[Session], info: InstanceInfo, root: Path | None = None
+) -> None:
+    """Upsert ``info``; concurrent associations racing on the same study/series retry once.
+    ``root``: the storage root, under which a file the instance left is removed."""
     attempts = 3
     for attempt in range(1, attempts + 1):
         try:
             with session_factory.begin() as session:
                 displaced = upsert_instances(session, [info], utcnow())
-            remove_displaced(displaced)
+            remove_displaced(displaced, root)
             return
         except IntegrityError:
             if attempt == attempts:
@@ -294,13 +306,15 @@ def record_instance(session_factory: sessionmaker[Session], info: InstanceInfo) 
 UNAVAILABLE = (OperationalError, InterfaceError)
 
 
-def record_acknowledged(session_factory: sessionmaker[Session], info: InstanceInfo) -> bool:
+def record_acknowledged(
+    session_factory: sessionmaker[Session], info: InstanceInfo, root: Path | None = None
+) -> bool:
     """Record an instance that was (or is about to be) answered success: when the database
     refuses the row for its content, the bare row (``InstanceInfo.bare``) is recorded
     instead, so the instance keeps its place in its series. Returns False when the full row
     was refused; raises when the database is away, or refuses even the bare row."""
     try:
-        record_instance(session_factory, info)
+        record_instance(session_factory, info, root)
         return True
     except UNAVAILABLE:
         raise
@@ -311,5 +325,5 @@ def record_acknowledged(session_factory: sessionmaker[Session], info: InstanceIn
             info.series_uid,
             type(exc).__name__,
         )
-    record_instance(session_factory, info.bare())
+    record_instance(session_factory, info.bare(), root)
     return False

@@ -127,3 +127,22 @@ def test_recovery_keeps_the_newer_copy_and_removes_the_stale_one(
     assert _homes(session_factory)["1.2.3.9"] == ("1.2.4", str(new))
     reconcile(session_factory, settings.incoming_dir)  # and it stays so
     assert _homes(session_factory)["1.2.3.9"] == ("1.2.4", str(new))
+
+
+def test_only_files_under_the_storage_root_are_ever_removed(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A row may name any path (a test's ``/dev/null``, one written by hand): an instance
+    moving away from it never removes a file outside the storage root."""
+    outside = tmp_path / "outside.dcm"
+    outside.write_bytes(b"keep me")
+    root = settings.incoming_dir
+    inside = root / "1.2" / "1.2.4" / "1.2.3.9.dcm"
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(b"new")
+    record_instance(session_factory, instance_record("1.2.3", "1.2.3.9", str(outside)), root)
+    record_instance(session_factory, instance_record("1.2.4", "1.2.3.9", str(inside)), root)
+    assert outside.read_bytes() == b"keep me"
+    record_instance(session_factory, instance_record("1.2.3", "1.2.3.9", "/dev/null"))
+    record_instance(session_factory, instance_record("1.2.4", "1.2.3.9", str(inside)))
+    assert Path("/dev/null").is_char_device()

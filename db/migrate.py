@@ -52,15 +52,18 @@ def head() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
-def require_current(url: str) -> None:
+def require_current(url: str, strict: bool = False) -> None:
     """Raise ``SchemaNotCurrentError``, saying what to run, unless ``url`` is at head. A
-    database that cannot be reached is not judged: the gateway still starts (it keeps what
-    it receives and asks senders to resend until the database is back)."""
+    database that cannot be reached is not judged (unless ``strict``: the error is raised):
+    the gateway still starts, keeps what it receives and records it when the database is
+    back."""
     from sqlalchemy.exc import OperationalError
 
     try:
         found = current(url)
     except OperationalError as exc:
+        if strict:
+            raise
         logger.warning("database unreachable at start, schema not checked: %s", exc.orig)
         return
     expected = head()

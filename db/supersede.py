@@ -26,11 +26,20 @@ WITHHELD_SUPERSEDED = (
     "(the job made when it is complete again covers the whole series)"
 )
 CANCELLED_SUPERSEDED = "superseded: the series gained instances before this job ran"
+#: The same when an instance moved to another series (resent under another Series UID).
+WITHHELD_LOST = (
+    "withheld: superseded, an instance of the series moved to another series after this job "
+    "was made"
+)
+CANCELLED_LOST = "superseded: an instance of the series moved to another series before it ran"
 
 
-def supersede_jobs(session: Session, series_id: int, now: datetime) -> list[int]:
+def supersede_jobs(
+    session: Session, series_id: int, now: datetime, lost: bool = False
+) -> list[int]:
     """Mark the jobs of ``series_id`` not yet superseded (in ``session``, no commit); their
-    IDs. Called when an instance new to the series is recorded."""
+    IDs. Called when an instance new to the series is recorded, or (``lost``) when one of
+    its instances moved to another series."""
     jobs = list(
         session.scalars(
             select(Job)
@@ -41,7 +50,9 @@ def supersede_jobs(session: Session, series_id: int, now: datetime) -> list[int]
     for job in jobs:
         job.superseded_at = now
         if job.state is JobState.QUEUED:
-            transition(job, JobState.CANCELLED, error=CANCELLED_SUPERSEDED)
+            transition(
+                job, JobState.CANCELLED, error=CANCELLED_LOST if lost else CANCELLED_SUPERSEDED
+            )
         withheld = session.scalars(
             select(Delivery)
             .join(Result, Result.id == Delivery.result_id)
@@ -49,11 +60,13 @@ def supersede_jobs(session: Session, series_id: int, now: datetime) -> list[int]
             .with_for_update(of=Delivery)
         ).all()
         for delivery in withheld:
-            delivery.state, delivery.error = DeliveryState.WITHHELD, WITHHELD_SUPERSEDED
+            delivery.state = DeliveryState.WITHHELD
+            delivery.error = WITHHELD_LOST if lost else WITHHELD_SUPERSEDED
         logger.warning(
-            "job %s superseded: series %s gained instances (%s, %d deliveries withheld)",
+            "job %s superseded: series %s %s (%s, %d deliveries withheld)",
             job.id,
             series_id,
+            "lost an instance to another series" if lost else "gained instances",
             job.state.value,
             len(withheld),
         )

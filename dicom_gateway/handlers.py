@@ -18,7 +18,7 @@ from dicom_gateway.contexts import PROCESSED_SOP_CLASSES
 from dicom_gateway.filemeta import PREAMBLE, encode_file_meta
 from dicom_gateway.indexer import IndexQueue
 from dicom_gateway.limits import message_handled
-from dicom_gateway.records import instance_info, record_instance
+from dicom_gateway.records import UNAVAILABLE, instance_info, record_acknowledged
 from dicom_gateway.storage import (
     DurableDirs,
     InsufficientSpaceError,
@@ -162,11 +162,16 @@ def _store(event: Any, ctx: StoreContext) -> Dataset:
         metrics.BYTES.inc(info.size_bytes)
         return statuses.status(statuses.SUCCESS)
     try:
-        record_instance(ctx.session_factory, info)
-    except SQLAlchemyError as exc:
+        # A row refused for its content is recorded bare: never a refusal the sender would
+        # retry forever (every value was made to fit its column in ``instance_info``).
+        record_acknowledged(ctx.session_factory, info, ctx.storage_root)
+    except UNAVAILABLE as exc:
         # The file is on disk; a resend overwrites it and records it. Ask the sender to retry.
         logger.error("database unavailable, instance kept at %s: %s", path, type(exc).__name__)
         return statuses.status(statuses.OUT_OF_RESOURCES, "database unavailable")
+    except SQLAlchemyError as exc:
+        logger.error("cannot record instance, kept at %s: %s", path, type(exc).__name__)
+        return statuses.status(statuses.OUT_OF_RESOURCES, "cannot record instance")
     metrics.BYTES.inc(info.size_bytes)
     return statuses.status(statuses.SUCCESS)
 

@@ -5,9 +5,12 @@ written with others in one transaction by the completion monitor on its next pol
 before that loses only the in-memory queue, never the file: on start, ``reconcile`` records
 every stored file that has no row, so nothing acknowledged is forgotten.
 
-A row the database refuses for its content (a value too long for its column, say) is one bad
-instance, not an outage: it is logged, its file is set aside (``storage.set_aside``) and the
-rest of the batch, and the start, go on. Only an unreachable database keeps rows queued.
+Every value is made to fit its column before the instance is answered
+(``records.instance_info``). Should the database still refuse a row for its content, that is
+one instance, not an outage: its bare row (UIDs and file only) is recorded instead and the
+rest of the batch goes on; an acknowledged file is never set aside. Only an unreachable
+database keeps rows queued. At start, a file whose UIDs are invalid (never acknowledged: the
+C-STORE refuses them) is set aside, so that it cannot stop the gateway from starting.
 """
 
 from __future__ import annotations
@@ -21,11 +24,18 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, utcnow
-from dicom_gateway.records import InstanceInfo, instance_info, record_instance, upsert_instances
+from dicom_gateway.records import (
+    UNAVAILABLE,
+    InstanceInfo,
+    instance_info,
+    record_acknowledged,
+    remove_displaced,
+    upsert_instances,
+)
 from dicom_gateway.storage import REJECTED_DIR, set_aside
 from dicom_gateway.validation import DatasetRefusedError, check_uids
 
@@ -34,8 +44,6 @@ logger = logging.getLogger(__name__)
 #: Calling AE recorded for a file indexed after a crash when its file meta does not name one.
 RECOVERED_AE = "RECOVERED"
 _CHUNK = 500
-#: Errors that say the database is away, not that a row is bad: the rows wait for it.
-UNAVAILABLE = (OperationalError, InterfaceError)
 
 
 class IndexQueue:
@@ -43,9 +51,11 @@ class IndexQueue:
 
     def __init__(self, session_factory: sessionmaker[Session], root: Path | None = None) -> None:
         self._session_factory = session_factory
-        #: The storage root; a file whose row is refused is moved under ``root/.rejected``.
         self._root = root
-        self.rejected = 0
+        #: Rows recorded bare (the database refused their descriptive values).
+        self.bare = 0
+        #: Rows the database refused even bare: their files stay, logged, for the next start.
+        self.unrecorded = 0
         self._queue: queue.SimpleQueue[InstanceInfo] = queue.SimpleQueue()
         self._retry: list[InstanceInfo] = []
 
@@ -87,7 +97,7 @@ class IndexQueue:
     def _record(self, chunk: list[InstanceInfo]) -> None:
         try:
             with self._session_factory.begin() as session:
-                upsert_instances(session, chunk, utcnow())
+                displaced = upsert_instances(session, chunk, utcnow())
         except UNAVAILABLE:
             raise
         except SQLAlchemyError:
@@ -95,25 +105,25 @@ class IndexQueue:
             # one row is bad (DataError, ...): one by one, each with its own transaction.
             for info in chunk:
                 self._record_one(info)
+            return
+        remove_displaced(displaced, self._root)
 
     def _record_one(self, info: InstanceInfo) -> None:
         try:
-            record_instance(self._session_factory, info)
+            if not record_acknowledged(self._session_factory, info, self._root):
+                self.bare += 1
         except UNAVAILABLE:
             raise
         except SQLAlchemyError as exc:
-            self._reject(info, exc)
-
-    def _reject(self, info: InstanceInfo, exc: Exception) -> None:
-        self.rejected += 1
-        moved = set_aside(self._root, Path(info.path)) if self._root is not None else None
-        logger.error(
-            "instance %s of series %s cannot be recorded (%s); file %s",
-            info.sop_instance_uid,
-            info.series_uid,
-            type(exc).__name__,
-            f"set aside at {moved}" if moved is not None else f"left at {info.path}",
-        )
+            # Acknowledged: the file stays where it is (the next start tries again).
+            self.unrecorded += 1
+            logger.error(
+                "instance %s of series %s cannot be recorded (%s); file kept at %s",
+                info.sop_instance_uid,
+                info.series_uid,
+                type(exc).__name__,
+                info.path,
+            )
 
 
 def _stored_files(root: Path) -> Iterator[Path]:
@@ -123,17 +133,32 @@ def _stored_files(root: Path) -> Iterator[Path]:
             yield path
 
 
+def _mtime(path: Path) -> int:
+    """When ``path`` was written (ns); -1 when it is gone."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
 def reconcile(session_factory: sessionmaker[Session], root: Path) -> int:
     """Record every instance file under ``root`` that has no row; returns how many.
 
     Reads headers only. A file that cannot be read is left alone and logged; one whose UIDs
-    are not valid, or whose row the database refuses, is set aside under ``root/.rejected``
-    (a poisoned file must not stop the gateway from starting, again and again).
+    are not valid (the C-STORE refuses those: never acknowledged) is set aside under
+    ``root/.rejected`` (a poisoned file must not stop the gateway from starting, again and
+    again). A row refused for its content is recorded bare (``records.record_acknowledged``).
+    Of two copies of one instance (resent under another series) the newer is kept: a copy
+    older than the one its row names is removed, a newer one is recorded (the row moves) and
+    the older removed.
     """
     start = time.monotonic()
     with session_factory() as session:
-        known = set(session.scalars(select(Instance.path)))
-    missing = [p for p in _stored_files(root) if str(p) not in known]
+        rows = session.execute(select(Instance.sop_instance_uid, Instance.path)).all()
+    home: dict[str, str] = {sop: stored for sop, stored in rows}
+    known = set(home.values())
+    # Oldest first: of two copies of one instance without a row, the newest is recorded last.
+    missing = sorted((p for p in _stored_files(root) if str(p) not in known), key=_mtime)
     recorded = 0
     for path in missing:
         try:
@@ -154,14 +179,22 @@ def reconcile(session_factory: sessionmaker[Session], root: Path) -> int:
         except (InvalidDicomError, OSError, AttributeError, ValueError) as exc:
             logger.error("cannot index %s: %s", path, type(exc).__name__)
             continue
+        current = home.get(info.sop_instance_uid)
+        if current is not None and _mtime(Path(current)) >= _mtime(path):
+            # One instance, one home: its row names a copy as new or newer, elsewhere (it was
+            # resent under another series). This one is stale; recording it would move the
+            # instance back.
+            logger.warning("removing %s: a stale copy of an instance recorded elsewhere", path)
+            path.unlink(missing_ok=True)
+            continue
         try:
-            record_instance(session_factory, info)
+            record_acknowledged(session_factory, info, root)
         except UNAVAILABLE:
             raise
         except SQLAlchemyError as exc:
-            logger.error("cannot record %s: %s; set aside", path, type(exc).__name__)
-            set_aside(root, path)
+            logger.error("cannot record %s: %s; left in place", path, type(exc).__name__)
             continue
+        home[info.sop_instance_uid] = str(path)
         recorded += 1
     if recorded or missing:
         logger.warning(

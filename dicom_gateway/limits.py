@@ -19,6 +19,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from typing import Any, cast
 
 from pynetdicom.association import Association
@@ -74,6 +75,8 @@ class BoundedSocket(AssociationSocket):
     held: int
     #: The connection was dropped by a bound; the association is ending.
     dropped: bool
+    #: When the connection was accepted (``time.monotonic()``).
+    opened: float
 
     def recv(self, nr_bytes: int) -> bytearray:
         try:
@@ -81,7 +84,7 @@ class BoundedSocket(AssociationSocket):
         except ReceiveLimitError as exc:
             metrics.ASSOCIATIONS.labels(outcome="aborted_memory").inc()
             logger.error("aborting association with %s: %s", self._peer(), exc)
-            self._drop(A_ABORT_PROVIDER)
+            self.drop(A_ABORT_PROVIDER)
             raise
         self.held += nr_bytes
         try:
@@ -89,7 +92,7 @@ class BoundedSocket(AssociationSocket):
         except TimeoutError:
             metrics.ASSOCIATIONS.labels(outcome="aborted_stalled").inc()
             logger.warning("dropping %s: stalled inside a PDU", self._peer())
-            self._drop(A_ABORT_PROVIDER if self.assoc.is_established else b"")
+            self.drop(A_ABORT_PROVIDER if self.assoc.is_established else b"")
             raise
 
     def settle(self) -> None:
@@ -105,7 +108,7 @@ class BoundedSocket(AssociationSocket):
     def _peer(self) -> str:
         return str(self.assoc.requestor.address)
 
-    def _drop(self, last_words: bytes) -> None:
+    def drop(self, last_words: bytes) -> None:
         """Send ``last_words`` (an A-ABORT, or nothing), shut the connection down and, before
         the association is established, wake its thread (which would otherwise wait for an
         A-ASSOCIATE-RQ until the ACSE timeout, counted against the association limit)."""
@@ -144,6 +147,7 @@ def bound(assoc: Association, budget: ReceiveBudget, read_timeout: float) -> Ass
     bounded.budget = budget
     bounded.held = 0
     bounded.dropped = False
+    bounded.opened = time.monotonic()
     if sock.socket is not None:
         sock.socket.settimeout(read_timeout)
     return assoc

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 class CompletionMonitor(threading.Thread):
     """Runs off the association threads so slow work never delays a C-STORE response.
 
+    ``recover``: the gateway started while the database was away; run first when it answers.
+
     ``held_task_ids`` asks the broker which messages it still holds (``worker.core.
     broker_held``); with it, a queued job whose message the broker lost is published again
     after ``LOST_MESSAGE_AFTER_SECONDS`` instead of ``REQUEUE_AFTER_SECONDS``.
@@ -39,8 +41,10 @@ class CompletionMonitor(threading.Thread):
         session_factory: sessionmaker[Session],
         publish: Publisher,
         settings: Settings,
+        *,
         index: IndexQueue | None = None,
         held_task_ids: Callable[[], set[str]] | None = None,
+        recover: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(name="medseg-completion", daemon=True)
         self._session_factory = session_factory
@@ -58,6 +62,9 @@ class CompletionMonitor(threading.Thread):
         self._stop_event = threading.Event()
         self._index = index
         self._held_task_ids = held_task_ids
+        #: Crash recovery not done at start (the database was away): done at the first tick
+        #: the database answers, before anything else is written.
+        self._recover = recover
         # The series a sender was sending when the previous gateway stopped are quiet only a
         # period after this start; marked at the first tick the database answers.
         self._started_at = utcnow()
@@ -65,6 +72,10 @@ class CompletionMonitor(threading.Thread):
 
     def tick(self) -> None:
         settings = self._settings
+        if self._recover is not None:
+            self._recover()
+            self._recover = None
+            logger.info("database back: stored instances without a record recorded")
         if self._index is not None:
             self._index.flush()  # rows first, so completion sees every stored instance
         if not self._interruptions_marked:

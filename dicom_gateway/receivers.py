@@ -4,18 +4,28 @@ Every receiver binds the port with SO_REUSEPORT and the kernel spreads new conne
 them; each one is a whole C-STORE path (validate, fsync'd write, record) in its own process,
 so parallel associations are not serialised by one interpreter. Only the main gateway process
 runs the completion monitor, the outbox, the sweeper and the metrics endpoint (its counters
-cover its own associations only). An extra receiver exits when its parent is gone; the
-parent replaces a receiver that dies, after recording what it had stored (``replace_dead``).
+cover its own associations only). The parent replaces a receiver that dies, after recording
+what it had stored (``replace_dead``).
+
+An extra receiver dies with its gateway: it is given the gateway's PID (not read after its
+slow imports, when a gateway killed meanwhile would already be PID 1's), asks the kernel
+for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), and exits at once if the parent is
+gone already. A gateway starting waits until no stray process listens on its port
+(``wait_for_free_port``): it never shares the port with receivers no one records for.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import logging
 import multiprocessing
 import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -54,8 +64,51 @@ def _flush_forever(index: Any, every: float, stop: threading.Event) -> None:
         logger.error("receiver %d: rows left unrecorded: %s", os.getpid(), type(exc).__name__)
 
 
-def _receiver_main(settings_json: str, log_level: int) -> None:
-    """Entry point of an extra receiver process (spawned: nothing inherited but arguments)."""
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> bool:
+    """Have the kernel send SIGTERM when this process's parent dies (Linux); False when the
+    parent is not ``parent`` any more (it died before this could be asked)."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is not None:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    return os.getppid() == parent
+
+
+def wait_for_free_port(host: str, port: int, timeout: float) -> bool:
+    """Wait until no socket listens on ``host:port`` (the receivers of a gateway killed a
+    moment ago are on their way out); False when one still does after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    warned = False
+    while True:
+        probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return True  # not ours to judge: the server's own bind reports it
+        finally:
+            probe.close()
+        if time.monotonic() >= deadline:
+            return False
+        if not warned:
+            logger.warning(
+                "port %d is in use (receivers of a gateway that was killed?); waiting", port
+            )
+            warned = True
+        time.sleep(0.1)
+
+
+def _receiver_main(settings_json: str, log_level: int, parent: int) -> None:
+    """Entry point of an extra receiver process (spawned: nothing inherited but arguments);
+    ``parent`` is the gateway's PID."""
+    if not die_with_parent(parent):
+        return  # the gateway was killed while this process started: no one would record
     logging.basicConfig(
         level=log_level, format="%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
     )
@@ -63,7 +116,6 @@ def _receiver_main(settings_json: str, log_level: int) -> None:
     from dicom_gateway.server import start_receiver
 
     settings = Settings.model_validate_json(settings_json)
-    parent = os.getppid()
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -95,7 +147,7 @@ def _receiver_main(settings_json: str, log_level: int) -> None:
 def _start_one(settings: Settings) -> BaseProcess:
     process = multiprocessing.get_context("spawn").Process(
         target=_receiver_main,
-        args=(settings.model_dump_json(), logging.getLogger().getEffectiveLevel()),
+        args=(settings.model_dump_json(), logging.getLogger().getEffectiveLevel(), os.getpid()),
         name="medseg-receiver",
     )
     process.start()

@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.migrate import require_current, upgrade
 from db.session import make_engine, make_session_factory
 from dicom_gateway._fastpath.reactor import request_handler
-from dicom_gateway.access import GatewayServer, HostAllowlist, parse_networks
+from dicom_gateway.access import (
+    GatewayServer,
+    HostAllowlist,
+    KnownSenders,
+    parse_networks,
+    remember_sender,
+)
 from dicom_gateway.contexts import supported_contexts
 from dicom_gateway.handlers import StoreContext, handle_echo, handle_store, log_association
 from dicom_gateway.indexer import IndexQueue, reconcile
@@ -32,12 +38,22 @@ from dicom_gateway.receivers import (
     replace_dead,
     start_extra_receivers,
     stop_receivers,
+    wait_for_free_port,
 )
+from dicom_gateway.records import UNAVAILABLE
 from worker.core.broker_held import held_task_ids, redis_reader
 from worker.core.broker_probe import BrokerProbe
 from worker.core.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+#: How long a starting gateway waits for strays (a killed gateway's receivers) to leave its port.
+STRAYS_TIMEOUT_SECONDS = 30.0
+
+
+class PortInUseError(OSError):
+    """Another process listens on the gateway's port."""
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -87,7 +103,9 @@ def build_ae(settings: Settings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.supported_contexts = supported_contexts()
     ae.maximum_pdu_size = settings.max_pdu
-    ae.maximum_associations = settings.max_associations
+    # The server's admission (``access.GatewayServer``) keeps to MAX_ASSOCIATIONS, fairly;
+    # pynetdicom's own count, which includes connections being dropped, is only a backstop.
+    ae.maximum_associations = 2 * settings.max_associations
     ae.require_called_aet = settings.require_called_ae
     if settings.allowed_calling_aes:
         ae.require_calling_aet = list(settings.allowed_calling_aes)
@@ -108,12 +126,22 @@ def _start_server(ae: AE, settings: Settings, handlers: list[Any]) -> GatewaySer
         request_handler=bounded_handler(request_handler(settings.fast_receive) or RequestHandler),
     )
     assert isinstance(server, GatewayServer)
-    server.allowlist = HostAllowlist(parse_networks(settings.allowed_calling_hosts))
+    networks = parse_networks(settings.allowed_calling_hosts)
+    server.allowlist = HostAllowlist(networks)
+    server.known = KnownSenders(networks)
+    server.max_associations = settings.max_associations
     server.max_per_host = settings.max_associations_per_host
+    server.max_pending_per_host = settings.max_pending_per_host
+    server.reserved = settings.reserved_associations
+    server.request_timeout = settings.association_request_timeout_seconds
     server.receive_budget = ReceiveBudget(settings.max_message_bytes, settings.max_receive_bytes)
     server.pdu_read_timeout = settings.pdu_read_timeout_seconds
     thread = threading.Thread(target=server.serve_forever, name="medseg-acceptor", daemon=True)
     thread.start()
+    reaper = threading.Thread(
+        target=server.reap_slow_requests, args=(server.stopped,), name="medseg-reaper", daemon=True
+    )
+    reaper.start()
     ae._servers.append(server)  # so AE.shutdown() stops it, as start_server() would
     return server
 
@@ -132,6 +160,7 @@ def _listen(
         (evt.EVT_C_STORE, handle_store, [ctx]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_ACCEPTED, log_association),
+        (evt.EVT_ACCEPTED, remember_sender),
         (evt.EVT_REJECTED, log_association),
     ]
     return _start_server(build_ae(settings), settings, handlers)
@@ -150,6 +179,14 @@ def start_receiver(settings: Settings) -> tuple[GatewayServer, IndexQueue | None
     session_factory = make_session_factory(make_engine(settings.database_url))
     index = IndexQueue(session_factory, settings.incoming_dir) if settings.batch_index else None
     return _listen(settings, session_factory, index), index
+
+
+def recovery_when_back(session_factory: sessionmaker[Session], settings: Settings) -> None:
+    """What a gateway started during a database outage does first when the database
+    answers: check its schema (as at start), then record the stored files that have no
+    row. Raises while the database is away (tried again at the next poll)."""
+    require_current(settings.database_url, strict=True)
+    reconcile(session_factory, settings.incoming_dir)
 
 
 def start_gateway(
@@ -179,10 +216,26 @@ def start_gateway(
             HARD_LIMIT_MARGIN_SECONDS,
         )
         held = _held_task_ids(settings)
+    if not wait_for_free_port(settings.host, settings.port, STRAYS_TIMEOUT_SECONDS):
+        raise PortInUseError(
+            f"port {settings.port} is in use by another process (a gateway or its receivers "
+            f"still running?); stop it, or set MEDSEG_PORT"
+        )
     index = None
+    recover: Callable[[], object] | None = None
     if settings.batch_index:
-        # Files acknowledged before a crash but not yet recorded get their rows first.
-        reconcile(session_factory, settings.incoming_dir)
+        # Files acknowledged before a crash but not yet recorded get their rows first; with
+        # the database away, the monitor does it when it is back (files are the truth).
+        recover = partial(recovery_when_back, session_factory, settings)
+        try:
+            reconcile(session_factory, settings.incoming_dir)
+            recover = None
+        except UNAVAILABLE as exc:
+            logger.warning(
+                "database unreachable at start: receiving anyway; stored instances are "
+                "recorded when it is back (%s)",
+                exc.orig,
+            )
         index = IndexQueue(session_factory, settings.incoming_dir)
     server = _listen(settings, session_factory, index)
     if settings.metrics_port:
@@ -193,7 +246,9 @@ def start_gateway(
             _queue_depth(settings),
             _broker_probe(settings).latest,
         )
-    monitor = CompletionMonitor(session_factory, publish, settings, index=index, held_task_ids=held)
+    monitor = CompletionMonitor(
+        session_factory, publish, settings, index=index, held_task_ids=held, recover=recover
+    )
     monitor.start()
     logger.info(
         "gateway %s listening on %s:%d, storing to %s",

@@ -104,3 +104,18 @@ def test_a_growing_series_supersedes_its_job_and_withholds_its_deliveries_on_pos
             select(Delivery).join(Result).where(Result.job_id == job_id)
         ).one()
         assert delivery.state is DeliveryState.WITHHELD
+
+
+def test_a_refused_statement_never_carries_its_parameters(postgres_url: str) -> None:
+    """Issue 30 item 6: PostgreSQL refusing a study search (an offset past BIGINT) raised an
+    error whose text, logged by the dashboard, held every parameter: the patient ID too."""
+    from sqlalchemy.exc import DBAPIError
+
+    engine = make_engine(postgres_url)
+    query = select(Study.id).where(Study.patient_id == "PID-SECRET-30").offset(10**20)
+    try:
+        with engine.connect() as conn, pytest.raises(DBAPIError) as refused:
+            conn.execute(query)
+    finally:
+        engine.dispose()
+    assert "PID-SECRET-30" not in str(refused.value)

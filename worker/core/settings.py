@@ -74,9 +74,10 @@ class Settings(BaseSettings):
     port: int = Field(default=11112, ge=1, le=65535)
     max_pdu: int = Field(default=0, ge=0, description="Maximum PDU we receive; 0 = unlimited.")
     require_called_ae: bool = Field(
-        default=False,
+        default=True,
         description="Reject associations whose called AE title is not MEDSEG_AE_TITLE "
-        "(A-ASSOCIATE-RJ, called AE not recognised); false accepts any called AE.",
+        "(A-ASSOCIATE-RJ, called AE not recognised), as Orthanc and dcm4chee do; false "
+        "accepts any called AE (for senders configured with another title).",
     )
     max_associations: int = Field(
         default=32, ge=1, description="Associations the gateway serves at once (all sources)."
@@ -86,6 +87,25 @@ class Settings(BaseSettings):
         ge=1,
         description="Associations one source address may hold at once; more get "
         "A-ASSOCIATE-RJ (local limit exceeded), so one source cannot lock the others out.",
+    )
+    max_pending_per_host: int = Field(
+        default=4,
+        ge=1,
+        description="Connections one source address may hold whose A-ASSOCIATE-RQ is not "
+        "complete yet; more are refused at once (half-sent requests cannot fill the limit).",
+    )
+    reserved_associations: int = Field(
+        default=8,
+        ge=0,
+        description="Associations only known senders may use (an address in "
+        "ALLOWED_CALLING_HOSTS, or one that completed an association): senders never seen "
+        "together hold at most MAX_ASSOCIATIONS minus this.",
+    )
+    association_request_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection whose A-ASSOCIATE-RQ is not complete this long after it "
+        "was accepted (sent slowly, in part, or not at all) is dropped.",
     )
     pdu_read_timeout_seconds: float = Field(
         default=30.0,
@@ -356,6 +376,15 @@ class Settings(BaseSettings):
         if value not in ("auto", "cpu") and not value.startswith("cuda"):
             raise ValueError("MEDSEG_DEVICE must be auto, cpu or cuda[:N]")
         return value
+
+    @model_validator(mode="after")
+    def _reserve_leaves_room(self) -> Settings:
+        if self.reserved_associations >= self.max_associations:
+            raise ValueError(
+                "MEDSEG_RESERVED_ASSOCIATIONS must be below MEDSEG_MAX_ASSOCIATIONS "
+                f"({self.reserved_associations} >= {self.max_associations})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls_needs_both(self) -> Settings:

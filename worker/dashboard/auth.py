@@ -100,13 +100,30 @@ class SessionRegistry:
     def __init__(self, max_age_s: float) -> None:
         self._max_age_s = max_age_s
         self._open: dict[str, float] = {}
+        #: What a session keeps server-side (its saved search: patient IDs stay out of the
+        #: cookie, which is signed but readable), removed with the session.
+        self._data: dict[str, dict[str, object]] = {}
         self._lock = threading.Lock()
+
+    def get(self, sid: str, key: str) -> object:
+        with self._lock:
+            return self._data.get(sid, {}).get(key)
+
+    def put(self, sid: str, key: str, value: object) -> None:
+        with self._lock:
+            if sid in self._open:
+                self._data.setdefault(sid, {})[key] = value
+
+    def discard(self, sid: str, key: str) -> None:
+        with self._lock:
+            self._data.get(sid, {}).pop(key, None)
 
     def open(self) -> str:
         sid = secrets.token_urlsafe(32)
         now = time.monotonic()
         with self._lock:
             self._open = {k: t for k, t in self._open.items() if t > now}  # drop expired
+            self._data = {k: v for k, v in self._data.items() if k in self._open}
             self._open[sid] = now + self._max_age_s
         return sid
 
@@ -118,6 +135,7 @@ class SessionRegistry:
     def close(self, sid: str) -> None:
         with self._lock:
             self._open.pop(sid, None)
+            self._data.pop(sid, None)
 
 
 def log_in(request: Request, user: str) -> None:

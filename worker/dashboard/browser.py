@@ -1,8 +1,9 @@
 """The study browser: /studies lists studies, searched and paged (``worker.ops.studies``).
 
-The search form is a POST: its values (a patient ID, an accession number) go into the signed
-session cookie, never into a URL, so neither the access log nor the browser's history holds
-them. The URL carries only the page and the sort, which name no one."""
+The search form is a POST: its values (a patient ID, an accession number) are kept
+server-side with the login's session (``auth.SessionRegistry``), never in a URL or in the
+cookie (signed, but readable), so neither the access log, the browser's history nor a
+copied cookie holds them. The URL carries only the page and the sort, which name no one."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.dashboard import deps
 from worker.dashboard.actions import _check_csrf
+from worker.dashboard.auth import SessionRegistry
 from worker.ops import studies
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,15 @@ Field = Annotated[str, Form()]
 #: The session key holding the current search (form field -> value, all strings).
 SEARCH_KEY = "study_search"
 PER_PAGE = 50
+
+
+def _sessions(request: Request) -> SessionRegistry:
+    registry: SessionRegistry = request.app.state.sessions
+    return registry
+
+
+def _sid(request: Request) -> str:
+    return str(request.session.get("sid", ""))
 
 
 def _date(name: str, text: str) -> date | None:
@@ -65,7 +76,7 @@ def browse(
 ) -> Response:
     from worker.core.registry import all_specs
 
-    saved = request.session.get(SEARCH_KEY)
+    saved = _sessions(request).get(_sid(request), SEARCH_KEY)
     values = {str(k): str(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
     problems: list[str] = []
     result = None
@@ -127,7 +138,8 @@ def set_search(
         "model": model,
     }
     if clear:
-        request.session.pop(SEARCH_KEY, None)
+        _sessions(request).discard(_sid(request), SEARCH_KEY)
     else:
-        request.session[SEARCH_KEY] = {k: v.strip() for k, v in given.items() if v.strip()}
+        kept = {k: v.strip() for k, v in given.items() if v.strip()}
+        _sessions(request).put(_sid(request), SEARCH_KEY, kept)
     return RedirectResponse("/studies", status_code=303)

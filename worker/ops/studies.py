@@ -29,6 +29,8 @@ STATES = [s.value for s in JobState] + [DELIVERY_FAILED, UNROUTED]
 SortKey = Literal["received", "study_date", "patient_id"]
 SORTS: tuple[SortKey, ...] = ("received", "study_date", "patient_id")
 MAX_PER_PAGE = 200
+#: Pages past this are refused (an offset past the database's integers was a 500).
+MAX_PAGE = 100_000
 
 
 class SearchError(ValueError):
@@ -168,6 +170,8 @@ def search(
     if sort not in SORTS:
         raise SearchError(f"unknown sort {sort!r} (one of {', '.join(SORTS)})")
     per_page = min(max(per_page, 1), MAX_PER_PAGE)
+    if page > MAX_PAGE:
+        raise SearchError(f"page: pages run from 1 to {MAX_PAGE}")
     page = max(page, 1)
     where = filters.conditions()
     with session_factory() as session:

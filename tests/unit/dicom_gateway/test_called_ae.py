@@ -1,4 +1,5 @@
-"""Issue 18 item 10: the called AE title is checked when configured (storescu, as a sender)."""
+"""Issue 18 item 10, issue 30 item 8: the called AE title is checked, by default (storescu,
+echoscu as senders); ``MEDSEG_REQUIRE_CALLED_AE=false`` accepts any."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _gateway(settings: Settings, require: bool) -> Iterator[Settings]:
 
 @pytest.fixture
 def strict(settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[Settings]:
-    yield from _gateway(settings, True)
+    yield from _gateway(settings, Settings().require_called_ae)  # the default
 
 
 @pytest.fixture
@@ -46,13 +47,14 @@ def _echo(settings: Settings, called: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_wrong_called_ae_is_rejected_when_required(strict: Settings) -> None:
-    refused = _echo(strict, "NOTMEDSEG")
+def test_a_wrong_called_ae_is_rejected_by_default(strict: Settings) -> None:
+    """The audit: ``echoscu -aec WRONGAE`` was accepted."""
+    assert Settings().require_called_ae is True
+    refused = _echo(strict, "WRONGAE")
     assert refused.returncode != 0
     assert "Called AE Title Not Recognized" in refused.stderr + refused.stdout
     assert _echo(strict, strict.ae_title).returncode == 0
 
 
-def test_any_called_ae_is_accepted_by_default(lenient: Settings) -> None:
-    assert Settings().require_called_ae is False
+def test_any_called_ae_is_accepted_when_not_required(lenient: Settings) -> None:
     assert _echo(lenient, "ANYTHING").returncode == 0

@@ -169,3 +169,28 @@ def test_an_unknown_vr_in_a_header_read_for_routing_is_an_input_error(
     path.write_bytes(b"\0" * 128 + b"DICM" + buffer.getvalue() + damaged)
     with pytest.raises(InputError, match="damaged DICOM data: NotImplementedError"):
         load_series([path])
+
+
+@given(
+    instance_number=st.integers(-(10**11) + 1, 10**12 - 1),  # every legal IS (12 characters)
+    images=st.integers(-(10**11) + 1, 10**12 - 1),
+)
+def test_every_legal_integer_string_fits_its_database_column(
+    instance_number: int, images: int
+) -> None:
+    """Issue 30 item 1 (the fuzzer hit it 7 times): an IS value past PostgreSQL's INTEGER was
+    answered 0000, then its row refused. Whatever the value, what is recorded fits (or is
+    empty); Images in Acquisition, a count, is at least 1."""
+    from dicom_gateway.records import INT_MAX, INT_MIN, instance_info
+    from tests.support.factories import minimal_image
+
+    ds = minimal_image("1.2.840.10008.5.1.4.1.1.2", "CT")
+    ds.InstanceNumber, ds.ImagesInAcquisition = str(instance_number), str(images)
+    info = instance_info(
+        ds, transfer_syntax_uid="1.2.840.10008.1.2.1", calling_ae="F", path="", size_bytes=0
+    )
+    if INT_MIN <= instance_number <= INT_MAX:
+        assert info.instance_number == instance_number
+    else:
+        assert info.instance_number is None
+    assert info.images_in_acquisition == (images if 1 <= images <= INT_MAX else None)

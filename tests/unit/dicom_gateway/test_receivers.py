@@ -178,3 +178,53 @@ def test_a_dead_receiver_is_replaced_and_its_acknowledged_rows_recovered(
         engine.dispose()
     log = (tmp_path / "gateway.log").read_text()
     assert f"receiver {receiver} exited (code -9); starting another" in log
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie is dead (its new parent may never reap it)
+
+
+def _direct_children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_receivers_die_with_a_gateway_killed_while_they_start(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 30 item 4: a receiver read its parent's PID only after its slow imports; a
+    gateway SIGKILLed in that window left it parented to PID 1, answering C-STOREs with no
+    one recording their rows. Killed the moment its receivers exist, the gateway takes them
+    along, and the gateway started again does not share the port with strays."""
+    port = int(env["MEDSEG_PORT"])
+    gateway = start_medseg(["gateway"], env, tmp_path / "gateway.log")
+    strays: list[int] = []
+    restarted = None
+    try:
+        wait_for_port(port, process=gateway)
+        _wait(lambda: len(_direct_children(gateway.pid)) >= 2, interval=0.002)
+        os.kill(gateway.pid, signal.SIGKILL)  # the receivers are still importing
+        strays = [
+            pid
+            for pid in _direct_children(gateway.pid) or _children(gateway.pid)
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        gateway.wait(10)
+        assert strays
+        restarted = start_medseg(["gateway"], env, tmp_path / "gateway2.log")
+        wait_for_port(port, process=restarted, timeout=60)
+        assert not [pid for pid in strays if _alive(pid)], "strays share the port"
+        _wait(lambda: _listeners(port) == 3)
+    finally:
+        stop(gateway)
+        if restarted is not None:
+            stop(restarted)
+        for pid in strays:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

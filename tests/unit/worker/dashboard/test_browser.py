@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import logging
 import re
 
 import fakeredis
@@ -174,3 +176,23 @@ def test_a_live_poll_leaves_the_flash_to_the_page(
     polled = client.get("/failures", headers={"X-Medseg-Live": "1"}).text
     assert 'id="flash"' not in polled
     assert f"job {job_id} queued again" in client.get("/failures").text
+
+
+def test_a_huge_page_number_is_refused_and_the_search_stays_server_side(
+    client: TestClient, studies: dict[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 30 item 6: ``/studies?page=99999999999999999999`` after a saved search answered
+    500 and logged the query's parameters, the patient ID among them; the saved search sat
+    in the (signed, readable) session cookie."""
+    _search(client, patient_id=PATIENT)
+    with caplog.at_level(logging.DEBUG):
+        assert client.get("/studies?page=-99999999999999999999").status_code == 200  # page 1
+        for page in ("99999999999999999999", "100001"):
+            response = client.get(f"/studies?page={page}")
+            assert response.status_code == 400, page
+            assert PATIENT not in response.text.replace(f'value="{PATIENT}"', "")
+    assert PATIENT not in caplog.text
+    cookie = client.cookies["medseg_session"]
+    payload = base64.b64decode(cookie.split(".")[0] + "==")
+    assert PATIENT.encode() not in payload, "the search is in the cookie"
+    assert _rows(client.get("/studies").text) == [studies["ct"]]  # still the saved search

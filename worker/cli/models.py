@@ -100,6 +100,7 @@ def add_model_commands(sub: Any) -> None:
         type=Path,
         required=True,
         help="fetal-head: HC18 layout; fetal-brain: NAME_image/NAME_mask NIfTI pairs; "
+        "fetal-brain-synth: brain label maps (*/parcellation.nii.gz, or their .npz pack); "
         "lung-ct: folder with the pyradiomics lung1_image.nrrd (make test-data); "
         "lung-cxr: Montgomery (CXR_png/ + ManualMask/leftMask,rightMask/) or images/ + masks/ "
         "(+ images.csv: image, patient_id, projection, for patient-grouped folds); "

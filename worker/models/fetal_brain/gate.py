@@ -12,6 +12,13 @@ brain found"), not a failure. The signals:
   brain over the imaged volume (rows x columns x slices).
 - ``gap_slices`` and ``max_jump``: continuity of the per-slice area profile
   (``worker.models._gate.profile``): a slice where the brain vanishes, drops or leaks.
+- ``edge_fraction``: brain voxels on the image's border over all brain voxels: a brain cut
+  by the in-plane field of view (or a "brain" that is the whole field).
+- ``end_slice_fraction``: the larger of the first and last slices' brain areas over the
+  largest slice's. Clinical stacks often end inside the brain (the three real validation
+  stacks end at 0.32-0.39 of the largest area; their manual masks, and so the reported
+  volume, are the brain inside the stack); a stack that ends near the brain's widest part
+  misses so much that its volume says little.
 
 Thresholds were measured on phantom stacks and the Colin27 pipeline check
 (``benchmarks/quality_gates.py``; docs/fetal-brain.md, "Quality gate") with a margin.
@@ -38,6 +45,8 @@ class Signals(Rounded):
     fov_fraction: float
     gap_slices: int
     max_jump: float
+    edge_fraction: float = 0.0
+    end_slice_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class Thresholds(StoredThresholds):
     # Phantoms at most 0.043; they move the fetus in plane only, real stacks also through
     # the plane, so the margin is wide.
     max_jump: float = 0.2
+    max_edge_fraction: float = 0.002
+    max_end_slice_fraction: float = 0.6
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -69,13 +80,18 @@ def signals(raw: Mask, mask: Mask, geometry: VolumeGeometry) -> Signals | None:
     voxel_ml = geometry.voxel_volumes_ml()
     volume_ml = float((mask.sum(axis=(1, 2)) * voxel_ml).sum())
     imaged_ml = float(voxel_ml.sum() * mask.shape[1] * mask.shape[2])
-    p = profile(slice_areas(mask))
+    areas = slice_areas(mask)
+    p = profile(areas)
+    border = int(mask[:, 0].sum() + mask[:, -1].sum() + mask[:, 1:-1, 0].sum())
+    border += int(mask[:, 1:-1, -1].sum())
     return Signals(
         fragment_ratio=float((raw & ~mask).sum()) / kept,
         volume_ml=volume_ml,
         fov_fraction=volume_ml / imaged_ml,
         gap_slices=p.gap_slices,
         max_jump=p.max_jump,
+        edge_fraction=border / kept,
+        end_slice_fraction=float(max(areas[0], areas[-1]) / areas.max()),
     )
 
 
@@ -100,4 +116,14 @@ def reasons(s: Signals | None, t: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
             f"imaged volume, accepted {t.min_fov_fraction:.2%}-{t.max_fov_fraction:.0%})"
         )
     out += profile_reasons("brain", s.gap_slices, s.max_jump, t.max_gap_slices, t.max_jump)
+    if s.edge_fraction > t.max_edge_fraction:
+        out.append(
+            f"brain cut by the field of view ({s.edge_fraction:.1%} of it on the image's edge)"
+        )
+    if s.end_slice_fraction > t.max_end_slice_fraction:
+        out.append(
+            "stack ends inside the brain's widest part (an end slice holds "
+            f"{s.end_slice_fraction:.0%} of the largest slice's area, accepted up to "
+            f"{t.max_end_slice_fraction:.0%}): the volume misses much of the brain"
+        )
     return out

@@ -69,3 +69,62 @@ def write_mr_stack(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def write_nifti_stack(
+    image_path: Path,
+    folder: Path,
+    *,
+    description: str = "FETAL BRAIN HASTE T2",
+    study_uid: str | None = None,
+    patient_id: str = "NIFTI-MR",
+) -> list[Path]:
+    """A NIfTI stack as an MR series with the geometry of its affine (RAS to LPS): one
+    instance per slice along the thick axis, rows and columns as ``data.nifti_pairs`` reads
+    them, intensities rounded to unsigned 16 bits."""
+    import nibabel as nib
+
+    from worker.models.fetal_brain.data import stack_order
+
+    nii = nib.load(image_path)
+    affine = np.asarray(nii.affine, dtype=np.float64) * np.array([-1, -1, 1, 1])[:, None]
+    zooms = [float(z) for z in nii.header.get_zooms()[:3]]
+    thick, rows_axis, cols_axis = stack_order(zooms)
+    volume = np.asarray(nii.get_fdata()).transpose(thick, rows_axis, cols_axis)
+    row_dir = affine[:3, cols_axis] / np.linalg.norm(affine[:3, cols_axis])
+    col_dir = affine[:3, rows_axis] / np.linalg.norm(affine[:3, rows_axis])
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid = study_uid or generate_uid()
+    series_uid, frame_uid = generate_uid(), generate_uid()
+    pixels = np.clip(np.round(volume), 0, 65535).astype(np.uint16)
+    paths = []
+    for k, plane in enumerate(pixels):
+        index = np.zeros(4)
+        index[thick], index[3] = k, 1.0
+        ds = phantom_dataset(
+            MRImageStorage,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            patient_name="NIFTI^FETALMR",
+            patient_id=patient_id,
+            patient_sex="F",
+            instance_number=k + 1,
+        )
+        set_plane(
+            ds,
+            frame_uid=frame_uid,
+            pixel_mm=zooms[rows_axis],
+            slice_mm=zooms[thick],
+            orientation=(*row_dir, *col_dir),
+            position=(affine @ index)[:3],
+        )
+        ds.PixelSpacing = [f"{zooms[rows_axis]:.4f}", f"{zooms[cols_axis]:.4f}"]
+        set_mono16_pixels(ds, plane, signed=False)
+        ds.Modality = "MR"
+        ds.SeriesDescription = description
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+        ds.MRAcquisitionType = "2D"
+        path = folder / f"MR{k + 1:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

@@ -101,7 +101,10 @@ SPEC = ModelSpec(
     load=_load,
     algorithm_family="ArtificialIntelligence",
     time_limit_seconds=900,
-    train={"fetal-brain": "worker.models.fetal_brain.train:command"},
+    train={
+        "fetal-brain": "worker.models.fetal_brain.train:command",
+        "fetal-brain-synth": "worker.models.fetal_brain.train_synth:command",
+    },
     evaluate={"fetal-brain": "worker.models.fetal_brain.evaluate:command"},
     phantoms={"fetal-brain": "worker.models.fetal_brain.phantoms:command"},
     card=CARD,

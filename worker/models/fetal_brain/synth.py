@@ -45,6 +45,7 @@ class SynthConfig:
     # patches catch part of it or none (``off_centre_fraction``).
     centre_spread: float = 0.45
     off_centre_fraction: float = 0.0
+    off_centre_spread: float = 1.4
     thickness_mm: tuple[float, float] = (2.5, 6.0)
     gap_fraction: tuple[float, float] = (0.0, 0.3)
     through_plane_samples: int = 3
@@ -229,7 +230,7 @@ def _stack_points(gen: torch.Generator, s_count: int, n: int, config: SynthConfi
     scanner = torch.stack([pu.expand(shape), pv.expand(shape), pw.expand(shape)], -1)
     half = pixel[:, None] * torch.tensor([cols / 2, rows / 2], device=dev)
     off_centre = torch.rand(s_count, 1, generator=gen, device=dev) < config.off_centre_fraction
-    spread = torch.where(off_centre, 1.4, config.centre_spread)
+    spread = torch.where(off_centre, config.off_centre_spread, config.centre_spread)
     brain_at = torch.cat(
         [
             _rand(gen, (s_count, 2), -1.0, 1.0) * spread * half,

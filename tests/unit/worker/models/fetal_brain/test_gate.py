@@ -106,3 +106,30 @@ def test_predict_flags_an_empty_stack_and_a_missing_slice(tmp_path: Path) -> Non
     assert "brain prediction fragmented" in _codes(gap.review)
     quality = gap.extras["quality"]
     assert isinstance(quality, dict) and quality["fragment_ratio"] > 0.3
+
+
+def test_a_brain_cut_by_the_field_of_view_is_flagged() -> None:
+    stack = make_fetal_brain_stack(HELD_OUT)
+    rows = np.nonzero(stack.brain.any(axis=(0, 2)))[0]
+    middle = (rows[0] + rows[-1]) // 2
+    cut = stack.brain[:, middle:]  # the image's top edge runs through the brain
+    s = signals(cut, cut, _geometry(replace(stack, image=stack.image[:, middle:])))
+    assert s is not None and s.edge_fraction > DEFAULT_THRESHOLDS.max_edge_fraction
+    assert "brain cut by the field of view" in _codes(reasons(s))
+
+
+def test_a_stack_ending_in_the_brains_widest_part_is_flagged_a_partial_one_is_not() -> None:
+    stack = make_fetal_brain_stack(HELD_OUT)
+    areas = stack.brain.sum(axis=(1, 2))
+    widest = int(np.argmax(areas))
+    half = stack.brain[: widest + 1]
+    s = signals(half, half, _geometry(replace(stack, image=stack.image[: widest + 1])))
+    assert s is not None and s.end_slice_fraction == 1.0
+    assert "stack ends inside the brain's widest part" in _codes(reasons(s))
+    # Ending where the brain is a third of its widest, as real stacks do, is accepted.
+    present = np.nonzero(areas)[0]
+    last = next(i for i in present[::-1] if areas[i] >= areas.max() / 3)
+    partial = stack.brain[: last + 1]
+    s = signals(partial, partial, _geometry(replace(stack, image=stack.image[: last + 1])))
+    assert s is not None and s.end_slice_fraction < DEFAULT_THRESHOLDS.max_end_slice_fraction
+    assert reasons(s) == []

@@ -114,6 +114,11 @@ class ModelOutput:
     #: Why the model's quality gate refuses to vouch for this output (empty: accepted). A
     #: result with reasons is ``needs_review``: still written and delivered, flagged everywhere.
     review: list[str] = field(default_factory=list)
-    #: The model card's status for the weights that made this output; set by the pipeline
+    #: Components with a validation status of their own that ran for this output (the
+    #: pneumonia detector inside lung-cxr): name -> status. The output as a whole is as
+    #: trusted as the least trusted of its model and these.
+    components: dict[str, ValidationStatus] = field(default_factory=dict)
+    #: The status of the output as a whole: the least trusted of the model card's status for
+    #: the weights that made it and ``components``; set by the pipeline
     #: (``worker.pipeline.run.export``), not by the model. None: not known yet.
     validation: ValidationStatus | None = None

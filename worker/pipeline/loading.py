@@ -21,7 +21,7 @@ from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
 from worker.core.errors import InputError, SkippedError
 from worker.core.tags import SeriesTags
-from worker.pipeline.demographics import empty_invalid_demographics
+from worker.pipeline.demographics import add_missing_type2, empty_invalid_demographics
 from worker.pipeline.geometry import (
     FramePlane,
     VolumeGeometry,
@@ -306,6 +306,7 @@ def _decode_series(headers: SeriesHeaders) -> LoadedSeries:
         except (InvalidDicomError, OSError, ValueError) as exc:
             raise InputError(f"{path.name}: not readable DICOM ({exc})") from exc
     empty_invalid_demographics(datasets)  # never fatal: see demographics.py
+    add_missing_type2(datasets)  # real modalities omit type 2 attributes; results need them
     decoded = [_decode(ds) for ds in datasets]
     stacked = np.concatenate([f if f.ndim == 3 else f[np.newaxis] for f in decoded], axis=0)
     if frame_order is not None:

@@ -316,6 +316,13 @@ def _decode_series(headers: SeriesHeaders) -> LoadedSeries:
         locations = geometry.slice_locations
         if len(np.unique(np.round(locations, 3))) != len(locations):
             raise InputError("two slices share a position (duplicate or mixed stacks)")
+    warnings = list(headers.warnings)
+    if geometry is not None and geometry.tilt_degrees() > TILT_WARNING_DEGREES:
+        warnings.append(
+            f"gantry tilt {geometry.tilt_degrees():.1f} degrees (slices sheared along the "
+            "stack): the SEG is valid and volumes use the true slice spacing, but some readers "
+            "(highdicom's volume, dcmqi) cannot build a volume from it"
+        )
     return LoadedSeries(
         datasets=datasets,
         frames=stacked,
@@ -323,8 +330,17 @@ def _decode_series(headers: SeriesHeaders) -> LoadedSeries:
         geometry=geometry,
         frame_order=frame_order,
         geometry_note=note,
-        warnings=list(headers.warnings),
+        warnings=warnings,
     )
+
+
+#: Above this angle between the slice normal and the stack's direction a series is gantry
+#: tilted (docs/conformance.md): processed, with a warning.
+TILT_WARNING_DEGREES = 0.5
+
+#: SOP classes whose images are single frames by definition (Ultrasound Image Storage): a
+#: file of such a class with Number of Frames > 1 cannot be referenced frame by frame.
+SINGLE_FRAME_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.6.1"})
 
 
 def _instance_number(ds: Dataset) -> int:

@@ -61,6 +61,9 @@ class MeasurementValue:
 
     ``concept`` names it in the SR (TID 1500); without one it stays out of the SR.
     ``segment`` is the 1-based segment it was measured on, None for the whole image set.
+    ``derivation`` (TID 1419 Derivation, e.g. SCT Maximum) says how one value was drawn from
+    many: the largest slice's area of a volume. A measurement in ``{pixels}`` stays out of
+    the SR (a LOINC or SNOMED length or area concept means a physical size).
     """
 
     key: str
@@ -69,9 +72,11 @@ class MeasurementValue:
     unit: str  # UCUM
     concept: CodedConcept | None = None
     segment: int | None = None
+    derivation: CodedConcept | None = None
 
 
 PNEUMONIA = CodedConcept("233604007", "SCT", "Pneumonia")
+MAXIMUM = CodedConcept("56851009", "SCT", "Maximum")
 
 
 @dataclass(frozen=True)

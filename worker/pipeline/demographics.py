@@ -33,9 +33,16 @@ def _parses(kind: Callable[[str], object]) -> Callable[[str], bool]:
 
 
 #: The values the written results copy, with what a valid one looks like.
+_DATE = re.compile(r"^\d{8}$")  # pydicom also parses the retired ACR-NEMA form 1997.04.24
+
+
+def _date(value: str) -> bool:
+    return _DATE.match(value) is not None and _parses(DA)(value)
+
+
 CHECKS: dict[str, Callable[[str], bool]] = {
-    "PatientBirthDate": _parses(DA),
-    "StudyDate": _parses(DA),
+    "PatientBirthDate": _date,
+    "StudyDate": _date,
     "StudyTime": _parses(TM),
     "PatientSex": lambda value: value in ("M", "F", "O"),
     "PatientAge": lambda value: _AGE.match(value) is not None,

@@ -282,6 +282,21 @@ def _decode_series(headers: SeriesHeaders) -> LoadedSeries:
     if len(shapes) != 1:
         raise InputError(f"images of the series have different sizes: {sorted(shapes)}")
     multiframe = [ds for ds in headers.headers if frame_count(ds) > 1]
+    retired = str(headers.headers[0].get("SOPClassUID", ""))
+    if retired in RETIRED_IMAGE_CLASSES:
+        raise InputError(
+            f"retired SOP class {RETIRED_IMAGE_CLASSES[retired]} ({retired}): a SEG cannot "
+            "reference it (highdicom); send it as Ultrasound Image Storage "
+            "(1.2.840.10008.5.1.4.1.1.6.1) or Ultrasound Multi-frame Image Storage"
+        )
+    for ds in multiframe:
+        if str(ds.get("SOPClassUID", "")) in SINGLE_FRAME_CLASSES:
+            raise InputError(
+                f"{frame_count(ds)} frames in a single-frame SOP class "
+                f"({_sop_class_name(str(ds.SOPClassUID))}): its frames cannot be referenced "
+                "validly (Referenced Frame Number is not allowed for that class); send it as "
+                "Ultrasound Multi-frame Image Storage or as single frames"
+            )
     if multiframe and len(headers.headers) > 1:
         raise InputError(
             f"the series mixes {len(multiframe)} multi-frame image(s) with other images; "
@@ -341,6 +356,11 @@ TILT_WARNING_DEGREES = 0.5
 #: SOP classes whose images are single frames by definition (Ultrasound Image Storage): a
 #: file of such a class with Number of Frames > 1 cannot be referenced frame by frame.
 SINGLE_FRAME_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.6.1"})
+#: Retired image classes some old scanners still send (pydicom-data's color-pl.dcm): refused.
+RETIRED_IMAGE_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.6": "Ultrasound Image Storage (Retired)",
+    "1.2.840.10008.5.1.4.1.1.3": "Ultrasound Multi-frame Image Storage (Retired)",
+}
 
 
 def _instance_number(ds: Dataset) -> int:

@@ -327,8 +327,12 @@ def test_a_model_past_its_time_limit_is_stopped_and_the_worker_goes_on(
     assert done.state is JobState.SUCCEEDED, done.error
 
 
-def test_chest_radiographs_get_lung_fields_areas_and_findings(stack: Stack, tmp_path: Path) -> None:
-    """A CR phantom with an opacity and the real RG1_UNCI.dcm (PixelSpacing 0\\0) by C-STORE."""
+def test_chest_radiographs_get_lung_fields_areas_and_no_findings(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A CR phantom with an opacity and the real RG1_UNCI.dcm (PixelSpacing 0\\0) by C-STORE:
+    lung fields and areas; the phantom-only opacity detector is off by default (issue 28), so
+    no finding is reported or delivered."""
     import shutil
 
     from pydicom.data import get_testdata_file
@@ -355,5 +359,5 @@ def test_chest_radiographs_get_lung_fields_areas_and_findings(stack: Stack, tmp_
         outputs = {o.kind: Path(o.path) for o in result.outputs}
         assert dciodvfy_errors(outputs["seg"]) == []
         assert dciodvfy_errors(outputs["sr"]) == []
-        if uid == phantom_uid:
-            assert json.loads(outputs["json"].read_text())["findings"]
+        report = json.loads(outputs["json"].read_text())
+        assert report["findings"] == [] and report["validation"] == "validated-real"

@@ -175,6 +175,13 @@ def _cmd_process(args: argparse.Namespace) -> int:
                 print(f"{'':<20} validation: {describe_validation(row.validation)}")
             for reason in row.review:
                 print(f"{'':<20} needs review: {reason}")
+            for finding in row.findings:
+                status = finding.get("validation") or row.validation
+                box = ", ".join(f"{v:g}" for v in finding["box_px"])
+                print(
+                    f"{'':<20} finding: {finding['label']} {finding['score']:.2f} at [{box}] px, "
+                    f"{describe_validation(status)}"
+                )
             for output in row.outputs:
                 print(f"{'':<20} -> {output}")
     if not rows:

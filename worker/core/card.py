@@ -43,6 +43,13 @@ def not_for_clinical_use(status: str | None) -> bool:
     return status is None or status in NOT_FOR_CLINICAL_USE
 
 
+def least_trusted(status: ValidationStatus, *others: ValidationStatus) -> ValidationStatus:
+    """The least trusted of ``status`` and ``others`` (``STATUSES`` order): a result made by
+    a model and components of their own (the pneumonia detector) is as trusted as its least
+    trusted part."""
+    return max((status, *others), key=STATUSES.index)
+
+
 def describe_validation(status: str | None) -> str:
     """The status as operators read it: ``phantom-only (NOT FOR CLINICAL USE)``."""
     shown = status or "unknown (a result older than model cards)"

@@ -18,6 +18,12 @@ class SkippedError(PermanentError):
     needs a volume): nothing is wrong with it, and the job ends ``skipped`` with this reason."""
 
 
+class NothingFoundError(SkippedError):
+    """The model ran and the series holds nothing it measures (no fetal head in any frame):
+    an answer, not a fault of the input or the service. ``medseg process`` reports it as
+    ``no_finding`` (exit code 0); a job ends ``skipped`` with the reason."""
+
+
 class NoModelError(SkippedError):
     """No registered model accepts the series."""
 

@@ -289,6 +289,13 @@ class Settings(BaseSettings):
         description="Checkpoint (.pt with its .json) for the chest X-ray lung-field U-Net; "
         "default: shipped.",
     )
+    pneumonia_detector: bool = Field(
+        default=False,
+        description="Run the chest X-ray pneumonia opacity detector (research only: it is "
+        "validated on phantoms, not on real films). When on, every chest X-ray result is not "
+        "for clinical use: withheld from destinations without send_not_validated and marked "
+        "NOT FOR CLINICAL USE in its SEG, SR, overlay and tables.",
+    )
     pneumonia_weights: Path | None = Field(
         default=None,
         description="Checkpoint (.pt with its .json) for the chest X-ray pneumonia opacity "

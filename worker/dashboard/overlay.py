@@ -28,6 +28,7 @@ from worker.dashboard.overlay_source import (
     SegSegment,
     default_position,
     load_job,
+    read_caution,
     read_findings,
     read_header,
     read_seg,
@@ -38,7 +39,14 @@ from worker.dashboard.windowing import Preset, presets_for
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BOX_BGR", "draw_overlay", "overlay_view", "read_findings", "render_job_overlay"]
+__all__ = [
+    "BOX_BGR",
+    "draw_overlay",
+    "overlay_view",
+    "read_caution",
+    "read_findings",
+    "render_job_overlay",
+]
 
 HEAD_CODE = "69536005"  # SNOMED CT "Head": the fetal head model's segment
 LEGEND_WIDTH = 320
@@ -94,10 +102,12 @@ def draw_overlay(
     max_side: int = 512,
     boxes: list[Box] | None = None,
     edges: Edges | None = None,
+    caution: str | None = None,
 ) -> npt.NDArray[np.uint8]:
     """Scale ``image`` (BGR) to ``max_side`` and draw each mask's contour (a fetal head as
     its HC ellipse with calipers), the detection boxes (source pixel coordinates) with label
-    and score, and the orientation markers."""
+    and score, the orientation markers, and ``caution`` (NOT FOR CLINICAL USE ...) across the
+    image itself, so no copy of the picture loses it."""
     rows, columns = image.shape[:2]
     scale = max_side / max(rows, columns)
     size = (max(1, round(columns * scale)), max(1, round(rows * scale)))
@@ -121,7 +131,22 @@ def draw_overlay(
     if edges is not None:
         for where in ("left", "right", "top", "bottom"):
             _marker(canvas, getattr(edges, where), where)
+    if caution:
+        _caution(canvas, caution)
     return canvas
+
+
+def _caution(canvas: npt.NDArray[np.uint8], text: str) -> None:
+    """``text`` in a black band across the image, below the top orientation marker."""
+    columns = canvas.shape[1]
+    scale = 0.5
+    (width, height), _ = cv2.getTextSize(text, _FONT, scale, 1)
+    while width > columns - 8 and scale > 0.25:
+        scale -= 0.05
+        (width, height), _ = cv2.getTextSize(text, _FONT, scale, 1)
+    top = min(28, max(0, canvas.shape[0] - height - 8))
+    canvas[top : top + height + 8] = 0
+    cv2.putText(canvas, text, (4, top + height + 3), _FONT, scale, BOX_BGR, 1, cv2.LINE_AA)
 
 
 def add_legend(
@@ -222,6 +247,7 @@ def render_job_overlay(
         max_side=max_side,
         boxes=boxes,
         edges=image_edges(header) if header is not None else None,
+        caution=read_caution(source.report_path),
     )
     if legend:
         lines = [(s.label, _segment_colour(n, s)) for n, s in sorted(seg.segments.items())]

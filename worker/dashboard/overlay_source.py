@@ -182,6 +182,29 @@ def read_findings(report_path: Path | None) -> list[Box]:
         return []
 
 
+def read_caution(report_path: Path | None) -> str | None:
+    """What the image itself must say when the job's report.json marks its result not for
+    clinical use (a phantom-only model, or a research component such as the pneumonia
+    detector): ``NOT FOR CLINICAL USE (phantom-only)``; None otherwise. An unreadable report
+    is taken as not for clinical use: the overlay cannot vouch for it."""
+    if report_path is None or not report_path.is_file():
+        return None
+    try:
+        report = json.loads(report_path.read_text())
+        flagged = bool(report.get("not_for_clinical_use", False))
+        statuses = {str(f.get("validation")) for f in report.get("findings", [])}
+        statuses.discard("None")
+        statuses.discard("validated-real")
+        statuses.discard("reference-only")
+        if not flagged and not statuses:
+            return None
+        shown = statuses | ({str(report.get("validation"))} if flagged else set())
+        return f"NOT FOR CLINICAL USE ({', '.join(sorted(shown))})"
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        logger.warning("report %s: unreadable (%s)", report_path, exc)
+        return "NOT FOR CLINICAL USE (report unreadable)"
+
+
 def read_header(position: Position) -> Dataset | None:
     """The position's instance without its pixels (orientation); None when purged."""
     if not position.path.is_file():

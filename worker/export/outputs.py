@@ -61,6 +61,9 @@ class MeasurementValue:
 
     ``concept`` names it in the SR (TID 1500); without one it stays out of the SR.
     ``segment`` is the 1-based segment it was measured on, None for the whole image set.
+    ``derivation`` (TID 1419 Derivation, e.g. SCT Maximum) says how one value was drawn from
+    many: the largest slice's area of a volume. A measurement in ``{pixels}`` stays out of
+    the SR (a LOINC or SNOMED length or area concept means a physical size).
     """
 
     key: str
@@ -69,9 +72,11 @@ class MeasurementValue:
     unit: str  # UCUM
     concept: CodedConcept | None = None
     segment: int | None = None
+    derivation: CodedConcept | None = None
 
 
 PNEUMONIA = CodedConcept("233604007", "SCT", "Pneumonia")
+MAXIMUM = CodedConcept("56851009", "SCT", "Maximum")
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,11 @@ class ModelOutput:
     #: Why the model's quality gate refuses to vouch for this output (empty: accepted). A
     #: result with reasons is ``needs_review``: still written and delivered, flagged everywhere.
     review: list[str] = field(default_factory=list)
-    #: The model card's status for the weights that made this output; set by the pipeline
+    #: Components with a validation status of their own that ran for this output (the
+    #: pneumonia detector inside lung-cxr): name -> status. The output as a whole is as
+    #: trusted as the least trusted of its model and these.
+    components: dict[str, ValidationStatus] = field(default_factory=dict)
+    #: The status of the output as a whole: the least trusted of the model card's status for
+    #: the weights that made it and ``components``; set by the pipeline
     #: (``worker.pipeline.run.export``), not by the model. None: not known yet.
     validation: ValidationStatus | None = None

@@ -36,8 +36,9 @@ UCUM: dict[str, tuple[str, str]] = {
     "d": ("d", "day"),
     "cm2": ("cm2", "square centimeter"),
     "mm2": ("mm2", "square millimeter"),
-    "{pixels}": ("{pixels}", "pixels"),
 }
+#: Concepts of a single plane: in a volumetric group they need a derivation (Maximum, ...).
+PLANAR_CONCEPTS = frozenset({"42798000"})  # SCT Area
 
 
 def _code(concept: CodedConcept) -> hd.sr.CodedConcept:
@@ -45,7 +46,9 @@ def _code(concept: CodedConcept) -> hd.sr.CodedConcept:
 
 
 def _measurement(
-    m: MeasurementValue, algorithm: hd.sr.AlgorithmIdentification
+    m: MeasurementValue,
+    algorithm: hd.sr.AlgorithmIdentification,
+    sites: list[hd.sr.FindingSite] | None = None,
 ) -> hd.sr.Measurement:
     assert m.concept is not None
     value, meaning = UCUM[m.unit]
@@ -54,7 +57,22 @@ def _measurement(
         value=m.value,
         unit=hd.sr.CodedConcept(value, "UCUM", meaning),
         algorithm_id=algorithm,
+        derivation=_code(m.derivation) if m.derivation else None,
+        finding_sites=sites,
     )
+
+
+def codable(m: MeasurementValue, volumetric: bool) -> bool:
+    """Whether ``m`` can say exactly what it is in the SR: a concept, a physical unit (not
+    ``{pixels}``), and for a single-plane concept in a volume, a derivation (Maximum)."""
+    if m.concept is None or m.unit not in UCUM:
+        return False
+    return not (volumetric and m.concept.value in PLANAR_CONCEPTS and m.derivation is None)
+
+
+def _sites(output: ModelOutput) -> list[hd.sr.FindingSite]:
+    """A measurement of the whole image set covers every segment: each one a Finding Site."""
+    return [hd.sr.FindingSite(_code(s.kind.property_type)) for s in output.segments]
 
 
 def _review(output: ModelOutput) -> list[hd.sr.QualitativeEvaluation] | None:
@@ -88,7 +106,7 @@ def _segment_group(
             ),
             finding_type=_code(kind.property_type),
             algorithm_id=algorithm,
-            measurements=measurements,
+            measurements=measurements or None,
             qualitative_evaluations=_review(output),
         )
     source, frames = _measured_image(series, output)
@@ -105,7 +123,7 @@ def _segment_group(
         ),
         finding_type=_code(kind.property_type),
         algorithm_id=algorithm,
-        measurements=measurements,
+        measurements=measurements or None,
         qualitative_evaluations=_review(output),
     )
 
@@ -140,13 +158,24 @@ def build_sr(
     """The TID 1500 report (a Comprehensive 3D SR dataset; read it back with
     ``hd.sr.srread`` for the content tree), or None when the output has no coded measurement
     nor finding. The content tree is built and checked by highdicom's templates."""
-    coded = [m for m in output.measurements if m.concept is not None and m.unit in UCUM]
-    if not coded and not output.findings:
+    volumetric = "FrameOfReferenceUID" in seg
+    coded = [m for m in output.measurements if codable(m, volumetric)]
+    # A segment whose measurements cannot be coded (sizes in pixels) keeps its group, without
+    # them: the SR still says what was found where, and nothing it cannot name.
+    uncoded = {
+        m.segment
+        for m in output.measurements
+        if m.concept is not None and m.segment is not None and not codable(m, volumetric)
+    }
+    if not coded and not uncoded and not output.findings:
         return None
     algorithm = algorithm_identification(spec.name, spec.version, output.validation)
     by_segment: dict[int | None, list[hd.sr.Measurement]] = defaultdict(list)
+    for number in sorted(uncoded):
+        by_segment[number] = []
     for m in coded:
-        by_segment[m.segment].append(_measurement(m, algorithm))
+        sites = _sites(output) if m.segment is None else None
+        by_segment[m.segment].append(_measurement(m, algorithm, sites))
     groups: list[
         hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
         | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations

@@ -13,7 +13,7 @@ from typing import Any
 import pydicom
 
 from worker.core.card import not_for_clinical_use
-from worker.core.errors import PermanentError, SkippedError
+from worker.core.errors import NothingFoundError, PermanentError, SkippedError
 from worker.core.paths import safe_component
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.loading import decode_series, read_headers
@@ -29,7 +29,7 @@ class BatchRow:
     modality: str
     model: str | None
     model_version: str | None
-    status: str  # succeeded | needs_review | failed | skipped
+    status: str  # succeeded | needs_review | no_finding | failed | skipped
     error: str | None
     measurements: dict[str, float] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
@@ -94,7 +94,9 @@ def target_dir(out_dir: Path, row: BatchRow) -> Path:
 def record_error(row: BatchRow, exc: Exception) -> None:
     """What a series' error means for its row: skipped (not for us: not an image, no model,
     not a volume) or failed, with why. ``row.model`` stays what routing chose."""
-    if isinstance(exc, SkippedError):
+    if isinstance(exc, NothingFoundError):
+        row.status, row.error = "no_finding", str(exc)
+    elif isinstance(exc, SkippedError):
         row.status, row.error = "skipped", str(exc)
     elif isinstance(exc, PermanentError):
         row.error = str(exc)

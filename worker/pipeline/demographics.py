@@ -33,9 +33,16 @@ def _parses(kind: Callable[[str], object]) -> Callable[[str], bool]:
 
 
 #: The values the written results copy, with what a valid one looks like.
+_DATE = re.compile(r"^\d{8}$")  # pydicom also parses the retired ACR-NEMA form 1997.04.24
+
+
+def _date(value: str) -> bool:
+    return _DATE.match(value) is not None and _parses(DA)(value)
+
+
 CHECKS: dict[str, Callable[[str], bool]] = {
-    "PatientBirthDate": _parses(DA),
-    "StudyDate": _parses(DA),
+    "PatientBirthDate": _date,
+    "StudyDate": _date,
     "StudyTime": _parses(TM),
     "PatientSex": lambda value: value in ("M", "F", "O"),
     "PatientAge": lambda value: _AGE.match(value) is not None,
@@ -77,3 +84,38 @@ def empty_invalid_demographics(datasets: Iterable[Dataset]) -> list[str]:
             ", ".join(emptied),  # names only
         )
     return list(emptied)
+
+
+#: Type 2 attributes of the modules the results copy (Patient, General Study, General Series,
+#: General Equipment; Frame of Reference where the source has one): real modalities omit them,
+#: the results must carry them, empty when unknown.
+TYPE2: tuple[str, ...] = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "SeriesNumber",
+    "Manufacturer",
+)
+
+
+def add_missing_type2(datasets: Iterable[Dataset]) -> list[str]:
+    """Add, in place and empty, every ``TYPE2`` attribute a source lacks (and Position
+    Reference Indicator beside a Frame of Reference UID); returns the keywords added, once."""
+    added: dict[str, None] = {}
+    for ds in datasets:
+        wanted = [*TYPE2, "PositionReferenceIndicator"] if "FrameOfReferenceUID" in ds else TYPE2
+        for keyword in wanted:
+            if keyword not in ds:
+                setattr(ds, keyword, None)
+                added[keyword] = None
+    if added:
+        logger.info(
+            "type 2 attributes missing from the source, written empty: %s", ", ".join(added)
+        )
+    return list(added)

@@ -33,6 +33,18 @@ class VolumeGeometry:
     def slice_locations(self) -> npt.NDArray[np.float64]:
         return self.positions @ self.normal
 
+    def tilt_degrees(self) -> float:
+        """Angle between the slice normal and the line through the first and last slice
+        positions: a gantry-tilted CT's slices are sheared along it (0 for a plain stack)."""
+        if len(self.positions) < 2:
+            return 0.0
+        step = self.positions[-1] - self.positions[0]
+        length = float(np.linalg.norm(step))
+        if length == 0.0:
+            return 0.0
+        cosine = abs(float(step @ self.normal)) / length
+        return float(np.degrees(np.arccos(min(1.0, cosine))))
+
     def slice_thicknesses(self) -> npt.NDArray[np.float64]:
         """Each slice's share of the volume: half the gap to each neighbour (ends mirror)."""
         locations = self.slice_locations

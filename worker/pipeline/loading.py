@@ -21,7 +21,7 @@ from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
 from worker.core.errors import InputError, SkippedError
 from worker.core.tags import SeriesTags
-from worker.pipeline.demographics import empty_invalid_demographics
+from worker.pipeline.demographics import add_missing_type2, empty_invalid_demographics
 from worker.pipeline.geometry import (
     FramePlane,
     VolumeGeometry,
@@ -282,6 +282,21 @@ def _decode_series(headers: SeriesHeaders) -> LoadedSeries:
     if len(shapes) != 1:
         raise InputError(f"images of the series have different sizes: {sorted(shapes)}")
     multiframe = [ds for ds in headers.headers if frame_count(ds) > 1]
+    retired = str(headers.headers[0].get("SOPClassUID", ""))
+    if retired in RETIRED_IMAGE_CLASSES:
+        raise InputError(
+            f"retired SOP class {RETIRED_IMAGE_CLASSES[retired]} ({retired}): a SEG cannot "
+            "reference it (highdicom); send it as Ultrasound Image Storage "
+            "(1.2.840.10008.5.1.4.1.1.6.1) or Ultrasound Multi-frame Image Storage"
+        )
+    for ds in multiframe:
+        if str(ds.get("SOPClassUID", "")) in SINGLE_FRAME_CLASSES:
+            raise InputError(
+                f"{frame_count(ds)} frames in a single-frame SOP class "
+                f"({_sop_class_name(str(ds.SOPClassUID))}): its frames cannot be referenced "
+                "validly (Referenced Frame Number is not allowed for that class); send it as "
+                "Ultrasound Multi-frame Image Storage or as single frames"
+            )
     if multiframe and len(headers.headers) > 1:
         raise InputError(
             f"the series mixes {len(multiframe)} multi-frame image(s) with other images; "
@@ -306,6 +321,7 @@ def _decode_series(headers: SeriesHeaders) -> LoadedSeries:
         except (InvalidDicomError, OSError, ValueError) as exc:
             raise InputError(f"{path.name}: not readable DICOM ({exc})") from exc
     empty_invalid_demographics(datasets)  # never fatal: see demographics.py
+    add_missing_type2(datasets)  # real modalities omit type 2 attributes; results need them
     decoded = [_decode(ds) for ds in datasets]
     stacked = np.concatenate([f if f.ndim == 3 else f[np.newaxis] for f in decoded], axis=0)
     if frame_order is not None:
@@ -315,6 +331,13 @@ def _decode_series(headers: SeriesHeaders) -> LoadedSeries:
         locations = geometry.slice_locations
         if len(np.unique(np.round(locations, 3))) != len(locations):
             raise InputError("two slices share a position (duplicate or mixed stacks)")
+    warnings = list(headers.warnings)
+    if geometry is not None and geometry.tilt_degrees() > TILT_WARNING_DEGREES:
+        warnings.append(
+            f"gantry tilt {geometry.tilt_degrees():.1f} degrees (slices sheared along the "
+            "stack): the SEG is valid and volumes use the true slice spacing, but some readers "
+            "(highdicom's volume, dcmqi) cannot build a volume from it"
+        )
     return LoadedSeries(
         datasets=datasets,
         frames=stacked,
@@ -322,8 +345,22 @@ def _decode_series(headers: SeriesHeaders) -> LoadedSeries:
         geometry=geometry,
         frame_order=frame_order,
         geometry_note=note,
-        warnings=list(headers.warnings),
+        warnings=warnings,
     )
+
+
+#: Above this angle between the slice normal and the stack's direction a series is gantry
+#: tilted (docs/conformance.md): processed, with a warning.
+TILT_WARNING_DEGREES = 0.5
+
+#: SOP classes whose images are single frames by definition (Ultrasound Image Storage): a
+#: file of such a class with Number of Frames > 1 cannot be referenced frame by frame.
+SINGLE_FRAME_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.6.1"})
+#: Retired image classes some old scanners still send (pydicom-data's color-pl.dcm): refused.
+RETIRED_IMAGE_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.6": "Ultrasound Image Storage (Retired)",
+    "1.2.840.10008.5.1.4.1.1.3": "Ultrasound Multi-frame Image Storage (Retired)",
+}
 
 
 def _instance_number(ds: Dataset) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.core.card import ValidationStatus, not_for_clinical_use
+from worker.core.card import ValidationStatus, least_trusted, not_for_clinical_use
 from worker.core.errors import NoModelError
 from worker.core.registry import Model, ModelSpec, StagedModel, get_spec
 from worker.core.routing import route, unrouted_reason
@@ -92,7 +92,8 @@ def export(
     ``export`` added and goes into the result."""
     start = time.perf_counter()
     weights_sha256 = getattr(model, "weights_sha256", spec.weights_sha256)
-    output.validation = spec.validation_for(weights_sha256)
+    model_validation = spec.validation_for(weights_sha256)
+    output.validation = least_trusted(model_validation, *output.components.values())
     output.warnings = [*series.warnings, *output.warnings]
     seg = write_seg(series, output, spec, out_dir / "seg.dcm")
     outputs = [OutputRecord("seg", out_dir / "seg.dcm", str(seg.SOPInstanceUID))]
@@ -120,6 +121,8 @@ def export(
                 "review": output.review,
                 "validation": result.validation,
                 "not_for_clinical_use": not_for_clinical_use(result.validation),
+                "model_validation": model_validation,
+                "components": output.components,
                 "weights_sha256": result.weights_sha256,
                 "measurements": {m.key: m.value for m in output.measurements},
                 "units": {m.key: m.unit for m in output.measurements},

@@ -23,7 +23,7 @@ from db.models import (
     utcnow,
 )
 from db.retry import with_db_retry
-from worker.core.errors import PermanentError, SkippedError
+from worker.core.errors import NothingFoundError, PermanentError, SkippedError
 from worker.core.paths import safe_component
 from worker.core.registry import get_spec
 from worker.core.settings import DeliveryPolicy, DicomDestination
@@ -178,6 +178,8 @@ def describe_failure(exc: BaseException) -> str:
             "time limit exceeded: the model ran past its limit "
             "(MEDSEG_MODEL_TIME_LIMITS / MEDSEG_JOB_TIME_LIMIT_SECONDS)"
         )
+    if isinstance(exc, NothingFoundError):  # an answer: the model found nothing to measure
+        return redact_values(f"no finding: {exc}")[:2000]
     if isinstance(exc, SkippedError):
         return redact_values(str(exc))[:2000]  # a routing summary, not an error
     return redact_values(f"{type(exc).__name__}: {exc}")[:2000]

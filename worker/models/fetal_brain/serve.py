@@ -19,6 +19,7 @@ from worker.core.tags import SeriesTags
 from worker.export.outputs import (
     AREA,
     FETAL_BRAIN,
+    MAXIMUM,
     VOLUME,
     MeasurementValue,
     ModelOutput,
@@ -77,6 +78,7 @@ class FetalBrainModel:
                     "mm2",
                     AREA,
                     segment=1,
+                    derivation=MAXIMUM,  # the largest slice of the volume (SR: TID 1419)
                 ),
             ],
             review=gate.reasons(quality),

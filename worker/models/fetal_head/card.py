@@ -58,6 +58,10 @@ CARD = ModelCard(
         "that band)",
         "the quality gate catches gross failures, not 3-7 mm errors on plausible ellipses",
         "never trained on off-plane, Doppler or non-fetal frames: such input should be flagged "
-        "by the gate, not trusted",
+        "by the gate, not trusted. The gate's cephalic index (BPD/OFD 0.65-0.99) and skull echo "
+        "checks reject about half the frames of an adult echo on their own; the bright walls of "
+        "a heart chamber can pass the echo check, the shape and confidence checks catch the rest",
+        "a head partly outside the ultrasound fan: the SEG is clipped to the fan and the result "
+        "flagged, the HC (from the ellipse) is extrapolated",
     ),
 )

@@ -13,6 +13,13 @@ A frame is accepted only when every signal is inside its threshold; otherwise th
 - ``fragment_ratio``: area of the other above-threshold components over the kept one. A scatter
   of blobs means the network found no single head.
 - the HC itself, in mm, against the range a fetal head can have.
+- ``cephalic_index``: BPD / OFD (the ellipse's minor over major axis). A fetal head is
+  0.70-0.90 (dolicho- to brachycephaly; HC18 frames 0.67-0.97); a heart chamber, a vessel
+  or a kidney outlined as a "head" is often far flatter (an adult echo: 0.55-0.65).
+- ``skull_echo``: how bright the skull's rim is: the median, over 180 directions, of the
+  brightest pixel on the ellipse's outer 15 %, as a percentile of the imaged pixels. The skull
+  is the brightest echo of the frame (HC18 median 0.96); a dark ring (a cyst, an empty
+  frame) is not a skull. Not judged (-1) when the image is not given.
 
 Thresholds are stored with the weights (``quality_gate`` in the checkpoint metadata), chosen on
 tuning subjects by ``gate_fit``; ``DEFAULT_THRESHOLDS`` serve checkpoints without.
@@ -40,6 +47,8 @@ class Signals(Rounded):
     confidence: float
     area_fraction: float
     fragment_ratio: float
+    cephalic_index: float = 0.8
+    skull_echo: float = -1.0  # -1: not measured (no image given)
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,11 @@ class Thresholds(StoredThresholds):
     min_area_fraction: float = 0.0272
     max_area_fraction: float = 0.6639
     max_fragment_ratio: float = 0.02
+    # Not fitted: physiology with a margin, checked against HC18 and non-fetal ultrasound
+    # (docs/fetal-head.md, benchmarks/fetal_head_not_fetal.py).
+    min_cephalic_index: float = 0.65
+    max_cephalic_index: float = 0.99
+    min_skull_echo: float = 0.5
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -63,8 +77,11 @@ def signals(
     ellipse: Ellipse | None,
     spacing_mm: tuple[float, float],
     threshold: float = 0.5,
+    *,
+    image: npt.NDArray[np.uint8] | None = None,
 ) -> Signals | None:
-    """The gate's signals for one frame; None when there is no head to judge."""
+    """The gate's signals for one frame (``image``: the frame the network saw, for the skull
+    echo); None when there is no head to judge."""
     if ellipse is None or not mask.any():
         return None
     row_mm, col_mm = spacing_mm
@@ -82,7 +99,38 @@ def signals(
         confidence=float(prob[mask].mean()),
         area_fraction=ellipse_px / mask.size,
         fragment_ratio=max(0, others) / max(1, int(mask.sum())),
+        cephalic_index=ellipse.b / ellipse.a if ellipse.a > 0 else 0.0,
+        skull_echo=-1.0 if image is None else skull_echo(image, ellipse, spacing_mm),
     )
+
+
+def skull_echo(
+    image: npt.NDArray[np.uint8], ellipse: Ellipse, spacing_mm: tuple[float, float]
+) -> float:
+    """The rim's brightness as a percentile (0-1) of the imaged pixels (those above 8 of 255:
+    the fan, not the black around it). The fitted ellipse lies on the skull's outer border:
+    along 180 directions, the brightest pixel between 0.85 and 1.0 of the radius; their median
+    (directions beyond the image left out; shadowing and dropout arcs do not move a median)."""
+    from scipy import ndimage
+
+    row_mm, col_mm = spacing_mm
+    theta = np.linspace(0.0, 2.0 * np.pi, 180, endpoint=False)
+    t = math.radians(ellipse.angle_deg)
+    best = np.full(theta.shape, -1.0)
+    inside = np.ones(theta.shape, dtype=bool)
+    pixels = image.astype(np.float32)
+    for scale in np.linspace(0.85, 1.0, 7):
+        u, v = scale * ellipse.a * np.cos(theta), scale * ellipse.b * np.sin(theta)
+        x = (ellipse.cx + u * math.cos(t) - v * math.sin(t)) / col_mm
+        y = (ellipse.cy + u * math.sin(t) + v * math.cos(t)) / row_mm
+        inside &= (y >= 0) & (y <= image.shape[0] - 1) & (x >= 0) & (x <= image.shape[1] - 1)
+        values = ndimage.map_coordinates(pixels, [y, x], order=1, mode="nearest")
+        best = np.maximum(best, values)
+    imaged = pixels[pixels > 8]
+    if imaged.size == 0 or not inside.any():
+        return 0.0
+    rim = float(np.median(best[inside]))
+    return float(np.count_nonzero(imaged <= rim) / imaged.size)
 
 
 def reasons(
@@ -109,6 +157,16 @@ def reasons(
     if s.fragment_ratio > t.max_fragment_ratio:
         out.append(
             f"more than one candidate region (others {s.fragment_ratio:.0%} of the head's area)"
+        )
+    if not t.min_cephalic_index <= s.cephalic_index <= t.max_cephalic_index:
+        out.append(
+            f"not a fetal head: cephalic index (BPD/OFD) {s.cephalic_index:.2f} outside "
+            f"{t.min_cephalic_index}-{t.max_cephalic_index}"
+        )
+    if 0.0 <= s.skull_echo < t.min_skull_echo:
+        out.append(
+            f"not a fetal head: no bright skull echo on the outline (rim at the "
+            f"{s.skull_echo:.0%} brightness percentile, < {t.min_skull_echo:.0%})"
         )
     lo, hi = HC_PLAUSIBLE_MM
     if hc_mm is not None and not lo <= hc_mm <= hi:

@@ -94,7 +94,8 @@ class FetalHeadPredictor(UNetPredictor):
         *,
         calibrated: bool = True,
     ) -> list[FrameResult]:
-        return self.measure(self.probabilities(images), spacing_mm, calibrated=calibrated)
+        probabilities = self.probabilities(images)
+        return self.measure(probabilities, spacing_mm, calibrated=calibrated, images=images)
 
     def measure(
         self,
@@ -102,14 +103,17 @@ class FetalHeadPredictor(UNetPredictor):
         spacing_mm: tuple[float, float],
         *,
         calibrated: bool = True,
+        images: Sequence[npt.NDArray[np.uint8]] | None = None,
     ) -> list[FrameResult]:
         """Post-processing of full-size probability maps: mask, ellipse, gate. ``calibrated``
-        False: the spacing is a stand-in, so the HC range is not checked."""
+        False: the spacing is a stand-in, so the HC range is not checked. ``images``: the
+        frames themselves, for the gate's skull echo (not judged without them)."""
         results: list[FrameResult] = []
-        for prob in probabilities:
+        for k, prob in enumerate(probabilities):
             mask = clean_mask(prob)
             ellipse = fit_ellipse_mm(mask, spacing_mm) if mask.any() else None
-            found = signals(prob, mask, ellipse, spacing_mm)
+            image = images[k] if images is not None else None
+            found = signals(prob, mask, ellipse, spacing_mm, image=image)
             hc = ellipse.circumference if ellipse is not None and calibrated else None
             results.append(
                 FrameResult(

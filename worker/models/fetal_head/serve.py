@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from worker.core.errors import InputError
+from worker.core.errors import NothingFoundError
 from worker.core.registry import ModelSpec
 from worker.core.tags import SeriesTags
 from worker.export.outputs import (
@@ -29,6 +29,7 @@ from worker.export.outputs import (
     Segment,
 )
 from worker.models.fetal_head.card import CARD
+from worker.models.fetal_head.fan import MAX_OUTSIDE_FAN, imaged_region, outside_share
 from worker.pipeline.calibration import image_calibration
 from worker.pipeline.loading import LoadedSeries
 
@@ -111,7 +112,9 @@ class FetalHeadModel:
         probabilities = [
             full_size(prob, img.shape) for img, prob in zip(raw.images, raw.small, strict=True)
         ]
-        results = self.predictor.measure(probabilities, spacing, calibrated=bool(calibration))
+        results = self.predictor.measure(
+            probabilities, spacing, calibrated=bool(calibration), images=raw.images
+        )
         # The best frame the quality gate accepts (the best of all, flagged, when it accepts
         # none): gate quality times how sharp the frame is around the head, so a blurred cine
         # frame loses to a sharp one the network is equally sure of.
@@ -124,9 +127,20 @@ class FetalHeadModel:
         )
         chosen = results[best]
         if chosen.ellipse is None:
-            raise InputError("no fetal head found in any frame")
+            raise NothingFoundError("no fetal head found in any frame")
         warnings: list[str] = []
         review = list(chosen.review)
+        # The SEG holds only what was imaged: the mask clipped to the US fan and regions; a
+        # mask that leaves them is not the measured head (issue 28).
+        source = series.datasets[best] if len(series.datasets) == len(results) else None
+        region = imaged_region(raw.images[best], source or series.datasets[0])
+        outside = outside_share(chosen.mask, region)
+        mask = chosen.mask & region
+        if outside > MAX_OUTSIDE_FAN:
+            review.append(
+                f"head mask leaves the imaged region ({outside:.0%} of it outside the "
+                f"ultrasound fan, > {MAX_OUTSIDE_FAN:.0%})"
+            )
         b = biometry(chosen.ellipse)
         unit, suffix = ("mm", "mm") if calibration else ("{pixels}", "px")
         if calibration is None:
@@ -179,12 +193,15 @@ class FetalHeadModel:
             MeasurementValue("measured_frame", "Measured frame number", best + 1, "{frame}")
         )
         return ModelOutput(
-            segments=[Segment(FETAL_HEAD, chosen.mask[np.newaxis])],
+            segments=[Segment(FETAL_HEAD, mask[np.newaxis])],
             measurements=measurements,
             warnings=warnings,
             source_frame=best,
             review=review,
-            extras={"quality": chosen.signals.as_dict() if chosen.signals else None},
+            extras={
+                "quality": chosen.signals.as_dict() if chosen.signals else None,
+                "mask_outside_fan": round(outside, 4),
+            },
         )
 
 

@@ -16,7 +16,8 @@ CARD = ModelCard(
     intended_use=(
         "Lung field segmentation (projected fields, lung behind the heart included) and field "
         "areas, for a reader to check; flagged films (the quality gate) need a person's "
-        "review. Opacity boxes come from a phantom-only detector: not for clinical use"
+        "review. The opacity detector is phantom-only: off by default; turned on for research "
+        "(MEDSEG_PNEUMONIA_DETECTOR), it makes the whole result not for clinical use"
     ),
     weights_sha256=("285004816f436256c2a9645320f9d1418f9fe1ee0d1e051555231dbbc49d9c3f",),
     training_data=(
@@ -83,7 +84,8 @@ CARD = ModelCard(
             "phantom-only",
             "Faster R-CNN trained from scratch on phantom opacities; AP@0.5 0.924 on 100 "
             "held-out phantoms, never evaluated on real films: its boxes are not findings a "
-            "reader may rely on",
+            "reader may rely on. Off by default (MEDSEG_PNEUMONIA_DETECTOR turns it on for "
+            "research); a result it ran on is phantom-only as a whole",
             weights_sha256=("713ab9d6c35cd18142ea794ac3513a296bb1fab4cf633e8bcf7b4da76efd5901",),
         ),
     ),

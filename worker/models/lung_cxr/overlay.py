@@ -1,7 +1,9 @@
 """Draw what the chest radiograph model found on a film, for the docs and for a reviewer:
 right field outline blue, left green, opacity boxes red, the gate's verdict underneath.
 
-``python -m worker.models.lung_cxr.overlay FILM.dcm OUT.png [--width 640]``
+``python -m worker.models.lung_cxr.overlay FILM.dcm OUT.png [--width 640] [--detector]``
+(``--detector``: the phantom-only opacity detector too; the image then says NOT FOR CLINICAL
+USE)
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ def draw(
         if finding.frame == 0:
             x0, y0, x1, y1 = (round(v * scale) for v in finding.box_px)
             cv2.rectangle(canvas, (x0, y0), (x1, y1), _BOX, 2)
+    if output.components:  # a research component ran (the pneumonia detector)
+        cv2.rectangle(canvas, (0, 0), (width, 26), (0, 0, 0), -1)
+        cv2.putText(
+            canvas, "NOT FOR CLINICAL USE: " + ", ".join(
+                f"{name} {status}" for name, status in output.components.items()
+            ), (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, _BOX, 1, cv2.LINE_AA,
+        )  # fmt: skip
     verdict = "needs review: " + "; ".join(output.review) if output.review else "gate: accepted"
     band = np.zeros((22 * (1 + len(verdict) // 90), width, 3), dtype=np.uint8)
     for k in range(0, len(verdict), 90):
@@ -55,10 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("film", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--width", type=int, default=640)
+    parser.add_argument(
+        "--detector", action="store_true", help="run the phantom-only opacity detector too"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     series = load_series([args.film])
-    output = LungCxrModel("cpu").predict(series)
+    output = LungCxrModel("cpu", detector=args.detector).predict(series)
     mono1 = str(series.datasets[0].get("PhotometricInterpretation", "")) == "MONOCHROME1"
     image = display_uint8(series.frames[0], monochrome1=mono1)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,14 @@
 """Chest radiograph (CR/DX): lung fields (U-Net) and pneumonia opacities (Faster R-CNN).
 
-One job runs both networks, each loaded once per worker process and batched over the frames
+One job runs the lung-field U-Net, loaded once per worker process and batched over the frames
 of the series: SEG with the right and left lung fields, lung areas (cm² from PixelSpacing,
-else ImagerPixelSpacing; pixels with a warning when neither is usable) and the opacities at or
-above ``MEDSEG_PNEUMONIA_SCORE_THRESHOLD`` as findings (report.json, ``--json``, SR regions).
+else ImagerPixelSpacing; pixels with a warning when neither is usable).
+
+The opacity detector is validated on phantoms only: it is off unless
+``MEDSEG_PNEUMONIA_DETECTOR`` turns it on for research. When on, the opacities at or above
+``MEDSEG_PNEUMONIA_SCORE_THRESHOLD`` are findings (report.json, ``--json``, SR regions) and the
+output names the detector among its components, so the result as a whole is not for clinical
+use (withheld from destinations without ``send_not_validated``, marked in SEG, SR, overlay).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from worker.core.card import ValidationStatus
 from worker.core.errors import InputError
 from worker.core.registry import ModelSpec
 from worker.core.tags import SeriesTags
@@ -45,6 +51,7 @@ _FIELD = "projected lung field incl. lung behind the heart"
 RIGHT_FIELD = dataclasses.replace(RIGHT_LUNG, description=f"Right {_FIELD}")
 LEFT_FIELD = dataclasses.replace(LEFT_LUNG, description=f"Left {_FIELD}")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "lung_cxr_unet.pt"  # the lung-field U-Net
+DETECTOR = "pneumonia-detector"  # the component's name on the card
 
 
 def accepts(tags: SeriesTags) -> bool:
@@ -62,7 +69,8 @@ def _patient_left_on_image_right(series: LoadedSeries) -> bool:
 
 
 class LungCxrModel:
-    """Both networks; checkpoints and threshold from the settings unless given."""
+    """The lung-field U-Net, and the opacity detector when it is on (``detector``; default
+    ``MEDSEG_PNEUMONIA_DETECTOR``); checkpoints and threshold from the settings unless given."""
 
     def __init__(
         self,
@@ -71,6 +79,7 @@ class LungCxrModel:
         unet_weights: Path | None = None,
         detector_weights: Path | None = None,
         threshold: float | None = None,
+        detector: bool | None = None,
     ) -> None:
         from worker.core.settings import get_settings
         from worker.models._nn.predictor import UNetPredictor
@@ -80,18 +89,20 @@ class LungCxrModel:
         self.unet = UNetPredictor(
             unet_weights or settings.lung_cxr_weights or DEFAULT_WEIGHTS, device
         )
-        self.detector = OpacityDetector(
-            detector_weights or settings.pneumonia_weights or DEFAULT_DETECTOR_WEIGHTS, device
-        )
+        self.detector: OpacityDetector | None = None
+        if settings.pneumonia_detector if detector is None else detector:
+            self.detector = OpacityDetector(
+                detector_weights or settings.pneumonia_weights or DEFAULT_DETECTOR_WEIGHTS, device
+            )
         self.threshold = settings.pneumonia_score_threshold if threshold is None else threshold
         self.thresholds = gate.Thresholds.from_metadata(self.unet.metadata.get("quality_gate"))
         # The result row holds one checksum: the U-Net's; both are in report.json.
         self.weights_sha256 = self.unet.sha256
         logger.info(
-            "lung CXR U-Net sha256 %s…, detector sha256 %s… on %s",
+            "lung CXR U-Net sha256 %s… on %s; pneumonia detector %s",
             self.unet.sha256[:12],
-            self.detector.sha256[:12],
             device,
+            f"ON (research, sha256 {self.detector.sha256[:12]}…)" if self.detector else "off",
         )
 
     def predict(self, series: LoadedSeries) -> ModelOutput:
@@ -114,37 +125,51 @@ class LungCxrModel:
         if len(images) > 1:
             warnings.append(f"{len(images)} images in the series: measurements are of the first")
         measurements = _areas(rights[0], lefts[0], scale.calibration)
-        findings = [
-            Finding(
-                FINDING_LABEL,
-                d.score,
-                _clip(d.box, images[k].shape),
-                PNEUMONIA,
-                frame=k,
-                validation=CARD.component_status("pneumonia-detector", self.detector.sha256),
-            )
-            for k, detections in enumerate(self.detector.detect(images))
-            for d in detections
-            if d.score >= self.threshold
-        ]
         quality = gate.signals(
             probs[0], rights[0], lefts[0], patient_left_on_image_right=left_on_right
         )
-        field_cm2 = None
-        if scale.calibration is not None:
-            per_pixel = scale.calibration.row_mm * scale.calibration.column_mm / 100.0
-            field_cm2 = (float(rights[0].sum()) * per_pixel, float(lefts[0].sum()) * per_pixel)
+        field_cm2 = _field_cm2(rights[0], lefts[0], scale.calibration)
         review = gate.reasons(quality, self.thresholds, field_cm2=field_cm2)
-        first = [f.box_px for f in findings if f.frame == 0]
-        review += gate.box_reason(gate.boxes_outside(first, rights[0] | lefts[0]), len(first))
-        measurements.append(
-            MeasurementValue(
-                "pneumonia_findings",
-                f"Opacities at confidence >= {self.threshold:g}",
-                float(sum(1 for f in findings if f.frame == 0)),
-                "{findings}",
+        findings: list[Finding] = []
+        components: dict[str, ValidationStatus] = {}
+        weights = {"lung_unet": self.unet.sha256}
+        extras: dict[str, object] = {
+            "quality": quality.as_dict(),
+            "scale": scale.note,
+            "weights": weights,
+            "pneumonia_detector": "on (research)" if self.detector else "off",
+        }
+        if self.detector is not None:
+            status = CARD.component_status(DETECTOR, self.detector.sha256)
+            components[DETECTOR] = status
+            findings = [
+                Finding(
+                    FINDING_LABEL,
+                    d.score,
+                    _clip(d.box, images[k].shape),
+                    PNEUMONIA,
+                    frame=k,
+                    validation=status,
+                )
+                for k, detections in enumerate(self.detector.detect(images))
+                for d in detections
+                if d.score >= self.threshold
+            ]
+            first = [f.box_px for f in findings if f.frame == 0]
+            review += gate.box_reason(gate.boxes_outside(first, rights[0] | lefts[0]), len(first))
+            # One count for what is reported: every finding listed, on every image.
+            images_note = f", {len(images)} images" if len(images) > 1 else ""
+            measurements.append(
+                MeasurementValue(
+                    "pneumonia_findings",
+                    f"Opacities at confidence >= {self.threshold:g}{images_note} "
+                    f"({status}, not for clinical use)",
+                    float(len(findings)),
+                    "{findings}",
+                )
             )
-        )
+            extras["score_threshold"] = self.threshold
+            weights["detector"] = self.detector.sha256
         return ModelOutput(
             segments=[
                 Segment(RIGHT_FIELD, np.stack(rights)),
@@ -154,12 +179,8 @@ class LungCxrModel:
             warnings=warnings,
             findings=findings,
             review=review,
-            extras={
-                "quality": quality.as_dict(),
-                "scale": scale.note,
-                "score_threshold": self.threshold,
-                "weights": {"lung_unet": self.unet.sha256, "detector": self.detector.sha256},
-            },
+            components=components,
+            extras=extras,
         )
 
 
@@ -187,6 +208,15 @@ def _clip(
         min(max(x1, 0.0), cols),
         min(max(y1, 0.0), rows),
     )
+
+
+def _field_cm2(
+    right: npt.NDArray[np.bool_], left: npt.NDArray[np.bool_], calibration: Calibration | None
+) -> tuple[float, float] | None:
+    if calibration is None:
+        return None
+    per_pixel = calibration.row_mm * calibration.column_mm / 100.0
+    return float(right.sum()) * per_pixel, float(left.sum()) * per_pixel
 
 
 def _areas(

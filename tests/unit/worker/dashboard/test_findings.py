@@ -1,4 +1,5 @@
-"""The study overlay of a chest radiograph draws the detector's boxes from report.json."""
+"""The study overlay of a chest radiograph draws the detector's boxes from report.json, and
+says NOT FOR CLINICAL USE on the image itself when the result is not for clinical use."""
 
 from __future__ import annotations
 
@@ -7,17 +8,20 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Job, JobState, utcnow
 from dicom_gateway.completion import complete_quiet_series
 from tests.support.dashboard_data import _record
+from worker.core.settings import get_settings
 from worker.dashboard.orientation import Edges
 from worker.dashboard.overlay import (
     BOX_BGR,
     draw_overlay,
     overlay_view,
+    read_caution,
     read_findings,
     render_job_overlay,
 )
@@ -51,15 +55,37 @@ def test_unreadable_reports_give_no_findings(tmp_path: Path) -> None:
     assert read_findings(bad) == [("Pneumonia", 0.8, (1.0, 2.0, 3.0, 4.0))]
 
 
+def test_the_caution_is_written_on_the_image(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    report.write_text('{"validation": "validated-real", "not_for_clinical_use": false}')
+    assert read_caution(report) is None and read_caution(tmp_path / "missing.json") is None
+    report.write_text(
+        '{"validation": "phantom-only", "not_for_clinical_use": true, "findings": '
+        '[{"label": "P", "score": 0.7, "box_px": [1, 2, 3, 4], "validation": "phantom-only"}]}'
+    )
+    caution = read_caution(report)
+    assert caution == "NOT FOR CLINICAL USE (phantom-only)"
+    image = np.full((400, 400, 3), 90, np.uint8)
+    plain = draw_overlay(image, {}, {}, max_side=400)
+    marked = draw_overlay(image, {}, {}, max_side=400, caution=caution)
+    assert not _red(plain).any() and _red(marked)[20:60].sum() > 100
+
+
 def test_a_radiograph_overlay_shows_the_findings(
-    session_factory: sessionmaker[Session], tmp_path: Path
+    session_factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With the research detector on (MEDSEG_PNEUMONIA_DETECTOR): boxes, and the caution."""
     path = write_cxr(make_chest_xray(5, opacities=1), tmp_path / "in" / "CR0001.dcm")
     _record(session_factory, [path])
     complete_quiet_series(session_factory, 0.0, 1, now=utcnow() + timedelta(seconds=1))
     with session_factory() as session:
         job_id = session.scalars(select(Job.id)).one()
-    state = execute_job(session_factory, ModelCache("cpu"), tmp_path / "results", job_id)
+    monkeypatch.setenv("MEDSEG_PNEUMONIA_DETECTOR", "true")
+    get_settings.cache_clear()
+    try:
+        state = execute_job(session_factory, ModelCache("cpu"), tmp_path / "results", job_id)
+    finally:
+        get_settings.cache_clear()
     assert state is JobState.SUCCEEDED
     with session_factory() as session:
         report = next(
@@ -72,6 +98,8 @@ def test_a_radiograph_overlay_shows_the_findings(
     assert png is not None
     overlay = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert _red(overlay).sum() > 50  # the box outline and its caption
+    assert read_caution(Path(report.path)) == "NOT FOR CLINICAL USE (phantom-only)"
+    assert _red(overlay[28:48]).sum() > 50  # the caution's band, on the image itself
     (tmp_path / "cxr-overlay.png").write_bytes(png)  # kept with the test's files, to look at
 
     # The lungs in the colours they have on CT (the radiograph model numbers them the other

@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from tests.support.factories import chest_series
+from tests.support.factories import chest_phantom, chest_series
 from tests.support.tools import dciodvfy_errors
 from worker.export.seg import write_seg
+from worker.models.lung_ct.phantoms import write_chest_series
 from worker.models.lung_ct_threshold.serve import SPEC
 from worker.pipeline.loading import load_series
 
@@ -44,3 +45,21 @@ def test_lung_seg_reads_back_and_is_a_valid_iod(tmp_path: Path) -> None:
         assert voxels == int(np.count_nonzero(segment.mask))
 
     assert dciodvfy_errors(path) == []
+
+
+def test_encoding_follows_the_columns_for_volumes_and_stills_alike(tmp_path: Path) -> None:
+    """Issue 28 item 10 (docs/conformance.md): Columns not a multiple of 8 make a FRACTIONAL
+    (8-bit) SEG whatever the source, a CT volume with a frame of reference included; a
+    multiple of 8, BINARY."""
+    for size, expected in ((130, "FRACTIONAL"), (128, "BINARY")):
+        phantom = chest_phantom(0, slices=8, size=size)
+        series = load_series(write_chest_series(phantom, tmp_path / f"in{size}"))
+        assert int(series.datasets[0].Columns) == size
+        assert "FrameOfReferenceUID" in series.datasets[0]
+        output = SPEC.load("cpu").predict(series)
+        path = tmp_path / f"out{size}" / "seg.dcm"
+        write_seg(series, output, SPEC, path)
+        seg = pydicom.dcmread(path)
+        assert seg.SegmentationType == expected
+        assert int(seg.BitsAllocated) == (8 if expected == "FRACTIONAL" else 1)
+        assert dciodvfy_errors(path) == []

@@ -104,3 +104,30 @@ def test_dcmqi_reads_the_ct_seg_back_to_the_same_voxels(tmp_path: Path) -> None:
         data, _ = nrrd.read(str(out / f"{number}.nrrd"))
         expected = sum(int(f.sum()) for f, n in zip(frames, numbers, strict=True) if n == number)
         assert int(np.count_nonzero(data)) == expected > 0
+
+
+def test_each_sr_item_says_exactly_what_it_is(tmp_path: Path) -> None:
+    """Issue 28 item 5: the total has the segments it covers as Finding Sites; sizes in
+    pixels keep no LOINC/SNOMED size concept (left out, the segment's group stays); a
+    single-plane area in a volume is coded only with its derivation (Maximum)."""
+    from worker.export.outputs import AREA, MAXIMUM, MeasurementValue
+    from worker.export.sr import codable
+
+    result = run_series(chest_series(tmp_path / "ct", 0, slices=12), MODELS, tmp_path / "ct-out")
+    sr = hd.sr.srread(_outputs(result)["sr"])
+    (total,) = sr.content.get_image_measurement_groups()[0].get_measurements()
+    assert {site.value.value for site in total.finding_sites} == {"44029006", "3341006"}
+
+    phantom = write_us_phantom(tmp_path / "us.dcm", 200030, calibrated=False)
+    uncalibrated = run_series([phantom.path], MODELS, tmp_path / "us-out")
+    assert "head_circumference_px" in {m.key for m in uncalibrated.measurements}
+    paths = _outputs(uncalibrated)
+    (group,) = hd.sr.srread(paths["sr"]).content.get_planar_roi_measurement_groups()
+    assert group.get_measurements() == []  # no HC/BPD/OFD code with a pixel value
+    assert group.referenced_segmentation_frame is not None
+    assert dciodvfy_errors(paths["sr"]) == []
+
+    largest = MeasurementValue("max_slice_area_mm2", "Largest slice", 3.0, "mm2", AREA, 1)
+    assert codable(largest, volumetric=False)
+    assert not codable(largest, volumetric=True)
+    assert codable(MeasurementValue(**{**largest.__dict__, "derivation": MAXIMUM}), True)

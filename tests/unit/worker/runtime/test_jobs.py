@@ -220,3 +220,14 @@ def test_one_slice_for_a_volume_model_is_skipped_with_its_reason_and_counted(
     summary = status(session_factory, fakeredis.FakeRedis(), None).skipped_reasons_day
     assert summary[job.error] == 1
     assert any(r.startswith("not an image: Comprehensive SR Storage") for r in summary)
+
+
+def test_no_finding_is_an_answer_with_its_own_reason() -> None:
+    """Issue 28 item 9: a job whose model found nothing ends ``skipped`` (a SkippedError),
+    with a reason that says it is an answer, not a fault."""
+    from worker.core.errors import NothingFoundError, SkippedError
+    from worker.runtime.jobs import describe_failure
+
+    found_nothing = NothingFoundError("no fetal head found in any frame")
+    assert isinstance(found_nothing, SkippedError)
+    assert describe_failure(found_nothing) == "no finding: no fetal head found in any frame"

@@ -173,3 +173,36 @@ def test_flip_tta_averages_a_frame_with_its_mirror(tmp_path: Path) -> None:
     (t,) = tta.forward([x])
     assert np.allclose(t, (p + m[:, ::-1]) / 2, atol=1e-6)
     assert np.abs(p - m[:, ::-1]).max() > 1e-4  # the network is not mirror-symmetric
+
+
+def test_a_flat_ellipse_is_not_a_fetal_head() -> None:
+    """Cephalic index (BPD/OFD) 0.58, as the adult echo of issue 28: no fetal head."""
+    prob, mask = _frame(400, 270, 200, 116)
+    assert any(r.startswith("not a fetal head: cephalic index") for r in _judge(prob, mask))
+    prob, mask = _frame(400, 270, 200, 150)  # 0.75: a head
+    assert not any("cephalic" in r for r in _judge(prob, mask))
+
+
+def _ring_image(rim: int, rest: int) -> np.ndarray:
+    """A fan-like frame (grey ``rest`` everywhere) with the head's rim drawn at ``rim``."""
+    image = np.full(SHAPE, rest, np.uint8)
+    outer = ellipse_mask(SHAPE, (400, 270, 200, 150, 20.0))
+    inner = ellipse_mask(SHAPE, (400, 270, 160, 120, 20.0))  # the outer fifth: the rim
+    image[outer & ~inner] = rim
+    image += np.random.default_rng(0).integers(0, 20, SHAPE, dtype=np.uint8)
+    return image
+
+
+def test_the_skull_is_a_bright_echo() -> None:
+    prob, mask = _frame(400, 270, 200, 150)
+    spacing = (0.1, 0.1)
+    ellipse = fit_ellipse_mm(mask, spacing)
+    bright = signals(prob, mask, ellipse, spacing, image=_ring_image(230, 90))
+    dark = signals(prob, mask, ellipse, spacing, image=_ring_image(20, 120))
+    assert bright is not None and dark is not None
+    assert bright.skull_echo > 0.9 and dark.skull_echo < 0.2
+    assert not any("skull echo" in r for r in reasons(bright, None))
+    assert any("no bright skull echo" in r for r in reasons(dark, None))
+    unseen = signals(prob, mask, ellipse, spacing)  # no image given: not judged
+    assert unseen is not None and unseen.skull_echo == -1.0
+    assert not any("skull echo" in r for r in reasons(unseen, None))

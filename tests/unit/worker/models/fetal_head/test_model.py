@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from tests.support.tools import dciodvfy_errors
-from worker.core.errors import InputError
+from worker.core.errors import NothingFoundError
 from worker.core.routing import route
 from worker.core.tags import SeriesTags
 from worker.export.seg import write_seg
@@ -138,12 +138,12 @@ def test_single_frame_seg_is_valid(model, tmp_path: Path) -> None:  # type: igno
     assert dciodvfy_errors(seg_path) == []
 
 
-def test_a_frame_without_a_head_is_an_input_error(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_frame_without_a_head_is_no_finding(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     phantom = write_us_phantom(tmp_path / "us.dcm", 200014)
     ds = pydicom.dcmread(phantom.path)
     ds.PixelData = np.zeros((ds.Rows, ds.Columns), np.uint8).tobytes()
     ds.save_as(phantom.path)
-    with pytest.raises(InputError, match="no fetal head"):
+    with pytest.raises(NothingFoundError, match="no fetal head"):
         model.predict(load_series([phantom.path]))
 
 

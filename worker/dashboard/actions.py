@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import utcnow
@@ -106,15 +107,20 @@ def _check_login(
 ) -> tuple[Person, str] | None:
     """A named account by its password; else the bootstrap admin of the settings
     (MEDSEG_DASHBOARD_USER / _PASSWORD_HASH, role admin) unless an account has its name."""
-    if people.find(factory, name) is not None:
-        person = people.check_login(factory, name, password)
-        return None if person is None else (person, ACCOUNT)
+    try:
+        if people.find(factory, name) is not None:
+            person = people.check_login(factory, name, password)
+            return None if person is None else (person, ACCOUNT)
+    except SQLAlchemyError:  # the bootstrap admin still logs in to see "database unreachable"
+        logger.warning("dashboard: database unreachable: only the bootstrap admin can log in")
+        if not settings.dashboard_password_hash:
+            return None
     if settings.dashboard_password_hash and check_user(
         name, password, settings.dashboard_user, settings.dashboard_password_hash
     ):
         return Person(settings.dashboard_user, "admin"), BOOTSTRAP
     if not settings.dashboard_password_hash:
-        people.check_login(factory, name, password)  # the same time as a wrong password
+        people.waste_a_check(password)  # a wrong name takes as long as a wrong password
     return None
 
 

@@ -93,8 +93,8 @@ async def _error_page(request: Request, exc: Exception) -> Response:
 
 
 def _has_accounts(session_factory: sessionmaker[Session]) -> bool:
-    """Whether an enabled account exists (a database not reachable now counts as yes: the
-    login checks it again)."""
+    """Whether an enabled account exists; no when the database cannot say (unreachable, not
+    migrated): with no bootstrap admin and no single sign-on nobody could log in."""
     from sqlalchemy import func, select
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -105,8 +105,8 @@ def _has_accounts(session_factory: sessionmaker[Session]) -> bool:
             query = select(func.count(Account.id)).where(Account.disabled_at.is_(None))
             return bool(session.scalar(query))
     except SQLAlchemyError:
-        logger.warning("dashboard: database unreachable at start: accounts not checked")
-        return True
+        logger.warning("dashboard: database unreachable or not migrated: no accounts read")
+        return False
 
 
 def create_app(

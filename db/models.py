@@ -306,3 +306,22 @@ class AuditEvent(Base):
     #: ``done``, or ``refused`` (the action did not apply; ``detail`` says why).
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Account(Base):
+    """A named person who may use the dashboard (and whom the CLI's ``--user`` may name): a
+    role (viewer, operator, reviewer, admin: worker.ops.people) and either a local password
+    (scrypt hash) or a single sign-on identity (``origin`` oidc, no password). Never deleted,
+    only disabled: the audit trail names them."""
+
+    __tablename__ = "account"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    #: ``local`` (password here) or ``oidc`` (signed in through the identity provider).
+    origin: Mapped[str] = mapped_column(String(16), default="local")
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

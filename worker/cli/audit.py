@@ -6,9 +6,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import sys
 from typing import Any
 
 from worker.ops.audit import ACTIONS, Actor
+
+#: The exit status of a CLI action the acting user's role does not allow.
+NOT_ALLOWED = 3
 
 
 def add_user_option(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +33,35 @@ def operator(args: argparse.Namespace) -> Actor:
         except (KeyError, OSError):  # no login name (a container without a passwd entry)
             name = f"uid {os.getuid()}"
     return Actor(name, "cli")
+
+
+def permitted(
+    args: argparse.Namespace,
+    action: str,
+    *,
+    actor: Actor | None = None,
+    job_id: int | None = None,
+    delivery_id: int | None = None,
+) -> bool:
+    """Whether the acting user may ``action`` (worker.ops.people.authorize_cli); a refusal
+    is printed and recorded in the audit trail."""
+    from worker.cli.ops import _session_factory
+    from worker.core.settings import get_settings
+    from worker.ops.people import NotAllowedError, authorize_cli
+
+    try:
+        authorize_cli(
+            _session_factory(),
+            actor or operator(args),
+            action,
+            require_account=get_settings().cli_require_account,
+            job_id=job_id,
+            delivery_id=delivery_id,
+        )
+    except NotAllowedError as exc:
+        print(f"medseg {args.command}: not allowed: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:

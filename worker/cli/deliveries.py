@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from worker.cli.audit import add_user_option, operator
+from worker.cli.audit import NOT_ALLOWED, add_user_option, operator, permitted
 
 
 def _cmd_deliver(args: argparse.Namespace) -> int:
@@ -29,6 +29,9 @@ def _cmd_deliver(args: argparse.Namespace) -> int:
         if not rows:
             print("no failed deliveries")
         return 0
+    one = args.retry[0] if args.retry and len(args.retry) == 1 and not args.failed else None
+    if not permitted(args, "redeliver_all" if args.failed else "redeliver", delivery_id=one):
+        return NOT_ALLOWED
     try:
         done = resend(
             factory,

@@ -16,6 +16,7 @@ from worker.cli.errors import one_line
 from worker.cli.models import add_model_commands
 from worker.cli.ops import add_ops_commands
 from worker.cli.studies import add_studies_commands
+from worker.cli.users import add_users_commands
 from worker.runtime.logs import configure_logging
 
 
@@ -292,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_delivery_commands(sub)
     add_audit_commands(sub)
     add_dashboard_commands(sub)
+    add_users_commands(sub)
 
     demo = sub.add_parser("demo", help="gateway + worker + broker end to end on sample studies")
     demo.add_argument("--dir", type=Path, default=Path("demo-data"))

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from db.models import JobState, utcnow
-from worker.cli.audit import add_user_option, operator
+from worker.cli.audit import NOT_ALLOWED, add_user_option, operator, permitted
 
 _SINCE = re.compile(r"^(\d+)([mhd])$")
 
@@ -73,6 +73,9 @@ def _cmd_retry(args: argparse.Namespace) -> int:
     if not args.job_ids and not args.failed:
         print("medseg retry: give JOB_ID(s) or --failed", file=sys.stderr)
         return 2
+    one = args.job_ids[0] if len(args.job_ids) == 1 and not args.failed else None
+    if not permitted(args, "retry_all" if args.failed else "retry", job_id=one):
+        return NOT_ALLOWED
     try:
         queued = retry(
             _session_factory(), None if args.failed else args.job_ids, actor=operator(args)
@@ -87,6 +90,8 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 def _cmd_rerun(args: argparse.Namespace) -> int:
     from worker.ops.operations import OperationError, rerun
 
+    if not permitted(args, "rerun"):
+        return NOT_ALLOWED
     try:
         from worker.core.settings import get_settings
 
@@ -110,6 +115,8 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 
     factory, failed = _session_factory(), 0
     for job_id in args.job_ids:
+        if not permitted(args, "cancel", job_id=job_id):
+            return NOT_ALLOWED
         try:
             cancel(factory, job_id, actor=operator(args))
         except OperationError as exc:
@@ -209,6 +216,8 @@ def _cmd_review(args: argparse.Namespace) -> int:
     from worker.ops.review import Decision, decide
 
     decisions: dict[str, Decision] = {"accept": "accepted", "reject": "rejected"}
+    if not permitted(args, args.decision, actor=Actor(args.by, "cli"), job_id=args.job_id):
+        return NOT_ALLOWED
     try:
         done = decide(
             _session_factory(),

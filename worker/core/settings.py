@@ -334,6 +334,46 @@ class Settings(BaseSettings):
         default=False,
         description="Send the session cookie over HTTPS only (set it behind a TLS proxy).",
     )
+    oidc_issuer: str = Field(
+        default="",
+        description="Single sign-on: the OpenID Connect provider's issuer URL (its "
+        "/.well-known/openid-configuration is read); empty: no single sign-on.",
+    )
+    oidc_client_id: str = Field(default="", description="Single sign-on: this client's id.")
+    oidc_client_secret: str = Field(
+        default="", description="Single sign-on: this client's secret at the provider."
+    )
+    oidc_scopes: str = Field(
+        default="openid profile email",
+        description="Single sign-on: the scopes asked for (the role claim must be in one).",
+    )
+    oidc_redirect_url: str = Field(
+        default="",
+        description="Single sign-on: the dashboard's callback URL as the provider knows it "
+        "(https://HOST/auth/callback); empty: derived from the request (no proxy).",
+    )
+    oidc_username_claim: str = Field(
+        default="preferred_username",
+        description="Single sign-on: the ID token / userinfo claim naming the person.",
+    )
+    oidc_role_claim: str = Field(
+        default="groups",
+        description="Single sign-on: the claim (a string or a list of strings) mapped to roles.",
+    )
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Single sign-on: role claim value -> role, JSON ({"pacs-admins": "admin", '
+        '"radiologists": "reviewer"}); the highest role matched wins; no match: refused.',
+    )
+    oidc_label: str = Field(
+        default="single sign-on", description="Single sign-on: the login button's 'Sign in with'."
+    )
+    cli_require_account: bool = Field(
+        default=False,
+        description="The CLI's acting user (--user, MEDSEG_OPERATOR, the OS user) must be an "
+        "enabled account whose role allows the action; false: named accounts are checked, "
+        "other names act as admin.",
+    )
     viewer_url_template: str = Field(
         default="",
         description="URL of the site's DICOM viewer for one study, with {study_uid} and "
@@ -368,6 +408,27 @@ class Settings(BaseSettings):
                     f"MEDSEG_ALLOWED_CALLING_HOSTS: {entry!r} is not an IP address or network"
                 ) from exc
         return value
+
+    @field_validator("oidc_role_map")
+    @classmethod
+    def _roles_are_known(cls, value: dict[str, str]) -> dict[str, str]:
+        roles = ("viewer", "operator", "reviewer", "admin")  # worker.ops.people.ROLES
+        wrong = sorted(role for role in value.values() if role not in roles)
+        if wrong:
+            raise ValueError(
+                f"MEDSEG_OIDC_ROLE_MAP maps to unknown role(s) {', '.join(wrong)}: use "
+                f"{', '.join(roles)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_needs_client(self) -> Settings:
+        if self.oidc_issuer and not (self.oidc_client_id and self.oidc_role_map):
+            raise ValueError(
+                "MEDSEG_OIDC_ISSUER is set: set MEDSEG_OIDC_CLIENT_ID (and _SECRET) and "
+                "MEDSEG_OIDC_ROLE_MAP too"
+            )
+        return self
 
     @field_validator("model_time_limits")
     @classmethod

@@ -1,5 +1,6 @@
 """The POSTs: log in and out, retry and cancel jobs, send deliveries again, review results.
-Each checks the session's CSRF token."""
+Each checks the session's CSRF token, then the person's role (worker.ops.people): a refusal
+answers 403 and is recorded in the audit trail."""
 
 from __future__ import annotations
 
@@ -10,28 +11,52 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import utcnow
 from worker.core.settings import Settings
 from worker.dashboard import deps
-from worker.dashboard.auth import check_user, csrf_ok, log_in, log_out
+from worker.dashboard.auth import ACCOUNT, BOOTSTRAP, check_user, csrf_ok, log_in, log_out
 from worker.dashboard.throttle import LoginThrottle
-from worker.ops import deliveries, operations
+from worker.ops import deliveries, operations, people
 from worker.ops.audit import Actor
+from worker.ops.people import Person
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
-User = Annotated[str, Depends(deps.require_user)]
+User = Annotated[Person, Depends(deps.require_person)]
 Factory = Annotated[sessionmaker[Session], Depends(deps.session_factory)]
 Csrf = Annotated[str, Form()]
 
 
-def _actor(user: str) -> Actor:
-    """The logged-in user, as the audit trail records them."""
-    return Actor(user, "dashboard")
+def _actor(user: Person) -> Actor:
+    """The logged-in person, as the audit trail records them."""
+    return Actor(user.name, "dashboard")
+
+
+def _allow(
+    request: Request,
+    user: Person,
+    action: str,
+    *,
+    job_id: int | None = None,
+    delivery_id: int | None = None,
+) -> None:
+    """403 (recorded as refused in the audit trail) unless ``user``'s role may ``action``."""
+    try:
+        people.authorize(
+            request.app.state.session_factory,
+            user,
+            action,
+            _actor(user),
+            job_id=job_id,
+            delivery_id=delivery_id,
+        )
+    except people.NotAllowedError as exc:
+        raise HTTPException(403, f"not allowed: {exc} (ask an admin for another role)") from exc
 
 
 def _check_csrf(request: Request, token: str) -> None:
@@ -62,18 +87,41 @@ def login(
         )
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
-    if not check_user(
-        username, password, settings.dashboard_user, settings.dashboard_password_hash
-    ):
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    checked = _check_login(factory, settings, username, password)
+    if checked is None:
         locked = throttle.failed(client)
         logger.warning(
             "dashboard: login refused from %s%s", client, " (now locked out)" if locked else ""
         )
         return deps.page(request, "login.html", status_code=401, error="wrong user or password")
     throttle.succeeded(client)
-    log_in(request, settings.dashboard_user)  # a fresh session id and CSRF token
-    logger.info("dashboard: %s logged in from %s", settings.dashboard_user, client)
+    person, kind = checked
+    log_in(request, person.name, kind)  # a fresh session id and CSRF token
+    logger.info("dashboard: %s (%s) logged in from %s", person.name, person.role, client)
     return RedirectResponse("/", status_code=303)
+
+
+def _check_login(
+    factory: sessionmaker[Session], settings: Settings, name: str, password: str
+) -> tuple[Person, str] | None:
+    """A named account by its password; else the bootstrap admin of the settings
+    (MEDSEG_DASHBOARD_USER / _PASSWORD_HASH, role admin) unless an account has its name."""
+    try:
+        if people.find(factory, name) is not None:
+            person = people.check_login(factory, name, password)
+            return None if person is None else (person, ACCOUNT)
+    except SQLAlchemyError:  # the bootstrap admin still logs in to see "database unreachable"
+        logger.warning("dashboard: database unreachable: only the bootstrap admin can log in")
+        if not settings.dashboard_password_hash:
+            return None
+    if settings.dashboard_password_hash and check_user(
+        name, password, settings.dashboard_user, settings.dashboard_password_hash
+    ):
+        return Person(settings.dashboard_user, "admin"), BOOTSTRAP
+    if not settings.dashboard_password_hash:
+        people.waste_a_check(password)  # a wrong name takes as long as a wrong password
+    return None
 
 
 @router.post("/logout")
@@ -87,7 +135,13 @@ _DONE = {"retried": "queued again"}  # what the operator reads after a successfu
 
 
 def _on_job(
-    request: Request, user: str, job_id: int, *, back: str, act: Callable[[], object], verb: str
+    request: Request,
+    user: Person,
+    job_id: int,
+    *,
+    back: str,
+    act: Callable[[], object],
+    verb: str,
 ) -> Response:
     """Run one job action; the outcome is flashed, the operator sent back where they were."""
     try:
@@ -96,7 +150,7 @@ def _on_job(
         request.session["flash"] = f"not {verb}: {exc}"
     else:
         request.session["flash"] = f"job {job_id} {_DONE.get(verb, verb)}"
-        logger.info("dashboard: %s %s job %s", user, verb, job_id)
+        logger.info("dashboard: %s %s job %s", user.name, verb, job_id)
     return RedirectResponse(deps.safe_next(back, "/failures"), status_code=303)
 
 
@@ -111,6 +165,7 @@ def retry(
     back: Annotated[str, Form()] = "/failures",
 ) -> Response:
     _check_csrf(request, csrf)
+    _allow(request, user, "retry", job_id=job_id)
     return _on_job(
         request,
         user,
@@ -124,9 +179,10 @@ def retry(
 @router.post("/failures/retry-all")
 def retry_all(request: Request, user: User, factory: Factory, csrf: Csrf) -> Response:
     _check_csrf(request, csrf)
+    _allow(request, user, "retry_all")
     queued = operations.retry(factory, None, actor=_actor(user))
     request.session["flash"] = f"{len(queued)} job(s) queued again"
-    logger.info("dashboard: %s retried %d job(s)", user, len(queued))
+    logger.info("dashboard: %s retried %d job(s)", user.name, len(queued))
     return RedirectResponse("/failures", status_code=303)
 
 
@@ -143,6 +199,7 @@ def retry_delivery(
 ) -> Response:
     """Send a failed delivery again; the model does not run (worker.ops.deliveries)."""
     _check_csrf(request, csrf)
+    _allow(request, user, "redeliver", delivery_id=delivery_id)
     try:
         done = deliveries.resend(factory, [delivery_id], settings.destinations, actor=_actor(user))
     except operations.OperationError as exc:
@@ -153,7 +210,7 @@ def retry_delivery(
             if done.queued
             else f"delivery {delivery_id} {done.withheld.get(delivery_id, 'not queued')}"
         )
-        logger.info("dashboard: %s sent delivery %s again", user, delivery_id)
+        logger.info("dashboard: %s sent delivery %s again", user.name, delivery_id)
     return RedirectResponse(deps.safe_next(back, "/failures"), status_code=303)
 
 
@@ -166,11 +223,12 @@ def retry_deliveries(
     csrf: Csrf,
 ) -> Response:
     _check_csrf(request, csrf)
+    _allow(request, user, "redeliver_all")
     done = deliveries.resend(factory, None, settings.destinations, actor=_actor(user))
     left = f", {len(done.left)} left failed" if done.left else ""
     held = f", {len(done.withheld)} withheld now" if done.withheld else ""
     request.session["flash"] = f"{len(done.queued)} delivery(ies) queued again{held}{left}"
-    logger.info("dashboard: %s sent %d delivery(ies) again", user, len(done.queued))
+    logger.info("dashboard: %s sent %d delivery(ies) again", user.name, len(done.queued))
     return RedirectResponse("/failures", status_code=303)
 
 
@@ -185,6 +243,7 @@ def cancel(
     back: Annotated[str, Form()] = "/failures",
 ) -> Response:
     _check_csrf(request, csrf)
+    _allow(request, user, "cancel", job_id=job_id)
     return _on_job(
         request,
         user,
@@ -213,6 +272,7 @@ def rerun(
     from worker.dashboard.views import SINCE
 
     _check_csrf(request, csrf)
+    _allow(request, user, "rerun")
     if since and since not in SINCE:
         raise HTTPException(400, f"unknown period {since!r}")
     if not model:
@@ -242,7 +302,7 @@ def rerun(
         request.session["flash"] = f"not rerun: {exc}"
     else:
         request.session["flash"] = f"{model}: {len(created)} job(s) queued"
-        logger.info("dashboard: %s reran %s: %d job(s)", user, model, len(created))
+        logger.info("dashboard: %s reran %s: %d job(s)", user.name, model, len(created))
     return RedirectResponse(f"/jobs?model={quote(model)}", status_code=303)
 
 
@@ -266,12 +326,13 @@ def review(
     chosen = next((d for d in DECISIONS if d == decision), None)
     if chosen is None:
         raise HTTPException(400, f"unknown decision {decision!r}")
+    _allow(request, user, "accept" if chosen == "accepted" else "reject", job_id=job_id)
     try:
         done = decide(
             factory,
             job_id,
             chosen,
-            by=user,
+            by=user.name,
             note=note.strip()[:500] or None,
             force=force,
             destinations=settings.destinations,
@@ -282,5 +343,5 @@ def review(
     else:
         sent = f"; queued for {', '.join(done.released)}" if done.released else ""
         request.session["flash"] = f"job {job_id} {done.decision}{sent}"
-        logger.info("dashboard: %s %s job %s", user, done.decision, job_id)
+        logger.info("dashboard: %s %s job %s", user.name, done.decision, job_id)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)

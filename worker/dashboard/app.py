@@ -20,6 +20,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from worker.core.broker_probe import BrokerProbe
 from worker.core.settings import Settings
+from worker.dashboard import sso
 from worker.dashboard.auth import SessionRegistry, check_hash_format
 from worker.dashboard.throttle import LoginThrottle
 
@@ -91,22 +92,43 @@ async def _error_page(request: Request, exc: Exception) -> Response:
     return response
 
 
+def _has_accounts(session_factory: sessionmaker[Session]) -> bool:
+    """Whether an enabled account exists; no when the database cannot say (unreachable, not
+    migrated): with no bootstrap admin and no single sign-on nobody could log in."""
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.models import Account
+
+    try:
+        with session_factory() as session:
+            query = select(func.count(Account.id)).where(Account.disabled_at.is_(None))
+            return bool(session.scalar(query))
+    except SQLAlchemyError:
+        logger.warning("dashboard: database unreachable or not migrated: no accounts read")
+        return False
+
+
 def create_app(
     settings: Settings,
     session_factory: sessionmaker[Session],
     redis_client: Any | None = None,
     celery_app: Any | None = None,
 ) -> FastAPI:
-    """The dashboard for ``settings``; refuses to build without a valid password hash."""
-    if not settings.dashboard_password_hash:
+    """The dashboard for ``settings``; refuses to build without a way to log in: the
+    bootstrap admin's valid password hash, single sign-on or a named account."""
+    if settings.dashboard_password_hash:
+        try:
+            check_hash_format(settings.dashboard_password_hash)
+        except ValueError as exc:
+            raise DashboardConfigError(str(exc)) from exc
+    elif not settings.oidc_issuer and not _has_accounts(session_factory):
         raise DashboardConfigError(
             "MEDSEG_DASHBOARD_PASSWORD_HASH is not set: make one with "
-            "`medseg dashboard hash-password` and set it (the dashboard has no open mode)"
+            "`medseg dashboard hash-password` and set it, or add an account with "
+            "`medseg users add NAME --role admin`, or configure single sign-on "
+            "(MEDSEG_OIDC_ISSUER); the dashboard has no open mode"
         )
-    try:
-        check_hash_format(settings.dashboard_password_hash)
-    except ValueError as exc:
-        raise DashboardConfigError(str(exc)) from exc
     secret = settings.dashboard_secret_key
     if not secret:
         secret = secrets.token_urlsafe(32)
@@ -129,6 +151,7 @@ def create_app(
     ).start()
     app.state.login_throttle = LoginThrottle()
     app.state.sessions = SessionRegistry(SESSION_MAX_AGE_S)
+    app.state.oidc = sso.make_client(settings) if settings.oidc_issuer else None
     app.add_middleware(BaseHTTPMiddleware, dispatch=_security_headers)
     app.add_middleware(
         SessionMiddleware,
@@ -154,5 +177,6 @@ def create_app(
     app.include_router(actions.router)
     app.include_router(viewer.router)  # /static/viewer.js behind the login, before the mount
     app.include_router(browser.router)
+    app.include_router(sso.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.uid import MRImageStorage, generate_uid
@@ -86,7 +87,7 @@ def write_nifti_stack(
 
     from worker.models.fetal_brain.data import stack_order
 
-    nii = nib.load(image_path)
+    nii: Any = nib.load(image_path)
     affine = np.asarray(nii.affine, dtype=np.float64) * np.array([-1, -1, 1, 1])[:, None]
     zooms = [float(z) for z in nii.header.get_zooms()[:3]]
     thick, rows_axis, cols_axis = stack_order(zooms)

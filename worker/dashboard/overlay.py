@@ -85,12 +85,18 @@ def _segment_colour(number: int, segment: SegSegment) -> BGR:
     return structure_colour(segment.code, segment.label, number)
 
 
-def _marker(canvas: npt.NDArray[np.uint8], text: str, where: str) -> None:
+def _marker(canvas: npt.NDArray[np.uint8], text: str, where: str, bottom: int = 0) -> None:
+    """A white letter on a dark halo (a darkened box under a black outline), so it reads on
+    a white film as on a black one, as viewers draw them. ``bottom``: rows kept free at the
+    bottom edge (the status band)."""
     (width, height), _ = cv2.getTextSize(text, _FONT, 0.6, 2)
     rows, columns = canvas.shape[:2]
-    x = {"left": 4, "right": columns - width - 4}.get(where, (columns - width) // 2)
-    y = {"top": height + 4, "bottom": rows - 6}.get(where, (rows + height) // 2)
-    cv2.putText(canvas, text, (x, y), _FONT, 0.6, (0, 0, 0), 4, cv2.LINE_AA)
+    x = {"left": 6, "right": columns - width - 6}.get(where, (columns - width) // 2)
+    y = {"top": height + 6, "bottom": rows - bottom - 8}.get(where, (rows + height) // 2)
+    y0, y1 = max(0, y - height - 4), min(rows, y + 5)
+    x0, x1 = max(0, x - 4), min(columns, x + width + 4)
+    canvas[y0:y1, x0:x1] = (canvas[y0:y1, x0:x1] * 0.2).astype(np.uint8)
+    cv2.putText(canvas, text, (x, y), _FONT, 0.6, (0, 0, 0), 5, cv2.LINE_AA)
     cv2.putText(canvas, text, (x, y), _FONT, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
 
 

@@ -136,3 +136,23 @@ def test_viewer_url_template() -> None:
             check_template(bad)
     with pytest.raises(ValidationError, match="MEDSEG_VIEWER_URL_TEMPLATE"):
         Settings(viewer_url_template="https://pacs/{patient_name}")
+
+
+@pytest.mark.parametrize("grey", [0, 128, 255])
+def test_orientation_markers_read_on_any_background(grey: int) -> None:
+    """Each letter is white on a dark halo: bright strokes and dark ones side by side, on a
+    white film as on a black one (issue 31: the letters vanished on a bright radiograph)."""
+    from worker.dashboard.orientation import Edges
+
+    image = np.full((300, 300, 3), grey, np.uint8)
+    canvas = draw_overlay(image, {}, {}, max_side=300, edges=Edges("R", "L", "A", "P"))
+    grey_canvas = cv2.cvtColor(canvas, cv2.COLOR_BGR2GRAY)
+    regions = {
+        "left": grey_canvas[135:165, 0:30],
+        "right": grey_canvas[135:165, 270:300],
+        "top": grey_canvas[0:30, 135:165],
+        "bottom": grey_canvas[270:300, 135:165],
+    }
+    for where, region in regions.items():
+        assert (region >= 240).sum() > 15, f"{where}: the letter's white strokes"
+        assert (region <= 60).sum() > 40, f"{where}: its dark halo"

@@ -51,8 +51,10 @@ def format_measurement(value: float, unit: str) -> Shown:
         return Shown(_one_decimal(value), "cm²")
     if unit in ("mL", "ml"):
         return Shown(_one_decimal(value), "mL")
-    if unit == "{pixels}":
+    if unit == "{pixels}":  # a length on an uncalibrated image
         return Shown(_one_decimal(value), "px")
+    if unit == "{pixels2}":  # an area on an uncalibrated image: pixels counted
+        return Shown(_integer(value), "px²")
     if unit in ("{frame}", "{findings}", "{count}", "1"):
         return Shown(_integer(value), "")
     if unit.startswith("{") and unit.endswith("}"):  # another UCUM annotation: a count

@@ -55,6 +55,8 @@ def format_measurement(value: float, unit: str) -> Shown:
         return Shown(_one_decimal(value), "px")
     if unit == "{pixels2}":  # an area on an uncalibrated image: pixels counted
         return Shown(_integer(value), "px²")
+    if unit == "{index}":  # a ratio times 100, as the cephalic index is written: 78.3
+        return Shown(_one_decimal(value), "")
     if unit in ("{frame}", "{findings}", "{count}", "1"):
         return Shown(_integer(value), "")
     if unit.startswith("{") and unit.endswith("}"):  # another UCUM annotation: a count

@@ -105,7 +105,13 @@ class FetalHeadModel:
 
     def finish(self, series: LoadedSeries, raw: _Forwarded) -> ModelOutput:
         from worker.models._nn.predictor import full_size
-        from worker.models.fetal_head.biometry import BPD_CONVENTION, biometry
+        from worker.models.fetal_head.biometry import (
+            BPD_CONVENTION,
+            CEPHALIC_INDEX_NORMAL,
+            CEPHALIC_INDEX_SOURCE,
+            biometry,
+            cephalic_index_normal,
+        )
 
         calibration = image_calibration(series.datasets[0])
         spacing = (calibration.row_mm, calibration.column_mm) if calibration else (1.0, 1.0)
@@ -174,6 +180,24 @@ class FetalHeadModel:
                 segment=1,
             ),
         ]
+        shape: dict[str, object] | None = None
+        if calibration:  # a ratio of lengths: needs the pixels' true aspect, as the sizes do
+            lo, hi = CEPHALIC_INDEX_NORMAL
+            measurements.append(
+                MeasurementValue(
+                    "cephalic_index",
+                    f"Cephalic index (BPD/OFD x 100; normal {lo:.0f}-{hi:.0f})",
+                    b.cephalic_index,
+                    "{index}",
+                    segment=1,
+                )
+            )
+            shape = {
+                "value": round(b.cephalic_index, 1),
+                "normal_range": [lo, hi],
+                "within_normal_range": cephalic_index_normal(b.cephalic_index),
+                "source": CEPHALIC_INDEX_SOURCE,
+            }
         if review:
             warnings.append("gestational age withheld: the quality gate flagged this result")
         elif calibration and b.gestational_age_days is not None:
@@ -201,6 +225,7 @@ class FetalHeadModel:
             extras={
                 "quality": chosen.signals.as_dict() if chosen.signals else None,
                 "mask_outside_fan": round(outside, 4),
+                "cephalic_index": shape,
             },
         )
 

@@ -35,6 +35,7 @@ def test_gestational_age_is_weeks_and_days(days: float, text: str) -> None:
         (3.0, "{lesions}", Shown("3", "")),
         (101.26, "{pixels}", Shown("101.3", "px")),
         (52340.0, "{pixels2}", Shown("52340", "px²")),
+        (78.34, "{index}", Shown("78.3", "")),
         (0.123456, "ms", Shown("0.1235", "ms")),
     ],
 )

@@ -115,6 +115,10 @@ def test_the_study_page_has_the_viewer_legend_and_readable_numbers(
     assert re.search(r"Gestational age \(Hadlock HC\)</td><td class=\"value\">\d+w\dd<", html)
     assert re.search(r"Head circumference</td><td class=\"value\">\d+\.\d mm<", html)
     assert re.search(r"Measured frame number</td><td class=\"value\">\d+<", html)
+    # The head's shape with the normal range it is read against (Hadlock 1981).
+    assert re.search(
+        r"Cephalic index \(BPD/OFD x 100; normal 74-83\)</td><td class=\"value\">\d+\.\d<", html
+    )
     assert "{frame}" not in html and " d<" not in html
     ct_html = client.get(f"/studies/{ct_study}").text
     ct = world.filled.ct_job

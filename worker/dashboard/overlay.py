@@ -38,7 +38,7 @@ from worker.dashboard.overlay_source import (
     read_statuses,
     source_image,
 )
-from worker.dashboard.palette import BGR, BOX_BGR, hex_colour, structure_colour
+from worker.dashboard.palette import BGR, BOX_BGR, hex_colour, structure_colour, structure_rank
 from worker.dashboard.windowing import Preset, presets_for
 
 logger = logging.getLogger(__name__)
@@ -265,11 +265,17 @@ def _preset(source: JobSource, window: str | None) -> Preset:
     return found
 
 
+def _in_order(seg: SegMasks) -> list[tuple[int, SegSegment]]:
+    """The segments in one order whatever the model: known structures as the palette lists
+    them (right lung before left, on CT as on a film), then the others by number."""
+    return sorted(
+        seg.segments.items(),
+        key=lambda item: (structure_rank(item[1].code, item[1].label), item[0]),
+    )
+
+
 def _legend(seg: SegMasks) -> list[LegendEntry]:
-    return [
-        LegendEntry(s.label, hex_colour(_segment_colour(n, s)))
-        for n, s in sorted(seg.segments.items())
-    ]
+    return [LegendEntry(s.label, hex_colour(_segment_colour(n, s))) for n, s in _in_order(seg)]
 
 
 def overlay_view(session_factory: sessionmaker[Session], job_id: int) -> OverlayView | None:
@@ -338,7 +344,7 @@ def render_job_overlay(
         statuses=read_statuses(source.report_path),
     )
     if legend:
-        lines = [(s.label, _segment_colour(n, s)) for n, s in sorted(seg.segments.items())]
+        lines = [(s.label, _segment_colour(n, s)) for n, s in _in_order(seg)]
         lines += [
             (f"{label}: {format_measurement(v, u)}", (255, 255, 255))
             for label, v, u in source.measurements

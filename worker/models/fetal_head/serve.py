@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from pydicom import Dataset
 
 from worker.core.errors import NothingFoundError
 from worker.core.registry import ModelSpec
@@ -198,6 +199,8 @@ class FetalHeadModel:
                 "within_normal_range": cephalic_index_normal(b.cephalic_index),
                 "source": CEPHALIC_INDEX_SOURCE,
             }
+        if calibration and not review:
+            measurements += _growth(series.datasets[0], b.head_circumference_mm)
         if review:
             warnings.append("gestational age withheld: the quality gate flagged this result")
         elif calibration and b.gestational_age_days is not None:
@@ -228,6 +231,41 @@ class FetalHeadModel:
                 "cephalic_index": shape,
             },
         )
+
+
+def _growth(ds: Dataset, hc_mm: float) -> list[MeasurementValue]:
+    """The GA by dates (Last Menstrual Date to the study date, when the file has both) and
+    the HC's z-score and centile for it in the INTERGROWTH-21st standard (14-40 weeks)."""
+    from worker.models.fetal_head.growth import ga_by_dates_days, standing
+
+    on = ds.get("StudyDate") or ds.get("ContentDate")
+    days = ga_by_dates_days(str(ds.get("LastMenstrualDate") or ""), str(on or ""))
+    if days is None:
+        return []
+    found = [
+        MeasurementValue(
+            "gestational_age_by_dates_days", "Gestational age by dates (LMP)", days, "d"
+        )
+    ]
+    where = standing("hc", hc_mm, days / 7.0)
+    if where is not None:
+        found += [
+            MeasurementValue(
+                "head_circumference_z",
+                "HC z-score (INTERGROWTH-21st)",
+                where.z,
+                "{z-score}",
+                segment=1,
+            ),
+            MeasurementValue(
+                "head_circumference_centile",
+                "HC centile (INTERGROWTH-21st)",
+                where.centile,
+                "{centile}",
+                segment=1,
+            ),
+        ]
+    return found
 
 
 def _sharpness(image: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]) -> float:

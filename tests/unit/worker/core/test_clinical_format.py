@@ -36,6 +36,13 @@ def test_gestational_age_is_weeks_and_days(days: float, text: str) -> None:
         (101.26, "{pixels}", Shown("101.3", "px")),
         (52340.0, "{pixels2}", Shown("52340", "px²")),
         (78.34, "{index}", Shown("78.3", "")),
+        (-1.2345, "{z-score}", Shown("-1.23", "")),
+        (0.5, "{z-score}", Shown("+0.50", "")),
+        (12.4, "{centile}", Shown("12th", "centile")),
+        (2.6, "{centile}", Shown("3rd", "centile")),
+        (11.2, "{centile}", Shown("11th", "centile")),
+        (0.4, "{centile}", Shown("<1st", "centile")),
+        (99.6, "{centile}", Shown(">99th", "centile")),
         (0.123456, "ms", Shown("0.1235", "ms")),
     ],
 )

@@ -30,7 +30,6 @@ from worker.export.outputs import (
     Segment,
 )
 from worker.models.fetal_head.card import CARD
-from worker.models.fetal_head.fan import MAX_OUTSIDE_FAN, imaged_region, outside_share
 from worker.pipeline.calibration import image_calibration
 from worker.pipeline.loading import LoadedSeries
 
@@ -113,6 +112,7 @@ class FetalHeadModel:
             biometry,
             cephalic_index_normal,
         )
+        from worker.models.fetal_head.fan import MAX_OUTSIDE_FAN, imaged_region, outside_share
 
         calibration = image_calibration(series.datasets[0])
         spacing = (calibration.row_mm, calibration.column_mm) if calibration else (1.0, 1.0)

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+from pydicom import Dataset
 from pydicom.uid import MRImageStorage, generate_uid
 
 from worker.models._phantom_dicom import phantom_dataset, set_mono16_pixels, set_plane
@@ -38,31 +40,16 @@ def write_mr_stack(
     )
     paths = []
     for k, plane in enumerate(stack.image):
-        ds = phantom_dataset(
-            MRImageStorage,
-            study_uid=study_uid,
-            series_uid=series_uid,
-            patient_name="PHANTOM^FETALMR",
-            patient_id=patient_id,
-            patient_sex="F",
-            instance_number=k + 1,
-        )
-        set_plane(
-            ds,
-            frame_uid=frame_uid,
-            pixel_mm=stack.pixel_mm,
-            slice_mm=stack.slice_mm,
+        ds = _mr_slice(
+            (study_uid, series_uid, frame_uid),
+            ("PHANTOM^FETALMR", patient_id),
+            k,
+            plane,
+            spacing=(stack.pixel_mm, stack.pixel_mm, stack.slice_mm),
             orientation=(*row_dir, *col_dir),
             position=corner + normal * k * stack.slice_mm,
         )
-        set_mono16_pixels(ds, plane, signed=False)
-        ds.Modality = "MR"
         ds.SeriesDescription = f"FETAL BRAIN SSFSE T2 {stack.plane}"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
-        ds.ScanningSequence = "SE"
-        ds.SequenceVariant = "SK"
-        ds.ScanOptions = ""
-        ds.MRAcquisitionType = "2D"
         ds.EchoTime = "90"
         ds.RepetitionTime = "1200"
         ds.MagneticFieldStrength = "1.5"
@@ -102,30 +89,64 @@ def write_nifti_stack(
     for k, plane in enumerate(pixels):
         index = np.zeros(4)
         index[thick], index[3] = k, 1.0
-        ds = phantom_dataset(
-            MRImageStorage,
-            study_uid=study_uid,
-            series_uid=series_uid,
-            patient_name="NIFTI^FETALMR",
-            patient_id=patient_id,
-            patient_sex="F",
-            instance_number=k + 1,
-        )
-        set_plane(
-            ds,
-            frame_uid=frame_uid,
-            pixel_mm=zooms[rows_axis],
-            slice_mm=zooms[thick],
+        ds = _mr_slice(
+            (study_uid, series_uid, frame_uid),
+            ("NIFTI^FETALMR", patient_id),
+            k,
+            plane,
+            spacing=(zooms[rows_axis], zooms[cols_axis], zooms[thick]),
             orientation=(*row_dir, *col_dir),
             position=(affine @ index)[:3],
         )
-        ds.PixelSpacing = [f"{zooms[rows_axis]:.4f}", f"{zooms[cols_axis]:.4f}"]
-        set_mono16_pixels(ds, plane, signed=False)
-        ds.Modality = "MR"
         ds.SeriesDescription = description
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
-        ds.MRAcquisitionType = "2D"
         path = folder / f"MR{k + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _mr_slice(
+    uids: tuple[str, str, str],
+    patient: tuple[str, str],
+    k: int,
+    plane: npt.NDArray[np.integer[Any]],
+    *,
+    spacing: tuple[float, float, float],
+    orientation: tuple[float, ...],
+    position: npt.NDArray[np.float64],
+) -> Dataset:
+    """Slice ``k`` of an MR series: ``uids`` (study, series, frame of reference), ``patient``
+    (name, ID), ``spacing`` (row mm, column mm, slice mm), unsigned 16-bit pixels."""
+    study_uid, series_uid, frame_uid = uids
+    ds = phantom_dataset(
+        MRImageStorage,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        patient_name=patient[0],
+        patient_id=patient[1],
+        patient_sex="F",
+        instance_number=k + 1,
+    )
+    set_plane(
+        ds,
+        frame_uid=frame_uid,
+        pixel_mm=spacing[0],
+        slice_mm=spacing[2],
+        orientation=orientation,
+        position=[float(v) for v in position],
+    )
+    ds.PixelSpacing = [f"{spacing[0]:.4f}", f"{spacing[1]:.4f}"]
+    set_mono16_pixels(ds, plane, signed=False)
+    ds.Modality = "MR"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+    ds.MRAcquisitionType = "2D"
+    # Single-shot spin echo (HASTE/SSFSE); what the source does not say is left empty.
+    ds.ScanningSequence = "SE"
+    ds.SequenceVariant = "SK"
+    ds.ScanOptions = ""
+    ds.EchoTime = ""
+    ds.RepetitionTime = ""
+    ds.EchoTrainLength = ""
+    ds.Laterality = ""
+    ds.PatientPosition = ""
+    return ds

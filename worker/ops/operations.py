@@ -197,8 +197,12 @@ def status(
             _counts(session, now - timedelta(hours=1)),
             _counts(session, now - timedelta(days=1)),
         )
+        # From the last queueing (made, retried, given back), not from creation: a retried
+        # old job has waited only since its retry. Rows older than queued_at: creation.
         oldest = session.scalar(
-            select(func.min(Job.created_at)).where(Job.state == JobState.QUEUED)
+            select(func.min(func.coalesce(Job.queued_at, Job.created_at))).where(
+                Job.state == JobState.QUEUED
+            )
         )
         finished = session.scalar(
             select(func.count()).where(Job.finished_at >= now - timedelta(hours=1))

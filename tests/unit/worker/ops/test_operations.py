@@ -179,3 +179,25 @@ def test_retry_all_never_touches_a_cancelled_job(
     with pytest.raises(OperationError, match="superseded"):
         retry(session_factory, [superseded])
     assert retry(session_factory, [cancelled]) == [cancelled]  # named: revived
+
+
+def test_oldest_waiting_counts_from_the_last_queueing_not_from_creation(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A job made long ago and retried just now has waited only since its retry (issue 32
+    item 4): ``queued_at``, set by every move into the queue, not ``created_at``."""
+    from datetime import timedelta
+
+    from db.models import utcnow
+
+    old = _job(session_factory, tmp_path, "a", JobState.FAILED)
+    with session_factory.begin() as session:
+        job = session.get_one(Job, old)
+        job.created_at = job.queued_at = utcnow() - timedelta(seconds=644)
+    assert retry(session_factory, [old]) == [old]
+    s = status(session_factory, fakeredis.FakeRedis(), None)
+    assert s.oldest_waiting_s is not None and s.oldest_waiting_s < 60
+    with session_factory.begin() as session:  # a row from before queued_at: its creation
+        session.get_one(Job, old).queued_at = None
+    s = status(session_factory, fakeredis.FakeRedis(), None)
+    assert s.oldest_waiting_s is not None and s.oldest_waiting_s >= 644

@@ -8,6 +8,7 @@ per-stage timings of the job that ran.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -22,8 +23,9 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Job, JobState
+from dicom_gateway.outbox import celery_publisher
 from tests.support.factories import chest_series
-from tests.support.jobs import add_job, queue_test_job
+from tests.support.jobs import add_job, queue_test_job, set_job
 from tests.support.tools import scrape_metrics
 from worker.core.broker import TASK_RUN_JOB, create_celery
 from worker.core.settings import Settings
@@ -78,6 +80,9 @@ def stack(
         "MEDSEG_BROKER_KEY_PREFIX": prefix,
         "MEDSEG_DEVICE": "cpu",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+        # Set on the worker alone: the tests publish without limits, as the gateway does.
+        "MEDSEG_MODEL_PLUGINS": json.dumps(["tests.plugins.sleepy"]),
+        "MEDSEG_MODEL_TIME_LIMITS": json.dumps({"sleep-test": 2}),
     }
     log = tmp_path / "worker.log"
     worker = start_medseg(
@@ -106,12 +111,12 @@ def stack(
 
 def _outcome(stack: WorkerStack, job_id: int, timeout: float = 90.0) -> str:
     """Publish job ``job_id`` as the gateway does; the task's final event."""
-    task = stack.app.send_task(TASK_RUN_JOB, args=[job_id], queue="cpu")
+    task_id = celery_publisher(stack.app)(TASK_RUN_JOB, job_id, "cpu", "m")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         final = [
             e
-            for e in stack.events.by_task.get(task.id, [])
+            for e in stack.events.by_task.get(task_id, [])
             if e in ("task-succeeded", "task-failed", "task-retried")
         ]
         if final:
@@ -140,6 +145,25 @@ def test_failed_job_is_a_failed_task_and_a_succeeded_one_a_success(
     assert client.hlen(stack.prefix + "unacked") == 0
     log = stack.log.read_text(errors="replace")
     assert "JobFailedError" in log and "Traceback" not in log, "one line, no traceback"
+
+
+def test_a_time_limit_set_on_the_worker_alone_applies(
+    stack: WorkerStack, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """MEDSEG_MODEL_TIME_LIMITS on the worker only (issue 32 item 5): the gateway's message
+    carries no limit, the worker stops the model at 2 s and the error says where it was set."""
+    job_id = queue_test_job(session_factory, chest_series(tmp_path / "in", 2, slices=4))
+    set_job(session_factory, job_id, model_name="sleep-test")
+    started = time.monotonic()
+    assert _outcome(stack, job_id) == "task-failed"
+    assert time.monotonic() - started < 60  # not the plugin's 600 s, nor Celery's 1830 s
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+    assert job.state is JobState.QUEUED and job.attempts == 1
+    assert job.error is not None and job.error.startswith(
+        "time limit exceeded: the model ran past its limit of 2 s "
+        "(MEDSEG_MODEL_TIME_LIMITS[sleep-test], read on worker "
+    ), job.error
 
 
 def test_worker_metrics_have_each_stage_of_a_real_job(

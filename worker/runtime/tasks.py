@@ -19,7 +19,11 @@ from celery.signals import worker_process_init, worker_ready
 from db.models import DeliveryState, JobState
 from worker.core.broker import TASK_DELIVER, TASK_RUN_JOB
 from worker.core.errors import MedsegError
-from worker.core.timelimits import HARD_LIMIT_MARGIN_SECONDS, longest_time_limit_seconds
+from worker.core.timelimits import (
+    HARD_LIMIT_MARGIN_SECONDS,
+    longest_time_limit_seconds,
+    resolve_time_limit,
+)
 from worker.pipeline.context import WorkerContext
 from worker.runtime.celery_app import app
 
@@ -105,6 +109,8 @@ def run_job(self: Task[Any, Any], job_id: int) -> str | None:
             deliver_to,
             running_window_s=longest_time_limit_seconds(settings) + HARD_LIMIT_MARGIN_SECONDS,
             worker=self.request.hostname,
+            # The limit is this worker's: MEDSEG_MODEL_TIME_LIMITS set here applies.
+            time_limit=lambda model: resolve_time_limit(model, settings),
         )
     except DBAPIError as exc:
         if not is_transient(exc):

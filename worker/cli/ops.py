@@ -11,6 +11,7 @@ from typing import Any
 
 from db.models import JobState, utcnow
 from worker.cli.audit import NOT_ALLOWED, add_user_option, operator, permitted
+from worker.ops.running import duration as _duration
 
 _SINCE = re.compile(r"^(\d+)([mhd])$")
 
@@ -44,15 +45,33 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         delivery_failed=failed_delivery,
         limit=args.limit,
     )
+    from worker.ops.running import runs
+
+    running = runs(jobs, _alive_workers()) if any(j.state is JobState.RUNNING for j in jobs) else {}
     print(f"{'job':>6} {'state':<12} {'model':<20} {'try':>5} {'created':<20} series / error")
     for job in jobs:
         created = job.created_at.strftime("%Y-%m-%d %H:%M:%S")
-        tail = job.error or _delivery_failures(job) or job.series.series_instance_uid
+        run = running.get(job.id)
+        tail = (
+            f"on {run.label}"
+            if run is not None
+            else job.error or _delivery_failures(job) or job.series.series_instance_uid
+        )
         print(
             f"{job.id:>6} {job.state.value:<12} {job.model_name:<20} "
             f"{job.attempts:>2}/{job.max_attempts:<2} {created:<20} {' '.join(tail.split())}"
         )
     return 0
+
+
+def _alive_workers() -> list[str] | None:
+    """The workers answering the broker (a 1 s broadcast); None when it cannot be asked."""
+    from worker.core.broker import create_control_app
+    from worker.core.broker_probe import ask_workers
+    from worker.core.settings import get_settings
+
+    workers, _ = ask_workers(create_control_app(get_settings()))
+    return workers
 
 
 def _delivery_failures(job: Any) -> str:
@@ -125,16 +144,6 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
         else:
             print(f"job {job_id} cancelled")
     return 1 if failed else 0
-
-
-def _duration(seconds: float) -> str:
-    """ "42 s", "3 min 5 s", "2 h 10 min"."""
-    whole = max(0, round(seconds))
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60} s"
-    return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
 def _print_status(session_factory: Any) -> None:

@@ -17,7 +17,7 @@ from db.models import Job, JobState, utcnow
 from worker.core.broker_probe import BrokerView
 from worker.core.settings import Settings
 from worker.dashboard import deps
-from worker.ops import deliveries, operations
+from worker.ops import deliveries, operations, running
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ def jobs(
         "jobs.html",
         status_code=400 if problems else 200,
         jobs=rows,
+        runs=_runs(request, rows),
         problems=problems,
         states=FILTER_STATES,
         delivery_failed={j.id for j in rows if deliveries.has_failed_delivery(j)},
@@ -132,6 +133,15 @@ def jobs(
         periods=list(SINCE),
         selected={"state": state, "model": model, "since": since},
     )
+
+
+def _runs(request: Request, rows: list[Job]) -> dict[int, running.Run]:
+    """The running jobs' worker and time, flagged when the broker's latest view (never asked
+    on the request) does not list their worker."""
+    if not any(j.state is JobState.RUNNING for j in rows):
+        return {}
+    broker = request.app.state.broker_probe.latest(wait_s=FIRST_LOOK_WAIT_S) or UNKNOWN_BROKER
+    return running.runs(rows, broker.workers)
 
 
 @router.get("/jobs/{job_id}")
@@ -200,6 +210,7 @@ def study(
             study=found,
             findings=findings_by_result(results),
             delivery_failed={j.id for j in jobs if deliveries.has_failed_delivery(j)},
+            runs=_runs(request, jobs),
             job_history=job_histories(session, [j.id for j in jobs]),
             viewers=study_viewers(factory, jobs),
             viewer_links=viewer_links(settings.viewer_url_template, found),

@@ -188,7 +188,7 @@ def _print_status(session_factory: Any) -> None:
     )
     print(
         f"awaiting review: {s.awaiting_review} needs_review job(s) undecided"
-        + ("  (medseg jobs --state needs_review; medseg review)" if s.awaiting_review else "")
+        + ("  (medseg review --pending)" if s.awaiting_review else "")
     )
     skipped = sum(s.skipped_reasons_day.values())
     print(f"not processed (last day): {skipped} series" + (" by reason:" if skipped else ""))
@@ -218,11 +218,32 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_pending() -> int:
+    from worker.ops.review import pending_reviews
+
+    pending = pending_reviews(_session_factory())
+    print(f"{'job':>6} {'model':<24} {'mod':<4} {'flagged (UTC)':<20} {'waiting':<12} why")
+    for p in pending:
+        flagged = p.flagged_at.strftime("%Y-%m-%d %H:%M:%S")
+        why = "; ".join(p.reasons) or "-"
+        print(
+            f"{p.job_id:>6} {p.model:<24} {p.modality:<4} {flagged:<20} "
+            f"{_duration(p.waiting_s):<12} {why}"
+        )
+    return 0
+
+
 def _cmd_review(args: argparse.Namespace) -> int:
     from worker.core.settings import get_settings
     from worker.ops.audit import Actor
     from worker.ops.operations import OperationError
     from worker.ops.review import Decision, decide
+
+    if args.pending:
+        return _print_pending()
+    if args.job_id is None or args.decision is None or not args.by:
+        print("medseg review: give JOB_ID accept|reject --by NAME, or --pending", file=sys.stderr)
+        return 2
 
     decisions: dict[str, Decision] = {"accept": "accepted", "reject": "rejected"}
     if not permitted(args, args.decision, actor=Actor(args.by, "cli"), job_id=args.job_id):
@@ -294,13 +315,18 @@ def add_ops_commands(sub: Any) -> None:
     cleanup.set_defaults(func=_cmd_cleanup)
 
     review = sub.add_parser(
-        "review", help="accept or reject a needs_review result (who, when, why are recorded)"
+        "review",
+        help="accept or reject a needs_review result (who, when, why are recorded); "
+        "--pending: the worklist",
     )
-    review.add_argument("job_id", type=int)
-    review.add_argument("decision", choices=["accept", "reject"])
+    review.add_argument("job_id", type=int, nargs="?")
+    review.add_argument("decision", nargs="?", choices=["accept", "reject"])
     review.add_argument(
-        "--by", required=True, metavar="NAME", help="who decides (also the audit trail's user)"
+        "--pending",
+        action="store_true",
+        help="list the flagged results no reviewer has decided, oldest first, with the reasons",
     )
+    review.add_argument("--by", metavar="NAME", help="who decides (also the audit trail's user)")
     review.add_argument("--note", help="why (kept with the result)")
     review.add_argument("--force", action="store_true", help="replace an earlier decision")
     review.set_defaults(func=_cmd_review)

@@ -219,6 +219,14 @@ def study(
         )
 
 
+@router.get("/review")
+def review_worklist(request: Request, user: User, factory: Factory) -> Response:
+    """The flagged results no reviewer has decided, oldest first, with the gate's reasons."""
+    from worker.ops.review import pending_reviews
+
+    return deps.page(request, "review.html", pending=pending_reviews(factory), ago=running.duration)
+
+
 @router.get("/failures")
 def failures(request: Request, user: User, factory: Factory) -> Response:
     rows = operations.list_jobs(factory, state=JobState.FAILED) + operations.list_jobs(

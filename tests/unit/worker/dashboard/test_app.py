@@ -90,6 +90,7 @@ def test_pages_need_a_login(client: TestClient, world: World) -> None:
         "/",
         "/jobs",
         "/failures",
+        "/review",
         f"/jobs/{world.filled.ct_job}/overlay.png",
         "/studies/1",
     ):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +16,12 @@ from worker.cli.audit import NOT_ALLOWED, add_user_option, operator, permitted
 from worker.ops.running import duration as _duration
 
 _SINCE = re.compile(r"^(\d+)([mhd])$")
+#: The workers a probe left in Redis are taken when this fresh (the gateway looks every 15 s).
+SHARED_MAX_AGE_S = 40.0
+#: How long ``status`` waits for the workers' replies when no probe left a view.
+ASK_TIMEOUT_S = 0.5
+#: ``medseg status`` exits with this when it prints PROBLEM lines.
+EXIT_PROBLEMS = 1
 
 
 def _since(text: str) -> datetime:
@@ -45,33 +53,48 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         delivery_failed=failed_delivery,
         limit=args.limit,
     )
+    from worker.cli.output import table
     from worker.ops.running import runs
 
     running = runs(jobs, _alive_workers()) if any(j.state is JobState.RUNNING for j in jobs) else {}
-    print(f"{'job':>6} {'state':<12} {'model':<20} {'try':>5} {'created':<20} series / error")
+    rows = []
     for job in jobs:
-        created = job.created_at.strftime("%Y-%m-%d %H:%M:%S")
         run = running.get(job.id)
         tail = (
             f"on {run.label}"
             if run is not None
             else job.error or _delivery_failures(job) or job.series.series_instance_uid
         )
-        print(
-            f"{job.id:>6} {job.state.value:<12} {job.model_name:<20} "
-            f"{job.attempts:>2}/{job.max_attempts:<2} {created:<20} {' '.join(tail.split())}"
+        rows.append(
+            (
+                job.id,
+                job.state.value,
+                job.model_name,
+                f"{job.attempts}/{job.max_attempts}",
+                job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                " ".join(tail.split()),
+            )
         )
+    table(["job", "state", "model", "try", "created (UTC)", "worker / series / error"], rows)
     return 0
 
 
 def _alive_workers() -> list[str] | None:
-    """The workers answering the broker (a 1 s broadcast); None when it cannot be asked."""
+    """The workers answering the broker: those a gateway's or dashboard's probe found in the
+    last seconds, else asked now (a broadcast); None when the broker cannot be asked."""
+    import redis
+
     from worker.core.broker import create_control_app
-    from worker.core.broker_probe import ask_workers
+    from worker.core.broker_probe import look
     from worker.core.settings import get_settings
 
-    workers, _ = ask_workers(create_control_app(get_settings()))
-    return workers
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=1)
+    app = _LazyControl(lambda: create_control_app(settings))
+    view = look(
+        client, app, settings.broker_key_prefix, ASK_TIMEOUT_S, shared_max_age_s=SHARED_MAX_AGE_S
+    )
+    return view.workers
 
 
 def _delivery_failures(job: Any) -> str:
@@ -107,8 +130,17 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _cmd_rerun(args: argparse.Namespace) -> int:
-    from worker.ops.operations import OperationError, rerun
+    from worker.ops.operations import OperationError, rerun, rerun_plan
 
+    if args.dry_run:
+        try:
+            series = rerun_plan(_session_factory(), args.model, since=args.since, force=args.force)
+        except OperationError as exc:
+            print(f"medseg rerun: {exc}", file=sys.stderr)
+            return 1
+        listed = ", ".join(map(str, series)) or "-"
+        print(f"would queue {len(series)} job(s) (dry run, nothing queued); series: {listed}")
+        return 0
     if not permitted(args, "rerun"):
         return NOT_ALLOWED
     try:
@@ -146,9 +178,11 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _print_status(session_factory: Any) -> None:
+def _print_status(session_factory: Any) -> int:
+    """Print the status; the number of PROBLEM lines."""
     import redis
 
+    from worker.cli.output import line
     from worker.core.broker import create_control_app
     from worker.core.settings import get_settings
     from worker.ops.health import problems
@@ -156,57 +190,83 @@ def _print_status(session_factory: Any) -> None:
 
     settings = get_settings()
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=1)
-    app = create_control_app(settings)  # not the worker's app: no model registry to load
-    s = status(session_factory, client, app, settings.broker_key_prefix)
-    for problem in problems(s, None):
-        print(f"PROBLEM: {problem}")
-    depth = ", ".join(f"{q} {'?' if n is None else n}" for q, n in s.queue_depth.items())
-    print(f"queues: {depth}" + ("  (broker unreachable)" if None in s.queue_depth.values() else ""))
-    print(
-        "workers: "
-        + (
-            "unknown (broker unreachable)"
-            if s.workers is None
-            else (", ".join(s.workers) or "none alive")
-        )
+    app = _LazyControl(lambda: create_control_app(settings))
+    s = status(
+        session_factory,
+        client,
+        app,
+        settings.broker_key_prefix,
+        shared_max_age_s=SHARED_MAX_AGE_S,
+        ask_timeout_s=ASK_TIMEOUT_S,
     )
+    found = problems(s, None)
+    for problem in found:
+        line(f"PROBLEM: {problem}", "bold red")
+    depth = ", ".join(f"{q} {'?' if n is None else n}" for q, n in s.queue_depth.items())
+    down = None in s.queue_depth.values()
+    line(f"queues: {depth}" + ("  (broker unreachable)" if down else ""), "red" if down else "")
+    workers = (
+        "unknown (broker unreachable)"
+        if s.workers is None
+        else (", ".join(s.workers) or "none alive")
+    )
+    line(f"workers: {workers}", "" if s.workers else "red")
     oldest = "-" if s.oldest_waiting_s is None else _duration(s.oldest_waiting_s)
-    print(f"oldest waiting job: {oldest}   finished in the last hour: {s.finished_hour}")
+    line(f"oldest waiting job: {oldest}   finished in the last hour: {s.finished_hour}")
     for label, counts in (("last hour", s.by_state_hour), ("last day", s.by_state_day)):
-        print(
+        line(
             f"jobs {label}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
         )
     rate = "-" if s.failure_rate_day is None else f"{100 * s.failure_rate_day:.1f} %"
-    print(f"failure rate (last day): {rate}")
-    print(
+    line(f"failure rate (last day): {rate}")
+    line(
         f"deliveries failed: {s.deliveries_failed}"
         + (
             "  (medseg deliver; medseg deliver --failed sends them again)"
             if s.deliveries_failed
             else ""
-        )
+        ),
+        "yellow" if s.deliveries_failed else "",
     )
-    print(
+    line(
         f"awaiting review: {s.awaiting_review} needs_review job(s) undecided"
-        + ("  (medseg review --pending)" if s.awaiting_review else "")
+        + ("  (medseg review --pending)" if s.awaiting_review else ""),
+        "yellow" if s.awaiting_review else "",
     )
     skipped = sum(s.skipped_reasons_day.values())
-    print(f"not processed (last day): {skipped} series" + (" by reason:" if skipped else ""))
+    line(f"not processed (last day): {skipped} series" + (" by reason:" if skipped else ""))
     for reason, count in s.skipped_reasons_day.items():
-        print(f"  {count:5d}  {reason}")
+        line(f"  {count:5d}  {reason}")
+    return len(found)
+
+
+class _LazyControl:
+    """A Celery control app made only if the workers must be asked: when a probe's view is
+    fresh in Redis, ``status`` never imports Celery (part of answering within a second)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+
+    @functools.cached_property
+    def control(self) -> Any:
+        return self._make().control  # not the worker's app: no model registry to load
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 when all is well, ``EXIT_PROBLEMS`` when PROBLEM lines were printed; with
+    ``--watch``, refresh every SECONDS (the time the status took included) until Ctrl-C."""
     factory = _session_factory()
     while True:
+        started = time.monotonic()
         if args.watch:
             print("\033[2J\033[H", end="")
             now = utcnow().strftime("%Y-%m-%d %H:%M:%S")
             print(f"medseg status at {now} UTC (every {args.watch:g} s; Ctrl-C ends)")
-        _print_status(factory)
+        found = _print_status(factory)
         if not args.watch:
-            return 0
-        time.sleep(args.watch)
+            return EXIT_PROBLEMS if found else 0
+        sys.stdout.flush()
+        time.sleep(max(0.0, args.watch - (time.monotonic() - started)))
 
 
 def _cmd_cleanup(args: argparse.Namespace) -> int:
@@ -219,17 +279,23 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def _print_pending() -> int:
+    from worker.cli.output import table
     from worker.ops.review import pending_reviews
 
-    pending = pending_reviews(_session_factory())
-    print(f"{'job':>6} {'model':<24} {'mod':<4} {'flagged (UTC)':<20} {'waiting':<12} why")
-    for p in pending:
-        flagged = p.flagged_at.strftime("%Y-%m-%d %H:%M:%S")
-        why = "; ".join(p.reasons) or "-"
-        print(
-            f"{p.job_id:>6} {p.model:<24} {p.modality:<4} {flagged:<20} "
-            f"{_duration(p.waiting_s):<12} {why}"
-        )
+    table(
+        ["job", "model", "modality", "flagged (UTC)", "waiting", "why"],
+        (
+            (
+                p.job_id,
+                p.model,
+                p.modality,
+                p.flagged_at.strftime("%Y-%m-%d %H:%M:%S"),
+                _duration(p.waiting_s),
+                "; ".join(p.reasons) or "-",
+            )
+            for p in pending_reviews(_session_factory())
+        ),
+    )
     return 0
 
 
@@ -304,6 +370,9 @@ def add_ops_commands(sub: Any) -> None:
     rerun.add_argument("--model", required=True)
     rerun.add_argument("--since", type=_since, help="only series it ran on since, e.g. 7d")
     rerun.add_argument("--force", action="store_true", help="even when an identical job exists")
+    rerun.add_argument(
+        "--dry-run", action="store_true", help="say which series would get a job; queue nothing"
+    )
     add_user_option(rerun)
     rerun.set_defaults(func=_cmd_rerun)
 

@@ -12,8 +12,8 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.jobstate import InvalidTransitionError, transition
-from db.models import Job, JobState, Result, Series, SeriesStatus, utcnow
-from worker.core.broker_probe import BrokerView, look
+from db.models import Instance, Job, JobState, Result, Series, SeriesStatus, utcnow
+from worker.core.broker_probe import ASK_TIMEOUT_S, BrokerView, look
 from worker.ops.audit import Actor, record, refusals
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def _retry(
         jobs = list(session.scalars(query))
         if job_ids and len(jobs) != len(set(job_ids)):
             missing = sorted(set(job_ids) - {j.id for j in jobs})
-            raise OperationError(f"no job(s) {missing}")
+            raise OperationError(f"no job(s) {', '.join(map(str, missing))}")
         for job in jobs:
             if job.state is JobState.QUEUED:
                 job.enqueued_at = None
@@ -183,12 +183,21 @@ def status(
     key_prefix: str = "",
     *,
     broker: BrokerView | None = None,
+    shared_max_age_s: float | None = None,
+    ask_timeout_s: float = ASK_TIMEOUT_S,
 ) -> Status:
     """The numbers of ``medseg status`` and the overview. ``broker``: the broker's view
-    already read (the dashboard's background probe); without it the broker is asked now."""
+    already read (the dashboard's background probe); without it the broker is asked now, or
+    (``shared_max_age_s``) the workers a gateway's or dashboard's probe left in Redis read."""
     now = utcnow()
     if broker is None:
-        broker = look(redis_client, celery_app, key_prefix)
+        broker = look(
+            redis_client,
+            celery_app,
+            key_prefix,
+            ask_timeout_s,
+            shared_max_age_s=shared_max_age_s,
+        )
     depth, workers, consumers = broker.queue_depth, broker.workers, broker.consumers
     from worker.ops.deliveries import count_failed
 
@@ -273,6 +282,37 @@ def rerun_scope(
         return int(session.scalar(query) or 0)
 
 
+def rerun_plan(
+    session_factory: sessionmaker[Session],
+    model_name: str,
+    *,
+    since: datetime | None = None,
+    force: bool = False,
+) -> list[int]:
+    """The series ``rerun`` would queue a job for (``--dry-run``): nothing is written. A series
+    whose identical job exists is left out unless ``force``, as ``rerun`` does."""
+    from worker.core.enqueue import covering_job, input_key
+    from worker.core.registry import get_spec
+
+    try:
+        spec = get_spec(model_name)
+    except KeyError as exc:
+        raise OperationError(exc.args[0]) from exc
+    series_ids: list[int] = []
+    with session_factory() as session:
+        query = select(Job.series_id).where(Job.model_name == model_name).distinct()
+        if since is not None:
+            query = query.where(Job.created_at >= since)
+        for series_id in sorted(session.scalars(query).all()):
+            uids = session.scalars(
+                select(Instance.sop_instance_uid).where(Instance.series_id == series_id)
+            ).all()
+            key = input_key(uids, spec.name, spec.version)
+            if force or covering_job(session, series_id, key) is None:
+                series_ids.append(series_id)
+    return series_ids
+
+
 def rerun(
     session_factory: sessionmaker[Session],
     model_name: str,
@@ -294,7 +334,7 @@ def rerun(
         try:
             spec = get_spec(model_name)
         except KeyError as exc:
-            raise OperationError(str(exc)) from exc
+            raise OperationError(exc.args[0]) from exc
     detail = f"{model_name} {spec.version}" + (
         f" since {since.isoformat(timespec='minutes')}" if since else ""
     )

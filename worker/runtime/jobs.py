@@ -272,7 +272,7 @@ def _run(
     try:
         spec = get_spec(claimed.model_name)
     except KeyError as exc:
-        return fail(PermanentError(str(exc)))
+        return fail(PermanentError(exc.args[0]))
     try:
         with deadline(limit, worker):
             result = run_series(claimed.paths, models, claimed.out_dir, spec=spec)

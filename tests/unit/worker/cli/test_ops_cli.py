@@ -4,6 +4,7 @@ several IDs, any identifier for `show`, one-line errors instead of tracebacks.""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -73,7 +74,8 @@ def test_jobs_cancel_show_and_one_line_errors_from_the_command_line(
     env = {**os.environ, "MEDSEG_DATABASE_URL": settings.database_url}
     listed = _run(env, "jobs", "--model", "model-a")
     assert listed.returncode == 0, listed.stderr
-    assert f"{a:>6} failed" in listed.stdout and f"{b:>6} " not in listed.stdout
+    assert re.search(rf"^ *{a} +failed ", listed.stdout, re.M)
+    assert not re.search(rf"^ *{b} ", listed.stdout, re.M)
     assert LONG_ERROR in listed.stdout  # whole, not cut at 90 characters
     cancelled = _run(env, "cancel", str(a), "424242", str(b))
     assert cancelled.returncode == 1
@@ -150,7 +152,7 @@ def test_jobs_names_the_worker_of_a_running_job_and_flags_a_dead_one(
     }
     listed = _run(env, "jobs", "--state", "running")
     assert listed.returncode == 0, listed.stderr
-    line = next(x for x in listed.stdout.splitlines() if x.startswith(f"{job:>6} "))
+    line = next(x for x in listed.stdout.splitlines() if x.split()[0] == str(job))
     assert "on medseg@gone, 2 min" in line and line.endswith("(worker gone)"), line
     down = _run({**env, "MEDSEG_BROKER_URL": settings.broker_url}, "jobs", "--state", "running")
     assert "on medseg@gone, 2 min" in down.stdout and "worker gone" not in down.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,7 +109,7 @@ def test_jobs_and_retry_from_the_command_line(
     listed = medseg("jobs", "--state", "failed", "--since", "1h")
     assert (
         listed.returncode == 0
-        and f"{failed:>6} failed" in listed.stdout
+        and re.search(rf"^ *{failed} +failed ", listed.stdout, re.M)
         and "boom" in listed.stdout
     )
     assert medseg("retry", str(failed)).stdout.strip() == f"queued again: {failed}"

@@ -65,6 +65,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
             if run is not None
             else job.error or _delivery_failures(job) or job.series.series_instance_uid
         )
+        study = job.series.study
         rows.append(
             (
                 job.id,
@@ -72,10 +73,15 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
                 job.model_name,
                 f"{job.attempts}/{job.max_attempts}",
                 job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                study.patient_id or "-",
+                study.accession_number or "-",
+                job.series.modality or "-",
+                job.series.calling_ae or "-",
                 " ".join(tail.split()),
             )
         )
-    table(["job", "state", "model", "try", "created (UTC)", "worker / series / error"], rows)
+    headers = ["job", "state", "model", "try", "created (UTC)", "patient ID", "accession"]
+    table([*headers, "mod", "calling AE", "worker / series / error"], rows)
     return 0
 
 
@@ -126,11 +132,18 @@ def _cmd_retry(args: argparse.Namespace) -> int:
         print(f"medseg retry: {exc}", file=sys.stderr)
         return 1
     print(f"queued again: {', '.join(map(str, queued)) or 'nothing'}")
+    if args.failed:
+        from worker.ops.operations import count_bad_input
+
+        left = count_bad_input(_session_factory())
+        if left:
+            print(f"left: {left} job(s) failed on their input (they would fail again; name them)")
     return 0
 
 
 def _cmd_rerun(args: argparse.Namespace) -> int:
-    from worker.ops.operations import OperationError, rerun, rerun_plan
+    from worker.ops.operations import OperationError
+    from worker.ops.reruns import rerun, rerun_plan
 
     if args.dry_run:
         try:
@@ -359,7 +372,8 @@ def add_ops_commands(sub: Any) -> None:
     retry.add_argument(
         "--failed",
         action="store_true",
-        help="every failed or quarantined job (never a cancelled one)",
+        help="every failed or quarantined job, except those that failed on their input "
+        "(they would fail again) and cancelled ones",
     )
     add_user_option(retry)
     retry.set_defaults(func=_cmd_retry)

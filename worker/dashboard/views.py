@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Job, JobState, utcnow
+from db.models import Delivery, Job, JobState, utcnow
 from worker.core.broker_probe import BrokerView
 from worker.core.settings import Settings
 from worker.dashboard import deps
@@ -228,11 +228,26 @@ def review_worklist(request: Request, user: User, factory: Factory) -> Response:
 
 
 @router.get("/failures")
-def failures(request: Request, user: User, factory: Factory) -> Response:
+def failures(
+    request: Request,
+    user: User,
+    factory: Factory,
+    settings: Annotated[Settings, Depends(deps.settings)],
+) -> Response:
     rows = operations.list_jobs(factory, state=JobState.FAILED) + operations.list_jobs(
         factory, state=JobState.QUARANTINED
     )
     rows.sort(key=lambda j: j.id, reverse=True)
+    failed = deliveries.failed_deliveries(factory)
+    by_destination: dict[str, list[Delivery]] = {}
+    for delivery in failed:
+        by_destination.setdefault(delivery.destination, []).append(delivery)
     return deps.page(
-        request, "failures.html", jobs=rows, deliveries=deliveries.failed_deliveries(factory)
+        request,
+        "failures.html",
+        jobs=rows,
+        bad_input=sum(1 for j in rows if j.error_kind == "input"),
+        deliveries=failed,
+        by_destination=sorted(by_destination.items(), key=lambda item: -len(item[1])),
+        configured={d.name: d for d in settings.destinations},
     )

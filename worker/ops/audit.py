@@ -30,6 +30,7 @@ ACTIONS = (
     "reject",
     "redeliver",
     "redeliver_all",
+    "echo",  # a C-ECHO to a destination, from the Failures page
 )
 DONE, REFUSED = "done", "refused"
 

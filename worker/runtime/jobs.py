@@ -23,7 +23,7 @@ from db.models import (
     utcnow,
 )
 from db.retry import with_db_retry
-from worker.core.errors import NothingFoundError, PermanentError, SkippedError
+from worker.core.errors import InputError, NothingFoundError, PermanentError, SkippedError
 from worker.core.paths import safe_component
 from worker.core.registry import get_spec
 from worker.core.settings import DeliveryPolicy, DicomDestination
@@ -156,6 +156,7 @@ def _record_failure(
         if job.state is not JobState.RUNNING:  # a retried commit that had gone through
             return job.state
         reason = describe_failure(exc)
+        job.error_kind = failure_kind(exc)
         store_log(session, job_id, run, {})
         if isinstance(exc, SkippedError):
             transition(job, JobState.SKIPPED, error=reason)
@@ -171,6 +172,16 @@ def _record_failure(
             job.not_before = utcnow() + timedelta(seconds=backoff_seconds(job.attempts))
             logger.warning("job %s will be retried: %s", job_id, reason)
         return job.state
+
+
+def failure_kind(exc: BaseException) -> str | None:
+    """``Job.error_kind``: input (bad input: it fails again), permanent, retryable; None for
+    a skipped series (not a failure)."""
+    if isinstance(exc, SkippedError):
+        return None
+    if isinstance(exc, InputError):
+        return "input"
+    return "permanent" if isinstance(exc, PermanentError) else "retryable"
 
 
 def describe_failure(exc: BaseException) -> str:

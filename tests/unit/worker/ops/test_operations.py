@@ -124,7 +124,7 @@ def test_jobs_and_retry_from_the_command_line(
 def test_rerun_makes_new_jobs_only_where_the_version_changed(
     session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    from worker.ops.operations import rerun
+    from worker.ops.reruns import rerun
 
     old = _job(session_factory, tmp_path, "a", JobState.SUCCEEDED)  # model version 1.0.0
     with session_factory.begin() as session:

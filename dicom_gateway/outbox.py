@@ -86,6 +86,11 @@ def dispatch_pending(
     return sent
 
 
+def task_display_name(task: str, model: str | None) -> str:
+    """``medseg.run_job[lung-ct-threshold]`` for a job, ``medseg.deliver`` for a delivery."""
+    return f"{task}[{model}]" if model else task
+
+
 def celery_publisher(app: object) -> Publisher:
     """A publisher sending through a Celery app, failing fast when the broker is down.
 
@@ -101,6 +106,8 @@ def celery_publisher(app: object) -> Publisher:
             task,
             args=[row_id],
             queue=queue,
+            # The name Flower and task events show: jobs by model, apart from deliveries.
+            shadow=task_display_name(task, model),
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5},
         )

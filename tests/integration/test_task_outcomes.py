@@ -39,6 +39,8 @@ class Events:
     """Celery's events, received in a thread: Flower's view of the workers and tasks."""
 
     by_task: dict[str, list[str]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+    exceptions: dict[str, str] = field(default_factory=dict)
     types: set[str] = field(default_factory=set)
     receiver: Any = None
 
@@ -46,6 +48,10 @@ class Events:
         self.types.add(str(event.get("type", "")))
         if event.get("uuid"):
             self.by_task.setdefault(str(event["uuid"]), []).append(str(event["type"]))
+            if event.get("name"):
+                self.names[str(event["uuid"])] = str(event["name"])
+            if event.get("exception"):
+                self.exceptions[str(event["uuid"])] = str(event["exception"])
 
 
 @dataclass
@@ -98,8 +104,9 @@ def stack(
         while not app.control.ping(timeout=1.0):
             assert time.monotonic() < deadline, log.read_text(errors="replace")
         threading.Thread(target=_listen, args=(app, events), daemon=True).start()
+        # No enable_events() (what Flower asks when it connects): the worker sends task events
+        # from its start (issue 32 item 2).
         while "worker-heartbeat" not in events.types:  # the receiver is listening
-            app.control.enable_events()  # what Flower asks of the workers it watches
             assert time.monotonic() < deadline, log.read_text(errors="replace")
             time.sleep(0.5)
         yield WorkerStack(app, settings, prefix, metrics_port, events, log)
@@ -109,9 +116,9 @@ def stack(
         stop(worker)
 
 
-def _outcome(stack: WorkerStack, job_id: int, timeout: float = 90.0) -> str:
+def _outcome(stack: WorkerStack, job_id: int, timeout: float = 90.0, model: str = "m") -> str:
     """Publish job ``job_id`` as the gateway does; the task's final event."""
-    task_id = celery_publisher(stack.app)(TASK_RUN_JOB, job_id, "cpu", "m")
+    task_id = celery_publisher(stack.app)(TASK_RUN_JOB, job_id, "cpu", model)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         final = [
@@ -132,7 +139,15 @@ def test_failed_job_is_a_failed_task_and_a_succeeded_one_a_success(
     bad = add_job(session_factory, "cpu")  # its model "m" is not registered: a permanent error
 
     assert _outcome(stack, bad) == "task-failed"
-    assert _outcome(stack, good) == "task-succeeded"
+    assert _outcome(stack, good, model="lung-ct-threshold") == "task-succeeded"
+    # Jobs are named by model in the events (Flower's Name column), apart from deliveries.
+    wanted, until = (
+        {"medseg.run_job[m]", "medseg.run_job[lung-ct-threshold]"},
+        time.monotonic() + 10,
+    )
+    while not wanted <= set(stack.events.names.values()) and time.monotonic() < until:
+        time.sleep(0.2)  # the task-received event may trail the final one
+    assert wanted <= set(stack.events.names.values()), stack.events.names
 
     with session_factory() as session:
         failed, succeeded = session.get_one(Job, bad), session.get_one(Job, good)
@@ -205,3 +220,52 @@ def test_the_gateway_counts_the_live_workers_and_the_consumers_of_each_queue(
         assert samples[("medseg_queue_consumers", (("queue", "gpu"),))] == 0.0
     finally:
         stop(gateway)
+
+
+def test_the_tasks_of_a_killed_worker_are_closed_when_it_comes_back(
+    stack: WorkerStack, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Issue 32 item 2: a worker killed mid-job (SIGKILL, no goodbye) left its task STARTED in
+    Flower forever; when the node starts again it hands the job back and sends task-failed."""
+    import os
+    import signal
+
+    env = {
+        "MEDSEG_DATA_DIR": str(stack.settings.data_dir),
+        "MEDSEG_BROKER_URL": stack.settings.broker_url,
+        "MEDSEG_BROKER_KEY_PREFIX": stack.prefix,
+        "MEDSEG_DEVICE": "cpu",
+        "MEDSEG_MODEL_PLUGINS": json.dumps(["tests.plugins.sleepy"]),
+        "MEDSEG_MODEL_TIME_LIMITS": json.dumps({"sleep-test": 300}),
+    }
+    args = ["worker", "--queues", "gpu", "--concurrency", "1", "--name", "medseg-doomed@test"]
+    doomed = start_medseg(args, env, tmp_path / "doomed.log", new_session=True)
+    job_id = queue_test_job(session_factory, chest_series(tmp_path / "in", 3, slices=4))
+    set_job(session_factory, job_id, model_name="sleep-test", queue="gpu")
+    task_id = celery_publisher(stack.app)(TASK_RUN_JOB, job_id, "gpu", "sleep-test")
+    set_job(session_factory, job_id, celery_task_id=task_id)
+    deadline = time.monotonic() + 90
+    while True:  # the model is running (the job claimed, not only the task started)
+        with session_factory() as session:
+            if session.get_one(Job, job_id).state is JobState.RUNNING:
+                break
+        assert time.monotonic() < deadline, (tmp_path / "doomed.log").read_text()
+        time.sleep(0.2)
+    assert "task-started" in stack.events.by_task.get(task_id, [])
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait(30)
+    with session_factory() as session:
+        assert session.get_one(Job, job_id).state is JobState.RUNNING  # as it was left
+
+    again = start_medseg(args, env, tmp_path / "again.log", new_session=True)
+    try:
+        while "task-failed" not in stack.events.by_task.get(task_id, []):
+            assert time.monotonic() < deadline, (tmp_path / "again.log").read_text()
+            time.sleep(0.2)
+        assert "medseg-doomed@test died while running it" in stack.events.exceptions[task_id]
+        with session_factory() as session:
+            job = session.get_one(Job, job_id)
+            assert job.state is JobState.QUEUED and "restarted while running" in (job.error or "")
+    finally:
+        os.killpg(again.pid, signal.SIGTERM)
+        again.wait(30)

@@ -44,7 +44,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         start_worker_metrics(metrics_port, get_settings().metrics_host)
     from worker.runtime.celery_app import app
 
-    argv = ["worker", "-Q", args.queues, "--loglevel", args.log_level, "-n", args.name]
+    # -E: task events from the start (also worker_send_task_events in worker.core.broker).
+    argv = ["worker", "-E", "-Q", args.queues, "--loglevel", args.log_level, "-n", args.name]
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
     app.worker_main(argv)

@@ -54,6 +54,10 @@ def create_celery(settings: Settings) -> Celery:
         # deliveries too. Messages carry no limits: the gateway's settings do not decide.
         task_soft_time_limit=longest_time_limit_seconds(settings) + BACKSTOP_MARGIN_SECONDS,
         task_time_limit=longest_time_limit_seconds(settings) + HARD_LIMIT_MARGIN_SECONDS,
+        # Task events from the start (Flower turns them on only when it connects, so the
+        # first failures were missing). No task-sent events: they carry the task's own name,
+        # not the shadow name a job is published under (medseg.run_job[model]).
+        worker_send_task_events=True,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,

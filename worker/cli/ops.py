@@ -174,6 +174,29 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_route(args: argparse.Namespace) -> int:
+    from worker.core.settings import get_settings
+    from worker.ops.manual_route import route_by_hand
+    from worker.ops.operations import OperationError
+
+    if not permitted(args, "route"):
+        return NOT_ALLOWED
+    try:
+        job_id = route_by_hand(
+            _session_factory(),
+            args.series,
+            args.model,
+            force=args.force,
+            max_attempts=get_settings().job_max_attempts,
+            actor=operator(args),
+        )
+    except OperationError as exc:
+        print(f"medseg route: {exc}", file=sys.stderr)
+        return 1
+    print(f"job {job_id} queued: series {args.series} sent to {args.model}")
+    return 0
+
+
 def _cmd_cancel(args: argparse.Namespace) -> int:
     from worker.ops.operations import OperationError, cancel
 
@@ -413,6 +436,18 @@ def add_ops_commands(sub: Any) -> None:
     review.add_argument("--note", help="why (kept with the result)")
     review.add_argument("--force", action="store_true", help="replace an earlier decision")
     review.set_defaults(func=_cmd_review)
+
+    route = sub.add_parser(
+        "route",
+        help="send a series to a model by hand (one no model accepts, or whose job failed)",
+        description="Queue a job of MODEL for SERIES whatever the routing rules say: a CR "
+        "tagged OT, a CT without a body part. Audited as `route`.",
+    )
+    route.add_argument("series", metavar="SERIES", help="a Series Instance UID or our series ID")
+    route.add_argument("--model", required=True, help="the model (medseg models)")
+    route.add_argument("--force", action="store_true", help="even when an identical job exists")
+    add_user_option(route)
+    route.set_defaults(func=_cmd_route)
 
     cancel = sub.add_parser(
         "cancel",

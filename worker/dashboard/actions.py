@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import utcnow
+from db.models import Series, utcnow
 from worker.core.settings import Settings
 from worker.dashboard import deps
 from worker.dashboard.auth import ACCOUNT, BOOTSTRAP, check_user, csrf_ok, log_in, log_out
@@ -283,6 +283,42 @@ def echo_destination(
     request.session["flash"] = outcome
     logger.info("dashboard: %s echoed destination %s", user.name, name)
     return RedirectResponse(f"/failures#destination-{name}", status_code=303)
+
+
+@router.post("/series/{series_id}/route")
+def route_series(
+    request: Request,
+    *,
+    user: User,
+    factory: Factory,
+    settings: Annotated[Settings, Depends(deps.settings)],
+    series_id: int,
+    model: Annotated[str, Form()],
+    csrf: Csrf,
+) -> Response:
+    """Send a series to the chosen model by hand (worker.ops.manual_route); audited."""
+    from worker.ops.manual_route import route_by_hand
+
+    _check_csrf(request, csrf)
+    _allow(request, user, "route")
+    with factory() as session:
+        series = session.get(Series, series_id)
+        study_id = series.study_id if series is not None else None
+    try:
+        job_id = route_by_hand(
+            factory,
+            series_id,
+            model,
+            max_attempts=settings.job_max_attempts,
+            actor=_actor(user),
+        )
+    except operations.OperationError as exc:
+        request.session["flash"] = f"not sent: {exc}"
+    else:
+        request.session["flash"] = f"series {series_id} sent to {model}: job {job_id} queued"
+        logger.info("dashboard: %s sent series %s to %s", user.name, series_id, model)
+    back = f"/studies/{study_id}#series-{series_id}" if study_id is not None else "/studies"
+    return RedirectResponse(back, status_code=303)
 
 
 @router.post("/jobs/{job_id}/cancel")

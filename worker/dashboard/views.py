@@ -192,6 +192,7 @@ def study(
     study_id: int,
 ) -> Response:
     from worker.core.clinical_format import format_measurement
+    from worker.core.registry import all_specs
     from worker.dashboard.reports import findings_by_result
     from worker.dashboard.viewer import study_viewers, viewer_links
     from worker.export.report import load_study
@@ -216,6 +217,7 @@ def study(
             viewer_links=viewer_links(settings.viewer_url_template, found),
             measure=format_measurement,
             not_processed=not_processed_reason,
+            models=sorted(spec.name for spec in all_specs()),
         )
 
 

@@ -31,6 +31,7 @@ ACTIONS = (
     "redeliver",
     "redeliver_all",
     "echo",  # a C-ECHO to a destination, from the Failures page
+    "route",  # a series sent to a model by hand
 )
 DONE, REFUSED = "done", "refused"
 

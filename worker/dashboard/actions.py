@@ -356,7 +356,7 @@ def rerun(
     force: Annotated[bool, Form()] = False,
     confirmed: Annotated[bool, Form()] = False,
 ) -> Response:
-    """New jobs with the model's current version for the series it ran on (operations.rerun),
+    """New jobs with the model's current version for the series it ran on (reruns.rerun),
     once the operator has confirmed on a page that says how many series that is."""
     from worker.dashboard.views import SINCE
 

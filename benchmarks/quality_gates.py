@@ -6,9 +6,12 @@ Lung CT (both models): phantoms as the evaluation makes them (40 slices, 128-192
 ``make test-data`` put them), and altered phantoms: one lung replaced by soft tissue, the chest
 wall opened to the room air, the lungs replaced by soft tissue on one slice. Fetal brain (the
 U-Net): held-out phantom stacks, Colin27 (adult T1 from Debian's mricron-data, where
-installed), and altered stacks: blank, one slice lost.
+installed), and altered stacks: blank, one slice lost; with ``--atlas-bank`` also stacks
+synthesised from the atlases the weights were not trained on, and the same stacks cut through
+the brain by the field of view.
 
     python benchmarks/quality_gates.py [--lung N] [--brain N] [--data DIR] [--json OUT]
+        [--brain-weights PT] [--atlas-bank atlas.npz]
 """
 
 from __future__ import annotations
@@ -119,12 +122,53 @@ def _colin27(templates: Path) -> Iterator[tuple[str, str, Any, VolumeGeometry]]:
     yield "Colin27 (adult T1)", "T1 inverted", image.max() - image, g
 
 
-def brain_rows(n: int, templates: Path) -> list[Row]:
+def _atlas_stacks(bank_path: Path, n: int) -> Iterator[tuple[str, str, Any, VolumeGeometry]]:
+    """Stacks synthesised from the held-out atlases (ages the weights never saw), and the
+    same stacks cut through the brain by the field of view."""
+    import torch
+
+    from worker.models.fetal_brain.atlas import load_bank
+    from worker.models.fetal_brain.synth import BrainBank, SynthConfig, synthesise
+    from worker.models.fetal_brain.train_synth import VALIDATION_ATLASES
+
+    bank = load_bank(bank_path)
+    held_out = BrainBank(bank.select([a for a in VALIDATION_ATLASES if a in bank.names]), "cpu")
+    gen = torch.Generator().manual_seed(20_000)
+    for i in range(n):
+        ids = torch.tensor([i % len(held_out)])
+        batch = synthesise(held_out, gen, 1, SynthConfig(slices=(14, 24)), atlas_ids=ids)
+        image = (batch.images[0].numpy() * 255).astype(np.uint8)
+        brain = batch.brain[0].numpy() >= 0.5
+        pixel, spacing = float(batch.pixel_mm[0]), float(batch.slice_mm[0])
+        g = _geometry(image.shape[0], pixel, spacing)
+        yield "atlas-derived (held-out ages)", held_out.names[int(ids[0])][15:19], image, g
+        rows = np.nonzero(brain.any(axis=(0, 2)))[0]
+        if rows.size:
+            cut = image[:, (rows[0] + rows[-1]) // 2 :]
+            yield "altered: brain cut by the field of view", str(i), cut, g
+
+
+def _geometry(slices: int, pixel: float, spacing: float) -> VolumeGeometry:
+    positions = np.zeros((slices, 3))
+    positions[:, 2] = np.arange(slices) * spacing
+    return VolumeGeometry(
+        row_cosine=np.array([1.0, 0.0, 0.0]),
+        column_cosine=np.array([0.0, 1.0, 0.0]),
+        positions=positions,
+        pixel_spacing=(pixel, pixel),
+    )
+
+
+def brain_rows(
+    n: int, templates: Path, weights: Path | None = None, atlas_bank: Path | None = None
+) -> list[Row]:
     from worker.models._nn.predictor import UNetPredictor
     from worker.models.fetal_brain.serve import DEFAULT_BRAIN_WEIGHTS
 
-    predictor = UNetPredictor(DEFAULT_BRAIN_WEIGHTS, "cpu")
+    predictor = UNetPredictor(weights or DEFAULT_BRAIN_WEIGHTS, "cpu")
     inputs: list[tuple[str, str, Any, VolumeGeometry]] = []
+    if atlas_bank is not None:
+        inputs.extend(_atlas_stacks(atlas_bank, n))
     for seed in range(800000, 800000 + n):
         stack = make_fetal_brain_stack(seed)
         inputs.append(("phantom", str(seed), stack.image, _stack_geometry(stack)))
@@ -177,11 +221,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(default_data))
     parser.add_argument("--templates", type=Path, default=Path("/usr/share/mricron/templates"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--brain-weights", type=Path, help="default: the shipped checkpoint")
+    parser.add_argument(
+        "--atlas-bank", type=Path, help="label-map pack: adds stacks of the held-out atlases"
+    )
     args = parser.parse_args()
     print("lung CT (threshold | U-Net reasons):")
     lungs = lung_rows(args.lung, args.data if args.data.exists() else None)
     print("fetal brain:")
-    brains = brain_rows(args.brain, args.templates)
+    brains = brain_rows(args.brain, args.templates, args.brain_weights, args.atlas_bank)
     print("\n== lung CT gate", lung_gate.DEFAULT_THRESHOLDS.as_dict())
     print(summarise(lungs, list(lung_gate.Signals.__dataclass_fields__)))
     print("\n== fetal brain gate", brain_gate.DEFAULT_THRESHOLDS.as_dict())

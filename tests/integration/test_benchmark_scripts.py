@@ -126,3 +126,18 @@ def test_study_search_script_times_every_search() -> None:
     assert re.search(r"^patient ID\s+\d+\.\d ms\s+4 match\(es\)$", out, re.MULTILINE)
     assert re.search(r"^state unrouted\s+\d+\.\d ms\s+20 match\(es\)$", out, re.MULTILINE)
     assert len(re.findall(r" ms ", out)) == 9
+
+
+def test_models_script_times_every_model_end_to_end() -> None:
+    out = _run("models.py", "--device", "cpu", "--quick", "--rounds", "1", "--threads", "1")
+    rows = re.findall(
+        r"^\| (.+) \((\S+)\) \| \d+\.\d+ \| (\d+\.\d+) \| \d+\.\d \| (\d+)% \| (\d+\.\d+)x \| "
+        r"decode \d+ preprocess \d+ forward \d+ postprocess -?\d+ seg \d+ sr \d+ report -?\d+ "
+        r"rest -?\d+ \|$",
+        out,
+        re.MULTILINE,
+    )
+    models = [model for _, model, _, _, _ in rows]
+    assert models == ["lung-ct-unet", "fetal-brain-unet", "fetal-head-unet", "lung-cxr"], out
+    for _, _, seconds, share, ratio in rows:
+        assert float(seconds) > 0 and 0 < int(share) <= 100 and float(ratio) > 0

@@ -31,6 +31,16 @@ def gestational_age(days: float) -> str:
     return f"{whole // 7}w{whole % 7}d"
 
 
+def _centile(value: float) -> str:
+    if value < 1.0:
+        return "<1st"
+    if value > 99.0:
+        return ">99th"
+    whole = round(value)
+    suffix = "th" if 10 <= whole % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(whole % 10, "th")
+    return f"{whole}{suffix}"
+
+
 def _integer(value: float) -> str:
     return str(round(value))
 
@@ -51,8 +61,16 @@ def format_measurement(value: float, unit: str) -> Shown:
         return Shown(_one_decimal(value), "cm²")
     if unit in ("mL", "ml"):
         return Shown(_one_decimal(value), "mL")
-    if unit == "{pixels}":
+    if unit == "{pixels}":  # a length on an uncalibrated image
         return Shown(_one_decimal(value), "px")
+    if unit == "{pixels2}":  # an area on an uncalibrated image: pixels counted
+        return Shown(_integer(value), "px²")
+    if unit == "{z-score}":  # signed, as growth charts write it: +1.28
+        return Shown(f"{value:+.2f}", "")
+    if unit == "{centile}":  # as a chart reads: 12th, 3rd, <1st, >99th
+        return Shown(_centile(value), "centile")
+    if unit == "{index}":  # a ratio times 100, as the cephalic index is written: 78.3
+        return Shown(_one_decimal(value), "")
     if unit in ("{frame}", "{findings}", "{count}", "1"):
         return Shown(_integer(value), "")
     if unit.startswith("{") and unit.endswith("}"):  # another UCUM annotation: a count

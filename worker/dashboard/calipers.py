@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from worker.dashboard.drawing import outlined_text
 from worker.dashboard.palette import BGR, BPD_BGR, OFD_BGR
 
 Point = tuple[float, float]
@@ -71,12 +72,51 @@ def _caliper_line(
     cv2.line(canvas, start, end, colour, 1, cv2.LINE_AA)
     for x, y in (start, end):  # a caliper cross at each end
         cv2.drawMarker(canvas, (x, y), colour, cv2.MARKER_CROSS, 12, 2)
-    x, y = end
     (width, height), _ = cv2.getTextSize(label, _FONT, 0.5, 1)
-    x = min(max(x + 6, 2), canvas.shape[1] - width - 2)
-    y = min(max(y - 6, height + 2), canvas.shape[0] - 2)
-    cv2.putText(canvas, label, (x, y), _FONT, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(canvas, label, (x, y), _FONT, 0.5, colour, 1, cv2.LINE_AA)
+    x, y = label_origin(start, end, (width, height), canvas.shape[:2])
+    outlined_text(canvas, label, (x, y), 0.5, colour)
+
+
+CROSS_HALF = 7  # half the caliper cross (size 12, thickness 2), rounded up
+
+
+def _overlaps(box: tuple[int, int, int, int], point: tuple[int, int]) -> bool:
+    x0, y0, x1, y1 = box
+    px, py = point
+    return not (
+        x1 < px - CROSS_HALF or x0 > px + CROSS_HALF or y1 < py - CROSS_HALF or y0 > py + CROSS_HALF
+    )
+
+
+def label_origin(
+    start: tuple[int, int],
+    end: tuple[int, int],
+    size: tuple[int, int],
+    shape: tuple[int, ...],
+) -> tuple[int, int]:
+    """Where a caliper's label goes (its text origin, bottom left): beyond ``end`` along the
+    caliper, else beside it, in the image and clear of both caliper crosses."""
+    width, height = size
+    rows, columns = shape[0], shape[1]
+    dx, dy = end[0] - start[0], end[1] - start[1]
+    norm = max(1.0, math.hypot(dx, dy))
+    ux, uy = dx / norm, dy / norm
+    gap = CROSS_HALF + 4
+    candidates = []
+    for vx, vy in ((ux, uy), (-uy, ux), (uy, -ux), (-ux, -uy)):
+        # The box's centre far enough along (vx, vy) that its nearest side is ``gap`` away.
+        reach = gap + abs(vx) * width / 2 + abs(vy) * height / 2
+        cx, cy = end[0] + vx * reach, end[1] + vy * reach
+        candidates.append((round(cx - width / 2), round(cy + height / 2)))
+    clamped = []
+    for wanted_x, wanted_y in candidates:
+        x = min(max(wanted_x, 2), columns - width - 2)
+        y = min(max(wanted_y, height + 2), rows - 3)
+        box = (x, y - height, x + width, y + 2)
+        if not _overlaps(box, start) and not _overlaps(box, end):
+            return x, y
+        clamped.append((x, y))
+    return clamped[0]
 
 
 def draw_head_calipers(

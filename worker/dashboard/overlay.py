@@ -3,9 +3,11 @@ each segment's contour in its structure's colour, the fetal head's HC ellipse wi
 calipers, detection boxes, and R/L (A/P, H/F) markers at the middle of the edges, away from
 the corners where modalities burn in text.
 
-Nothing is written over the image but those: the legend and the measurements are HTML beside
-it on the study page (``overlay_view``), or, with ``legend=True``, a margin to the right of
-the image in the PNG itself.
+Nothing is written over the image but those (and a NOT FOR CLINICAL USE band where it
+applies); a band under the image names each drawing component with its validation status.
+The legend and the measurements are HTML beside it on the study page (``overlay_view``),
+or, with ``legend=True``, a margin to the right of the image in the PNG itself, wrapped so
+no value loses its unit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.core.clinical_format import format_measurement
 from worker.dashboard.calipers import draw_head_calipers, head_calipers
+from worker.dashboard.drawing import outlined_text
 from worker.dashboard.orientation import Edges, image_edges
 from worker.dashboard.overlay_source import (
     Box,
@@ -32,9 +35,10 @@ from worker.dashboard.overlay_source import (
     read_findings,
     read_header,
     read_seg,
+    read_statuses,
     source_image,
 )
-from worker.dashboard.palette import BGR, BOX_BGR, hex_colour, structure_colour
+from worker.dashboard.palette import BGR, BOX_BGR, hex_colour, structure_colour, structure_rank
 from worker.dashboard.windowing import Preset, presets_for
 
 logger = logging.getLogger(__name__)
@@ -86,11 +90,16 @@ def _segment_colour(number: int, segment: SegSegment) -> BGR:
 
 
 def _marker(canvas: npt.NDArray[np.uint8], text: str, where: str) -> None:
+    """A white letter on a dark halo (a darkened box under a black outline), so it reads on
+    a white film as on a black one, as viewers draw them."""
     (width, height), _ = cv2.getTextSize(text, _FONT, 0.6, 2)
     rows, columns = canvas.shape[:2]
-    x = {"left": 4, "right": columns - width - 4}.get(where, (columns - width) // 2)
-    y = {"top": height + 4, "bottom": rows - 6}.get(where, (rows + height) // 2)
-    cv2.putText(canvas, text, (x, y), _FONT, 0.6, (0, 0, 0), 4, cv2.LINE_AA)
+    x = {"left": 6, "right": columns - width - 6}.get(where, (columns - width) // 2)
+    y = {"top": height + 6, "bottom": rows - 8}.get(where, (rows + height) // 2)
+    y0, y1 = max(0, y - height - 4), min(rows, y + 5)
+    x0, x1 = max(0, x - 4), min(columns, x + width + 4)
+    canvas[y0:y1, x0:x1] = (canvas[y0:y1, x0:x1] * 0.2).astype(np.uint8)
+    cv2.putText(canvas, text, (x, y), _FONT, 0.6, (0, 0, 0), 5, cv2.LINE_AA)
     cv2.putText(canvas, text, (x, y), _FONT, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
 
 
@@ -103,11 +112,14 @@ def draw_overlay(
     boxes: list[Box] | None = None,
     edges: Edges | None = None,
     caution: str | None = None,
+    statuses: list[tuple[str, str]] | None = None,
 ) -> npt.NDArray[np.uint8]:
     """Scale ``image`` (BGR) to ``max_side`` and draw each mask's contour (a fetal head as
-    its HC ellipse with calipers), the detection boxes (source pixel coordinates) with label
-    and score, the orientation markers, and ``caution`` (NOT FOR CLINICAL USE ...) across the
-    image itself, so no copy of the picture loses it."""
+    its HC ellipse with calipers), the detection boxes (source pixel coordinates) with label,
+    score and, when the detector has a status of its own below validated-real, that status
+    (the box dashed), the orientation markers, ``caution`` (NOT FOR CLINICAL USE ...) across
+    the top, and ``statuses`` ((component, validation status) of what is drawn) in a band
+    under the image, so no copy of the picture loses them."""
     rows, columns = image.shape[:2]
     scale = max_side / max(rows, columns)
     size = (max(1, round(columns * scale)), max(1, round(rows * scale)))
@@ -122,18 +134,77 @@ def draw_overlay(
         big = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
         contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(canvas, contours, -1, colour, 2, cv2.LINE_AA)
-    for label, score, (x0, y0, x1, y1) in boxes or []:
-        top_left = (round(x0 * scale), round(y0 * scale))
-        cv2.rectangle(canvas, top_left, (round(x1 * scale), round(y1 * scale)), BOX_BGR, 2)
-        caption = f"{label} {score:.2f}"
-        origin = (top_left[0], max(12, top_left[1] - 4))
-        cv2.putText(canvas, caption, origin, _FONT, 0.45, BOX_BGR, 1, cv2.LINE_AA)
+    for found in boxes or []:
+        _box(canvas, found, scale)
     if edges is not None:
         for where in ("left", "right", "top", "bottom"):
             _marker(canvas, getattr(edges, where), where)
     if caution:
         _caution(canvas, caution)
+    if statuses:
+        canvas = np.vstack([canvas, _status_band(canvas.shape[1], statuses)])
     return canvas
+
+
+def _dashed_rectangle(
+    canvas: npt.NDArray[np.uint8], p0: tuple[int, int], p1: tuple[int, int], colour: BGR
+) -> None:
+    (x0, y0), (x1, y1) = p0, p1
+    for a, b in (
+        ((x0, y0), (x1, y0)),
+        ((x1, y0), (x1, y1)),
+        ((x1, y1), (x0, y1)),
+        ((x0, y1), (x0, y0)),
+    ):
+        length = max(abs(b[0] - a[0]), abs(b[1] - a[1]), 1)
+        for start in range(0, length, 12):
+            end = min(start + 6, length)
+            s = (a[0] + (b[0] - a[0]) * start // length, a[1] + (b[1] - a[1]) * start // length)
+            e = (a[0] + (b[0] - a[0]) * end // length, a[1] + (b[1] - a[1]) * end // length)
+            cv2.line(canvas, s, e, colour, 2)
+
+
+def _box(canvas: npt.NDArray[np.uint8], found: Box, scale: float) -> None:
+    """One detection box; its caption kept inside the image, whatever the box's place."""
+    x0, y0, x1, y1 = found.box
+    top_left = (round(x0 * scale), round(y0 * scale))
+    bottom_right = (round(x1 * scale), round(y1 * scale))
+    unproven = found.validation not in (None, "validated-real")
+    if unproven:
+        _dashed_rectangle(canvas, top_left, bottom_right, BOX_BGR)
+    else:
+        cv2.rectangle(canvas, top_left, bottom_right, BOX_BGR, 2)
+    caption = f"{found.label} {found.score:.2f}" + (f" ({found.validation})" if unproven else "")
+    rows, columns = canvas.shape[:2]
+    size = 0.45
+    (width, height), _ = cv2.getTextSize(caption, _FONT, size, 1)
+    while width > columns - 4 and size > 0.25:
+        size -= 0.05
+        (width, height), _ = cv2.getTextSize(caption, _FONT, size, 1)
+    x = min(max(2, top_left[0]), max(2, columns - width - 3))
+    y = top_left[1] - 4 if top_left[1] - 4 >= height + 2 else bottom_right[1] + height + 4
+    y = min(max(height + 2, y), rows - 3)
+    outlined_text(canvas, caption, (x, y), size, BOX_BGR)
+
+
+def _status_band(columns: int, statuses: list[tuple[str, str]]) -> npt.NDArray[np.uint8]:
+    """``component: status`` for each part of what is drawn, in a black band to go under
+    the image (red where the status is below validated-real): below it, not over it, so no
+    pixel of the image is hidden."""
+    parts = [(f"{name}: {status}", status) for name, status in statuses]
+    text = "  ".join(p for p, _ in parts)
+    size = 0.42
+    (width, height), _ = cv2.getTextSize(text, _FONT, size, 1)
+    while width > columns - 8 and size > 0.25:
+        size -= 0.03
+        (width, height), _ = cv2.getTextSize(text, _FONT, size, 1)
+    band = np.zeros((height + 10, columns, 3), np.uint8)
+    x = 4
+    for part, status in parts:
+        colour = (255, 255, 255) if status == "validated-real" else BOX_BGR
+        cv2.putText(band, part, (x, height + 4), _FONT, size, colour, 1, cv2.LINE_AA)
+        x += cv2.getTextSize(part + "  ", _FONT, size, 1)[0][0]
+    return band
 
 
 def _caution(canvas: npt.NDArray[np.uint8], text: str) -> None:
@@ -154,13 +225,29 @@ def add_legend(
 ) -> npt.NDArray[np.uint8]:
     """``canvas`` with a dark margin of ``LEGEND_WIDTH`` to its right holding ``lines``: the
     image itself is left as it was."""
-    height = max(canvas.shape[0], 18 * len(lines) + 12)
+    rows = [(part, colour) for text, colour in lines for part in wrap_legend(text)]
+    height = max(canvas.shape[0], 18 * len(rows) + 12)
     out = np.full((height, canvas.shape[1] + LEGEND_WIDTH, 3), 24, np.uint8)
     out[: canvas.shape[0], : canvas.shape[1]] = canvas
     x = canvas.shape[1] + 8
-    for n, (text, colour) in enumerate(lines):
-        cv2.putText(out, text[:44], (x, 20 + 18 * n), _FONT, 0.42, colour, 1, cv2.LINE_AA)
+    for n, (text, colour) in enumerate(rows):
+        cv2.putText(out, text, (x, 20 + 18 * n), _FONT, 0.42, colour, 1, cv2.LINE_AA)
     return out
+
+
+def wrap_legend(text: str, width: int = LEGEND_WIDTH - 16) -> list[str]:
+    """``text`` in lines that fit ``width`` pixels of the legend, broken between words
+    (a continuation indented), so no value loses its unit at the margin's edge."""
+    lines: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if current and cv2.getTextSize(candidate, _FONT, 0.42, 1)[0][0] > width:
+            lines.append(current)
+            candidate = f"  {word}"
+        current = candidate
+    lines.append(current)
+    return lines
 
 
 def _kind(source: JobSource) -> str:
@@ -178,11 +265,17 @@ def _preset(source: JobSource, window: str | None) -> Preset:
     return found
 
 
+def _in_order(seg: SegMasks) -> list[tuple[int, SegSegment]]:
+    """The segments in one order whatever the model: known structures as the palette lists
+    them (right lung before left, on CT as on a film), then the others by number."""
+    return sorted(
+        seg.segments.items(),
+        key=lambda item: (structure_rank(item[1].code, item[1].label), item[0]),
+    )
+
+
 def _legend(seg: SegMasks) -> list[LegendEntry]:
-    return [
-        LegendEntry(s.label, hex_colour(_segment_colour(n, s)))
-        for n, s in sorted(seg.segments.items())
-    ]
+    return [LegendEntry(s.label, hex_colour(_segment_colour(n, s))) for n, s in _in_order(seg)]
 
 
 def overlay_view(session_factory: sessionmaker[Session], job_id: int) -> OverlayView | None:
@@ -248,9 +341,10 @@ def render_job_overlay(
         boxes=boxes,
         edges=image_edges(header) if header is not None else None,
         caution=read_caution(source.report_path),
+        statuses=read_statuses(source.report_path),
     )
     if legend:
-        lines = [(s.label, _segment_colour(n, s)) for n, s in sorted(seg.segments.items())]
+        lines = [(s.label, _segment_colour(n, s)) for n, s in _in_order(seg)]
         lines += [
             (f"{label}: {format_measurement(v, u)}", (255, 255, 255))
             for label, v, u in source.measurements

@@ -15,6 +15,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -30,7 +31,16 @@ from worker.dashboard.windowing import Preset, apply_window
 logger = logging.getLogger(__name__)
 
 SourceKey = tuple[str, int | None]  # (SOP Instance UID, 1-based frame number or None)
-Box = tuple[str, float, tuple[float, float, float, float]]  # label, score, (x0, y0, x1, y1)
+
+
+class Box(NamedTuple):
+    """A detection box in source pixels (x0, y0, x1, y1), with the validation status of the
+    component that found it (None: the result's own)."""
+
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    validation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,10 +185,33 @@ def read_findings(report_path: Path | None) -> list[Box]:
         boxes: list[Box] = []
         for f in findings:
             x0, y0, x1, y1 = (float(v) for v in f["box_px"][:4])
-            boxes.append((str(f["label"]), float(f["score"]), (x0, y0, x1, y1)))
+            status = f.get("validation")
+            boxes.append(
+                Box(str(f["label"]), float(f["score"]), (x0, y0, x1, y1), status and str(status))
+            )
         return boxes
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         logger.warning("report %s: findings unreadable (%s)", report_path, exc)
+        return []
+
+
+def read_statuses(report_path: Path | None) -> list[tuple[str, str]]:
+    """What the image must say it was drawn by: (component, validation status) for the
+    model that drew the contours and each component of its own (the pneumonia detector),
+    from the job's report.json; none when it is missing or unreadable (the caution then
+    says so)."""
+    if report_path is None or not report_path.is_file():
+        return []
+    try:
+        report = json.loads(report_path.read_text())
+        model = str(report.get("model") or "model")
+        status = report.get("model_validation") or report.get("validation")
+        shown = [(model, str(status or "unknown"))]
+        components = report.get("components") or {}
+        shown += [(str(name), str(s)) for name, s in sorted(components.items())]
+        return shown
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        logger.warning("report %s: unreadable (%s)", report_path, exc)
         return []
 
 

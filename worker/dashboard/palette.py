@@ -53,6 +53,12 @@ def structure_colour(code: str | None, label: str, number: int) -> BGR:
     return OTHER_BGR[(number - 1) % len(OTHER_BGR)]
 
 
+def structure_rank(code: str | None, label: str) -> int:
+    """Where a segment goes in a legend: its place in STRUCTURES, after them when unknown."""
+    known = _BY_CODE.get(code or "") or _BY_NAME.get(label.strip().lower())
+    return STRUCTURES.index(known) if known is not None else len(STRUCTURES)
+
+
 def hex_colour(bgr: BGR) -> str:
     """``#rrggbb`` for HTML (our colours are BGR, as OpenCV draws them)."""
     b, g, r = bgr

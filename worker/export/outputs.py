@@ -38,7 +38,14 @@ RIGHT_LUNG = SegmentKind(
 
 
 FETAL_HEAD = SegmentKind("Fetal head", CodedConcept("69536005", "SCT", "Head"), (230, 180, 60))
-FETAL_BRAIN = SegmentKind("Fetal brain", CodedConcept("12738006", "SCT", "Brain"), (250, 250, 225))
+FETAL_BRAIN = SegmentKind(
+    "Fetal brain",
+    CodedConcept("12738006", "SCT", "Brain"),
+    (250, 250, 225),
+    # The convention of the atlas the model learnt from and of the usual manual brain masks:
+    # everything inside the skull, so the volume is the intracranial volume (docs/fetal-brain.md).
+    description="Intracranial: brain, ventricles, extra-axial CSF; no skull",
+)
 
 
 @dataclass

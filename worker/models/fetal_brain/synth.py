@@ -29,7 +29,9 @@ from worker.models.fetal_brain.atlas import DISTANCE_STEP_MM, LabelBank
 SKULL, SCALP, FLUID, BODY_A, BODY_B, LIMBS, WALL, PLACENTA = range(9, 17)
 MATERNAL = (17, 18, 19, 20)
 FAT = 21
-N_LABELS = 22
+MEMBRANE = 22  # thin walls: bowel, vessels, fascia, fetal organ boundaries
+ORGANS = (23, 24, 25)  # more maternal and fetal organ tissues
+N_LABELS = 26
 FLUID_LIKE = (2, 4, FLUID)  # ventricles, extra-axial CSF, amniotic fluid: bright on T2
 
 
@@ -176,6 +178,10 @@ def _intensities(gen: torch.Generator, stacks: int, t2_like: torch.Tensor) -> to
             (0.20, 0.80),
             (0.05, 0.90),
             (0.60, 1.00),  # 21 fat
+            (0.00, 0.60),  # 22 membranes, walls
+            (0.10, 0.90),  # 23-25 organs
+            (0.10, 0.90),
+            (0.10, 0.90),
         ],
         device=gen.device,
     )
@@ -295,9 +301,14 @@ def _fetal_labels(
     body_centre = body_dir * (45.0 * mean_scale + body_axes[:, 2] * 0.85)[:, None]
     body_rot = random_rotations(gen, s_count)
     in_body = _ellipsoid_radius(brain_mm * scale[:, None], body_centre, body_axes, body_rot) < 1
-    organs = _sample_field(_noise(gen, s_count, 1, 8), brain_mm, 120.0)[:, 0] > 0.3
+    parts = _sample_field(_noise(gen, s_count, 4, 12), brain_mm, 120.0)
+    body_kinds = torch.tensor((BODY_A, BODY_B, LIMBS, ORGANS[0]), device=dev)
+    top2 = parts.topk(2, dim=1).values
+    body_label = torch.where(
+        (top2[:, 0] - top2[:, 1]) < 0.06, MEMBRANE, body_kinds[parts.argmax(1)]
+    )
     other = torch.zeros_like(brain)
-    other = torch.where(in_body, torch.where(organs, BODY_B, BODY_A), other)
+    other = torch.where(in_body, body_label, other)
     other = torch.where(outside_mm < scalp_mm, SCALP, other)
     other = torch.where(outside_mm < skull_mm, SKULL, other)
     return brain, other
@@ -327,12 +338,24 @@ def _maternal_labels(gen: torch.Generator, points: _Stacks) -> torch.Tensor:
     upright = torch.eye(3, device=dev).expand(s_count, 3, 3)
     mother_r = _ellipsoid_radius(scanner, cavity_centre * 0.5, mother_axes, upright)
     fat_depth = _rand(gen, (s_count, 1), 0.03, 0.12)
-    kinds = torch.tensor(MATERNAL, device=dev)
+    kinds = torch.tensor((*MATERNAL, *ORGANS), device=dev)
     tissue = _sample_field(_noise(gen, s_count, len(MATERNAL), 9), scanner, 300.0)
     maternal = kinds[tissue.argmax(1)]
-    fine = _sample_field(_noise(gen, s_count, 2, 28), scanner, 300.0)
-    bowel = fine[:, 0] > _rand(gen, (s_count, 1), 0.8, 1.6)
-    maternal = torch.where(bowel, kinds[(fine[:, 1] > 0).long() * 2 + 1], maternal)
+    # Organs of every size with walls around them, and bowel-like loops: the structured
+    # anatomy a network must learn not to take for a brain.
+    grid = int(torch.randint(14, 40, (1,), generator=gen, device=dev))
+    organs = _sample_field(_noise(gen, s_count, len(kinds), grid), scanner, 300.0)
+    organ_kind = kinds[organs.argmax(1)]
+    top2 = organs.topk(2, dim=1).values
+    in_organs = _sample_field(_noise(gen, s_count, 1, 6), scanner, 300.0)[:, 0] > _rand(
+        gen, (s_count, 1), -0.8, 0.4
+    )
+    maternal = torch.where(in_organs, organ_kind, maternal)
+    walls = in_organs & ((top2[:, 0] - top2[:, 1]) < _rand(gen, (s_count, 1), 0.02, 0.12))
+    maternal = torch.where(walls, MEMBRANE, maternal)
+    fine = _sample_field(_noise(gen, s_count, 2, 48), scanner, 300.0)
+    loops = fine[:, 0].abs() < _rand(gen, (s_count, 1), 0.03, 0.15)
+    maternal = torch.where(loops & (fine[:, 1] > 0), kinds[-1], maternal)
     label = torch.where(mother_r < 1, maternal, torch.zeros_like(maternal))  # air outside
     label = torch.where((mother_r < 1) & (mother_r > 1 - fat_depth), FAT, label)
     label = torch.where(cavity_r < 1 + wall, WALL, label)

@@ -60,6 +60,8 @@ class SynthTrainConfig:
     validation_stacks: int = 24
     # Each synthesised batch serves ``reuse`` steps (flipped and transposed after the first).
     reuse: int = 1
+    # Share of each batch taken from phantom slices (``phantoms.py``), when a pool is given.
+    phantom_fraction: float = 0.0
     synth: SynthConfig = field(default_factory=SynthConfig)
     validation_synth: SynthConfig = field(default_factory=SynthConfig)
 
@@ -223,6 +225,66 @@ def _step(
     return float(loss.detach())
 
 
+class PhantomPool:
+    """Phantom slices (``phantoms.py``, at the network's 256 pixels) on the device, mixed
+    into training batches as random crops of the batch's size."""
+
+    def __init__(self, path: Path, device: str) -> None:
+        with np.load(path) as pack:
+            self.images = torch.from_numpy(pack["images"]).to(device)
+            self.masks = torch.from_numpy(pack["masks"]).to(device)
+
+    def mix(
+        self, x: torch.Tensor, y: torch.Tensor, fraction: float, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        count = round(len(x) * fraction)
+        if count == 0:
+            return x, y
+        rows, cols = x.shape[-2:]
+        dev = gen.device
+        idx = torch.randint(0, len(self.images), (count,), generator=gen, device=dev)
+        top = int(
+            torch.randint(0, self.images.shape[1] - rows + 1, (1,), generator=gen, device=dev)
+        )
+        left = int(
+            torch.randint(0, self.images.shape[2] - cols + 1, (1,), generator=gen, device=dev)
+        )
+        crop = (slice(None), slice(top, top + rows), slice(left, left + cols))
+        px = self.images[idx][crop].float()[:, None] / 255
+        py = self.masks[idx][crop].float()[:, None] / 255
+        return torch.cat([px, x[count:]]), torch.cat([py, y[count:]])
+
+
+class _Batches:
+    """Training batches: slices of fresh synthetic stacks (each set used ``reuse`` times,
+    flipped and transposed after the first), with phantom slices mixed in."""
+
+    def __init__(
+        self,
+        bank: BrainBank,
+        config: SynthTrainConfig,
+        gen: torch.Generator,
+        phantoms: PhantomPool | None,
+    ) -> None:
+        self.bank, self.config, self.gen, self.phantoms = bank, config, gen, phantoms
+        self.x = self.y = torch.empty(0)
+
+    def next(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        config, gen = self.config, self.gen
+        if step % config.reuse == 0:
+            batch = synthesise(self.bank, gen, config.stacks_per_step, config.synth)
+            self.x = batch.images.reshape(-1, 1, *batch.images.shape[2:])
+            self.y = batch.brain.reshape(-1, 1, *batch.brain.shape[2:])
+        else:
+            self.x = self.x.flip(-1).transpose(-1, -2)
+            self.y = self.y.flip(-1).transpose(-1, -2)
+        pick = torch.randperm(len(self.x), generator=gen, device=gen.device)[: config.batch_size]
+        x, y = self.x[pick], self.y[pick]
+        if self.phantoms is not None and config.phantom_fraction > 0:
+            x, y = self.phantoms.mix(x, y, config.phantom_fraction, gen)
+        return x, y
+
+
 class _Record:
     """Validation history and the best state so far (also saved beside ``out`` as
     ``NAME.best.pt``, so a long run can be looked at before it ends)."""
@@ -251,8 +313,12 @@ def train(
     *,
     real: list[RealStack] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    init: dict[str, torch.Tensor] | None = None,
+    phantoms: PhantomPool | None = None,
 ) -> dict[str, Any]:
-    """Train under ``config.max_seconds``; save the best checkpoint by held-out synthetic Dice."""
+    """Train under ``config.max_seconds``; save the best checkpoint by held-out synthetic Dice.
+    ``init``: start from these weights (a second stage); ``phantoms``: slices mixed into each
+    batch at ``config.phantom_fraction``."""
     torch.manual_seed(config.seed)
     started = time.time()
     held_out = [n for n in VALIDATION_ATLASES if n in bank.names]
@@ -262,10 +328,13 @@ def train(
     amp = device.startswith("cuda")
     validator = Validator(BrainBank(bank.select(held_out), device), config, real or [], amp)
     model = UNet(base=config.base, depth=config.depth).to(device)
+    if init is not None:
+        model.load_state_dict(init)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     torch.backends.cudnn.benchmark = True
     record = _Record(out, _model_config(config))
+    batches = _Batches(train_bank, config, gen, phantoms)
     steps = images_seen = 0
     losses: list[float] = []
     train_started = last_validation = time.time()
@@ -285,16 +354,10 @@ def train(
             break
         for group in optimiser.param_groups:
             group["lr"] = _lr_at(elapsed / config.max_seconds, config)
-        if steps % config.reuse == 0:
-            batch = synthesise(train_bank, gen, config.stacks_per_step, config.synth)
-            x = batch.images.reshape(-1, 1, *batch.images.shape[2:])
-            y = batch.brain.reshape(-1, 1, *batch.brain.shape[2:])
-        else:
-            x, y = x.flip(-1).transpose(-1, -2), y.flip(-1).transpose(-1, -2)
-        pick = torch.randperm(len(x), generator=gen, device=gen.device)[: config.batch_size]
-        losses.append(_step(model, optimiser, x[pick], y[pick], amp))
+        xb, yb = batches.next(steps)
+        losses.append(_step(model, optimiser, xb, yb, amp))
         steps += 1
-        images_seen += len(pick)
+        images_seen += len(xb)
         if steps % 100 == 0:
             logger.info("step %d, %d images, %.0f s", steps, images_seen, elapsed)
     model.load_state_dict(record.best_state)
@@ -373,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--t2-like", type=float, default=0.5, help="share of T2-like contrasts")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipe", choices=("gpu", "cpu"), default="gpu")
+    parser.add_argument("--init", type=Path, help="start from this checkpoint (a second stage)")
+    parser.add_argument("--phantoms", type=Path, help="phantom slices .npz (images, masks)")
+    parser.add_argument("--phantom-fraction", type=float, default=0.25)
+    parser.add_argument("--learning-rate", type=float, help="default: the recipe's")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -393,8 +460,18 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             synth=SynthConfig(t2_like_fraction=args.t2_like),
         )
+    if args.learning_rate:
+        config.learning_rate = args.learning_rate
+    init = None
+    if args.init:
+        init = checkpoint.load(args.init, "cpu")[0].state_dict()
+    pool = PhantomPool(args.phantoms, args.device) if args.phantoms else None
+    if pool is not None:
+        config.phantom_fraction = args.phantom_fraction
     real = load_real(args.real) if args.real else None
-    meta = train(load_bank(args.bank), args.out, config, args.device, real=real)
+    meta = train(
+        load_bank(args.bank), args.out, config, args.device, real=real, init=init, phantoms=pool
+    )
     logger.info("saved %s sha256 %s best %s", args.out, meta["sha256"], json.dumps(meta["best"]))
     return 0
 

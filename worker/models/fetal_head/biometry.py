@@ -17,6 +17,13 @@ import numpy.typing as npt
 #: Hadlock et al. 1984 (Radiology 152:497): GA(weeks) = 8.96 + 0.540 HC + 0.0003 HC^3, HC in cm.
 HADLOCK_HC_RANGE_MM = (50.0, 370.0)
 BPD_CONVENTION = "outer-to-outer"
+#: Cephalic index (BPD / OFD x 100) in utero: mean 78.3, and 1 SD either side (74-83) taken
+#: as the normal range; outside it the BPD may misdate the pregnancy and the HC is the better
+#: measure. Hadlock FP, Deter RL, Carpenter RJ, Park SK. Estimating fetal age: effect of head
+#: shape on BPD. AJR Am J Roentgenol 1981;137:83-85 (316 studies, 14-40 weeks).
+CEPHALIC_INDEX_MEAN = 78.3
+CEPHALIC_INDEX_NORMAL = (74.0, 83.0)
+CEPHALIC_INDEX_SOURCE = "Hadlock et al., AJR 1981;137:83 (mean 78.3, ±1 SD)"
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,18 @@ class Biometry:
     biparietal_diameter_mm: float
     occipitofrontal_diameter_mm: float
     gestational_age_days: float | None  # None outside Hadlock's range
+
+    @property
+    def cephalic_index(self) -> float:
+        """BPD / OFD x 100: the head's shape (dolichocephaly below the normal range,
+        brachycephaly above it)."""
+        return 100.0 * self.biparietal_diameter_mm / self.occipitofrontal_diameter_mm
+
+
+def cephalic_index_normal(index: float) -> bool:
+    """Whether ``index`` is within CEPHALIC_INDEX_NORMAL (Hadlock 1981)."""
+    lo, hi = CEPHALIC_INDEX_NORMAL
+    return lo <= index <= hi
 
 
 def ramanujan_perimeter(a: float, b: float) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from pydicom import Dataset
 
 from worker.core.errors import NothingFoundError
 from worker.core.registry import ModelSpec
@@ -29,7 +30,6 @@ from worker.export.outputs import (
     Segment,
 )
 from worker.models.fetal_head.card import CARD
-from worker.models.fetal_head.fan import MAX_OUTSIDE_FAN, imaged_region, outside_share
 from worker.pipeline.calibration import image_calibration
 from worker.pipeline.loading import LoadedSeries
 
@@ -105,7 +105,14 @@ class FetalHeadModel:
 
     def finish(self, series: LoadedSeries, raw: _Forwarded) -> ModelOutput:
         from worker.models._nn.predictor import full_size
-        from worker.models.fetal_head.biometry import BPD_CONVENTION, biometry
+        from worker.models.fetal_head.biometry import (
+            BPD_CONVENTION,
+            CEPHALIC_INDEX_NORMAL,
+            CEPHALIC_INDEX_SOURCE,
+            biometry,
+            cephalic_index_normal,
+        )
+        from worker.models.fetal_head.fan import MAX_OUTSIDE_FAN, imaged_region, outside_share
 
         calibration = image_calibration(series.datasets[0])
         spacing = (calibration.row_mm, calibration.column_mm) if calibration else (1.0, 1.0)
@@ -174,6 +181,26 @@ class FetalHeadModel:
                 segment=1,
             ),
         ]
+        shape: dict[str, object] | None = None
+        if calibration:  # a ratio of lengths: needs the pixels' true aspect, as the sizes do
+            lo, hi = CEPHALIC_INDEX_NORMAL
+            measurements.append(
+                MeasurementValue(
+                    "cephalic_index",
+                    f"Cephalic index (BPD/OFD x 100; normal {lo:.0f}-{hi:.0f})",
+                    b.cephalic_index,
+                    "{index}",
+                    segment=1,
+                )
+            )
+            shape = {
+                "value": round(b.cephalic_index, 1),
+                "normal_range": [lo, hi],
+                "within_normal_range": cephalic_index_normal(b.cephalic_index),
+                "source": CEPHALIC_INDEX_SOURCE,
+            }
+        if calibration and not review:
+            measurements += _growth(series.datasets[0], b.head_circumference_mm)
         if review:
             warnings.append("gestational age withheld: the quality gate flagged this result")
         elif calibration and b.gestational_age_days is not None:
@@ -201,8 +228,44 @@ class FetalHeadModel:
             extras={
                 "quality": chosen.signals.as_dict() if chosen.signals else None,
                 "mask_outside_fan": round(outside, 4),
+                "cephalic_index": shape,
             },
         )
+
+
+def _growth(ds: Dataset, hc_mm: float) -> list[MeasurementValue]:
+    """The GA by dates (Last Menstrual Date to the study date, when the file has both) and
+    the HC's z-score and centile for it in the INTERGROWTH-21st standard (14-40 weeks)."""
+    from worker.models.fetal_head.growth import ga_by_dates_days, standing
+
+    on = ds.get("StudyDate") or ds.get("ContentDate")
+    days = ga_by_dates_days(str(ds.get("LastMenstrualDate") or ""), str(on or ""))
+    if days is None:
+        return []
+    found = [
+        MeasurementValue(
+            "gestational_age_by_dates_days", "Gestational age by dates (LMP)", days, "d"
+        )
+    ]
+    where = standing("hc", hc_mm, days / 7.0)
+    if where is not None:
+        found += [
+            MeasurementValue(
+                "head_circumference_z",
+                "HC z-score (INTERGROWTH-21st)",
+                where.z,
+                "{z-score}",
+                segment=1,
+            ),
+            MeasurementValue(
+                "head_circumference_centile",
+                "HC centile (INTERGROWTH-21st)",
+                where.centile,
+                "{centile}",
+                segment=1,
+            ),
+        ]
+    return found
 
 
 def _sharpness(image: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]) -> float:

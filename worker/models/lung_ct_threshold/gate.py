@@ -33,6 +33,11 @@ from scipy import ndimage
 
 from worker.models._gate.profile import profile, profile_reasons, slice_areas
 from worker.models._gate.thresholds import Rounded, StoredThresholds
+from worker.models.lung_ct_threshold.volume_ops import (
+    bounding_box,
+    fill_holes_in_plane,
+    mean_index,
+)
 from worker.pipeline.loading import VolumeGeometry
 
 Mask = npt.NDArray[np.bool_]
@@ -82,20 +87,37 @@ def body_mask(hu: npt.NDArray[np.floating]) -> Mask:
     if count == 0:
         return dense
     largest = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-    filled: Mask = np.stack([ndimage.binary_fill_holes(s) for s in largest]).astype(bool)
-    return filled
+    return fill_holes_in_plane(largest)
 
 
-def _patient_x(mask: Mask, geometry: VolumeGeometry) -> npt.NDArray[np.float64]:
-    """Patient x (LPS: + is the patient's left) of each voxel of a mask."""
-    slices, rows, cols = np.nonzero(mask)
+def _mean_patient_x(mask: Mask, geometry: VolumeGeometry) -> float:
+    """Mean patient x (LPS: + is the patient's left) of the voxels of a non-empty mask, from
+    its projections: x is affine in the slice, row and column index."""
+    per_slice = mask.sum(axis=(1, 2), dtype=np.int64)
+    _, rows, cols = mean_index(mask)
     row_mm, col_mm = geometry.pixel_spacing
-    x: npt.NDArray[np.float64] = (
-        geometry.positions[slices, 0]
-        + geometry.row_cosine[0] * cols * col_mm
-        + geometry.column_cosine[0] * rows * row_mm
+    slice_x = float(per_slice @ geometry.positions[:, 0]) / float(per_slice.sum())
+    return (
+        slice_x
+        + float(geometry.row_cosine[0]) * cols * col_mm
+        + float(geometry.column_cosine[0]) * rows * row_mm
     )
-    return x
+
+
+def _share_beyond(mask: Mask, geometry: VolumeGeometry, midline: float, sign: float) -> float:
+    """Share of a mask's voxels whose patient x lies beyond ``midline`` (``sign`` +1: on the
+    patient's left), computed on the mask's bounding box."""
+    box = bounding_box(mask)
+    if box is None:
+        return 0.0
+    sub = mask[box]
+    row_mm, col_mm = geometry.pixel_spacing
+    slices = geometry.positions[box[0], 0]
+    rows = np.arange(box[1].start, box[1].stop) * (geometry.column_cosine[0] * row_mm)
+    cols = np.arange(box[2].start, box[2].stop) * (geometry.row_cosine[0] * col_mm)
+    x = slices[:, None, None] + cols[None, None, :] + rows[None, :, None]
+    beyond = sign * (x - midline) > 0
+    return float(np.count_nonzero(beyond & sub)) / float(np.count_nonzero(sub))
 
 
 def _volume_ml(mask: Mask, geometry: VolumeGeometry) -> float:
@@ -115,11 +137,11 @@ def signals(
     left: Mask, right: Mask, hu: npt.NDArray[np.floating], geometry: VolumeGeometry
 ) -> Signals:
     body = body_mask(hu)
-    midline = float(np.mean(_patient_x(body, geometry))) if body.any() else 0.0
-    shares = []
-    for mask, sign in ((left, 1.0), (right, -1.0)):
-        x = _patient_x(mask, geometry)
-        shares.append(float(np.mean(sign * (x - midline) > 0)) if x.size else 0.0)
+    midline = _mean_patient_x(body, geometry) if body.any() else 0.0
+    shares = [
+        _share_beyond(left, geometry, midline, 1.0),
+        _share_beyond(right, geometry, midline, -1.0),
+    ]
     left_ml, right_ml = _volume_ml(left, geometry), _volume_ml(right, geometry)
     lungs = left | right
     imaged_ml = float(geometry.voxel_volumes_ml().sum() * hu.shape[1] * hu.shape[2])

@@ -26,6 +26,13 @@ from worker.export.outputs import (
 )
 from worker.models.lung_ct_threshold import gate
 from worker.models.lung_ct_threshold.card import CARD
+from worker.models.lung_ct_threshold.volume_ops import (
+    IN_PLANE,
+    Box,
+    bounding_box,
+    close_and_fill_in_plane,
+    mean_index,
+)
 from worker.pipeline.loading import LoadedSeries, VolumeGeometry
 
 logger = logging.getLogger(__name__)
@@ -35,9 +42,8 @@ AIRWAY_MAX_AREA_MM2 = 600.0  # trachea / main bronchi cross sections are well be
 AIRWAY_MAX_OFFSET = 0.12  # ... and lie within this fraction of the body width of its centre
 MIN_LUNG_ML = 50.0
 MAX_SPLIT_EROSIONS = 12
+FILL_CLOSINGS = 2  # in-plane closings before the holes (vessels) are filled
 
-_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
-_IN_PLANE[1] = True
 _CHEST_WORDS = ("CHEST", "LUNG", "THORAX", "THX", "TORAX", "THORAC")
 
 Mask = npt.NDArray[np.bool_]
@@ -52,7 +58,7 @@ def accepts(tags: SeriesTags) -> bool:
 
 def _outside_air(air: Mask) -> Mask:
     """Air connected, within its slice, to the image border (room air, table gaps)."""
-    labels, _ = ndimage.label(air, structure=_IN_PLANE)
+    labels, _ = ndimage.label(air, structure=IN_PLANE)
     border = np.concatenate(
         [labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]], axis=1
     )
@@ -70,7 +76,7 @@ def _body_centre_and_width(body: Mask) -> tuple[float, float]:
 def _remove_airways(candidates: Mask, body: Mask, pixel_area_mm2: float) -> Mask:
     """Drop small, central in-plane components: trachea and main bronchi."""
     centre, width = _body_centre_and_width(body)
-    labels, count = ndimage.label(candidates, structure=_IN_PLANE)
+    labels, count = ndimage.label(candidates, structure=IN_PLANE)
     if count == 0:
         return candidates
     index = np.arange(1, count + 1)
@@ -95,7 +101,7 @@ def _split_two(mask: Mask) -> tuple[Mask, Mask] | None:
     """Separate touching lungs by eroding until two large parts appear, then regrow."""
     eroded = mask
     for _ in range(MAX_SPLIT_EROSIONS):
-        eroded = ndimage.binary_erosion(eroded, structure=_IN_PLANE)
+        eroded = ndimage.binary_erosion(eroded, structure=IN_PLANE)
         labels, order = _components_by_size(eroded)
         if len(order) >= 2:
             sizes = [int((labels == lab).sum()) for lab in order[:2]]
@@ -107,18 +113,12 @@ def _split_two(mask: Mask) -> tuple[Mask, Mask] | None:
     return None
 
 
-def _fill_slices(mask: Mask) -> Mask:
-    """Close small notches and fill holes (vessels) slice by slice."""
-    closed = ndimage.binary_closing(mask, structure=_IN_PLANE, iterations=2) | mask
-    return np.stack([ndimage.binary_fill_holes(s) for s in closed]).astype(bool)
-
-
-def _patient_x(mask: Mask, geometry: VolumeGeometry) -> float:
-    _, rows, cols = np.nonzero(mask)
+def _patient_x(mask: Mask, geometry: VolumeGeometry, box: Box) -> float:
+    """Patient x of the mask's mean row and column (the mask is ``box`` of the volume)."""
+    _, rows, cols = mean_index(mask)
+    rows, cols = rows + box[1].start, cols + box[2].start
     row_mm, col_mm = geometry.pixel_spacing
-    offset = (
-        geometry.row_cosine * cols.mean() * col_mm + geometry.column_cosine * rows.mean() * row_mm
-    )
+    offset = geometry.row_cosine * cols * col_mm + geometry.column_cosine * rows * row_mm
     return float(geometry.positions.mean(axis=0)[0] + offset[0])
 
 
@@ -134,9 +134,15 @@ def segment_lungs(hu: npt.NDArray[np.float32], geometry: VolumeGeometry) -> tupl
 
 def split_left_right(candidates: Mask, geometry: VolumeGeometry) -> tuple[Mask, Mask]:
     """(left, right) lungs from a mask of lung voxels: the two largest 3D components (split by
-    erosion when they touch), holes filled per slice, named from patient coordinates."""
-    voxel_ml = geometry.voxel_volumes_ml()
-    labels, order = _components_by_size(candidates)
+    erosion when they touch), holes filled per slice, named from patient coordinates.
+
+    All of it runs on the candidates' bounding box, with the margin the in-plane closing
+    needs (``volume_ops``): the masks are the ones the whole volume gives."""
+    box = bounding_box(candidates, margin=FILL_CLOSINGS + 1)
+    if box is None:
+        raise InputError("no lungs found: is this a chest CT with the lungs in view?")
+    voxel_ml = geometry.voxel_volumes_ml()[box[0]]
+    labels, order = _components_by_size(candidates[box])
     volumes = [float(((labels == lab).sum(axis=(1, 2)) * voxel_ml).sum()) for lab in order[:2]]
     if not volumes or volumes[0] < MIN_LUNG_ML:
         raise InputError("no lungs found: is this a chest CT with the lungs in view?")
@@ -147,12 +153,14 @@ def split_left_right(candidates: Mask, geometry: VolumeGeometry) -> tuple[Mask, 
         if split is None:
             raise InputError("lungs could not be separated into left and right")
         parts = split
-    first, second = (_fill_slices(p) for p in parts)
+    first, second = (close_and_fill_in_plane(p, FILL_CLOSINGS) for p in parts)
     overlap = first & second
     first, second = first & ~overlap, second & ~overlap
-    if _patient_x(first, geometry) > _patient_x(second, geometry):
-        return first, second
-    return second, first
+    if not _patient_x(first, geometry, box) > _patient_x(second, geometry, box):
+        first, second = second, first  # LPS: the left lung has the larger x
+    left, right = np.zeros(candidates.shape, bool), np.zeros(candidates.shape, bool)
+    left[box], right[box] = first, second
+    return left, right
 
 
 class LungCtThreshold:

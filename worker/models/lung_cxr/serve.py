@@ -226,7 +226,7 @@ def _areas(
         per_pixel = calibration.row_mm * calibration.column_mm / 100.0  # cm²
         suffix, unit = "cm2", "cm2"
     else:
-        per_pixel, suffix, unit = 1.0, "px", "{pixels}"
+        per_pixel, suffix, unit = 1.0, "px", "{pixels2}"  # square pixels: shown as px²
     r, lft = float(right.sum()) * per_pixel, float(left.sum()) * per_pixel
     return [
         MeasurementValue(f"lung_area_{suffix}", "Lung field area (both)", r + lft, unit, AREA),

@@ -136,3 +136,48 @@ def test_viewer_url_template() -> None:
             check_template(bad)
     with pytest.raises(ValidationError, match="MEDSEG_VIEWER_URL_TEMPLATE"):
         Settings(viewer_url_template="https://pacs/{patient_name}")
+
+
+@pytest.mark.parametrize("grey", [0, 128, 255])
+def test_orientation_markers_read_on_any_background(grey: int) -> None:
+    """Each letter is white on a dark halo: bright strokes and dark ones side by side, on a
+    white film as on a black one (issue 31: the letters vanished on a bright radiograph)."""
+    from worker.dashboard.orientation import Edges
+
+    image = np.full((300, 300, 3), grey, np.uint8)
+    canvas = draw_overlay(image, {}, {}, max_side=300, edges=Edges("R", "L", "A", "P"))
+    grey_canvas = cv2.cvtColor(canvas, cv2.COLOR_BGR2GRAY)
+    regions = {
+        "left": grey_canvas[135:165, 0:30],
+        "right": grey_canvas[135:165, 270:300],
+        "top": grey_canvas[0:30, 135:165],
+        "bottom": grey_canvas[270:300, 135:165],
+    }
+    for where, region in regions.items():
+        assert (region >= 240).sum() > 15, f"{where}: the letter's white strokes"
+        assert (region <= 60).sum() > 40, f"{where}: its dark halo"
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ((70, 100), (230, 100)),  # OFD across the middle
+        ((150, 50), (150, 150)),  # BPD upright
+        ((10, 100), (296, 100)),  # an end at the image's right edge
+        ((150, 190), (150, 3)),  # an end at its top edge
+        ((60, 160), (250, 20)),  # oblique
+    ],
+)
+def test_a_caliper_label_sits_off_its_crosses(start: tuple[int, int], end: tuple[int, int]) -> None:
+    """Issue 31: the OFD label sat on its caliper cross. It goes beyond the end, else beside
+    it: on the image and clear of both crosses."""
+    from worker.dashboard.calipers import CROSS_HALF, label_origin
+
+    (width, height), _ = cv2.getTextSize("OFD", cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    x, y = label_origin(start, end, (width, height), (200, 300, 3))
+    assert x >= 0 and x + width <= 300 and y - height >= 0 and y <= 200
+    for cx, cy in (start, end):
+        apart_x = x > cx + CROSS_HALF or x + width < cx - CROSS_HALF
+        apart_y = y - height > cy + CROSS_HALF or y + 2 < cy - CROSS_HALF
+        assert apart_x or apart_y, f"label at {(x, y)} on the cross at {(cx, cy)}"
+    assert math.dist((x + width / 2, y - height / 2), end) < 3 * width, "near its own end"

@@ -66,6 +66,7 @@ def test_show_and_the_results_table_write_measurements_as_clinicians_read_them(
             ("head_circumference_mm", "Head circumference", 330.04, "mm"),
             ("gestational_age_days", "Gestational age (Hadlock HC)", 264.29, "d"),
             ("measured_frame", "Measured frame number", 3.0, "{frame}"),
+            ("cephalic_index", "Cephalic index (BPD/OFD x 100; normal 74-83)", 78.34, "{index}"),
             ("max_slice_area_mm2", "Largest brain slice area", 1234.0, "mm2"),
         )
         job.results.append(
@@ -84,6 +85,7 @@ def test_show_and_the_results_table_write_measurements_as_clinicians_read_them(
     words = " ".join(text.split())
     assert "Gestational age (Hadlock HC) 37w5d" in words
     assert "Head circumference 330.0 mm" in words
+    assert "Cephalic index (BPD/OFD x 100; normal 74-83) 78.3" in words
     assert "Measured frame number 3" in words and "Largest brain slice area 12.3 cm²" in words
     assert "{frame}" not in text and " d\n" not in text and "mm2" not in text
     table = io.StringIO()
@@ -91,3 +93,4 @@ def test_show_and_the_results_table_write_measurements_as_clinicians_read_them(
     assert "gestational_age=37w5d" in table.getvalue()  # no "_days" beside weeks and days
     assert "max_slice_area=12.3 cm²" in table.getvalue() and "_mm2" not in table.getvalue()
     assert "measured_frame=3," in table.getvalue() and "{frame}" not in table.getvalue()
+    assert "cephalic_index=78.3," in table.getvalue() and "{index}" not in table.getvalue()

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from worker.models._nn import checkpoint
+from worker.models._nn.unet import UNet
 from worker.models.fetal_brain.atlas import (
     DISTANCE_STEP_MM,
     LabelBank,
@@ -21,7 +22,7 @@ from worker.models.fetal_brain.atlas import (
 )
 from worker.models.fetal_brain.data import stack_order
 from worker.models.fetal_brain.synth import BrainBank, SynthConfig, quantise, synthesise
-from worker.models.fetal_brain.train_synth import SynthTrainConfig, load_real, train
+from worker.models.fetal_brain.train_synth import PhantomPool, SynthTrainConfig, load_real, train
 
 VOXEL_MM = 2.0
 RADII_MM = (30.0, 24.0, 20.0)
@@ -143,8 +144,24 @@ def test_training_on_synthetic_stacks_saves_a_servable_checkpoint(
         s1__mask=np.zeros((3, 40, 40), bool),
         s1__spacing=np.array([1.0, 1.0, 3.0], np.float32),
     )
+    # Phantom slices to mix in, and a start from given weights (a second stage).
+    pool_path = tmp_path / "phantoms.npz"
+    rng = np.random.default_rng(1)
+    np.savez_compressed(
+        pool_path,
+        images=rng.integers(0, 255, (5, 40, 40), dtype=np.uint8),
+        masks=np.full((5, 40, 40), 255, np.uint8),
+    )
+    pool = PhantomPool(pool_path, "cpu")
+    mixed_x, mixed_y = pool.mix(
+        torch.zeros(8, 1, 32, 32), torch.zeros(8, 1, 32, 32), 0.25, torch.Generator()
+    )
+    assert float(mixed_y[:2].min()) == 1.0 and float(mixed_y[2:].max()) == 0.0
+    assert mixed_x.shape == (8, 1, 32, 32)
+    start = UNet(base=4, depth=2).state_dict()
     out = tmp_path / "brain.pt"
-    meta = train(bank, out, config, "cpu", real=load_real(real))
+    config.phantom_fraction = 0.25
+    meta = train(bank, out, config, "cpu", real=load_real(real), init=start, phantoms=pool)
     assert meta["steps"] >= 1 and meta["version"] == "2.0.0"
     assert meta["validated_on"].endswith("b")  # the last label map, held out
     assert "s1" in meta["best"]["real"]

@@ -8,6 +8,7 @@ import pytest
 from worker.models.fetal_head.biometry import (
     Ellipse,
     biometry,
+    cephalic_index_normal,
     ellipse_mask,
     fit_ellipse_mm,
     format_ga,
@@ -33,6 +34,18 @@ def test_bpd_ofd_are_the_axes_outer_to_outer() -> None:
     b = biometry(Ellipse(0, 0, a=50.0, b=40.0, angle_deg=0))
     assert b.occipitofrontal_diameter_mm == 100.0 and b.biparietal_diameter_mm == 80.0
     assert b.head_circumference_mm == pytest.approx(ramanujan_perimeter(50, 40))
+    assert b.cephalic_index == pytest.approx(80.0)
+
+
+def test_cephalic_index_normal_range_is_hadlocks() -> None:
+    """Hadlock et al. 1981 (AJR 137:83): mean 78.3; beyond 1 SD (<74, >83) the head's shape
+    may mislead the BPD."""
+    assert cephalic_index_normal(78.3) and cephalic_index_normal(74.0)
+    assert cephalic_index_normal(83.0)
+    assert not cephalic_index_normal(73.9) and not cephalic_index_normal(83.1)
+    dolicho = biometry(Ellipse(0, 0, a=60.0, b=40.0, angle_deg=0))
+    assert dolicho.cephalic_index == pytest.approx(66.7, abs=0.1)
+    assert not cephalic_index_normal(dolicho.cephalic_index)
 
 
 @pytest.mark.parametrize(

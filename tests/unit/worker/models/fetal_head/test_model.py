@@ -96,6 +96,11 @@ def test_calibrated_us_dicom_gives_mm_and_ga(model, tmp_path: Path) -> None:  # 
     assert values["biparietal_diameter_mm"] == pytest.approx(phantom.truth.bpd_mm, abs=3.0)
     assert values["occipitofrontal_diameter_mm"] == pytest.approx(phantom.truth.ofd_mm, abs=3.0)
     assert 70 < values["gestational_age_days"] < 300
+    truth_index = 100 * phantom.truth.bpd_mm / phantom.truth.ofd_mm
+    assert values["cephalic_index"] == pytest.approx(truth_index, abs=3.0)
+    shape = output.extras["cephalic_index"]
+    assert isinstance(shape, dict) and shape["normal_range"] == [74.0, 83.0]
+    assert shape["within_normal_range"] == (74.0 <= values["cephalic_index"] <= 83.0)
     assert output.warnings == []
 
 
@@ -124,6 +129,7 @@ def test_uncalibrated_us_gives_pixels_and_a_warning(model, tmp_path: Path) -> No
     keys = {m.key for m in output.measurements}
     assert "head_circumference_px" in keys and "head_circumference_mm" not in keys
     assert "gestational_age_days" not in keys
+    assert "cephalic_index" not in keys, "a ratio needs the pixels' true aspect"
     assert any("no calibration" in w for w in output.warnings)
 
 

@@ -1,0 +1,96 @@
+"""The fetal head on its growth chart: the INTERGROWTH-21st HC centile curves (3rd, 10th,
+50th, 90th, 97th) over 14-40 weeks with the measured HC at its GA by dates, drawn by
+matplotlib (headless, Agg) as PNG for the study page or PDF for a report.
+
+The curves come from worker.models.fetal_head.growth (the standard's equations, tested
+against its published tables); nothing is drawn without a GA by dates and an HC in mm.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from db.models import Job, Result
+from worker.models.fetal_head.growth import GA_RANGE_WEEKS, STANDARD, standing, value_at
+
+CENTILES = (3, 10, 50, 90, 97)
+HC_KEY = "head_circumference_mm"
+GA_KEY = "gestational_age_by_dates_days"
+
+
+@dataclass(frozen=True)
+class ChartPoint:
+    hc_mm: float
+    ga_days: float
+
+
+def centile_curves(
+    measure: str = "hc", step: float = 0.25
+) -> tuple[npt.NDArray[np.float64], dict[int, npt.NDArray[np.float64]]]:
+    """GA in weeks and, per centile, the measure (mm) along it."""
+    lo, hi = GA_RANGE_WEEKS
+    weeks = np.arange(lo, hi + step / 2, step)
+    curves = {
+        c: np.array([value_at(measure, float(w), NormalDist().inv_cdf(c / 100)) for w in weeks])
+        for c in CENTILES
+    }
+    return weeks, curves
+
+
+def job_point(session_factory: sessionmaker[Session], job_id: int) -> ChartPoint | None:
+    """The HC (mm) and the GA by dates of the job's latest result; None without either."""
+    with session_factory() as session:
+        job = session.get(
+            Job, job_id, options=[selectinload(Job.results).selectinload(Result.measurements)]
+        )
+        if job is None or not job.results:
+            return None
+        values = {m.key: m.value for m in job.results[-1].measurements}
+    if HC_KEY not in values or GA_KEY not in values:
+        return None
+    return ChartPoint(values[HC_KEY], values[GA_KEY])
+
+
+def hc_chart(point: ChartPoint, fmt: str = "png") -> bytes:
+    """The chart as ``fmt`` ("png" or "pdf") bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    weeks, curves = centile_curves()
+    figure = Figure(figsize=(6.4, 4.8), dpi=100)
+    axes = figure.add_subplot()
+    for centile, values in curves.items():
+        style = "-" if centile == 50 else "--" if centile in (10, 90) else ":"
+        axes.plot(weeks, values, style, color="0.3", linewidth=1.2)
+        axes.annotate(
+            f"{centile}th" if centile != 3 else "3rd",
+            (weeks[-1], values[-1]),
+            xytext=(3, 0),
+            textcoords="offset points",
+            fontsize=8,
+            va="center",
+        )
+    ga_weeks = point.ga_days / 7.0
+    where = standing("hc", point.hc_mm, ga_weeks)
+    label = f"HC {point.hc_mm:.1f} mm at {int(point.ga_days) // 7}w{int(point.ga_days) % 7}d"
+    if where is not None:
+        label += f" (z {where.z:+.2f})"
+    axes.plot([ga_weeks], [point.hc_mm], "o", color="#d00000", markersize=7, label=label)
+    axes.set_xlim(GA_RANGE_WEEKS[0], GA_RANGE_WEEKS[1] + 1.5)
+    axes.set_xlabel("gestational age by dates (weeks)")
+    axes.set_ylabel("head circumference (mm)")
+    axes.set_title(f"Head circumference: {STANDARD}", fontsize=9)
+    axes.grid(True, color="0.9")
+    axes.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    out = io.BytesIO()
+    figure.savefig(out, format=fmt)
+    return out.getvalue()

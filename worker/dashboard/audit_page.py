@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import AuditEvent, utcnow
@@ -44,8 +44,8 @@ def audit(
     if since and since not in SINCE:
         problems.append(f"unknown period {since!r}")
     with factory() as session:
-        actors = sorted(session.scalars(select(distinct(AuditEvent.actor))).all())
-        recorded = set(session.scalars(select(distinct(AuditEvent.action))).all())
+        actors = sorted(session.scalars(select(AuditEvent.actor).distinct()).all())
+        recorded = set(session.scalars(select(AuditEvent.action).distinct()).all())
     events = (
         []
         if problems

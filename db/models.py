@@ -150,6 +150,10 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     error: Mapped[str | None] = mapped_column(Text)
+    #: What caused the latest failure: ``input`` (the series as received: it fails again),
+    #: ``permanent`` (no such model, ...), ``retryable`` (attempts used up); None: none, or a
+    #: row older than this column.
+    error_kind: Mapped[str | None] = mapped_column(String(16))
     celery_task_id: Mapped[str | None] = mapped_column(String(64))
     # The Celery node running it (e.g. medseg@host): its restart gives the job back at once.
     worker: Mapped[str | None] = mapped_column(String(255), index=True)

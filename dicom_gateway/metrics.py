@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Delivery, Job
+from db.models import Delivery, Job, JobState, Result
 from worker.core.broker import QUEUES
 from worker.core.broker_probe import BrokerView
 
@@ -69,6 +69,11 @@ class _StateCollector:
             "Deliveries by state (failed: attempts used up, until sent again)",
             labels=["state"],
         )
+        backlog = GaugeMetricFamily(
+            "medseg_review_backlog",
+            "Flagged (needs_review) results no reviewer has decided: the review worklist "
+            "(medseg_jobs{state=needs_review} counts decided ones too)",
+        )
         up = 1.0
         try:
             with self._session_factory() as session:
@@ -77,11 +82,14 @@ class _StateCollector:
                         select(column, func.count()).group_by(column)
                     ):
                         family.add_metric([state.value], float(count))
+                backlog.add_metric([], float(_undecided(session)))
         except Exception as exc:  # a scrape must not fail because the DB is down
             logger.warning("metrics: database unavailable: %s", type(exc).__name__)
             up = 0.0
         yield jobs
         yield deliveries
+        if up:
+            yield backlog
         yield GaugeMetricFamily(
             "medseg_database_up", "1 when the gateway could read the database at scrape", up
         )
@@ -131,3 +139,13 @@ def serve_metrics(
     server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
     logger.info("metrics on http://%s:%d/metrics", host, port)
     return server
+
+
+def _undecided(session: Session) -> int:
+    """needs_review jobs whose result no reviewer has decided (the overview's count)."""
+    query = (
+        select(func.count(func.distinct(Job.id)))
+        .join(Result, Result.job_id == Job.id)
+        .where(Job.state == JobState.NEEDS_REVIEW, Result.review_decision.is_(None))
+    )
+    return int(session.scalar(query) or 0)

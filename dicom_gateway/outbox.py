@@ -4,7 +4,6 @@ loses nothing, it only delays them."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -21,7 +20,7 @@ logger = logging.getLogger(__name__)
 class Publisher(Protocol):
     """Sends one message; returns the broker's task id, raises when the broker is unreachable.
 
-    ``model`` names the job's model (None for deliveries): the publisher sets its time limits.
+    ``model`` names the job's model (None for deliveries).
     """
 
     def __call__(self, task: str, row_id: int, queue: str, model: str | None = None) -> str: ...
@@ -87,32 +86,30 @@ def dispatch_pending(
     return sent
 
 
-def celery_publisher(
-    app: object, time_limit: Callable[[str], int] | None = None, hard_margin_s: int = 60
-) -> Publisher:
+def task_display_name(task: str, model: str | None) -> str:
+    """``medseg.run_job[lung-ct-threshold]`` for a job, ``medseg.deliver`` for a delivery."""
+    return f"{task}[{model}]" if model else task
+
+
+def celery_publisher(app: object) -> Publisher:
     """A publisher sending through a Celery app, failing fast when the broker is down.
 
-    ``time_limit(model name)`` gives a job's soft time limit; the hard limit is
-    ``hard_margin_s`` later. Without it, the worker's defaults apply.
+    Messages carry no time limits: the worker applies each model's limit from its own
+    settings where the model runs (``worker.runtime.deadline``).
     """
     from celery import Celery
 
     assert isinstance(app, Celery)
 
     def publish(task: str, row_id: int, queue: str, model: str | None = None) -> str:
-        soft: int | None = None
-        hard: int | None = None
-        if model is not None and time_limit is not None:
-            soft = time_limit(model)
-            hard = soft + hard_margin_s
         result = app.send_task(
             task,
             args=[row_id],
             queue=queue,
+            # The name Flower and task events show: jobs by model, apart from deliveries.
+            shadow=task_display_name(task, model),
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5},
-            soft_time_limit=soft,
-            time_limit=hard,
         )
         return str(result.id)
 

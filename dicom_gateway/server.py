@@ -208,13 +208,9 @@ def start_gateway(
     held: Callable[[], set[str]] | None = None  # with a publisher given, no broker to ask
     if publish is None:
         from worker.core.broker import create_celery
-        from worker.core.timelimits import HARD_LIMIT_MARGIN_SECONDS, time_limit_seconds
 
-        publish = celery_publisher(
-            create_celery(settings),
-            partial(time_limit_seconds, settings=settings),
-            HARD_LIMIT_MARGIN_SECONDS,
-        )
+        # No time limits in the messages: the worker applies its own (worker.runtime.deadline).
+        publish = celery_publisher(create_celery(settings))
         held = _held_task_ids(settings)
     if not wait_for_free_port(settings.host, settings.port, STRAYS_TIMEOUT_SECONDS):
         raise PortInUseError(

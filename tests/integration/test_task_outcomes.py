@@ -8,6 +8,7 @@ per-stage timings of the job that ran.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -22,8 +23,9 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Job, JobState
+from dicom_gateway.outbox import celery_publisher
 from tests.support.factories import chest_series
-from tests.support.jobs import add_job, queue_test_job
+from tests.support.jobs import add_job, queue_test_job, set_job
 from tests.support.tools import scrape_metrics
 from worker.core.broker import TASK_RUN_JOB, create_celery
 from worker.core.settings import Settings
@@ -37,6 +39,8 @@ class Events:
     """Celery's events, received in a thread: Flower's view of the workers and tasks."""
 
     by_task: dict[str, list[str]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+    exceptions: dict[str, str] = field(default_factory=dict)
     types: set[str] = field(default_factory=set)
     receiver: Any = None
 
@@ -44,6 +48,10 @@ class Events:
         self.types.add(str(event.get("type", "")))
         if event.get("uuid"):
             self.by_task.setdefault(str(event["uuid"]), []).append(str(event["type"]))
+            if event.get("name"):
+                self.names[str(event["uuid"])] = str(event["name"])
+            if event.get("exception"):
+                self.exceptions[str(event["uuid"])] = str(event["exception"])
 
 
 @dataclass
@@ -78,6 +86,9 @@ def stack(
         "MEDSEG_BROKER_KEY_PREFIX": prefix,
         "MEDSEG_DEVICE": "cpu",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+        # Set on the worker alone: the tests publish without limits, as the gateway does.
+        "MEDSEG_MODEL_PLUGINS": json.dumps(["tests.plugins.sleepy"]),
+        "MEDSEG_MODEL_TIME_LIMITS": json.dumps({"sleep-test": 2}),
     }
     log = tmp_path / "worker.log"
     worker = start_medseg(
@@ -93,8 +104,9 @@ def stack(
         while not app.control.ping(timeout=1.0):
             assert time.monotonic() < deadline, log.read_text(errors="replace")
         threading.Thread(target=_listen, args=(app, events), daemon=True).start()
+        # No enable_events() (what Flower asks when it connects): the worker sends task events
+        # from its start (issue 32 item 2).
         while "worker-heartbeat" not in events.types:  # the receiver is listening
-            app.control.enable_events()  # what Flower asks of the workers it watches
             assert time.monotonic() < deadline, log.read_text(errors="replace")
             time.sleep(0.5)
         yield WorkerStack(app, settings, prefix, metrics_port, events, log)
@@ -104,14 +116,14 @@ def stack(
         stop(worker)
 
 
-def _outcome(stack: WorkerStack, job_id: int, timeout: float = 90.0) -> str:
+def _outcome(stack: WorkerStack, job_id: int, timeout: float = 90.0, model: str = "m") -> str:
     """Publish job ``job_id`` as the gateway does; the task's final event."""
-    task = stack.app.send_task(TASK_RUN_JOB, args=[job_id], queue="cpu")
+    task_id = celery_publisher(stack.app)(TASK_RUN_JOB, job_id, "cpu", model)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         final = [
             e
-            for e in stack.events.by_task.get(task.id, [])
+            for e in stack.events.by_task.get(task_id, [])
             if e in ("task-succeeded", "task-failed", "task-retried")
         ]
         if final:
@@ -127,7 +139,15 @@ def test_failed_job_is_a_failed_task_and_a_succeeded_one_a_success(
     bad = add_job(session_factory, "cpu")  # its model "m" is not registered: a permanent error
 
     assert _outcome(stack, bad) == "task-failed"
-    assert _outcome(stack, good) == "task-succeeded"
+    assert _outcome(stack, good, model="lung-ct-threshold") == "task-succeeded"
+    # Jobs are named by model in the events (Flower's Name column), apart from deliveries.
+    wanted, until = (
+        {"medseg.run_job[m]", "medseg.run_job[lung-ct-threshold]"},
+        time.monotonic() + 10,
+    )
+    while not wanted <= set(stack.events.names.values()) and time.monotonic() < until:
+        time.sleep(0.2)  # the task-received event may trail the final one
+    assert wanted <= set(stack.events.names.values()), stack.events.names
 
     with session_factory() as session:
         failed, succeeded = session.get_one(Job, bad), session.get_one(Job, good)
@@ -140,6 +160,25 @@ def test_failed_job_is_a_failed_task_and_a_succeeded_one_a_success(
     assert client.hlen(stack.prefix + "unacked") == 0
     log = stack.log.read_text(errors="replace")
     assert "JobFailedError" in log and "Traceback" not in log, "one line, no traceback"
+
+
+def test_a_time_limit_set_on_the_worker_alone_applies(
+    stack: WorkerStack, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """MEDSEG_MODEL_TIME_LIMITS on the worker only (issue 32 item 5): the gateway's message
+    carries no limit, the worker stops the model at 2 s and the error says where it was set."""
+    job_id = queue_test_job(session_factory, chest_series(tmp_path / "in", 2, slices=4))
+    set_job(session_factory, job_id, model_name="sleep-test")
+    started = time.monotonic()
+    assert _outcome(stack, job_id) == "task-failed"
+    assert time.monotonic() - started < 60  # not the plugin's 600 s, nor Celery's 1830 s
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+    assert job.state is JobState.QUEUED and job.attempts == 1
+    assert job.error is not None and job.error.startswith(
+        "time limit exceeded: the model ran past its limit of 2 s "
+        "(MEDSEG_MODEL_TIME_LIMITS[sleep-test], read on worker "
+    ), job.error
 
 
 def test_worker_metrics_have_each_stage_of_a_real_job(
@@ -181,3 +220,52 @@ def test_the_gateway_counts_the_live_workers_and_the_consumers_of_each_queue(
         assert samples[("medseg_queue_consumers", (("queue", "gpu"),))] == 0.0
     finally:
         stop(gateway)
+
+
+def test_the_tasks_of_a_killed_worker_are_closed_when_it_comes_back(
+    stack: WorkerStack, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Issue 32 item 2: a worker killed mid-job (SIGKILL, no goodbye) left its task STARTED in
+    Flower forever; when the node starts again it hands the job back and sends task-failed."""
+    import os
+    import signal
+
+    env = {
+        "MEDSEG_DATA_DIR": str(stack.settings.data_dir),
+        "MEDSEG_BROKER_URL": stack.settings.broker_url,
+        "MEDSEG_BROKER_KEY_PREFIX": stack.prefix,
+        "MEDSEG_DEVICE": "cpu",
+        "MEDSEG_MODEL_PLUGINS": json.dumps(["tests.plugins.sleepy"]),
+        "MEDSEG_MODEL_TIME_LIMITS": json.dumps({"sleep-test": 300}),
+    }
+    args = ["worker", "--queues", "gpu", "--concurrency", "1", "--name", "medseg-doomed@test"]
+    doomed = start_medseg(args, env, tmp_path / "doomed.log", new_session=True)
+    job_id = queue_test_job(session_factory, chest_series(tmp_path / "in", 3, slices=4))
+    set_job(session_factory, job_id, model_name="sleep-test", queue="gpu")
+    task_id = celery_publisher(stack.app)(TASK_RUN_JOB, job_id, "gpu", "sleep-test")
+    set_job(session_factory, job_id, celery_task_id=task_id)
+    deadline = time.monotonic() + 90
+    while True:  # the model is running (the job claimed, not only the task started)
+        with session_factory() as session:
+            if session.get_one(Job, job_id).state is JobState.RUNNING:
+                break
+        assert time.monotonic() < deadline, (tmp_path / "doomed.log").read_text()
+        time.sleep(0.2)
+    assert "task-started" in stack.events.by_task.get(task_id, [])
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait(30)
+    with session_factory() as session:
+        assert session.get_one(Job, job_id).state is JobState.RUNNING  # as it was left
+
+    again = start_medseg(args, env, tmp_path / "again.log", new_session=True)
+    try:
+        while "task-failed" not in stack.events.by_task.get(task_id, []):
+            assert time.monotonic() < deadline, (tmp_path / "again.log").read_text()
+            time.sleep(0.2)
+        assert "medseg-doomed@test died while running it" in stack.events.exceptions[task_id]
+        with session_factory() as session:
+            job = session.get_one(Job, job_id)
+            assert job.state is JobState.QUEUED and "restarted while running" in (job.error or "")
+    finally:
+        os.killpg(again.pid, signal.SIGTERM)
+        again.wait(30)

@@ -207,7 +207,12 @@ def test_compose_settings_are_real_settings_and_commands_parse(
 def test_prometheus_scrapes_the_gateway_metrics_port() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     port = _compose()["services"]["gateway"]["environment"]["MEDSEG_METRICS_PORT"]
-    targets = [t for job in config["scrape_configs"] for t in job["static_configs"][0]["targets"]]
+    targets = [
+        t
+        for job in config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for t in static["targets"]
+    ]
     assert f"gateway:{port}" in targets
     rules = yaml.safe_load((DEPLOY / "alerts.yml").read_text())
     exprs = " ".join(rule["expr"] for group in rules["groups"] for rule in group["rules"])

@@ -75,6 +75,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         user=args.user,
         action=args.action,
         job_ids=[args.job] if args.job is not None else None,
+        study_id=args.study,
         limit=args.limit,
     )
     for event in events:
@@ -87,7 +88,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _filtered(args: argparse.Namespace) -> bool:
-    return any(v is not None for v in (args.since, args.user, args.action, args.job))
+    return any(v is not None for v in (args.since, args.user, args.action, args.job, args.study))
 
 
 def add_audit_commands(sub: Any) -> None:
@@ -103,5 +104,8 @@ def add_audit_commands(sub: Any) -> None:
     audit.add_argument("--user", metavar="NAME", help="only this operator's actions")
     audit.add_argument("--action", choices=ACTIONS, help="only this action")
     audit.add_argument("--job", type=int, metavar="JOB_ID", help="only actions on this job")
+    audit.add_argument(
+        "--study", type=int, metavar="STUDY_ID", help="only actions on this study's jobs"
+    )
     audit.add_argument("--limit", type=int, default=200, help="rows, newest first (default 200)")
     audit.set_defaults(func=_cmd_audit)

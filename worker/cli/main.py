@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,7 +44,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         start_worker_metrics(metrics_port, get_settings().metrics_host)
     from worker.runtime.celery_app import app
 
-    argv = ["worker", "-Q", args.queues, "--loglevel", args.log_level, "-n", args.name]
+    # -E: task events from the start (also worker_send_task_events in worker.core.broker).
+    argv = ["worker", "-E", "-Q", args.queues, "--loglevel", args.log_level, "-n", args.name]
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
     app.worker_main(argv)
@@ -227,7 +229,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medseg", description=__doc__)
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level",
+        help="DEBUG, INFO, WARNING, ERROR (default: INFO for services, WARNING for the rest)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log the steps to stderr (INFO; -vv DEBUG)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("gateway", help="run the DICOM C-STORE/C-ECHO receiver").set_defaults(
@@ -305,14 +317,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that run as services: they log their work at INFO unless told otherwise. Every
+#: other command logs to stderr at WARNING (its answer is on stdout) unless -v or --log-level.
+SERVICES = frozenset({"gateway", "worker", "dashboard", "flower", "demo", "prestart"})
+#: The exit code of a command whose reader went away (``medseg status | head``), as a shell
+#: reports a process ended by SIGPIPE.
+EXIT_BROKEN_PIPE = 141
+
+
+def log_level(args: argparse.Namespace) -> str:
+    """--log-level if given, else -v (INFO) / -vv (DEBUG), else INFO for services and
+    WARNING for the rest."""
+    if args.log_level:
+        return str(args.log_level).upper()
+    if args.verbose:
+        return "DEBUG" if args.verbose > 1 else "INFO"
+    return "INFO" if args.command in SERVICES else "WARNING"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 the action failed or ``status`` found problems, 2 a usage
+    error, 3 not allowed (roles), 130 Ctrl-C, 141 the output's reader went away."""
     args = build_parser().parse_args(argv)
+    args.log_level = log_level(args)
     configure_logging(args.log_level)
-    args.log_level = args.log_level.upper()
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        # The reader (head, less) is gone: no message, and no second error when Python
+        # flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         result: int = args.func(args)
     except KeyboardInterrupt:  # Ctrl-C, e.g. to end `status --watch`
         return 130
+    except BrokenPipeError:
+        raise
     except Exception as exc:
         message = one_line(exc)
         if message is None:

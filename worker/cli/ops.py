@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from db.models import JobState, utcnow
 from worker.cli.audit import NOT_ALLOWED, add_user_option, operator, permitted
+from worker.ops.running import duration as _duration
 
 _SINCE = re.compile(r"^(\d+)([mhd])$")
+#: The workers a probe left in Redis are taken when this fresh (the gateway looks every 15 s).
+SHARED_MAX_AGE_S = 40.0
+#: How long ``status`` waits for the workers' replies when no probe left a view.
+ASK_TIMEOUT_S = 0.5
+#: ``medseg status`` exits with this when it prints PROBLEM lines.
+EXIT_PROBLEMS = 1
 
 
 def _since(text: str) -> datetime:
@@ -44,15 +53,54 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         delivery_failed=failed_delivery,
         limit=args.limit,
     )
-    print(f"{'job':>6} {'state':<12} {'model':<20} {'try':>5} {'created':<20} series / error")
+    from worker.cli.output import table
+    from worker.ops.running import runs
+
+    running = runs(jobs, _alive_workers()) if any(j.state is JobState.RUNNING for j in jobs) else {}
+    rows = []
     for job in jobs:
-        created = job.created_at.strftime("%Y-%m-%d %H:%M:%S")
-        tail = job.error or _delivery_failures(job) or job.series.series_instance_uid
-        print(
-            f"{job.id:>6} {job.state.value:<12} {job.model_name:<20} "
-            f"{job.attempts:>2}/{job.max_attempts:<2} {created:<20} {' '.join(tail.split())}"
+        run = running.get(job.id)
+        tail = (
+            f"on {run.label}"
+            if run is not None
+            else job.error or _delivery_failures(job) or job.series.series_instance_uid
         )
+        study = job.series.study
+        rows.append(
+            (
+                job.id,
+                job.state.value,
+                job.model_name,
+                f"{job.attempts}/{job.max_attempts}",
+                job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                study.patient_id or "-",
+                study.accession_number or "-",
+                job.series.modality or "-",
+                job.series.calling_ae or "-",
+                " ".join(tail.split()),
+            )
+        )
+    headers = ["job", "state", "model", "try", "created (UTC)", "patient ID", "accession"]
+    table([*headers, "mod", "calling AE", "worker / series / error"], rows)
     return 0
+
+
+def _alive_workers() -> list[str] | None:
+    """The workers answering the broker: those a gateway's or dashboard's probe found in the
+    last seconds, else asked now (a broadcast); None when the broker cannot be asked."""
+    import redis
+
+    from worker.core.broker import create_control_app
+    from worker.core.broker_probe import look
+    from worker.core.settings import get_settings
+
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=1)
+    app = _LazyControl(lambda: create_control_app(settings))
+    view = look(
+        client, app, settings.broker_key_prefix, ASK_TIMEOUT_S, shared_max_age_s=SHARED_MAX_AGE_S
+    )
+    return view.workers
 
 
 def _delivery_failures(job: Any) -> str:
@@ -84,12 +132,28 @@ def _cmd_retry(args: argparse.Namespace) -> int:
         print(f"medseg retry: {exc}", file=sys.stderr)
         return 1
     print(f"queued again: {', '.join(map(str, queued)) or 'nothing'}")
+    if args.failed:
+        from worker.ops.operations import count_bad_input
+
+        left = count_bad_input(_session_factory())
+        if left:
+            print(f"left: {left} job(s) failed on their input (they would fail again; name them)")
     return 0
 
 
 def _cmd_rerun(args: argparse.Namespace) -> int:
-    from worker.ops.operations import OperationError, rerun
+    from worker.ops.operations import OperationError
+    from worker.ops.reruns import rerun, rerun_plan
 
+    if args.dry_run:
+        try:
+            series = rerun_plan(_session_factory(), args.model, since=args.since, force=args.force)
+        except OperationError as exc:
+            print(f"medseg rerun: {exc}", file=sys.stderr)
+            return 1
+        listed = ", ".join(map(str, series)) or "-"
+        print(f"would queue {len(series)} job(s) (dry run, nothing queued); series: {listed}")
+        return 0
     if not permitted(args, "rerun"):
         return NOT_ALLOWED
     try:
@@ -127,19 +191,11 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _duration(seconds: float) -> str:
-    """ "42 s", "3 min 5 s", "2 h 10 min"."""
-    whole = max(0, round(seconds))
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60} s"
-    return f"{whole // 3600} h {whole % 3600 // 60} min"
-
-
-def _print_status(session_factory: Any) -> None:
+def _print_status(session_factory: Any) -> int:
+    """Print the status; the number of PROBLEM lines."""
     import redis
 
+    from worker.cli.output import line
     from worker.core.broker import create_control_app
     from worker.core.settings import get_settings
     from worker.ops.health import problems
@@ -147,57 +203,83 @@ def _print_status(session_factory: Any) -> None:
 
     settings = get_settings()
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=1)
-    app = create_control_app(settings)  # not the worker's app: no model registry to load
-    s = status(session_factory, client, app, settings.broker_key_prefix)
-    for problem in problems(s, None):
-        print(f"PROBLEM: {problem}")
-    depth = ", ".join(f"{q} {'?' if n is None else n}" for q, n in s.queue_depth.items())
-    print(f"queues: {depth}" + ("  (broker unreachable)" if None in s.queue_depth.values() else ""))
-    print(
-        "workers: "
-        + (
-            "unknown (broker unreachable)"
-            if s.workers is None
-            else (", ".join(s.workers) or "none alive")
-        )
+    app = _LazyControl(lambda: create_control_app(settings))
+    s = status(
+        session_factory,
+        client,
+        app,
+        settings.broker_key_prefix,
+        shared_max_age_s=SHARED_MAX_AGE_S,
+        ask_timeout_s=ASK_TIMEOUT_S,
     )
+    found = problems(s, None)
+    for problem in found:
+        line(f"PROBLEM: {problem}", "bold red")
+    depth = ", ".join(f"{q} {'?' if n is None else n}" for q, n in s.queue_depth.items())
+    down = None in s.queue_depth.values()
+    line(f"queues: {depth}" + ("  (broker unreachable)" if down else ""), "red" if down else "")
+    workers = (
+        "unknown (broker unreachable)"
+        if s.workers is None
+        else (", ".join(s.workers) or "none alive")
+    )
+    line(f"workers: {workers}", "" if s.workers else "red")
     oldest = "-" if s.oldest_waiting_s is None else _duration(s.oldest_waiting_s)
-    print(f"oldest waiting job: {oldest}   finished in the last hour: {s.finished_hour}")
+    line(f"oldest waiting job: {oldest}   finished in the last hour: {s.finished_hour}")
     for label, counts in (("last hour", s.by_state_hour), ("last day", s.by_state_day)):
-        print(
+        line(
             f"jobs {label}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
         )
     rate = "-" if s.failure_rate_day is None else f"{100 * s.failure_rate_day:.1f} %"
-    print(f"failure rate (last day): {rate}")
-    print(
+    line(f"failure rate (last day): {rate}")
+    line(
         f"deliveries failed: {s.deliveries_failed}"
         + (
             "  (medseg deliver; medseg deliver --failed sends them again)"
             if s.deliveries_failed
             else ""
-        )
+        ),
+        "yellow" if s.deliveries_failed else "",
     )
-    print(
+    line(
         f"awaiting review: {s.awaiting_review} needs_review job(s) undecided"
-        + ("  (medseg jobs --state needs_review; medseg review)" if s.awaiting_review else "")
+        + ("  (medseg review --pending)" if s.awaiting_review else ""),
+        "yellow" if s.awaiting_review else "",
     )
     skipped = sum(s.skipped_reasons_day.values())
-    print(f"not processed (last day): {skipped} series" + (" by reason:" if skipped else ""))
+    line(f"not processed (last day): {skipped} series" + (" by reason:" if skipped else ""))
     for reason, count in s.skipped_reasons_day.items():
-        print(f"  {count:5d}  {reason}")
+        line(f"  {count:5d}  {reason}")
+    return len(found)
+
+
+class _LazyControl:
+    """A Celery control app made only if the workers must be asked: when a probe's view is
+    fresh in Redis, ``status`` never imports Celery (part of answering within a second)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+
+    @functools.cached_property
+    def control(self) -> Any:
+        return self._make().control  # not the worker's app: no model registry to load
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 when all is well, ``EXIT_PROBLEMS`` when PROBLEM lines were printed; with
+    ``--watch``, refresh every SECONDS (the time the status took included) until Ctrl-C."""
     factory = _session_factory()
     while True:
+        started = time.monotonic()
         if args.watch:
             print("\033[2J\033[H", end="")
             now = utcnow().strftime("%Y-%m-%d %H:%M:%S")
             print(f"medseg status at {now} UTC (every {args.watch:g} s; Ctrl-C ends)")
-        _print_status(factory)
+        found = _print_status(factory)
         if not args.watch:
-            return 0
-        time.sleep(args.watch)
+            return EXIT_PROBLEMS if found else 0
+        sys.stdout.flush()
+        time.sleep(max(0.0, args.watch - (time.monotonic() - started)))
 
 
 def _cmd_cleanup(args: argparse.Namespace) -> int:
@@ -206,37 +288,6 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
     count, size = purge_inputs(_session_factory(), utcnow() - args.older_than, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {count} instance file(s), {size / 1e6:.1f} MB")
-    return 0
-
-
-def _cmd_review(args: argparse.Namespace) -> int:
-    from worker.core.settings import get_settings
-    from worker.ops.audit import Actor
-    from worker.ops.operations import OperationError
-    from worker.ops.review import Decision, decide
-
-    decisions: dict[str, Decision] = {"accept": "accepted", "reject": "rejected"}
-    if not permitted(args, args.decision, actor=Actor(args.by, "cli"), job_id=args.job_id):
-        return NOT_ALLOWED
-    try:
-        done = decide(
-            _session_factory(),
-            args.job_id,
-            decisions[args.decision],
-            by=args.by,
-            note=args.note,
-            force=args.force,
-            destinations=get_settings().destinations,
-            actor=Actor(args.by, "cli"),
-        )
-    except OperationError as exc:
-        print(f"medseg review: {exc}", file=sys.stderr)
-        return 1
-    print(f"job {done.job_id} {done.decision} by {args.by}")
-    if done.released:
-        print(f"queued for delivery to: {', '.join(done.released)}")
-    if done.withheld:
-        print(f"still withheld from: {', '.join(done.withheld)} (see medseg show)")
     return 0
 
 
@@ -263,7 +314,8 @@ def add_ops_commands(sub: Any) -> None:
     retry.add_argument(
         "--failed",
         action="store_true",
-        help="every failed or quarantined job (never a cancelled one)",
+        help="every failed or quarantined job, except those that failed on their input "
+        "(they would fail again) and cancelled ones",
     )
     add_user_option(retry)
     retry.set_defaults(func=_cmd_retry)
@@ -274,6 +326,9 @@ def add_ops_commands(sub: Any) -> None:
     rerun.add_argument("--model", required=True)
     rerun.add_argument("--since", type=_since, help="only series it ran on since, e.g. 7d")
     rerun.add_argument("--force", action="store_true", help="even when an identical job exists")
+    rerun.add_argument(
+        "--dry-run", action="store_true", help="say which series would get a job; queue nothing"
+    )
     add_user_option(rerun)
     rerun.set_defaults(func=_cmd_rerun)
 
@@ -283,18 +338,6 @@ def add_ops_commands(sub: Any) -> None:
     cleanup.add_argument("--older-than", type=_since, required=True, help="e.g. 7d")
     cleanup.add_argument("--dry-run", action="store_true")
     cleanup.set_defaults(func=_cmd_cleanup)
-
-    review = sub.add_parser(
-        "review", help="accept or reject a needs_review result (who, when, why are recorded)"
-    )
-    review.add_argument("job_id", type=int)
-    review.add_argument("decision", choices=["accept", "reject"])
-    review.add_argument(
-        "--by", required=True, metavar="NAME", help="who decides (also the audit trail's user)"
-    )
-    review.add_argument("--note", help="why (kept with the result)")
-    review.add_argument("--force", action="store_true", help="replace an earlier decision")
-    review.set_defaults(func=_cmd_review)
 
     cancel = sub.add_parser(
         "cancel",
@@ -306,3 +349,7 @@ def add_ops_commands(sub: Any) -> None:
     cancel.add_argument("job_ids", type=int, nargs="+", metavar="JOB_ID", help="job(s) to cancel")
     add_user_option(cancel)
     cancel.set_defaults(func=_cmd_cancel)
+
+    from worker.cli.decisions import add_decision_commands  # it imports this module
+
+    add_decision_commands(sub)

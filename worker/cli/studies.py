@@ -86,10 +86,13 @@ def add_studies_commands(sub: Any) -> None:
         "studies",
         help="find studies: by patient ID, accession, study date, modality, AE, state, model",
         description="Studies matching every option given, newest received first, with the "
-        "series no model accepted (or whose job skipped them) and why. Patient ID and "
-        "accession number match exactly. `medseg show STUDY_UID` shows one in full.",
+        "series no model accepted (or whose job skipped them) and why. Patient ID matches "
+        "as a prefix in any case, accession number exactly. `medseg show STUDY_UID` shows "
+        "one in full.",
     )
-    studies.add_argument("--patient-id", metavar="ID", help="Patient ID (0010,0020), exact")
+    studies.add_argument(
+        "--patient-id", metavar="ID", help="Patient ID (0010,0020): a prefix, any case"
+    )
     studies.add_argument("--accession", metavar="NUMBER", help="accession number, exact")
     studies.add_argument(
         "--since", type=_day, metavar="DATE", help="study date from (2026-11-01, or 7d back)"

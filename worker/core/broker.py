@@ -36,6 +36,7 @@ def create_celery(settings: Settings) -> Celery:
     from kombu import Queue
 
     from worker.core.timelimits import (
+        BACKSTOP_MARGIN_SECONDS,
         HARD_LIMIT_MARGIN_SECONDS,
         longest_time_limit_seconds,
         visibility_timeout_seconds,
@@ -48,10 +49,15 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,  # run_job is idempotent: a redelivered finished job is skipped
         task_reject_on_worker_lost=True,
         task_ignore_result=True,
-        # Jobs carry their model's limits in the message (see timelimits); these are the
-        # fallbacks for messages without them (deliveries).
-        task_soft_time_limit=settings.job_time_limit_seconds,
+        # A job's own limit is applied by the worker where the model runs
+        # (worker.runtime.deadline, from the worker's settings); these are backstops, for
+        # deliveries too. Messages carry no limits: the gateway's settings do not decide.
+        task_soft_time_limit=longest_time_limit_seconds(settings) + BACKSTOP_MARGIN_SECONDS,
         task_time_limit=longest_time_limit_seconds(settings) + HARD_LIMIT_MARGIN_SECONDS,
+        # Task events from the start (Flower turns them on only when it connects, so the
+        # first failures were missing). No task-sent events: they carry the task's own name,
+        # not the shadow name a job is published under (medseg.run_job[model]).
+        worker_send_task_events=True,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,

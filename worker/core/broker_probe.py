@@ -3,12 +3,15 @@ each queue.
 
 Asking the workers is a broadcast that waits for their replies (1 s) and, with Redis down,
 for kombu's reconnection attempts (seconds): it never runs on a request's path. The dashboard
-and the gateway's metrics read the latest view (``BrokerProbe.latest``); ``look`` asks once,
-for a command (``medseg status``) that wants the answer now.
+and the gateway's metrics read the latest view (``BrokerProbe.latest``). Each probe also
+leaves the workers it found in Redis (``VIEW_KEY``, expiring): ``medseg status`` reads them
+there when fresh (``look(..., shared_max_age_s=...)``) and asks the workers itself only when no
+probe runs, so it answers well within a second.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -21,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 5.0
 ASK_TIMEOUT_S = 1.0
+#: Where probes leave the workers they found (JSON, under the broker key prefix).
+VIEW_KEY = "medseg:broker-view"
 
 
 @dataclass(frozen=True)
@@ -62,16 +67,59 @@ def ask_workers(
     return sorted(replies), consumers
 
 
+def publish_view(
+    redis_client: Any, view: BrokerView, key_prefix: str = "", ttl_s: float = 30.0
+) -> None:
+    """Leave the workers ``view`` found in Redis for ``ttl_s``; nothing when it has none."""
+    if view.workers is None or view.consumers is None:
+        return
+    payload = {
+        "workers": view.workers,
+        "consumers": view.consumers,
+        "checked_at": view.checked_at.isoformat(),
+    }
+    try:
+        redis_client.set(key_prefix + VIEW_KEY, json.dumps(payload), px=int(ttl_s * 1000))
+    except Exception:  # broker down: the next look tries again
+        logger.debug("could not leave the broker view in Redis", exc_info=True)
+
+
+def shared_view(
+    redis_client: Any, key_prefix: str = "", max_age_s: float = 20.0
+) -> tuple[list[str], dict[str, list[str]], datetime] | None:
+    """The workers a probe found less than ``max_age_s`` ago (workers, consumers, when)."""
+    try:
+        raw = redis_client.get(key_prefix + VIEW_KEY)
+        if raw is None:
+            return None
+        payload = json.loads(raw)
+        checked_at = datetime.fromisoformat(payload["checked_at"])
+        workers = [str(w) for w in payload["workers"]]
+        consumers = {str(q): [str(w) for w in ws] for q, ws in payload["consumers"].items()}
+    except Exception:  # unreadable or absent: ask the workers instead
+        return None
+    if (datetime.now(UTC) - checked_at).total_seconds() > max_age_s:
+        return None
+    return workers, consumers, checked_at
+
+
 def look(
     redis_client: Any,
     celery_app: Any | None,
     key_prefix: str = "",
     timeout_s: float = ASK_TIMEOUT_S,
+    *,
+    shared_max_age_s: float | None = None,
 ) -> BrokerView:
-    """Queue depths, then the workers; the workers are not asked when the broker is down."""
+    """Queue depths, then the workers; the workers are not asked when the broker is down.
+    ``shared_max_age_s``: take the workers a probe left in Redis when that fresh."""
     depth = queue_depths(redis_client, key_prefix)
     if any(value is None for value in depth.values()):
         return BrokerView(depth, None, None)
+    if shared_max_age_s is not None:
+        shared = shared_view(redis_client, key_prefix, shared_max_age_s)
+        if shared is not None:
+            return BrokerView(depth, shared[0], shared[1], shared[2])
     workers, consumers = ask_workers(celery_app, timeout_s)
     return BrokerView(depth, workers, consumers)
 
@@ -124,4 +172,6 @@ class BrokerProbe:
                     self._view = view
                     self.looks += 1
                 self._first.set()
+                redis_client, _, key_prefix = self._args
+                publish_view(redis_client, view, key_prefix, ttl_s=3 * self._interval_s)
             self._stop.wait(self._interval_s)

@@ -96,7 +96,7 @@ def _discover() -> tuple[ModelSpec, ...]:
         specs.append(spec)
     names = [s.name for s in specs]
     if len(names) != len(set(names)):
-        raise RuntimeError(f"duplicate model names in worker.models: {names}")
+        raise RuntimeError(f"duplicate model names in worker.models: {', '.join(names)}")
     return tuple(specs)
 
 
@@ -108,4 +108,5 @@ def get_spec(name: str) -> ModelSpec:
     for spec in _discover():
         if spec.name == name:
             return spec
-    raise KeyError(f"no model named {name!r}; known: {[s.name for s in _discover()]}")
+    known = ", ".join(s.name for s in _discover())
+    raise KeyError(f"no model named {name}; known: {known}")

@@ -213,7 +213,8 @@ class Settings(BaseSettings):
     model_time_limits: dict[str, int] = Field(
         default_factory=dict,
         description='Per-model time limits in seconds, as JSON ({"fetal-head-unet": 120}); '
-        "a model not named here uses its own default, else JOB_TIME_LIMIT_SECONDS.",
+        "a model not named here uses its own default, else JOB_TIME_LIMIT_SECONDS. Read by "
+        "the worker, where the model runs.",
     )
     retention_days: float | None = Field(
         default=None,

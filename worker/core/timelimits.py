@@ -1,29 +1,51 @@
 """How long a job may run: per model, with the broker's redelivery timeout above the longest.
 
 A model's limit is, in order: ``MEDSEG_MODEL_TIME_LIMITS[name]``, the model's own
-``ModelSpec.time_limit_seconds``, ``MEDSEG_JOB_TIME_LIMIT_SECONDS``. At the soft limit the job
-raises inside the model (recorded, retried with backoff, quarantined after its attempts); at the
-hard limit, ``HARD_LIMIT_MARGIN_SECONDS`` later, Celery kills the worker process.
+``ModelSpec.time_limit_seconds``, ``MEDSEG_JOB_TIME_LIMIT_SECONDS``, all read where the model
+runs: the worker (``worker.runtime.deadline``). At the limit the job raises inside the model
+(recorded, retried with backoff, quarantined after its attempts). Celery's own limits are the
+backstops: its soft limit ``BACKSTOP_MARGIN_SECONDS`` after the longest model limit, its hard
+limit (the worker process killed) ``HARD_LIMIT_MARGIN_SECONDS`` after it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from worker.core.registry import all_specs, get_spec
 from worker.core.settings import Settings
 
 HARD_LIMIT_MARGIN_SECONDS = 60
+BACKSTOP_MARGIN_SECONDS = 30
 VISIBILITY_MARGIN_SECONDS = 600
 
 
-def time_limit_seconds(model_name: str, settings: Settings) -> int:
-    """Soft time limit of a job of ``model_name``."""
+@dataclass(frozen=True)
+class TimeLimit:
+    """A job's limit and where it was set, for the error an operator reads."""
+
+    seconds: int
+    source: str
+
+
+def resolve_time_limit(model_name: str, settings: Settings) -> TimeLimit:
+    """The limit of a job of ``model_name`` and the setting it comes from."""
     if model_name in settings.model_time_limits:
-        return settings.model_time_limits[model_name]
+        return TimeLimit(
+            settings.model_time_limits[model_name], f"MEDSEG_MODEL_TIME_LIMITS[{model_name}]"
+        )
     try:
         own = get_spec(model_name).time_limit_seconds
     except KeyError:
         own = None
-    return own if own is not None else settings.job_time_limit_seconds
+    if own is not None:
+        return TimeLimit(own, "the model's own default (not in MEDSEG_MODEL_TIME_LIMITS)")
+    return TimeLimit(settings.job_time_limit_seconds, "MEDSEG_JOB_TIME_LIMIT_SECONDS")
+
+
+def time_limit_seconds(model_name: str, settings: Settings) -> int:
+    """Soft time limit of a job of ``model_name``."""
+    return resolve_time_limit(model_name, settings).seconds
 
 
 def longest_time_limit_seconds(settings: Settings) -> int:

@@ -14,18 +14,21 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import utcnow
+from db.models import Series, utcnow
 from worker.core.settings import Settings
 from worker.dashboard import deps
 from worker.dashboard.auth import ACCOUNT, BOOTSTRAP, check_user, csrf_ok, log_in, log_out
 from worker.dashboard.throttle import LoginThrottle
-from worker.ops import deliveries, operations, people
+from worker.ops import deliveries, operations, people, reruns
 from worker.ops.audit import Actor
 from worker.ops.people import Person
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
+
+#: How long the Failures page's "Test destination" waits for the node's answer.
+ECHO_TIMEOUT_S = 5.0
 
 User = Annotated[Person, Depends(deps.require_person)]
 Factory = Annotated[sessionmaker[Session], Depends(deps.session_factory)]
@@ -181,7 +184,13 @@ def retry_all(request: Request, user: User, factory: Factory, csrf: Csrf) -> Res
     _check_csrf(request, csrf)
     _allow(request, user, "retry_all")
     queued = operations.retry(factory, None, actor=_actor(user))
-    request.session["flash"] = f"{len(queued)} job(s) queued again"
+    left = operations.count_bad_input(factory)
+    request.session["flash"] = f"{len(queued)} job(s) queued again" + (
+        f"; {left} left: they failed on their input and would fail again (retry one by one "
+        "if the cause is fixed)"
+        if left
+        else ""
+    )
     logger.info("dashboard: %s retried %d job(s)", user.name, len(queued))
     return RedirectResponse("/failures", status_code=303)
 
@@ -232,6 +241,86 @@ def retry_deliveries(
     return RedirectResponse("/failures", status_code=303)
 
 
+@router.post("/destinations/{name}/echo")
+def echo_destination(
+    request: Request,
+    *,
+    user: User,
+    factory: Factory,
+    settings: Annotated[Settings, Depends(deps.settings)],
+    name: str,
+    csrf: Csrf,
+) -> Response:
+    """C-ECHO a configured destination (is it there before sending again?); recorded."""
+    from worker.ops.audit import record
+
+    _check_csrf(request, csrf)
+    _allow(request, user, "echo")
+    destination = next((d for d in settings.destinations if d.name == name), None)
+    if destination is None:
+        request.session["flash"] = f"no destination named {name} is configured"
+        return RedirectResponse("/failures#deliveries", status_code=303)
+    node = f"{destination.ae_title}@{destination.host}:{destination.port}"
+    try:
+        from worker.delivery.echo import echo
+
+        status = echo(
+            destination.host,
+            destination.port,
+            destination.ae_title,
+            destination.calling_ae,
+            timeout=ECHO_TIMEOUT_S,
+        )
+    except ImportError:
+        outcome = "C-ECHO needs pynetdicom (install the gateway or worker extra)"
+    except (ConnectionError, OSError) as exc:
+        outcome = f"{name} ({node}) did not answer C-ECHO: {exc}"
+    else:
+        verdict = "answered" if status == 0 else "refused"
+        outcome = f"{name} ({node}) {verdict} C-ECHO: status 0x{status:04X}"
+    with factory.begin() as session:
+        record(session, _actor(user), "echo", detail=outcome)
+    request.session["flash"] = outcome
+    logger.info("dashboard: %s echoed destination %s", user.name, name)
+    return RedirectResponse(f"/failures#destination-{name}", status_code=303)
+
+
+@router.post("/series/{series_id}/route")
+def route_series(
+    request: Request,
+    *,
+    user: User,
+    factory: Factory,
+    settings: Annotated[Settings, Depends(deps.settings)],
+    series_id: int,
+    model: Annotated[str, Form()],
+    csrf: Csrf,
+) -> Response:
+    """Send a series to the chosen model by hand (worker.ops.manual_route); audited."""
+    from worker.ops.manual_route import route_by_hand
+
+    _check_csrf(request, csrf)
+    _allow(request, user, "route")
+    with factory() as session:
+        series = session.get(Series, series_id)
+        study_id = series.study_id if series is not None else None
+    try:
+        job_id = route_by_hand(
+            factory,
+            series_id,
+            model,
+            max_attempts=settings.job_max_attempts,
+            actor=_actor(user),
+        )
+    except operations.OperationError as exc:
+        request.session["flash"] = f"not sent: {exc}"
+    else:
+        request.session["flash"] = f"series {series_id} sent to {model}: job {job_id} queued"
+        logger.info("dashboard: %s sent series %s to %s", user.name, series_id, model)
+    back = f"/studies/{study_id}#series-{series_id}" if study_id is not None else "/studies"
+    return RedirectResponse(back, status_code=303)
+
+
 @router.post("/jobs/{job_id}/cancel")
 def cancel(
     request: Request,
@@ -267,7 +356,7 @@ def rerun(
     force: Annotated[bool, Form()] = False,
     confirmed: Annotated[bool, Form()] = False,
 ) -> Response:
-    """New jobs with the model's current version for the series it ran on (operations.rerun),
+    """New jobs with the model's current version for the series it ran on (reruns.rerun),
     once the operator has confirmed on a page that says how many series that is."""
     from worker.dashboard.views import SINCE
 
@@ -279,7 +368,7 @@ def rerun(
         request.session["flash"] = "not rerun: choose a model"
         return RedirectResponse("/jobs", status_code=303)
     if not confirmed:
-        scope = operations.rerun_scope(factory, model, utcnow() - SINCE[since] if since else None)
+        scope = reruns.rerun_scope(factory, model, utcnow() - SINCE[since] if since else None)
         return deps.page(
             request,
             "rerun_confirm.html",
@@ -290,7 +379,7 @@ def rerun(
             csrf=csrf,
         )
     try:
-        created = operations.rerun(
+        created = reruns.rerun(
             factory,
             model,
             since=utcnow() - SINCE[since] if since else None,

@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Job, JobState, utcnow
+from db.models import Delivery, Job, JobState, utcnow
 from worker.core.broker_probe import BrokerView
 from worker.core.settings import Settings
 from worker.dashboard import deps
-from worker.ops import deliveries, operations
+from worker.ops import deliveries, operations, running
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ def jobs(
         "jobs.html",
         status_code=400 if problems else 200,
         jobs=rows,
+        runs=_runs(request, rows),
         problems=problems,
         states=FILTER_STATES,
         delivery_failed={j.id for j in rows if deliveries.has_failed_delivery(j)},
@@ -132,6 +133,15 @@ def jobs(
         periods=list(SINCE),
         selected={"state": state, "model": model, "since": since},
     )
+
+
+def _runs(request: Request, rows: list[Job]) -> dict[int, running.Run]:
+    """The running jobs' worker and time, flagged when the broker's latest view (never asked
+    on the request) does not list their worker."""
+    if not any(j.state is JobState.RUNNING for j in rows):
+        return {}
+    broker = request.app.state.broker_probe.latest(wait_s=FIRST_LOOK_WAIT_S) or UNKNOWN_BROKER
+    return running.runs(rows, broker.workers)
 
 
 @router.get("/jobs/{job_id}")
@@ -182,6 +192,7 @@ def study(
     study_id: int,
 ) -> Response:
     from worker.core.clinical_format import format_measurement
+    from worker.core.registry import all_specs
     from worker.dashboard.reports import findings_by_result
     from worker.dashboard.viewer import study_viewers, viewer_links
     from worker.export.report import load_study
@@ -200,20 +211,45 @@ def study(
             study=found,
             findings=findings_by_result(results),
             delivery_failed={j.id for j in jobs if deliveries.has_failed_delivery(j)},
+            runs=_runs(request, jobs),
             job_history=job_histories(session, [j.id for j in jobs]),
             viewers=study_viewers(factory, jobs),
             viewer_links=viewer_links(settings.viewer_url_template, found),
             measure=format_measurement,
             not_processed=not_processed_reason,
+            models=sorted(spec.name for spec in all_specs()),
         )
 
 
+@router.get("/review")
+def review_worklist(request: Request, user: User, factory: Factory) -> Response:
+    """The flagged results no reviewer has decided, oldest first, with the gate's reasons."""
+    from worker.ops.review import pending_reviews
+
+    return deps.page(request, "review.html", pending=pending_reviews(factory), ago=running.duration)
+
+
 @router.get("/failures")
-def failures(request: Request, user: User, factory: Factory) -> Response:
+def failures(
+    request: Request,
+    user: User,
+    factory: Factory,
+    settings: Annotated[Settings, Depends(deps.settings)],
+) -> Response:
     rows = operations.list_jobs(factory, state=JobState.FAILED) + operations.list_jobs(
         factory, state=JobState.QUARANTINED
     )
     rows.sort(key=lambda j: j.id, reverse=True)
+    failed = deliveries.failed_deliveries(factory)
+    by_destination: dict[str, list[Delivery]] = {}
+    for delivery in failed:
+        by_destination.setdefault(delivery.destination, []).append(delivery)
     return deps.page(
-        request, "failures.html", jobs=rows, deliveries=deliveries.failed_deliveries(factory)
+        request,
+        "failures.html",
+        jobs=rows,
+        bad_input=sum(1 for j in rows if j.error_kind == "input"),
+        deliveries=failed,
+        by_destination=sorted(by_destination.items(), key=lambda item: -len(item[1])),
+        configured={d.name: d for d in settings.destinations},
     )

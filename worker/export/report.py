@@ -105,7 +105,11 @@ def print_study(session_factory: sessionmaker[Session], study_key: str | int, ou
         )
         if study is None:
             return False
-        print(f"study {study.study_instance_uid}  date {study.study_date or '-'}", file=out)
+        print(
+            f"study {study.study_instance_uid}  date {study.study_date or '-'}  "
+            f"patient ID {study.patient_id or '-'}  accession {study.accession_number or '-'}",
+            file=out,
+        )
         brain_volumes: list[float] = []
         for series in study.series:
             print(

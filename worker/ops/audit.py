@@ -30,6 +30,8 @@ ACTIONS = (
     "reject",
     "redeliver",
     "redeliver_all",
+    "echo",  # a C-ECHO to a destination, from the Failures page
+    "route",  # a series sent to a model by hand
 )
 DONE, REFUSED = "done", "refused"
 

@@ -147,7 +147,7 @@ def _resend(
         if delivery_ids is not None:
             missing = sorted(set(delivery_ids) - {d.id for d in deliveries})
             if missing:
-                raise OperationError(f"no delivery(ies) {missing}")
+                raise OperationError(f"no delivery(ies) {', '.join(map(str, missing))}")
         for delivery in deliveries:
             reason = _why_not(delivery, destinations)
             if delivery.state in (DeliveryState.SENT, DeliveryState.WITHHELD):

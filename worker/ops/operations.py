@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.jobstate import InvalidTransitionError, transition
 from db.models import Job, JobState, Result, Series, SeriesStatus, utcnow
-from worker.core.broker_probe import BrokerView, look
+from worker.core.broker_probe import ASK_TIMEOUT_S, BrokerView, look
 from worker.ops.audit import Actor, record, refusals
 
 logger = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 RETRYABLE = (JobState.FAILED, JobState.QUARANTINED, JobState.CANCELLED)
 #: What ``retry --failed`` and the dashboard's "Retry all" queue again: never a cancelled job
 #: (an operator or a superseding series stopped it on purpose); naming it revives it.
+#: Jobs that failed on their input (``Job.error_kind`` input) are left too: they fail again.
 RETRY_ALL = (JobState.FAILED, JobState.QUARANTINED)
 
 
@@ -93,12 +94,14 @@ def _retry(
     with session_factory.begin() as session:
         query = select(Job).with_for_update()
         query = (
-            query.where(Job.id.in_(job_ids)) if job_ids else query.where(Job.state.in_(RETRY_ALL))
+            query.where(Job.id.in_(job_ids))
+            if job_ids
+            else query.where(Job.state.in_(RETRY_ALL), _not_bad_input())
         )
         jobs = list(session.scalars(query))
         if job_ids and len(jobs) != len(set(job_ids)):
             missing = sorted(set(job_ids) - {j.id for j in jobs})
-            raise OperationError(f"no job(s) {missing}")
+            raise OperationError(f"no job(s) {', '.join(map(str, missing))}")
         for job in jobs:
             if job.state is JobState.QUEUED:
                 job.enqueued_at = None
@@ -121,12 +124,26 @@ def _retry(
             transition(job, JobState.QUEUED)  # the old error stays with its attempt
             job.attempts = 0
             job.not_before = None
+            job.error_kind = None
             queued.append(job.id)
             record(session, actor, action, job_id=job.id, detail=detail)
             logger.info("job %s queued again by an operator", job.id)
         if not queued:
             record(session, actor, action, detail="nothing to retry")
     return queued
+
+
+def _not_bad_input() -> ColumnElement[bool]:
+    """Not failed on its input: "Retry all" leaves those (they would fail again); naming
+    the job still retries it."""
+    return or_(Job.error_kind.is_(None), Job.error_kind != "input")
+
+
+def count_bad_input(session_factory: sessionmaker[Session]) -> int:
+    """Failed jobs "Retry all" leaves because they failed on their input."""
+    with session_factory() as session:
+        query = select(func.count()).where(Job.state.in_(RETRY_ALL), Job.error_kind == "input")
+        return int(session.scalar(query) or 0)
 
 
 def cancel(
@@ -183,12 +200,21 @@ def status(
     key_prefix: str = "",
     *,
     broker: BrokerView | None = None,
+    shared_max_age_s: float | None = None,
+    ask_timeout_s: float = ASK_TIMEOUT_S,
 ) -> Status:
     """The numbers of ``medseg status`` and the overview. ``broker``: the broker's view
-    already read (the dashboard's background probe); without it the broker is asked now."""
+    already read (the dashboard's background probe); without it the broker is asked now, or
+    (``shared_max_age_s``) the workers a gateway's or dashboard's probe left in Redis read."""
     now = utcnow()
     if broker is None:
-        broker = look(redis_client, celery_app, key_prefix)
+        broker = look(
+            redis_client,
+            celery_app,
+            key_prefix,
+            ask_timeout_s,
+            shared_max_age_s=shared_max_age_s,
+        )
     depth, workers, consumers = broker.queue_depth, broker.workers, broker.consumers
     from worker.ops.deliveries import count_failed
 
@@ -197,8 +223,12 @@ def status(
             _counts(session, now - timedelta(hours=1)),
             _counts(session, now - timedelta(days=1)),
         )
+        # From the last queueing (made, retried, given back), not from creation: a retried
+        # old job has waited only since its retry. Rows older than queued_at: creation.
         oldest = session.scalar(
-            select(func.min(Job.created_at)).where(Job.state == JobState.QUEUED)
+            select(func.min(func.coalesce(Job.queued_at, Job.created_at))).where(
+                Job.state == JobState.QUEUED
+            )
         )
         finished = session.scalar(
             select(func.count()).where(Job.finished_at >= now - timedelta(hours=1))
@@ -255,57 +285,3 @@ def _skipped_reasons(session: Session, since: datetime) -> dict[str, int]:
     ).all()
     reasons.update(error or "skipped" for error in errors)
     return dict(reasons.most_common(10))
-
-
-def rerun_scope(
-    session_factory: sessionmaker[Session], model_name: str, since: datetime | None = None
-) -> int:
-    """How many series ``rerun`` would look at (those ``model_name`` ran on, since ``since``):
-    what an operator confirms before a rerun."""
-    with session_factory() as session:
-        query = select(func.count(distinct(Job.series_id))).where(Job.model_name == model_name)
-        if since is not None:
-            query = query.where(Job.created_at >= since)
-        return int(session.scalar(query) or 0)
-
-
-def rerun(
-    session_factory: sessionmaker[Session],
-    model_name: str,
-    *,
-    since: datetime | None = None,
-    force: bool = False,
-    max_attempts: int = 3,
-    actor: Actor | None = None,
-) -> list[int]:
-    """New jobs with the model's current version for every series it ran on (since ``since``).
-
-    Earlier jobs and their results stay. A series whose identical job (same instances, same
-    model version) is queued, running or succeeded is skipped unless ``force``.
-    """
-    from worker.core.enqueue import queue_job
-    from worker.core.registry import get_spec
-
-    with refusals(session_factory, actor, "rerun"):
-        try:
-            spec = get_spec(model_name)
-        except KeyError as exc:
-            raise OperationError(str(exc)) from exc
-    detail = f"{model_name} {spec.version}" + (
-        f" since {since.isoformat(timespec='minutes')}" if since else ""
-    )
-    detail += " (forced)" if force else ""
-    created: list[int] = []
-    with session_factory.begin() as session:
-        query = select(Job.series_id).where(Job.model_name == model_name).distinct()
-        if since is not None:
-            query = query.where(Job.created_at >= since)
-        for series_id in session.scalars(query).all():
-            job_id = queue_job(session, series_id, spec, max_attempts, force=force)
-            if job_id is not None:
-                created.append(job_id)
-                record(session, actor, "rerun", job_id=job_id, detail=detail)
-        if not created:
-            record(session, actor, "rerun", detail=f"{detail}: no job queued")
-    logger.info("rerun of %s %s: %d job(s)", model_name, spec.version, len(created))
-    return created

@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 Role = Literal["viewer", "operator", "reviewer", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "operator", "reviewer", "admin")
 #: Who may do what (worker.ops.audit.ACTIONS, and ``users``: account management).
-OPERATE = frozenset({"retry", "retry_all", "cancel", "rerun", "redeliver", "redeliver_all"})
+OPERATE = frozenset(
+    {"retry", "retry_all", "cancel", "rerun", "redeliver", "redeliver_all", "echo", "route"}
+)
 REVIEW = frozenset({"accept", "reject"})
 PERMISSIONS: dict[Role, frozenset[str]] = {
     "viewer": frozenset(),

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from db.models import Delivery, DeliveryState, Job, JobState, Result, utcnow
+from db.models import Delivery, DeliveryState, Job, JobState, Result, Series, utcnow
 from worker.core.settings import DicomDestination
 from worker.delivery.policy import policy_for, withhold_reason
 from worker.ops.audit import Actor, record, refusals
@@ -151,3 +153,52 @@ def _decide(
         withheld or "-",
     )
     return Decided(job_id, decision, released, withheld)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A flagged result no reviewer has decided: one line of the review worklist."""
+
+    job_id: int
+    study_id: int
+    model: str
+    modality: str
+    #: When the result was made (the job's end): the worklist is oldest first.
+    flagged_at: datetime
+    reasons: list[str]
+
+    @property
+    def waiting_s(self) -> float:
+        return max(0.0, (utcnow() - self.flagged_at).total_seconds())
+
+
+def pending_reviews(session_factory: sessionmaker[Session], limit: int = 500) -> list[Pending]:
+    """The review worklist: ``needs_review`` jobs whose latest result is undecided, oldest
+    first, with the gate's reasons. Accepted and rejected results are not on it."""
+    latest = select(func.max(Result.id).label("id")).group_by(Result.job_id).subquery("latest")
+    query = (
+        select(Job, Result, Series)
+        .join(Result, Result.job_id == Job.id)
+        .join(latest, latest.c.id == Result.id)
+        .join(Series, Series.id == Job.series_id)
+        .where(Job.state == JobState.NEEDS_REVIEW, Result.review_decision.is_(None))
+        .order_by(func.coalesce(Job.finished_at, Result.created_at), Job.id)
+        .limit(limit)
+    )
+    found: list[Pending] = []
+    with session_factory() as session:
+        for job, result, series in session.execute(query).all():
+            when = job.finished_at or result.created_at
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)  # SQLite returns naive UTC
+            found.append(
+                Pending(
+                    job_id=job.id,
+                    study_id=series.study_id,
+                    model=f"{job.model_name} {job.model_version}",
+                    modality=series.modality,
+                    flagged_at=when,
+                    reasons=[r for r in (result.review or "").splitlines() if r.strip()],
+                )
+            )
+    return found

@@ -59,7 +59,12 @@ class StudyFilter:
     def conditions(self) -> list[ColumnElement[bool]]:
         where: list[ColumnElement[bool]] = []
         if self.patient_id.strip():
-            where.append(Study.patient_id == self.patient_id.strip())
+            # A prefix, any case: "ab12" finds AB123 and ab1299 (LIKE's wildcards escaped).
+            where.append(
+                func.lower(Study.patient_id).like(
+                    _escape_like(self.patient_id.strip().lower()) + "%", escape="\\"
+                )
+            )
         if self.accession.strip():
             where.append(Study.accession_number == self.accession.strip())
         if self.since:
@@ -143,6 +148,11 @@ class StudyPage:
     @property
     def pages(self) -> int:
         return max(1, -(-self.total // self.per_page))
+
+
+def _escape_like(text: str) -> str:
+    """``text`` matched literally by LIKE (escape character ``\\``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _ordered(query: Select[Any], sort: SortKey, descending: bool) -> Select[Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -23,13 +23,15 @@ from db.models import (
     utcnow,
 )
 from db.retry import with_db_retry
-from worker.core.errors import NothingFoundError, PermanentError, SkippedError
+from worker.core.errors import InputError, NothingFoundError, PermanentError, SkippedError
 from worker.core.paths import safe_component
 from worker.core.registry import get_spec
 from worker.core.settings import DeliveryPolicy, DicomDestination
+from worker.core.timelimits import TimeLimit
 from worker.delivery.policy import SENDER, withhold_reason
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.run import SeriesResult, run_series
+from worker.runtime.deadline import TimeLimitExceededError, deadline
 from worker.runtime.joblog import RunLog
 from worker.runtime.joblog import capture as capture_log
 from worker.runtime.joblog import store as store_log
@@ -154,6 +156,7 @@ def _record_failure(
         if job.state is not JobState.RUNNING:  # a retried commit that had gone through
             return job.state
         reason = describe_failure(exc)
+        job.error_kind = failure_kind(exc)
         store_log(session, job_id, run, {})
         if isinstance(exc, SkippedError):
             transition(job, JobState.SKIPPED, error=reason)
@@ -171,12 +174,24 @@ def _record_failure(
         return job.state
 
 
+def failure_kind(exc: BaseException) -> str | None:
+    """``Job.error_kind``: input (bad input: it fails again), permanent, retryable; None for
+    a skipped series (not a failure)."""
+    if isinstance(exc, SkippedError):
+        return None
+    if isinstance(exc, InputError):
+        return "input"
+    return "permanent" if isinstance(exc, PermanentError) else "retryable"
+
+
 def describe_failure(exc: BaseException) -> str:
     """The reason an operator reads: the error class and message, the time limit named."""
-    if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery's, raised inside the model
+    if isinstance(exc, TimeLimitExceededError):  # ours: names the limit and its setting
+        return str(exc)
+    if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery's backstop, inside the model
         return (
-            "time limit exceeded: the model ran past its limit "
-            "(MEDSEG_MODEL_TIME_LIMITS / MEDSEG_JOB_TIME_LIMIT_SECONDS)"
+            "time limit exceeded: Celery's soft limit fired (the worker's longest model limit "
+            "+ 30 s, or a limit carried in an old job message)"
         )
     if isinstance(exc, NothingFoundError):  # an answer: the model found nothing to measure
         return redact_values(f"no finding: {exc}")[:2000]
@@ -218,6 +233,7 @@ def execute_job(
     running_window_s: float = 0.0,
     worker: str | None = None,
     db_wait_s: float = 300.0,
+    time_limit: Callable[[str], TimeLimit] | None = None,
 ) -> JobState | None:
     """Run job ``job_id`` to its next state; None when there was nothing to do.
 
@@ -225,7 +241,8 @@ def execute_job(
     duplicate message): it is left alone. Older, it is a redelivery after a worker died.
     ``worker`` (the Celery node name) is recorded so that node's restart can hand the job
     back. Once the model has run, its outcome is recorded even across a database outage of
-    up to ``db_wait_s``.
+    up to ``db_wait_s``. ``time_limit(model name)``: the limit the model runs under, from
+    this worker's settings (``worker.runtime.deadline``); None: no limit of its own.
     """
     claimed = _claim(session_factory, job_id, results_root, running_window_s, worker)
     if claimed is None:
@@ -239,6 +256,8 @@ def execute_job(
             deliver_to=deliver_to,
             db_wait_s=db_wait_s,
             run=run,
+            limit=time_limit(claimed.model_name) if time_limit is not None else None,
+            worker=worker,
         )
 
 
@@ -251,6 +270,8 @@ def _run(
     deliver_to: DeliverTo,
     db_wait_s: float,
     run: RunLog,
+    limit: TimeLimit | None = None,
+    worker: str | None = None,
 ) -> JobState:
     def fail(exc: Exception) -> JobState:
         return with_db_retry(
@@ -262,9 +283,10 @@ def _run(
     try:
         spec = get_spec(claimed.model_name)
     except KeyError as exc:
-        return fail(PermanentError(str(exc)))
+        return fail(PermanentError(exc.args[0]))
     try:
-        result = run_series(claimed.paths, models, claimed.out_dir, spec=spec)
+        with deadline(limit, worker):
+            result = run_series(claimed.paths, models, claimed.out_dir, spec=spec)
     except Exception as exc:  # every failure is recorded; the error class decides retry
         logger.debug("job %s raised", job_id, exc_info=True)
         return fail(exc)

@@ -19,7 +19,11 @@ from celery.signals import worker_process_init, worker_ready
 from db.models import DeliveryState, JobState
 from worker.core.broker import TASK_DELIVER, TASK_RUN_JOB
 from worker.core.errors import MedsegError
-from worker.core.timelimits import HARD_LIMIT_MARGIN_SECONDS, longest_time_limit_seconds
+from worker.core.timelimits import (
+    HARD_LIMIT_MARGIN_SECONDS,
+    longest_time_limit_seconds,
+    resolve_time_limit,
+)
 from worker.pipeline.context import WorkerContext
 from worker.runtime.celery_app import app
 
@@ -69,15 +73,56 @@ def _hand_back_orphans(sender: Any = None, **_: Any) -> None:
         return
     engine = make_engine(get_settings().database_url)
     try:
+        factory = make_session_factory(engine)
+        # Read before handing back: the outbox publishes them again under new task ids.
+        lost = with_db_retry(
+            lambda: _running_tasks(factory, node), what="reading this node's tasks", total_s=60
+        )
         with_db_retry(
-            lambda: requeue_orphans(make_session_factory(engine), node),
+            lambda: requeue_orphans(factory, node),
             what="handing back this node's orphaned jobs",
             total_s=60,
         )
+        _close_lost_tasks(sender, lost, node)
     except Exception:  # the sweeper is the fallback; the worker must still start
         logger.exception("could not hand back the jobs of %s", node)
     finally:
         engine.dispose()
+
+
+def _running_tasks(factory: Any, node: str) -> list[str]:
+    """The Celery task ids of the jobs ``node`` was running."""
+    from sqlalchemy import select
+
+    from db.models import Job
+
+    with factory() as session:
+        return [
+            str(task_id)
+            for task_id in session.scalars(
+                select(Job.celery_task_id).where(
+                    Job.state == JobState.RUNNING,
+                    Job.worker == node,
+                    Job.celery_task_id.isnot(None),
+                )
+            )
+        ]
+
+
+def _close_lost_tasks(sender: Any, task_ids: list[str], node: str) -> None:
+    """A task-failed event for each task this node was running when it died: Flower (and any
+    event consumer) would otherwise show them STARTED forever."""
+    if not task_ids:
+        return
+    with sender.app.events.default_dispatcher(hostname=node) as dispatcher:
+        for task_id in task_ids:
+            dispatcher.send(
+                "task-failed",
+                uuid=task_id,
+                exception=f"WorkerLostError('{node} died while running it; job handed back')",
+                traceback="",
+            )
+    logger.info("%d lost task(s) of %s closed as failed for event consumers", len(task_ids), node)
 
 
 @app.task(
@@ -105,6 +150,8 @@ def run_job(self: Task[Any, Any], job_id: int) -> str | None:
             deliver_to,
             running_window_s=longest_time_limit_seconds(settings) + HARD_LIMIT_MARGIN_SECONDS,
             worker=self.request.hostname,
+            # The limit is this worker's: MEDSEG_MODEL_TIME_LIMITS set here applies.
+            time_limit=lambda model: resolve_time_limit(model, settings),
         )
     except DBAPIError as exc:
         if not is_transient(exc):

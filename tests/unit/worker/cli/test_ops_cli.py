@@ -4,6 +4,7 @@ several IDs, any identifier for `show`, one-line errors instead of tracebacks.""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -73,7 +74,8 @@ def test_jobs_cancel_show_and_one_line_errors_from_the_command_line(
     env = {**os.environ, "MEDSEG_DATABASE_URL": settings.database_url}
     listed = _run(env, "jobs", "--model", "model-a")
     assert listed.returncode == 0, listed.stderr
-    assert f"{a:>6} failed" in listed.stdout and f"{b:>6} " not in listed.stdout
+    assert re.search(rf"^ *{a} +failed ", listed.stdout, re.M)
+    assert not re.search(rf"^ *{b} ", listed.stdout, re.M)
     assert LONG_ERROR in listed.stdout  # whole, not cut at 90 characters
     cancelled = _run(env, "cancel", str(a), "424242", str(b))
     assert cancelled.returncode == 1
@@ -125,6 +127,32 @@ def test_waiting_times_are_never_negative(session_factory: sessionmaker[Session]
         "3 min 5 s",
         "2 h 10 min",
     )
-    # The database's clock ahead of ours: a job created "in the future".
-    add_job(session_factory, "cpu", created_at=utcnow() + timedelta(seconds=5))
+    # The database's clock ahead of ours: a job created and queued "in the future".
+    future = utcnow() + timedelta(seconds=5)
+    add_job(session_factory, "cpu", created_at=future, queued_at=future)
     assert status(session_factory, fakeredis.FakeRedis(), None).oldest_waiting_s == 0.0
+
+
+def test_jobs_names_the_worker_of_a_running_job_and_flags_a_dead_one(
+    settings: Settings, session_factory: sessionmaker[Session], redis_url: str
+) -> None:
+    """Issue 32 item 3, as a subprocess on a real Redis where no worker answers: the running
+    job's worker and time, flagged as gone; with the broker unreachable, not flagged."""
+    import uuid
+
+    started = utcnow() - timedelta(minutes=2)
+    job = add_job(
+        session_factory, "cpu", state=JobState.RUNNING, worker="medseg@gone", started_at=started
+    )
+    env = {
+        **os.environ,
+        "MEDSEG_DATABASE_URL": settings.database_url,
+        "MEDSEG_BROKER_URL": redis_url,
+        "MEDSEG_BROKER_KEY_PREFIX": f"medseg-jobs-{uuid.uuid4().hex[:8]}:",
+    }
+    listed = _run(env, "jobs", "--state", "running")
+    assert listed.returncode == 0, listed.stderr
+    line = next(x for x in listed.stdout.splitlines() if x.split()[0] == str(job))
+    assert "on medseg@gone, 2 min" in line and line.endswith("(worker gone)"), line
+    down = _run({**env, "MEDSEG_BROKER_URL": settings.broker_url}, "jobs", "--state", "running")
+    assert "on medseg@gone, 2 min" in down.stdout and "worker gone" not in down.stdout

@@ -90,6 +90,8 @@ def test_pages_need_a_login(client: TestClient, world: World) -> None:
         "/",
         "/jobs",
         "/failures",
+        "/review",
+        "/audit",
         f"/jobs/{world.filled.ct_job}/overlay.png",
         "/studies/1",
     ):

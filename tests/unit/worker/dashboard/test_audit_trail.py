@@ -96,3 +96,35 @@ def test_the_study_page_shows_every_attempt_and_who_retried(
     assert "boom on medseg@one" in first and "(current)" not in first
     assert "(current)" in second and "medseg@two" in second and "running" in second
     assert f'id="attempt-{job_id}-next"' not in page
+
+
+def test_the_audit_page_filters_by_user_action_and_study(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """Issue 32 item 10: the trail on the dashboard, not only `medseg audit`."""
+    from db.models import Job, JobState
+    from tests.support.dashboard_client import logged_in_client
+    from tests.support.jobs import add_job
+    from worker.ops.audit import Actor
+    from worker.ops.operations import cancel, retry
+
+    first = add_job(session_factory, "cpu", state=JobState.FAILED)
+    second = add_job(session_factory, "cpu", state=JobState.FAILED)
+    retry(session_factory, [first], actor=Actor("ann", "cli"))
+    cancel(session_factory, second, actor=Actor("bob", "dashboard"))
+    with session_factory() as session:
+        study = session.get_one(Job, second).series.study_id
+    client = logged_in_client(settings, session_factory)
+    page = client.get("/audit").text
+    assert page.count('id="audit-') >= 2 and "ann" in page and "bob" in page
+    by_user = client.get("/audit?who=ann").text
+    assert "failed -&gt; queued" in by_user and "cancelled" not in by_user
+    by_action = client.get("/audit?action=cancel").text
+    assert f'<a href="/jobs/{second}">{second}</a>' in by_action
+    assert "<td>bob</td>" in by_action and "<td>ann</td>" not in by_action
+    by_study = client.get(f"/audit?study={study}").text
+    assert "<td>bob</td>" in by_study and "<td>ann</td>" not in by_study
+    assert f'href="/audit?study={study}"' in client.get(f"/studies/{study}").text
+    bad = client.get("/audit?study=abc")
+    assert bad.status_code == 400 and "not a study number" in bad.text
+    assert "no operator actions recorded matching" in client.get("/audit?who=nobody").text

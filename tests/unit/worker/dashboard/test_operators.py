@@ -163,3 +163,35 @@ def test_health_banner_and_readiness(
         assert client.get("/healthz").json() == {"status": "ok"}
     finally:
         engine.dispose()
+
+
+def test_running_jobs_show_their_worker_and_time_and_a_dead_worker_is_flagged(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """Issue 32 item 3: the jobs page and the study page say which worker runs a job and for
+    how long, and flag a run whose worker no longer answers the broker."""
+    from datetime import timedelta
+
+    from db.models import utcnow
+
+    started = utcnow() - timedelta(minutes=3, seconds=5)
+    alive = add_job(
+        session_factory, "cpu", state=JobState.RUNNING, worker="medseg@cpu1", started_at=started
+    )
+    dead = add_job(
+        session_factory, "cpu", state=JobState.RUNNING, worker="medseg@gone", started_at=started
+    )
+    client = _app_client(settings, session_factory, fakeredis.FakeRedis(), _Celery())
+    page = client.get("/jobs?state=running").text
+    row = {j: page.split(f'id="job-row-{j}"')[1].split("</tr>")[0] for j in (alive, dead)}
+    assert "medseg@cpu1, running for 3 min" in row[alive] and "worker gone" not in row[alive]
+    assert "medseg@gone, running for 3 min" in row[dead] and "worker gone" in row[dead]
+    with session_factory() as session:
+        study_id = session.get_one(Job, dead).series.study_id
+    study = client.get(f"/studies/{study_id}").text
+    assert f'id="run-{dead}">medseg@gone, running for 3 min' in study and "worker gone" in study
+
+    # Broker down: the workers cannot be asked, nothing is claimed either way.
+    client = _app_client(settings, session_factory, _Down(), None)
+    page = client.get("/jobs?state=running").text
+    assert "medseg@gone, running for" in page and "worker gone" not in page

@@ -88,3 +88,25 @@ def test_a_probe_looks_in_the_background_and_keeps_the_latest_view() -> None:
     probe.stop()
     assert look(None, workers).queue_depth == {"gpu": None, "cpu": None}
     assert workers.asked >= 1
+
+
+def test_a_probe_leaves_its_view_for_the_cli_and_a_stale_one_is_not_used() -> None:
+    """Issue 32 item 9: `medseg status` takes the workers a running probe found (no broadcast
+    of its own) while that view is fresh, and asks them itself once it is stale."""
+    from datetime import UTC, datetime, timedelta
+
+    from worker.core.broker_probe import VIEW_KEY, BrokerView, publish_view
+
+    client = fakeredis.FakeRedis()
+    workers = _SlowWorkers()
+    probe = BrokerProbe(client, workers, "p:", interval_s=60).start()
+    assert probe.latest(wait_s=5) is not None
+    probe.stop()
+    assert workers.asked == 1 and client.pttl("p:" + VIEW_KEY) > 0
+    view = look(client, workers, "p:", shared_max_age_s=20)
+    assert view.workers == ["medseg@cpu1"] and view.consumers == {"cpu": ["medseg@cpu1"]}
+    assert workers.asked == 1  # read from Redis, not asked again
+    old = BrokerView({}, ["medseg@old"], {}, datetime.now(UTC) - timedelta(minutes=1))
+    publish_view(client, old, "p:")
+    assert look(client, workers, "p:", shared_max_age_s=20).workers == ["medseg@cpu1"]
+    assert workers.asked == 2

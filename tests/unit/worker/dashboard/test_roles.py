@@ -68,10 +68,21 @@ def test_each_role_may_do_its_actions_only_and_refusals_are_recorded(
         "cancel": (f"/jobs/{failed}/cancel", {}),
         "rerun": ("/rerun", {"model": "m"}),
         "accept": (f"/jobs/{flagged}/review", {"decision": "accepted"}),
+        "echo": ("/destinations/pacs/echo", {}),
+        "route": ("/series/424242/route", {"model": "lung-ct-threshold"}),
     }
     expected = {
         "vera": set(),
-        "otto": {"retry", "retry_all", "redeliver", "redeliver_all", "cancel", "rerun"},
+        "otto": {
+            "retry",
+            "retry_all",
+            "redeliver",
+            "redeliver_all",
+            "cancel",
+            "rerun",
+            "echo",
+            "route",
+        },
         "rita": {"accept"},
     }
     for name, allowed in expected.items():

@@ -17,7 +17,8 @@ from tests.support.jobs import add_job, queue_test_job
 from worker.core.settings import DicomDestination
 from worker.ops.audit import Actor, list_events
 from worker.ops.deliveries import resend
-from worker.ops.operations import OperationError, cancel, rerun, retry
+from worker.ops.operations import OperationError, cancel, retry
+from worker.ops.reruns import rerun
 from worker.ops.review import decide
 
 ALICE = Actor("alice", "cli")

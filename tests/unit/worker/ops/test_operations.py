@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,7 +109,7 @@ def test_jobs_and_retry_from_the_command_line(
     listed = medseg("jobs", "--state", "failed", "--since", "1h")
     assert (
         listed.returncode == 0
-        and f"{failed:>6} failed" in listed.stdout
+        and re.search(rf"^ *{failed} +failed ", listed.stdout, re.M)
         and "boom" in listed.stdout
     )
     assert medseg("retry", str(failed)).stdout.strip() == f"queued again: {failed}"
@@ -123,7 +124,7 @@ def test_jobs_and_retry_from_the_command_line(
 def test_rerun_makes_new_jobs_only_where_the_version_changed(
     session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    from worker.ops.operations import rerun
+    from worker.ops.reruns import rerun
 
     old = _job(session_factory, tmp_path, "a", JobState.SUCCEEDED)  # model version 1.0.0
     with session_factory.begin() as session:
@@ -179,3 +180,25 @@ def test_retry_all_never_touches_a_cancelled_job(
     with pytest.raises(OperationError, match="superseded"):
         retry(session_factory, [superseded])
     assert retry(session_factory, [cancelled]) == [cancelled]  # named: revived
+
+
+def test_oldest_waiting_counts_from_the_last_queueing_not_from_creation(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A job made long ago and retried just now has waited only since its retry (issue 32
+    item 4): ``queued_at``, set by every move into the queue, not ``created_at``."""
+    from datetime import timedelta
+
+    from db.models import utcnow
+
+    old = _job(session_factory, tmp_path, "a", JobState.FAILED)
+    with session_factory.begin() as session:
+        job = session.get_one(Job, old)
+        job.created_at = job.queued_at = utcnow() - timedelta(seconds=644)
+    assert retry(session_factory, [old]) == [old]
+    s = status(session_factory, fakeredis.FakeRedis(), None)
+    assert s.oldest_waiting_s is not None and s.oldest_waiting_s < 60
+    with session_factory.begin() as session:  # a row from before queued_at: its creation
+        session.get_one(Job, old).queued_at = None
+    s = status(session_factory, fakeredis.FakeRedis(), None)
+    assert s.oldest_waiting_s is not None and s.oldest_waiting_s >= 644

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Delivery, DeliveryState, Job, JobState, Result, Series, Study
 from worker.cli import main
-from worker.core.settings import DicomDestination
+from worker.core.settings import DicomDestination, Settings
 from worker.ops.operations import OperationError
 from worker.ops.review import decide
 
@@ -129,3 +129,58 @@ def test_medseg_review_command(
     assert main([*argv[:2], "reject", "--by", "dr x", "--force"]) == 0
     with session_factory() as session:
         assert session.get_one(Job, job_id).results[-1].review_decision == "rejected"
+
+
+def test_the_worklist_lists_undecided_results_oldest_first_with_their_reasons(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """Issue 32 item 6: accepted and rejected results leave the worklist; the dashboard's
+    /review page (the overview's "awaiting review" link) and `medseg review --pending` show it."""
+    import os
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from db.models import utcnow
+    from tests.support.dashboard_client import logged_in_client
+    from tests.support.jobs import set_job
+    from worker.ops.review import pending_reviews
+
+    newer, older, accepted, rejected = (_job(session_factory) for _ in range(4))
+    set_job(session_factory, older, finished_at=utcnow() - timedelta(hours=2))
+    set_job(session_factory, newer, finished_at=utcnow() - timedelta(minutes=5))
+    decide(session_factory, accepted, "accepted", by="dr x")
+    decide(session_factory, rejected, "rejected", by="dr x")
+    pending = pending_reviews(session_factory)
+    assert [p.job_id for p in pending] == [older, newer]
+    assert pending[0].reasons == ["gate: odd (0.5 < 0.9)"] and pending[0].waiting_s >= 7199
+
+    client = logged_in_client(settings, session_factory)
+    assert 'href="/review">awaiting review</a>' in client.get("/").text
+    page = client.get("/review").text
+    assert "2 result(s) awaiting review" in page
+    assert page.index(f'id="pending-{older}"') < page.index(f'id="pending-{newer}"')
+    assert f'id="pending-{accepted}"' not in page and f'id="pending-{rejected}"' not in page
+    assert "gate: odd (0.5 &lt; 0.9)" in page
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "review", "--pending"],
+        env={**os.environ, "MEDSEG_DATABASE_URL": settings.database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
+    assert rows == [str(older), str(newer)]
+    assert "2 h 0 min" in listed.stdout and "gate: odd (0.5 < 0.9)" in listed.stdout
+    bare = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "review"],
+        env={**os.environ, "MEDSEG_DATABASE_URL": settings.database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bare.returncode == 2 and "--pending" in bare.stderr

@@ -114,7 +114,11 @@ def test_each_filter_finds_its_studies(factory: sessionmaker[Session], ids: dict
     assert _found(factory) == [ids["skipped"], ids["mr"], ids["us"], ids["ct"]]
     assert _found(factory, patient_id="P-100") == [ids["mr"], ids["ct"]]
     assert _found(factory, patient_id=" P-200 ") == [ids["us"]], "trimmed"
-    assert _found(factory, patient_id="P-10") == [], "exact, not a prefix"
+    # A prefix, any case (issue 32 item 10); LIKE's wildcards are taken literally.
+    assert _found(factory, patient_id="p-10") == [ids["mr"], ids["ct"]]
+    assert _found(factory, patient_id="p-") == [ids["mr"], ids["us"], ids["ct"]]
+    assert _found(factory, patient_id="P-1000") == []
+    assert _found(factory, patient_id="P_1") == [] and _found(factory, patient_id="%") == []
     assert _found(factory, accession="A300") == [ids["mr"]]
     assert _found(factory, since=date(2026, 11, 10)) == [ids["mr"], ids["us"]]
     assert _found(factory, until=date(2026, 11, 15)) == [ids["us"], ids["ct"]]

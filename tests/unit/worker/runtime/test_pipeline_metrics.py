@@ -15,7 +15,7 @@ from dicom_gateway.outbox import dispatch_pending
 from tests.support.factories import chest_series
 from tests.support.gateway import RecordingPublisher
 from tests.support.jobs import queue_test_job, set_job
-from worker.ops import operations
+from worker.ops import operations, reruns
 from worker.pipeline.cache import ModelCache
 from worker.runtime.jobs import execute_job
 from worker.runtime.metrics import MULTIPROC_ENV, record_job
@@ -90,7 +90,7 @@ def test_a_rerun_waits_from_its_own_queueing(
     first = queue_test_job(session_factory, chest_series(tmp_path / "in", 2, slices=6))
     _completed_two_hours_ago(session_factory, first)
     set_job(session_factory, first, state=JobState.SUCCEEDED)
-    (rerun,) = operations.rerun(session_factory, MODEL, force=True)
+    (rerun,) = reruns.rerun(session_factory, MODEL, force=True)
     added, seconds = _wait_observed(session_factory, tmp_path, rerun)
     assert added == 1
     assert 0 <= seconds < 60, "measured from the series' completion two hours ago"

@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
-DEBIAN_TOOLS := storescu:dcmtk dciodvfy:dicom3tools redis-server:redis-server Orthanc:orthanc chromium:chromium chromedriver:chromium-driver promtool:prometheus
+DEBIAN_TOOLS := storescu:dcmtk dciodvfy:dicom3tools redis-server:redis-server Orthanc:orthanc chromium:chromium chromedriver:chromium-driver promtool:prometheus node:nodejs npm:npm
 # Orthanc's PostgreSQL index: the ingest benchmark compares Orthanc and medseg on PostgreSQL.
 ORTHANC_PG_INDEX := /usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -40,7 +40,8 @@ typecheck: venv
 # dicom3tools (dciodvfy, the IOD validator), a Redis server for the demo's private broker and
 # Orthanc (the PACS the integration tests deliver results to, and the reference receiver of
 # benchmarks/ingest.py, with its PostgreSQL index plugin); Prometheus (promtool checks the alert
-# rules, and a real server scrapes a live stack in tests/integration/test_monitoring_live.py).
+# rules, and a real server scrapes a live stack in tests/integration/test_monitoring_live.py);
+# node and npm (the single sign-on test runs an OpenID provider from the npm registry).
 system-deps:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \

@@ -99,13 +99,9 @@ def lung_rows(n: int, data: Path | None) -> list[Row]:
 
 
 def _stack_geometry(stack: FetalBrainStack) -> VolumeGeometry:
-    positions = np.array([[0.0, 0.0, k * stack.slice_mm] for k in range(len(stack.image))])
-    return VolumeGeometry(
-        row_cosine=np.array([1.0, 0.0, 0.0]),
-        column_cosine=np.array([0.0, 1.0, 0.0]),
-        positions=positions,
-        pixel_spacing=(stack.pixel_mm, stack.pixel_mm),
-    )
+    from worker.models.fetal_brain.evaluate import stack_geometry
+
+    return stack_geometry(stack.image, (stack.pixel_mm, stack.pixel_mm, stack.slice_mm))
 
 
 def _colin27(templates: Path) -> Iterator[tuple[str, str, Any, VolumeGeometry]]:
@@ -128,6 +124,7 @@ def _atlas_stacks(bank_path: Path, n: int) -> Iterator[tuple[str, str, Any, Volu
     import torch
 
     from worker.models.fetal_brain.atlas import load_bank
+    from worker.models.fetal_brain.evaluate import stack_geometry
     from worker.models.fetal_brain.synth import BrainBank, SynthConfig, synthesise
     from worker.models.fetal_brain.train_synth import VALIDATION_ATLASES
 
@@ -140,23 +137,12 @@ def _atlas_stacks(bank_path: Path, n: int) -> Iterator[tuple[str, str, Any, Volu
         image = (batch.images[0].numpy() * 255).astype(np.uint8)
         brain = batch.brain[0].numpy() >= 0.5
         pixel, spacing = float(batch.pixel_mm[0]), float(batch.slice_mm[0])
-        g = _geometry(image.shape[0], pixel, spacing)
+        g = stack_geometry(image, (pixel, pixel, spacing))
         yield "atlas-derived (held-out ages)", held_out.names[int(ids[0])][15:19], image, g
         rows = np.nonzero(brain.any(axis=(0, 2)))[0]
         if rows.size:
             cut = image[:, (rows[0] + rows[-1]) // 2 :]
             yield "altered: brain cut by the field of view", str(i), cut, g
-
-
-def _geometry(slices: int, pixel: float, spacing: float) -> VolumeGeometry:
-    positions = np.zeros((slices, 3))
-    positions[:, 2] = np.arange(slices) * spacing
-    return VolumeGeometry(
-        row_cosine=np.array([1.0, 0.0, 0.0]),
-        column_cosine=np.array([0.0, 1.0, 0.0]),
-        positions=positions,
-        pixel_spacing=(pixel, pixel),
-    )
 
 
 def brain_rows(

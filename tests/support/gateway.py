@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance
 from tests.support.tools import wait_until
+from worker.core.settings import Settings
 
 
 def wait_for_instances(factory: sessionmaker[Session], count: int, timeout: float = 10.0) -> None:
@@ -32,3 +33,21 @@ class RecordingPublisher:
         assert task == "medseg.run_job"
         self.sent.append((job_id, queue))
         return f"task-{job_id}"
+
+
+def echo_from(settings: Settings, source: str, calling_ae: str = "ECHOSCU") -> int | None:
+    """C-ECHO the gateway from the local address ``source``; its status, None if refused."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = 5
+    assoc = ae.associate(
+        "127.0.0.1", settings.port, ae_title=settings.ae_title, bind_address=(source, 0)
+    )
+    if not assoc.is_established:
+        return None
+    status = int(assoc.send_c_echo().Status)
+    assoc.release()
+    return status

@@ -103,18 +103,33 @@ def refusals(
         yield
     except OperationError as exc:
         if actor is not None:
-            with session_factory.begin() as session:
-                exists = job_id is not None and session.get(Job, job_id) is not None
-                record(
-                    session,
-                    actor,
-                    action,
-                    job_id=job_id if exists else None,
-                    delivery_id=delivery_id,
-                    outcome=REFUSED,
-                    detail=str(exc),
-                )
+            record_refused(
+                session_factory, actor, action, str(exc), job_id=job_id, delivery_id=delivery_id
+            )
         raise
+
+
+def record_refused(
+    session_factory: sessionmaker[Session],
+    actor: Actor,
+    action: str,
+    reason: str,
+    *,
+    job_id: int | None = None,
+    delivery_id: int | None = None,
+) -> None:
+    """A ``refused`` row in its own transaction; a job that does not exist is not named."""
+    with session_factory.begin() as session:
+        exists = job_id is not None and session.get(Job, job_id) is not None
+        record(
+            session,
+            actor,
+            action,
+            job_id=job_id if exists else None,
+            delivery_id=delivery_id,
+            outcome=REFUSED,
+            detail=reason,
+        )
 
 
 def list_events(

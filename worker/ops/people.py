@@ -20,9 +20,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Account, Job, utcnow
+from db.models import Account, utcnow
 from worker.core.passwords import hash_password, verify_password
-from worker.ops.audit import REFUSED, Actor, record
+from worker.ops.audit import Actor, record_refused
 
 logger = logging.getLogger(__name__)
 
@@ -160,17 +160,7 @@ def _refuse(
     job_id: int | None,
     delivery_id: int | None,
 ) -> None:
-    with session_factory.begin() as session:
-        exists = job_id is not None and session.get(Job, job_id) is not None
-        record(
-            session,
-            actor,
-            action,
-            job_id=job_id if exists else None,
-            delivery_id=delivery_id,
-            outcome=REFUSED,
-            detail=reason,
-        )
+    record_refused(session_factory, actor, action, reason, job_id=job_id, delivery_id=delivery_id)
     logger.warning("%s %s refused: %s", actor.source, action, reason)
     raise NotAllowedError(reason)
 

@@ -9,15 +9,13 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_gateway import statuses
 from dicom_gateway.access import GatewayServer
 from dicom_gateway.server import start_gateway
 from tests.support.flood import half_open_flood
-from tests.support.gateway import RecordingPublisher
+from tests.support.gateway import RecordingPublisher, echo_from
 from worker.core.settings import Settings
 from worker.devtools.localstack import free_port
 
@@ -44,20 +42,6 @@ def gateway(
     monitor.stop()
 
 
-def _echo(settings: Settings, source: str) -> int | None:
-    ae = AE(ae_title="GOODSCU")
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = 5
-    assoc = ae.associate(
-        "127.0.0.1", settings.port, ae_title=settings.ae_title, bind_address=(source, 0)
-    )
-    if not assoc.is_established:
-        return None
-    status = int(assoc.send_c_echo().Status)
-    assoc.release()
-    return status
-
-
 def _held(server: GatewayServer) -> Counter[str]:
     return Counter(
         str(a.requestor.address)
@@ -70,7 +54,7 @@ def _echo_during(settings: Settings, sources: list[str], tries: int, seconds: fl
     answered = 0
     for i in range(tries):
         time.sleep(seconds / tries)
-        answered += _echo(settings, sources[i % len(sources)]) == statuses.SUCCESS
+        answered += echo_from(settings, sources[i % len(sources)], "GOODSCU") == statuses.SUCCESS
     return answered
 
 
@@ -81,13 +65,13 @@ def test_seven_hostile_sources_leave_room_for_a_known_sender(
     32 associations and a C-ECHO was refused 8 of 8 times. Now a sender that has associated
     before (known) is answered 8 of 8 times while seven sources flood."""
     settings, server = gateway
-    assert _echo(settings, "127.0.0.9") == statuses.SUCCESS  # known from now on
+    assert echo_from(settings, "127.0.0.9", "GOODSCU") == statuses.SUCCESS  # known from now on
     with half_open_flood(settings.port, HOSTILE, per_source=16, seconds=30) as flood:
         time.sleep(0.5)
         peak: Counter[str] = Counter()
         answered = 0
         for _ in range(8):
-            answered += _echo(settings, "127.0.0.9") == statuses.SUCCESS
+            answered += echo_from(settings, "127.0.0.9", "GOODSCU") == statuses.SUCCESS
             held = _held(server)
             peak = Counter({h: max(peak[h], held[h]) for h in set(peak) | set(held)})
             time.sleep(0.5)

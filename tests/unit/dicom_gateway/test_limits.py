@@ -13,7 +13,7 @@ from functools import partial
 import numpy as np
 import pytest
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, Verification
+from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,7 +23,7 @@ from dicom_gateway.access import GatewayServer
 from dicom_gateway.limits import ReceiveBudget, ReceiveLimitError
 from dicom_gateway.server import start_gateway
 from tests.support.factories import minimal_image
-from tests.support.gateway import RecordingPublisher
+from tests.support.gateway import RecordingPublisher, echo_from
 from tests.support.tools import wait_until
 from worker.core.settings import Settings
 from worker.devtools.localstack import free_port
@@ -53,20 +53,6 @@ def gateway(
     monitor.stop()
 
 
-def _echo(settings: Settings, source: str) -> int | None:
-    ae = AE(ae_title="ECHOSCU")
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = 5
-    assoc = ae.associate(
-        "127.0.0.1", settings.port, ae_title=settings.ae_title, bind_address=(source, 0)
-    )
-    if not assoc.is_established:
-        return None
-    status = int(assoc.send_c_echo().Status)
-    assoc.release()
-    return status
-
-
 def _half_sent_request(port: int) -> socket.socket:
     """16 bytes of an A-ASSOCIATE-RQ announcing 200: header, version, reserved, 6 of the AE."""
     conn = socket.create_connection(("127.0.0.1", port))
@@ -94,14 +80,14 @@ def test_half_sent_associations_of_one_source_lock_no_one_out(
     try:
         time.sleep(0.3)
         # Another source is served while the attacker holds its connections.
-        assert _echo(settings, "127.0.0.2") == statuses.SUCCESS
+        assert echo_from(settings, "127.0.0.2") == statuses.SUCCESS
         # The half-sent requests are dropped after the PDU read timeout (the ones over the
         # per-source limit were refused at once).
         start = time.monotonic()
         assert all(_closed_by_peer(conn, 10.0) for conn in attackers)
         assert time.monotonic() - start < 8.0
         # ... and the attacker's address is served again.
-        assert _echo(settings, "127.0.0.1") == statuses.SUCCESS
+        assert echo_from(settings, "127.0.0.1") == statuses.SUCCESS
     finally:
         for conn in attackers:
             conn.close()
@@ -126,7 +112,7 @@ def test_a_pdu_announcing_4_gib_aborts_the_association_unread(
     budget = server.receive_budget
     assert budget is not None
     _wait(lambda: budget.in_use == 0)
-    assert _echo(settings, "127.0.0.1") == statuses.SUCCESS
+    assert echo_from(settings, "127.0.0.1") == statuses.SUCCESS
 
 
 def test_a_data_set_growing_past_the_bound_aborts_the_association(

@@ -38,7 +38,7 @@ def main() -> None:
     variants = (("T1 as is", image), ("T1 inverted (T2-like contrast)", image.max() - image))
     for name, stack in variants:
         start = time.perf_counter()
-        unet = predict_stack(predictor, stack)
+        unet = predict_stack(predictor, stack, (1.0, 1.0, 1.0))
         seconds = time.perf_counter() - start
         base = baseline_mask(stack.astype(np.float32))
         for method, mask in (("U-Net", unet), ("baseline", base)):

@@ -29,7 +29,7 @@ import numpy as np
 
 from worker.models.fetal_brain import gate as brain_gate
 from worker.models.fetal_brain.phantoms import FetalBrainStack, make_fetal_brain_stack
-from worker.models.fetal_brain.predict import segment_stack
+from worker.models.fetal_brain.predict import segment_stack, stack_spacing
 from worker.models.lung_ct.serve import THRESHOLD, LungCtUNet
 from worker.models.lung_ct.train import phantom_case
 from worker.models.lung_ct.volume import CtVolume, pyradiomics_case, read_nrrd
@@ -169,7 +169,7 @@ def brain_rows(
     inputs.extend(_colin27(templates))
     rows = []
     for group, name, image, g in inputs:
-        prediction = segment_stack(predictor, image)
+        prediction = segment_stack(predictor, image, stack_spacing(g))
         s = brain_gate.signals(prediction.raw, prediction.mask, g)
         why = brain_gate.reasons(s)
         rows.append({"group": group, "case": name, **(s.as_dict() if s else {}), "reasons": why})

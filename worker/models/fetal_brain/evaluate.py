@@ -17,7 +17,7 @@ from worker.models._nn.predictor import UNetPredictor
 from worker.models.fetal_brain import gate
 from worker.models.fetal_brain.baseline import baseline_mask
 from worker.models.fetal_brain.data import metrics
-from worker.models.fetal_brain.predict import Mask, segment_stack
+from worker.models.fetal_brain.predict import Mask, segment_stack, stack_spacing
 from worker.models.fetal_brain.serve import DEFAULT_BRAIN_WEIGHTS
 from worker.pipeline.geometry import VolumeGeometry
 
@@ -35,11 +35,12 @@ def evaluate_stacks(
     items = list(stacks)
     for i, (name, image, truth, spacing) in enumerate(items):
         voxel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
-        prediction = segment_stack(predictor, image)
+        geometry = stack_geometry(image, spacing)
+        prediction = segment_stack(predictor, image, stack_spacing(geometry))
         unet = prediction.mask
         base = baseline_mask(np.asarray(image, dtype=np.float32))
         truth_ml = float(truth.sum() * voxel_ml)
-        review = gate.reasons(gate.signals(prediction.raw, unet, stack_geometry(image, spacing)))
+        review = gate.reasons(gate.signals(prediction.raw, unet, geometry))
         rows.append(
             {
                 "name": name,

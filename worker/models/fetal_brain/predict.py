@@ -1,8 +1,14 @@
-"""Fetal brain inference on one stack: normalise, per-slice U-Net, largest 3D component with
-holes filled."""
+"""Fetal brain inference on one stack: normalise, per-slice U-Net (optionally averaged over
+flips), then the clean-up: an optional localisation to the most confident brain-like blob,
+the largest 3D component, holes filled.
+
+The post-processing recipe travels with the weights (the checkpoint's ``postprocess``
+metadata, :class:`PostProcess`), so a checkpoint is served the way it was validated.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +17,11 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from worker.models._nn.predictor import UNetPredictor
+from worker.pipeline.geometry import VolumeGeometry
 
 Mask = npt.NDArray[np.bool_]
+Spacing = tuple[float, float, float]  # (slice, row, column) mm
+_CONNECTED = np.ones((3, 3, 3), dtype=bool)
 
 
 def normalise_stack(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
@@ -23,10 +32,41 @@ def normalise_stack(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     return scaled
 
 
+@dataclass(frozen=True)
+class PostProcess:
+    """How a checkpoint's probabilities become a brain mask.
+
+    ``flips``: average the probabilities over the slice as given, flipped left-right,
+    flipped up-down and transposed (the training augmentations). ``core_mm`` > 0 turns on
+    the localisation: the thresholded prediction is eroded by ``core_mm`` (in mm, so it
+    parts blobs joined by thin bridges), the deep component with the most probability mass
+    is taken as the brain's core, and only what lies within ``core_mm + margin_mm`` of it is
+    kept. 0 (1.0.0's recipe) keeps the largest component of the whole stack.
+    """
+
+    threshold: float = 0.5
+    flips: bool = False
+    core_mm: float = 0.0
+    margin_mm: float = 10.0
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> PostProcess:
+        given = metadata.get("postprocess") or {}
+        return cls(**{k: v for k, v in given.items() if k in cls.__dataclass_fields__})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "flips": self.flips,
+            "core_mm": self.core_mm,
+            "margin_mm": self.margin_mm,
+        }
+
+
 def clean_volume(probabilities: npt.NDArray[np.float32], threshold: float = 0.5) -> Mask:
     """Largest 3D connected component, holes filled in 3D and slice by slice."""
     mask = probabilities >= threshold
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    labels, count = ndimage.label(mask, structure=_CONNECTED)
     if count == 0:
         return mask
     largest = labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
@@ -35,19 +75,78 @@ def clean_volume(probabilities: npt.NDArray[np.float32], threshold: float = 0.5)
     return per_slice
 
 
+def search_region(
+    probabilities: npt.NDArray[np.float32], spacing: Spacing, recipe: PostProcess
+) -> Mask | None:
+    """Where the brain is looked for: within ``core_mm + margin_mm`` of the deep component
+    of the prediction with the most probability mass; None when nothing is that deep."""
+    mask = probabilities >= recipe.threshold
+    depth = ndimage.distance_transform_edt(mask, sampling=spacing)
+    labels, count = ndimage.label(depth > recipe.core_mm, structure=_CONNECTED)
+    if count == 0:
+        return None
+    mass = ndimage.sum(probabilities, labels, index=np.arange(1, count + 1))
+    core = labels == int(np.argmax(mass)) + 1
+    distance = ndimage.distance_transform_edt(~core, sampling=spacing)
+    region: Mask = distance <= recipe.core_mm + recipe.margin_mm
+    return region
+
+
 @dataclass(frozen=True)
 class StackPrediction:
-    raw: Mask  # every voxel above the threshold, before the clean-up
+    raw: Mask  # every voxel above the threshold inside the search region, before the clean-up
     mask: Mask  # the cleaned brain
+    outside: Mask  # voxels above the threshold beyond the search region (localisation only)
+
+
+def stack_probabilities(
+    predictor: UNetPredictor, stack: npt.NDArray[np.uint8], flips: bool
+) -> npt.NDArray[np.float32]:
+    """Per-slice probabilities, averaged over the four flips when ``flips``."""
+
+    def run(frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return np.stack(predictor.probabilities(list(np.ascontiguousarray(frames))))
+
+    probabilities = run(stack)
+    if not flips:
+        return probabilities
+    total = probabilities + run(stack[:, :, ::-1])[:, :, ::-1]
+    total += run(stack[:, ::-1, :])[:, ::-1, :]
+    total += run(stack.transpose(0, 2, 1)).transpose(0, 2, 1)
+    averaged: npt.NDArray[np.float32] = (total / 4).astype(np.float32)
+    return averaged
+
+
+def stack_spacing(geometry: VolumeGeometry) -> Spacing | None:
+    """(slice, row, column) mm of a stack; None for a single slice (no depth to measure)."""
+    if len(geometry.positions) < 2:
+        return None
+    thickness = float(np.median(geometry.slice_thicknesses()))
+    return (thickness, geometry.pixel_spacing[0], geometry.pixel_spacing[1])
 
 
 def segment_stack(
-    predictor: UNetPredictor, image: npt.NDArray[Any], threshold: float = 0.5
+    predictor: UNetPredictor,
+    image: npt.NDArray[Any],
+    spacing: Spacing | None = None,
+    recipe: PostProcess | None = None,
 ) -> StackPrediction:
-    """The cleaned mask, and the raw one the quality gate compares it with."""
-    probabilities = np.stack(predictor.probabilities(list(normalise_stack(image))))
-    return StackPrediction(probabilities >= threshold, clean_volume(probabilities, threshold))
+    """The cleaned mask, and the raw one the quality gate compares it with. ``spacing``
+    (slice, row, column mm) is needed for the localisation; without it none is done."""
+    recipe = recipe or PostProcess.from_metadata(predictor.metadata)
+    probabilities = stack_probabilities(predictor, normalise_stack(image), recipe.flips)
+    raw = probabilities >= recipe.threshold
+    outside = np.zeros_like(raw)
+    if recipe.core_mm > 0 and spacing is not None:
+        region = search_region(probabilities, spacing, recipe)
+        if region is not None:
+            outside = raw & ~region
+            raw = raw & region
+            probabilities = np.where(region, probabilities, 0).astype(np.float32)
+    return StackPrediction(raw, clean_volume(probabilities, recipe.threshold), outside)
 
 
-def predict_stack(predictor: UNetPredictor, image: npt.NDArray[Any]) -> Mask:
-    return segment_stack(predictor, image).mask
+def predict_stack(
+    predictor: UNetPredictor, image: npt.NDArray[Any], spacing: Spacing | None = None
+) -> Mask:
+    return segment_stack(predictor, image, spacing).mask

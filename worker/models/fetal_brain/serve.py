@@ -54,10 +54,10 @@ class FetalBrainModel:
 
     def predict(self, series: LoadedSeries) -> ModelOutput:
         from worker.models.fetal_brain import gate
-        from worker.models.fetal_brain.predict import segment_stack
+        from worker.models.fetal_brain.predict import segment_stack, stack_spacing
 
         geometry = series.require_geometry()
-        prediction = segment_stack(self.predictor, series.frames)
+        prediction = segment_stack(self.predictor, series.frames, stack_spacing(geometry))
         mask = prediction.mask
         quality = gate.signals(prediction.raw, mask, geometry)
         voxel_ml = geometry.voxel_volumes_ml()

@@ -289,8 +289,9 @@ class _Record:
     """Validation history and the best state so far (also saved beside ``out`` as
     ``NAME.best.pt``, so a long run can be looked at before it ends)."""
 
-    def __init__(self, out: Path, model_config: dict[str, Any]) -> None:
+    def __init__(self, out: Path, model_config: dict[str, Any], keep_all: bool = False) -> None:
         self.interim = out.with_name(out.stem + ".best" + out.suffix)
+        self.keep_all = keep_all  # also NAME.stepN.pt at every validation
         self.model_config = model_config
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
@@ -299,6 +300,9 @@ class _Record:
     def validation(self, model: UNet, entry: dict[str, Any]) -> None:
         self.history.append(entry)
         logger.info("validation %s", json.dumps(entry))
+        if self.keep_all:
+            step_file = self.interim.with_name(f"{self.interim.stem[:-5]}.step{entry['step']}.pt")
+            checkpoint.save(model, self.model_config, {"validation": entry}, step_file)
         if entry["synthetic_dice"] > self.best.get("synthetic_dice", -1.0):
             self.best = entry
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -315,6 +319,7 @@ def train(
     progress: Callable[[str, int, int], None] | None = None,
     init: dict[str, torch.Tensor] | None = None,
     phantoms: PhantomPool | None = None,
+    keep_all: bool = False,
 ) -> dict[str, Any]:
     """Train under ``config.max_seconds``; save the best checkpoint by held-out synthetic Dice.
     ``init``: start from these weights (a second stage); ``phantoms``: slices mixed into each
@@ -333,7 +338,7 @@ def train(
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     torch.backends.cudnn.benchmark = True
-    record = _Record(out, _model_config(config))
+    record = _Record(out, _model_config(config), keep_all)
     batches = _Batches(train_bank, config, gen, phantoms)
     steps = images_seen = 0
     losses: list[float] = []
@@ -440,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phantoms", type=Path, help="phantom slices .npz (images, masks)")
     parser.add_argument("--phantom-fraction", type=float, default=0.25)
     parser.add_argument("--learning-rate", type=float, help="default: the recipe's")
+    parser.add_argument("--keep-all", action="store_true", help="a checkpoint per validation")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -470,7 +476,14 @@ def main(argv: list[str] | None = None) -> int:
         config.phantom_fraction = args.phantom_fraction
     real = load_real(args.real) if args.real else None
     meta = train(
-        load_bank(args.bank), args.out, config, args.device, real=real, init=init, phantoms=pool
+        load_bank(args.bank),
+        args.out,
+        config,
+        args.device,
+        real=real,
+        init=init,
+        phantoms=pool,
+        keep_all=args.keep_all,
     )
     logger.info("saved %s sha256 %s best %s", args.out, meta["sha256"], json.dumps(meta["best"]))
     return 0

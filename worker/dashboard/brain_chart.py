@@ -79,7 +79,7 @@ def brain_chart(point: BrainPoint, fmt: str = "png") -> bytes:
     axes.set_xlim(min(weeks[0], ga_weeks) - 1, max(weeks[-1] + 1, ga_weeks) + 1)
     axes.set_xlabel("gestational age by dates (weeks)")
     axes.set_ylabel("intracranial volume (mL)")
-    axes.set_title(f"Fetal intracranial volume: {REFERENCE}", fontsize=8)
+    axes.set_title(f"Fetal intracranial volume\n{REFERENCE}", fontsize=8)
     axes.grid(True, color="0.9")
     axes.legend(loc="upper left", fontsize=8)
     return to_bytes(figure, fmt)

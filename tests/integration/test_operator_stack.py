@@ -316,7 +316,7 @@ def test_dashboard_in_headless_chromium(opstack: OpStack, tmp_path: Path) -> Non
 
         _wait(opstack.root, "the retried job", ran_again, timeout=60)
         driver.get(f"{base}/jobs?state=failed")
-        cell = driver.find_element(By.CSS_SELECTOR, f"#job-row-{bad} td.state")
+        cell = driver.find_element(By.CSS_SELECTOR, f"#job-row-{bad} span.state")
         assert cell.text == "failed"
         _screenshot(driver, shots / "after-retry.png")
     finally:

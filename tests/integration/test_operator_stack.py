@@ -316,7 +316,7 @@ def test_dashboard_in_headless_chromium(opstack: OpStack, tmp_path: Path) -> Non
 
         _wait(opstack.root, "the retried job", ran_again, timeout=60)
         driver.get(f"{base}/jobs?state=failed")
-        cell = driver.find_element(By.CSS_SELECTOR, f"#job-row-{bad} td.state")
+        cell = driver.find_element(By.CSS_SELECTOR, f"#job-row-{bad} span.state")
         assert cell.text == "failed"
         _screenshot(driver, shots / "after-retry.png")
     finally:
@@ -651,3 +651,129 @@ def test_study_browser_and_live_pages_in_headless_chromium(
     assert "POST /studies" in log and "GET /studies" in log
     for identifier in (MR_PATIENT, MR_ACCESSION, ACCESSION, PATIENT_ID, mr_series):
         assert identifier not in log, "no PHI in the dashboard's log"
+
+
+def _dated(paths: list[Path], **tags: str) -> None:
+    """Our stack's patient (another accession), with ``tags`` set (dates, LMP)."""
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.PatientName, ds.PatientID, ds.AccessionNumber = PATIENT_NAME, PATIENT_ID, "ACC31"
+        for keyword, value in tags.items():
+            setattr(ds, keyword, value)
+        ds.save_as(path)
+
+
+def _send_charted_studies(folder: Path, port: int) -> dict[str, str]:
+    """A fetal head US and a fetal brain MR stack with a Last Menstrual Date, and an older chest
+    CT of the same patient as the stack's CT: series UIDs by name."""
+    from datetime import date, timedelta
+
+    from worker.models.fetal_brain.mr_dicom import write_mr_stack
+    from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
+    from worker.models.fetal_head.us_dicom import write_us_phantom
+
+    today = date.today()
+    us = [write_us_phantom(folder / "us" / "head.dcm", 500031).path]
+    mr = write_mr_stack(make_fetal_brain_stack(3, plane="TRA"), folder / "mr")
+    ct = chest_series(folder / "ct", 31, slices=6)
+    # 20w3d on the day: the phantom brain (about 80 mL) sits near the reference's week 20.
+    _dated(
+        mr,
+        StudyDate=today.strftime("%Y%m%d"),
+        LastMenstrualDate=(today - timedelta(days=143)).strftime("%Y%m%d"),
+    )
+    _dated(us, LastMenstrualDate=(today - timedelta(days=24 * 7)).strftime("%Y%m%d"))
+    _dated(ct, StudyDate="20250101")
+    done = storescu(folder, port, "MEDSEG")
+    assert done.returncode == 0, done.stderr
+    return {
+        name: str(pydicom.dcmread(paths[0], stop_before_pixels=True).SeriesInstanceUID)
+        for name, paths in (("us", us), ("mr", mr), ("ct", ct))
+    }
+
+
+def test_study_page_charts_in_headless_chromium(opstack: OpStack, tmp_path: Path) -> None:
+    """Issue 31 in a real browser on the real stack: the GA with its Hadlock ±2 SD, the HC on
+    its growth chart, the fetal brain volume on its reference chart, a patient's lung volumes
+    over two studies (table, chart, PDF), and the live header's clock in UTC."""
+    import re
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    uids = _send_charted_studies(tmp_path / "send", int(opstack.env["MEDSEG_PORT"]))
+    _wait(opstack.root, "charted jobs", lambda: _all_terminal(opstack.session_factory, uids))
+    jobs = _jobs(opstack.session_factory, uids)
+    for name, job in jobs.items():
+        assert job.state in (JobState.SUCCEEDED, JobState.NEEDS_REVIEW), (name, job.error)
+    study = {name: job.series.study_id for name, job in jobs.items()}
+    base = f"http://127.0.0.1:{opstack.dashboard_port}"
+    driver = _chrome(tmp_path)
+    wait = WebDriverWait(driver, 30)
+
+    def chart(element_id: str) -> np.ndarray:
+        """The chart <img> inside ``element_id``, loaded, as pixels."""
+        image = driver.find_element(By.CSS_SELECTOR, f"#{element_id} img")
+        driver.execute_script("arguments[0].scrollIntoView()", image)
+        wait.until(
+            lambda _: driver.execute_script(
+                "const i = arguments[0]; return i.complete && i.naturalWidth === 640", image
+            )
+        )
+        pixels = _pixels(image)
+        assert float(pixels.std()) > 10, f"{element_id}: not blank"
+        return pixels
+
+    def content_type(path: str) -> str:
+        return str(
+            driver.execute_async_script(
+                "const done = arguments[arguments.length - 1];"
+                "fetch(arguments[0])"
+                ".then(r => done(r.status + ' ' + r.headers.get('content-type')))",
+                path,
+            )
+        )
+
+    try:
+        _log_in(driver, base)
+        us = jobs["us"].id
+        driver.get(f"{base}/studies/{study['us']}")
+        table = driver.find_element(By.ID, f"measurements-{us}").text
+        assert re.search(r"Gestational age \(Hadlock 1984 HC\) \d{1,2}w[0-6]d", table), table
+        assert re.search(r"Gestational age ± \(2 SD, Hadlock 1984 HC\) [123]\.\d+ wk", table)
+        assert re.search(r"HC centile \(INTERGROWTH-21st\) (\d+(st|nd|rd|th)|<1st|>99th)", table)
+        chart(f"growth-{us}")
+        assert content_type(f"/jobs/{us}/growth.pdf") == "200 application/pdf"
+        _screenshot(driver, tmp_path / "study-us-charts.png")
+
+        mr = jobs["mr"].id
+        driver.get(f"{base}/studies/{study['mr']}")
+        table = driver.find_element(By.ID, f"measurements-{mr}").text
+        assert "Gestational age by dates (LMP) 20w3d" in table
+        brain = chart(f"brain-growth-{mr}")
+        red = (brain[..., 2] > 180) & (brain[..., 1] < 60) & (brain[..., 0] < 60)
+        assert red.sum() > 20, "the measured volume is on the chart"
+        assert content_type(f"/jobs/{mr}/brain-growth.pdf") == "200 application/pdf"
+        _screenshot(driver, tmp_path / "study-mr-brain-chart.png")
+
+        driver.get(f"{base}/studies/{study['ct']}")
+        lungs = driver.find_element(By.ID, "lung-volumes")
+        rows = lungs.find_elements(By.CSS_SELECTOR, "tr[id^=lung-row-]")
+        assert [r.get_attribute("id") for r in rows] == [
+            f"lung-row-{jobs['ct'].id}",
+            f"lung-row-{opstack.jobs['ct']}",
+        ], "the older study first"
+        assert "2025-01-01" in rows[0].text and "this study" in rows[0].text
+        assert all(re.search(r"\d+\.\d mL", r.text) for r in rows)
+        chart("lung-chart")
+        assert content_type(f"/studies/{study['ct']}/lung-volumes.pdf") == "200 application/pdf"
+        _screenshot(driver, tmp_path / "study-ct-lung-trend.png")
+
+        driver.get(f"{base}/jobs")
+        wait.until(lambda d: "live · updated" in d.find_element(By.ID, "live-status").text)
+        clock = driver.find_element(By.ID, "live-status").text
+        assert re.search(r"live · updated \d\d:\d\d:\d\d UTC$", clock), clock
+        assert not driver.find_elements(By.CSS_SELECTOR, "td.state"), "badges, not cells"
+        _screenshot(driver, tmp_path / "jobs-utc-clock.png")
+    finally:
+        driver.quit()

@@ -53,6 +53,8 @@ def format_measurement(value: float, unit: str) -> Shown:
     """``value`` in UCUM ``unit`` (as the models store it) as a reader expects to see it."""
     if unit == "d":
         return Shown(gestational_age(value), "")
+    if unit == "wk":  # weeks as a span, e.g. a GA's +/-2 SD: 3.0 wk
+        return Shown(_one_decimal(value), "wk")
     if unit == "mm":
         return Shown(_one_decimal(value), "mm")
     if unit == "mm2":
@@ -81,7 +83,7 @@ def format_measurement(value: float, unit: str) -> Shown:
 #: Unit suffixes of our measurement keys (``gestational_age_days``, ``max_slice_area_mm2``):
 #: dropped where the value is shown with its own unit, which may differ (days as 37w5d, mm²
 #: as cm²), so a table never reads ``max_slice_area_mm2=32.4 cm²``.
-_KEY_UNITS = ("_days", "_mm2", "_cm2", "_mm", "_ml")
+_KEY_UNITS = ("_days", "_weeks", "_mm2", "_cm2", "_mm", "_ml")
 
 
 def display_key(key: str) -> str:
@@ -93,5 +95,5 @@ def display_key(key: str) -> str:
 
 
 def measurement_text(label: str, value: float, unit: str) -> str:
-    """``Label: value unit`` on one line, e.g. ``Gestational age (Hadlock HC): 37w5d``."""
+    """``Label: value unit`` on one line, e.g. ``Gestational age (Hadlock 1984 HC): 37w5d``."""
     return f"{label}: {format_measurement(value, unit)}"

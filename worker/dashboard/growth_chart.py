@@ -8,7 +8,6 @@ against its published tables); nothing is drawn without a GA by dates and an HC 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -17,6 +16,7 @@ import numpy.typing as npt
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.models import Job, Result
+from worker.dashboard.plotting import new_figure, to_bytes
 from worker.models.fetal_head.growth import GA_RANGE_WEEKS, STANDARD, standing, value_at
 
 CENTILES = (3, 10, 50, 90, 97)
@@ -59,13 +59,8 @@ def job_point(session_factory: sessionmaker[Session], job_id: int) -> ChartPoint
 
 def hc_chart(point: ChartPoint, fmt: str = "png") -> bytes:
     """The chart as ``fmt`` ("png" or "pdf") bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     weeks, curves = centile_curves()
-    figure = Figure(figsize=(6.4, 4.8), dpi=100)
+    figure = new_figure()
     axes = figure.add_subplot()
     for centile, values in curves.items():
         style = "-" if centile == 50 else "--" if centile in (10, 90) else ":"
@@ -90,7 +85,4 @@ def hc_chart(point: ChartPoint, fmt: str = "png") -> bytes:
     axes.set_title(f"Head circumference: {STANDARD}", fontsize=9)
     axes.grid(True, color="0.9")
     axes.legend(loc="upper left", fontsize=8)
-    figure.tight_layout()
-    out = io.BytesIO()
-    figure.savefig(out, format=fmt)
-    return out.getvalue()
+    return to_bytes(figure, fmt)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,25 +33,6 @@ def script(user: Annotated[str, Depends(deps.require_user)]) -> Response:
         media_type="text/javascript",
         headers={"Cache-Control": "private, max-age=300"},
     )
-
-
-@router.get("/jobs/{job_id}/growth.{fmt}")
-def growth_chart(
-    user: Annotated[str, Depends(deps.require_user)],
-    factory: Annotated[sessionmaker[Session], Depends(deps.session_factory)],
-    job_id: int,
-    fmt: str,
-) -> Response:
-    """The job's HC on the INTERGROWTH-21st chart, as PNG (the page) or PDF (a report)."""
-    from worker.dashboard.growth_chart import hc_chart, job_point
-
-    if fmt not in ("png", "pdf"):
-        raise HTTPException(404, f"no growth chart as {fmt!r}: png or pdf")
-    point = job_point(factory, job_id)
-    if point is None:
-        raise HTTPException(404, f"job {job_id} has no HC with a gestational age by dates")
-    media = "image/png" if fmt == "png" else "application/pdf"
-    return Response(hc_chart(point, fmt), media_type=media)
 
 
 def study_viewers(

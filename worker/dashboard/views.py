@@ -193,6 +193,7 @@ def study(
 ) -> Response:
     from worker.core.clinical_format import format_measurement
     from worker.core.registry import all_specs
+    from worker.dashboard.lung_trend import patient_rows
     from worker.dashboard.reports import findings_by_result
     from worker.dashboard.viewer import study_viewers, viewer_links
     from worker.export.report import load_study
@@ -218,6 +219,7 @@ def study(
             measure=format_measurement,
             not_processed=not_processed_reason,
             models=sorted(spec.name for spec in all_specs()),
+            lung_rows=patient_rows(session, study_id),
         )
 
 

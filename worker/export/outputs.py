@@ -71,6 +71,8 @@ class MeasurementValue:
     ``derivation`` (TID 1419 Derivation, e.g. SCT Maximum) says how one value was drawn from
     many: the largest slice's area of a volume. A measurement in ``{pixels}`` stays out of
     the SR (a LOINC or SNOMED length or area concept means a physical size).
+    ``uncertainty`` is the published +/- of the method in ``unit`` (e.g. the Hadlock HC
+    formula's 2 SD): the SR's upper and lower measurement uncertainty (TID 310).
     """
 
     key: str
@@ -80,6 +82,7 @@ class MeasurementValue:
     concept: CodedConcept | None = None
     segment: int | None = None
     derivation: CodedConcept | None = None
+    uncertainty: float | None = None
 
 
 PNEUMONIA = CodedConcept("233604007", "SCT", "Pneumonia")

@@ -59,6 +59,14 @@ def _measurement(
         algorithm_id=algorithm,
         derivation=_code(m.derivation) if m.derivation else None,
         finding_sites=sites,
+        properties=(
+            hd.sr.MeasurementProperties(
+                upper_measurement_uncertainty=m.uncertainty,
+                lower_measurement_uncertainty=m.uncertainty,
+            )
+            if m.uncertainty is not None
+            else None
+        ),
     )
 
 

@@ -42,7 +42,8 @@
       }
     });
     body.setAttribute("data-live-at", new Date().toISOString());
-    say("live · updated " + new Date().toLocaleTimeString());
+    // UTC and 24-hour, as the tables' times are: "14:03:27 UTC".
+    say("live · updated " + new Date().toISOString().slice(11, 19) + " UTC");
   }
 
   function stop(reason) {

@@ -65,6 +65,7 @@ class FetalBrainModel:
         pixel_mm2 = geometry.pixel_spacing[0] * geometry.pixel_spacing[1]
         areas = [round(float(n) * pixel_mm2, 1) for n in mask.sum(axis=(1, 2))]
         plane = PLANES[int(np.argmax(np.abs(geometry.normal)))]
+        review = gate.reasons(quality)
         return ModelOutput(
             segments=[Segment(FETAL_BRAIN, mask)],
             measurements=[
@@ -80,14 +81,46 @@ class FetalBrainModel:
                     segment=1,
                     derivation=MAXIMUM,  # the largest slice of the volume (SR: TID 1419)
                 ),
+                *_growth(series, volume_ml, flagged=bool(review)),
             ],
-            review=gate.reasons(quality),
+            review=review,
             extras={
                 "stack_plane": plane,
                 "slice_areas_mm2": areas,
                 "quality": quality.as_dict() if quality else None,
             },
         )
+
+
+def _growth(series: LoadedSeries, volume_ml: float, flagged: bool) -> list[MeasurementValue]:
+    """The GA by dates (Last Menstrual Date to the study date, as for the fetal head) and,
+    unless the gate flagged the volume, its z-score in the Ren 2022 intracranial volume
+    reference (19-37 completed weeks)."""
+    from worker.models.fetal_brain.growth import standing
+    from worker.models.fetal_head.growth import ga_by_dates_days
+
+    ds = series.datasets[0]
+    on = ds.get("StudyDate") or ds.get("ContentDate")
+    days = ga_by_dates_days(str(ds.get("LastMenstrualDate") or ""), str(on or ""))
+    if days is None:
+        return []
+    found = [
+        MeasurementValue(
+            "gestational_age_by_dates_days", "Gestational age by dates (LMP)", days, "d"
+        )
+    ]
+    where = None if flagged else standing(volume_ml, days)
+    if where is not None:
+        found.append(
+            MeasurementValue(
+                "brain_volume_z",
+                f"Brain volume z-score (intracranial, Ren 2022, week {where.week})",
+                where.z,
+                "{z-score}",
+                segment=1,
+            )
+        )
+    return found
 
 
 def _load(device: str) -> FetalBrainModel:

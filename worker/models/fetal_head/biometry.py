@@ -16,6 +16,24 @@ import numpy.typing as npt
 
 #: Hadlock et al. 1984 (Radiology 152:497): GA(weeks) = 8.96 + 0.540 HC + 0.0003 HC^3, HC in cm.
 HADLOCK_HC_RANGE_MM = (50.0, 370.0)
+HADLOCK_HC_FORMULA = "Hadlock 1984: GA (weeks) = 8.96 + 0.540 HC + 0.0003 HC^3, HC in cm"
+#: The variability (+/-2 SD, weeks) of the GA the HC formula predicts, tabulated with the
+#: formula by HC (Hadlock FP, Deter RL, Harrist RB, Park SK. Estimating fetal age:
+#: computer-assisted analysis of multiple fetal growth parameters. Radiology
+#: 1984;152:497-501). Taken from the table "GA by HC - Hadlock1984" (its +/-2SD column) of the
+#: Hologic SuperSonic MACH Obstetrical References (PM.LAB.175-A, Oct 2020), as transcribed in
+#: github.com/drmanojkurmana/StewardMD, tools/tokos-build-hc18.mjs (commit 0b6d0ef): HC rows
+#: 68-144 mm +/-1.19, 151-219 mm +/-1.48, 224-280 mm +/-2.06, 284-325 mm +/-2.98 and
+#: 328-360 mm +/-3.20 weeks (predicted GA about 12.7-17.6, 18.1-23.9, 24.4-30.7, 31.2-36.8
+#: and 37.3-42.4 weeks). Each pair is (largest HC of the rows in mm, +/-2 SD in weeks); an HC
+#: between two tabulated rows takes the next, wider, variability.
+HADLOCK_HC_2SD_WEEKS = ((144.0, 1.19), (219.0, 1.48), (280.0, 2.06), (325.0, 2.98), (360.0, 3.20))
+#: The tabulated HC rows (mm): no variability is published outside them.
+HADLOCK_HC_TABLE_MM = (68.0, 360.0)
+HADLOCK_HC_SOURCE = (
+    "Hadlock et al., Radiology 1984;152:497-501; +/-2 SD by HC as tabulated in the Hologic "
+    "SuperSonic MACH Obstetrical References PM.LAB.175-A, 'GA by HC - Hadlock1984'"
+)
 BPD_CONVENTION = "outer-to-outer"
 #: Cephalic index (BPD / OFD x 100) in utero: mean 78.3, and 1 SD either side (74-83) taken
 #: as the normal range; outside it the BPD may misdate the pregnancy and the HC is the better
@@ -73,6 +91,15 @@ def hadlock_ga_days(hc_mm: float) -> float | None:
         return None
     hc_cm = hc_mm / 10.0
     return (8.96 + 0.540 * hc_cm + 0.0003 * hc_cm**3) * 7.0
+
+
+def hadlock_ga_2sd_weeks(hc_mm: float) -> float | None:
+    """The +/-2 SD (weeks) of the Hadlock HC formula's GA for ``hc_mm``; None outside the
+    table's HC rows (HADLOCK_HC_TABLE_MM)."""
+    lo, hi = HADLOCK_HC_TABLE_MM
+    if not lo <= hc_mm <= hi:
+        return None
+    return next(sd2 for largest, sd2 in HADLOCK_HC_2SD_WEEKS if hc_mm <= largest)
 
 
 def format_ga(days: float) -> str:

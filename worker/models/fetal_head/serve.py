@@ -204,16 +204,7 @@ class FetalHeadModel:
         if review:
             warnings.append("gestational age withheld: the quality gate flagged this result")
         elif calibration and b.gestational_age_days is not None:
-            measurements.append(
-                MeasurementValue(
-                    "gestational_age_days",
-                    "Gestational age (Hadlock HC)",
-                    b.gestational_age_days,
-                    "d",
-                    GA_BY_HC_HADLOCK,
-                    segment=1,
-                )
-            )
+            measurements += _ga_by_hc(b.head_circumference_mm, b.gestational_age_days)
         elif calibration:
             warnings.append("HC outside Hadlock's range: no gestational age")
         measurements.append(
@@ -229,8 +220,53 @@ class FetalHeadModel:
                 "quality": chosen.signals.as_dict() if chosen.signals else None,
                 "mask_outside_fan": round(outside, 4),
                 "cephalic_index": shape,
+                "gestational_age_method": _ga_method(measurements),
             },
         )
+
+
+def _ga_by_hc(hc_mm: float, days: float) -> list[MeasurementValue]:
+    """The GA by the Hadlock 1984 HC formula and, where the formula's table has it, its
+    +/-2 SD (weeks; in days on the GA for the SR)."""
+    from worker.models.fetal_head.biometry import hadlock_ga_2sd_weeks
+
+    sd2 = hadlock_ga_2sd_weeks(hc_mm)
+    found = [
+        MeasurementValue(
+            "gestational_age_days",
+            "Gestational age (Hadlock 1984 HC)",
+            days,
+            "d",
+            GA_BY_HC_HADLOCK,
+            segment=1,
+            uncertainty=None if sd2 is None else sd2 * 7.0,
+        )
+    ]
+    if sd2 is not None:
+        found.append(
+            MeasurementValue(
+                "gestational_age_2sd_weeks",
+                "Gestational age ± (2 SD, Hadlock 1984 HC)",
+                sd2,
+                "wk",
+            )
+        )
+    return found
+
+
+def _ga_method(measurements: list[MeasurementValue]) -> dict[str, object] | None:
+    """report.json's account of the GA by HC: the formula, its +/-2 SD and where both are
+    from; None when no GA was given."""
+    from worker.models.fetal_head.biometry import HADLOCK_HC_FORMULA, HADLOCK_HC_SOURCE
+
+    values = {m.key: m.value for m in measurements}
+    if "gestational_age_days" not in values:
+        return None
+    return {
+        "formula": HADLOCK_HC_FORMULA,
+        "two_sd_weeks": values.get("gestational_age_2sd_weeks"),
+        "source": HADLOCK_HC_SOURCE,
+    }
 
 
 def _growth(ds: Dataset, hc_mm: float) -> list[MeasurementValue]:

@@ -52,8 +52,8 @@ def test_units_as_a_reader_expects(value: float, unit: str, shown: Shown) -> Non
 
 
 def test_one_line_text() -> None:
-    assert measurement_text("Gestational age (Hadlock HC)", 264.29, "d") == (
-        "Gestational age (Hadlock HC): 37w5d"
+    assert measurement_text("Gestational age (Hadlock 1984 HC)", 264.29, "d") == (
+        "Gestational age (Hadlock 1984 HC): 37w5d"
     )
     assert measurement_text("Measured frame number", 1.0, "{frame}") == "Measured frame number: 1"
     assert measurement_text("Head circumference", 330.04, "mm") == "Head circumference: 330.0 mm"

@@ -112,7 +112,11 @@ def test_the_study_page_has_the_viewer_legend_and_readable_numbers(
     legend = html[html.index(f'id="legend-{job}"') :]
     assert "Fetal head" in legend and "#ffff00" in legend
     assert "orientation unknown" in legend, "no R/L guessed for ultrasound"
-    assert re.search(r"Gestational age \(Hadlock HC\)</td><td class=\"value\">\d+w\dd<", html)
+    assert re.search(r"Gestational age \(Hadlock 1984 HC\)</td><td class=\"value\">\d+w\dd<", html)
+    # ... with the formula's +/-2 SD for that HC (weeks).
+    assert re.search(
+        r"Gestational age ± \(2 SD, Hadlock 1984 HC\)</td><td class=\"value\">[123]\.\d+ wk<", html
+    )
     assert re.search(r"Head circumference</td><td class=\"value\">\d+\.\d mm<", html)
     assert re.search(r"Measured frame number</td><td class=\"value\">\d+<", html)
     # The head's shape with the normal range it is read against (Hadlock 1981).
@@ -194,7 +198,7 @@ def test_an_unreadable_seg_leaves_the_page_standing(
         assert page.status_code == 200
         assert f'id="legend-{job}"' in page.text and f'data-job="{job}"' not in page.text
         assert re.search(
-            r"Gestational age \(Hadlock HC\)</td><td class=\"value\">\d+w\dd<", page.text
+            r"Gestational age \(Hadlock 1984 HC\)</td><td class=\"value\">\d+w\dd<", page.text
         )
         assert f"job {job}: overlay unreadable" in caplog.text
     finally:

@@ -64,7 +64,7 @@ def test_show_and_the_results_table_write_measurements_as_clinicians_read_them(
         )
         values = (
             ("head_circumference_mm", "Head circumference", 330.04, "mm"),
-            ("gestational_age_days", "Gestational age (Hadlock HC)", 264.29, "d"),
+            ("gestational_age_days", "Gestational age (Hadlock 1984 HC)", 264.29, "d"),
             ("measured_frame", "Measured frame number", 3.0, "{frame}"),
             ("cephalic_index", "Cephalic index (BPD/OFD x 100; normal 74-83)", 78.34, "{index}"),
             ("max_slice_area_mm2", "Largest brain slice area", 1234.0, "mm2"),
@@ -83,7 +83,7 @@ def test_show_and_the_results_table_write_measurements_as_clinicians_read_them(
     assert print_study(session_factory, "7.7.7", out)
     text = out.getvalue()
     words = " ".join(text.split())
-    assert "Gestational age (Hadlock HC) 37w5d" in words
+    assert "Gestational age (Hadlock 1984 HC) 37w5d" in words
     assert "Head circumference 330.0 mm" in words
     assert "Cephalic index (BPD/OFD x 100; normal 74-83) 78.3" in words
     assert "Measured frame number 3" in words and "Largest brain slice area 12.3 cm²" in words

@@ -65,6 +65,20 @@ def test_us_report_references_the_measured_frame(tmp_path: Path) -> None:
     assert set(names) == {"11984-2", "11820-8", "11851-3", "11932-1"}  # HC, BPD, OFD, GA
     assert names["11984-2"][1] == "mm" and names["11932-1"][1] == "d"
     assert names["11984-2"][0] == pytest.approx(phantom.truth.hc_mm, abs=4.0)  # real-data model
+    # The GA carries the Hadlock formula's +/-2 SD (days) as its measurement uncertainty.
+    (ga,) = [m for m in group.get_measurements() if m.name.value == "11932-1"]
+    two_sd = {m.key: m.value for m in result.measurements}["gestational_age_2sd_weeks"] * 7.0
+    uncertainty = {
+        item.ConceptNameCodeSequence[0].CodeMeaning: float(
+            item.MeasuredValueSequence[0].NumericValue
+        )
+        for item in ga[0].ContentSequence
+        if item.ValueType == "NUM"
+    }
+    assert uncertainty == {
+        "+, range of upper measurement uncertainty": pytest.approx(two_sd),
+        "-, range of lower measurement uncertainty": pytest.approx(two_sd),
+    }
     frame_refs = [
         ref.ReferencedFrameNumber
         for item in sr.ContentSequence

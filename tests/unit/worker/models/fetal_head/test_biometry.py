@@ -12,6 +12,7 @@ from worker.models.fetal_head.biometry import (
     ellipse_mask,
     fit_ellipse_mm,
     format_ga,
+    hadlock_ga_2sd_weeks,
     hadlock_ga_days,
     ramanujan_perimeter,
 )
@@ -28,6 +29,55 @@ def test_hadlock_ga_from_hc() -> None:
     assert hadlock_ga_days(175.0) / 7 == pytest.approx(8.96 + 0.540 * 17.5 + 0.0003 * 17.5**3)
     assert hadlock_ga_days(20.0) is None and hadlock_ga_days(500.0) is None
     assert format_ga(20 * 7 + 3) == "20w3d"
+
+
+#: Rows of the table "GA by HC - Hadlock1984" (HC cm -> predicted GA weeks) of the Hologic
+#: SuperSonic MACH Obstetrical References (PM.LAB.175-A, Oct 2020), as quoted in
+#: github.com/drmanojkurmana/StewardMD (tests of tools/tokos-build-hc18.mjs).
+HADLOCK_TABLE_ROWS = (
+    (6.8, 12.7263),
+    (15.1, 18.1469),
+    (22.4, 24.4278),
+    (30.1, 33.3953),
+    (36.0, 42.3968),
+)
+
+
+@pytest.mark.parametrize(("hc_cm", "weeks"), HADLOCK_TABLE_ROWS)
+def test_hadlock_formula_gives_the_tabulated_ga(hc_cm: float, weeks: float) -> None:
+    days = hadlock_ga_days(hc_cm * 10)
+    assert days is not None and days / 7 == pytest.approx(weeks, abs=0.0006)
+
+
+@pytest.mark.parametrize(
+    ("hc_mm", "two_sd_weeks"),
+    [
+        # Each tabulated range's first and last HC row (mm) and its +/-2 SD (weeks).
+        (68.0, 1.19),
+        (144.0, 1.19),
+        (151.0, 1.48),
+        (219.0, 1.48),
+        (224.0, 2.06),
+        (280.0, 2.06),
+        (284.0, 2.98),
+        (325.0, 2.98),
+        (328.0, 3.20),
+        (360.0, 3.20),
+        # Between two tabulated rows: the next, wider variability.
+        (147.0, 1.48),
+        (282.0, 2.98),
+        (326.5, 3.20),
+    ],
+)
+def test_hadlock_ga_variability_by_hc(hc_mm: float, two_sd_weeks: float) -> None:
+    assert hadlock_ga_2sd_weeks(hc_mm) == two_sd_weeks
+
+
+def test_no_variability_outside_the_table() -> None:
+    assert hadlock_ga_days(60.0) is not None and hadlock_ga_2sd_weeks(60.0) is None
+    assert hadlock_ga_days(365.0) is not None and hadlock_ga_2sd_weeks(365.0) is None
+    # Third trimester: weeks, not days.
+    assert hadlock_ga_2sd_weeks(320.0) == pytest.approx(2.98)
 
 
 def test_bpd_ofd_are_the_axes_outer_to_outer() -> None:

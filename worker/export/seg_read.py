@@ -1,7 +1,7 @@
 """Read one of our SEGs back as masks on the source frames it references.
 
-A SEG frame says which segment it holds and which source frame it lies on (the Derivation
-Image Sequence of its functional groups: SOP Instance UID and, for a multi-frame source, the
+A SEG frame says which segment it holds and which source frame it lies on (the Segment
+Identification and Derivation Image Sequences of its functional groups, per frame or shared: SOP Instance UID and, for a multi-frame source, the
 frame number). Frames no segment covers are simply absent. BINARY frames are 0/1, FRACTIONAL
 ones 0..MaximumFractionalValue (half of it or more is inside).
 """
@@ -70,7 +70,8 @@ def read_seg_masks(path: Path) -> SegMasks:
         key = _source_of(group) or (_source_of(shared) if shared is not None else None)
         if key is None:
             continue
-        number = int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        identified = group if "SegmentIdentificationSequence" in group else shared
+        number = int(identified.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         mask = pixels[index] >= threshold
         per = frames.setdefault(key, {})
         per[number] = per[number] | mask if number in per else mask

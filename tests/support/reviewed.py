@@ -4,6 +4,7 @@ measurements, the SEG as an output, the reviewer's account)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from db.models import (
 from worker.core.registry import get_spec
 from worker.export.outputs import ModelOutput, Segment, SegmentKind
 from worker.export.seg import write_seg
+from worker.models.lung_ct.serve import DEFAULT_WEIGHTS
 from worker.pipeline.loading import load_series
 
 #: Patient data stamped into the test series; none of it may leave in an export.
@@ -74,7 +76,9 @@ def reviewed_result(
     with session_factory.begin() as session:
         study = session.scalar(
             select(Study).where(Study.study_instance_uid == str(header.StudyInstanceUID))
-        ) or Study(study_instance_uid=str(header.StudyInstanceUID), patient_id=str(header.PatientID))
+        ) or Study(
+            study_instance_uid=str(header.StudyInstanceUID), patient_id=str(header.PatientID)
+        )
         row = Series(
             study=study,
             series_instance_uid=str(header.SeriesInstanceUID),
@@ -109,10 +113,21 @@ def reviewed_result(
             measurements=[
                 Measurement(key=k, label=k, value=v, unit=u) for k, (v, u) in measurements.items()
             ],
-            outputs=[OutputFile(kind="seg", path=str(seg_path), sop_instance_uid=seg.SOPInstanceUID)],
+            outputs=[
+                OutputFile(kind="seg", path=str(seg_path), sop_instance_uid=seg.SOPInstanceUID)
+            ],
         )
         if session.scalar(select(Account).where(Account.name == reviewer)) is None:
             session.add(Account(name=reviewer, role="reviewer"))
         session.add_all([study, row, job, result])
         session.flush()
         return result.id
+
+
+def copied_checkpoint(folder: Path) -> Path:
+    """The shipped lung CT weights under another name (the .json travels with the .pt)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "lung_ct_unet_v2.pt"
+    shutil.copy(DEFAULT_WEIGHTS, target)
+    shutil.copy(DEFAULT_WEIGHTS.with_suffix(".json"), target.with_suffix(".json"))
+    return target

@@ -4,7 +4,6 @@ never delivered; compare reads both; promote makes it live, audited."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,8 @@ from db.models import AuditEvent, Delivery, Job, Result
 from db.shadow_models import LIVE, ShadowResult
 from tests.support.factories import chest_series
 from tests.support.jobs import queue_test_job, set_job
+from tests.support.reviewed import copied_checkpoint
 from worker.core.settings import DicomDestination
-from worker.models.lung_ct.serve import DEFAULT_WEIGHTS
 from worker.ops.audit import Actor
 from worker.ops.operations import OperationError
 from worker.pipeline.cache import ModelCache
@@ -26,15 +25,6 @@ from worker.shadow.installs import install_shadow, installs, promote
 from worker.shadow.run import run_shadows
 
 ADMIN = Actor("root-admin", "cli")
-
-
-def copied_checkpoint(folder: Path) -> Path:
-    """The shipped lung CT weights under another name (the .json travels with the .pt)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "lung_ct_unet_v2.pt"
-    shutil.copy(DEFAULT_WEIGHTS, target)
-    shutil.copy(DEFAULT_WEIGHTS.with_suffix(".json"), target.with_suffix(".json"))
-    return target
 
 
 def test_install_refuses_what_cannot_run_and_audits_what_it_installs(
@@ -103,10 +93,12 @@ def test_shadow_runs_beside_live_is_stored_not_delivered_then_promoted(
     execute_job(session_factory, models, tmp_path / "results", job2, DeliverTo([pacs]))
     assert run_shadows(session_factory, models, tmp_path / "results", job2) == []
     with session_factory() as session:
-        assert session.scalars(
-            select(Result.model_version).where(Result.job_id == job2)
-        ).one() == "1.1.0-shadow"
-        assert session.scalars(
-            select(AuditEvent.detail).where(AuditEvent.action == "promote")
-        ).first() == "lung-ct-unet 1.1.0-shadow live (was 1.0.0 (shipped))"
+        assert (
+            session.scalars(select(Result.model_version).where(Result.job_id == job2)).one()
+            == "1.1.0-shadow"
+        )
+        assert (
+            session.scalars(select(AuditEvent.detail).where(AuditEvent.action == "promote")).first()
+            == "lung-ct-unet 1.1.0-shadow live (was 1.0.0 (shipped))"
+        )
     assert [i.role for i in installs(session_factory, "lung-ct-unet")] == [LIVE]

@@ -171,13 +171,14 @@ def create_app(
 
     from fastapi.staticfiles import StaticFiles
 
-    from worker.dashboard import actions, audit_page, browser, preview, viewer, views
+    from worker.dashboard import actions, audit_page, browser, preview, shadow_page, viewer, views
 
     app.include_router(views.router)
     app.include_router(actions.router)
     app.include_router(viewer.router)  # /static/viewer.js behind the login, before the mount
     app.include_router(browser.router)
     app.include_router(audit_page.router)
+    app.include_router(shadow_page.router)
     app.include_router(preview.router)
     app.include_router(sso.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,9 +1,10 @@
 """Read one of our SEGs back as masks on the source frames it references.
 
-A SEG frame says which segment it holds and which source frame it lies on (the Segment
-Identification and Derivation Image Sequences of its functional groups, per frame or shared: SOP Instance UID and, for a multi-frame source, the
-frame number). Frames no segment covers are simply absent. BINARY frames are 0/1, FRACTIONAL
-ones 0..MaximumFractionalValue (half of it or more is inside).
+A SEG frame says which segment it holds and which source frame it lies on: the Segment
+Identification and Derivation Image Sequences of its functional groups (per frame, or shared
+when all frames have the same): SOP Instance UID and, for a multi-frame source, the frame
+number. Frames no segment covers are absent. BINARY frames are 0/1, FRACTIONAL ones
+0..MaximumFractionalValue (half of it or more is inside).
 """
 
 from __future__ import annotations

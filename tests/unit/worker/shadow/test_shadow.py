@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import AuditEvent, Delivery, Job, Result
 from db.shadow_models import LIVE, ShadowResult
+from tests.support.dashboard_client import logged_in_client
 from tests.support.factories import chest_series
 from tests.support.jobs import queue_test_job, set_job
 from tests.support.reviewed import copied_checkpoint
-from worker.core.settings import DicomDestination
+from worker.core.settings import DicomDestination, Settings
 from worker.ops.audit import Actor
 from worker.ops.operations import OperationError
 from worker.pipeline.cache import ModelCache
@@ -50,7 +51,7 @@ def test_install_refuses_what_cannot_run_and_audits_what_it_installs(
 
 
 def test_shadow_runs_beside_live_is_stored_not_delivered_then_promoted(
-    session_factory: sessionmaker[Session], tmp_path: Path
+    session_factory: sessionmaker[Session], settings: Settings, tmp_path: Path
 ) -> None:
     weights = copied_checkpoint(tmp_path / "w")
     install_shadow(session_factory, "lung-ct-unet", "1.1.0-shadow", weights, actor=ADMIN)
@@ -82,6 +83,19 @@ def test_shadow_runs_beside_live_is_stored_not_delivered_then_promoted(
     assert all(abs(ba.mean_difference) < 1e-6 for ba in comparison.agreement().values())
     text = "\n".join(report_lines(comparison))
     assert "Dice live vs shadow: mean 1.000" in text and "Bland-Altman" in text
+
+    # The dashboard's page shows the same comparison.
+    client = logged_in_client(settings, session_factory)
+    listing = client.get("/shadow")
+    assert listing.status_code == 200 and "1.1.0-shadow" in listing.text
+    assert "/shadow?model=lung-ct-unet&amp;live=1.0.0&amp;version=1.1.0-shadow" in listing.text
+    page = client.get(
+        "/shadow", params={"model": "lung-ct-unet", "live": "1.0.0", "version": "1.1.0-shadow"}
+    )
+    assert page.status_code == 200
+    assert "live 1.0.0 vs shadow 1.1.0-shadow, 1 series" in page.text
+    assert "Dice live vs shadow: mean 1.000" in page.text
+    assert "left_lung_volume_ml" in page.text
 
     done = promote(session_factory, "lung-ct-unet", "1.1.0-shadow", actor=ADMIN)
     assert done.role == LIVE

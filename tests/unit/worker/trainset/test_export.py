@@ -217,8 +217,17 @@ def test_cli_refuses_without_a_secret_and_exports_with_one(
 
     def export(out: Path, extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "worker.cli", "export-training", "fetal-head-unet"]
-            + ["--out", str(out), "--decision", "accepted"],
+            [
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "export-training",
+                "fetal-head-unet",
+                "--out",
+                str(out),
+                "--decision",
+                "accepted",
+            ],
             env={**env, **extra},
             capture_output=True,
             text=True,

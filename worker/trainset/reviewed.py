@@ -9,7 +9,6 @@ else from it. Without a reader a corrected result has no reference (it is left o
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -131,7 +130,3 @@ def reviewed_cases(
                 )
             )
     return cases
-
-
-def measurements_json(values: dict[str, float]) -> str:
-    return json.dumps({k: round(v, 4) for k, v in sorted(values.items())})

@@ -329,3 +329,7 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# Tables kept in modules of their own, registered on Base.metadata with the rest.
+from db import shadow_models as _shadow_models  # noqa: E402, F401

@@ -353,3 +353,7 @@ def add_ops_commands(sub: Any) -> None:
     from worker.cli.decisions import add_decision_commands  # it imports this module
 
     add_decision_commands(sub)
+
+    from worker.cli.learning import add_learning_commands  # it imports this module
+
+    add_learning_commands(sub)

@@ -13,6 +13,7 @@ import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -52,6 +53,9 @@ class ModelSpec:
     description: str
     accepts: Callable[[SeriesTags], bool]
     load: Callable[[str], Model]  # device -> model
+    #: (device, checkpoint) -> the model with other weights: what a version installed in
+    #: shadow (worker.shadow) loads. None: the model cannot take other weights.
+    load_weights: Callable[[str, Path], Model] | None = field(default=None, hash=False)
     algorithm_family: str = "ArtificialIntelligence"  # a CID 7162 keyword
     priority: int = 0
     weights_sha256: str | None = None

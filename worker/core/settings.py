@@ -264,6 +264,11 @@ class Settings(BaseSettings):
         description="Also send results back to the AE that sent the study: its calling AE "
         "title at the address it connected from, on this port.",
     )
+    training_export_secret: str = Field(
+        default="",
+        description="Site secret for `medseg export-training`: subject keys are HMAC-SHA256 of "
+        "the Patient ID under it (16 characters or more; keep it, or keys change).",
+    )
     fetal_brain_weights: Path | None = Field(
         default=None, description="Checkpoint for the fetal brain model; default: shipped."
     )

@@ -171,7 +171,16 @@ def create_app(
 
     from fastapi.staticfiles import StaticFiles
 
-    from worker.dashboard import actions, audit_page, browser, charts, preview, viewer, views
+    from worker.dashboard import (
+        actions,
+        audit_page,
+        browser,
+        charts,
+        preview,
+        shadow_page,
+        viewer,
+        views,
+    )
 
     app.include_router(views.router)
     app.include_router(actions.router)
@@ -179,6 +188,7 @@ def create_app(
     app.include_router(browser.router)
     app.include_router(charts.router)
     app.include_router(audit_page.router)
+    app.include_router(shadow_page.router)
     app.include_router(preview.router)
     app.include_router(sso.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

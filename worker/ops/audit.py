@@ -32,6 +32,8 @@ ACTIONS = (
     "redeliver_all",
     "echo",  # a C-ECHO to a destination, from the Failures page
     "route",  # a series sent to a model by hand
+    "shadow",  # a model version installed in shadow (worker.shadow.installs)
+    "promote",  # a shadow version made live
 )
 DONE, REFUSED = "done", "refused"
 

@@ -37,7 +37,8 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
     "viewer": frozenset(),
     "operator": OPERATE,
     "reviewer": REVIEW,
-    "admin": OPERATE | REVIEW | {"users"},
+    # Which weights make clinical results: an administrator's call.
+    "admin": OPERATE | REVIEW | {"users", "shadow", "promote"},
 }
 _BY_NAME: dict[str, frozenset[str]] = {str(k): v for k, v in PERMISSIONS.items()}
 #: A name: letters, digits and ``.-_@`` (an e-mail address is one), 1 to 64 characters.

@@ -19,7 +19,8 @@ class ModelCache:
         self.device = device
         self.requested: Precision = precision
         self.precision: Precision = resolve_precision(device, precision)
-        self._models: dict[str, Model] = {}
+        #: By name and version: a version installed in shadow (worker.shadow) is its own model.
+        self._models: dict[tuple[str, str], Model] = {}
         self._lock = threading.Lock()
 
     def precision_note(self) -> str:
@@ -32,8 +33,8 @@ class ModelCache:
 
     def get(self, spec: ModelSpec) -> Model:
         with self._lock:
-            model = self._models.get(spec.name)
+            model = self._models.get((spec.name, spec.version))
             if model is None:
                 model = spec.load(self.device)
-                self._models[spec.name] = model
+                self._models[(spec.name, spec.version)] = model
             return model

@@ -36,6 +36,7 @@ from worker.runtime.joblog import RunLog
 from worker.runtime.joblog import capture as capture_log
 from worker.runtime.joblog import store as store_log
 from worker.runtime.metrics import observe_pipeline
+from worker.shadow.installs import live_spec
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +282,8 @@ def _run(
         )
 
     try:
-        spec = get_spec(claimed.model_name)
+        # The promoted version when an operator promoted one (worker.shadow.installs).
+        spec = live_spec(session_factory, get_spec(claimed.model_name))
     except KeyError as exc:
         return fail(PermanentError(exc.args[0]))
     try:

@@ -159,10 +159,23 @@ def run_job(self: Task[Any, Any], job_id: int) -> str | None:
         # The database is away before the job could be claimed: the message comes back later.
         logger.warning("job %s: database unavailable (%s), retrying the message", job_id, exc)
         raise self.retry(countdown=DB_DOWN_RETRY_SECONDS, max_retries=720) from exc
+    if state in (JobState.SUCCEEDED, JobState.NEEDS_REVIEW):
+        _shadows(ctx, job_id)
     if state in _JOB_FAILED:
         again = " (it will be tried again)" if state is JobState.QUEUED else ""
         raise JobFailedError(f"job {job_id} attempt failed, now {state.value}{again}")
     return state.value if state else None
+
+
+def _shadows(ctx: WorkerContext, job_id: int) -> None:
+    """The model's shadow versions on the same series, after the live result is recorded;
+    nothing they do changes the live job's outcome."""
+    from worker.shadow.run import run_shadows
+
+    try:
+        run_shadows(ctx.session_factory, ctx.models, ctx.settings.results_dir, job_id)
+    except Exception:  # the live result stands whatever happens to its shadows
+        logger.exception("job %s: shadow versions could not run", job_id)
 
 
 @app.task(name=TASK_DELIVER, acks_late=True, ignore_result=True, throws=(DeliveryFailedError,))

@@ -44,11 +44,11 @@ def accepts(tags: SeriesTags) -> bool:
 
 
 class FetalBrainModel:
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, weights: Path | None = None) -> None:
         from worker.core.settings import get_settings
         from worker.models._nn.predictor import UNetPredictor
 
-        weights = get_settings().fetal_brain_weights or DEFAULT_BRAIN_WEIGHTS
+        weights = weights or get_settings().fetal_brain_weights or DEFAULT_BRAIN_WEIGHTS
         self.predictor = UNetPredictor(weights, device)
         self.weights_sha256 = self.predictor.sha256
 
@@ -134,6 +134,7 @@ SPEC = ModelSpec(
     description="Fetal MR: per-slice brain U-Net, 3D clean-up, brain volume",
     accepts=accepts,
     load=_load,
+    load_weights=FetalBrainModel,
     algorithm_family="ArtificialIntelligence",
     time_limit_seconds=900,
     train={

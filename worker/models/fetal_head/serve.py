@@ -77,11 +77,11 @@ class _Forwarded:
 
 
 class FetalHeadModel:
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, weights: Path | None = None) -> None:
         from worker.core.settings import get_settings
         from worker.models.fetal_head.predictor import FetalHeadPredictor
 
-        weights = get_settings().fetal_head_weights or DEFAULT_WEIGHTS
+        weights = weights or get_settings().fetal_head_weights or DEFAULT_WEIGHTS
         self.predictor = FetalHeadPredictor(weights, device)
         self.weights_sha256 = self.predictor.sha256
         logger.info(
@@ -324,6 +324,7 @@ SPEC = ModelSpec(
     description="Obstetric US: fetal head U-Net, ellipse fit, HC/BPD/OFD/GA (Hadlock)",
     accepts=accepts,
     load=_load,
+    load_weights=FetalHeadModel,
     algorithm_family="ArtificialIntelligence",
     time_limit_seconds=300,
     train={"fetal-head": "worker.models.fetal_head.train:command"},

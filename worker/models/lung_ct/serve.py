@@ -100,6 +100,7 @@ SPEC = ModelSpec(
     description="Chest CT: left/right lungs by a 2D U-Net, volumes from slice positions",
     accepts=accepts,
     load=_load,
+    load_weights=LungCtUNet,
     algorithm_family="ArtificialIntelligence",
     priority=10,
     runnable=weights_present,

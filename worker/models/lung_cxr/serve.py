@@ -246,6 +246,7 @@ SPEC = ModelSpec(
     description="Chest X-ray: lung fields (U-Net), areas, pneumonia opacities (Faster R-CNN)",
     accepts=accepts,
     load=_load,
+    load_weights=lambda device, weights: LungCxrModel(device, unet_weights=weights),
     algorithm_family="ArtificialIntelligence",
     train={
         "lung-cxr": "worker.models.lung_cxr.recipe:command",

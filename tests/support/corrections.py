@@ -51,5 +51,5 @@ def write_corrected_seg(
         content_creator_name=creator,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(out)
+    seg.save_as(out, enforce_file_format=True)
     return out

@@ -29,7 +29,9 @@ from worker.runtime.jobs import DeliverTo, execute_job
 PACS = DeliverTo([DicomDestination(name="pacs", ae_title="PACS", host="127.0.0.1", port=1)])
 
 
-def _latest(session_factory: sessionmaker[Session], job_id: int) -> tuple[dict[str, float], dict[str, str], list[str]]:
+def _latest(
+    session_factory: sessionmaker[Session], job_id: int
+) -> tuple[dict[str, float], dict[str, str], list[str]]:
     with session_factory() as session:
         result = session.get_one(Job, job_id).results[-1]
         return (

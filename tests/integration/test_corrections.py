@@ -136,8 +136,10 @@ def test_a_corrected_fetal_head_is_delivered_with_its_predecessor(
         assert [d.state for d in flagged.deliveries] == [DeliveryState.WITHHELD]
     a, b = phantom.truth.ofd_mm / 2, phantom.truth.bpd_mm / 2
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "review", str(job.id), "correct"]
-        + [f"cx=60,cy=45,a={a},b={b},angle=0", "--by", "dr-a"],
+        [
+            *(sys.executable, "-m", "worker.cli", "review", str(job.id), "correct"),
+            *(f"cx=60,cy=45,a={a},b={b},angle=0", "--by", "dr-a"),
+        ],
         env={**os.environ, **stack.env},
         capture_output=True,
         text=True,
@@ -189,8 +191,10 @@ def test_a_corrected_seg_sent_over_c_store_is_matched_to_its_result(
     # -R: propose the files' own SOP class (Segmentation Storage is not in storescu's
     # default list; Slicer and OHIF propose it themselves).
     sent = subprocess.run(
-        [dcmtk_tool("storescu"), "-R", "-aet", "SLICER", "-aec", "MEDSEG"]
-        + ["127.0.0.1", str(stack.port), str(corrected)],
+        [
+            *(dcmtk_tool("storescu"), "-R", "-aet", "SLICER", "-aec", "MEDSEG"),
+            *("127.0.0.1", str(stack.port), str(corrected)),
+        ],
         env=dcmtk_env(),
         capture_output=True,
         text=True,

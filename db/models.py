@@ -331,5 +331,57 @@ class Account(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class CorrectionState(enum.StrEnum):
+    #: Recorded (a reviewer's ellipse, a corrected SEG received); the worker applies it.
+    RECEIVED = "received"
+    #: Applied: ``result_id`` is the corrected result, the one delivered now.
+    APPLIED = "applied"
+    #: A received SEG no result could be found for (``reason`` says why); kept, never lost.
+    UNMATCHED = "unmatched"
+    #: It could not be applied (``reason``): bad values, unreadable files.
+    FAILED = "failed"
+
+
+class Correction(Base):
+    """A reviewer's correction of a result: a fetal head ellipse moved on the study page or by
+    ``medseg review JOB correct``, or a corrected DICOM SEG sent back over C-STORE. The worker
+    applies it (worker.corrections): a new result on the same job, with the recomputed
+    measurements and a new SEG/SR that reference the ones they replace."""
+
+    __tablename__ = "correction"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: ``ellipse`` (the fetal head's ellipse) or ``seg`` (a corrected segmentation).
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[CorrectionState] = mapped_column(
+        _enum(CorrectionState, "correction_state"), default=CorrectionState.RECEIVED, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Who corrected (a reviewer's name; for a SEG its Content Creator's Name or the sender's
+    #: AE title) and from where: dashboard, cli or dicom.
+    by: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    #: The job whose result is corrected (given for an ellipse, found for a SEG).
+    job_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    #: The result it replaces and the corrected result (plain IDs, as in the audit trail).
+    replaces_result_id: Mapped[int | None] = mapped_column(Integer)
+    result_id: Mapped[int | None] = mapped_column(Integer)
+    #: The ellipse as JSON ({"cx", "cy", "a", "b", "angle"}, the model's units).
+    ellipse: Mapped[str | None] = mapped_column(Text)
+    #: A received SEG: its series row, file and SOP Instance UID.
+    series_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    path: Mapped[str | None] = mapped_column(Text)
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    #: Why it is unmatched or failed.
+    reason: Mapped[str | None] = mapped_column(Text)
+    #: What changed, JSON: {key: [old, new]}.
+    changes: Mapped[str | None] = mapped_column(Text)
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The outbox's columns (dicom_gateway.outbox): published once, when due.
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 # Tables kept in modules of their own, registered on Base.metadata with the rest.
 from db import shadow_models as _shadow_models  # noqa: E402, F401

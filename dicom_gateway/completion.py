@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, Series, SeriesStatus, utcnow
 from dicom_gateway import metrics
+from dicom_gateway.corrections import is_correction, record_received
 from worker.core.enqueue import queue_job
 from worker.core.routing import route, unrouted_reason
 from worker.core.tags import SeriesTags
@@ -146,6 +147,9 @@ def complete_quiet_series(
             last = series.last_received_at
             last = last if last.tzinfo else last.replace(tzinfo=now.tzinfo)
             metrics.COMPLETION_DELAY.observe((now - last).total_seconds())
+            if is_correction(series):  # a reviewer's corrected SEG: no job, the worker matches it
+                record_received(session, series)
+                continue
             spec = route(_tags(series))
             if spec is None:
                 series.status = SeriesStatus.UNROUTED

@@ -31,6 +31,8 @@ PROCESSED_SOP_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.1": "Computed Radiography Image Storage",
     "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
     "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
+    # Not processed as a study: a reviewer's corrected segmentation (dicom_gateway.corrections).
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
 }
 
 #: Uncompressed plus the compressed syntaxes pydicom + pylibjpeg decode.

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 from sqlalchemy import literal, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Delivery, DeliveryState, Job, JobState, utcnow
-from worker.core.broker import TASK_DELIVER, TASK_RUN_JOB
+from db.models import Correction, CorrectionState, Delivery, DeliveryState, Job, JobState, utcnow
+from worker.core.broker import TASK_CORRECT, TASK_DELIVER, TASK_RUN_JOB
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +28,16 @@ class Publisher(Protocol):
 
 @dataclass(frozen=True)
 class _Kind:
-    model: type[Job] | type[Delivery]
-    waiting: JobState | DeliveryState
+    model: type[Job] | type[Delivery] | type[Correction]
+    waiting: JobState | DeliveryState | CorrectionState
     task: str
-    fixed_queue: str | None  # deliveries always go to the cpu queue; jobs carry theirs
+    fixed_queue: str | None  # deliveries and corrections go to the cpu queue; jobs carry theirs
 
 
 _KINDS = (
     _Kind(Job, JobState.QUEUED, TASK_RUN_JOB, None),
     _Kind(Delivery, DeliveryState.PENDING, TASK_DELIVER, "cpu"),
+    _Kind(Correction, CorrectionState.RECEIVED, TASK_CORRECT, "cpu"),
 )
 
 
@@ -59,7 +60,8 @@ def _pending(session: Session, kind: _Kind, now: datetime) -> list[tuple[int, st
 def dispatch_pending(
     session_factory: sessionmaker[Session], publish: Publisher, now: datetime | None = None
 ) -> int:
-    """Publish every due job and delivery not yet published; returns how many were sent."""
+    """Publish every due job, delivery and correction not yet published; returns how many
+    were sent."""
     now = now or utcnow()
     sent = 0
     for kind in _KINDS:

@@ -42,8 +42,14 @@ def _cmd_review(args: argparse.Namespace) -> int:
 
     if args.pending:
         return _print_pending()
+    if args.decision == "correct":
+        return _cmd_correct(args)
     if args.job_id is None or args.decision is None or not args.by:
-        print("medseg review: give JOB_ID accept|reject --by NAME, or --pending", file=sys.stderr)
+        print(
+            "medseg review: give JOB_ID accept|reject --by NAME, JOB_ID correct "
+            "cx=..,cy=..,a=..,b=..,angle=.. --by NAME, or --pending",
+            file=sys.stderr,
+        )
         return 2
 
     decisions: dict[str, Decision] = {"accept": "accepted", "reject": "rejected"}
@@ -68,6 +74,60 @@ def _cmd_review(args: argparse.Namespace) -> int:
         print(f"queued for delivery to: {', '.join(done.released)}")
     if done.withheld:
         print(f"still withheld from: {', '.join(done.withheld)} (see medseg show)")
+    return 0
+
+
+def _cmd_correct(args: argparse.Namespace) -> int:
+    from worker.corrections.ellipse import FIELDS, EllipseError, parse
+    from worker.ops.audit import Actor
+    from worker.ops.corrections import request_ellipse
+    from worker.ops.operations import OperationError
+
+    actor = Actor(args.by, "cli")
+    if not permitted(args, "correct", actor=actor, job_id=args.job_id):
+        return NOT_ALLOWED
+    try:
+        ellipse = parse(args.values or "")
+        values = dict(
+            zip(
+                FIELDS,
+                (ellipse.cx, ellipse.cy, ellipse.a, ellipse.b, ellipse.angle_deg),
+                strict=True,
+            )
+        )
+        correction = request_ellipse(
+            ops._session_factory(), args.job_id, values, by=args.by, note=args.note, actor=actor
+        )
+    except (EllipseError, OperationError) as exc:
+        print(f"medseg review: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"correction {correction} of job {args.job_id} recorded by {args.by}; the worker "
+        "recomputes the measurements and delivers the corrected result (medseg corrections)"
+    )
+    return 0
+
+
+def _cmd_corrections(args: argparse.Namespace) -> int:
+    from worker.cli.output import table
+    from worker.ops.corrections import list_corrections
+
+    table(
+        ["id", "kind", "state", "received (UTC)", "by", "job", "result", "changes or reason"],
+        (
+            (
+                c.id,
+                c.kind,
+                c.state,
+                c.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                f"{c.by} ({c.source})",
+                c.job_id or "-",
+                f"{c.replaces_result_id} -> {c.result_id}" if c.result_id else "-",
+                c.reason or "; ".join(f"{k} {a} -> {b}" for k, (a, b) in c.changes.items()) or "-",
+            )
+            for c in list_corrections(ops._session_factory(), state=args.state)
+        ),
+    )
     return 0
 
 
@@ -101,7 +161,15 @@ def add_decision_commands(sub: Any) -> None:
         "--pending: the worklist",
     )
     review.add_argument("job_id", type=int, nargs="?")
-    review.add_argument("decision", nargs="?", choices=["accept", "reject"])
+    review.add_argument("decision", nargs="?", choices=["accept", "reject", "correct"])
+    review.add_argument(
+        "values",
+        nargs="?",
+        metavar="cx=..,cy=..,a=..,b=..,angle=..",
+        help="correct: the fetal head's ellipse in the model's units (mm when calibrated: "
+        "centre from the top-left pixel, semi-axes a >= b, angle of a in degrees); "
+        "medseg show gives the current one",
+    )
     review.add_argument(
         "--pending",
         action="store_true",
@@ -111,6 +179,16 @@ def add_decision_commands(sub: Any) -> None:
     review.add_argument("--note", help="why (kept with the result)")
     review.add_argument("--force", action="store_true", help="replace an earlier decision")
     review.set_defaults(func=_cmd_review)
+
+    corrections = sub.add_parser(
+        "corrections",
+        help="reviewers' corrections: applied (what changed), and corrected SEGs received "
+        "that match no result (why)",
+    )
+    corrections.add_argument(
+        "--state", choices=["received", "applied", "unmatched", "failed"], help="only these"
+    )
+    corrections.set_defaults(func=_cmd_corrections)
 
     route = sub.add_parser(
         "route",

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 QUEUES = ("gpu", "cpu")
 TASK_RUN_JOB = "medseg.run_job"
 TASK_DELIVER = "medseg.deliver"
+TASK_CORRECT = "medseg.correct"  # apply a reviewer's correction (worker.corrections)
 #: The module that defines the tasks; named, not imported, so publishing needs no worker code.
 TASKS_MODULE = "worker.runtime.tasks"
 

@@ -19,7 +19,8 @@ from db.models import AuditEvent, Delivery, Job, Result, Series, utcnow
 
 logger = logging.getLogger(__name__)
 
-Source = Literal["dashboard", "cli"]
+#: dicom: a corrected SEG sent over C-STORE (worker.corrections), the actor its author.
+Source = Literal["dashboard", "cli", "dicom"]
 #: Every action the trail records (``medseg audit --action``).
 ACTIONS = (
     "retry",
@@ -34,6 +35,7 @@ ACTIONS = (
     "route",  # a series sent to a model by hand
     "shadow",  # a model version installed in shadow (worker.shadow.installs)
     "promote",  # a shadow version made live
+    "correct",  # a reviewer's corrected result (worker.corrections)
 )
 DONE, REFUSED = "done", "refused"
 

@@ -5,7 +5,7 @@ Roles, each with everything it lists and read access to every page:
 
 - ``viewer``: reads only;
 - ``operator``: retries, cancels, re-runs jobs and sends deliveries again;
-- ``reviewer``: accepts and rejects results a quality gate flagged;
+- ``reviewer``: accepts, rejects and corrects results (a quality gate flagged);
 - ``admin``: everything, and manages accounts (``medseg users``).
 """
 
@@ -32,7 +32,7 @@ ROLES: tuple[Role, ...] = ("viewer", "operator", "reviewer", "admin")
 OPERATE = frozenset(
     {"retry", "retry_all", "cancel", "rerun", "redeliver", "redeliver_all", "echo", "route"}
 )
-REVIEW = frozenset({"accept", "reject"})
+REVIEW = frozenset({"accept", "reject", "correct"})
 PERMISSIONS: dict[Role, frozenset[str]] = {
     "viewer": frozenset(),
     "operator": OPERATE,

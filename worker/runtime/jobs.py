@@ -130,22 +130,40 @@ def _record_success(
             for o in result.outputs
         ],
     )
+    row.deliveries = deliveries_for(
+        job, deliver_to, flagged=bool(result.review), validation=result.validation
+    )
+    session.add(row)
+
+
+def deliveries_for(
+    job: Job,
+    deliver_to: DeliverTo,
+    *,
+    flagged: bool,
+    validation: str | None,
+    decision: str | None = None,
+) -> list[Delivery]:
+    """One delivery of a new result of ``job`` per destination (and the sender when results
+    go back to it), pending or withheld as the destination's policy says."""
     policies: list[tuple[str, DeliveryPolicy]] = [(d.name, d) for d in deliver_to.destinations]
     if deliver_to.return_to_sender and job.series.calling_host:
         policies.append((SENDER, DeliveryPolicy()))  # the sender gets the defaults
+    deliveries = []
     for name, policy in policies:
         delivery = Delivery(destination=name, max_attempts=deliver_to.max_attempts)
         reason = withhold_reason(
             policy,
-            flagged=bool(result.review),
-            validation=result.validation,
+            flagged=flagged,
+            validation=validation,
+            decision=decision,
             superseded=job.superseded_at is not None,
         )
         if reason is not None:
             delivery.state, delivery.error = DeliveryState.WITHHELD, reason
             logger.info("job %s: delivery to %s %s", job.id, name, reason)
-        row.deliveries.append(delivery)
-    session.add(row)
+        deliveries.append(delivery)
+    return deliveries
 
 
 def _record_failure(

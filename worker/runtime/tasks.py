@@ -17,7 +17,7 @@ from celery import Task
 from celery.signals import worker_process_init, worker_ready
 
 from db.models import DeliveryState, JobState
-from worker.core.broker import TASK_DELIVER, TASK_RUN_JOB
+from worker.core.broker import TASK_CORRECT, TASK_DELIVER, TASK_RUN_JOB
 from worker.core.errors import MedsegError
 from worker.core.timelimits import (
     HARD_LIMIT_MARGIN_SECONDS,
@@ -189,4 +189,21 @@ def deliver(delivery_id: int) -> str | None:
     )
     if state in _DELIVERY_FAILED:
         raise DeliveryFailedError(f"delivery {delivery_id} attempt failed, now {state.value}")
+    return state.value if state else None
+
+
+@app.task(name=TASK_CORRECT, acks_late=True, ignore_result=True)
+def correct(correction_id: int) -> str | None:
+    """Apply a reviewer's correction (worker.corrections.apply); its outcome is on the row."""
+    from worker.corrections.apply import execute_correction
+    from worker.runtime.jobs import DeliverTo
+
+    ctx = context()
+    settings = ctx.settings
+    deliver_to = DeliverTo(
+        settings.destinations,
+        settings.delivery_max_attempts,
+        return_to_sender=settings.return_to_sender_port is not None,
+    )
+    state = execute_correction(ctx.session_factory, correction_id, settings.results_dir, deliver_to)
     return state.value if state else None

@@ -11,6 +11,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,9 @@ from worker.export.outputs import (
 from worker.models.fetal_head.card import CARD
 from worker.pipeline.calibration import image_calibration
 from worker.pipeline.loading import LoadedSeries
+
+if TYPE_CHECKING:
+    from worker.models.fetal_head.biometry import Biometry
 
 logger = logging.getLogger(__name__)
 
@@ -105,13 +109,7 @@ class FetalHeadModel:
 
     def finish(self, series: LoadedSeries, raw: _Forwarded) -> ModelOutput:
         from worker.models._nn.predictor import full_size
-        from worker.models.fetal_head.biometry import (
-            BPD_CONVENTION,
-            CEPHALIC_INDEX_NORMAL,
-            CEPHALIC_INDEX_SOURCE,
-            biometry,
-            cephalic_index_normal,
-        )
+        from worker.models.fetal_head.biometry import biometry
         from worker.models.fetal_head.fan import MAX_OUTSIDE_FAN, imaged_region, outside_share
 
         calibration = image_calibration(series.datasets[0])
@@ -148,65 +146,13 @@ class FetalHeadModel:
                 f"head mask leaves the imaged region ({outside:.0%} of it outside the "
                 f"ultrasound fan, > {MAX_OUTSIDE_FAN:.0%})"
             )
-        b = biometry(chosen.ellipse)
-        unit, suffix = ("mm", "mm") if calibration else ("{pixels}", "px")
-        if calibration is None:
-            warnings.append(
-                "no calibration (SequenceOfUltrasoundRegions in cm or PixelSpacing): sizes in "
-                "pixels, no gestational age"
-            )
-        measurements = [
-            MeasurementValue(
-                f"head_circumference_{suffix}",
-                "Head circumference",
-                b.head_circumference_mm,
-                unit,
-                HEAD_CIRCUMFERENCE,
-                segment=1,
-            ),
-            MeasurementValue(
-                f"biparietal_diameter_{suffix}",
-                f"Biparietal diameter ({BPD_CONVENTION})",
-                b.biparietal_diameter_mm,
-                unit,
-                BIPARIETAL_DIAMETER,
-                segment=1,
-            ),
-            MeasurementValue(
-                f"occipitofrontal_diameter_{suffix}",
-                "Occipitofrontal diameter",
-                b.occipitofrontal_diameter_mm,
-                unit,
-                OCCIPITOFRONTAL_DIAMETER,
-                segment=1,
-            ),
-        ]
-        shape: dict[str, object] | None = None
-        if calibration:  # a ratio of lengths: needs the pixels' true aspect, as the sizes do
-            lo, hi = CEPHALIC_INDEX_NORMAL
-            measurements.append(
-                MeasurementValue(
-                    "cephalic_index",
-                    f"Cephalic index (BPD/OFD x 100; normal {lo:.0f}-{hi:.0f})",
-                    b.cephalic_index,
-                    "{index}",
-                    segment=1,
-                )
-            )
-            shape = {
-                "value": round(b.cephalic_index, 1),
-                "normal_range": [lo, hi],
-                "within_normal_range": cephalic_index_normal(b.cephalic_index),
-                "source": CEPHALIC_INDEX_SOURCE,
-            }
-        if calibration and not review:
-            measurements += _growth(series.datasets[0], b.head_circumference_mm)
-        if review:
-            warnings.append("gestational age withheld: the quality gate flagged this result")
-        elif calibration and b.gestational_age_days is not None:
-            measurements += _ga_by_hc(b.head_circumference_mm, b.gestational_age_days)
-        elif calibration:
-            warnings.append("HC outside Hadlock's range: no gestational age")
+        measurements, more, shape = head_measurements(
+            biometry(chosen.ellipse),
+            calibrated=calibration is not None,
+            flagged=bool(review),
+            source=series.datasets[0],
+        )
+        warnings += more
         measurements.append(
             MeasurementValue("measured_frame", "Measured frame number", best + 1, "{frame}")
         )
@@ -223,6 +169,82 @@ class FetalHeadModel:
                 "gestational_age_method": _ga_method(measurements),
             },
         )
+
+
+def head_measurements(
+    b: Biometry, *, calibrated: bool, flagged: bool, source: Dataset
+) -> tuple[list[MeasurementValue], list[str], dict[str, object] | None]:
+    """HC, BPD, OFD, cephalic index, growth standing and GA of one head's biometry, as the
+    result reports them: the measurements, warnings, and the head's shape for report.json.
+    Sizes are in pixels without calibration (no GA); a flagged result gets no GA. The model
+    and a reviewer's corrected ellipse (worker.corrections) both measure with it."""
+    from worker.models.fetal_head.biometry import (  # OpenCV: not where the gateway routes
+        BPD_CONVENTION,
+        CEPHALIC_INDEX_NORMAL,
+        CEPHALIC_INDEX_SOURCE,
+        cephalic_index_normal,
+    )
+
+    warnings: list[str] = []
+    unit, suffix = ("mm", "mm") if calibrated else ("{pixels}", "px")
+    if not calibrated:
+        warnings.append(
+            "no calibration (SequenceOfUltrasoundRegions in cm or PixelSpacing): sizes in "
+            "pixels, no gestational age"
+        )
+    measurements = [
+        MeasurementValue(
+            f"head_circumference_{suffix}",
+            "Head circumference",
+            b.head_circumference_mm,
+            unit,
+            HEAD_CIRCUMFERENCE,
+            segment=1,
+        ),
+        MeasurementValue(
+            f"biparietal_diameter_{suffix}",
+            f"Biparietal diameter ({BPD_CONVENTION})",
+            b.biparietal_diameter_mm,
+            unit,
+            BIPARIETAL_DIAMETER,
+            segment=1,
+        ),
+        MeasurementValue(
+            f"occipitofrontal_diameter_{suffix}",
+            "Occipitofrontal diameter",
+            b.occipitofrontal_diameter_mm,
+            unit,
+            OCCIPITOFRONTAL_DIAMETER,
+            segment=1,
+        ),
+    ]
+    shape: dict[str, object] | None = None
+    if calibrated:  # a ratio of lengths: needs the pixels' true aspect, as the sizes do
+        lo, hi = CEPHALIC_INDEX_NORMAL
+        measurements.append(
+            MeasurementValue(
+                "cephalic_index",
+                f"Cephalic index (BPD/OFD x 100; normal {lo:.0f}-{hi:.0f})",
+                b.cephalic_index,
+                "{index}",
+                segment=1,
+            )
+        )
+        shape = {
+            "value": round(b.cephalic_index, 1),
+            "normal_range": [lo, hi],
+            "within_normal_range": cephalic_index_normal(b.cephalic_index),
+            "source": CEPHALIC_INDEX_SOURCE,
+        }
+    if calibrated and not flagged:
+        measurements += growth_measurements(source, b.head_circumference_mm)
+    if flagged:
+        warnings.append("gestational age withheld: the quality gate flagged this result")
+    elif calibrated and b.gestational_age_days is not None:
+        measurements += _ga_by_hc(b.head_circumference_mm, b.gestational_age_days)
+    elif calibrated:
+        warnings.append("HC outside Hadlock's range: no gestational age")
+    return measurements, warnings, shape
 
 
 def _ga_by_hc(hc_mm: float, days: float) -> list[MeasurementValue]:
@@ -269,7 +291,7 @@ def _ga_method(measurements: list[MeasurementValue]) -> dict[str, object] | None
     }
 
 
-def _growth(ds: Dataset, hc_mm: float) -> list[MeasurementValue]:
+def growth_measurements(ds: Dataset, hc_mm: float) -> list[MeasurementValue]:
     """The GA by dates (Last Menstrual Date to the study date, when the file has both) and
     the HC's z-score and centile for it in the INTERGROWTH-21st standard (14-40 weeks)."""
     from worker.models.fetal_head.growth import ga_by_dates_days, standing

@@ -12,7 +12,7 @@ import pytest
 from pydicom import Dataset
 
 from worker.models.fetal_head.growth import ga_by_dates_days, standing, value_at
-from worker.models.fetal_head.serve import _growth
+from worker.models.fetal_head.serve import growth_measurements as _growth
 
 Z = (-3, -2, -1, 0, 1, 2, 3)
 PUBLISHED: dict[str, dict[int, tuple[float, ...]]] = {

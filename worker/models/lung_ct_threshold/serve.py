@@ -32,6 +32,7 @@ from worker.models.lung_ct_threshold.volume_ops import (
     bounding_box,
     close_and_fill_in_plane,
     mean_index,
+    slice_counts,
 )
 from worker.pipeline.loading import LoadedSeries, VolumeGeometry
 
@@ -94,7 +95,7 @@ def _components_by_size(mask: Mask) -> tuple[npt.NDArray[np.int32], list[int]]:
     labels, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     sizes = np.bincount(labels.ravel())[1:]
     order = [int(i) + 1 for i in np.argsort(sizes)[::-1]]
-    return labels.astype(np.int32), order
+    return labels.astype(np.int32, copy=False), order
 
 
 def _split_two(mask: Mask) -> tuple[Mask, Mask] | None:
@@ -143,19 +144,19 @@ def split_left_right(candidates: Mask, geometry: VolumeGeometry) -> tuple[Mask, 
         raise InputError("no lungs found: is this a chest CT with the lungs in view?")
     voxel_ml = geometry.voxel_volumes_ml()[box[0]]
     labels, order = _components_by_size(candidates[box])
-    volumes = [float(((labels == lab).sum(axis=(1, 2)) * voxel_ml).sum()) for lab in order[:2]]
+    largest = [labels == lab for lab in order[:2]]
+    volumes = [float(slice_counts(mask) @ voxel_ml) for mask in largest]
     if not volumes or volumes[0] < MIN_LUNG_ML:
         raise InputError("no lungs found: is this a chest CT with the lungs in view?")
     if len(volumes) == 2 and volumes[1] >= 0.1 * volumes[0]:
-        parts = (labels == order[0], labels == order[1])
+        parts = (largest[0], largest[1])
     else:
-        split = _split_two(labels == order[0])
+        split = _split_two(largest[0])
         if split is None:
             raise InputError("lungs could not be separated into left and right")
         parts = split
     first, second = (close_and_fill_in_plane(p, FILL_CLOSINGS) for p in parts)
-    overlap = first & second
-    first, second = first & ~overlap, second & ~overlap
+    first, second = first & ~second, second & ~first  # the overlap goes to neither
     if not _patient_x(first, geometry, box) > _patient_x(second, geometry, box):
         first, second = second, first  # LPS: the left lung has the larger x
     left, right = np.zeros(candidates.shape, bool), np.zeros(candidates.shape, bool)
@@ -181,8 +182,8 @@ def lung_output(
     ``needs_review``, its signals are in ``extras["quality"]``."""
     quality = gate.signals(left, right, hu, geometry)
     voxel_ml = geometry.voxel_volumes_ml()
-    left_ml = float((left.sum(axis=(1, 2)) * voxel_ml).sum())
-    right_ml = float((right.sum(axis=(1, 2)) * voxel_ml).sum())
+    left_ml = float(slice_counts(left) @ voxel_ml)
+    right_ml = float(slice_counts(right) @ voxel_ml)
     return ModelOutput(
         segments=[Segment(LEFT_LUNG, left), Segment(RIGHT_LUNG, right)],
         measurements=[

@@ -5,9 +5,11 @@ the one the whole array gives) and on all slices at once:
 
 - ``fill_holes_in_plane``: what ``scipy.ndimage.binary_fill_holes`` gives slice by slice (holes
   4-connected in the slice), as one labelling of the background;
-- ``close_in_plane``: ``binary_closing`` with an in-plane structure, on the box only;
+- ``close_and_fill_in_plane``: ``binary_closing`` with an in-plane structure (OpenCV, slice
+  by slice), then the fill, on the box only;
 - ``mean_index``: the mean voxel index along each axis, from the mask's projections (no
-  ``np.nonzero`` over millions of voxels).
+  ``np.nonzero`` over millions of voxels);
+- ``slice_counts``: voxels per slice.
 
 The equivalence with the per-slice code is held by tests/unit/worker/models/lung_ct_threshold/
 test_volume_ops.py (identical masks).
@@ -76,10 +78,32 @@ def close_and_fill_in_plane(mask: Mask, iterations: int) -> Mask:
     out = np.zeros(mask.shape, dtype=bool)
     if box is None:
         return out
-    sub = mask[box]
-    closed = ndimage.binary_closing(sub, structure=IN_PLANE, iterations=iterations) | sub
-    out[box] = _fill_box(closed)
+    out[box] = _fill_box(_close_in_plane(mask[box], iterations))
     return out
+
+
+def _close_in_plane(mask: Mask, iterations: int) -> Mask:
+    """``binary_closing(mask, IN_PLANE, iterations) | mask``, slice by slice by OpenCV (ten
+    times faster than scipy on a CT's lungs): the 3x3 square ``iterations`` times is one
+    square of side ``2 * iterations + 1``, and outside the array is background for the
+    dilation and the erosion alike, as in scipy."""
+    import cv2  # the gateway imports this package's routing and has no OpenCV
+
+    side = 2 * iterations + 1
+    kernel = np.ones((side, side), dtype=np.uint8)
+    zero = cv2.BORDER_CONSTANT
+    closed = np.empty_like(mask)
+    for k, plane in enumerate(mask.view(np.uint8)):
+        dilated = cv2.dilate(plane, kernel, borderType=zero, borderValue=0)
+        eroded = cv2.erode(dilated, kernel, borderType=zero, borderValue=0)
+        np.logical_or(eroded, plane, out=closed[k])
+    return closed
+
+
+def slice_counts(mask: Mask) -> npt.NDArray[np.int64]:
+    """Voxels of the mask in each slice (axis 0): a count per slice is several times faster
+    than numpy's sum over the other axes of a boolean volume."""
+    return np.fromiter((np.count_nonzero(s) for s in mask), dtype=np.int64, count=len(mask))
 
 
 def mean_index(mask: Mask) -> tuple[float, float, float]:

@@ -63,6 +63,18 @@ class Thresholds(StoredThresholds):
 DEFAULT_THRESHOLDS = Thresholds()
 
 
+def _eroded(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """``ndimage.binary_erosion(mask)`` (the 3x3 cross, background outside the image) by
+    OpenCV: several times faster on a 2000² film."""
+    import cv2  # the gateway imports this package's routing and has no OpenCV
+
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    plane = mask.view(np.uint8)
+    eroded = cv2.erode(plane, cross, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    out: npt.NDArray[np.bool_] = eroded.view(bool)
+    return out
+
+
 def signals(
     prob: npt.NDArray[np.float32],
     right: npt.NDArray[np.bool_],
@@ -86,7 +98,7 @@ def signals(
     band = max(1, round(0.01 * min(rows, cols)))
     inner = np.zeros_like(kept)
     inner[band:-band, band:-band] = True
-    edge = kept & ~ndimage.binary_erosion(kept)
+    edge = kept & ~_eroded(kept)
     return Signals(
         fields=n_fields,
         side_purity=float(min(purity_left, purity_right)),

@@ -174,3 +174,5 @@ def test_runs_on_each_device(device: str) -> None:
     assert probabilities.shape == phantom.hu.shape
     lungs = phantom.left_lung | phantom.right_lung
     assert dice(probabilities >= 0.5, lungs) >= 0.95
+    # The thresholded volume ``predict`` uses, made slice by slice: the same voxels.
+    assert np.array_equal(model.lungs(phantom.hu.astype(np.float32)), probabilities >= 0.5)

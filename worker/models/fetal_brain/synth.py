@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from worker.models.fetal_brain.atlas import DISTANCE_STEP_MM, LabelBank
+from worker.models.fetal_brain.atlas import DISTANCE_STEP_MM, INTENSITY_SCALE, LabelBank
 
 # Labels of the synthetic scene (1-8 are the atlas' brain tissues).
+BRAIN_LABELS = 8
 SKULL, SCALP, FLUID, BODY_A, BODY_B, LIMBS, WALL, PLACENTA = range(9, 17)
 MATERNAL = (17, 18, 19, 20)
 FAT = 21
@@ -53,6 +54,10 @@ class SynthConfig:
     through_plane_samples: int = 3
     scale: tuple[float, float] = (0.8, 1.25)  # about 20-38 weeks from the 21-34 week atlas
     t2_like_fraction: float = 0.5
+    # Share of T2-like stacks whose brain takes the atlas' own T2 image (real tissue contrast
+    # and folding, scaled by a random gain) instead of per-label means; needs a bank packed
+    # with ``intensity``.
+    real_brain_fraction: float = 0.0
 
 
 class BrainBank:
@@ -63,6 +68,11 @@ class BrainBank:
         # Float copies, (atlases, 1, D, H, W), so sampling a stack converts nothing.
         self.labels = torch.from_numpy(bank.labels).to(self.device).float()[:, None]
         self.outside = torch.from_numpy(bank.outside).to(self.device).float()[:, None]
+        self.intensity = (
+            None
+            if bank.intensity is None
+            else torch.from_numpy(bank.intensity).to(self.device).float()[:, None]
+        )
         self.voxel_mm = bank.voxel_mm
         self.names = bank.names
         shape = bank.labels.shape[1:]
@@ -274,10 +284,11 @@ def _fetal_labels(
     fetal: torch.Tensor,
     atlas_ids: torch.Tensor,
     config: SynthConfig,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Brain labels (0 outside) and head/body labels (0 elsewhere) at the fetal points: the
     label map turned, scaled and smoothly deformed; skull and scalp as shells at a distance
-    from the brain; the body an ellipsoid below the head with organs inside."""
+    from the brain; the body an ellipsoid below the head with organs inside. Third: the
+    atlas' own T2 image at the same points, when the bank has it."""
     s_count, dev = fetal.shape[0], fetal.device
     rotation = random_rotations(gen, s_count)
     scale = _rand(gen, (s_count, 1), *config.scale) * _rand(gen, (s_count, 3), 0.93, 1.07)
@@ -311,7 +322,10 @@ def _fetal_labels(
     other = torch.where(in_body, body_label, other)
     other = torch.where(outside_mm < scalp_mm, SCALP, other)
     other = torch.where(outside_mm < skull_mm, SKULL, other)
-    return brain, other
+    t2 = None
+    if bank.intensity is not None:
+        t2 = bank.sample(bank.intensity, atlas_ids, grid, "bilinear")
+    return brain, other, t2
 
 
 def _maternal_labels(gen: torch.Generator, points: _Stacks) -> torch.Tensor:
@@ -365,15 +379,20 @@ def _maternal_labels(gen: torch.Generator, points: _Stacks) -> torch.Tensor:
 
 
 def _signal(gen: torch.Generator, label: torch.Tensor, scanner: torch.Tensor,
-            config: SynthConfig) -> torch.Tensor:  # fmt: skip
-    """Per-voxel-sample signal: each label's random mean with texture, white noise and a
-    smooth bias field."""
+            config: SynthConfig, t2_brain: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Per-voxel-sample signal: each label's random mean with texture (or, in a share of
+    T2-like stacks, the atlas' own T2 brain), white noise and a smooth bias field."""
     s_count, dev = label.shape[0], label.device
     t2_like = torch.rand(s_count, generator=gen, device=dev) < config.t2_like_fraction
     means = _intensities(gen, s_count, t2_like)
     texture_amp = _rand(gen, (s_count, N_LABELS), 0.0, 0.25)
     texture = _sample_field(_noise(gen, s_count, 1, 40), scanner, 250.0)[:, 0]
     signal = torch.gather(means, 1, label) * (1 + torch.gather(texture_amp, 1, label) * texture)
+    if t2_brain is not None and config.real_brain_fraction > 0:
+        real = torch.rand(s_count, generator=gen, device=dev) < config.real_brain_fraction
+        gain = _rand(gen, (s_count, 1), 0.8, 1.15) / INTENSITY_SCALE
+        in_brain = (label > 0) & (label <= BRAIN_LABELS)
+        signal = torch.where((real & t2_like)[:, None] & in_brain, t2_brain * gain, signal)
     signal = signal + torch.randn(signal.shape, generator=gen, device=dev) * _rand(
         gen, (s_count, 1), 0.0, 0.04
     )
@@ -413,11 +432,11 @@ def synthesise(
     if atlas_ids is None:
         atlas_ids = torch.randint(0, len(bank), (stacks,), generator=gen, device=dev)
     points = _stack_points(gen, stacks, int(slices), config)
-    brain, fetal = _fetal_labels(bank, gen, points.fetal, atlas_ids, config)
+    brain, fetal, t2_brain = _fetal_labels(bank, gen, points.fetal, atlas_ids, config)
     label = _maternal_labels(gen, points)
     label = torch.where(fetal > 0, fetal, label)
     label = torch.where(brain > 0, brain, label)
-    signal = _signal(gen, label, points.scanner, config).reshape(points.shape)
+    signal = _signal(gen, label, points.scanner, config, t2_brain).reshape(points.shape)
     truth = (brain > 0).float().reshape(points.shape).mean(2)  # partial volume in the slice
     image = _acquire(gen, signal.mean(2).clamp(min=0))
     return SynthBatch(quantise(image), truth, points.pixel, points.spacing)

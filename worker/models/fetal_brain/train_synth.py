@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -446,6 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phantom-fraction", type=float, default=0.25)
     parser.add_argument("--learning-rate", type=float, help="default: the recipe's")
     parser.add_argument("--keep-all", action="store_true", help="a checkpoint per validation")
+    parser.add_argument(
+        "--real-brain-fraction",
+        type=float,
+        default=0.0,
+        help="share of T2-like stacks drawn with the atlas' own T2 brain (a bank with intensity)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -468,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.learning_rate:
         config.learning_rate = args.learning_rate
+    config.synth = replace(config.synth, real_brain_fraction=args.real_brain_fraction)
     init = None
     if args.init:
         init = checkpoint.load(args.init, "cpu")[0].state_dict()

@@ -192,4 +192,7 @@ def create_app(
     app.include_router(preview.router)
     app.include_router(sso.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    from worker.corrections.reference import install
+
+    install()  # /shadow compares against reviewers' corrections too
     return app

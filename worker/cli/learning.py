@@ -23,8 +23,10 @@ def _date(text: str) -> datetime:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from worker.core.settings import get_settings
+    from worker.corrections.reference import install
     from worker.trainset.export import ExportError, export_training
 
+    install()  # corrected results are exported with the reviewer's correction
     secret = get_settings().training_export_secret
     if not secret:
         print(
@@ -92,8 +94,10 @@ def _cmd_shadow(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from worker.corrections.reference import install
     from worker.shadow.compare import compare, report_lines
 
+    install()  # each version's error against reviewers' corrections too
     comparison = compare(ops._session_factory(), args.model, args.live, args.shadow)
     for line in report_lines(comparison):
         print(line)

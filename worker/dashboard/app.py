@@ -176,6 +176,7 @@ def create_app(
         audit_page,
         browser,
         charts,
+        corrections_page,
         preview,
         shadow_page,
         viewer,
@@ -189,7 +190,11 @@ def create_app(
     app.include_router(charts.router)
     app.include_router(audit_page.router)
     app.include_router(shadow_page.router)
+    app.include_router(corrections_page.router)
     app.include_router(preview.router)
     app.include_router(sso.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    from worker.corrections.reference import install
+
+    install()  # /shadow compares against reviewers' corrections too
     return app

@@ -193,10 +193,12 @@ def study(
 ) -> Response:
     from worker.core.clinical_format import format_measurement
     from worker.core.registry import all_specs
+    from worker.dashboard.corrections_page import ellipses
     from worker.dashboard.lung_trend import patient_rows
     from worker.dashboard.reports import findings_by_result
     from worker.dashboard.viewer import study_viewers, viewer_links
     from worker.export.report import load_study
+    from worker.ops.corrections import list_corrections
     from worker.ops.history import job_histories
     from worker.ops.studies import not_processed_reason
 
@@ -220,6 +222,8 @@ def study(
             not_processed=not_processed_reason,
             models=sorted(spec.name for spec in all_specs()),
             lung_rows=patient_rows(session, study_id),
+            ellipses=ellipses(session, jobs),
+            corrections=list_corrections(factory, study_id=study_id),
         )
 
 

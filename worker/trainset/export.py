@@ -67,9 +67,7 @@ def _write_case(layout: Any, case: Case, subject: str) -> list[str]:
     if not case.paths:
         raise SkippedCaseError("source images no longer on disk (retention)")
     series = load_series(case.paths)
-    files: list[str] = layout.add(
-        series, read_seg_masks(reference.seg_path), subject, reference.measurements
-    )
+    files: list[str] = layout.add(series, read_seg_masks(reference.seg_path), subject, reference)
     return files
 
 

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from worker.export.seg_read import SegMasks
 from worker.pipeline.loading import LoadedSeries
+from worker.trainset.reviewed import Reference
 
 
 class SkippedCaseError(Exception):
@@ -55,7 +56,7 @@ class Layout(Protocol):
     name: str
 
     def add(
-        self, series: LoadedSeries, masks: SegMasks, subject: str, measurements: dict[str, float]
+        self, series: LoadedSeries, masks: SegMasks, subject: str, reference: Reference
     ) -> list[str]: ...
 
     def finish(self) -> list[str]: ...
@@ -74,24 +75,34 @@ class HC18Layout:
     counts: dict[str, int] = field(default_factory=dict)
 
     def add(
-        self, series: LoadedSeries, masks: SegMasks, subject: str, measurements: dict[str, float]
+        self, series: LoadedSeries, masks: SegMasks, subject: str, reference: Reference
     ) -> list[str]:
-        from worker.models.fetal_head.biometry import fit_ellipse_mm
+        from worker.models.fetal_head.biometry import Ellipse, fit_ellipse_mm
         from worker.models.fetal_head.serve import _as_uint8
         from worker.pipeline.calibration import image_calibration
 
-        hc = measurements.get("head_circumference_mm")
+        hc = reference.measurements.get("head_circumference_mm")
         calibration = image_calibration(series.datasets[0])
         if hc is None or calibration is None:
             raise SkippedCaseError("no head circumference in mm (uncalibrated image)")
         if abs(calibration.row_mm - calibration.column_mm) > 1e-3 * calibration.row_mm:
             raise SkippedCaseError("pixels not square: HC18 has one pixel size per image")
-        stack = mask_stack(series, masks)
-        areas = stack.sum(axis=(1, 2))
-        if not areas.any():
-            raise SkippedCaseError("the SEG has no head on this series' frames")
-        best = int(np.argmax(areas))
-        ellipse = fit_ellipse_mm(stack[best], (1.0, 1.0))
+        ellipse: Ellipse | None
+        if reference.ellipse is not None:
+            # The reviewer's own ellipse (mm from the top-left pixel centre), in pixels, on
+            # the frame the measurements were taken on.
+            frame = int(reference.measurements.get("measured_frame", 1)) - 1
+            best = min(max(frame, 0), int(series.frames.shape[0]) - 1)
+            cx, cy, a, b, angle = reference.ellipse
+            pixel = calibration.row_mm
+            ellipse = Ellipse(cx / calibration.column_mm, cy / pixel, a / pixel, b / pixel, angle)
+        else:
+            stack = mask_stack(series, masks)
+            areas = stack.sum(axis=(1, 2))
+            if not areas.any():
+                raise SkippedCaseError("the SEG has no head on this series' frames")
+            best = int(np.argmax(areas))
+            ellipse = fit_ellipse_mm(stack[best], (1.0, 1.0))
         if ellipse is None:
             raise SkippedCaseError("no ellipse in the head mask")
         image = _as_uint8(series.frames[best : best + 1])[0]
@@ -134,7 +145,7 @@ class NiftiLayout:
     counts: dict[str, int] = field(default_factory=dict)
 
     def add(
-        self, series: LoadedSeries, masks: SegMasks, subject: str, measurements: dict[str, float]
+        self, series: LoadedSeries, masks: SegMasks, subject: str, reference: Reference
     ) -> list[str]:
         import nibabel as nib
 
@@ -170,7 +181,7 @@ class ChestFilmLayout:
     counts: dict[str, int] = field(default_factory=dict)
 
     def add(
-        self, series: LoadedSeries, masks: SegMasks, subject: str, measurements: dict[str, float]
+        self, series: LoadedSeries, masks: SegMasks, subject: str, reference: Reference
     ) -> list[str]:
         from worker.models.lung_cxr.preprocess import display_uint8
 

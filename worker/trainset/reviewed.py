@@ -27,12 +27,15 @@ USABLE = (ACCEPTED, CORRECTED)
 
 @dataclass(frozen=True)
 class Reference:
-    """What the reviewer holds to be right: measurements (key -> value) and the SEG whose
-    masks are right (None: no mask, e.g. a correction of measurements only)."""
+    """What the reviewer holds to be right: measurements (key -> value), the SEG whose
+    masks are right (None: no mask, e.g. a correction of measurements only), and for a fetal
+    head the reviewer's own ellipse when they drew one: (cx, cy, a, b, angle) in the model's
+    units (worker.corrections.ellipse), which a layout uses rather than refitting the mask."""
 
     decision: str
     measurements: dict[str, float]
     seg_path: Path | None
+    ellipse: tuple[float, float, float, float, float] | None = None
 
 
 #: (session, result) -> the corrected reference, or None when there is no correction.

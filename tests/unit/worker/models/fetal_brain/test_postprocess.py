@@ -73,7 +73,8 @@ class _Echo:
     """A predictor stand-in whose 'probability' is the frame itself over 255: a flip
     average of a symmetric operation gives the same map back."""
 
-    metadata: dict[str, Any] = {"postprocess": {"flips": True, "core_mm": 6.0}}
+    def __init__(self) -> None:
+        self.metadata: dict[str, Any] = {"postprocess": {"flips": True, "core_mm": 6.0}}
 
     def probabilities(self, images: list[Any]) -> list[Any]:
         return [np.asarray(i, dtype=np.float32) / 255 for i in images]
@@ -89,7 +90,7 @@ def test_flip_average_returns_maps_in_the_stack_orientation() -> None:
 
 
 def test_segment_stack_localises_only_with_spacing() -> None:
-    p, brain, slab = _scene()
+    p, _, slab = _scene()
     image = (p * 255).astype(np.uint8).astype(np.float32)
     image[0, 0, 0] = 255  # the 99.5th percentile scaling keeps the values
     with_spacing = segment_stack(_Echo(), image, SPACING)  # type: ignore[arg-type]

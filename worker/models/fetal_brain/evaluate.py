@@ -40,7 +40,7 @@ def evaluate_stacks(
         unet = prediction.mask
         base = baseline_mask(np.asarray(image, dtype=np.float32))
         truth_ml = float(truth.sum() * voxel_ml)
-        review = gate.reasons(gate.signals(prediction.raw, unet, geometry))
+        review = gate.reasons(gate.signals(prediction.raw, unet, geometry, prediction.outside))
         rows.append(
             {
                 "name": name,

@@ -51,6 +51,20 @@ def test_an_empty_prediction_is_no_brain_found() -> None:
     assert reasons(None) == ["no fetal brain found"]
 
 
+def test_marking_tissue_beyond_the_search_region_is_flagged() -> None:
+    stack = make_fetal_brain_stack(HELD_OUT)
+    g = _geometry(stack)
+    none = np.zeros_like(stack.brain)
+    s = signals(stack.brain, stack.brain, g, none)
+    assert s is not None and s.outside_ratio == 0 and reasons(s) == []
+    elsewhere = np.zeros_like(stack.brain)
+    elsewhere[:, : stack.brain.shape[1] // 2, :] = True  # half the field: a look-alike
+    elsewhere &= ~stack.brain
+    s = signals(stack.brain, stack.brain, g, elsewhere)
+    assert s is not None and s.outside_ratio > DEFAULT_THRESHOLDS.max_outside_ratio
+    assert "the network also marked tissue away from the brain it kept" in _codes(reasons(s))
+
+
 def test_a_fragmented_prediction_is_flagged() -> None:
     stack = make_fetal_brain_stack(HELD_OUT)
     raw = stack.brain.copy()

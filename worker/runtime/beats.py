@@ -38,7 +38,7 @@ def _client() -> tuple[Any, str]:
 def _beat(sender: Any = None, **_: Any) -> None:
     eventer = getattr(sender, "eventer", None)
     node = str(getattr(eventer, "hostname", "") or "")
-    if not node:
+    if eventer is None or not node:
         return
     try:
         queues = list(eventer.app.amqp.queues.consume_from)

@@ -111,6 +111,15 @@ def test_operator_latency_script_times_pages_and_commands_against_references(
     assert re.search(r"^\s+python -c pass(\s+\d+\.\d+){2}\s+1\.0x\s+\d+\.\d+\s+", out, re.M)
 
 
+def test_cli_status_script_times_status_against_references(redis_url: str) -> None:
+    out = _run("cli_status.py", "--runs", "1", "--jobs", "20", "--redis", redis_url)
+    for command in ("python -c pass", "medseg --help", "status (heartbeats)"):
+        row = rf"^{re.escape(command)}\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\dx\s+\d+\.\d\d$"
+        assert re.search(row, out, re.MULTILINE), command
+    assert re.search(r"^status \(redis down\)\s+\d", out, re.MULTILINE)
+    assert re.search(r"^status within 1 s: (yes|NO) \(\d+\.\d\d s, median of 1\)$", out, re.M)
+
+
 def test_fetal_head_hc18_script_agrees_with_the_evaluation(tmp_path: Path) -> None:
     from worker.models.fetal_head.phantoms import write_hc18_layout
 

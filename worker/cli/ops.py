@@ -13,6 +13,7 @@ from typing import Any
 
 from db.models import JobState, utcnow
 from worker.cli.audit import NOT_ALLOWED, add_user_option, operator, permitted
+from worker.core.worker_beats import BEAT_MAX_AGE_S
 from worker.ops.running import duration as _duration
 
 _SINCE = re.compile(r"^(\d+)([mhd])$")
@@ -86,8 +87,9 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def _alive_workers() -> list[str] | None:
-    """The workers answering the broker: those a gateway's or dashboard's probe found in the
-    last seconds, else asked now (a broadcast); None when the broker cannot be asked."""
+    """The workers answering the broker: from their heartbeats in Redis, else those a
+    gateway's or dashboard's probe found in the last seconds, else asked now (a broadcast);
+    None when the broker cannot be asked."""
     import redis
 
     from worker.core.broker import create_control_app
@@ -98,7 +100,12 @@ def _alive_workers() -> list[str] | None:
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=1)
     app = _LazyControl(lambda: create_control_app(settings))
     view = look(
-        client, app, settings.broker_key_prefix, ASK_TIMEOUT_S, shared_max_age_s=SHARED_MAX_AGE_S
+        client,
+        app,
+        settings.broker_key_prefix,
+        ASK_TIMEOUT_S,
+        shared_max_age_s=SHARED_MAX_AGE_S,
+        beats_max_age_s=BEAT_MAX_AGE_S,
     )
     return view.workers
 
@@ -210,6 +217,7 @@ def _print_status(session_factory: Any) -> int:
         app,
         settings.broker_key_prefix,
         shared_max_age_s=SHARED_MAX_AGE_S,
+        beats_max_age_s=BEAT_MAX_AGE_S,
         ask_timeout_s=ASK_TIMEOUT_S,
     )
     found = problems(s, None)
@@ -254,8 +262,9 @@ def _print_status(session_factory: Any) -> int:
 
 
 class _LazyControl:
-    """A Celery control app made only if the workers must be asked: when a probe's view is
-    fresh in Redis, ``status`` never imports Celery (part of answering within a second)."""
+    """A Celery control app made only if the workers must be asked: when the workers'
+    heartbeats or a probe's view are fresh in Redis, ``status`` never imports Celery (part of
+    answering within a second)."""
 
     def __init__(self, make: Callable[[], Any]) -> None:
         self._make = make

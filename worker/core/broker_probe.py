@@ -5,8 +5,9 @@ Asking the workers is a broadcast that waits for their replies (1 s) and, with R
 for kombu's reconnection attempts (seconds): it never runs on a request's path. The dashboard
 and the gateway's metrics read the latest view (``BrokerProbe.latest``). Each probe also
 leaves the workers it found in Redis (``VIEW_KEY``, expiring): ``medseg status`` reads them
-there when fresh (``look(..., shared_max_age_s=...)``) and asks the workers itself only when no
-probe runs, so it answers well within a second.
+there when fresh (``look(..., shared_max_age_s=...)``); before that it reads the workers' own
+heartbeats (``worker.core.worker_beats``), and asks the workers itself only when neither is
+there, so it answers well within a second.
 """
 
 from __future__ import annotations
@@ -110,12 +111,22 @@ def look(
     timeout_s: float = ASK_TIMEOUT_S,
     *,
     shared_max_age_s: float | None = None,
+    beats_max_age_s: float | None = None,
 ) -> BrokerView:
     """Queue depths, then the workers; the workers are not asked when the broker is down.
-    ``shared_max_age_s``: take the workers a probe left in Redis when that fresh."""
+    ``beats_max_age_s``: take the workers from their own heartbeats in Redis
+    (``worker.core.worker_beats``), entries that fresh; ``shared_max_age_s``: else the
+    workers a probe left in Redis when that fresh. The workers are asked only when neither
+    is there."""
     depth = queue_depths(redis_client, key_prefix)
     if any(value is None for value in depth.values()):
         return BrokerView(depth, None, None)
+    if beats_max_age_s is not None:
+        from worker.core.worker_beats import read_beats
+
+        beats = read_beats(redis_client, key_prefix, beats_max_age_s)
+        if beats is not None:
+            return BrokerView(depth, beats[0], beats[1])
     if shared_max_age_s is not None:
         shared = shared_view(redis_client, key_prefix, shared_max_age_s)
         if shared is not None:

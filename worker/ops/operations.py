@@ -201,11 +201,13 @@ def status(
     *,
     broker: BrokerView | None = None,
     shared_max_age_s: float | None = None,
+    beats_max_age_s: float | None = None,
     ask_timeout_s: float = ASK_TIMEOUT_S,
 ) -> Status:
     """The numbers of ``medseg status`` and the overview. ``broker``: the broker's view
     already read (the dashboard's background probe); without it the broker is asked now, or
-    (``shared_max_age_s``) the workers a gateway's or dashboard's probe left in Redis read."""
+    the workers' heartbeats (``beats_max_age_s``) or the workers a gateway's or dashboard's
+    probe left in Redis (``shared_max_age_s``) read."""
     now = utcnow()
     if broker is None:
         broker = look(
@@ -214,6 +216,7 @@ def status(
             key_prefix,
             ask_timeout_s,
             shared_max_age_s=shared_max_age_s,
+            beats_max_age_s=beats_max_age_s,
         )
     depth, workers, consumers = broker.queue_depth, broker.workers, broker.consumers
     from worker.ops.deliveries import count_failed

@@ -43,8 +43,15 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
 _BY_NAME: dict[str, frozenset[str]] = {str(k): v for k, v in PERMISSIONS.items()}
 #: A name: letters, digits and ``.-_@`` (an e-mail address is one), 1 to 64 characters.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
 #: Verified when a name has no account, so a wrong name takes as long as a wrong password.
-_DUMMY_HASH = hash_password("not anyone's password")
+#: ``hash_password("not anyone's password", salt=b"medseg-no-person")``, written out: made at
+#: import it cost every ``medseg`` command a scrypt (the parser imports ``ROLES``); made on
+#: first use, the first wrong name of a process would take twice as long. Its parameters are
+#: the current ones (a test checks), so verifying it costs what verifying a real hash does.
+DUMMY_HASH = (
+    "scrypt$16384$8$1$bWVkc2VnLW5vLXBlcnNvbg==$UasOnwm6CxSU4TCws2UB9CvK0Wlj5HZsh6TddWbd+a4="
+)
 
 
 class AccountError(ValueError):
@@ -246,7 +253,7 @@ def check_login(session_factory: sessionmaker[Session], name: str, password: str
     """The person when ``name`` is an enabled local account and ``password`` its password.
     A hash is verified in every case, so timing does not tell which names exist."""
     account = find(session_factory, name)
-    encoded = account.password_hash if account and account.password_hash else _DUMMY_HASH
+    encoded = account.password_hash if account and account.password_hash else DUMMY_HASH
     good = verify_password(password, encoded)
     if account is None or not account.password_hash or account.disabled_at is not None or not good:
         return None
@@ -256,7 +263,7 @@ def check_login(session_factory: sessionmaker[Session], name: str, password: str
 
 def waste_a_check(password: str) -> None:
     """Verify ``password`` against nobody's hash: as long as a real check."""
-    verify_password(password, _DUMMY_HASH)
+    verify_password(password, DUMMY_HASH)
 
 
 def current(session_factory: sessionmaker[Session], name: str) -> Person | None:

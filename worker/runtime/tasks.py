@@ -25,6 +25,7 @@ from worker.core.timelimits import (
     resolve_time_limit,
 )
 from worker.pipeline.context import WorkerContext
+from worker.runtime import beats as _beats  # noqa: F401 - connects the heartbeat signals
 from worker.runtime.celery_app import app
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import highdicom as hd
 import pydicom
 import pytest
 from sqlalchemy import select
@@ -38,6 +37,7 @@ from worker.devtools.localstack import (
     storescu,
     wait_for_port,
 )
+from worker.export.seg_read import read_seg_masks
 from worker.pipeline.loading import decode_series, read_series
 
 pytestmark = pytest.mark.integration
@@ -180,7 +180,7 @@ def test_a_corrected_seg_sent_over_c_store_is_matched_to_its_result(
             o.path for o in session.get_one(Job, job.id).results[-1].outputs if o.kind == "seg"
         )
     loaded = decode_series(read_series(paths))
-    masks = masks_on_series(hd.seg.segread(seg_path), loaded, [1, 2])
+    masks = masks_on_series(read_seg_masks(Path(seg_path)), loaded, [1, 2])
     left = masks[..., 0].copy()
     left[:3] = False
     corrected = write_corrected_seg(

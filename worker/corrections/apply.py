@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 import pydicom
+from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -35,6 +35,7 @@ from worker.corrections.measure import OldValue, recompute
 from worker.corrections.segments import kind_of, masks_on_series
 from worker.corrections.write import write_corrected
 from worker.export.outputs import MeasurementValue, ModelOutput, Segment
+from worker.export.seg_read import SegMasks, read_seg_masks
 from worker.ops.audit import Actor, Source, record
 from worker.pipeline.calibration import image_calibration
 from worker.pipeline.loading import LoadedSeries, decode_series, read_series
@@ -176,25 +177,31 @@ def _corrected_output(
         return ModelOutput([segment], measurements, warnings, source_frame=frame), extras
     if seg_path is None or "seg" not in target.outputs:
         raise CorrectionError("no SEG to correct")
-    ours = hd.seg.segread(target.outputs["seg"])
-    corrected = hd.seg.segread(seg_path)
-    numbers = sorted(int(i.SegmentNumber) for i in ours.SegmentSequence)
-    old_masks = masks_on_series(ours, series, numbers)
+    header = pydicom.dcmread(target.outputs["seg"], stop_before_pixels=True)
+    numbers = sorted(int(i.SegmentNumber) for i in header.SegmentSequence)
+    old_masks = masks_on_series(read_seg_masks(target.outputs["seg"]), series, numbers)
     mapped = [target.segment_map[n] for n in numbers if n in target.segment_map]
-    new_masks = masks_on_series(corrected, series, mapped) if mapped else None
+    new_masks = masks_on_series(_read_corrected(Path(seg_path)), series, mapped) if mapped else None
     masks, segments, labels = {}, [], {}
     for k, number in enumerate(numbers):
         if number in target.segment_map and new_masks is not None:
             mask = new_masks[..., mapped.index(target.segment_map[number])]
         else:
             mask = old_masks[..., k]
-        kind_ = kind_of(ours, number)
+        kind_ = kind_of(header, number)
         masks[number], labels[number] = mask, kind_.label
         segments.append(Segment(kind_, np.ascontiguousarray(mask)))
     done = recompute(target.old, masks, labels, series)
     kept_segments = [labels[n] for n in numbers if n not in target.segment_map]
     extras = {"not_recomputed": done.kept, "segments_not_corrected": kept_segments}
     return ModelOutput(segments, done.measurements), extras
+
+
+def _read_corrected(path: Path) -> SegMasks:
+    try:
+        return read_seg_masks(path)
+    except (AttributeError, IndexError, InvalidDicomError) as exc:  # a SEG lacking a sequence
+        raise CorrectionError(f"the corrected SEG cannot be read: {exc}") from exc
 
 
 def _changes(old: list[OldValue], new: list[MeasurementValue]) -> dict[str, list[float | None]]:

@@ -1,6 +1,7 @@
 """A corrected SEG's segments matched to a result's: by segment label (case and spaces
 ignored), else by segmented property type (the SNOMED code Slicer and OHIF keep when a
-reviewer relabels a segment), and its masks read on the source series' frames."""
+reviewer relabels a segment), and its masks read on the source series' frames (by the
+source image each SEG frame references, so a SEG of a chest film reads as one of a CT)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy.typing as npt
 from pydicom import Dataset
 
 from worker.export.outputs import CodedConcept, SegmentKind
+from worker.export.seg_read import SegMasks
 from worker.pipeline.loading import LoadedSeries
 
 
@@ -87,25 +89,27 @@ def match_segments(result: list[SegmentInfo], corrected: list[SegmentInfo]) -> d
 
 
 def masks_on_series(
-    seg: hd.seg.Segmentation, series: LoadedSeries, numbers: list[int]
+    seg: SegMasks, series: LoadedSeries, numbers: list[int]
 ) -> npt.NDArray[np.bool_]:
     """The SEG's segments ``numbers`` on the series' frames, in the series' order:
-    (frames, rows, columns, len(numbers)). Source frames the SEG does not cover are empty."""
+    (frames, rows, columns, len(numbers)). Source frames the SEG does not cover are empty.
+
+    Frames are placed by the source image (and frame) each SEG frame references, not by 3D
+    geometry: a SEG of a radiograph or an ultrasound still has none (its Pixel Measures,
+    where a writer kept them, lack the SliceThickness highdicom's reader requires)."""
+    count, rows, columns = (int(n) for n in series.frames.shape[:3])
+    if seg.frames and seg.shape != (rows, columns):
+        raise ValueError(f"SEG frames are {seg.shape}, the series' images {(rows, columns)}")
     if len(series.datasets) == 1 and int(series.datasets[0].get("NumberOfFrames", 1) or 1) > 1:
-        count = series.frames.shape[0]
+        uid = str(series.datasets[0].SOPInstanceUID)
         order = series.frame_order if series.frame_order is not None else list(range(count))
-        pixels = seg.get_pixels_by_source_frame(
-            str(series.datasets[0].SOPInstanceUID),
-            source_frame_numbers=[int(i) + 1 for i in order],
-            segment_numbers=numbers,
-            ignore_spatial_locations=True,
-            assert_missing_frames_are_empty=True,
-        )
+        keys = [(uid, int(i) + 1) for i in order]
     else:
-        pixels = seg.get_pixels_by_source_instance(
-            [str(ds.SOPInstanceUID) for ds in series.datasets],
-            segment_numbers=numbers,
-            ignore_spatial_locations=True,
-            assert_missing_frames_are_empty=True,
-        )
-    return np.asarray(pixels) > 0
+        keys = [(str(ds.SOPInstanceUID), 1) for ds in series.datasets]
+    masks = np.zeros((count, rows, columns, len(numbers)), dtype=bool)
+    for index, key in enumerate(keys):
+        found = seg.frames.get(key, {})
+        for k, number in enumerate(numbers):
+            if number in found:
+                masks[index, ..., k] = found[number]
+    return masks

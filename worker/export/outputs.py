@@ -60,6 +60,21 @@ HEAD_CIRCUMFERENCE = CodedConcept("11984-2", "LN", "Head Circumference")
 BIPARIETAL_DIAMETER = CodedConcept("11820-8", "LN", "Biparietal Diameter")
 OCCIPITOFRONTAL_DIAMETER = CodedConcept("11851-3", "LN", "Occipital-Frontal Diameter")
 GA_BY_HC_HADLOCK = CodedConcept("11932-1", "LN", "HC, Hadlock 1984")
+#: The GA by dates (LOINC; in PS3.16 CIDs 12012, 12013 and 12019, pydicom.sr.codedict).
+GA_BY_LMP = CodedConcept("11885-1", "LN", "Gestational Age by LMP")
+#: Where a measurement stands in a reference population, as the values of its Measurement
+#: Statistical Properties (TID 311; PS3.16 CID 227 "Sample Statistical Descriptors").
+Z_SCORE = CodedConcept("121416", "DCM", "Z-Score of measurement")
+PERCENTILE = CodedConcept("121415", "DCM", "Percentile Ranking of measurement")
+
+
+@dataclass(frozen=True)
+class Population:
+    """The reference population a statistic (z-score, centile) is taken in: the SR's
+    Population Description and Reference Authority (TID 311, text)."""
+
+    description: str
+    authority: str
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,9 @@ class MeasurementValue:
     the SR (a LOINC or SNOMED length or area concept means a physical size).
     ``uncertainty`` is the published +/- of the method in ``unit`` (e.g. the Hadlock HC
     formula's 2 SD): the SR's upper and lower measurement uncertainty (TID 310).
+    ``statistic_of`` (with ``population``) makes it a statistic of the measurement of that
+    key (a z-score or centile, concept ``Z_SCORE`` or ``PERCENTILE``): in the SR it is a value
+    of that measurement's statistical properties (TID 311), not a measurement of its own.
     """
 
     key: str
@@ -83,6 +101,8 @@ class MeasurementValue:
     segment: int | None = None
     derivation: CodedConcept | None = None
     uncertainty: float | None = None
+    statistic_of: str | None = None
+    population: Population | None = None
 
 
 PNEUMONIA = CodedConcept("233604007", "SCT", "Pneumonia")

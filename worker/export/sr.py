@@ -3,6 +3,10 @@
 Each measurement with a coded concept goes into a measurement group: per segment (TID 1411
 volumetric for a volume, TID 1410 planar for one 2D frame) referencing the SEG segment and the
 source images, or an image-level group (TID 1501) for measurements of several segments.
+A z-score or centile of a measurement is a value of that measurement's statistical
+properties (TID 311) with its reference population and authority; the gestational age by
+dates (LMP) has a group of its own, without finding sites or algorithm (it is not measured
+on the images).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from worker.core.registry import ModelSpec
 from worker.export._seg_stills import segment_of
 from worker.export.labels import series_description
 from worker.export.numbering import SR_FALLBACK, SR_OFFSET, derived_series_number
-from worker.export.outputs import CodedConcept, MeasurementValue, ModelOutput
+from worker.export.outputs import GA_BY_LMP, CodedConcept, MeasurementValue, ModelOutput
 from worker.export.seg import save_atomic
 from worker.export.sr_findings import algorithm_identification, finding_groups
 from worker.pipeline.loading import LoadedSeries
@@ -36,44 +40,93 @@ UCUM: dict[str, tuple[str, str]] = {
     "d": ("d", "day"),
     "cm2": ("cm2", "square centimeter"),
     "mm2": ("mm2", "square millimeter"),
+    "{z-score}": ("1", "no units"),  # PS3.16 CID 7181
+    "{centile}": ("%", "Percent"),
 }
 #: Concepts of a single plane: in a volumetric group they need a derivation (Maximum, ...).
 PLANAR_CONCEPTS = frozenset({"42798000"})  # SCT Area
+#: Concepts not measured on the images (no finding site, no algorithm): their own group.
+DATING_CONCEPTS = frozenset({GA_BY_LMP.value})
 
 
 def _code(concept: CodedConcept) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(concept.value, concept.scheme, concept.meaning)
 
 
+def _unit(m: MeasurementValue) -> hd.sr.CodedConcept:
+    value, meaning = UCUM[m.unit]
+    return hd.sr.CodedConcept(value, "UCUM", meaning)
+
+
 def _measurement(
     m: MeasurementValue,
-    algorithm: hd.sr.AlgorithmIdentification,
+    algorithm: hd.sr.AlgorithmIdentification | None,
     sites: list[hd.sr.FindingSite] | None = None,
+    statistics: Sequence[MeasurementValue] = (),
 ) -> hd.sr.Measurement:
     assert m.concept is not None
-    value, meaning = UCUM[m.unit]
     return hd.sr.Measurement(
         name=_code(m.concept),
         value=m.value,
-        unit=hd.sr.CodedConcept(value, "UCUM", meaning),
+        unit=_unit(m),
         algorithm_id=algorithm,
         derivation=_code(m.derivation) if m.derivation else None,
         finding_sites=sites,
-        properties=(
-            hd.sr.MeasurementProperties(
-                upper_measurement_uncertainty=m.uncertainty,
-                lower_measurement_uncertainty=m.uncertainty,
-            )
-            if m.uncertainty is not None
-            else None
-        ),
+        properties=_properties(m, statistics),
     )
 
 
+def _properties(
+    m: MeasurementValue, statistics: Sequence[MeasurementValue]
+) -> hd.sr.MeasurementProperties | None:
+    """TID 310: the method's uncertainty, and where the value stands in its reference
+    population (TID 311: z-score, centile; the population and authority as text)."""
+    population = next((s.population for s in statistics if s.population), None)
+    stated = (
+        hd.sr.MeasurementStatisticalProperties(
+            values=[
+                hd.sr.NumContentItem(
+                    name=_code(s.concept),
+                    value=s.value,
+                    unit=_unit(s),
+                    relationship_type=hd.sr.RelationshipTypeValues.HAS_PROPERTIES,
+                )
+                for s in statistics
+                if s.concept is not None
+            ],
+            description=population.description[:1024] if population else None,
+            authority=population.authority[:1024] if population else None,
+        )
+        if statistics
+        else None
+    )
+    if m.uncertainty is None and stated is None:
+        return None
+    return hd.sr.MeasurementProperties(
+        measurement_statistical_properties=stated,
+        upper_measurement_uncertainty=m.uncertainty,
+        lower_measurement_uncertainty=m.uncertainty,
+    )
+
+
+def _dating(m: MeasurementValue) -> bool:
+    return m.segment is None and m.concept is not None and m.concept.value in DATING_CONCEPTS
+
+
+def statistics_of(measurements: Sequence[MeasurementValue]) -> dict[str, list[MeasurementValue]]:
+    """{measurement key: the z-scores and centiles of it that the SR can state}."""
+    found: dict[str, list[MeasurementValue]] = defaultdict(list)
+    for m in measurements:
+        if m.statistic_of is not None and m.concept is not None and m.unit in UCUM:
+            found[m.statistic_of].append(m)
+    return found
+
+
 def codable(m: MeasurementValue, volumetric: bool) -> bool:
-    """Whether ``m`` can say exactly what it is in the SR: a concept, a physical unit (not
-    ``{pixels}``), and for a single-plane concept in a volume, a derivation (Maximum)."""
-    if m.concept is None or m.unit not in UCUM:
+    """Whether ``m`` can say exactly what it is in the SR as a measurement: a concept, a
+    physical unit (not ``{pixels}``), and for a single-plane concept in a volume, a
+    derivation (Maximum). A statistic of another measurement goes with that one."""
+    if m.concept is None or m.unit not in UCUM or m.statistic_of is not None:
         return False
     return not (volumetric and m.concept.value in PLANAR_CONCEPTS and m.derivation is None)
 
@@ -178,12 +231,16 @@ def build_sr(
     if not coded and not uncoded and not output.findings:
         return None
     algorithm = algorithm_identification(spec.name, spec.version, output.validation)
+    statistics = statistics_of(output.measurements)
     by_segment: dict[int | None, list[hd.sr.Measurement]] = defaultdict(list)
     for number in sorted(uncoded):
         by_segment[number] = []
+    dating = [_measurement(m, None) for m in coded if _dating(m)]
     for m in coded:
+        if _dating(m):
+            continue
         sites = _sites(output) if m.segment is None else None
-        by_segment[m.segment].append(_measurement(m, algorithm, sites))
+        by_segment[m.segment].append(_measurement(m, algorithm, sites, statistics.get(m.key, [])))
     groups: list[
         hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
         | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
@@ -200,6 +257,15 @@ def build_sr(
                 algorithm_id=algorithm,
                 measurements=by_segment[None],
                 qualitative_evaluations=_review(output),
+            )
+        )
+    if dating:
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=hd.UID(), identifier="Gestational age by dates"
+                ),
+                measurements=dating,
             )
         )
     groups.extend(

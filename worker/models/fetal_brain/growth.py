@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass
 
 REFERENCE = "Ren et al., Front Neurosci 2022;16:886083 (ICV, mean ± SD per completed week)"
+#: The same in ASCII, for the SR's Reference Authority (TID 311).
+AUTHORITY = "Ren J-Y et al., Front Neurosci 2022;16:886083, Table 1 (intracranial volume)"
 
 #: Completed week -> (mean mL, SD mL) of the intracranial cavity volume, Ren et al. 2022 Table 1.
 ICV_ML: dict[int, tuple[float, float]] = {

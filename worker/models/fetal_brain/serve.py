@@ -19,10 +19,13 @@ from worker.core.tags import SeriesTags
 from worker.export.outputs import (
     AREA,
     FETAL_BRAIN,
+    GA_BY_LMP,
     MAXIMUM,
     VOLUME,
+    Z_SCORE,
     MeasurementValue,
     ModelOutput,
+    Population,
     Segment,
 )
 from worker.models.fetal_brain.card import CARD
@@ -95,8 +98,9 @@ class FetalBrainModel:
 def _growth(series: LoadedSeries, volume_ml: float, flagged: bool) -> list[MeasurementValue]:
     """The GA by dates (Last Menstrual Date to the study date, as for the fetal head) and,
     unless the gate flagged the volume, its z-score in the Ren 2022 intracranial volume
-    reference (19-37 completed weeks)."""
-    from worker.models.fetal_brain.growth import standing
+    reference (19-37 completed weeks); in the SR, the GA as LOINC "Gestational Age by LMP" and
+    the z-score as the volume's statistical property, with the reference week's row."""
+    from worker.models.fetal_brain.growth import AUTHORITY, standing
     from worker.models.fetal_head.growth import ga_by_dates_days
 
     ds = series.datasets[0]
@@ -106,7 +110,7 @@ def _growth(series: LoadedSeries, volume_ml: float, flagged: bool) -> list[Measu
         return []
     found = [
         MeasurementValue(
-            "gestational_age_by_dates_days", "Gestational age by dates (LMP)", days, "d"
+            "gestational_age_by_dates_days", "Gestational age by dates (LMP)", days, "d", GA_BY_LMP
         )
     ]
     where = None if flagged else standing(volume_ml, days)
@@ -117,7 +121,14 @@ def _growth(series: LoadedSeries, volume_ml: float, flagged: bool) -> list[Measu
                 f"Brain volume z-score (intracranial, Ren 2022, week {where.week})",
                 where.z,
                 "{z-score}",
+                Z_SCORE,
                 segment=1,
+                statistic_of="brain_volume_ml",
+                population=Population(
+                    f"Fetal intracranial cavity volume (MRI), completed week {where.week}: "
+                    f"mean {where.mean_ml:.2f} mL, SD {where.sd_ml:.2f} mL",
+                    AUTHORITY,
+                ),
             )
         )
     return found

@@ -24,10 +24,14 @@ from worker.export.outputs import (
     BIPARIETAL_DIAMETER,
     FETAL_HEAD,
     GA_BY_HC_HADLOCK,
+    GA_BY_LMP,
     HEAD_CIRCUMFERENCE,
     OCCIPITOFRONTAL_DIAMETER,
+    PERCENTILE,
+    Z_SCORE,
     MeasurementValue,
     ModelOutput,
+    Population,
     Segment,
 )
 from worker.models.fetal_head.card import CARD
@@ -293,8 +297,10 @@ def _ga_method(measurements: list[MeasurementValue]) -> dict[str, object] | None
 
 def growth_measurements(ds: Dataset, hc_mm: float) -> list[MeasurementValue]:
     """The GA by dates (Last Menstrual Date to the study date, when the file has both) and
-    the HC's z-score and centile for it in the INTERGROWTH-21st standard (14-40 weeks)."""
-    from worker.models.fetal_head.growth import ga_by_dates_days, standing
+    the HC's z-score and centile for it in the INTERGROWTH-21st standard (14-40 weeks); in
+    the SR, the GA as LOINC "Gestational Age by LMP" and the z-score and centile as the HC's
+    statistical properties."""
+    from worker.models.fetal_head.growth import STANDARD, ga_by_dates_days, standing
 
     on = ds.get("StudyDate") or ds.get("ContentDate")
     days = ga_by_dates_days(str(ds.get("LastMenstrualDate") or ""), str(on or ""))
@@ -302,25 +308,36 @@ def growth_measurements(ds: Dataset, hc_mm: float) -> list[MeasurementValue]:
         return []
     found = [
         MeasurementValue(
-            "gestational_age_by_dates_days", "Gestational age by dates (LMP)", days, "d"
+            "gestational_age_by_dates_days", "Gestational age by dates (LMP)", days, "d", GA_BY_LMP
         )
     ]
     where = standing("hc", hc_mm, days / 7.0)
     if where is not None:
+        population = Population(
+            "INTERGROWTH-21st fetal growth standard: head circumference (outer border) at the "
+            f"gestational age by dates, {days / 7.0:.1f} weeks",
+            STANDARD,
+        )
         found += [
             MeasurementValue(
                 "head_circumference_z",
                 "HC z-score (INTERGROWTH-21st)",
                 where.z,
                 "{z-score}",
+                Z_SCORE,
                 segment=1,
+                statistic_of="head_circumference_mm",
+                population=population,
             ),
             MeasurementValue(
                 "head_circumference_centile",
                 "HC centile (INTERGROWTH-21st)",
                 where.centile,
                 "{centile}",
+                PERCENTILE,
                 segment=1,
+                statistic_of="head_circumference_mm",
+                population=population,
             ),
         ]
     return found

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import highdicom as hd
 import pydicom
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +19,7 @@ from tests.support.tools import dciodvfy_errors
 from worker.core.settings import DicomDestination
 from worker.corrections.apply import execute_correction
 from worker.corrections.segments import masks_on_series
+from worker.export.seg_read import read_seg_masks
 from worker.ops.audit import Actor
 from worker.ops.corrections import list_corrections, request_ellipse
 from worker.pipeline.cache import ModelCache
@@ -65,8 +65,7 @@ def test_a_corrected_seg_replaces_the_lung_result(
     )
     before, outputs, _ = _latest(session_factory, job_id)
     series = decode_series(read_series(paths))
-    ours = hd.seg.segread(outputs["seg"])
-    masks = masks_on_series(ours, series, [1, 2])
+    masks = masks_on_series(read_seg_masks(Path(outputs["seg"])), series, [1, 2])
     left, right = masks[..., 0].copy(), masks[..., 1]
     left[: len(left) // 2] = False  # the reviewer removed the upper half of the left lung
     corrected = write_corrected_seg(

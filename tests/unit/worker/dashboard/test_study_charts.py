@@ -84,7 +84,9 @@ def test_the_brain_measurements_need_the_dates_and_an_unflagged_volume() -> None
     found = {m.key: m for m in _growth(series, 246.8, flagged=False)}
     assert found["gestational_age_by_dates_days"].value == 196.0
     assert found["brain_volume_z"].value == pytest.approx(0.0)
-    assert found["brain_volume_z"].concept is None, "not in the SR without a code"
+    z = found["brain_volume_z"]  # in the SR as the volume's statistic (test_sr_growth.py)
+    assert z.statistic_of == "brain_volume_ml" and z.concept is not None
+    assert found["gestational_age_by_dates_days"].concept is not None
     flagged = {m.key for m in _growth(series, 246.8, flagged=True)}
     assert flagged == {"gestational_age_by_dates_days"}, "no z-score on a flagged volume"
 

@@ -77,4 +77,5 @@ def test_the_hc_centile_needs_the_dates() -> None:
     assert found["gestational_age_by_dates_days"].value == 168.0
     assert found["head_circumference_z"].value == pytest.approx(0.0, abs=0.01)
     assert found["head_circumference_centile"].value == pytest.approx(50.0, abs=0.5)
-    assert found["head_circumference_centile"].concept is None, "not in the SR without a code"
+    centile = found["head_circumference_centile"]  # in the SR: tests/.../test_sr_growth.py
+    assert centile.statistic_of == "head_circumference_mm" and centile.concept is not None

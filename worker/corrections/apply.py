@@ -193,7 +193,11 @@ def _corrected_output(
         segments.append(Segment(kind_, np.ascontiguousarray(mask)))
     done = recompute(target.old, masks, labels, series)
     kept_segments = [labels[n] for n in numbers if n not in target.segment_map]
-    extras = {"not_recomputed": done.kept, "segments_not_corrected": kept_segments}
+    extras = {
+        "not_recomputed": done.kept,
+        "dropped_stale_ranks": done.dropped,
+        "segments_not_corrected": kept_segments,
+    }
     return ModelOutput(segments, done.measurements), extras
 
 

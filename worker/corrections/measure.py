@@ -3,7 +3,9 @@ had: ``NAME_volume_ml`` (voxel volumes from the series' slice geometry, as the m
 measure), ``NAME_area_cm2|mm2|px`` (pixel area from the image's calibration) and
 ``max_slice_area_mm2`` (the largest slice). ``NAME`` picks the segments whose label contains
 it (``lung`` is both lungs, ``left_lung`` the left one, ``brain`` the fetal brain). A
-measurement of another kind is kept as it was and named in ``Recomputed.kept``."""
+measurement of another kind is kept as it was and named in ``Recomputed.kept``, except a
+z-score or centile (``STEM_z``, ``STEM_centile``) of a measurement that was recomputed: it
+ranked the old value, so it is dropped and named in ``Recomputed.dropped``."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from worker.pipeline.calibration import image_calibration
 from worker.pipeline.loading import LoadedSeries
 
 _SIZED = re.compile(r"^(?P<stem>.+)_(?P<what>volume|area)_(?P<unit>ml|cm2|mm2|px)$")
+_RANK = re.compile(r"^(?P<stem>.+)_(?:z|centile)$")
 MAX_SLICE_AREA = "max_slice_area_mm2"
 
 
@@ -35,6 +38,7 @@ class OldValue:
 class Recomputed:
     measurements: list[MeasurementValue] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # keys not recomputed, kept as they were
+    dropped: list[str] = field(default_factory=list)  # ranks of a value that changed
 
 
 def _tokens(text: str) -> list[str]:
@@ -108,4 +112,16 @@ def recompute(
                 derivation=derivation,
             )
         )
+    return _drop_stale_ranks(done)
+
+
+def _drop_stale_ranks(done: Recomputed) -> Recomputed:
+    """A kept z-score or centile of a recomputed measurement ranks a value that is gone."""
+    changed = [m.key for m in done.measurements if m.key not in done.kept]
+    for key in list(done.kept):
+        rank = _RANK.match(key)
+        if rank and any(c.startswith(rank["stem"] + "_") for c in changed):
+            done.kept.remove(key)
+            done.dropped.append(key)
+    done.measurements = [m for m in done.measurements if m.key not in done.dropped]
     return done

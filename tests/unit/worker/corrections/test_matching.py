@@ -72,3 +72,18 @@ def test_volumes_and_areas_are_recomputed_on_the_corrected_masks() -> None:
     assert values["lung_volume_ml"].segment is None  # both lungs: an image-level group
     assert values["max_slice_area_mm2"].value == pytest.approx(29 * 4.0)
     assert values["quality_score"].value == 0.5 and done.kept == ["quality_score"]
+
+
+def test_a_rank_of_a_recomputed_volume_is_dropped_not_carried_over() -> None:
+    brain = np.zeros((4, 10, 10), bool)
+    brain[:, 2:8, 2:8] = True
+    old = [
+        OldValue("brain_volume_ml", "Brain volume", 300.0, "mL"),
+        OldValue("brain_volume_z", "Brain volume z-score", 2.5, "{z-score}"),
+        OldValue("ventricle_z", "Unrelated rank", 0.1, "{z-score}"),
+    ]
+    series = _series((2.0, 2.0), 5.0, 4)
+    done = recompute(old, {1: brain}, {1: "Fetal brain"}, series)  # type: ignore[arg-type]
+    keys = [m.key for m in done.measurements]
+    assert "brain_volume_z" not in keys and done.dropped == ["brain_volume_z"]
+    assert "ventricle_z" in keys and done.kept == ["ventricle_z"]

@@ -18,7 +18,16 @@ import pytest
 from sqlalchemy import select
 
 from db.jobstate import TERMINAL
-from db.models import AuditEvent, Delivery, DeliveryState, Job, JobState, OutputFile, Series
+from db.models import (
+    AuditEvent,
+    Delivery,
+    DeliveryState,
+    Job,
+    JobState,
+    OutputFile,
+    Result,
+    Series,
+)
 from db.shadow_models import ShadowResult
 from tests.support.factories import chest_series
 from tests.support.reviewed import copied_checkpoint
@@ -98,7 +107,9 @@ def test_shadow_version_stored_never_delivered_compared_and_promoted(
                     )
                 )
             )
-            assert session.scalars(select(Delivery.result_id)).all() == [live.id]
+            # This job's deliveries (the session's database also holds other modules' jobs).
+            delivered = select(Delivery.result_id).join(Result).where(Result.job_id == job_id)
+            assert session.scalars(delivered).all() == [live.id]
         assert shadow.seg_path is not None
         assert dciodvfy_errors(Path(shadow.seg_path)) == []
         shadow_uid = str(pydicom.dcmread(shadow.seg_path, stop_before_pixels=True).SOPInstanceUID)

@@ -6,10 +6,7 @@ subprocess) writing the reviewer's ellipse in the HC18 layout that ``medseg trai
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -19,8 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Correction, CorrectionState, Job, JobState
-from tests.integration.test_corrections import Stack, _job_of, stack  # noqa: F401  (fixture)
 from tests.support.dashboard_client import csrf_token
+from tests.support.stack import PacsStack, finished_job, medseg_cli
 from tests.support.tools import wait_until
 from worker.core.settings import Settings
 from worker.dashboard.app import create_app
@@ -46,7 +43,7 @@ def _dashboard(settings: Settings, factory: sessionmaker[Session]) -> tuple[Test
 
 
 def test_flagged_corrected_on_the_dashboard_exported_and_read_by_training(
-    stack: Stack,  # noqa: F811
+    pacs_stack: PacsStack,
     settings: Settings,
     tmp_path: Path,
 ) -> None:
@@ -56,12 +53,12 @@ def test_flagged_corrected_on_the_dashboard_exported_and_read_by_training(
 
     phantom = write_us_phantom(tmp_path / "us" / "us.dcm", 100000)  # flagged by the gate
     header = pydicom.dcmread(phantom.path)
-    assert storescu(tmp_path / "us", stack.port, "MEDSEG").returncode == 0
-    job = _job_of(stack, str(header.SeriesInstanceUID))
+    assert storescu(tmp_path / "us", pacs_stack.port, "MEDSEG").returncode == 0
+    job = finished_job(pacs_stack, str(header.SeriesInstanceUID))
     assert job.state is JobState.NEEDS_REVIEW, job.error
 
-    client, reviewer = _dashboard(settings, stack.session_factory)
-    with stack.session_factory() as session:
+    client, reviewer = _dashboard(settings, pacs_stack.session_factory)
+    with pacs_stack.session_factory() as session:
         study_id = session.get_one(Job, job.id).series.study_id
     page = client.get(f"/studies/{study_id}").text
     form = re.search(rf'<form[^>]*id="correct-{job.id}".*?</form>', page, re.S)
@@ -81,7 +78,7 @@ def test_flagged_corrected_on_the_dashboard_exported_and_read_by_training(
     assert response.status_code == 303
 
     def applied() -> Correction | None:
-        with stack.session_factory() as session:
+        with pacs_stack.session_factory() as session:
             row = session.query(Correction).filter_by(job_id=job.id, by=reviewer).one_or_none()
             return row if row is not None and row.state is not CorrectionState.RECEIVED else None
 
@@ -90,16 +87,9 @@ def test_flagged_corrected_on_the_dashboard_exported_and_read_by_training(
     assert row is not None and row.state is CorrectionState.APPLIED, row and row.reason
 
     out = tmp_path / "export"
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "worker.cli", "export-training", "fetal-head"),
-            *("--out", str(out), "--decision", "corrected"),
-        ],
-        env={**os.environ, **stack.env, "MEDSEG_TRAINING_EXPORT_SECRET": SECRET},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    done = medseg_cli(
+        {**pacs_stack.env, "MEDSEG_TRAINING_EXPORT_SECRET": SECRET},
+        *("export-training", "fetal-head", "--out", str(out), "--decision", "corrected"),
     )
     assert done.returncode == 0, done.stderr
     manifest = json.loads((out / "manifest.json").read_text())

@@ -8,42 +8,28 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import selectinload
 
 from db.jobstate import TERMINAL
 from db.models import Delivery, DeliveryState, Instance, Job, JobState, Result, Series, SeriesStatus
-from db.session import make_engine, make_session_factory
 from tests.support.factories import chest_phantom, chest_series
+from tests.support.stack import Stack, running_stack, stack_env
 from tests.support.tools import dciodvfy_errors, need_tool
 from worker.devtools.localstack import (
     echoscu,
-    free_port,
-    start_medseg,
     start_orthanc,
     stop,
     storescu,
-    wait_for_port,
 )
 from worker.models.lung_ct.phantoms import phantom_volume_ml
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Stack:
-    port: int
-    data_dir: Path
-    logs: Path
-    session_factory: sessionmaker[Session]
-    orthanc_http: str
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +53,8 @@ def stack(
 ) -> Iterator[Stack]:
     need_tool("storescu")
     root = tmp_path_factory.mktemp("stack")
-    port = free_port()
-    orthanc_port, orthanc_http = orthanc
-    destinations = [
+    orthanc_port, _ = orthanc
+    destinations: list[dict[str, object]] = [
         {
             "type": "dicom",
             "name": "orthanc",
@@ -79,37 +64,12 @@ def stack(
         }
     ]
     env = {
-        "MEDSEG_DATA_DIR": str(root / "data"),
-        "MEDSEG_DATABASE_URL": postgres_url,
-        "MEDSEG_BROKER_URL": redis_url,
-        # Queues of their own: another test run on the same Redis cannot take these jobs.
-        "MEDSEG_BROKER_KEY_PREFIX": f"medseg-test-{uuid.uuid4().hex[:8]}:",
-        "MEDSEG_HOST": "127.0.0.1",
-        "MEDSEG_PORT": str(port),
-        "MEDSEG_AE_TITLE": "MEDSEG",
-        "MEDSEG_SERIES_QUIET_SECONDS": "1.5",
-        "MEDSEG_COMPLETION_POLL_SECONDS": "0.2",
-        "MEDSEG_MIN_FREE_BYTES": "0",
-        "MEDSEG_DESTINATIONS": json.dumps(destinations),
+        **stack_env(root, redis_url, postgres_url, destinations),
         "MEDSEG_MODEL_PLUGINS": json.dumps(["tests.plugins.sleepy"]),
         "MEDSEG_MODEL_TIME_LIMITS": json.dumps({"sleep-test": 2}),
     }
-    gateway = start_medseg(["gateway"], env, root / "gateway.log")
-    worker = start_medseg(["worker", "--concurrency", "1"], env, root / "worker.log")
-    engine = make_engine(postgres_url)
-    try:
-        wait_for_port(port, process=gateway)
-        yield Stack(port, root / "data", root, make_session_factory(engine), orthanc_http)
-    finally:
-        stop(gateway)
-        stop(worker)
-        engine.dispose()
-
-
-def _logs(stack: Stack) -> str:
-    return "\n".join(
-        f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in stack.logs.glob("*.log")
-    )
+    with running_stack(root, env) as running:
+        yield running
 
 
 def _wait_terminal(stack: Stack, series_uids: set[str], timeout: float = 120.0) -> list[Job]:
@@ -129,7 +89,7 @@ def _wait_terminal(stack: Stack, series_uids: set[str], timeout: float = 120.0) 
         if len(jobs) >= len(series_uids) and all(j.state in TERMINAL for j in jobs):
             return list(jobs)
         time.sleep(0.3)
-    raise AssertionError(f"jobs did not finish in {timeout} s\n{_logs(stack)}")
+    raise AssertionError(f"jobs did not finish in {timeout} s\n{stack.logs()}")
 
 
 def test_echoscu_verifies_the_gateway(stack: Stack) -> None:
@@ -246,7 +206,7 @@ def _wait_delivered(stack: Stack, job_ids: list[int], timeout: float = 60.0) -> 
         if deliveries and all(d.state is not DeliveryState.PENDING for d in deliveries):
             return list(deliveries)
         time.sleep(0.3)
-    raise AssertionError(f"deliveries not finished in {timeout} s\n{_logs(stack)}")
+    raise AssertionError(f"deliveries not finished in {timeout} s\n{stack.logs()}")
 
 
 def _orthanc_lookup(base: str, uid: str) -> list[dict[str, str]]:
@@ -256,7 +216,9 @@ def _orthanc_lookup(base: str, uid: str) -> list[dict[str, str]]:
         return found
 
 
-def test_results_are_delivered_to_orthanc_and_recorded(stack: Stack, tmp_path: Path) -> None:
+def test_results_are_delivered_to_orthanc_and_recorded(
+    stack: Stack, orthanc: tuple[int, str], tmp_path: Path
+) -> None:
     paths = chest_series(tmp_path / "ct", 3, slices=8)
     assert storescu(tmp_path / "ct", stack.port, "MEDSEG").returncode == 0
     series_uid = str(pydicom.dcmread(paths[0]).SeriesInstanceUID)
@@ -267,7 +229,7 @@ def test_results_are_delivered_to_orthanc_and_recorded(stack: Stack, tmp_path: P
     assert delivery.destination == "orthanc" and delivery.attempts == 1
     (result,) = job.results
     for output in (o for o in result.outputs if o.sop_instance_uid):
-        found = _orthanc_lookup(stack.orthanc_http, str(output.sop_instance_uid))
+        found = _orthanc_lookup(orthanc[1], str(output.sop_instance_uid))
         assert [f["Type"] for f in found] == ["Instance"], output.kind
 
     done = subprocess.run(
@@ -311,7 +273,7 @@ def test_a_model_past_its_time_limit_is_stopped_and_the_worker_goes_on(
             if job is not None and job.error:
                 break
         time.sleep(0.3)
-    assert job is not None and job.error, f"no failure recorded\n{_logs(stack)}"
+    assert job is not None and job.error, f"no failure recorded\n{stack.logs()}"
     assert job.model_name == "sleep-test"
     assert job.error.startswith("time limit exceeded"), job.error
     assert job.attempts == 1 and job.state in (JobState.QUEUED, JobState.QUARANTINED)

@@ -7,106 +7,71 @@ the shadow version live, audited."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+import contextlib
 import time
-import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pydicom
 import pytest
 from sqlalchemy import select
 
 from db.jobstate import TERMINAL
-from db.models import AuditEvent, Delivery, DeliveryState, Job, JobState, OutputFile, Series
-from db.session import make_engine, make_session_factory
+from db.models import (
+    AuditEvent,
+    Delivery,
+    DeliveryState,
+    Job,
+    JobState,
+    OutputFile,
+    Result,
+    Series,
+)
 from db.shadow_models import ShadowResult
 from tests.support.factories import chest_series
 from tests.support.reviewed import copied_checkpoint
+from tests.support.stack import dcmtk_pacs, medseg_cli, running_stack, stack_env, stack_logs
 from tests.support.tools import dciodvfy_errors, need_tool
-from worker.devtools.localstack import (
-    dcmtk_env,
-    free_port,
-    start_medseg,
-    stop,
-    storescu,
-    wait_for_port,
-)
+from worker.devtools.localstack import storescu
 
 pytestmark = pytest.mark.integration
 
-
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+T = TypeVar("T")
 
 
-def _wait(predicate: object, what: str, logs: Path, timeout: float = 240.0) -> object:
+def _wait(predicate: Callable[[], T | None], what: str, logs: Path, timeout: float = 240.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = predicate()  # type: ignore[operator]
+        found = predicate()
         if found:
             return found
         time.sleep(0.5)
-    text = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs.glob("*.log"))
-    raise AssertionError(f"{what} did not happen in {timeout} s\n{text}")
+    raise AssertionError(f"{what} did not happen in {timeout} s\n{stack_logs(logs)}")
 
 
 def test_shadow_version_stored_never_delivered_compared_and_promoted(
     tmp_path: Path, redis_url: str, postgres_url: str
 ) -> None:
     need_tool("storescu")
-    pacs_port, port = free_port(), free_port()
-    received = tmp_path / "pacs"
-    received.mkdir()
-    pacs = subprocess.Popen(
-        [need_tool("storescp"), "-aet", "PACS", "-od", str(received), str(pacs_port)],
-        env=dcmtk_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    env = {
-        "MEDSEG_DATA_DIR": str(tmp_path / "data"),
-        "MEDSEG_DATABASE_URL": postgres_url,
-        "MEDSEG_BROKER_URL": redis_url,
-        "MEDSEG_BROKER_KEY_PREFIX": f"medseg-test-{uuid.uuid4().hex[:8]}:",
-        "MEDSEG_HOST": "127.0.0.1",
-        "MEDSEG_PORT": str(port),
-        "MEDSEG_AE_TITLE": "MEDSEG",
-        "MEDSEG_SERIES_QUIET_SECONDS": "1.5",
-        "MEDSEG_COMPLETION_POLL_SECONDS": "0.2",
-        "MEDSEG_MIN_FREE_BYTES": "0",
-        "MEDSEG_DESTINATIONS": json.dumps(
-            [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port}]
-        ),
-        "MEDSEG_OPERATOR": "root-admin",
-    }
-    weights = copied_checkpoint(tmp_path / "weights")
-    installed = _cli(
-        env, "shadow", "install", "lung-ct-unet", "--version", "1.1.0-shadow",
-        "--weights", str(weights),
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr
-    assert "installed in shadow" in installed.stdout
+    with contextlib.ExitStack() as running:
+        pacs = running.enter_context(dcmtk_pacs(tmp_path / "pacs"))
+        env = {
+            **stack_env(tmp_path, redis_url, postgres_url, [pacs.destination]),
+            "MEDSEG_OPERATOR": "root-admin",
+        }
+        weights = copied_checkpoint(tmp_path / "weights")
+        installed = medseg_cli(
+            env, "shadow", "install", "lung-ct-unet", "--version", "1.1.0-shadow",
+            "--weights", str(weights),
+        )  # fmt: skip
+        assert installed.returncode == 0, installed.stderr
+        assert "installed in shadow" in installed.stdout
 
-    engine = make_engine(postgres_url)
-    factory = make_session_factory(engine)
-    gateway = start_medseg(["gateway"], env, tmp_path / "gateway.log")
-    worker = start_medseg(["worker", "--concurrency", "1"], env, tmp_path / "worker.log")
-    try:
-        wait_for_port(pacs_port, process=pacs)  # type: ignore[arg-type]
-        wait_for_port(port, process=gateway)
+        factory = running.enter_context(running_stack(tmp_path, env)).session_factory
         paths = chest_series(tmp_path / "send", 5, slices=12)
         series_uid = str(pydicom.dcmread(paths[0]).SeriesInstanceUID)
-        assert storescu(tmp_path / "send", port, "MEDSEG").returncode == 0
+        assert storescu(tmp_path / "send", int(env["MEDSEG_PORT"]), "MEDSEG").returncode == 0
 
         def finished() -> tuple[int, int] | None:
             with factory() as session:
@@ -126,7 +91,7 @@ def test_shadow_version_stored_never_delivered_compared_and_promoted(
                 )
                 return (job.id, shadow.id) if shadow and sent else None
 
-        job_id, shadow_id = _wait(finished, "the live result sent and its shadow stored", tmp_path)  # type: ignore[misc]
+        job_id, shadow_id = _wait(finished, "the live result sent and its shadow stored", tmp_path)
 
         with factory() as session:
             job = session.get_one(Job, job_id)
@@ -142,19 +107,18 @@ def test_shadow_version_stored_never_delivered_compared_and_promoted(
                     )
                 )
             )
-            assert session.scalars(select(Delivery.result_id)).all() == [live.id]
+            # This job's deliveries (the session's database also holds other modules' jobs).
+            delivered = select(Delivery.result_id).join(Result).where(Result.job_id == job_id)
+            assert session.scalars(delivered).all() == [live.id]
         assert shadow.seg_path is not None
         assert dciodvfy_errors(Path(shadow.seg_path)) == []
         shadow_uid = str(pydicom.dcmread(shadow.seg_path, stop_before_pixels=True).SOPInstanceUID)
         time.sleep(1.0)  # anything else on its way to the peer would have arrived
-        at_peer = {
-            str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
-            for p in received.iterdir()
-        }
+        at_peer = pacs.sop_instance_uids()
         assert at_peer == live_uids  # the live SEG and SR, nothing of the shadow's
         assert shadow_uid not in at_peer
 
-        compared = _cli(
+        compared = medseg_cli(
             env, "compare", "lung-ct-unet", "--live", "1.0.0", "--shadow", "1.1.0-shadow"
         )
         assert compared.returncode == 0, compared.stderr
@@ -163,15 +127,10 @@ def test_shadow_version_stored_never_delivered_compared_and_promoted(
         assert "left_lung_volume_ml: n=1 mean +0.000" in compared.stdout
         assert "flagged by the gate: live 0%, shadow 0%" in compared.stdout
 
-        promoted = _cli(env, "promote", "lung-ct-unet", "1.1.0-shadow")
+        promoted = medseg_cli(env, "promote", "lung-ct-unet", "1.1.0-shadow")
         assert promoted.returncode == 0, promoted.stderr
         with factory() as session:
             events = session.scalars(
                 select(AuditEvent.action).where(AuditEvent.actor == "root-admin")
             ).all()
         assert list(events) == ["shadow", "promote"]
-    finally:
-        stop(gateway)
-        stop(worker)
-        stop(pacs)  # type: ignore[arg-type]
-        engine.dispose()

@@ -10,6 +10,9 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom.sr.codedict import codes
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Correction
 
 LUNG = hd.sr.CodedConcept("39607008", "SCT", "Lung")
 
@@ -53,3 +56,13 @@ def write_corrected_seg(
     out.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(out, enforce_file_format=True)
     return out
+
+
+def seg_correction(session_factory: sessionmaker[Session], path: Path, by: str) -> int:
+    """A corrected SEG at ``path`` recorded as received from AE ``by`` (no series row, as a
+    test puts it); returns the correction's id."""
+    with session_factory.begin() as session:
+        row = Correction(kind="seg", by=by, source="dicom", path=str(path))
+        session.add(row)
+        session.flush()
+        return row.id

@@ -4,7 +4,8 @@ volumes over all their studies. 404 where the data for one is missing."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import Response
@@ -17,12 +18,17 @@ router = APIRouter()
 
 User = Annotated[str, Depends(deps.require_user)]
 Factory = Annotated[sessionmaker[Session], Depends(deps.session_factory)]
+T = TypeVar("T")
 
 
-def _media(fmt: str) -> str:
+def _chart(data: T | None, draw: Callable[[T, str], bytes], fmt: str, missing: str) -> Response:
+    """``draw(data, fmt)`` as the response; 404 for a format other than png or pdf, and with
+    ``missing`` where there is no ``data``."""
     if fmt not in FORMATS:
         raise HTTPException(404, f"no chart as {fmt!r}: png or pdf")
-    return FORMATS[fmt]
+    if data is None:
+        raise HTTPException(404, missing)
+    return Response(draw(data, fmt), media_type=FORMATS[fmt])
 
 
 @router.get("/jobs/{job_id}/growth.{fmt}")
@@ -30,11 +36,8 @@ def growth_chart(user: User, factory: Factory, job_id: int, fmt: str) -> Respons
     """The job's HC on the INTERGROWTH-21st chart."""
     from worker.dashboard.growth_chart import hc_chart, job_point
 
-    media = _media(fmt)
-    point = job_point(factory, job_id)
-    if point is None:
-        raise HTTPException(404, f"job {job_id} has no HC with a gestational age by dates")
-    return Response(hc_chart(point, fmt), media_type=media)
+    missing = f"job {job_id} has no HC with a gestational age by dates"
+    return _chart(job_point(factory, job_id), hc_chart, fmt, missing)
 
 
 @router.get("/jobs/{job_id}/brain-growth.{fmt}")
@@ -42,11 +45,8 @@ def brain_growth_chart(user: User, factory: Factory, job_id: int, fmt: str) -> R
     """The job's fetal brain volume against the intracranial volume reference."""
     from worker.dashboard.brain_chart import brain_chart, job_point
 
-    media = _media(fmt)
-    point = job_point(factory, job_id)
-    if point is None:
-        raise HTTPException(404, f"job {job_id} has no brain volume with a GA by dates")
-    return Response(brain_chart(point, fmt), media_type=media)
+    missing = f"job {job_id} has no brain volume with a GA by dates"
+    return _chart(job_point(factory, job_id), brain_chart, fmt, missing)
 
 
 @router.get("/studies/{study_id}/lung-volumes.{fmt}")
@@ -54,9 +54,7 @@ def lung_volumes_chart(user: User, factory: Factory, study_id: int, fmt: str) ->
     """The lung volumes of the study's patient over all their studies."""
     from worker.dashboard.lung_trend import lung_chart, patient_rows
 
-    media = _media(fmt)
     with factory() as session:
         rows = patient_rows(session, study_id)
-    if not rows:
-        raise HTTPException(404, f"no lung volumes for the patient of study {study_id}")
-    return Response(lung_chart(rows, fmt), media_type=media)
+    missing = f"no lung volumes for the patient of study {study_id}"
+    return _chart(rows or None, lung_chart, fmt, missing)

@@ -11,8 +11,8 @@ import pydicom
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import AuditEvent, Correction, CorrectionState, DeliveryState, Job, JobState
-from tests.support.corrections import LUNG, write_corrected_seg
+from db.models import AuditEvent, CorrectionState, DeliveryState, Job, JobState
+from tests.support.corrections import LUNG, seg_correction, write_corrected_seg
 from tests.support.factories import chest_series
 from tests.support.jobs import queue_test_job, set_job
 from tests.support.tools import dciodvfy_errors
@@ -73,11 +73,7 @@ def test_a_corrected_seg_replaces_the_lung_result(
         [("left LUNG", LUNG, left), ("Right lung", LUNG, right)],
         tmp_path / "slicer" / "seg.dcm",
     )
-    with session_factory.begin() as session:
-        row = Correction(kind="seg", by="SLICER", source="dicom", path=str(corrected))
-        session.add(row)
-        session.flush()
-        correction_id = row.id
+    correction_id = seg_correction(session_factory, corrected, "SLICER")
     assert execute_correction(session_factory, correction_id, tmp_path / "r", PACS) is (
         CorrectionState.APPLIED
     )
@@ -109,11 +105,7 @@ def test_a_seg_of_an_unknown_series_is_kept_unmatched_with_the_reason(
     series = decode_series(read_series(paths))
     mask = series.frames > 0  # anything
     seg = write_corrected_seg(paths, [("Left lung", LUNG, mask)], tmp_path / "s" / "seg.dcm")
-    with session_factory.begin() as session:
-        row = Correction(kind="seg", by="OHIF", source="dicom", path=str(seg))
-        session.add(row)
-        session.flush()
-        correction_id = row.id
+    correction_id = seg_correction(session_factory, seg, "OHIF")
     assert execute_correction(session_factory, correction_id, tmp_path / "r") is (
         CorrectionState.UNMATCHED
     )

@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import fakeredis
-import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -18,12 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import AuditEvent, Correction, CorrectionState, Job, Result
 from tests.support.dashboard_client import csrf_token
-from tests.support.reviewed import reviewed_result
+from tests.support.fetal_cases import fetal_head_result
 from worker.core.settings import Settings
 from worker.corrections.apply import execute_correction
 from worker.dashboard.app import create_app
-from worker.export.outputs import FETAL_HEAD
-from worker.models.fetal_head.biometry import ellipse_mask
 from worker.models.fetal_head.phantoms import FetalHeadTruth
 from worker.ops import people
 
@@ -50,22 +47,8 @@ def _flagged_head(
     session_factory: sessionmaker[Session], tmp_path: Path
 ) -> tuple[int, int, FetalHeadTruth]:
     """A flagged fetal head result (the model's SEG is the phantom's head): (study, job, truth)."""
-    from worker.models.fetal_head.us_dicom import write_us_phantom
-
-    phantom = write_us_phantom(tmp_path / "us.dcm", 41)
-    truth = phantom.truth
-    rows, cols = pydicom.dcmread(phantom.path).pixel_array.shape[:2]
-    mask = ellipse_mask((rows, cols), (truth.cx, truth.cy, truth.a, truth.b, truth.angle_deg))
-    result_id = reviewed_result(
-        session_factory,
-        [phantom.path],
-        "fetal-head-unet",
-        FETAL_HEAD,
-        mask[None],
-        {"head_circumference_mm": (truth.hc_mm, "mm")},
-        tmp_path / "out",
-        decision=None,
-        reviewer="rita",
+    result_id, truth = fetal_head_result(
+        session_factory, tmp_path, 41, decision=None, reviewer="rita"
     )
     with session_factory() as session:
         job = session.get_one(Result, result_id).job

@@ -14,11 +14,10 @@ import pydicom
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.support.fetal_cases import fetal_brain_result, fetal_head_result
 from tests.support.reviewed import PHI, reviewed_result, stamp_phi
 from worker.core.settings import Settings
-from worker.export.outputs import FETAL_BRAIN, FETAL_HEAD, LEFT_LUNG
-from worker.models.fetal_head.biometry import ellipse_mask
-from worker.models.fetal_head.us_dicom import write_us_phantom
+from worker.export.outputs import LEFT_LUNG
 from worker.trainset.deid import Pseudonyms
 from worker.trainset.export import export_training
 
@@ -32,20 +31,8 @@ def _fetal_head_case(
     patient_id: str,
     decision: str | None = "accepted",
 ) -> float:
-    phantom = write_us_phantom(tmp_path / f"us{seed}.dcm", seed, patient_id=patient_id)
-    stamp_phi([phantom.path], patient_id)
-    truth = phantom.truth
-    rows, cols = pydicom.dcmread(phantom.path).pixel_array.shape[:2]
-    mask = ellipse_mask((rows, cols), (truth.cx, truth.cy, truth.a, truth.b, truth.angle_deg))
-    reviewed_result(
-        session_factory,
-        [phantom.path],
-        "fetal-head-unet",
-        FETAL_HEAD,
-        mask[None],
-        {"head_circumference_mm": (truth.hc_mm, "mm")},
-        tmp_path / f"out{seed}",
-        decision=decision,
+    _, truth = fetal_head_result(
+        session_factory, tmp_path, seed, patient_id=patient_id, decision=decision
     )
     return truth.hc_mm
 
@@ -89,29 +76,9 @@ def test_fetal_brain_export_is_read_by_nifti_pairs(
     session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
     from worker.models.fetal_brain.data import load_training_set, nifti_pairs
-    from worker.models.fetal_brain.mr_dicom import write_mr_stack
-    from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
 
-    stack = make_fetal_brain_stack(3, plane="TRA")
-    paths = write_mr_stack(stack, tmp_path / "mr", patient_id="PID-9")
-    stamp_phi(paths, "PID-9")
-    from worker.pipeline.loading import load_series
-
-    series = load_series(paths)
-    # The truth in the loaded stack's own order (the loader sorts by position).
-    truth = np.zeros(series.frames.shape, dtype=bool)
-    by_uid = {str(pydicom.dcmread(p).SOPInstanceUID): i for i, p in enumerate(paths)}
-    for index, ds in enumerate(series.datasets):
-        truth[index] = stack.brain[by_uid[str(ds.SOPInstanceUID)]]
-    reviewed_result(
-        session_factory,
-        paths,
-        "fetal-brain-unet",
-        FETAL_BRAIN,
-        truth,
-        {"brain_volume_ml": (stack.brain_volume_ml, "mL")},
-        tmp_path / "out",
-    )
+    case = fetal_brain_result(session_factory, tmp_path, "PID-9")
+    stack, series, truth = case.stack, case.series, case.brain
 
     export_training(session_factory, "fetal-brain-unet", tmp_path / "x", secret=SECRET)
 

@@ -10,17 +10,15 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
-import pydicom
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Correction, CorrectionState, Result
-from tests.support.corrections import write_corrected_seg
-from tests.support.reviewed import reviewed_result, stamp_phi
+from db.models import CorrectionState, Result
+from tests.support.corrections import seg_correction, write_corrected_seg
+from tests.support.fetal_cases import fetal_brain_result, fetal_head_result
 from worker.corrections.apply import execute_correction
 from worker.corrections.reference import install
-from worker.export.outputs import FETAL_BRAIN, FETAL_HEAD
-from worker.models.fetal_head.biometry import ellipse_mask, fit_ellipse_mm, ramanujan_perimeter
+from worker.models.fetal_head.biometry import fit_ellipse_mm, ramanujan_perimeter
 from worker.ops.corrections import request_ellipse
 from worker.trainset.export import export_training
 from worker.trainset.reviewed import set_correction_reader
@@ -36,27 +34,12 @@ def reader() -> Iterator[None]:
     set_correction_reader(None)
 
 
-def _job_of(session_factory: sessionmaker[Session], result_id: int) -> int:
-    with session_factory() as session:
-        return session.get_one(Result, result_id).job_id
-
-
 def _corrected_head(session_factory: sessionmaker[Session], tmp_path: Path) -> dict[str, float]:
-    from worker.models.fetal_head.us_dicom import write_us_phantom
-
-    phantom = write_us_phantom(tmp_path / "us.dcm", 31, patient_id="PID-C")
-    stamp_phi([phantom.path], "PID-C")
-    truth = phantom.truth
-    rows, cols = pydicom.dcmread(phantom.path).pixel_array.shape[:2]
-    mask = ellipse_mask((rows, cols), (truth.cx, truth.cy, truth.a, truth.b, truth.angle_deg))
-    result_id = reviewed_result(
+    result_id, truth = fetal_head_result(
         session_factory,
-        [phantom.path],
-        "fetal-head-unet",
-        FETAL_HEAD,
-        mask[None],
-        {"head_circumference_mm": (truth.hc_mm, "mm")},
-        tmp_path / "out",
+        tmp_path,
+        31,
+        patient_id="PID-C",
         decision=None,  # flagged, undecided: the reviewer corrects it
     )
     mm = truth.pixel_mm
@@ -67,7 +50,8 @@ def _corrected_head(session_factory: sessionmaker[Session], tmp_path: Path) -> d
         "b": truth.b * mm * 1.1,
         "angle": (truth.angle_deg + 20.0) % 180.0,
     }
-    job_id = _job_of(session_factory, result_id)
+    with session_factory() as session:
+        job_id = session.get_one(Result, result_id).job_id
     correction = request_ellipse(session_factory, job_id, values, by="alice")
     assert execute_correction(session_factory, correction, tmp_path / "r") is (
         CorrectionState.APPLIED
@@ -122,40 +106,17 @@ def test_a_corrected_seg_is_exported_with_the_reviewers_mask(
     session_factory: sessionmaker[Session], tmp_path: Path, reader: None
 ) -> None:
     from worker.models.fetal_brain.data import nifti_pairs
-    from worker.models.fetal_brain.mr_dicom import write_mr_stack
-    from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
-    from worker.pipeline.loading import load_series
 
-    stack = make_fetal_brain_stack(3, plane="TRA")
-    paths = write_mr_stack(stack, tmp_path / "mr", patient_id="PID-B")
-    stamp_phi(paths, "PID-B")
-    series = load_series(paths)
-    ordered = [Path(ds.filename) for ds in series.datasets]  # the loader's order
-    model = np.zeros(series.frames.shape, dtype=bool)
-    by_uid = {str(pydicom.dcmread(p).SOPInstanceUID): i for i, p in enumerate(paths)}
-    for index, ds in enumerate(series.datasets):
-        model[index] = stack.brain[by_uid[str(ds.SOPInstanceUID)]]
-    reviewed_result(
-        session_factory,
-        paths,
-        "fetal-brain-unet",
-        FETAL_BRAIN,
-        model,
-        {"brain_volume_ml": (stack.brain_volume_ml, "mL")},
-        tmp_path / "out",
-        decision=None,
-    )
+    case = fetal_brain_result(session_factory, tmp_path, "PID-B", decision=None)
+    stack, model = case.stack, case.brain
+    ordered = [Path(ds.filename) for ds in case.series.datasets]  # the loader's order
     corrected = model.copy()
     corrected[:, : len(corrected[0]) // 2] = False  # the reviewer removed the upper half
     assert corrected.any() and corrected.sum() < model.sum()
     seg = write_corrected_seg(
         ordered, [("Fetal brain", BRAIN, corrected)], tmp_path / "slicer" / "seg.dcm"
     )
-    with session_factory.begin() as session:
-        row = Correction(kind="seg", by="SLICER", source="dicom", path=str(seg))
-        session.add(row)
-        session.flush()
-        correction_id = row.id
+    correction_id = seg_correction(session_factory, seg, "SLICER")
     assert execute_correction(session_factory, correction_id, tmp_path / "r") is (
         CorrectionState.APPLIED
     )

@@ -63,3 +63,9 @@ def enter_ga(
         )
         logger.info("dashboard: %s set the GA by dates of study %s", user.name, study_id)
     return RedirectResponse(f"/studies/{study_id}", status_code=303)
+
+
+@router.get("/studies/{study_id}/ga")
+def ga_form(user: User, study_id: int) -> Response:
+    """The form lives on the study page: a GET of its address goes there."""
+    return RedirectResponse(f"/studies/{study_id}#study-ga", status_code=303)

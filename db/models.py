@@ -82,6 +82,12 @@ class Study(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
+    #: The GA by dates a reviewer entered (worker.ops.dating): a last menstrual period (DICOM
+    #: DA, YYYYMMDD) or the GA in days on the study date, never both; who and when.
+    ga_lmp: Mapped[str | None] = mapped_column(String(8))
+    ga_days: Mapped[int | None] = mapped_column(Integer)
+    ga_by: Mapped[str | None] = mapped_column(String(128))
+    ga_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     series: Mapped[list[Series]] = relationship(back_populates="study")
 

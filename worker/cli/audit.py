@@ -42,6 +42,7 @@ def permitted(
     actor: Actor | None = None,
     job_id: int | None = None,
     delivery_id: int | None = None,
+    study_id: int | None = None,
 ) -> bool:
     """Whether the acting user may ``action`` (worker.ops.people.authorize_cli); a refusal
     is printed and recorded in the audit trail."""
@@ -57,6 +58,7 @@ def permitted(
             require_account=get_settings().cli_require_account,
             job_id=job_id,
             delivery_id=delivery_id,
+            study_id=study_id,
         )
     except NotAllowedError as exc:
         print(f"medseg {args.command}: not allowed: {exc}", file=sys.stderr)

@@ -154,6 +154,49 @@ def _cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_id(key: str) -> int | None:
+    """Our study ID (digits, as the dashboard's URL shows) or a Study Instance UID."""
+    from worker.ops.lookup import find_studies
+
+    if key.isdigit():
+        return int(key)
+    found = [m.study_id for m in find_studies(ops._session_factory(), key) if m.how == "study UID"]
+    return found[0] if found else None
+
+
+def _cmd_study_ga(args: argparse.Namespace) -> int:
+    from worker.ops.dating import DatingError, parse_ga, parse_lmp, set_dating
+    from worker.ops.operations import OperationError
+
+    study_id = _study_id(args.study)
+    if study_id is None:
+        print(f"medseg study-ga: no study {args.study!r}", file=sys.stderr)
+        return 1
+    actor = operator(args)
+    if not permitted(args, "set_ga", actor=actor, study_id=study_id):
+        return NOT_ALLOWED
+    try:
+        found = set_dating(
+            ops._session_factory(),
+            study_id,
+            lmp=parse_lmp(args.lmp) if args.lmp else None,
+            ga_days=parse_ga(args.ga) if args.ga else None,
+            actor=actor,
+        )
+    except (DatingError, OperationError) as exc:
+        print(f"medseg study-ga: {exc}", file=sys.stderr)
+        return 1
+    if found is None:
+        print(f"study {study_id}: GA by dates cleared (the DICOM LMP is used)")
+    else:
+        days = int(found.days)
+        print(
+            f"study {study_id}: GA by dates {days // 7}w{days % 7}d on the study date, "
+            f"{found.describe()}"
+        )
+    return 0
+
+
 def add_decision_commands(sub: Any) -> None:
     review = sub.add_parser(
         "review",
@@ -201,3 +244,20 @@ def add_decision_commands(sub: Any) -> None:
     route.add_argument("--force", action="store_true", help="even when an identical job exists")
     add_user_option(route)
     route.set_defaults(func=_cmd_route)
+
+    study_ga = sub.add_parser(
+        "study-ga",
+        help="enter a study's GA by dates (LMP or GA on the study date); it wins over the "
+        "DICOM Last Menstrual Date in the growth standing",
+        description="Store a GA by dates on STUDY (our study ID or its Study Instance UID): "
+        "the last menstrual period, or the GA on the study date. The dashboard's growth "
+        "standing (HC z-score and centile, brain volume z-score, charts) uses it instead of "
+        "the DICOM LMP. Audited as `set_ga`; reviewer or admin.",
+    )
+    study_ga.add_argument("study", metavar="STUDY", help="our study ID or Study Instance UID")
+    given = study_ga.add_mutually_exclusive_group(required=True)
+    given.add_argument("--lmp", metavar="YYYY-MM-DD", help="the last menstrual period")
+    given.add_argument("--ga", metavar="24w3d", help="the GA on the study date")
+    given.add_argument("--clear", action="store_true", help="forget it: the DICOM LMP again")
+    add_user_option(study_ga)
+    study_ga.set_defaults(func=_cmd_study_ga)

@@ -177,6 +177,7 @@ def create_app(
         browser,
         charts,
         corrections_page,
+        dating_page,
         preview,
         shadow_page,
         viewer,
@@ -191,6 +192,7 @@ def create_app(
     app.include_router(audit_page.router)
     app.include_router(shadow_page.router)
     app.include_router(corrections_page.router)
+    app.include_router(dating_page.router)
     app.include_router(preview.router)
     app.include_router(sso.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from db.models import Job, Result
+from db.models import Job, Result, Series
 from worker.dashboard.plotting import new_figure, to_bytes
 from worker.models.fetal_brain.growth import ICV_ML, REFERENCE, standing
+from worker.ops.dating import effective
 
 VOLUME_KEY = "brain_volume_ml"
 GA_KEY = "gestational_age_by_dates_days"
@@ -25,22 +26,30 @@ class BrainPoint:
     volume_ml: float
     ga_days: float
     flagged: bool  # the quality gate's reasons are on the result
+    source: str = ""  # where the GA by dates comes from (worker.ops.dating)
 
 
 def job_point(session_factory: sessionmaker[Session], job_id: int) -> BrainPoint | None:
-    """The brain volume and GA by dates of the job's latest result; None without either."""
+    """The brain volume of the job's latest result and its GA by dates (an entered one wins
+    over the DICOM LMP's, worker.ops.dating); None without either."""
     with session_factory() as session:
         job = session.get(
-            Job, job_id, options=[selectinload(Job.results).selectinload(Result.measurements)]
+            Job,
+            job_id,
+            options=[
+                selectinload(Job.results).selectinload(Result.measurements),
+                selectinload(Job.series).selectinload(Series.study),
+            ],
         )
         if job is None or not job.results:
             return None
         result = job.results[-1]
         values = {m.key: m.value for m in result.measurements}
+        dating = effective(job.series.study, values.get(GA_KEY))
         flagged = bool(result.review)
-    if VOLUME_KEY not in values or GA_KEY not in values:
+    if VOLUME_KEY not in values or dating is None:
         return None
-    return BrainPoint(values[VOLUME_KEY], values[GA_KEY], flagged)
+    return BrainPoint(values[VOLUME_KEY], dating.days, flagged, dating.describe())
 
 
 def brain_chart(point: BrainPoint, fmt: str = "png") -> bytes:
@@ -77,7 +86,8 @@ def brain_chart(point: BrainPoint, fmt: str = "png") -> bytes:
         label=label,
     )
     axes.set_xlim(min(weeks[0], ga_weeks) - 1, max(weeks[-1] + 1, ga_weeks) + 1)
-    axes.set_xlabel("gestational age by dates (weeks)")
+    source = f"; {point.source}" if point.source else ""
+    axes.set_xlabel(f"gestational age by dates (weeks){source}")
     axes.set_ylabel("intracranial volume (mL)")
     axes.set_title(f"Fetal intracranial volume\n{REFERENCE}", fontsize=8)
     axes.grid(True, color="0.9")

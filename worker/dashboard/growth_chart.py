@@ -15,9 +15,10 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from db.models import Job, Result
+from db.models import Job, Result, Series
 from worker.dashboard.plotting import new_figure, to_bytes
 from worker.models.fetal_head.growth import GA_RANGE_WEEKS, STANDARD, standing, value_at
+from worker.ops.dating import effective
 
 CENTILES = (3, 10, 50, 90, 97)
 HC_KEY = "head_circumference_mm"
@@ -28,6 +29,7 @@ GA_KEY = "gestational_age_by_dates_days"
 class ChartPoint:
     hc_mm: float
     ga_days: float
+    source: str = ""  # where the GA by dates comes from (worker.ops.dating)
 
 
 def centile_curves(
@@ -44,17 +46,24 @@ def centile_curves(
 
 
 def job_point(session_factory: sessionmaker[Session], job_id: int) -> ChartPoint | None:
-    """The HC (mm) and the GA by dates of the job's latest result; None without either."""
+    """The HC (mm) of the job's latest result and its GA by dates (an entered one wins over
+    the DICOM LMP's, worker.ops.dating); None without either."""
     with session_factory() as session:
         job = session.get(
-            Job, job_id, options=[selectinload(Job.results).selectinload(Result.measurements)]
+            Job,
+            job_id,
+            options=[
+                selectinload(Job.results).selectinload(Result.measurements),
+                selectinload(Job.series).selectinload(Series.study),
+            ],
         )
         if job is None or not job.results:
             return None
         values = {m.key: m.value for m in job.results[-1].measurements}
-    if HC_KEY not in values or GA_KEY not in values:
+        dating = effective(job.series.study, values.get(GA_KEY))
+    if HC_KEY not in values or dating is None:
         return None
-    return ChartPoint(values[HC_KEY], values[GA_KEY])
+    return ChartPoint(values[HC_KEY], dating.days, dating.describe())
 
 
 def hc_chart(point: ChartPoint, fmt: str = "png") -> bytes:
@@ -80,7 +89,8 @@ def hc_chart(point: ChartPoint, fmt: str = "png") -> bytes:
         label += f" (z {where.z:+.2f})"
     axes.plot([ga_weeks], [point.hc_mm], "o", color="#d00000", markersize=7, label=label)
     axes.set_xlim(GA_RANGE_WEEKS[0], GA_RANGE_WEEKS[1] + 1.5)
-    axes.set_xlabel("gestational age by dates (weeks)")
+    source = f"; {point.source}" if point.source else ""
+    axes.set_xlabel(f"gestational age by dates (weeks){source}")
     axes.set_ylabel("head circumference (mm)")
     axes.set_title(f"Head circumference: {STANDARD}", fontsize=9)
     axes.grid(True, color="0.9")

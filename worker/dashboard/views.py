@@ -194,11 +194,13 @@ def study(
     from worker.core.clinical_format import format_measurement
     from worker.core.registry import all_specs
     from worker.dashboard.corrections_page import ellipses
+    from worker.dashboard.growth_standing import recomputed, result_dating
     from worker.dashboard.lung_trend import patient_rows
     from worker.dashboard.reports import findings_by_result
     from worker.dashboard.viewer import study_viewers, viewer_links
     from worker.export.report import load_study
     from worker.ops.corrections import list_corrections
+    from worker.ops.dating import BY_DATES_KEYS, entered
     from worker.ops.history import job_histories
     from worker.ops.studies import not_processed_reason
 
@@ -224,6 +226,10 @@ def study(
             lung_rows=patient_rows(session, study_id),
             ellipses=ellipses(session, jobs),
             corrections=list_corrections(factory, study_id=study_id),
+            entered_ga=entered(found),
+            standing={r.id: recomputed(found, r) for r in results},
+            dating={r.id: result_dating(found, r) for r in results},
+            by_dates_keys=BY_DATES_KEYS,
         )
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import AuditEvent, Delivery, Job, Result, Series, utcnow
+from db.models import AuditEvent, Delivery, Job, Result, Series, Study, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ ACTIONS = (
     "shadow",  # a model version installed in shadow (worker.shadow.installs)
     "promote",  # a shadow version made live
     "correct",  # a reviewer's corrected result (worker.corrections)
+    "set_ga",  # a GA by dates entered for a study, or cleared (worker.ops.dating)
 )
 DONE, REFUSED = "done", "refused"
 
@@ -66,9 +67,11 @@ def record(
     delivery_id: int | None = None,
     outcome: str = DONE,
     detail: str | None = None,
+    study_id: int | None = None,
 ) -> None:
     """One audit row in ``session``'s transaction; the job and study are filled in from a
-    delivery, the study from a job. Nothing when ``actor`` is None (not an operator)."""
+    delivery, the study from a job (``study_id`` for an action on a study itself). Nothing
+    when ``actor`` is None (not an operator)."""
     if actor is None:
         return
     if job_id is None and delivery_id is not None:
@@ -83,7 +86,7 @@ def record(
             action=action,
             job_id=job_id,
             delivery_id=delivery_id,
-            study_id=_study_of(session, job_id) if job_id is not None else None,
+            study_id=_study_of(session, job_id) if job_id is not None else study_id,
             outcome=outcome,
             detail=detail[:2000] if detail else None,
         )
@@ -121,10 +124,14 @@ def record_refused(
     *,
     job_id: int | None = None,
     delivery_id: int | None = None,
+    study_id: int | None = None,
 ) -> None:
-    """A ``refused`` row in its own transaction; a job that does not exist is not named."""
+    """A ``refused`` row in its own transaction; a job or study that does not exist is not
+    named."""
     with session_factory.begin() as session:
         exists = job_id is not None and session.get(Job, job_id) is not None
+        if study_id is not None and session.get(Study, study_id) is None:
+            study_id = None
         record(
             session,
             actor,
@@ -133,6 +140,7 @@ def record_refused(
             delivery_id=delivery_id,
             outcome=REFUSED,
             detail=reason,
+            study_id=study_id,
         )
 
 

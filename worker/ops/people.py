@@ -5,7 +5,8 @@ Roles, each with everything it lists and read access to every page:
 
 - ``viewer``: reads only;
 - ``operator``: retries, cancels, re-runs jobs and sends deliveries again;
-- ``reviewer``: accepts, rejects and corrects results (a quality gate flagged);
+- ``reviewer``: accepts, rejects and corrects results (a quality gate flagged), and enters a
+  study's GA by dates (``set_ga``: it changes clinical z-scores and centiles);
 - ``admin``: everything, and manages accounts (``medseg users``).
 """
 
@@ -32,7 +33,7 @@ ROLES: tuple[Role, ...] = ("viewer", "operator", "reviewer", "admin")
 OPERATE = frozenset(
     {"retry", "retry_all", "cancel", "rerun", "redeliver", "redeliver_all", "echo", "route"}
 )
-REVIEW = frozenset({"accept", "reject", "correct"})
+REVIEW = frozenset({"accept", "reject", "correct", "set_ga"})
 PERMISSIONS: dict[Role, frozenset[str]] = {
     "viewer": frozenset(),
     "operator": OPERATE,
@@ -101,6 +102,7 @@ def authorize(
     *,
     job_id: int | None = None,
     delivery_id: int | None = None,
+    study_id: int | None = None,
 ) -> None:
     """Raise NotAllowedError, after recording a ``refused`` audit row, unless ``person``'s
     role allows ``action``."""
@@ -112,6 +114,7 @@ def authorize(
             f"role {person.role} may not {action}",
             job_id=job_id,
             delivery_id=delivery_id,
+            study_id=study_id,
         )
 
 
@@ -123,6 +126,7 @@ def authorize_cli(
     require_account: bool,
     job_id: int | None = None,
     delivery_id: int | None = None,
+    study_id: int | None = None,
 ) -> None:
     """The CLI's check. The CLI runs on the server with the database's credentials, so it is
     trusted: a name that is no account acts as admin (unless ``require_account``,
@@ -138,6 +142,7 @@ def authorize_cli(
                 f"{actor.user} is not an account (MEDSEG_CLI_REQUIRE_ACCOUNT)",
                 job_id=job_id,
                 delivery_id=delivery_id,
+                study_id=study_id,
             )
         return
     if account.disabled_at is not None:
@@ -148,6 +153,7 @@ def authorize_cli(
             f"account {actor.user} is disabled",
             job_id=job_id,
             delivery_id=delivery_id,
+            study_id=study_id,
         )
     authorize(
         session_factory,
@@ -156,6 +162,7 @@ def authorize_cli(
         actor,
         job_id=job_id,
         delivery_id=delivery_id,
+        study_id=study_id,
     )
 
 
@@ -167,8 +174,17 @@ def _refuse(
     *,
     job_id: int | None,
     delivery_id: int | None,
+    study_id: int | None = None,
 ) -> None:
-    record_refused(session_factory, actor, action, reason, job_id=job_id, delivery_id=delivery_id)
+    record_refused(
+        session_factory,
+        actor,
+        action,
+        reason,
+        job_id=job_id,
+        delivery_id=delivery_id,
+        study_id=study_id,
+    )
     logger.warning("%s %s refused: %s", actor.source, action, reason)
     raise NotAllowedError(reason)
 

@@ -41,10 +41,10 @@ from worker.pipeline.calibration import image_calibration
 from worker.pipeline.loading import LoadedSeries, decode_series, read_series
 from worker.pipeline.run import OutputRecord
 from worker.runtime.jobs import DeliverTo, deliveries_for
+from worker.trainset.reviewed import CORRECTED  # Result.review_decision of a corrected result
 
 logger = logging.getLogger(__name__)
 
-CORRECTED = "corrected"  # Result.review_decision of a corrected result
 
 
 class CorrectionError(Exception):

@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Correction, CorrectionState, Result
 from worker.corrections import ellipse as head
-from worker.corrections.apply import CORRECTED
-from worker.trainset.reviewed import Reference, set_correction_reader
+from worker.trainset.reviewed import CORRECTED, Reference, set_correction_reader
 
 
 def corrected_reference(session: Session, result: Result) -> Reference | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import highdicom as hd
 import numpy as np
 import numpy.typing as npt
 from pydicom import Dataset
@@ -48,6 +47,8 @@ def kind_of(seg: Dataset, number: int) -> SegmentKind:
 
     color = (128, 128, 128)
     if "RecommendedDisplayCIELabValue" in item:
+        import highdicom as hd  # the worker's: the dashboard lists corrections without it
+
         lab = hd.color.CIELabColor.from_dicom_value(
             tuple(int(v) for v in item.RecommendedDisplayCIELabValue)
         )

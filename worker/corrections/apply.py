@@ -46,7 +46,6 @@ from worker.trainset.reviewed import CORRECTED  # Result.review_decision of a co
 logger = logging.getLogger(__name__)
 
 
-
 class CorrectionError(Exception):
     """The correction cannot be applied; the message says why (kept on the row)."""
 

@@ -4,6 +4,7 @@ small ellipsoid "brain" the test makes (the real atlas is not in a clone)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,46 @@ def test_synthetic_stacks_are_8_bit_images_with_the_brain_as_truth(bank: LabelBa
     assert float(batch.brain.sum()) > 0  # the brain sits near the middle of every stack
     # The image is not its truth: intensity alone does not give the brain away.
     assert float(batch.images[batch.brain >= 0.5].std()) > 0.02
+
+
+def test_the_atlas_own_t2_brain_is_packed_and_drawn(tmp_path: Path) -> None:
+    labels = _brain()
+    # A T2 image with a left-right ramp inside the brain, zero outside: what srr.nii.gz holds.
+    ramp = np.broadcast_to(np.linspace(100.0, 2000.0, labels.shape[2]), labels.shape)
+    t2 = np.where(labels > 0, ramp, 0.0)
+    bank = bank_from_arrays([labels], VOXEL_MM, ["a"], [t2])
+    assert bank.intensity is not None and bank.intensity.shape == bank.labels.shape
+    assert bank.intensity[bank.labels == 0].max() == 0  # only the brain is kept
+    save_bank(bank, tmp_path / "bank.npz")
+    again = load_bank(tmp_path / "bank.npz")
+    assert again.intensity is not None and np.array_equal(again.intensity, bank.intensity)
+    assert load_bank_without_intensity(tmp_path, labels).intensity is None
+
+    # Two banks alike but for the brain's own image (the ramp reversed): with the same seed,
+    # stacks drawn from them differ inside the brain only, and only when the atlas' image is
+    # used.
+    flipped = bank_from_arrays(
+        [labels], VOXEL_MM, ["a"], [np.where(labels > 0, ramp[..., ::-1], 0)]
+    )
+    config = SynthConfig(rows=64, cols=64, slices=(5, 5), t2_like_fraction=1.0)
+    for fraction, differs in ((0.0, False), (1.0, True)):
+        c = replace(config, real_brain_fraction=fraction)
+        one, two = (
+            synthesise(BrainBank(b, "cpu"), torch.Generator().manual_seed(4), 2, c)
+            for b in (bank, flipped)
+        )
+        assert torch.equal(one.brain, two.brain)
+        change = (one.images - two.images).abs()
+        inside, outside = change[one.brain >= 0.99], change[one.brain == 0]
+        if differs:
+            assert float(inside.mean()) > 10 * float(outside.mean()) + 0.01
+        else:
+            assert float(change.max()) == 0.0
+
+
+def load_bank_without_intensity(folder: Path, labels: npt.NDArray[np.uint8]) -> LabelBank:
+    save_bank(bank_from_arrays([labels], VOXEL_MM, ["a"]), folder / "plain.npz")
+    return load_bank(folder / "plain.npz")
 
 
 def test_the_same_seed_makes_the_same_stacks(bank: LabelBank) -> None:

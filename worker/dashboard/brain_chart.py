@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Job, Result, Series
+from worker.dashboard.growth_standing import charted_job
 from worker.dashboard.plotting import new_figure, to_bytes
 from worker.models.fetal_brain.growth import ICV_ML, REFERENCE, standing
 from worker.ops.dating import effective
@@ -33,15 +33,8 @@ def job_point(session_factory: sessionmaker[Session], job_id: int) -> BrainPoint
     """The brain volume of the job's latest result and its GA by dates (an entered one wins
     over the DICOM LMP's, worker.ops.dating); None without either."""
     with session_factory() as session:
-        job = session.get(
-            Job,
-            job_id,
-            options=[
-                selectinload(Job.results).selectinload(Result.measurements),
-                selectinload(Job.series).selectinload(Series.study),
-            ],
-        )
-        if job is None or not job.results:
+        job = charted_job(session, job_id)
+        if job is None:
             return None
         result = job.results[-1]
         values = {m.key: m.value for m in result.measurements}

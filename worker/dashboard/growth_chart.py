@@ -13,9 +13,9 @@ from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Job, Result, Series
+from worker.dashboard.growth_standing import charted_job
 from worker.dashboard.plotting import new_figure, to_bytes
 from worker.models.fetal_head.growth import GA_RANGE_WEEKS, STANDARD, standing, value_at
 from worker.ops.dating import effective
@@ -49,15 +49,8 @@ def job_point(session_factory: sessionmaker[Session], job_id: int) -> ChartPoint
     """The HC (mm) of the job's latest result and its GA by dates (an entered one wins over
     the DICOM LMP's, worker.ops.dating); None without either."""
     with session_factory() as session:
-        job = session.get(
-            Job,
-            job_id,
-            options=[
-                selectinload(Job.results).selectinload(Result.measurements),
-                selectinload(Job.series).selectinload(Series.study),
-            ],
-        )
-        if job is None or not job.results:
+        job = charted_job(session, job_id)
+        if job is None:
             return None
         values = {m.key: m.value for m in job.results[-1].measurements}
         dating = effective(job.series.study, values.get(GA_KEY))

@@ -7,8 +7,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from db.models import Result, Study
+from sqlalchemy.orm import Session, selectinload
+
+from db.models import Job, Result, Series, Study
 from worker.ops.dating import Dating, effective
+
+
+def charted_job(session: Session, job_id: int) -> Job | None:
+    """A job with its results' measurements and its study loaded (what a growth chart
+    reads); None when it does not exist or has no result."""
+    job = session.get(
+        Job,
+        job_id,
+        options=[
+            selectinload(Job.results).selectinload(Result.measurements),
+            selectinload(Job.series).selectinload(Series.study),
+        ],
+    )
+    return job if job is not None and job.results else None
+
 
 HC_KEY = "head_circumference_mm"
 VOLUME_KEY = "brain_volume_ml"

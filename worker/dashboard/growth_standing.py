@@ -1,7 +1,8 @@
 """A result's growth standing at the study's GA by dates (worker.ops.dating's rule), computed
 at page time from its stored measurements: the HC's INTERGROWTH-21st z-score and centile, the
-fetal brain volume's z-score (Ren 2022). Used when a reviewer entered a GA by dates, which the
-z-scores the worker stored (from the DICOM LMP, or none) did not know."""
+fetal brain volume's z-score (Ren 2022). Used when a reviewer entered a GA by dates after the
+worker ran, so that the z-scores it stored (from the DICOM LMP, or none) did not know it; a job
+run after the entry stores the entered GA's standing itself (worker.runtime.jobs)."""
 
 from __future__ import annotations
 
@@ -55,14 +56,16 @@ def result_dating(study: Study | None, result: Result) -> Dating | None:
 
 
 def recomputed(study: Study | None, result: Result) -> GrowthStanding | None:
-    """The standing at an entered GA by dates; None when none was entered (the stored
-    measurements are then the standing) or the result has no HC or brain volume."""
+    """The standing at an entered GA by dates; None when none was entered or the worker
+    already computed the stored measurements with it (their GA by dates is the entered one:
+    the stored measurements are then the standing), or the result has no HC or brain
+    volume."""
     from worker.models.fetal_brain.growth import standing as brain_standing
     from worker.models.fetal_head.growth import standing as hc_standing
 
     dating = result_dating(study, result)
     values = values_of(result)
-    if dating is None or dating.source != "entered":
+    if dating is None or dating.source != "entered" or values.get(GA_KEY) == dating.days:
         return None
     if HC_KEY not in values and VOLUME_KEY not in values:
         return None

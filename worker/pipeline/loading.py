@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,9 @@ from worker.pipeline.geometry import (
     stack_order,
 )
 
+if TYPE_CHECKING:
+    from worker.ops.dating import Dating
+
 __all__ = ["LoadedSeries", "SeriesHeaders", "VolumeGeometry", "load_series", "read_series"]
 
 logger = logging.getLogger(__name__)
@@ -51,6 +54,9 @@ class LoadedSeries:
     geometry_note: str = ""
     #: Notes about the input (duplicate copies ignored, ...), added to the result's warnings.
     warnings: list[str] = field(default_factory=list)
+    #: The GA by dates a reviewer entered for the study (worker.ops.dating), read from the DB
+    #: where the job runs; it wins over the files' Last Menstrual Date. None: none entered.
+    entered_ga: Dating | None = None
 
     @property
     def study_uid(self) -> str:

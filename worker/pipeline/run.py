@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker.core.card import ValidationStatus, least_trusted, not_for_clinical_use
 from worker.core.errors import NoModelError
@@ -22,6 +23,9 @@ from worker.export.seg import write_seg
 from worker.export.sr import write_sr
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.loading import LoadedSeries, SeriesHeaders, decode_series, read_series
+
+if TYPE_CHECKING:
+    from worker.ops.dating import Dating
 
 logger = logging.getLogger(__name__)
 
@@ -177,10 +181,18 @@ def runnable(spec: ModelSpec) -> ModelSpec:
 
 
 def run_series(
-    paths: Sequence[Path], models: ModelCache, out_dir: Path, spec: ModelSpec | None = None
+    paths: Sequence[Path],
+    models: ModelCache,
+    out_dir: Path,
+    spec: ModelSpec | None = None,
+    *,
+    entered_ga: Dating | None = None,
 ) -> SeriesResult:
-    """Process one series' files; ``spec`` pins the model (as a queued job does)."""
+    """Process one series' files; ``spec`` pins the model (as a queued job does);
+    ``entered_ga``: the study's GA by dates a reviewer entered (worker.ops.dating), which the
+    growth standing uses over the files' Last Menstrual Date."""
     series, spec, load_seconds = load_and_route(paths, spec)
+    series.entered_ga = entered_ga
     result = run_loaded(series, spec, models, out_dir)
     result.timings["load"] = load_seconds
     return result

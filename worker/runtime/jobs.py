@@ -29,6 +29,7 @@ from worker.core.registry import get_spec
 from worker.core.settings import DeliveryPolicy, DicomDestination
 from worker.core.timelimits import TimeLimit
 from worker.delivery.policy import SENDER, withhold_reason
+from worker.ops.dating import Dating, entered
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.run import SeriesResult, run_series
 from worker.runtime.deadline import TimeLimitExceededError, deadline
@@ -54,6 +55,7 @@ class _Claimed:
     paths: list[Path]
     model_name: str
     out_dir: Path
+    entered_ga: Dating | None = None  # the study's, read here (worker.ops.dating)
 
 
 def _claim(
@@ -92,7 +94,12 @@ def _claim(
             / f"job-{job.id}"
         )
         logger.info("job %s running (attempt %d, %d instances)", job.id, job.attempts, len(paths))
-        return _Claimed(paths=paths, model_name=job.model_name, out_dir=out_dir)
+        return _Claimed(
+            paths=paths,
+            model_name=job.model_name,
+            out_dir=out_dir,
+            entered_ga=entered(series.study),
+        )
 
 
 def _record_success(
@@ -306,7 +313,9 @@ def _run(
         return fail(PermanentError(exc.args[0]))
     try:
         with deadline(limit, worker):
-            result = run_series(claimed.paths, models, claimed.out_dir, spec=spec)
+            result = run_series(
+                claimed.paths, models, claimed.out_dir, spec=spec, entered_ga=claimed.entered_ga
+            )
     except Exception as exc:  # every failure is recorded; the error class decides retry
         logger.debug("job %s raised", job_id, exc_info=True)
         return fail(exc)

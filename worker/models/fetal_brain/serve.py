@@ -58,6 +58,7 @@ class FetalBrainModel:
     def predict(self, series: LoadedSeries) -> ModelOutput:
         from worker.models.fetal_brain import gate
         from worker.models.fetal_brain.predict import segment_stack, stack_spacing
+        from worker.models.fetal_head.growth import by_dates, by_dates_report
 
         geometry = series.require_geometry()
         prediction = segment_stack(self.predictor, series.frames, stack_spacing(geometry))
@@ -91,26 +92,29 @@ class FetalBrainModel:
                 "stack_plane": plane,
                 "slice_areas_mm2": areas,
                 "quality": quality.as_dict() if quality else None,
+                "gestational_age_by_dates": by_dates_report(
+                    by_dates(series.datasets[0], series.entered_ga)
+                ),
             },
         )
 
 
 def _growth(series: LoadedSeries, volume_ml: float, flagged: bool) -> list[MeasurementValue]:
-    """The GA by dates (Last Menstrual Date to the study date, as for the fetal head) and,
-    unless the gate flagged the volume, its z-score in the Ren 2022 intracranial volume
-    reference (19-37 completed weeks); in the SR, the GA as LOINC "Gestational Age by LMP" and
-    the z-score as the volume's statistical property, with the reference week's row."""
+    """The GA by dates (the study's entered one, else the Last Menstrual Date to the study
+    date, as for the fetal head: worker.ops.dating's rule) and, unless the gate flagged the
+    volume, its z-score in the Ren 2022 intracranial volume reference (19-37 completed
+    weeks); in the SR, the GA as LOINC "Gestational Age by LMP" and the z-score as the
+    volume's statistical property, with the reference week's row."""
     from worker.models.fetal_brain.growth import AUTHORITY, standing
-    from worker.models.fetal_head.growth import ga_by_dates_days
+    from worker.models.fetal_head.growth import by_dates, by_dates_label
 
-    ds = series.datasets[0]
-    on = ds.get("StudyDate") or ds.get("ContentDate")
-    days = ga_by_dates_days(str(ds.get("LastMenstrualDate") or ""), str(on or ""))
-    if days is None:
+    dating = by_dates(series.datasets[0], series.entered_ga)
+    if dating is None:
         return []
+    days = dating.days
     found = [
         MeasurementValue(
-            "gestational_age_by_dates_days", "Gestational age by dates (LMP)", days, "d", GA_BY_LMP
+            "gestational_age_by_dates_days", by_dates_label(dating), days, "d", GA_BY_LMP
         )
     ]
     where = None if flagged else standing(volume_ml, days)

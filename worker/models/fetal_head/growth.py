@@ -21,6 +21,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
+
+from pydicom import Dataset
+
+if TYPE_CHECKING:
+    from worker.ops.dating import Dating
 
 STANDARD = "INTERGROWTH-21st (Papageorghiou et al., Lancet 2014)"
 GA_RANGE_WEEKS = (14.0, 40.0)
@@ -106,3 +112,33 @@ def ga_by_dates_days(lmp: str | None, on: str | None) -> float | None:
         return None
     days = (end - start).days
     return float(days) if 0 <= days <= 45 * 7 else None
+
+
+def by_dates(ds: Dataset, entered: Dating | None) -> Dating | None:
+    """The GA by dates a result's growth standing uses (worker.ops.dating's rule): the one a
+    reviewer entered for the study (``LoadedSeries.entered_ga``) when there is one, else the
+    file's Last Menstrual Date to its study date; None without either."""
+    from worker.ops.dating import Dating
+
+    if entered is not None:
+        return entered
+    on = ds.get("StudyDate") or ds.get("ContentDate")
+    days = ga_by_dates_days(str(ds.get("LastMenstrualDate") or ""), str(on or ""))
+    return Dating(days, "dicom") if days is not None else None
+
+
+def by_dates_report(dating: Dating | None) -> dict[str, object] | None:
+    """report.json's account of the GA by dates: days, ``entered`` or ``dicom``, and in words
+    (who entered it and when, or the DICOM LMP)."""
+    if dating is None:
+        return None
+    return {"days": dating.days, "source": dating.source, "described": dating.describe()}
+
+
+def by_dates_label(dating: Dating) -> str:
+    """The GA by dates measurement's label, naming where it comes from."""
+    return (
+        "Gestational age by dates (entered)"
+        if dating.source == "entered"
+        else "Gestational age by dates (LMP)"
+    )

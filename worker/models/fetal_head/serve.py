@@ -40,6 +40,7 @@ from worker.pipeline.loading import LoadedSeries
 
 if TYPE_CHECKING:
     from worker.models.fetal_head.biometry import Biometry
+    from worker.ops.dating import Dating
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class FetalHeadModel:
         from worker.models._nn.predictor import full_size
         from worker.models.fetal_head.biometry import biometry
         from worker.models.fetal_head.fan import MAX_OUTSIDE_FAN, imaged_region, outside_share
+        from worker.models.fetal_head.growth import by_dates, by_dates_report
 
         calibration = image_calibration(series.datasets[0])
         spacing = (calibration.row_mm, calibration.column_mm) if calibration else (1.0, 1.0)
@@ -155,6 +157,7 @@ class FetalHeadModel:
             calibrated=calibration is not None,
             flagged=bool(review),
             source=series.datasets[0],
+            entered=series.entered_ga,
         )
         warnings += more
         measurements.append(
@@ -171,17 +174,26 @@ class FetalHeadModel:
                 "mask_outside_fan": round(outside, 4),
                 "cephalic_index": shape,
                 "gestational_age_method": _ga_method(measurements),
+                "gestational_age_by_dates": by_dates_report(
+                    by_dates(series.datasets[0], series.entered_ga)
+                ),
             },
         )
 
 
 def head_measurements(
-    b: Biometry, *, calibrated: bool, flagged: bool, source: Dataset
+    b: Biometry,
+    *,
+    calibrated: bool,
+    flagged: bool,
+    source: Dataset,
+    entered: Dating | None = None,
 ) -> tuple[list[MeasurementValue], list[str], dict[str, object] | None]:
     """HC, BPD, OFD, cephalic index, growth standing and GA of one head's biometry, as the
     result reports them: the measurements, warnings, and the head's shape for report.json.
     Sizes are in pixels without calibration (no GA); a flagged result gets no GA. The model
-    and a reviewer's corrected ellipse (worker.corrections) both measure with it."""
+    and a reviewer's corrected ellipse (worker.corrections) both measure with it. ``entered``:
+    the study's entered GA by dates, which wins over ``source``'s Last Menstrual Date."""
     from worker.models.fetal_head.biometry import (  # OpenCV: not where the gateway routes
         BPD_CONVENTION,
         CEPHALIC_INDEX_NORMAL,
@@ -241,7 +253,7 @@ def head_measurements(
             "source": CEPHALIC_INDEX_SOURCE,
         }
     if calibrated and not flagged:
-        measurements += growth_measurements(source, b.head_circumference_mm)
+        measurements += growth_measurements(source, b.head_circumference_mm, entered)
     if flagged:
         warnings.append("gestational age withheld: the quality gate flagged this result")
     elif calibrated and b.gestational_age_days is not None:
@@ -295,27 +307,31 @@ def _ga_method(measurements: list[MeasurementValue]) -> dict[str, object] | None
     }
 
 
-def growth_measurements(ds: Dataset, hc_mm: float) -> list[MeasurementValue]:
-    """The GA by dates (Last Menstrual Date to the study date, when the file has both) and
-    the HC's z-score and centile for it in the INTERGROWTH-21st standard (14-40 weeks); in
-    the SR, the GA as LOINC "Gestational Age by LMP" and the z-score and centile as the HC's
-    statistical properties."""
-    from worker.models.fetal_head.growth import STANDARD, ga_by_dates_days, standing
+def growth_measurements(
+    ds: Dataset, hc_mm: float, entered: Dating | None = None
+) -> list[MeasurementValue]:
+    """The GA by dates (``entered``, the study's GA a reviewer entered, else the Last Menstrual
+    Date to the study date when the file has both; worker.ops.dating's rule) and the HC's
+    z-score and centile for it in the INTERGROWTH-21st standard (14-40 weeks); in the SR, the
+    GA as LOINC "Gestational Age by LMP" and the z-score and centile as the HC's statistical
+    properties."""
+    from worker.models.fetal_head.growth import STANDARD, by_dates, by_dates_label, standing
 
-    on = ds.get("StudyDate") or ds.get("ContentDate")
-    days = ga_by_dates_days(str(ds.get("LastMenstrualDate") or ""), str(on or ""))
-    if days is None:
+    dating = by_dates(ds, entered)
+    if dating is None:
         return []
+    days = dating.days
     found = [
         MeasurementValue(
-            "gestational_age_by_dates_days", "Gestational age by dates (LMP)", days, "d", GA_BY_LMP
+            "gestational_age_by_dates_days", by_dates_label(dating), days, "d", GA_BY_LMP
         )
     ]
     where = standing("hc", hc_mm, days / 7.0)
     if where is not None:
         population = Population(
             "INTERGROWTH-21st fetal growth standard: head circumference (outer border) at the "
-            f"gestational age by dates, {days / 7.0:.1f} weeks",
+            f"gestational age by dates{' (entered)' if dating.source == 'entered' else ''}, "
+            f"{days / 7.0:.1f} weeks",
             STANDARD,
         )
         found += [

@@ -75,10 +75,11 @@ def test_the_brain_measurements_need_the_dates_and_an_unflagged_volume() -> None
     from pydicom import Dataset
 
     from worker.models.fetal_brain.serve import _growth
+    from worker.ops.dating import Dating
 
     ds = Dataset()
     ds.StudyDate = "20260611"
-    series = cast(Any, SimpleNamespace(datasets=[ds]))
+    series = cast(Any, SimpleNamespace(datasets=[ds], entered_ga=None))
     assert _growth(series, 246.8, flagged=False) == [], "no LMP, no GA by dates"
     ds.LastMenstrualDate = "20251127"  # 28w0d on the study date
     found = {m.key: m for m in _growth(series, 246.8, flagged=False)}
@@ -89,6 +90,11 @@ def test_the_brain_measurements_need_the_dates_and_an_unflagged_volume() -> None
     assert found["gestational_age_by_dates_days"].concept is not None
     flagged = {m.key for m in _growth(series, 246.8, flagged=True)}
     assert flagged == {"gestational_age_by_dates_days"}, "no z-score on a flagged volume"
+    series.entered_ga = Dating(210.0, "entered", "rita")  # 30w0d: wins over the DICOM LMP
+    entered = {m.key: m for m in _growth(series, 246.8, flagged=False)}
+    assert entered["gestational_age_by_dates_days"].value == 210.0
+    assert entered["gestational_age_by_dates_days"].label == "Gestational age by dates (entered)"
+    assert "week 30" in entered["brain_volume_z"].label
 
 
 def test_the_lung_chart_has_a_point_per_study() -> None:

@@ -37,6 +37,7 @@ from worker.corrections.write import write_corrected
 from worker.export.outputs import MeasurementValue, ModelOutput, Segment
 from worker.export.seg_read import SegMasks, read_seg_masks
 from worker.ops.audit import Actor, Source, record
+from worker.ops.dating import Dating, entered
 from worker.pipeline.calibration import image_calibration
 from worker.pipeline.loading import LoadedSeries, decode_series, read_series
 from worker.pipeline.run import OutputRecord
@@ -61,6 +62,7 @@ class _Target:
     old: list[OldValue]
     outputs: dict[str, Path]  # kind -> path of the replaced result's files
     segment_map: dict[int, int]  # for a SEG: result segment -> corrected segment
+    entered_ga: Dating | None = None  # the study's entered GA by dates (worker.ops.dating)
 
 
 def execute_correction(
@@ -86,6 +88,7 @@ def execute_correction(
         kind, ellipse_json, seg_path = row.kind, row.ellipse, row.path
     try:
         series = decode_series(read_series(target.paths))
+        series.entered_ga = target.entered_ga
         output, extras = _corrected_output(series, target, kind, ellipse_json, seg_path)
         spec = get_spec(target.model_name)
         output.validation = target.validation  # type: ignore[assignment]
@@ -149,6 +152,7 @@ def _target(session: Session, row: Correction, results_root: Path) -> _Target:
         old=[OldValue(m.key, m.label, m.value, m.unit) for m in result.measurements],
         outputs={o.kind: Path(o.path) for o in result.outputs},
         segment_map=segment_map,
+        entered_ga=entered(series.study),
     )
 
 
@@ -171,6 +175,7 @@ def _corrected_output(
             calibrated=calibration is not None,
             source=series.datasets[0],
             frame=frame,
+            entered=series.entered_ga,
         )
         extras: dict[str, object] = {"ellipse": json.loads(ellipse_json)}
         return ModelOutput([segment], measurements, warnings, source_frame=frame), extras

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +19,9 @@ from pydicom import Dataset
 
 from worker.export.outputs import FETAL_HEAD, MeasurementValue, Segment
 from worker.models.fetal_head.biometry import Ellipse, biometry, ellipse_mask, fit_ellipse_mm
+
+if TYPE_CHECKING:
+    from worker.ops.dating import Dating
 
 FIELDS = ("cx", "cy", "a", "b", "angle")
 
@@ -87,10 +91,12 @@ def corrected_head(
     calibrated: bool,
     source: Dataset,
     frame: int,
+    entered: Dating | None = None,
 ) -> tuple[Segment, list[MeasurementValue], list[str]]:
     """The head segment drawn from ``ellipse`` on a (rows, columns) image and its measurements
     (HC, BPD, OFD, cephalic index, growth, GA) as the model reports them; the reviewer's
-    ellipse is not flagged, so the GA is given where the model's own rules give it."""
+    ellipse is not flagged, so the GA is given where the model's own rules give it;
+    ``entered``: the study's entered GA by dates, which wins over ``source``'s LMP."""
     from worker.models.fetal_head.serve import head_measurements
 
     mask = ellipse_mask(
@@ -99,7 +105,7 @@ def corrected_head(
     if not mask.any():
         raise EllipseError("the ellipse lies outside the image")
     measurements, warnings, _ = head_measurements(
-        biometry(ellipse), calibrated=calibrated, flagged=False, source=source
+        biometry(ellipse), calibrated=calibrated, flagged=False, source=source, entered=entered
     )
     measurements.append(
         MeasurementValue("measured_frame", "Measured frame number", frame + 1, "{frame}")

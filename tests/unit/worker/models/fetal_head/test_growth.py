@@ -79,3 +79,17 @@ def test_the_hc_centile_needs_the_dates() -> None:
     assert found["head_circumference_centile"].value == pytest.approx(50.0, abs=0.5)
     centile = found["head_circumference_centile"]  # in the SR: tests/.../test_sr_growth.py
     assert centile.statistic_of == "head_circumference_mm" and centile.concept is not None
+
+
+def test_an_entered_ga_by_dates_wins_over_the_dicom_lmp() -> None:
+    from worker.ops.dating import Dating
+
+    ds = Dataset()
+    ds.StudyDate, ds.LastMenstrualDate = "20260611", "20251225"  # 24w0d by the DICOM LMP
+    found = {m.key: m for m in _growth(ds, 219.1, Dating(175.0, "entered", "rita"))}
+    assert found["gestational_age_by_dates_days"].value == 175.0  # 25w0d, entered
+    assert found["gestational_age_by_dates_days"].label == "Gestational age by dates (entered)"
+    at_25 = standing("hc", 219.1, 25.0)
+    assert at_25 is not None and found["head_circumference_z"].value == pytest.approx(at_25.z)
+    population = found["head_circumference_z"].population
+    assert population is not None and "by dates (entered), 25.0 weeks" in population.description

@@ -27,7 +27,6 @@ from db.models import (
     utcnow,
 )
 from worker.core.card import ValidationStatus
-from worker.core.paths import safe_component
 from worker.core.registry import get_spec
 from worker.corrections import ellipse as head
 from worker.corrections.match import CORRECTABLE, UnmatchedError, find_result
@@ -41,7 +40,7 @@ from worker.ops.dating import Dating, entered
 from worker.pipeline.calibration import image_calibration
 from worker.pipeline.loading import LoadedSeries, decode_series, read_series
 from worker.pipeline.run import OutputRecord
-from worker.runtime.jobs import DeliverTo, deliveries_for
+from worker.runtime.jobs import DeliverTo, deliveries_for, instance_paths, job_dir
 from worker.trainset.reviewed import CORRECTED  # Result.review_decision of a corrected result
 
 logger = logging.getLogger(__name__)
@@ -135,19 +134,13 @@ def _target(session: Session, row: Correction, results_root: Path) -> _Target:
     result = job.results[-1]
     row.replaces_result_id = result.id
     series = job.series
-    out_dir = (
-        results_root
-        / safe_component(series.study.study_instance_uid)
-        / safe_component(series.series_instance_uid)
-        / f"job-{job.id}"
-        / f"correction-{row.id}"
-    )
+    out_dir = job_dir(results_root, job) / f"correction-{row.id}"
     return _Target(
         job_id=job.id,
         result_id=result.id,
         model_name=result.model_name,
         validation=result.validation,
-        paths=sorted(Path(i.path) for i in series.instances),
+        paths=instance_paths(job),
         out_dir=out_dir,
         old=[OldValue(m.key, m.label, m.value, m.unit) for m in result.measurements],
         outputs={o.kind: Path(o.path) for o in result.outputs},

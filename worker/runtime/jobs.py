@@ -58,6 +58,23 @@ class _Claimed:
     entered_ga: Dating | None = None  # the study's, read here (worker.ops.dating)
 
 
+def job_dir(results_root: Path, job: Job) -> Path:
+    """Where a job's outputs go: RESULTS/STUDY_UID/SERIES_UID/job-ID (the job's series and
+    study loaded); shadow runs and corrections write in folders below it."""
+    series = job.series
+    return (
+        results_root
+        / safe_component(series.study.study_instance_uid)
+        / safe_component(series.series_instance_uid)
+        / f"job-{job.id}"
+    )
+
+
+def instance_paths(job: Job) -> list[Path]:
+    """The stored files of the job's series, in a stable order."""
+    return sorted(Path(i.path) for i in job.series.instances)
+
+
 def _claim(
     session_factory: sessionmaker[Session],
     job_id: int,
@@ -86,13 +103,8 @@ def _claim(
         job.worker = worker  # before the transition: the attempt it opens names the worker
         transition(job, JobState.RUNNING)
         series = job.series
-        paths = sorted(Path(i.path) for i in series.instances)
-        out_dir = (
-            results_root
-            / safe_component(series.study.study_instance_uid)
-            / safe_component(series.series_instance_uid)
-            / f"job-{job.id}"
-        )
+        paths = instance_paths(job)
+        out_dir = job_dir(results_root, job)
         logger.info("job %s running (attempt %d, %d instances)", job.id, job.attempts, len(paths))
         return _Claimed(
             paths=paths,

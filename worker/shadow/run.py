@@ -19,11 +19,10 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from db.models import Job, JobState, utcnow
 from db.shadow_models import ShadowResult
 from worker.core.errors import NothingFoundError
-from worker.core.paths import safe_component
 from worker.core.registry import get_spec
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.run import run_series
-from worker.runtime.jobs import describe_failure
+from worker.runtime.jobs import describe_failure, instance_paths, job_dir
 from worker.shadow.installs import shadow_specs
 
 logger = logging.getLogger(__name__)
@@ -51,17 +50,11 @@ def run_shadows(
         except KeyError:
             return []
         result_id = job.results[-1].id
-        series = job.series
-        paths = sorted(Path(i.path) for i in series.instances)
-        job_dir = (
-            results_root
-            / safe_component(series.study.study_instance_uid)
-            / safe_component(series.series_instance_uid)
-            / f"job-{job.id}"
-        )
+        paths = instance_paths(job)
+        out_root = job_dir(results_root, job)
     made: list[int] = []
     for install, shadow in shadow_specs(session_factory, spec):
-        out_dir = job_dir / f"shadow-{_label(install.version)}"
+        out_dir = out_root / f"shadow-{_label(install.version)}"
         row = ShadowResult(
             result_id=result_id,
             install_id=install.id,

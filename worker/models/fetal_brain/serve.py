@@ -19,7 +19,6 @@ from worker.core.tags import SeriesTags
 from worker.export.outputs import (
     AREA,
     FETAL_BRAIN,
-    GA_BY_LMP,
     MAXIMUM,
     VOLUME,
     Z_SCORE,
@@ -106,17 +105,13 @@ def _growth(series: LoadedSeries, volume_ml: float, flagged: bool) -> list[Measu
     weeks); in the SR, the GA as LOINC "Gestational Age by LMP" and the z-score as the
     volume's statistical property, with the reference week's row."""
     from worker.models.fetal_brain.growth import AUTHORITY, standing
-    from worker.models.fetal_head.growth import by_dates, by_dates_label
+    from worker.models.fetal_head.growth import by_dates, by_dates_measurement
 
     dating = by_dates(series.datasets[0], series.entered_ga)
     if dating is None:
         return []
     days = dating.days
-    found = [
-        MeasurementValue(
-            "gestational_age_by_dates_days", by_dates_label(dating), days, "d", GA_BY_LMP
-        )
-    ]
+    found = [by_dates_measurement(dating)]
     where = None if flagged else standing(volume_ml, days)
     if where is not None:
         found.append(

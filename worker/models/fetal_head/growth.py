@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from pydicom import Dataset
 
 if TYPE_CHECKING:
+    from worker.export.outputs import MeasurementValue
     from worker.ops.dating import Dating
 
 STANDARD = "INTERGROWTH-21st (Papageorghiou et al., Lancet 2014)"
@@ -135,10 +136,14 @@ def by_dates_report(dating: Dating | None) -> dict[str, object] | None:
     return {"days": dating.days, "source": dating.source, "described": dating.describe()}
 
 
-def by_dates_label(dating: Dating) -> str:
-    """The GA by dates measurement's label, naming where it comes from."""
-    return (
+def by_dates_measurement(dating: Dating) -> MeasurementValue:
+    """The GA by dates as a measurement (days; in the SR LOINC "Gestational Age by LMP"),
+    its label naming where it comes from. The fetal head and brain both report it."""
+    from worker.export.outputs import GA_BY_LMP, MeasurementValue
+
+    label = (
         "Gestational age by dates (entered)"
         if dating.source == "entered"
         else "Gestational age by dates (LMP)"
     )
+    return MeasurementValue("gestational_age_by_dates_days", label, dating.days, "d", GA_BY_LMP)

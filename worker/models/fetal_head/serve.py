@@ -24,7 +24,6 @@ from worker.export.outputs import (
     BIPARIETAL_DIAMETER,
     FETAL_HEAD,
     GA_BY_HC_HADLOCK,
-    GA_BY_LMP,
     HEAD_CIRCUMFERENCE,
     OCCIPITOFRONTAL_DIAMETER,
     PERCENTILE,
@@ -315,17 +314,13 @@ def growth_measurements(
     z-score and centile for it in the INTERGROWTH-21st standard (14-40 weeks); in the SR, the
     GA as LOINC "Gestational Age by LMP" and the z-score and centile as the HC's statistical
     properties."""
-    from worker.models.fetal_head.growth import STANDARD, by_dates, by_dates_label, standing
+    from worker.models.fetal_head.growth import STANDARD, by_dates, by_dates_measurement, standing
 
     dating = by_dates(ds, entered)
     if dating is None:
         return []
     days = dating.days
-    found = [
-        MeasurementValue(
-            "gestational_age_by_dates_days", by_dates_label(dating), days, "d", GA_BY_LMP
-        )
-    ]
+    found = [by_dates_measurement(dating)]
     where = standing("hc", hc_mm, days / 7.0)
     if where is not None:
         population = Population(

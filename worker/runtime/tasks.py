@@ -11,7 +11,7 @@ declared in ``throws`` so the worker logs it in one line, without a traceback.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Task
 from celery.signals import worker_process_init, worker_ready
@@ -27,6 +27,10 @@ from worker.core.timelimits import (
 from worker.pipeline.context import WorkerContext
 from worker.runtime import beats as _beats  # noqa: F401 - connects the heartbeat signals
 from worker.runtime.celery_app import app
+
+if TYPE_CHECKING:
+    from worker.core.settings import Settings
+    from worker.runtime.jobs import DeliverTo
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +137,11 @@ def run_job(self: Task[Any, Any], job_id: int) -> str | None:
     from sqlalchemy.exc import DBAPIError
 
     from db.retry import is_transient
-    from worker.runtime.jobs import DeliverTo, execute_job
+    from worker.runtime.jobs import execute_job
 
     ctx = context()
     settings = ctx.settings
-    deliver_to = DeliverTo(
-        settings.destinations,
-        settings.delivery_max_attempts,
-        return_to_sender=settings.return_to_sender_port is not None,
-    )
+    deliver_to = _deliver_to(settings)
     try:
         state = execute_job(
             ctx.session_factory,
@@ -166,6 +166,17 @@ def run_job(self: Task[Any, Any], job_id: int) -> str | None:
         again = " (it will be tried again)" if state is JobState.QUEUED else ""
         raise JobFailedError(f"job {job_id} attempt failed, now {state.value}{again}")
     return state.value if state else None
+
+
+def _deliver_to(settings: Settings) -> DeliverTo:
+    """Where this worker's new results go (its destinations and return to sender)."""
+    from worker.runtime.jobs import DeliverTo
+
+    return DeliverTo(
+        settings.destinations,
+        settings.delivery_max_attempts,
+        return_to_sender=settings.return_to_sender_port is not None,
+    )
 
 
 def _shadows(ctx: WorkerContext, job_id: int) -> None:
@@ -197,14 +208,9 @@ def deliver(delivery_id: int) -> str | None:
 def correct(correction_id: int) -> str | None:
     """Apply a reviewer's correction (worker.corrections.apply); its outcome is on the row."""
     from worker.corrections.apply import execute_correction
-    from worker.runtime.jobs import DeliverTo
 
     ctx = context()
     settings = ctx.settings
-    deliver_to = DeliverTo(
-        settings.destinations,
-        settings.delivery_max_attempts,
-        return_to_sender=settings.return_to_sender_port is not None,
-    )
+    deliver_to = _deliver_to(settings)
     state = execute_correction(ctx.session_factory, correction_id, settings.results_dir, deliver_to)
     return state.value if state else None

@@ -65,7 +65,11 @@ class PostProcess:
 
 def clean_volume(probabilities: npt.NDArray[np.float32], threshold: float = 0.5) -> Mask:
     """Largest 3D connected component, holes filled in 3D and slice by slice."""
-    mask = probabilities >= threshold
+    return clean_mask(probabilities >= threshold)
+
+
+def clean_mask(mask: Mask) -> Mask:
+    """``clean_volume`` of a thresholded prediction."""
     labels, count = ndimage.label(mask, structure=_CONNECTED)
     if count == 0:
         return mask
@@ -142,8 +146,7 @@ def segment_stack(
         if region is not None:
             outside = raw & ~region
             raw = raw & region
-            probabilities = np.where(region, probabilities, 0).astype(np.float32)
-    return StackPrediction(raw, clean_volume(probabilities, recipe.threshold), outside)
+    return StackPrediction(raw, clean_mask(raw), outside)
 
 
 def predict_stack(

@@ -1,6 +1,6 @@
 """The fetal head ellipse a result shows now, to prefill a reviewer's correction: the
 reviewer's own ellipse when the result is a correction, else the ellipse the model measured,
-refitted to its SEG on the measured frame (``ellipse.fitted``), in the model's units (mm
+refitted to its SEG on the measured frame (``biometry.fit_ellipse_mm``), in the model's units (mm
 when the image is calibrated, pixels otherwise)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from db.models import Correction, CorrectionState, Result, Series
 from worker.corrections import ellipse as head
 from worker.export.seg_read import read_seg_masks
-from worker.models.fetal_head.biometry import Ellipse
+from worker.models.fetal_head.biometry import Ellipse, fit_ellipse_mm
 from worker.ops.corrections import HEAD_KEYS
 from worker.pipeline.calibration import image_calibration
 
@@ -55,4 +55,4 @@ def current_ellipse(session: Session, result: Result, series: Series) -> Ellipse
     key = max(masks.frames, key=lambda k: int(masks.union(k).sum()))
     calibration = image_calibration(source)
     spacing = (calibration.row_mm, calibration.column_mm) if calibration else (1.0, 1.0)
-    return head.fitted(masks.union(key), spacing)
+    return fit_ellipse_mm(masks.union(key), spacing)

@@ -14,11 +14,10 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 from pydicom import Dataset
 
 from worker.export.outputs import FETAL_HEAD, MeasurementValue, Segment
-from worker.models.fetal_head.biometry import Ellipse, biometry, ellipse_mask, fit_ellipse_mm
+from worker.models.fetal_head.biometry import Ellipse, biometry, ellipse_mask
 
 if TYPE_CHECKING:
     from worker.ops.dating import Dating
@@ -76,11 +75,6 @@ def to_json(ellipse: Ellipse) -> str:
 def from_json(text: str) -> Ellipse:
     raw = json.loads(text)
     return checked({f: float(raw[f]) for f in FIELDS})
-
-
-def fitted(mask: npt.NDArray[np.bool_], spacing: tuple[float, float]) -> Ellipse | None:
-    """The ellipse the model measured on ``mask`` (its SEG), to prefill a correction."""
-    return fit_ellipse_mm(mask, spacing)
 
 
 def corrected_head(

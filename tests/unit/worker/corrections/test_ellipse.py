@@ -8,8 +8,8 @@ import math
 import pytest
 from pydicom import Dataset
 
-from worker.corrections.ellipse import EllipseError, corrected_head, fitted, parse
-from worker.models.fetal_head.biometry import hadlock_ga_days, ramanujan_perimeter
+from worker.corrections.ellipse import EllipseError, corrected_head, parse
+from worker.models.fetal_head.biometry import fit_ellipse_mm, hadlock_ga_days, ramanujan_perimeter
 
 
 def test_parse_takes_any_order_and_makes_a_the_longer_axis() -> None:
@@ -41,7 +41,7 @@ def test_the_drawn_ellipse_fits_back_to_itself_in_mm() -> None:
     segment, _, _ = corrected_head(
         drawn, (300, 320), spacing, calibrated=True, source=Dataset(), frame=0
     )
-    back = fitted(segment.mask[0], spacing)
+    back = fit_ellipse_mm(segment.mask[0], spacing)
     assert back is not None
     assert (back.cx, back.cy) == pytest.approx((drawn.cx, drawn.cy), abs=0.1)
     assert (back.a, back.b) == pytest.approx((drawn.a, drawn.b), abs=0.3)

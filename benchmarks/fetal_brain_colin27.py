@@ -15,10 +15,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from worker.models._nn.predictor import UNetPredictor
 from worker.models.fetal_brain.baseline import baseline_mask
 from worker.models.fetal_brain.data import metrics
-from worker.models.fetal_brain.predict import predict_stack
+from worker.models.fetal_brain.predict import StackSegmenter
 from worker.models.fetal_brain.serve import DEFAULT_BRAIN_WEIGHTS
 
 
@@ -33,12 +32,12 @@ def main() -> None:
     args = parser.parse_args()
     image = _axial(args.templates / "ch2.nii.gz")
     truth = _axial(args.templates / "ch2bet.nii.gz") > 0
-    predictor = UNetPredictor(DEFAULT_BRAIN_WEIGHTS, "cpu")
+    segmenter = StackSegmenter(DEFAULT_BRAIN_WEIGHTS, "cpu")
     print(f"Colin27: {image.shape[0]} axial slices of {image.shape[1]}x{image.shape[2]}, 1 mm")
     variants = (("T1 as is", image), ("T1 inverted (T2-like contrast)", image.max() - image))
     for name, stack in variants:
         start = time.perf_counter()
-        unet = predict_stack(predictor, stack, (1.0, 1.0, 1.0))
+        unet = segmenter.segment(stack, (1.0, 1.0, 1.0)).mask
         seconds = time.perf_counter() - start
         base = baseline_mask(stack.astype(np.float32))
         for method, mask in (("U-Net", unet), ("baseline", base)):

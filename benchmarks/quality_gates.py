@@ -29,7 +29,7 @@ import numpy as np
 
 from worker.models.fetal_brain import gate as brain_gate
 from worker.models.fetal_brain.phantoms import FetalBrainStack, make_fetal_brain_stack
-from worker.models.fetal_brain.predict import segment_stack, stack_spacing
+from worker.models.fetal_brain.predict import StackSegmenter, stack_spacing
 from worker.models.lung_ct.serve import LungCtUNet
 from worker.models.lung_ct.train import phantom_case
 from worker.models.lung_ct.volume import CtVolume, pyradiomics_case, read_nrrd
@@ -148,10 +148,9 @@ def _atlas_stacks(bank_path: Path, n: int) -> Iterator[tuple[str, str, Any, Volu
 def brain_rows(
     n: int, templates: Path, weights: Path | None = None, atlas_bank: Path | None = None
 ) -> list[Row]:
-    from worker.models._nn.predictor import UNetPredictor
     from worker.models.fetal_brain.serve import DEFAULT_BRAIN_WEIGHTS
 
-    predictor = UNetPredictor(weights or DEFAULT_BRAIN_WEIGHTS, "cpu")
+    segmenter = StackSegmenter(weights or DEFAULT_BRAIN_WEIGHTS, "cpu")
     inputs: list[tuple[str, str, Any, VolumeGeometry]] = []
     if atlas_bank is not None:
         inputs.extend(_atlas_stacks(atlas_bank, n))
@@ -169,7 +168,7 @@ def brain_rows(
     inputs.extend(_colin27(templates))
     rows = []
     for group, name, image, g in inputs:
-        prediction = segment_stack(predictor, image, stack_spacing(g))
+        prediction = segmenter.segment(image, stack_spacing(g))
         s = brain_gate.signals(prediction.raw, prediction.mask, g, prediction.outside)
         why = brain_gate.reasons(s)
         rows.append({"group": group, "case": name, **(s.as_dict() if s else {}), "reasons": why})

@@ -13,11 +13,10 @@ import numpy as np
 import numpy.typing as npt
 
 from worker.core.commands import Evaluation, Progress
-from worker.models._nn.predictor import UNetPredictor
 from worker.models.fetal_brain import gate
 from worker.models.fetal_brain.baseline import baseline_mask
 from worker.models.fetal_brain.data import metrics
-from worker.models.fetal_brain.predict import Mask, segment_stack, stack_spacing
+from worker.models.fetal_brain.predict import Mask, StackSegmenter, stack_spacing
 from worker.models.fetal_brain.serve import DEFAULT_BRAIN_WEIGHTS
 from worker.pipeline.geometry import VolumeGeometry
 
@@ -30,13 +29,13 @@ def evaluate_stacks(
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    predictor = UNetPredictor(weights, device)
+    segmenter = StackSegmenter(weights, device)
     rows: list[dict[str, Any]] = []
     items = list(stacks)
     for i, (name, image, truth, spacing) in enumerate(items):
         voxel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
         geometry = stack_geometry(image, spacing)
-        prediction = segment_stack(predictor, image, stack_spacing(geometry))
+        prediction = segmenter.segment(image, stack_spacing(geometry))
         unet = prediction.mask
         base = baseline_mask(np.asarray(image, dtype=np.float32))
         truth_ml = float(truth.sum() * voxel_ml)

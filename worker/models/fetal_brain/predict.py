@@ -8,8 +8,9 @@ metadata, :class:`PostProcess`), so a checkpoint is served the way it was valida
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,13 @@ class PostProcess:
     flips: bool = False
     core_mm: float = 0.0
     margin_mm: float = 10.0
+    # A second stage (``refine``: a checkpoint file beside this one): a network trained on
+    # brain-centred windows of ``window_mm`` re-segments a window that size around the
+    # localised core, slice by slice; what it marks beyond ``refine_margin_mm`` of the core
+    # is dropped.
+    refine: str | None = None
+    window_mm: float = 160.0
+    refine_margin_mm: float = 30.0
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> PostProcess:
@@ -60,6 +68,9 @@ class PostProcess:
             "flips": self.flips,
             "core_mm": self.core_mm,
             "margin_mm": self.margin_mm,
+            "refine": self.refine,
+            "window_mm": self.window_mm,
+            "refine_margin_mm": self.refine_margin_mm,
         }
 
 
@@ -79,21 +90,58 @@ def clean_mask(mask: Mask) -> Mask:
     return per_slice
 
 
-def search_region(
+def brain_core(
     probabilities: npt.NDArray[np.float32], spacing: Spacing, recipe: PostProcess
 ) -> Mask | None:
-    """Where the brain is looked for: within ``core_mm + margin_mm`` of the deep component
-    of the prediction with the most probability mass; None when nothing is that deep."""
+    """The deep component (eroded by ``core_mm``) of the prediction with the most
+    probability mass; None when nothing is that deep."""
     mask = probabilities >= recipe.threshold
     depth = ndimage.distance_transform_edt(mask, sampling=spacing)
     labels, count = ndimage.label(depth > recipe.core_mm, structure=_CONNECTED)
     if count == 0:
         return None
     mass = ndimage.sum(probabilities, labels, index=np.arange(1, count + 1))
-    core = labels == int(np.argmax(mass)) + 1
+    core: Mask = labels == int(np.argmax(mass)) + 1
+    return core
+
+
+def near(core: Mask, spacing: Spacing, within_mm: float) -> Mask:
+    """Voxels within ``within_mm`` of ``core``."""
     distance = ndimage.distance_transform_edt(~core, sampling=spacing)
-    region: Mask = distance <= recipe.core_mm + recipe.margin_mm
+    region: Mask = distance <= within_mm
     return region
+
+
+def search_region(
+    probabilities: npt.NDArray[np.float32], spacing: Spacing, recipe: PostProcess
+) -> Mask | None:
+    """Where the brain is looked for: within ``core_mm + margin_mm`` of the brain's core
+    (``brain_core``); None when nothing is that deep."""
+    core = brain_core(probabilities, spacing, recipe)
+    return None if core is None else near(core, spacing, recipe.core_mm + recipe.margin_mm)
+
+
+def window_probabilities(
+    predict: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]],
+    stack: npt.NDArray[np.uint8],
+    centre: tuple[float, float],
+    pixel_mm: tuple[float, float],
+    window_mm: float,
+) -> npt.NDArray[np.float32]:
+    """``predict`` (a stack of windows to their probabilities) run on a ``window_mm`` square
+    around ``centre`` (row, column pixel) of every slice, zero-padded beyond the field; the
+    probabilities pasted back into a full-size stack, zero outside the window."""
+    n, rows, cols = stack.shape
+    size = (round(window_mm / pixel_mm[0]), round(window_mm / pixel_mm[1]))
+    top = round(centre[0] - size[0] / 2)
+    left = round(centre[1] - size[1] / 2)
+    pad = max(0, -top, -left, top + size[0] - rows, left + size[1] - cols)
+    padded = np.pad(stack, ((0, 0), (pad, pad), (pad, pad)))
+    window = padded[:, top + pad : top + pad + size[0], left + pad : left + pad + size[1]]
+    probabilities = predict(np.ascontiguousarray(window))
+    out = np.zeros((n, rows + 2 * pad, cols + 2 * pad), dtype=np.float32)
+    out[:, top + pad : top + pad + size[0], left + pad : left + pad + size[1]] = probabilities
+    return out[:, pad : pad + rows, pad : pad + cols]
 
 
 @dataclass(frozen=True)
@@ -134,22 +182,51 @@ def segment_stack(
     image: npt.NDArray[Any],
     spacing: Spacing | None = None,
     recipe: PostProcess | None = None,
+    refiner: UNetPredictor | None = None,
 ) -> StackPrediction:
     """The cleaned mask, and the raw one the quality gate compares it with. ``spacing``
-    (slice, row, column mm) is needed for the localisation; without it none is done."""
+    (slice, row, column mm) is needed for the localisation; without it none is done.
+    ``refiner``: the recipe's second stage, run on a window around the localised core."""
     recipe = recipe or PostProcess.from_metadata(predictor.metadata)
-    probabilities = stack_probabilities(predictor, normalise_stack(image), recipe.flips)
+    stack = normalise_stack(image)
+    probabilities = stack_probabilities(predictor, stack, recipe.flips)
     raw = probabilities >= recipe.threshold
     outside = np.zeros_like(raw)
     if recipe.core_mm > 0 and spacing is not None:
-        region = search_region(probabilities, spacing, recipe)
-        if region is not None:
-            outside = raw & ~region
-            raw = raw & region
+        core = brain_core(probabilities, spacing, recipe)
+        if core is not None:
+            region = near(core, spacing, recipe.core_mm + recipe.margin_mm)
+            if refiner is not None:
+                centre = tuple(float(c) for c in np.argwhere(core).mean(0)[1:])
+                refined = window_probabilities(
+                    lambda w: stack_probabilities(refiner, w, recipe.flips),
+                    stack,
+                    (centre[0], centre[1]),
+                    (spacing[1], spacing[2]),
+                    recipe.window_mm,
+                )
+                within = near(core, spacing, recipe.core_mm + recipe.refine_margin_mm)
+                outside = raw & ~within
+                raw = (refined >= recipe.threshold) & within
+            else:
+                outside = raw & ~region
+                raw = raw & region
     return StackPrediction(raw, clean_mask(raw), outside)
 
 
-def predict_stack(
-    predictor: UNetPredictor, image: npt.NDArray[Any], spacing: Spacing | None = None
-) -> Mask:
-    return segment_stack(predictor, image, spacing).mask
+class StackSegmenter:
+    """A fetal brain checkpoint and, when its recipe names one, its second stage (a file
+    beside it, sha256-checked like every checkpoint), served the way they were validated."""
+
+    def __init__(self, weights: Path, device: str = "cpu") -> None:
+        self.predictor = UNetPredictor(weights, device)
+        self.recipe = PostProcess.from_metadata(self.predictor.metadata)
+        self.refiner = (
+            UNetPredictor(weights.parent / self.recipe.refine, device)
+            if self.recipe.refine
+            else None
+        )
+        self.sha256 = self.predictor.sha256
+
+    def segment(self, image: npt.NDArray[Any], spacing: Spacing | None) -> StackPrediction:
+        return segment_stack(self.predictor, image, spacing, self.recipe, self.refiner)

@@ -48,19 +48,19 @@ def accepts(tags: SeriesTags) -> bool:
 class FetalBrainModel:
     def __init__(self, device: str, weights: Path | None = None) -> None:
         from worker.core.settings import get_settings
-        from worker.models._nn.predictor import UNetPredictor
+        from worker.models.fetal_brain.predict import StackSegmenter
 
         weights = weights or get_settings().fetal_brain_weights or DEFAULT_BRAIN_WEIGHTS
-        self.predictor = UNetPredictor(weights, device)
-        self.weights_sha256 = self.predictor.sha256
+        self.segmenter = StackSegmenter(weights, device)
+        self.weights_sha256 = self.segmenter.sha256
 
     def predict(self, series: LoadedSeries) -> ModelOutput:
         from worker.models.fetal_brain import gate
-        from worker.models.fetal_brain.predict import segment_stack, stack_spacing
+        from worker.models.fetal_brain.predict import stack_spacing
         from worker.models.fetal_head.growth import by_dates, by_dates_report
 
         geometry = series.require_geometry()
-        prediction = segment_stack(self.predictor, series.frames, stack_spacing(geometry))
+        prediction = self.segmenter.segment(series.frames, stack_spacing(geometry))
         mask = prediction.mask
         quality = gate.signals(prediction.raw, mask, geometry, prediction.outside)
         voxel_ml = geometry.voxel_volumes_ml()

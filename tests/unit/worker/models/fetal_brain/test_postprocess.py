@@ -15,6 +15,7 @@ from worker.models.fetal_brain.predict import (
     search_region,
     segment_stack,
     stack_probabilities,
+    window_probabilities,
 )
 
 SPACING = (3.0, 1.0, 1.0)  # slice, row, column mm
@@ -98,3 +99,51 @@ def test_segment_stack_localises_only_with_spacing() -> None:
     assert with_spacing.outside.sum() > 0.9 * slab.sum()
     without = segment_stack(_Echo(), image)  # type: ignore[arg-type]
     assert (without.mask & slab).sum() > 0.9 * slab.sum()
+
+
+def test_a_window_is_cut_around_the_centre_padded_beyond_the_field_and_pasted_back() -> None:
+    stack = np.arange(2 * 30 * 40, dtype=np.uint8).reshape(2, 30, 40)
+    seen: list[Any] = []
+
+    def predict(window: Any) -> Any:
+        seen.append(window)
+        return np.ones(window.shape, dtype=np.float32)
+
+    # 20 mm at 1 x 2 mm pixels: 20 rows x 10 columns, centred on row 5, column 36
+    out = window_probabilities(predict, stack, (5.0, 36.0), (1.0, 2.0), 20.0)
+    assert seen[0].shape == (2, 20, 10)
+    assert seen[0][0, 5, 0] == stack[0, 0, 31]  # row 0 of the field is row 5 of the window
+    assert (seen[0][:, :5] == 0).all() and (seen[0][:, :, 9:] == 0).all()  # padding
+    assert out.shape == stack.shape
+    assert out[:, :15, 31:].all() and out.sum() == 2 * 15 * 9
+
+
+class _Window:
+    """A second stage that marks every pixel of the window it is given but its border."""
+
+    def __init__(self) -> None:
+        self.metadata: dict[str, Any] = {}
+
+    def probabilities(self, images: list[Any]) -> list[Any]:
+        out = []
+        for i in images:
+            p = np.zeros(i.shape, dtype=np.float32)
+            p[2:-2, 2:-2] = 1.0
+            out.append(p)
+        return out
+
+
+def test_the_second_stage_replaces_the_first_within_reach_of_the_core() -> None:
+    p, brain, slab = _scene()
+    image = (p * 255).astype(np.uint8).astype(np.float32)
+    image[0, 0, 0] = 255
+    recipe = PostProcess(core_mm=6.0, margin_mm=8.0, window_mm=40.0, refine_margin_mm=12.0)
+    refined = segment_stack(_Echo(), image, SPACING, recipe, _Window())  # type: ignore[arg-type]
+    # the window (40 mm around the brain's centre, minus its border) within 18 mm of the
+    # core: the first stage's probabilities no longer decide, the slab stays out
+    window = np.zeros(p.shape, dtype=bool)
+    window[:, 32:68, 32:68] = True
+    assert refined.mask[window & brain].all()
+    assert not refined.mask[~window].any()
+    assert (refined.mask & slab).sum() == 0
+    assert refined.outside.sum() > 0.9 * slab.sum()

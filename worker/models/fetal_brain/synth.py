@@ -49,6 +49,9 @@ class SynthConfig:
     centre_spread: float = 0.45
     off_centre_fraction: float = 0.0
     off_centre_spread: float = 1.4
+    # Where the brain centre sits through the stack, in stack extents from the middle: at
+    # 0.25 most slices cut the brain; larger values leave more slices beyond its ends.
+    depth_spread: float = 0.25
     thickness_mm: tuple[float, float] = (2.5, 6.0)
     gap_fraction: tuple[float, float] = (0.0, 0.3)
     through_plane_samples: int = 3
@@ -250,7 +253,7 @@ def _stack_points(gen: torch.Generator, s_count: int, n: int, config: SynthConfi
     brain_at = torch.cat(
         [
             _rand(gen, (s_count, 2), -1.0, 1.0) * spread * half,
-            (_rand(gen, (s_count,), -0.25, 0.25) * spacing * n)[:, None],
+            (_rand(gen, (s_count,), -1.0, 1.0) * config.depth_spread * spacing * n)[:, None],
         ],
         -1,
     )

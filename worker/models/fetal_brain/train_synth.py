@@ -100,13 +100,16 @@ def refine_config(max_seconds: float) -> SynthTrainConfig:
     """The second stage (``predict.PostProcess.refine``): 128-pixel windows of 1.1-1.4 mm
     pixels (served on 160 mm windows, 1.25 mm) with the brain near their centre (within
     about 12 mm), so the network learns the brain's edge against what lies next to it (the
-    skull, fluid, placenta, the fetal body) rather than where in a whole field a brain is."""
+    skull, fluid, placenta, the fetal body) rather than where in a whole field a brain is;
+    the brain centre anywhere through the middle 90 % of the stack, so that many slices lie
+    beyond its ends (the clinical stacks run from the face or neck to the placenta)."""
     window = SynthConfig(
         rows=128,
         cols=128,
         slices=(6, 10),
         pixel_mm=(1.1, 1.4),
         centre_spread=0.15,
+        depth_spread=0.45,  # slices beyond the brain's ends: face, neck, placenta
         t2_like_fraction=0.75,
     )
     return SynthTrainConfig(

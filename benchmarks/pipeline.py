@@ -14,6 +14,13 @@ rounds interleaved (so the machine's load changes less between the numbers):
   loading the weights).
 
 The per-stage times come from the sequential runs (in the overlapped one they run at once).
+
+``--worker-batch N`` adds cross-series batching (worker.runtime.batch_jobs): the same queued
+jobs through the worker's task path (``execute_batch``, as ``run_job`` calls it, every job's
+message taken in turn) with batching off (``MEDSEG_BATCH_MAX=1``) and on (N), rounds
+alternating, printing US frames/s per worker process and the ratio; ``--worker-only`` runs
+just that. ``--device cuda`` runs every part on the GPU; ``--predictor-batch`` overrides the
+predictor's batch size for the device (CPU 1, CUDA 16).
 """
 
 from __future__ import annotations
@@ -38,16 +45,19 @@ from _stack import machine, us_series
 
 import worker.models._nn.predictor as predictor_module
 import worker.pipeline.run as pipeline_module
-from db.jobstate import FINISHED_WITH_RESULT
+from db.jobstate import FINISHED_WITH_RESULT, transition
 from db.migrate import upgrade
+from db.models import Job, JobState
 from db.session import make_engine, make_session_factory
 from dicom_gateway.completion import complete_quiet_series
 from dicom_gateway.records import instance_info, record_instance
 from worker.core.registry import get_spec
 from worker.models.fetal_head.serve import _as_uint8
 from worker.pipeline.batch import process_paths
+from worker.pipeline.batching import Batching
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.loading import load_series
+from worker.runtime.batch_jobs import execute_batch
 from worker.runtime.jobs import execute_job
 
 _MEDSEG = (sys.executable, "-m", "worker.cli")
@@ -212,31 +222,145 @@ def _worker_path(
     return bare, total, total - sum(SPENT.get(k, 0.0) for k in stages)
 
 
+class _Passes:
+    """The network, counting its calls (forward passes) and the frames they got."""
+
+    def __init__(self, net: Callable[[torch.Tensor], Any]) -> None:
+        self.net = net
+        self.calls = self.frames = 0
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        self.calls += 1
+        self.frames += int(x.shape[0])
+        return self.net(x)
+
+
+def _requeue(sessions: Any, job_ids: list[int]) -> None:
+    """The jobs back in the queue, as an operator's re-run puts them (same series, files)."""
+    with sessions.begin() as session:
+        for job_id in job_ids:
+            transition(session.get_one(Job, job_id), JobState.QUEUED)
+
+
+def _worker_round(
+    sessions: Any, models: ModelCache, results: Path, job_ids: list[int], batching: Batching
+) -> float:
+    """Seconds for one worker process to take every job's message in turn (a job already run
+    in another's batch: its message is a duplicate, dropped) and run what it claims."""
+    start = time.perf_counter()
+    ran = 0
+    for job_id in job_ids:
+        states = execute_batch(sessions, models, results, job_id, batching=batching)
+        assert all(s in FINISHED_WITH_RESULT for s in states.values()), states
+        ran += len(states)
+    seconds = time.perf_counter() - start
+    assert ran == len(job_ids), ran
+    return seconds
+
+
+def _worker_batching(
+    root: Path, models: ModelCache, series: list[list[Path]], batch: int, rounds: int
+) -> None:
+    """US frames/s of one worker process, batching off against on, rounds alternating."""
+    (root / "batching").mkdir()
+    sessions, job_ids = _jobs(root / "batching", series)
+    warm, measured = job_ids[:1], job_ids[1:]
+    execute_job(sessions, models, root / "results-b", warm[0])
+    model: Any = models.get(get_spec("fetal-head-unet"))
+    passes = _Passes(model.predictor.model)
+    model.predictor.model = passes
+    modes = {"off": Batching(1), "on": Batching(batch)}
+    seconds: dict[str, list[float]] = {"off": [], "on": []}
+    calls: dict[str, int] = {}
+    first = True
+    for round_number in range(rounds):
+        for mode in ("off", "on") if round_number % 2 == 0 else ("on", "off"):
+            if not first:
+                _requeue(sessions, measured)
+            first = False
+            passes.calls = passes.frames = 0
+            seconds[mode].append(
+                _worker_round(sessions, models, root / "results-b", measured, modes[mode])
+            )
+            calls[mode] = passes.calls
+    model.predictor.model = passes.net
+    frames = passes.frames
+    n = len(measured)
+    rate = {mode: frames / statistics.median(runs) for mode, runs in seconds.items()}
+    print(
+        f"worker path, {n} queued single-frame US jobs (fetal-head-unet) through one worker "
+        f"process on {models.device}, predictor batch size {model.predictor.batch_size}, "
+        f"median of {rounds} round(s):"
+    )
+    print(f"{'':<58} {'frames/s':>9} {'vs off':>7} {'passes':>7}")
+    for mode, label in (
+        ("off", "batching off (MEDSEG_BATCH_MAX=1)"),
+        ("on", f"batching on (MEDSEG_BATCH_MAX={batch})"),
+    ):
+        print(f"{label:<58} {rate[mode]:9.2f} {rate[mode] / rate['off']:6.2f}x {calls[mode]:7d}")
+    ratios = [f"{off / on:.2f}x" for off, on in zip(seconds["off"], seconds["on"], strict=True)]
+    print(f"per round, on vs off (frames/s): {ratios}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--series", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument(
+        "--worker-batch",
+        type=int,
+        default=0,
+        help="also compare the worker path with batching off and at this MEDSEG_BATCH_MAX",
+    )
+    parser.add_argument(
+        "--worker-only", action="store_true", help="only the --worker-batch comparison"
+    )
+    parser.add_argument(
+        "--predictor-batch", type=int, help="the predictor's batch size (default: the device's)"
+    )
     args = parser.parse_args()
+    if args.worker_only and args.worker_batch < 2:
+        parser.error("--worker-only needs --worker-batch 2 or more")
     torch.set_num_threads(args.threads)
-    print(f"machine: {machine()}, {args.threads} torch thread(s)")
+    print(f"machine: {machine()}, {args.threads} torch thread(s), device {args.device}")
     n = args.series
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         series = [us_series(root / "in" / f"s{i:02d}", 700 + i) for i in range(n)]
         warm = us_series(root / "warm" / "s", 699)
-        models = ModelCache("cpu")
+        models = ModelCache(args.device)
         model: Any = models.get(get_spec("fetal-head-unet"))
-        net = model.predictor.model
-        per_series = [_tensors(paths, model.predictor) for paths in series]
-        _instrument(model, model.predictor)
-        process_paths([root / "warm"], root / "warm-out", models, overlap=False)  # first SEG etc.
-        bare_runs, overlapped_runs, overlapped_infer_runs, sequential_runs, stage_runs = _rounds(
-            root, models, net, [x for xs in per_series for x in xs], args.rounds
-        )
-        job_bare, job_total, job_db = _worker_path(root, models, net, [warm, *series], per_series)
-        subprocess_s = _medseg_process(root / "in", root / "process", args.threads)
+        if args.predictor_batch:
+            model.predictor.batch_size = args.predictor_batch
+        if args.worker_batch > 1:
+            _worker_batching(root, models, [warm, *series], args.worker_batch, args.rounds)
+        if args.worker_only:
+            return
+        _overhead(root, models, model, series, warm, args=args)
+
+
+def _overhead(
+    root: Path,
+    models: ModelCache,
+    model: Any,
+    series: list[list[Path]],
+    warm: list[Path],
+    *,
+    args: argparse.Namespace,
+) -> None:
+    n = args.series
+    net = model.predictor.model
+    per_series = [_tensors(paths, model.predictor) for paths in series]
+    _instrument(model, model.predictor)
+    process_paths([root / "warm"], root / "warm-out", models, overlap=False)  # first SEG etc.
+    bare_runs, overlapped_runs, overlapped_infer_runs, sequential_runs, stage_runs = _rounds(
+        root, models, net, [x for xs in per_series for x in xs], args.rounds
+    )
+    job_bare, job_total, job_db = _worker_path(root, models, net, [warm, *series], per_series)
+    subprocess_s = _medseg_process(root / "in", root / "process", args.threads)
 
     bare = statistics.median(bare_runs) / n * 1000
     overlapped = statistics.median(overlapped_runs) / n * 1000

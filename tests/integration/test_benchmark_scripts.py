@@ -85,6 +85,24 @@ def test_pipeline_script_prints_the_overhead_and_its_stages() -> None:
     assert re.search(r"^overhead over the forward pass: overlapped -?\d+\.\d %", out, re.MULTILINE)
 
 
+def test_pipeline_script_compares_worker_batching_off_and_on() -> None:
+    out = _run(
+        "pipeline.py", "--series", "3", "--rounds", "1", "--worker-batch", "3",
+        "--worker-only", "--predictor-batch", "3",
+    )  # fmt: skip
+    rows = re.findall(
+        r"^batching (off|on) \(MEDSEG_BATCH_MAX=(\d)\)\s+(\d+\.\d+)\s+(\d+\.\d+)x\s+(\d+)$",
+        out,
+        re.MULTILINE,
+    )
+    assert [(mode, size, passes) for mode, size, _, _, passes in rows] == [
+        ("off", "1", "3"),  # a forward pass per job
+        ("on", "3", "1"),  # the three jobs' frames in one
+    ]
+    assert rows[0][3] == "1.00" and float(rows[1][2]) > 0
+    assert "per round, on vs off" in out
+
+
 def test_latency_script_measures_both_series_through_the_real_stack() -> None:
     need_tool("storescu")
     need_tool("redis-server")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -119,3 +121,48 @@ def test_a_refused_statement_never_carries_its_parameters(postgres_url: str) -> 
     finally:
         engine.dispose()
     assert "PID-SECRET-30" not in str(refused.value)
+
+
+def test_workers_filling_batches_at_once_take_different_jobs(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Cross-series batching (worker.runtime.batch_jobs) claims with FOR UPDATE SKIP LOCKED:
+    two workers filling their batches at the same moment never take the same job, and
+    neither is left short while queued jobs remain."""
+    from worker.pipeline.batching import Batching
+    from worker.runtime.batch_jobs import claim_mates
+    from worker.runtime.jobs import claim
+
+    engine = make_engine(postgres_url)
+    factory = make_session_factory(engine)
+    ids = []
+    with factory.begin() as session:
+        for k in range(12):
+            uid = f"1.2.840.99.77.{k}"
+            series = Series(study=Study(study_instance_uid=uid), series_instance_uid=uid)
+            job = Job(series=series, model_name="batch-pg", model_version="1", queue="gpu")
+            session.add(job)
+            session.flush()
+            ids.append(job.id)
+    leaders = [claim(factory, ids[k], tmp_path, 0.0, f"w{k}") for k in (0, 1)]
+    start = threading.Barrier(2)
+
+    def fill(k: int) -> list[int]:
+        leader = leaders[k]
+        assert leader is not None
+        start.wait()
+        mates = claim_mates(factory, leader, tmp_path, f"w{k}", Batching(6, 0.0))
+        return [m.job_id for m in mates]
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(fill, (0, 1))
+    assert len(first) == len(second) == 5
+    assert set(first).isdisjoint(second) and set(first) | set(second) == set(ids[2:])
+    with factory() as session:
+        workers = {
+            job.id: job.worker for job in session.scalars(select(Job).where(Job.id.in_(ids)))
+        }
+        states = set(session.scalars(select(Job.state).where(Job.id.in_(ids))))
+    assert states == {JobState.RUNNING}
+    assert all(workers[j] == "w0" for j in first) and all(workers[j] == "w1" for j in second)
+    engine.dispose()

@@ -8,6 +8,7 @@ per-stage timings of the job that ran.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -77,6 +78,15 @@ def stack(
     redis_url: str,
     tmp_path: Path,
 ) -> Iterator[WorkerStack]:
+    with _worker_stack(settings, redis_url, tmp_path, {}) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _worker_stack(
+    settings: Settings, redis_url: str, tmp_path: Path, extra_env: dict[str, str]
+) -> Iterator[WorkerStack]:
+    """A real worker (prefork, one process, queue cpu) on real Redis, its task events heard."""
     prefix = f"medseg-outcomes-{uuid.uuid4().hex[:8]}:"
     settings = settings.model_copy(update={"broker_url": redis_url, "broker_key_prefix": prefix})
     metrics_port = free_port()
@@ -89,6 +99,7 @@ def stack(
         # Set on the worker alone: the tests publish without limits, as the gateway does.
         "MEDSEG_MODEL_PLUGINS": json.dumps(["tests.plugins.sleepy"]),
         "MEDSEG_MODEL_TIME_LIMITS": json.dumps({"sleep-test": 2}),
+        **extra_env,
     }
     log = tmp_path / "worker.log"
     worker = start_medseg(
@@ -118,7 +129,14 @@ def stack(
 
 def _outcome(stack: WorkerStack, job_id: int, timeout: float = 90.0, model: str = "m") -> str:
     """Publish job ``job_id`` as the gateway does; the task's final event."""
-    task_id = celery_publisher(stack.app)(TASK_RUN_JOB, job_id, "cpu", model)
+    return _final_event(stack, _publish(stack, job_id, model), job_id, timeout)
+
+
+def _publish(stack: WorkerStack, job_id: int, model: str = "m") -> str:
+    return celery_publisher(stack.app)(TASK_RUN_JOB, job_id, "cpu", model)
+
+
+def _final_event(stack: WorkerStack, task_id: str, job_id: int, timeout: float = 90.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         final = [
@@ -269,3 +287,42 @@ def test_the_tasks_of_a_killed_worker_are_closed_when_it_comes_back(
     finally:
         os.killpg(again.pid, signal.SIGTERM)
         again.wait(30)
+
+
+def test_a_batching_worker_runs_queued_us_jobs_in_one_batch_and_each_once(
+    settings: Settings, session_factory: sessionmaker[Session], redis_url: str, tmp_path: Path
+) -> None:
+    """MEDSEG_BATCH_MAX=4 on a CPU worker: the first message's task claims the other two
+    queued fetal head jobs and runs the three in one forward pass; their own messages are
+    then dropped as duplicates (successful no-op tasks). Each job ran once, its result and
+    its metrics recorded once, every message acknowledged."""
+    from worker.models.fetal_head.us_dicom import write_us_phantom
+
+    jobs = []
+    for seed in (200201, 200202, 200203):
+        path = write_us_phantom(tmp_path / "in" / f"us{seed}.dcm", seed).path
+        job_id = queue_test_job(session_factory, [path])
+        set_job(session_factory, job_id, model_name="fetal-head-unet", model_version="2.0.0")
+        jobs.append(job_id)
+    extra = {"MEDSEG_BATCH_MAX": "4", "MEDSEG_BATCH_WAIT_MS": "0"}
+    with _worker_stack(settings, redis_url, tmp_path, extra) as running:
+        tasks = [_publish(running, job_id, "fetal-head-unet") for job_id in jobs]
+        outcomes = [_final_event(running, t, j) for t, j in zip(tasks, jobs, strict=True)]
+        assert outcomes == ["task-succeeded"] * 3
+        samples = scrape_metrics(running.metrics_port)
+        client = redis.Redis.from_url(running.settings.broker_url)
+        assert client.llen(running.prefix + "cpu") == 0
+        assert client.hlen(running.prefix + "unacked") == 0
+        log = running.log.read_text(errors="replace")
+    assert f"jobs {jobs[0]}, {jobs[1]}, {jobs[2]}: one batch of 3 fetal-head-unet jobs" in log
+    with session_factory() as session:
+        rows = [session.get_one(Job, job_id) for job_id in jobs]
+        assert all(job.state in (JobState.SUCCEEDED, JobState.NEEDS_REVIEW) for job in rows)
+        assert [(job.attempts, len(job.results)) for job in rows] == [(1, 1)] * 3
+        assert len({job.worker for job in rows}) == 1
+    finished = sum(
+        value
+        for (name, labels), value in samples.items()
+        if name == "medseg_jobs_finished_total" and dict(labels)["model"] == "fetal-head-unet"
+    )
+    assert finished == 3  # the batch mates counted once, not again for their duplicates

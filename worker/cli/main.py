@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from db.jobstate import FINISHED_WITH_RESULT
 from worker.cli.audit import add_audit_commands
@@ -19,6 +20,9 @@ from worker.cli.ops import add_ops_commands
 from worker.cli.studies import add_studies_commands
 from worker.cli.users import add_users_commands
 from worker.runtime.logs import configure_logging
+
+if TYPE_CHECKING:
+    from worker.core.registry import ModelSpec
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
@@ -107,10 +111,29 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 f"{spec.name:24} {spec.version:8} queue={spec.queue:4} {status:15} "
                 f"{spec.description}"
             )
+        print(_batching_note(specs))
         note = _reduced_precision_note()
         if note:
             print(f"inference: {note}")
     return 0
+
+
+def _batching_note(specs: Sequence[ModelSpec]) -> str:
+    """How the workers batch the jobs of single-frame models (worker.runtime.batch_jobs),
+    from the settings alone (the device is not probed: the listing never imports torch)."""
+    from worker.core.settings import get_settings
+    from worker.pipeline.batching import CUDA_BATCH_MAX
+
+    settings = get_settings()
+    names = ", ".join(spec.name for spec in specs if spec.batch_series) or "none"
+    wait = f"waiting up to {settings.batch_wait_ms:g} ms for them"
+    if settings.batch_max is None:
+        how = f"{CUDA_BATCH_MAX} jobs per forward pass on CUDA, off on CPU, {wait}"
+    elif settings.batch_max == 1:
+        how = "off (MEDSEG_BATCH_MAX=1)"
+    else:
+        how = f"up to {settings.batch_max} jobs per forward pass (MEDSEG_BATCH_MAX), {wait}"
+    return f"batching across series: {how}; models: {names}"
 
 
 def _reduced_precision_note() -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -45,6 +45,15 @@ class StagedModel(Model, Protocol):
     def finish(self, series: LoadedSeries, raw: Any) -> ModelOutput: ...
 
 
+@runtime_checkable
+class BatchedModel(StagedModel, Protocol):
+    """A staged model that runs the prepared inputs of several series in one forward pass:
+    ``forward_batch(items)[k]`` is what ``forward(items[k])`` returns (the same arrays where
+    the device's batch size is 1), so each series is finished as if it ran alone."""
+
+    def forward_batch(self, prepared: Sequence[Any]) -> list[Any]: ...
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -69,6 +78,9 @@ class ModelSpec:
     train: Mapping[str, str] = field(default_factory=dict, hash=False)
     evaluate: Mapping[str, str] = field(default_factory=dict, hash=False)
     phantoms: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: Single-frame series (US, CR): a worker may claim several queued jobs of this model and
+    #: run their frames in one forward pass (worker.runtime.batch_jobs, ``MEDSEG_BATCH_MAX``).
+    batch_series: bool = False
     # What the model is for and how far its results may be trusted (worker.core.card).
     card: ModelCard | None = field(default=None, hash=False)
 

@@ -249,6 +249,23 @@ class Settings(BaseSettings):
         "pixels of fp32 (docs/performance.md). Where the device has no native units for it, "
         "fp32 is used and a warning says so at start.",
     )
+    batch_max: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Jobs of a single-frame model (fetal head US, chest film) a worker process "
+        "runs together, their frames in one forward pass (worker.runtime.batch_jobs); unset: "
+        "16 on CUDA, 1 (off) on CPU, where one frame per pass is fastest. Each job is still "
+        "post-processed, written and recorded on its own.",
+    )
+    batch_wait_ms: float = Field(
+        default=10.0,
+        ge=0,
+        le=10000,
+        description="How long a worker process that claimed a job of a single-frame model waits "
+        "for more queued jobs of that model to fill its batch (only while it is not full; "
+        "with BATCH_MAX 1 nothing waits).",
+    )
     destinations: list[DicomDestination] = Field(
         default_factory=list,
         description='Where results go, as JSON: [{"type": "dicom", "name": "pacs", '

@@ -34,6 +34,8 @@ def spec_json(spec: ModelSpec) -> dict[str, Any]:
         "version": spec.version,
         "queue": spec.queue,
         "description": spec.description,
+        # Its jobs may run several to a forward pass (worker.runtime.batch_jobs).
+        "batch_series": spec.batch_series,
         "card": card_json(spec.card),
     }
 

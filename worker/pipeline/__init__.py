@@ -1,3 +1,4 @@
 """One series through the stages: load, calibrate, route, infer (model cache, device, precision),
-export; the batch mode of ``medseg process``.
+export; several series of a single-frame model through one forward pass (grouped, batching);
+the batch mode of ``medseg process``.
 """

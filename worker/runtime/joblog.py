@@ -60,9 +60,10 @@ class _Capture(logging.Handler):
 
 
 @contextmanager
-def capture() -> Iterator[RunLog]:
-    """Collect what this thread logs at WARNING and above until the block ends."""
-    run = RunLog()
+def capture(into: RunLog | None = None) -> Iterator[RunLog]:
+    """Collect what this thread logs at WARNING and above until the block ends, in ``into``
+    (a job's log that several blocks add to, as in a batch of jobs) or a new log."""
+    run = RunLog() if into is None else into
     handler = _Capture(run)
     root = logging.getLogger()
     root.addHandler(handler)

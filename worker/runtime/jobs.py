@@ -51,7 +51,10 @@ def backoff_seconds(attempt: int) -> float:
 
 
 @dataclass(frozen=True)
-class _Claimed:
+class Claimed:
+    """A job this worker moved to RUNNING: what running it needs, read in the claim."""
+
+    job_id: int
     paths: list[Path]
     model_name: str
     out_dir: Path
@@ -75,13 +78,15 @@ def instance_paths(job: Job) -> list[Path]:
     return sorted(Path(i.path) for i in job.series.instances)
 
 
-def _claim(
+def claim(
     session_factory: sessionmaker[Session],
     job_id: int,
     results_root: Path,
     running_window_s: float,
     worker: str | None,
-) -> _Claimed | None:
+) -> Claimed | None:
+    """Job ``job_id`` moved to RUNNING for this worker; None when there is nothing to run
+    (no such job, already finished, running elsewhere: a duplicate message)."""
     with session_factory.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None:
@@ -100,18 +105,24 @@ def _claim(
         ):
             logger.warning("job %s is running elsewhere; duplicate delivery ignored", job_id)
             return None
-        job.worker = worker  # before the transition: the attempt it opens names the worker
-        transition(job, JobState.RUNNING)
-        series = job.series
-        paths = instance_paths(job)
-        out_dir = job_dir(results_root, job)
-        logger.info("job %s running (attempt %d, %d instances)", job.id, job.attempts, len(paths))
-        return _Claimed(
-            paths=paths,
-            model_name=job.model_name,
-            out_dir=out_dir,
-            entered_ga=entered(series.study),
-        )
+        return take(job, results_root, worker)
+
+
+def take(job: Job, results_root: Path, worker: str | None, note: str = "") -> Claimed:
+    """Move ``job`` (locked in the caller's transaction) to RUNNING for ``worker``."""
+    job.worker = worker  # before the transition: the attempt it opens names the worker
+    transition(job, JobState.RUNNING)
+    paths = instance_paths(job)
+    logger.info(
+        "job %s running (attempt %d, %d instances)%s", job.id, job.attempts, len(paths), note
+    )
+    return Claimed(
+        job_id=job.id,
+        paths=paths,
+        model_name=job.model_name,
+        out_dir=job_dir(results_root, job),
+        entered_ga=entered(job.series.study),
+    )
 
 
 def _record_success(
@@ -282,11 +293,11 @@ def execute_job(
     up to ``db_wait_s``. ``time_limit(model name)``: the limit the model runs under, from
     this worker's settings (``worker.runtime.deadline``); None: no limit of its own.
     """
-    claimed = _claim(session_factory, job_id, results_root, running_window_s, worker)
+    claimed = claim(session_factory, job_id, results_root, running_window_s, worker)
     if claimed is None:
         return None
     with capture_log() as run:
-        return _run(
+        return run_claimed(
             session_factory,
             models,
             claimed,
@@ -299,10 +310,10 @@ def execute_job(
         )
 
 
-def _run(
+def run_claimed(
     session_factory: sessionmaker[Session],
     models: ModelCache,
-    claimed: _Claimed,
+    claimed: Claimed,
     job_id: int,
     *,
     deliver_to: DeliverTo,
@@ -311,18 +322,12 @@ def _run(
     limit: TimeLimit | None = None,
     worker: str | None = None,
 ) -> JobState:
-    def fail(exc: Exception) -> JobState:
-        return with_db_retry(
-            lambda: _record_failure(session_factory, job_id, exc, run),
-            what=f"recording the failure of job {job_id}",
-            total_s=db_wait_s,
-        )
-
+    """Run a claimed job alone, under ``limit``, and record its outcome."""
     try:
         # The promoted version when an operator promoted one (worker.shadow.installs).
         spec = live_spec(session_factory, get_spec(claimed.model_name))
     except KeyError as exc:
-        return fail(PermanentError(exc.args[0]))
+        return record_failure(session_factory, job_id, PermanentError(exc.args[0]), run, db_wait_s)
     try:
         with deadline(limit, worker):
             result = run_series(
@@ -330,7 +335,39 @@ def _run(
             )
     except Exception as exc:  # every failure is recorded; the error class decides retry
         logger.debug("job %s raised", job_id, exc_info=True)
-        return fail(exc)
+        return record_failure(session_factory, job_id, exc, run, db_wait_s)
+    return record_success(
+        session_factory, job_id, result, run, deliver_to=deliver_to, db_wait_s=db_wait_s
+    )
+
+
+def record_failure(
+    session_factory: sessionmaker[Session],
+    job_id: int,
+    exc: Exception,
+    run: RunLog,
+    db_wait_s: float,
+) -> JobState:
+    """A failed attempt of running job ``job_id`` recorded (the error class decides retry),
+    across a database outage of up to ``db_wait_s``."""
+    return with_db_retry(
+        lambda: _record_failure(session_factory, job_id, exc, run),
+        what=f"recording the failure of job {job_id}",
+        total_s=db_wait_s,
+    )
+
+
+def record_success(
+    session_factory: sessionmaker[Session],
+    job_id: int,
+    result: SeriesResult,
+    run: RunLog,
+    *,
+    deliver_to: DeliverTo,
+    db_wait_s: float,
+) -> JobState:
+    """Running job ``job_id``'s result, log and deliveries recorded, across a database outage
+    of up to ``db_wait_s``; its stage timings observed."""
 
     def succeed() -> None:
         with session_factory.begin() as session:

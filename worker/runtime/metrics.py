@@ -204,7 +204,13 @@ def _before_task(task_id: str | None = None, **_: Any) -> None:
         _started[task_id] = time.perf_counter()
 
 
-def _after_task(sender: Any = None, args: Any = None, task_id: str | None = None, **_: Any) -> None:
+def _after_task(
+    sender: Any = None,
+    args: Any = None,
+    task_id: str | None = None,
+    retval: Any = None,
+    **_: Any,
+) -> None:
     from worker.core.broker import TASK_DELIVER, TASK_RUN_JOB
     from worker.runtime.tasks import context
 
@@ -212,6 +218,8 @@ def _after_task(sender: Any = None, args: Any = None, task_id: str | None = None
     name = getattr(sender, "name", "")
     if name not in (TASK_RUN_JOB, TASK_DELIVER) or not args:
         return
+    if name == TASK_RUN_JOB and retval is None:
+        return  # a duplicate message (a job run in another's batch, say): nothing ran
     try:
         if name == TASK_RUN_JOB:
             record_job(context().session_factory, int(args[0]))

@@ -134,21 +134,26 @@ def _close_lost_tasks(sender: Any, task_ids: list[str], node: str) -> None:
     name=TASK_RUN_JOB, bind=True, acks_late=True, ignore_result=True, throws=(JobFailedError,)
 )
 def run_job(self: Task[Any, Any], job_id: int) -> str | None:
+    """Run job ``job_id``; on a worker that batches (``MEDSEG_BATCH_MAX`` over 1), with the
+    queued jobs of the same single-frame model it claims with it (worker.runtime.batch_jobs).
+    The task's outcome is ``job_id``'s; the others' are in the database, and their own
+    messages, when they come, are dropped as duplicates."""
     from sqlalchemy.exc import DBAPIError
 
     from db.retry import is_transient
-    from worker.runtime.jobs import execute_job
+    from worker.runtime.batch_jobs import execute_batch
 
     ctx = context()
     settings = ctx.settings
     deliver_to = _deliver_to(settings)
     try:
-        state = execute_job(
+        states = execute_batch(
             ctx.session_factory,
             ctx.models,
             ctx.settings.results_dir,
             job_id,
             deliver_to,
+            batching=ctx.batching,
             running_window_s=longest_time_limit_seconds(settings) + HARD_LIMIT_MARGIN_SECONDS,
             worker=self.request.hostname,
             # The limit is this worker's: MEDSEG_MODEL_TIME_LIMITS set here applies.
@@ -160,12 +165,29 @@ def run_job(self: Task[Any, Any], job_id: int) -> str | None:
         # The database is away before the job could be claimed: the message comes back later.
         logger.warning("job %s: database unavailable (%s), retrying the message", job_id, exc)
         raise self.retry(countdown=DB_DOWN_RETRY_SECONDS, max_retries=720) from exc
-    if state in (JobState.SUCCEEDED, JobState.NEEDS_REVIEW):
-        _shadows(ctx, job_id)
+    for ran, ran_state in states.items():
+        if ran_state in (JobState.SUCCEEDED, JobState.NEEDS_REVIEW):
+            _shadows(ctx, ran)
+    _observe_mates(ctx, [ran for ran in states if ran != job_id])
+    state = states.get(job_id)
     if state in _JOB_FAILED:
         again = " (it will be tried again)" if state is JobState.QUEUED else ""
         raise JobFailedError(f"job {job_id} attempt failed, now {state.value}{again}")
     return state.value if state else None
+
+
+def _observe_mates(ctx: WorkerContext, job_ids: list[int]) -> None:
+    """The job metrics of the jobs run in this task's batch besides its own (its own are
+    sampled after the task; a duplicate message, which runs nothing, samples none)."""
+    from worker.runtime import metrics
+
+    if not job_ids or not metrics.enabled():
+        return
+    for job_id in job_ids:
+        try:
+            metrics.record_job(ctx.session_factory, job_id)
+        except Exception as exc:  # metrics never break a task
+            logger.warning("metrics of job %s not recorded: %s", job_id, type(exc).__name__)
 
 
 def _deliver_to(settings: Settings) -> DeliverTo:

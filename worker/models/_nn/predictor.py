@@ -58,6 +58,19 @@ class UNetPredictor:
             out.extend(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
         return out
 
+    def forward_grouped(
+        self, groups: Sequence[Sequence[npt.NDArray[np.float32]]]
+    ) -> list[list[npt.NDArray[np.float32]]]:
+        """``forward`` over the inputs of several series at once (the frames of all of them
+        in ``batch_size`` passes, not one series' frames per pass), split back per series."""
+        flat = self.forward([x for inputs in groups for x in inputs])
+        out: list[list[npt.NDArray[np.float32]]] = []
+        start = 0
+        for inputs in groups:
+            out.append(flat[start : start + len(inputs)])
+            start += len(inputs)
+        return out
+
     def probabilities(
         self, images: Sequence[npt.NDArray[np.uint8]]
     ) -> list[npt.NDArray[np.float32]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,6 +111,11 @@ class FetalHeadModel:
 
     def forward(self, prepared: _Prepared) -> _Forwarded:
         return _Forwarded(prepared.images, self.predictor.forward(prepared.inputs))
+
+    def forward_batch(self, prepared: Sequence[_Prepared]) -> list[_Forwarded]:
+        """The frames of several series in one forward pass (worker.core.registry.BatchedModel)."""
+        small = self.predictor.forward_grouped([p.inputs for p in prepared])
+        return [_Forwarded(p.images, s) for p, s in zip(prepared, small, strict=True)]
 
     def finish(self, series: LoadedSeries, raw: _Forwarded) -> ModelOutput:
         from worker.models._nn.predictor import full_size
@@ -377,6 +383,7 @@ SPEC = ModelSpec(
     load_weights=FetalHeadModel,
     algorithm_family="ArtificialIntelligence",
     time_limit_seconds=300,
+    batch_series=True,
     train={"fetal-head": "worker.models.fetal_head.train:command"},
     evaluate={"fetal-head": "worker.models.fetal_head.evaluate:command"},
     phantoms={"fetal-head": "worker.models.fetal_head.phantoms:command"},

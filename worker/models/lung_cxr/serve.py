@@ -16,7 +16,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +42,9 @@ from worker.models.lung_cxr import gate
 from worker.models.lung_cxr.card import CARD
 from worker.pipeline.calibration import Calibration
 from worker.pipeline.loading import LoadedSeries
+
+if TYPE_CHECKING:
+    from worker.models.lung_cxr.detector import Detection
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,19 @@ def _patient_left_on_image_right(series: LoadedSeries) -> bool:
     orientation = series.datasets[0].get("PatientOrientation")
     first = str(orientation[0]) if orientation and len(orientation) == 2 else "L"
     return "R" not in first.upper()
+
+
+@dataclass
+class _Prepared:
+    images: list[npt.NDArray[np.uint8]]  # display frames, full size
+    inputs: list[npt.NDArray[np.float32]]  # the U-Net's inputs, one per frame
+
+
+@dataclass
+class _Forwarded:
+    images: list[npt.NDArray[np.uint8]]
+    small: list[npt.NDArray[np.float32]]  # lung probabilities at the U-Net's size
+    detections: list[list[Detection]] | None  # per frame; None: the detector is off
 
 
 class LungCxrModel:
@@ -106,14 +125,37 @@ class LungCxrModel:
         )
 
     def predict(self, series: LoadedSeries) -> ModelOutput:
-        from worker.models.lung_cxr.preprocess import display_uint8, split_lungs
-        from worker.models.lung_cxr.scale import radiograph_scale
+        return self.finish(series, self.forward(self.prepare(series)))
+
+    # The three stages of ``predict`` (worker.core.registry.StagedModel), and several series'
+    # forward passes in one (BatchedModel). The detector runs with the U-Net, in the thread
+    # and under the autocast of the forward pass.
+    def prepare(self, series: LoadedSeries) -> _Prepared:
+        from worker.models.lung_cxr.preprocess import display_uint8
 
         mono1 = str(series.datasets[0].get("PhotometricInterpretation", "")) == "MONOCHROME1"
         images = [display_uint8(frame, monochrome1=mono1) for frame in series.frames]
+        return _Prepared(images, self.unet.prepare(images))
+
+    def forward(self, prepared: _Prepared) -> _Forwarded:
+        return self.forward_batch([prepared])[0]
+
+    def forward_batch(self, prepared: Sequence[_Prepared]) -> list[_Forwarded]:
+        small = self.unet.forward_grouped([p.inputs for p in prepared])
+        return [
+            _Forwarded(p.images, s, self.detector.detect(p.images) if self.detector else None)
+            for p, s in zip(prepared, small, strict=True)
+        ]
+
+    def finish(self, series: LoadedSeries, raw: _Forwarded) -> ModelOutput:
+        from worker.models._nn.predictor import full_size
+        from worker.models.lung_cxr.preprocess import split_lungs
+        from worker.models.lung_cxr.scale import radiograph_scale
+
+        images = raw.images
         left_on_right = _patient_left_on_image_right(series)
         rights, lefts = [], []
-        probs = self.unet.probabilities(images)
+        probs = [full_size(p, img.shape) for img, p in zip(images, raw.small, strict=True)]
         for prob in probs:
             right, left = split_lungs(two_largest(prob), patient_left_on_image_right=left_on_right)
             rights.append(right)
@@ -151,7 +193,7 @@ class LungCxrModel:
                     frame=k,
                     validation=status,
                 )
-                for k, detections in enumerate(self.detector.detect(images))
+                for k, detections in enumerate(raw.detections or [])
                 for d in detections
                 if d.score >= self.threshold
             ]
@@ -252,6 +294,7 @@ SPEC = ModelSpec(
     load=_load,
     load_weights=lambda device, weights: LungCxrModel(device, unet_weights=weights),
     algorithm_family="ArtificialIntelligence",
+    batch_series=True,
     train={
         "lung-cxr": "worker.models.lung_cxr.recipe:command",
         "pneumonia": "worker.models.lung_cxr.detector_train:command",

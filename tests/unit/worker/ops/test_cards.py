@@ -40,3 +40,19 @@ def test_models_text_shows_the_status(capsys: pytest.CaptureFixture[str]) -> Non
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "phantom-only" in lines["fetal-brain-unet"]
     assert "reference-only" in lines["lung-ct-unet"]
+
+
+def test_models_text_says_how_workers_batch_single_frame_jobs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from worker.core.settings import get_settings
+
+    monkeypatch.setenv("MEDSEG_BATCH_MAX", "4")
+    get_settings.cache_clear()
+    try:
+        assert main(["models"]) == 0
+    finally:
+        get_settings.cache_clear()
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("batching")]
+    assert "up to 4 jobs per forward pass" in line and "waiting up to 10 ms" in line
+    assert line.endswith("models: fetal-head-unet, lung-cxr")

@@ -27,9 +27,9 @@ def evaluate_lungs(
     Hausdorff distances and the area error; summarised over films. Montgomery folders with
     separate left/right masks score each side against its own mask too."""
     from worker.models._nn.predictor import UNetPredictor
-    from worker.models.lung_cxr.field_eval import lung_fields, score_film, summarise
+    from worker.models.lung_cxr.field_eval import score_film, summarise
+    from worker.models.lung_cxr.fields import split_lungs, two_largest
     from worker.models.lung_cxr.films import read_films
-    from worker.models.lung_cxr.preprocess import split_lungs
 
     predictor = UNetPredictor(weights, device)
     films = read_films(folder)
@@ -37,7 +37,7 @@ def evaluate_lungs(
     for i, film in enumerate(films):
         image = read_image(film.pair.image)
         (prob,) = predictor.probabilities([image])
-        found = lung_fields(prob)
+        found = two_largest(prob)
         truth = read_mask(film.pair.masks)
         if truth.shape != found.shape:
             raise ValueError(f"{film.name}: mask and image sizes differ")

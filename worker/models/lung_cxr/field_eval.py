@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from worker.models._nn.metrics import boundary_distances, dice
 from worker.models._nn.predictor import UNetPredictor
-from worker.models.lung_cxr.preprocess import split_lungs
+from worker.models.lung_cxr.fields import split_lungs, two_largest
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,6 @@ class FilmRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def lung_fields(prob: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
-    """The served post-processing: two largest components of the map at 0.5, holes filled."""
-    from worker.models.lung_cxr.serve import two_largest
-
-    return two_largest(prob)
 
 
 def score_film(
@@ -84,7 +77,7 @@ def score_films(
     for image, truth, (name, patient, projection) in zip(images, truths, names, strict=True):
         (prob,) = predictor.probabilities([image])
         records.append(
-            score_film(lung_fields(prob), truth, name=name, patient=patient, projection=projection)
+            score_film(two_largest(prob), truth, name=name, patient=patient, projection=projection)
         )
     return records
 

@@ -29,6 +29,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from worker.models._gate.thresholds import Rounded, StoredThresholds
+from worker.models.lung_cxr.fields import Fields, pixels
 
 #: Projected area of one adult lung field on a PA/AP film (cm²): wide sanity bounds, not
 #: fitted (the training films carry no pixel size). A 35x43 cm detector is 1505 cm².
@@ -83,30 +84,45 @@ def signals(
     patient_left_on_image_right: bool = True,
 ) -> Signals:
     """Signals of the served fields (``right``/``left``: the patient's) and their map."""
-    raw = prob >= 0.5
-    labels, count = ndimage.label(raw)
-    sizes = np.bincount(labels.ravel())[1:] if count else np.zeros(0, dtype=np.int64)
-    n_fields = int((sizes >= 0.05 * max(int(raw.sum()), 1)).sum())
-    kept = right | left
-    kept_area = max(int(kept.sum()), 1)
-    rows, cols = prob.shape
-    half = cols // 2
+    return field_signals(
+        Fields.of(prob, right, left, patient_left_on_image_right=patient_left_on_image_right)
+    )
+
+
+def _within(crop: slice, lo: int, hi: int) -> slice:
+    """The film's rows (or columns) ``lo``..``hi`` - 1 in the coordinates of ``crop``."""
+    start = crop.start or 0
+    return slice(max(lo - start, 0), max(min(hi, crop.stop) - start, 0))
+
+
+def field_signals(f: Fields) -> Signals:
+    """The signals on the fields' box (the same numbers the whole film gives: the box holds
+    every pixel counted, with a background ring for the erosion)."""
+    raw_area = int(f.raw_sizes.sum())
+    n_fields = int((f.raw_sizes >= 0.05 * max(raw_area, 1)).sum())
+    kept = f.right | f.left
+    kept_area = max(pixels(kept), 1)
+    rows, cols = f.shape
+    box_rows, box_cols = f.box
     # The patient's right lung lies on the image's left for the usual PA/AP display.
-    image_left, image_right = (right, left) if patient_left_on_image_right else (left, right)
-    purity_left = image_left[:, :half].sum() / max(int(image_left.sum()), 1)
-    purity_right = image_right[:, half:].sum() / max(int(image_right.sum()), 1)
+    image_left, image_right = (
+        (f.right, f.left) if f.patient_left_on_image_right else (f.left, f.right)
+    )
+    half = _within(box_cols, cols // 2, cols).start
+    purity_left = pixels(image_left[:, :half]) / max(pixels(image_left), 1)
+    purity_right = pixels(image_right[:, half:]) / max(pixels(image_right), 1)
     band = max(1, round(0.01 * min(rows, cols)))
-    inner = np.zeros_like(kept)
-    inner[band:-band, band:-band] = True
     edge = kept & ~_eroded(kept)
+    inner = edge[_within(box_rows, band, rows - band), _within(box_cols, band, cols - band)]
+    edge_area = pixels(edge)
     return Signals(
         fields=n_fields,
         side_purity=float(min(purity_left, purity_right)),
-        area_fraction=kept_area / kept.size,
-        right_left_ratio=float(right.sum()) / max(int(left.sum()), 1),
-        border_fraction=float((edge & ~inner).sum()) / max(int(edge.sum()), 1),
-        confidence=float(prob[kept].mean()) if kept.any() else 0.0,
-        fragment_ratio=float((raw & ~kept).sum()) / kept_area,
+        area_fraction=kept_area / (rows * cols),
+        right_left_ratio=float(pixels(f.right)) / max(pixels(f.left), 1),
+        border_fraction=float(edge_area - pixels(inner)) / max(edge_area, 1),
+        confidence=float(f.prob[kept].mean()) if kept.any() else 0.0,
+        fragment_ratio=float(pixels(f.raw & ~kept)) / kept_area,
     )
 
 

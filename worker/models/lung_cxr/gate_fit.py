@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 
 from worker.models._nn.predictor import UNetPredictor
-from worker.models.lung_cxr.field_eval import lung_fields
+from worker.models.lung_cxr.fields import lung_fields
 from worker.models.lung_cxr.films import Film, FilmArrays
-from worker.models.lung_cxr.gate import DEFAULT_THRESHOLDS, Signals, Thresholds, signals
-from worker.models.lung_cxr.preprocess import split_lungs
+from worker.models.lung_cxr.gate import DEFAULT_THRESHOLDS, Signals, Thresholds, field_signals
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +53,7 @@ def out_of_fold_signals(
         for name in predictor.metadata["test"]:
             i = index[name]
             (prob,) = predictor.probabilities([arrays.images[i]])
-            right, left = split_lungs(lung_fields(prob))
-            found[i] = signals(prob, right, left)
+            found[i] = field_signals(lung_fields(prob, patient_left_on_image_right=True))
     return [found[i] for i in sorted(found)]
 
 

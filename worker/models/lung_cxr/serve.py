@@ -40,6 +40,7 @@ from worker.export.outputs import (
 )
 from worker.models.lung_cxr import gate
 from worker.models.lung_cxr.card import CARD
+from worker.models.lung_cxr.fields import Fields, pixels
 from worker.pipeline.calibration import Calibration
 from worker.pipeline.loading import LoadedSeries
 
@@ -149,28 +150,25 @@ class LungCxrModel:
 
     def finish(self, series: LoadedSeries, raw: _Forwarded) -> ModelOutput:
         from worker.models._nn.predictor import full_size
-        from worker.models.lung_cxr.preprocess import split_lungs
+        from worker.models.lung_cxr.fields import lung_fields
         from worker.models.lung_cxr.scale import radiograph_scale
 
         images = raw.images
         left_on_right = _patient_left_on_image_right(series)
-        rights, lefts = [], []
-        probs = [full_size(p, img.shape) for img, p in zip(images, raw.small, strict=True)]
-        for prob in probs:
-            right, left = split_lungs(two_largest(prob), patient_left_on_image_right=left_on_right)
-            rights.append(right)
-            lefts.append(left)
-        if not (rights[0].any() and lefts[0].any()):
+        found = [
+            lung_fields(full_size(p, img.shape), patient_left_on_image_right=left_on_right)
+            for img, p in zip(images, raw.small, strict=True)
+        ]
+        first = found[0]
+        if not (first.right.any() and first.left.any()):
             raise InputError("no lung fields found on the radiograph")
         scale = radiograph_scale(series.datasets[0])
         warnings = [] if scale.calibration else [scale.note]
         if len(images) > 1:
             warnings.append(f"{len(images)} images in the series: measurements are of the first")
-        measurements = _areas(rights[0], lefts[0], scale.calibration)
-        quality = gate.signals(
-            probs[0], rights[0], lefts[0], patient_left_on_image_right=left_on_right
-        )
-        field_cm2 = _field_cm2(rights[0], lefts[0], scale.calibration)
+        measurements = _areas(first.right, first.left, scale.calibration)
+        quality = gate.field_signals(first)
+        field_cm2 = _field_cm2(first.right, first.left, scale.calibration)
         review = gate.reasons(quality, self.thresholds, field_cm2=field_cm2)
         findings: list[Finding] = []
         components: dict[str, ValidationStatus] = {}
@@ -197,8 +195,9 @@ class LungCxrModel:
                 for d in detections
                 if d.score >= self.threshold
             ]
-            first = [f.box_px for f in findings if f.frame == 0]
-            review += gate.box_reason(gate.boxes_outside(first, rights[0] | lefts[0]), len(first))
+            boxes = [f.box_px for f in findings if f.frame == 0]
+            fields_mask = first.full(first.right | first.left)
+            review += gate.box_reason(gate.boxes_outside(boxes, fields_mask), len(boxes))
             # One count for what is reported: every finding listed, on every image.
             images_note = f", {len(images)} images" if len(images) > 1 else ""
             measurements.append(
@@ -214,8 +213,8 @@ class LungCxrModel:
             weights["detector"] = self.detector.sha256
         return ModelOutput(
             segments=[
-                Segment(RIGHT_FIELD, np.stack(rights)),
-                Segment(LEFT_FIELD, np.stack(lefts)),
+                Segment(RIGHT_FIELD, _stacked(found, right=True)),
+                Segment(LEFT_FIELD, _stacked(found, right=False)),
             ],
             measurements=measurements,
             warnings=warnings,
@@ -226,21 +225,12 @@ class LungCxrModel:
         )
 
 
-def two_largest(prob: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
-    """Lung fields: the two largest components of the thresholded map, holes filled."""
-    from scipy import ndimage
-
-    from worker.models.lung_ct_threshold.volume_ops import fill_holes_in_plane
-
-    labels, count = ndimage.label(prob >= 0.5)
-    if count == 0:
-        return np.zeros(prob.shape, dtype=bool)
-    sizes = np.bincount(labels.ravel())[1:]
-    kept = np.zeros(count + 1, dtype=bool)
-    kept[np.argsort(sizes)[::-1][:2] + 1] = True
-    # binary_fill_holes as one labelling of the background (3x faster on a 2000² film).
-    filled: npt.NDArray[np.bool_] = fill_holes_in_plane(kept[labels][np.newaxis])[0]
-    return filled
+def _stacked(found: list[Fields], *, right: bool) -> npt.NDArray[np.bool_]:
+    """The right (or left) fields of every frame as one film-sized volume."""
+    out = np.zeros((len(found), *found[0].shape), dtype=bool)
+    for plane, fields in zip(out, found, strict=True):
+        plane[fields.box] = fields.right if right else fields.left
+    return out
 
 
 def _clip(
@@ -262,7 +252,7 @@ def _field_cm2(
     if calibration is None:
         return None
     per_pixel = calibration.row_mm * calibration.column_mm / 100.0
-    return float(right.sum()) * per_pixel, float(left.sum()) * per_pixel
+    return float(pixels(right)) * per_pixel, float(pixels(left)) * per_pixel
 
 
 def _areas(
@@ -273,7 +263,7 @@ def _areas(
         suffix, unit = "cm2", "cm2"
     else:
         per_pixel, suffix, unit = 1.0, "px", "{pixels2}"  # square pixels: shown as px²
-    r, lft = float(right.sum()) * per_pixel, float(left.sum()) * per_pixel
+    r, lft = float(pixels(right)) * per_pixel, float(pixels(left)) * per_pixel
     return [
         MeasurementValue(f"lung_area_{suffix}", "Lung field area (both)", r + lft, unit, AREA),
         MeasurementValue(f"right_lung_area_{suffix}", "Right lung field area", r, unit, AREA, 1),

@@ -20,10 +20,11 @@ from worker.models._nn.metrics import average_precision, precision_recall
 from worker.models._nn.predictor import UNetPredictor
 from worker.models.lung_cxr.cr_dicom import write_cxr
 from worker.models.lung_cxr.detector import OpacityDetector
+from worker.models.lung_cxr.fields import split_lungs
 from worker.models.lung_cxr.films import patient_folds, read_films
 from worker.models.lung_cxr.lung_data import find_pairs, load_pairs, write_montgomery_layout
 from worker.models.lung_cxr.phantoms import make_chest_xray
-from worker.models.lung_cxr.preprocess import NET_SIZE, display_uint8, split_lungs
+from worker.models.lung_cxr.preprocess import NET_SIZE, display_uint8
 from worker.models.lung_cxr.rsna import read_rsna, write_rsna_layout
 from worker.models.lung_cxr.scale import radiograph_scale
 

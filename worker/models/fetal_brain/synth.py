@@ -61,6 +61,14 @@ class SynthConfig:
     # and folding, scaled by a random gain) instead of per-label means; needs a bank packed
     # with ``intensity``.
     real_brain_fraction: float = 0.0
+    # Look-alikes: in this share of stacks the placenta, the fetal body's tissues and some
+    # maternal organs take the mean intensity of a brain tissue, so that only the context (a
+    # skull and a rim of fluid around a folded organ) tells the brain apart, as on real
+    # T2 stacks where the placenta and the brain are of one grey.
+    mimic_fraction: float = 0.0
+    # In this share of stacks the fetal head lies against the placenta (the uterine cavity
+    # shifted so that its placental side is near the brain), as it often does.
+    placenta_near_fraction: float = 0.0
 
 
 class BrainBank:
@@ -143,6 +151,14 @@ def small_rotations(angles: torch.Tensor) -> torch.Tensor:
         [torch.stack([cz, -sz, zero], -1), torch.stack([sz, cz, zero], -1),
          torch.stack([zero, zero, one], -1)], -2)  # fmt: skip
     return rz @ ry @ rx
+
+
+def _frame_along(gen: torch.Generator, direction: torch.Tensor) -> torch.Tensor:
+    """Rotations (S, 3, 3) whose third column (an ellipsoid's third local axis, see
+    ``_ellipsoid_radius``) is ``direction`` (S, 3, unit), the other two at random."""
+    a = torch.randn(direction.shape, generator=gen, device=direction.device)
+    u = F.normalize(a - (a * direction).sum(1, keepdim=True) * direction, dim=1)
+    return torch.stack([u, torch.linalg.cross(direction, u), direction], 2)
 
 
 def _sample_field(field: torch.Tensor, points: torch.Tensor, extent_mm: float) -> torch.Tensor:
@@ -313,7 +329,10 @@ def _fetal_labels(
         [_rand(gen, (s_count,), 30, 55), _rand(gen, (s_count,), 30, 55),
          _rand(gen, (s_count,), 55, 110)], 1) * mean_scale[:, None]  # fmt: skip
     body_centre = body_dir * (45.0 * mean_scale + body_axes[:, 2] * 0.85)[:, None]
-    body_rot = random_rotations(gen, s_count)
+    # Mostly the trunk's long axis points away from the head, so that the body meets the
+    # scalp at the neck as a real fetus' does; now and then at any angle (a flexed fetus).
+    aligned = torch.rand(s_count, 1, 1, generator=gen, device=dev) < 0.7
+    body_rot = torch.where(aligned, _frame_along(gen, body_dir), random_rotations(gen, s_count))
     in_body = _ellipsoid_radius(brain_mm * scale[:, None], body_centre, body_axes, body_rot) < 1
     parts = _sample_field(_noise(gen, s_count, 4, 12), brain_mm, 120.0)
     body_kinds = torch.tensor((BODY_A, BODY_B, LIMBS, ORGANS[0]), device=dev)
@@ -331,17 +350,29 @@ def _fetal_labels(
     return brain, other, t2
 
 
-def _maternal_labels(gen: torch.Generator, points: _Stacks) -> torch.Tensor:
+def _maternal_labels(
+    gen: torch.Generator, points: _Stacks, near_fraction: float = 0.0
+) -> torch.Tensor:
     """The mother, static while the fetus moves: air, tissues with bowel-like blobs,
-    subcutaneous fat, the uterine wall, the placenta, amniotic fluid and floating limbs."""
+    subcutaneous fat, the uterine wall, the placenta, amniotic fluid and floating limbs.
+    In ``near_fraction`` of the stacks the head lies against the placenta."""
     scanner, s_count, dev = points.scanner, points.scanner.shape[0], points.scanner.device
     cavity_axes = _rand(gen, (s_count, 3), 75.0, 160.0)
-    cavity_centre = points.brain_at + torch.randn(s_count, 3, generator=gen, device=dev) * 20.0
+    placenta_dir = F.normalize(torch.randn(s_count, 3, generator=gen, device=dev), dim=1)
+    near = torch.rand(s_count, 1, generator=gen, device=dev) < near_fraction
+    # Near: the cavity's centre moved away from the placenta's side, so that the placenta
+    # (the cavity's outer 15-35 % on that side) begins 0-25 mm beyond a 45-60 mm head radius.
+    reach = cavity_axes.amin(1, keepdim=True) * 0.75 - _rand(gen, (s_count, 1), 45.0, 85.0)
+    offset = torch.where(
+        near,
+        -placenta_dir * reach.clamp(min=0.0),
+        torch.randn(s_count, 3, generator=gen, device=dev) * 20.0,
+    )
+    cavity_centre = points.brain_at + offset
     cavity_r = _ellipsoid_radius(
         scanner, cavity_centre, cavity_axes, random_rotations(gen, s_count)
     )
     wall = _rand(gen, (s_count, 1), 0.04, 0.12)
-    placenta_dir = F.normalize(torch.randn(s_count, 3, generator=gen, device=dev), dim=1)
     radial = F.normalize(scanner - cavity_centre[:, None], dim=-1)
     placenta = (
         (radial @ placenta_dir[:, :, None])[..., 0] > _rand(gen, (s_count, 1), 0.5, 0.8)
@@ -388,6 +419,8 @@ def _signal(gen: torch.Generator, label: torch.Tensor, scanner: torch.Tensor,
     s_count, dev = label.shape[0], label.device
     t2_like = torch.rand(s_count, generator=gen, device=dev) < config.t2_like_fraction
     means = _intensities(gen, s_count, t2_like)
+    if config.mimic_fraction > 0:
+        means = _look_alikes(gen, means, config.mimic_fraction)
     texture_amp = _rand(gen, (s_count, N_LABELS), 0.0, 0.25)
     texture = _sample_field(_noise(gen, s_count, 1, 40), scanner, 250.0)[:, 0]
     signal = torch.gather(means, 1, label) * (1 + torch.gather(texture_amp, 1, label) * texture)
@@ -401,6 +434,26 @@ def _signal(gen: torch.Generator, label: torch.Tensor, scanner: torch.Tensor,
     )
     bias = _sample_field(_noise(gen, s_count, 1, 4), scanner, 250.0)[:, 0]
     return signal * torch.exp(bias * _rand(gen, (s_count, 1), 0.0, 0.35))
+
+
+_BRAIN_GREYS = (1, 3, 5, 6)  # white matter, cerebellum, cortex, deep grey matter
+_LOOK_ALIKES = (PLACENTA, BODY_A, BODY_B, ORGANS[0], MATERNAL[0], MATERNAL[2])
+
+
+def _look_alikes(gen: torch.Generator, means: torch.Tensor, fraction: float) -> torch.Tensor:
+    """In ``fraction`` of the stacks, each look-alike label (half of them at random) takes a
+    random brain tissue's mean intensity (within 10 %)."""
+    s_count, dev = means.shape[0], means.device
+    stack = torch.rand(s_count, 1, generator=gen, device=dev) < fraction
+    which = torch.rand(s_count, len(_LOOK_ALIKES), generator=gen, device=dev) < 0.5
+    greys = torch.tensor(_BRAIN_GREYS, device=dev)
+    source = greys[torch.randint(0, len(greys), (s_count, len(_LOOK_ALIKES)), generator=gen,
+                                 device=dev)]  # fmt: skip
+    borrowed = torch.gather(means, 1, source) * _rand(gen, (s_count, len(_LOOK_ALIKES)), 0.9, 1.1)
+    targets = torch.tensor(_LOOK_ALIKES, device=dev)
+    out = means.clone()
+    out[:, targets] = torch.where(stack & which, borrowed, means[:, targets])
+    return out
 
 
 def _acquire(gen: torch.Generator, signal: torch.Tensor) -> torch.Tensor:
@@ -436,7 +489,7 @@ def synthesise(
         atlas_ids = torch.randint(0, len(bank), (stacks,), generator=gen, device=dev)
     points = _stack_points(gen, stacks, int(slices), config)
     brain, fetal, t2_brain = _fetal_labels(bank, gen, points.fetal, atlas_ids, config)
-    label = _maternal_labels(gen, points)
+    label = _maternal_labels(gen, points, config.placenta_near_fraction)
     label = torch.where(fetal > 0, fetal, label)
     label = torch.where(brain > 0, brain, label)
     signal = _signal(gen, label, points.scanner, config, t2_brain).reshape(points.shape)

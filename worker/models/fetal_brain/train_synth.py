@@ -109,8 +109,10 @@ def refine_config(max_seconds: float) -> SynthTrainConfig:
         slices=(6, 10),
         pixel_mm=(1.1, 1.4),
         centre_spread=0.15,
-        depth_spread=0.45,  # slices beyond the brain's ends: face, neck, placenta
+        depth_spread=0.35,  # slices beyond the brain's ends: face, neck, placenta
         t2_like_fraction=0.75,
+        mimic_fraction=0.5,
+        placenta_near_fraction=0.5,
     )
     return SynthTrainConfig(
         max_seconds=max_seconds,
@@ -517,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="share of T2-like stacks drawn with the atlas' own T2 brain (a bank with intensity)",
     )
+    parser.add_argument("--mimic-fraction", type=float, help="look-alike stacks (synth.py)")
+    parser.add_argument("--placenta-near-fraction", type=float, help="head against placenta")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -542,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.learning_rate:
         config.learning_rate = args.learning_rate
     config.synth = replace(config.synth, real_brain_fraction=args.real_brain_fraction)
+    for name in ("mimic_fraction", "placenta_near_fraction"):
+        if getattr(args, name) is not None:
+            config.synth = replace(config.synth, **{name: getattr(args, name)})
     init = None
     if args.init:
         init = checkpoint.load(args.init, "cpu")[0].state_dict()

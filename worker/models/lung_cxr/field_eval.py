@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from worker.models._nn.metrics import boundary_distances, dice
 from worker.models._nn.predictor import UNetPredictor
-from worker.models.lung_cxr.preprocess import split_lungs
+from worker.models.lung_cxr.preprocess import split_lungs, two_largest
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,6 @@ class FilmRecord:
 
 def lung_fields(prob: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
     """The served post-processing: two largest components of the map at 0.5, holes filled."""
-    from worker.models.lung_cxr.serve import two_largest
-
     return two_largest(prob)
 
 

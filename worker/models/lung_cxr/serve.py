@@ -106,7 +106,7 @@ class LungCxrModel:
         )
 
     def predict(self, series: LoadedSeries) -> ModelOutput:
-        from worker.models.lung_cxr.preprocess import display_uint8, split_lungs
+        from worker.models.lung_cxr.preprocess import display_uint8, split_lungs, two_largest
         from worker.models.lung_cxr.scale import radiograph_scale
 
         mono1 = str(series.datasets[0].get("PhotometricInterpretation", "")) == "MONOCHROME1"
@@ -184,23 +184,6 @@ class LungCxrModel:
         )
 
 
-def two_largest(prob: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
-    """Lung fields: the two largest components of the thresholded map, holes filled."""
-    from scipy import ndimage
-
-    from worker.models.lung_ct_threshold.volume_ops import fill_holes_in_plane
-
-    labels, count = ndimage.label(prob >= 0.5)
-    if count == 0:
-        return np.zeros(prob.shape, dtype=bool)
-    sizes = np.bincount(labels.ravel())[1:]
-    kept = np.zeros(count + 1, dtype=bool)
-    kept[np.argsort(sizes)[::-1][:2] + 1] = True
-    # binary_fill_holes as one labelling of the background (3x faster on a 2000² film).
-    filled: npt.NDArray[np.bool_] = fill_holes_in_plane(kept[labels][np.newaxis])[0]
-    return filled
-
-
 def _clip(
     box: tuple[float, float, float, float], shape: tuple[int, ...]
 ) -> tuple[float, float, float, float]:
@@ -261,5 +244,6 @@ SPEC = ModelSpec(
         "pneumonia": "worker.models.lung_cxr.evaluate:detector_command",
     },
     phantoms={"chest-xray": "worker.models.lung_cxr.phantoms:command"},
+    pack={"lung-cxr": "worker.models.lung_cxr.recipe:pack_command"},
     card=CARD,
 )

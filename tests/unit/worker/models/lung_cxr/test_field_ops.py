@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from worker.models.lung_cxr.gate import _eroded
-from worker.models.lung_cxr.serve import two_largest
+from worker.models.lung_cxr.preprocess import two_largest
 
 
 def _map(seed: int) -> npt.NDArray[np.float32]:

@@ -47,8 +47,8 @@ def test_flagged_corrected_on_the_dashboard_exported_and_read_by_training(
     settings: Settings,
     tmp_path: Path,
 ) -> None:
+    from worker.models.fetal_head.frames import from_folder
     from worker.models.fetal_head.hc18 import load_mask, read_index
-    from worker.models.fetal_head.train import load_tensors
     from worker.models.fetal_head.us_dicom import write_us_phantom
 
     phantom = write_us_phantom(tmp_path / "us" / "us.dcm", 100000)  # flagged by the gate
@@ -106,5 +106,7 @@ def test_flagged_corrected_on_the_dashboard_exported_and_read_by_training(
     assert item.hc_mm == pytest.approx(hc, abs=0.01)
     refitted = fit_ellipse_mm(load_mask(item.annotation), (item.pixel_mm, item.pixel_mm))
     assert refitted is not None and refitted.circumference == pytest.approx(hc, rel=0.01)
-    images, masks = load_tensors([item], 64, 96)
-    assert images.shape == masks.shape == (1, 64, 96) and masks.max() == 255
+    frames = from_folder(out, (64, 96))
+    k = frames.names.index(item.image.name)
+    assert frames.images.shape[1:] == frames.masks.shape[1:] == (64, 96)
+    assert frames.masks[k].max() == 255

@@ -205,7 +205,7 @@ def test_every_model_is_one_folder_with_a_serve_module() -> None:
     assert len(folders) == len(all_specs())
 
 
-@pytest.mark.parametrize("kind", ["train", "evaluate", "phantoms"])
+@pytest.mark.parametrize("kind", ["train", "evaluate", "phantoms", "pack"])
 def test_every_model_command_resolves_to_a_function(kind: str) -> None:
     from worker.core.commands import commands, load
 
@@ -215,3 +215,26 @@ def test_every_model_command_resolves_to_a_function(kind: str) -> None:
         assert callable(load(target)), (name, target)
         module = target.partition(":")[0]
         assert module.startswith("worker.models."), target
+
+
+def test_the_training_path_runs_without_the_service_packages() -> None:
+    """fetal-head and lung-cxr training (and their run summary) import only torch, numpy,
+    scipy and OpenCV: the service's packages are made unimportable and the modules' own
+    entry points still parse their flags."""
+    from tests.support.absent import absent_source
+
+    code = absent_source() + (
+        "import worker.models.fetal_head.train as fh, worker.models.lung_cxr.recipe as cxr\n"
+        "import worker.models.lung_cxr.gate_fit, worker.models.lung_cxr.pack\n"
+        "import worker.models._nn.run_summary\n"
+        "for main in (fh.main, cxr.main):\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, exc.code\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--max-seconds" in done.stdout and "--max-members" in done.stdout

@@ -1,7 +1,9 @@
-"""``medseg train|evaluate|phantoms NAME``: the model-building commands of the CLI.
+"""``medseg train|evaluate|phantoms|pack NAME``: the model-building commands of the CLI.
 
 NAME is looked up among the registered models' commands (``ModelSpec.train``, ``evaluate``,
-``phantoms``; see ``worker.core.commands``), so a model folder or a plugin adds its own.
+``phantoms``, ``pack``; see ``worker.core.commands``), so a model folder or a plugin adds its
+own. The flags of ``train`` are worker.models._nn.train_args', which a model's training module
+also reads when it runs alone (``python -m worker.models.fetal_head.train``).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from worker.core.commands import (
     Kind,
     commands,
     evaluate_command,
+    pack_command,
     phantoms_command,
     train_command,
 )
 from worker.core.errors import DataLayoutError
+from worker.models._nn.train_args import add_train_arguments
 
 
 def _target(args: argparse.Namespace, kind: Kind, name: str) -> str:
@@ -78,6 +82,16 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pack(args: argparse.Namespace) -> int:
+    command = pack_command(_target(args, "pack", args.task))
+    try:
+        summary = command(args)
+    except DataLayoutError as exc:
+        raise _dicom_hint(exc, args.data) from exc
+    print(summary)
+    return 0
+
+
 def _progress(stage: str, done: int, total: int) -> None:
     width = 30
     filled = int(width * done / max(total, 1))
@@ -95,30 +109,7 @@ _NAMES = "a name a registered model offers (an unknown one lists them)"
 def add_model_commands(sub: Any) -> None:
     train = sub.add_parser("train", help="train a model on a data folder")
     train.add_argument("task", metavar="NAME", help=_NAMES)
-    train.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="fetal-head: HC18 layout; fetal-brain: NAME_image/NAME_mask NIfTI pairs; "
-        "fetal-brain-synth: brain label maps (*/parcellation.nii.gz, or their .npz pack); "
-        "lung-ct: folder with the pyradiomics lung1_image.nrrd (make test-data); "
-        "lung-cxr: Montgomery (CXR_png/ + ManualMask/leftMask,rightMask/) or images/ + masks/ "
-        "(+ images.csv: image, patient_id, projection, for patient-grouped folds); "
-        "pneumonia: RSNA (stage_2_train_labels.csv + stage_2_train_images/*.dcm)",
-    )
-    train.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt + .json)")
-    train.add_argument("--epochs", type=int, help="default 40 (lung-ct: 14)")
-    train.add_argument("--batch-size", type=int, help="default 32 (lung-ct: 16)")
-    train.add_argument("--max-seconds", type=float, default=float("inf"))
-    train.add_argument("--steps", type=int, help="lung-cxr: optimiser steps (default 1000)")
-    train.add_argument(
-        "--folds", type=int, default=5, help="lung-cxr: patient-grouped CV folds first (0: none)"
-    )
-    train.add_argument(
-        "--init", choices=("phantom", "scratch"), help="lung-cxr: start from the phantom weights"
-    )
-    train.add_argument("--device", default="auto")
-    train.add_argument("--label", default="", help="what the data is (stored in the metadata)")
+    add_train_arguments(train)
     train.set_defaults(func=_cmd_train, parser=train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a model on a held-out data folder")
@@ -154,3 +145,11 @@ def add_model_commands(sub: Any) -> None:
     phantoms.add_argument("--frames", type=int, default=1, help="frames per US DICOM (cine)")
     phantoms.add_argument("--uncalibrated", action="store_true", help="no ultrasound regions")
     phantoms.set_defaults(func=_cmd_phantoms, parser=phantoms)
+
+    pack = sub.add_parser(
+        "pack", help="write a training set as one file that travels with the code (a GPU run)"
+    )
+    pack.add_argument("task", metavar="NAME", help=_NAMES)
+    pack.add_argument("--data", type=Path, required=True, help="the training folder, as for train")
+    pack.add_argument("--out", type=Path, required=True, help="the pack to write (.npz)")
+    pack.set_defaults(func=_cmd_pack, parser=pack)

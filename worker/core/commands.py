@@ -1,7 +1,7 @@
-"""The model-building commands a model offers: ``medseg train|evaluate|phantoms NAME``.
+"""The model-building commands a model offers: ``medseg train|evaluate|phantoms|pack NAME``.
 
 A ``ModelSpec`` names them as ``"package.module:function"`` strings (``train``, ``evaluate``,
-``phantoms``: NAME -> target); this module finds a NAME among the registered models and
+``phantoms``, ``pack``: NAME -> target); this module finds a NAME among the registered models and
 imports its function only then, so that serving never imports training or evaluation code.
 The functions receive the parsed command line (the flags of ``worker.cli.models``) with
 ``args.device`` already resolved ("cpu", "cuda", ...).
@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol, cast
 
 from worker.core.registry import ModelSpec, all_specs
 
-Kind = Literal["train", "evaluate", "phantoms"]
+Kind = Literal["train", "evaluate", "phantoms", "pack"]
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -41,6 +41,12 @@ class PhantomsCommand(Protocol):
     """Writes ``args.count`` phantoms from seed ``args.start`` to ``args.out``."""
 
     def __call__(self, args: argparse.Namespace) -> None: ...
+
+
+class PackCommand(Protocol):
+    """Writes the training set ``args.data`` as one file, ``args.out``; returns what to print."""
+
+    def __call__(self, args: argparse.Namespace) -> str: ...
 
 
 def commands(kind: Kind, specs: tuple[ModelSpec, ...] | None = None) -> dict[str, str]:
@@ -73,3 +79,7 @@ def evaluate_command(target: str) -> EvaluateCommand:
 
 def phantoms_command(target: str) -> PhantomsCommand:
     return cast(PhantomsCommand, load(target))
+
+
+def pack_command(target: str) -> PackCommand:
+    return cast(PackCommand, load(target))

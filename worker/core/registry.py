@@ -3,7 +3,7 @@ model, and so is every module named in ``MEDSEG_MODEL_PLUGINS``.
 
 Adding a model is adding one folder ``worker/models/<name>/`` with a ``serve.py`` holding
 ``SPEC = ModelSpec(...)``; its training, evaluation and phantom commands are named in the spec
-and imported only when ``medseg train|evaluate|phantoms`` runs them.
+and imported only when ``medseg train|evaluate|phantoms|pack`` runs them.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class ModelSpec:
     # Routing never calls it, so the gateway decides without looking for files.
     runnable: Callable[[], bool] | None = None
     fallback: str | None = None  # a model name
-    # ``medseg train|evaluate|phantoms NAME``: NAME -> "package.module:function" (the
+    # ``medseg train|evaluate|phantoms|pack NAME``: NAME -> "package.module:function" (the
     # signatures are in worker.core.commands), imported only when the command runs.
     train: Mapping[str, str] = field(default_factory=dict, hash=False)
     evaluate: Mapping[str, str] = field(default_factory=dict, hash=False)
@@ -81,6 +81,7 @@ class ModelSpec:
     #: Single-frame series (US, CR): a worker may claim several queued jobs of this model and
     #: run their frames in one forward pass (worker.runtime.batch_jobs, ``MEDSEG_BATCH_MAX``).
     batch_series: bool = False
+    pack: Mapping[str, str] = field(default_factory=dict, hash=False)
     # What the model is for and how far its results may be trusted (worker.core.card).
     card: ModelCard | None = field(default=None, hash=False)
 

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from worker.models._nn.hardware import bf16_native
@@ -70,7 +69,7 @@ class BudgetTrainer:
         budget = self.budget
         self.model.train()
         perm = torch.randperm(len(train_x), generator=self.gen, device=self.device)
-        losses = []
+        losses: list[torch.Tensor] = []  # kept on the device: no GPU sync per step
         for k in range(self.steps_per_epoch):
             self.progress = max(
                 self.step / self.total_steps, (time.time() - self.started) / budget.max_seconds
@@ -87,10 +86,10 @@ class BudgetTrainer:
             self.optimiser.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             self.optimiser.step()
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())
             self.step += 1
             on_step()
-        return float(np.mean(losses))
+        return float(torch.stack(losses).mean()) if losses else math.nan
 
     def spent(self) -> bool:
         return time.time() - self.started > self.budget.max_seconds or self.progress >= 1.0

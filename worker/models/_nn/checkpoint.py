@@ -1,4 +1,8 @@
-"""Checkpoints: weights file + JSON metadata carrying its sha256, verified on every load."""
+"""Checkpoints: weights file + JSON metadata carrying its sha256, verified on every load.
+
+Two architectures: ``unet`` (one U-Net) and ``unet-ensemble`` (``members`` U-Nets of one shape
+whose logits are averaged, worker.models._nn.unet.UNetEnsemble), both loaded by ``load``.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from worker.models._nn.unet import UNet
+from worker.models._nn.unet import UNet, UNetEnsemble
 
 
 class CheckpointError(RuntimeError):
@@ -28,7 +33,7 @@ def metadata_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
-def save(model: UNet, config: dict[str, Any], metadata: dict[str, Any], weights: Path) -> str:
+def save(model: nn.Module, config: dict[str, Any], metadata: dict[str, Any], weights: Path) -> str:
     """Write fp16 weights and ``weights.json`` (config + metadata + sha256); returns the sha256."""
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -58,7 +63,7 @@ def update_metadata(weights: Path, entries: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def load(weights: Path, device: str) -> tuple[UNet, dict[str, Any]]:
+def load(weights: Path, device: str) -> tuple[nn.Module, dict[str, Any]]:
     """Load a checkpoint after checking its sha256 against the metadata."""
     meta = read_metadata(weights)
     actual = sha256_of(weights)
@@ -67,14 +72,20 @@ def load(weights: Path, device: str) -> tuple[UNet, dict[str, Any]]:
             f"{weights}: sha256 {actual} does not match metadata {meta.get('sha256')}"
         )
     payload = torch.load(weights, map_location="cpu", weights_only=True)
-    config = payload["config"]
-    if config.get("arch") != "unet":
-        raise CheckpointError(f"{weights}: unknown architecture {config.get('arch')!r}")
-    model = UNet(
-        in_channels=1, out_channels=1, base=int(config["base"]), depth=int(config["depth"])
-    )
+    model = build(payload["config"], str(weights))
     model.load_state_dict(
         {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     )
     model.eval().to(device)
     return model, meta
+
+
+def build(config: dict[str, Any], source: str = "checkpoint") -> nn.Module:
+    """The untrained network a checkpoint's ``config`` describes."""
+    arch = config.get("arch")
+    base, depth = int(config["base"]), int(config["depth"])
+    if arch == "unet":
+        return UNet(in_channels=1, out_channels=1, base=base, depth=depth)
+    if arch == "unet-ensemble":
+        return UNetEnsemble(int(config["members"]), base=base, depth=depth)
+    raise CheckpointError(f"{source}: unknown architecture {arch!r}")

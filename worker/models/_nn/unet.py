@@ -1,6 +1,9 @@
-"""A compact U-Net (batch norm, padded 3x3 convolutions), sized for CPU serving."""
+"""A compact U-Net (batch norm, padded 3x3 convolutions), sized for CPU serving, and an
+ensemble of such U-Nets read as one network."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -47,4 +50,43 @@ class UNet(nn.Module):
         for up, merge in zip(self.up, self.merge, strict=True):
             x = merge(torch.cat([up(x), skips.pop()], dim=1))
         out: torch.Tensor = self.head(x)
+        return out
+
+
+class UNetEnsemble(nn.Module):
+    """U-Nets of one shape (fold models) served as one network: the mean of their logits.
+
+    A checkpoint of it is one file with one sha256 (``arch: unet-ensemble``), loaded and
+    served like a single U-Net; averaging logits rather than probabilities keeps the
+    predictors' sigmoid where it is.
+    """
+
+    def __init__(
+        self,
+        members: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        base: int = 16,
+        depth: int = 4,
+    ) -> None:
+        super().__init__()
+        if members < 1:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(
+            UNet(in_channels, out_channels, base, depth) for _ in range(members)
+        )
+
+    @classmethod
+    def of(cls, models: Sequence[UNet], base: int, depth: int) -> UNetEnsemble:
+        """An ensemble holding copies of ``models``' weights."""
+        ensemble = cls(len(models), base=base, depth=depth)
+        for member, model in zip(ensemble.members, models, strict=True):
+            member.load_state_dict(model.state_dict())
+        return ensemble
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.members[0](x)
+        for member in self.members[1:]:
+            logits = logits + member(x)
+        out: torch.Tensor = logits / len(self.members)
         return out

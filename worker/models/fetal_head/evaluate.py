@@ -50,7 +50,7 @@ class FrameRecord:
         return {**asdict(self), "hc_diff_mm": self.hc_diff_mm}
 
 
-def _hausdorff_mm(a: np.ndarray, b: np.ndarray, pixel_mm: float) -> float | None:
+def hausdorff_mm(a: np.ndarray, b: np.ndarray, pixel_mm: float) -> float | None:
     pa, pb = largest_contour(a), largest_contour(b)
     if pa is None or pb is None:
         return None
@@ -74,7 +74,7 @@ def evaluate_frame(predictor: FetalHeadPredictor, item: HC18Item) -> FrameRecord
         hc_reference_mm=item.hc_mm,
         hc_mm=e.circumference if e is not None else None,
         dice=dice(fitted, truth) if fitted is not None else 0.0,
-        hausdorff_mm=_hausdorff_mm(fitted, truth, item.pixel_mm) if fitted is not None else None,
+        hausdorff_mm=hausdorff_mm(fitted, truth, item.pixel_mm) if fitted is not None else None,
         signals=result.signals.as_dict() if result.signals else None,
         review=result.review,
     )

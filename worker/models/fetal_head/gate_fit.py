@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from worker.models._nn import checkpoint
-from worker.models.fetal_head.evaluate import FrameRecord, evaluate_frames
+from worker.models.fetal_head.evaluate import FrameRecord
 from worker.models.fetal_head.gate import DEFAULT_THRESHOLDS, Thresholds
-from worker.models.fetal_head.hc18 import HC18Item
-from worker.models.fetal_head.predictor import FetalHeadPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -66,23 +62,17 @@ def fit_thresholds(
     )
 
 
-def attach_gate(
-    weights: Path, tune_items: Sequence[HC18Item], device: str = "cpu"
-) -> dict[str, Any]:
-    """Measure the tuning frames with the saved checkpoint, fit the gate, store it in the
-    checkpoint's metadata (the weights file and its sha256 are unchanged)."""
-    predictor = FetalHeadPredictor(weights, device)
-    records = evaluate_frames(predictor, tune_items)
+def gate_entry(records: Sequence[FrameRecord], fitted_on: str) -> dict[str, Any]:
+    """The ``quality_gate`` metadata entry fitted on ``records`` (frames no weights in the
+    checkpoint were trained on), or the defaults when too few of them are well measured."""
     try:
         thresholds = fit_thresholds(records)
-        how = f"{len(records)} tuning frames (subjects apart from train and test)"
+        how = f"{len(records)} {fitted_on}"
     except ValueError as exc:
         logger.warning("quality gate left at its defaults: %s", exc)
         thresholds, how = DEFAULT_THRESHOLDS, f"defaults ({exc})"
-    gate = {
+    return {
         **thresholds.as_dict(),
         "fitted_on": how,
         "rule": "1st/99th percentile of frames within 3 mm of the reference HC, clipped",
     }
-    checkpoint.update_metadata(weights, {"quality_gate": gate})
-    return gate

@@ -61,7 +61,16 @@ def load_image(path: Path) -> npt.NDArray[np.uint8]:
 
 
 def load_mask(annotation: Path) -> npt.NDArray[np.bool_]:
-    """The head mask: the annotated ellipse, refitted and filled.
+    """The head mask: the annotated ellipse, refitted and filled (``reference_ellipse``)."""
+    shape, ellipse = reference_ellipse(annotation)
+    return ellipse_mask(shape, ellipse)
+
+
+def reference_ellipse(
+    annotation: Path,
+) -> tuple[tuple[int, int], tuple[float, float, float, float, float]]:
+    """The frame's (rows, columns) and the sonographer's ellipse in its pixels: (cx, cy,
+    semi-axis, semi-axis, angle in degrees), as ``ellipse_mask`` takes it.
 
     Annotations come as a drawn outline about two pixels wide (HC18's own files are filled
     ellipses with that outline's rim included). Either way the ellipse runs through the middle
@@ -78,4 +87,5 @@ def load_mask(annotation: Path) -> npt.NDArray[np.bool_]:
         raise HC18FormatError(f"{annotation}: no ellipse outline")
     points = np.column_stack([cols, rows]).astype(np.float32)
     (cx, cy), (d1, d2), angle = cv2.fitEllipse(points)
-    return ellipse_mask(drawn.shape, (cx, cy, d1 / 2, d2 / 2, angle))
+    shape = (int(drawn.shape[0]), int(drawn.shape[1]))
+    return shape, (float(cx), float(cy), float(d1) / 2, float(d2) / 2, float(angle))

@@ -387,5 +387,6 @@ SPEC = ModelSpec(
     train={"fetal-head": "worker.models.fetal_head.train:command"},
     evaluate={"fetal-head": "worker.models.fetal_head.evaluate:command"},
     phantoms={"fetal-head": "worker.models.fetal_head.phantoms:command"},
+    pack={"fetal-head": "worker.models.fetal_head.train:pack_command"},
     card=CARD,
 )

@@ -1,53 +1,60 @@
-"""Train the fetal head U-Net on real HC18 frames within a time budget.
+"""Train the fetal head U-Net on real HC18 frames within a time budget (``medseg train
+fetal-head``; the same command runs alone as ``python -m worker.models.fetal_head.train``).
 
-The recipe (chosen on subject-grouped tuning frames, see docs/fetal-head.md):
-- frames and filled ellipse masks resized once to the input size and cached as uint8 tensors;
-- a fixed 20 % of subjects held out for reporting only, 10 % of the rest for picking the epoch
-  (by HC mean absolute difference in mm at full resolution, the number that matters);
-- flips, rotation, scale, shift, gain, gamma and speckle-like noise on the fly;
-- BCE + soft Dice; AdamW; a warm-up then cosine learning rate driven by whichever of step count
-  and wall clock is further along, so a run on a loaded machine still anneals before its budget;
-- bf16 autocast where the CPU or GPU has the units for it (worker.models._nn.budget).
+The budget (``--max-seconds``) and the device choose the schedule (fetal_head.schedule): on a
+2-core CPU the 2.0.0 recipe (160x240, the fixed train/tune split, 60 epochs, about an hour); on
+a GPU 320x480, five subject-grouped folds of the subjects not held out, and their ensemble.
+Each run is cv_train.fit_fold. Then, on the tuning folds (every frame scored by the run that did
+not train on it), and never on the held-out subjects:
+
+- flip test-time augmentation is kept when it lowers the pooled HC error;
+- the ensemble's members are the fold models ranked by their own tuning fold's HC error
+  (worker.models._nn.ensemble.pick_members; ``--max-members`` caps them);
+- the quality gate's thresholds are fitted on those out-of-fold measurements (gate_fit).
+
+The held-out subjects (a fixed 20 %, seed 0: frames.TEST) are scored once, at the end, with the
+checkpoint as saved (``held_out_at_training`` in its metadata; ``medseg evaluate fetal-head
+--subjects held-out`` measures them again through the service's predictor).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
-import math
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-import numpy.typing as npt
 import torch
-import torch.nn.functional as F  # noqa: N812
-from tqdm import tqdm
 
 from worker.core.commands import Progress
 from worker.models._nn import checkpoint
-from worker.models._nn.budget import Budget, BudgetTrainer
-from worker.models._nn.predictor import full_size
-from worker.models._nn.train import normalise, warp_pair
-from worker.models._nn.unet import UNet
-from worker.models.fetal_head.biometry import fit_ellipse_mm
-from worker.models.fetal_head.gate_fit import attach_gate
-from worker.models.fetal_head.hc18 import HC18Item, load_image, load_mask, read_index
-from worker.models.fetal_head.hc18_split import subject_of, subject_split
-from worker.models.fetal_head.predictor import clean_mask
+from worker.models._nn.ensemble import OUTLIER_FACTOR, pick_members
+from worker.models._nn.folds import grouped_folds
+from worker.models._nn.schedule import Schedule
+from worker.models._nn.unet import UNet, UNetEnsemble
+from worker.models.fetal_head.cv_train import (
+    FoldResult,
+    RunSettings,
+    fit_fold,
+    hc_errors,
+    hc_score,
+    small_probabilities,
+)
+from worker.models.fetal_head.evaluate import FrameRecord, summarise
+from worker.models.fetal_head.frame_eval import measure_all
+from worker.models.fetal_head.frames import TEST, TRAIN, TUNE, HC18Frames, load_frames, write_pack
+from worker.models.fetal_head.gate import Thresholds
+from worker.models.fetal_head.gate_fit import gate_entry
+from worker.models.fetal_head.schedule import fetal_head_schedule, tuning_epochs
 
 logger = logging.getLogger(__name__)
 
 MODEL_VERSION = "2.0.0"
-#: Changes whenever ``load_mask`` does, so cached tensors of an older recipe are not reused.
-MASK_RECIPE = "fill-erode1-ring-fit"
 HC18_CITATION = (
     "T. L. A. van den Heuvel, D. de Bruijn, C. L. de Korte, B. van Ginneken. Automated "
     "measurement of fetal head circumference using 2D ultrasound images. PLoS ONE 13(8): "
@@ -55,281 +62,287 @@ HC18_CITATION = (
 )
 
 
-@dataclass
-class HC18Config:
-    rows: int = 160
-    cols: int = 240
+@dataclass(frozen=True)
+class Recipe:
+    """What does not scale with the machine: the network, the optimiser, the split."""
+
     base: int = 16
     depth: int = 4
-    batch_size: int = 16
     learning_rate: float = 3e-3
-    epochs: int = 60
-    max_seconds: float = 2 * 3600.0
     warmup: float = 0.03
     test_fraction: float = 0.2
     tune_fraction: float = 0.1
     seed: int = 0
     bf16: bool = True
-    threads: int = 0  # 0: torch's default
+
+    @property
+    def split(self) -> tuple[float, float, int]:
+        return self.test_fraction, self.tune_fraction, self.seed
 
 
-# -- data ------------------------------------------------------------------------------------
-
-
-def _resized(item: HC18Item, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-    image = cv2.resize(load_image(item.image), (cols, rows), interpolation=cv2.INTER_AREA)
-    soft = cv2.resize(
-        load_mask(item.annotation).astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA
-    )
-    return image, np.round(soft * 255).astype(np.uint8)
-
-
-def load_tensors(
-    items: Sequence[HC18Item], rows: int, cols: int, cache: Path | None = None
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-    """uint8 images and soft masks (0-255) at the input size, from ``cache`` when it has them."""
-    key = hashlib.sha256(
-        "\n".join(
-            f"{i.image.name}:{i.image.stat().st_size}:{i.annotation.stat().st_size}" for i in items
-        ).encode()
-        + MASK_RECIPE.encode()
-    ).hexdigest()[:16]
-    path = cache / f"hc18-{rows}x{cols}-{key}.npz" if cache else None
-    if path is not None and path.exists():
-        with np.load(path) as data:
-            return data["images"], data["masks"]
-    images = np.empty((len(items), rows, cols), dtype=np.uint8)
-    masks = np.empty_like(images)
-    for i, item in enumerate(tqdm(items, desc="load", unit="frame", mininterval=5)):
-        images[i], masks[i] = _resized(item, rows, cols)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, images=images, masks=masks)
-    return images, masks
-
-
-# -- training step ---------------------------------------------------------------------------
-
-
-def augment(
-    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same random affine for image and mask (flip, +-25 deg, x0.8-1.25, +-12 % shift),
-    then gain, gamma, multiplicative noise and a random blur on the image alone."""
-    n, dev = x.shape[0], x.device
-
-    def uniform(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=gen, device=dev)
-
-    angle = (uniform(n) - 0.5) * math.radians(50)
-    scale = torch.exp((uniform(n) - 0.5) * 2 * math.log(1.25))
-    shift = (uniform(n, 2) - 0.5) * 0.24
-    flip = torch.where(uniform(n) < 0.5, -1.0, 1.0)
-    x, y = warp_pair(x, y, angle=angle, scale=scale, shift=shift, flip=flip)
-    gain = 0.75 + 0.5 * uniform(n, 1, 1, 1)
-    gamma = torch.exp((uniform(n, 1, 1, 1) - 0.5) * 2 * math.log(1.6))
-    x = x.clamp(0, 1) ** gamma * gain
-    noise = 1 + 0.15 * uniform(n, 1, 1, 1) * torch.randn(x.shape, generator=gen, device=dev)
-    x = x * noise
-    blurred = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
-    x = torch.where(uniform(n, 1, 1, 1) < 0.3, blurred, x)
-    return x, y
-
-
-# -- tuning-set measurement ------------------------------------------------------------------
-
-
-@torch.no_grad()
-def small_probabilities(
-    model: torch.nn.Module, images: npt.NDArray[np.uint8], device: str, amp: bool, flip_tta: bool
-) -> list[npt.NDArray[np.float32]]:
-    """Probabilities at the input size, optionally averaged with the mirrored frame's."""
-    model.eval()
-    out: list[npt.NDArray[np.float32]] = []
-    for start in range(0, len(images), 16):
-        x = normalise(torch.from_numpy(images[start : start + 16]).float()[:, None] / 255)
-        x = x.to(device)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            prob = torch.sigmoid(model(x).float())
-            if flip_tta:
-                mirrored = torch.sigmoid(model(torch.flip(x, dims=[3])).float())
-                prob = (prob + torch.flip(mirrored, dims=[3])) / 2
-        out.extend(prob[:, 0].float().cpu().numpy())
-    model.train()
-    return out
-
-
-def hc_errors(
-    items: Sequence[HC18Item],
-    probabilities: Sequence[npt.NDArray[np.float32]],
-    shapes: Sequence[tuple[int, int]],
-) -> npt.NDArray[np.float64]:
-    """Signed HC difference (mm) per frame; NaN where no head was found."""
-    diffs = np.full(len(items), np.nan)
-    for k, (item, prob, shape) in enumerate(zip(items, probabilities, shapes, strict=True)):
-        mask = clean_mask(full_size(prob, shape))
-        ellipse = fit_ellipse_mm(mask, (item.pixel_mm, item.pixel_mm)) if mask.any() else None
-        if ellipse is not None:
-            diffs[k] = ellipse.circumference - item.hc_mm
-    return diffs
-
-
-def hc_score(diffs: npt.NDArray[np.float64], miss_penalty_mm: float = 100.0) -> float:
-    """Mean absolute HC difference with every frame without an answer counted as a gross miss."""
-    return float(np.mean(np.where(np.isnan(diffs), miss_penalty_mm, np.abs(diffs))))
-
-
-# -- the run ---------------------------------------------------------------------------------
-
-
-@dataclass
-class _Tuning:
-    """The tuning subjects: network inputs, items and full-size shapes."""
-
-    images: npt.NDArray[np.uint8]
-    items: list[HC18Item]
-    shapes: list[tuple[int, int]]
-
-    def score(
-        self, model: torch.nn.Module, device: str, amp: bool, flip: bool
-    ) -> tuple[float, int]:
-        """(HC score in mm, frames without an answer)."""
-        probs = small_probabilities(model, self.images, device, amp, flip_tta=flip)
-        diffs = hc_errors(self.items, probs, self.shapes)
-        return hc_score(diffs), int(np.isnan(diffs).sum())
-
-
-def train_hc18(
-    data: Path,
-    out: Path,
-    config: HC18Config,
-    device: str = "cpu",
-    *,
-    cache: Path | None = None,
-    label: str = "",
-) -> dict[str, Any]:
-    """Train on the train subjects, pick the epoch on the tune subjects, save ``out``."""
-    started = time.time()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    items = read_index(data)
-    split = subject_split(items, config.test_fraction, config.tune_fraction, config.seed)
-    images, masks = load_tensors(items, config.rows, config.cols, cache)
-    tuning = _Tuning(
-        images[split.tune],
-        [items[i] for i in split.tune],
-        [_shape_of(items[i]) for i in split.tune],
-    )
-    train_x = torch.from_numpy(images[split.train]).to(device)
-    train_y = torch.from_numpy(masks[split.train]).to(device)
-    budget = Budget(
-        epochs=config.epochs,
-        max_seconds=config.max_seconds,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        warmup=config.warmup,
-        seed=config.seed,
-        bf16=config.bf16,
-    )
-    model = UNet(base=config.base, depth=config.depth)
-    trainer = BudgetTrainer(model, budget, device, len(split.train), augment)
-    history: list[dict[str, float]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] = (math.inf, 0, {})
-    bar = tqdm(total=trainer.total_steps, desc="train", unit="step", mininterval=30)
-    for epoch in range(1, config.epochs + 1):
-        loss = trainer.epoch(train_x, train_y, bar.update)
-        score, misses = tuning.score(trainer.model, device, trainer.amp, flip=False)
-        elapsed = trainer.elapsed()
-        history.append(
-            {
-                "epoch": epoch,
-                "loss": round(loss, 5),
-                "tune_hc_mae_mm": round(score, 3),
-                "tune_misses": misses,
-                "seconds": round(elapsed, 1),
-            }
+def folds_of(frames: HC18Frames, k: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(train, tune) frame indices per run: the fixed split when ``k`` is 1, else ``k``
+    subject-grouped folds of every frame not held out."""
+    if k <= 1:
+        return [(frames.where(TRAIN), frames.where(TUNE))]
+    development = frames.where(TRAIN, TUNE)
+    groups = grouped_folds([frames.subjects[i] for i in development], k, seed)
+    runs = []
+    for group in groups:
+        tune = set(group)
+        runs.append(
+            (
+                [i for j, i in enumerate(development) if j not in tune],
+                [development[j] for j in group],
+            )
         )
-        logger.info(
-            "epoch %d loss %.4f tune HC MAE %.2f mm (%d misses) %.0f s",
-            epoch, loss, score, misses, elapsed,
-        )  # fmt: skip
-        if score < best[0]:
-            state = trainer.model.state_dict()
-            best = (score, epoch, {k: v.detach().clone() for k, v in state.items()})
-        if trainer.spent():
-            logger.warning("time budget spent after epoch %d of %d", epoch, config.epochs)
-            break
-    bar.close()
-    trainer.model.load_state_dict(best[2])
-    plain, _ = tuning.score(trainer.model, device, trainer.amp, flip=False)
-    flipped, _ = tuning.score(trainer.model, device, trainer.amp, flip=True)
-    tta = {
-        "flip_tta": flipped < plain,
-        "tune_hc_mae_mm_plain": round(plain, 3),
-        "tune_hc_mae_mm_flip": round(flipped, 3),
-    }
-    model_config = {
-        "arch": "unet",
-        "base": config.base,
-        "depth": config.depth,
-        "input_rows": config.rows,
-        "input_cols": config.cols,
+    return runs
+
+
+def _model_config(recipe: Recipe, schedule: Schedule, members: int, flip: bool) -> dict[str, Any]:
+    return {
+        "arch": "unet-ensemble" if members > 1 else "unet",
+        **({"members": members} if members > 1 else {}),
+        "base": recipe.base,
+        "depth": recipe.depth,
+        "input_rows": schedule.plan.rows,
+        "input_cols": schedule.plan.cols,
         "normalisation": "(x/255 - 0.25) / 0.25",
-        "flip_tta": tta["flip_tta"],
+        "flip_tta": flip,
     }
-    metadata = {
+
+
+def _fold_entry(result: FoldResult, frames: HC18Frames) -> dict[str, Any]:
+    return {
+        "fold": result.fold + 1,
+        "train_frames": len(result.train),
+        "tune_frames": len(result.tune),
+        "tune_subjects": len({frames.subjects[i] for i in result.tune}),
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.history),
+        "tune_hc_mae_mm": round(result.score, 3),
+        "tune_hc_mae_mm_flip": round(result.score_flip, 3),
+        "seconds": result.seconds,
+        "images_per_second": result.images_per_second,
+        "history": result.history,
+    }
+
+
+def _out_of_fold(
+    results: list[FoldResult], frames: HC18Frames, recipe: Recipe, device: str, flip: bool
+) -> list[FrameRecord]:
+    """Every tuning frame measured (full size, gate signals) by the run that held it out."""
+    records: list[FrameRecord] = []
+    for r in results:
+        model = r.model(recipe.base, recipe.depth).to(device)
+        probs = small_probabilities(model, frames.images[r.tune], device, r.amp, flip)
+        records.extend(measure_all(frames, r.tune, probs))
+    return records
+
+
+def score_held_out(
+    weights: Path,
+    frames: HC18Frames,
+    members: list[UNet],
+    device: str,
+) -> dict[str, Any]:
+    """The held-out subjects measured with the checkpoint as saved (fp16 weights read back,
+    fp32 inference as served; the gate's fitted thresholds), and with each member alone."""
+    test = frames.where(TEST)
+    model, meta = checkpoint.load(weights, device)
+    flip = bool(meta["config"]["flip_tta"])
+    probs = small_probabilities(model, frames.images[test], device, False, flip)
+    thresholds = Thresholds.from_metadata(meta.get("quality_gate"))
+    summary = summarise(measure_all(frames, test, probs, thresholds))
+    member_errors = []
+    for member in members:
+        small = small_probabilities(member.to(device), frames.images[test], device, False, flip)
+        member_errors.append(round(hc_score(hc_errors(frames, test, small)), 3))
+    return {
+        **summary,
+        "members_hc_abs_diff_mm_mean": member_errors,
+        "note": "measured at training from the frames at the input size; the gate's skull echo "
+        "check not judged (medseg evaluate fetal-head --subjects held-out judges it)",
+        "weights_sha256": meta["sha256"],
+    }
+
+
+def train_fetal_head(
+    frames: HC18Frames,
+    out: Path,
+    schedule: Schedule,
+    device: str,
+    *,
+    recipe: Recipe | None = None,
+    label: str = "",
+    max_members: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Every run of ``schedule``, the choices on the tuning folds, the checkpoint at ``out``
+    (+ .json), the held-out subjects scored; returns the metadata."""
+    recipe = recipe or Recipe()
+    started = time.time()
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    plan = schedule.plan
+    runs = folds_of(frames, plan.folds, recipe.seed)
+    results: list[FoldResult] = []
+    for k, (train, tune) in enumerate(runs):
+        settings = RunSettings(
+            base=recipe.base,
+            depth=recipe.depth,
+            epochs=schedule.length,
+            batch_size=plan.batch_size,
+            learning_rate=recipe.learning_rate,
+            warmup=recipe.warmup,
+            max_seconds=schedule.run_seconds,
+            seed=recipe.seed + k,
+            bf16=recipe.bf16,
+            tuning_epochs=tuning_epochs(schedule),
+        )
+        stage = f"fold {k + 1}/{len(runs)}"
+        on_epoch = (lambda done, total, s=stage: progress(s, done, total)) if progress else None
+        results.append(fit_fold(frames, train, tune, settings, device, fold=k, on_epoch=on_epoch))
+    plain = hc_score(np.concatenate([r.diffs for r in results]))
+    flipped = hc_score(np.concatenate([r.diffs_flip for r in results]))
+    flip = flipped < plain
+    errors = [r.score_flip if flip else r.score for r in results]
+    chosen = (
+        pick_members(errors, max_members) if plan.ensemble else [int(np.argmin(errors))]
+    )  # fmt: skip
+    members = [results[i].model(recipe.base, recipe.depth) for i in chosen]
+    oof = _out_of_fold(results, frames, recipe, device, flip)
+    gate = gate_entry(oof, "tuning-fold frames, each measured by the run that did not train on it")
+    model: torch.nn.Module = (
+        UNetEnsemble.of(members, recipe.base, recipe.depth) if len(members) > 1 else members[0]
+    )
+    metadata: dict[str, Any] = {
         "model": "fetal-head-unet",
         "version": MODEL_VERSION,
-        "trained_on": label or f"HC18 training set ({data.name}), real fetal head ultrasound",
+        "trained_on": label or f"HC18 training set ({frames.source}), real fetal head ultrasound",
         "citation": HC18_CITATION,
         "licence": "HC18 data CC BY 4.0; weights Apache-2.0 with the data's attribution",
-        "split": {
-            "method": "by subject (number before the first _), fixed seed",
-            "seed": config.seed,
-            "train_frames": len(split.train),
-            "tune_frames": len(split.tune),
-            "test_frames": len(split.test),
-            "test_subjects": sorted({subject_of(items[i]) for i in split.test}),
+        "split": frames.split_summary(),
+        "schedule": schedule.as_dict(),
+        "recipe": asdict(recipe),
+        "folds": [_fold_entry(r, frames) for r in results],
+        "tune_hc_mae_mm": round(flipped if flip else plain, 3),
+        "out_of_fold": summarise(oof),
+        "tta": {
+            "flip_tta": flip,
+            "tune_hc_mae_mm_plain": round(plain, 3),
+            "tune_hc_mae_mm_flip": round(flipped, 3),
+            "chosen_on": "the pooled tuning folds",
         },
-        "recipe": asdict(config),
-        "epochs": len(history),
-        "best_epoch": best[1],
-        "tune_hc_mae_mm": round(best[0], 3),
-        "tta": tta,
-        "history": history,
-        "bf16": trainer.amp,
+        "ensemble": {
+            "members": [i + 1 for i in chosen],
+            "rule": "fold models by their own tuning fold's HC error, best first; none worse "
+            f"than {OUTLIER_FACTOR} x the median fold's"
+            + (f"; at most {max_members}" if max_members else ""),
+            "combination": "mean of the members' logits",
+        }
+        if plan.ensemble
+        else None,
+        "quality_gate": gate,
+        "bf16": results[0].amp,
         "device": device,
+        "machine": _machine(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "train_seconds": round(time.time() - started, 1),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    metadata["sha256"] = checkpoint.save(trainer.model, model_config, metadata, out)
-    metadata["quality_gate"] = attach_gate(out, tuning.items, device)
+    metadata["train_seconds"] = round(time.time() - started, 1)
+    config = _model_config(recipe, schedule, len(members), flip)
+    metadata["sha256"] = checkpoint.save(model, config, metadata, out)
+    if frames.where(TEST):
+        held = score_held_out(out, frames, members, device)
+        metadata = checkpoint.update_metadata(out, {"held_out_at_training": held})
+        logger.info("held-out: HC abs diff %s", held["hc_abs_diff_mm"])
     return metadata
 
 
-def _shape_of(item: HC18Item) -> tuple[int, int]:
-    image = load_image(item.image)
-    return int(image.shape[0]), int(image.shape[1])
+def _machine(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(device)}, {os.cpu_count()} CPUs"
+    return f"{os.cpu_count()} CPUs, no GPU"
 
 
 def command(args: argparse.Namespace, progress: Progress) -> str:
-    """``medseg train fetal-head``: the recipe above; ``--max-seconds`` is the time budget
-    (default two hours), ``--epochs`` its cap. Progress is tqdm's bar on stderr."""
-    del progress  # tqdm reports instead: it behaves in logs (rate-limited lines, an ETA)
-    defaults = HC18Config()
-    config = HC18Config(
-        epochs=args.epochs or defaults.epochs,
-        batch_size=args.batch_size or defaults.batch_size,
-        max_seconds=args.max_seconds if math.isfinite(args.max_seconds) else defaults.max_seconds,
+    """``medseg train fetal-head``: the recipe above within ``--max-seconds`` (default two
+    hours); ``--epochs`` caps the schedule's epochs, ``--folds``/``--ensemble`` override it."""
+    recipe = Recipe()
+    development = _development_frames(args.data, recipe)
+    schedule = fetal_head_schedule(
+        args.device,
+        args.max_seconds,
+        development,
+        folds=args.folds,
+        ensemble=args.ensemble,
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
     )
+    logger.info("schedule: %s", schedule.why)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medseg" / "hc18"
-    meta = train_hc18(args.data, args.out, config, args.device, cache=cache, label=args.label)
-    return (
-        f"saved {args.out} (+ .json)\nsha256 {meta['sha256']}\n"
-        f"best epoch {meta['best_epoch']} of {meta['epochs']}: tuning HC mean abs difference "
-        f"{meta['tune_hc_mae_mm']:.2f} mm, flip TTA {meta['tta']['flip_tta']}, "
-        f"{meta['train_seconds'] / 60:.0f} min"
+    frames = load_frames(args.data, schedule.size, split=recipe.split, cache=cache)
+    meta = train_fetal_head(
+        frames,
+        args.out,
+        schedule,
+        args.device,
+        recipe=recipe,
+        label=args.label,
+        max_members=args.max_members,
+        progress=progress,
     )
+    lines = [
+        f"saved {args.out} (+ .json)",
+        f"sha256 {meta['sha256']}",
+        f"schedule: {schedule.why}",
+        f"tuning folds: HC mean abs difference {meta['tune_hc_mae_mm']:.2f} mm, "
+        f"flip TTA {meta['tta']['flip_tta']}",
+    ]
+    held = meta.get("held_out_at_training")
+    if held:
+        hc = held["hc_abs_diff_mm"]
+        lines.append(
+            f"held-out subjects ({held['frames']} frames): HC mean abs difference "
+            f"{hc['mean']:.2f} mm (p95 {hc['p95']:.2f}), Dice {held['dice']['mean']:.3f}"
+        )
+    lines.append(f"{meta['train_seconds'] / 60:.1f} min")
+    return "\n".join(lines)
+
+
+def _development_frames(data: Path, recipe: Recipe) -> int:
+    """How many frames are not held out (what the schedule is sized on), without reading them."""
+    from worker.models._nn import pack
+    from worker.models.fetal_head.frames import MODEL, roles_of
+    from worker.models.fetal_head.hc18 import read_index
+
+    if pack.is_pack(data):
+        _, arrays = pack.load(data, MODEL, keys=("roles",))
+        roles = arrays["roles"]
+    else:
+        roles = roles_of(read_index(data), *recipe.split)
+    return int(np.sum(roles != TEST))
+
+
+def pack_command(args: argparse.Namespace) -> str:
+    """``medseg pack fetal-head --data DIR --out FILE``: the frames at 320x480 and the
+    sonographers' ellipses in one file (worker.models.fetal_head.frames)."""
+    info = write_pack(args.data, args.out, split=Recipe().split)
+    return (
+        f"wrote {args.out}: {info['frames']} frames at {info['image_size'][0]}x"
+        f"{info['image_size'][1]} ({info['image_bits']}-bit), {info['bytes'] / 1e6:.1f} MB; "
+        f"{info['train_frames']} train, {info['tune_frames']} tune, {info['test_frames']} "
+        f"held-out frames ({len(info['test_subjects'])} subjects)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from worker.models._nn.train_args import run_train
+
+    return run_train(command, argv, "medseg train fetal-head, without the rest of medseg")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from worker.models._nn.folds import grouped_folds
 from worker.models.lung_cxr.lung_data import LungPair, find_pairs, read_image, read_mask
 from worker.models.lung_cxr.preprocess import NET_SIZE
 
@@ -74,18 +75,7 @@ def read_films(folder: Path, qc: dict[str, str] | None = None) -> list[Film]:
 def patient_folds(films: Sequence[Film], k: int, seed: int = 0) -> list[list[int]]:
     """``k`` folds of film indices, every patient's films in one fold; patients shuffled with
     ``seed`` then dealt largest-first to the fold with the fewest films, so folds are even."""
-    patients: dict[str, list[int]] = {}
-    for i, film in enumerate(films):
-        patients.setdefault(film.patient, []).append(i)
-    if len(patients) < k:
-        raise ValueError(f"{len(patients)} patients cannot make {k} folds")
-    rng = np.random.default_rng(seed)
-    order = [sorted(patients)[j] for j in rng.permutation(len(patients))]
-    order.sort(key=lambda p: -len(patients[p]))  # stable: ties keep the shuffled order
-    folds: list[list[int]] = [[] for _ in range(k)]
-    for patient in order:
-        min(folds, key=len).extend(patients[patient])
-    return [sorted(fold) for fold in folds]
+    return grouped_folds([film.patient for film in films], k, seed)
 
 
 @dataclass
@@ -109,8 +99,10 @@ def _net_mask(mask: npt.NDArray[np.bool_], size: tuple[int, int]) -> npt.NDArray
     return np.round(soft * 255).astype(np.uint8)
 
 
-def load_films(films: Sequence[Film], size: tuple[int, int] = NET_SIZE) -> FilmArrays:
-    """Every film at full size and at the network ``size`` (rows, columns)."""
+def read_full(
+    films: Sequence[Film],
+) -> tuple[list[npt.NDArray[np.uint8]], list[npt.NDArray[np.bool_]]]:
+    """Every film and its mask at full size, as the networks read them."""
     images, masks = [], []
     for film in films:
         image = read_image(film.pair.image)
@@ -119,9 +111,23 @@ def load_films(films: Sequence[Film], size: tuple[int, int] = NET_SIZE) -> FilmA
             raise ValueError(f"{film.name}: mask {mask.shape} and image {image.shape} differ")
         images.append(image)
         masks.append(mask)
+    return images, masks
+
+
+def to_arrays(
+    images: list[npt.NDArray[np.uint8]],
+    masks: list[npt.NDArray[np.bool_]],
+    size: tuple[int, int] = NET_SIZE,
+) -> FilmArrays:
+    """Full-size films and masks with their network-``size`` (rows, columns) tensors."""
     return FilmArrays(
         images,
         masks,
         np.stack([_net_image(i, size) for i in images]),
         np.stack([_net_mask(m, size) for m in masks]),
     )
+
+
+def load_films(films: Sequence[Film], size: tuple[int, int] = NET_SIZE) -> FilmArrays:
+    """Every film at full size and at the network ``size`` (rows, columns)."""
+    return to_arrays(*read_full(films), size)

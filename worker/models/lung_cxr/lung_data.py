@@ -20,7 +20,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
-import pydicom
 
 from worker.core.errors import DataLayoutError
 from worker.models.lung_cxr.phantoms import make_chest_xray
@@ -40,6 +39,8 @@ class LungPair:
 def read_image(path: Path) -> npt.NDArray[np.uint8]:
     """A radiograph file (PNG/JPEG or DICOM) as the networks' display-like uint8."""
     if path.suffix.lower() == ".dcm":
+        import pydicom  # here only: the training path runs where pydicom is not installed
+
         ds = pydicom.dcmread(path)
         mono1 = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
         return display_uint8(ds.pixel_array, monochrome1=mono1)

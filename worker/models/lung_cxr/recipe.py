@@ -1,190 +1,50 @@
 """Train the lung-field U-Net on real chest films, chosen and reported by patient-grouped
-cross-validation (``medseg train lung-cxr --data DIR [--cv 5]``).
+cross-validation (``medseg train lung-cxr --data DIR``; the same command runs alone as
+``python -m worker.models.lung_cxr.recipe``). ``--data`` is a folder or its pack
+(``medseg pack lung-cxr``).
 
-Each run: the 256x256 U-Net, initialised from the phantom weights (``init="phantom"``) or at
-random, trained within a wall-clock budget on the shared schedule
-(worker.models._nn.budget), augmented for projection, exposure, devices and text
-(worker.models.lung_cxr.augment); the last epoch is kept (the cosine schedule has annealed by
-then), so no film is used to pick anything. Cross-validation trains one model per fold and
-scores its held-out patients at full resolution, through the served post-processing; the
-shipped model is then trained on every film with the same recipe.
+The budget (``--max-seconds``) and the device choose the schedule (lung_cxr.schedule): on a
+CPU, five folds then the shipped model trained on every film (the 2.0.0 recipe); on a GPU,
+five folds at 256x256 whose ensemble is the shipped model, its members the fold models ranked
+by their own fold's Dice (worker.models._nn.ensemble.pick_members). Either way the quality
+gate is fitted on the out-of-fold films (each scored by the fold model that never saw its
+patient), and every film's out-of-fold score is in the checkpoint's metadata. Runs:
+lung_cxr.cv_train.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
 from worker.core.commands import Progress
-from worker.models._nn import checkpoint
-from worker.models._nn.budget import Budget, BudgetTrainer
-from worker.models._nn.predictor import UNetPredictor
-from worker.models._nn.unet import UNet
-from worker.models.lung_cxr.augment import augment
-from worker.models.lung_cxr.field_eval import FilmRecord, score_films, summarise
-from worker.models.lung_cxr.films import Film, FilmArrays, load_films, patient_folds, read_films
+from worker.models._nn import checkpoint, pack
+from worker.models._nn.ensemble import OUTLIER_FACTOR, pick_members
+from worker.models._nn.schedule import Schedule
+from worker.models._nn.unet import UNet, UNetEnsemble
+from worker.models.lung_cxr.cv_train import (
+    PHANTOM_WEIGHTS,
+    CxrRecipe,
+    cross_validate,
+    model_config,
+    train_run,
+)
+from worker.models.lung_cxr.field_eval import FilmRecord
+from worker.models.lung_cxr.films import Film, FilmArrays, load_films, read_films
+from worker.models.lung_cxr.schedule import lung_cxr_schedule
 
 logger = logging.getLogger(__name__)
 
 MODEL_VERSION = "2.0.0"
-PHANTOM_WEIGHTS = Path(__file__).resolve().parent / "lung_cxr_unet_phantom.pt"
-
-
-@dataclass(frozen=True)
-class CxrRecipe:
-    init: str = "phantom"  # "phantom": fine-tune the phantom weights; "scratch": random
-    rows: int = 160
-    cols: int = 160
-    base: int = 16
-    depth: int = 4
-    batch_size: int = 8
-    learning_rate: float = 2e-3
-    steps: int = 1000  # the schedule's length; the last step's weights are kept
-    max_seconds: float = 3600.0  # a safety cap: the schedule anneals by then whatever the load
-    warmup: float = 0.05
-    seed: int = 0
-    bf16: bool = True
-
-
-def _initial_model(recipe: CxrRecipe, phantom_weights: Path) -> UNet:
-    if recipe.init == "phantom":
-        model, meta = checkpoint.load(phantom_weights, "cpu")
-        config = meta["config"]
-        if (int(config["base"]), int(config["depth"])) != (recipe.base, recipe.depth):
-            raise ValueError(f"{phantom_weights}: not base {recipe.base}, depth {recipe.depth}")
-        return model
-    if recipe.init != "scratch":
-        raise ValueError(f"init {recipe.init!r}: expected 'phantom' or 'scratch'")
-    torch.manual_seed(recipe.seed)
-    return UNet(base=recipe.base, depth=recipe.depth)
-
-
-def train_run(
-    net_images: np.ndarray,
-    net_masks: np.ndarray,
-    recipe: CxrRecipe,
-    device: str,
-    *,
-    phantom_weights: Path = PHANTOM_WEIGHTS,
-    desc: str = "train",
-) -> tuple[UNet, list[dict[str, float]], bool]:
-    """One model on the given network-size films; (model, loss history, bf16 used)."""
-    per_epoch = max(1, len(net_images) // recipe.batch_size)
-    budget = Budget(
-        epochs=-(-recipe.steps // per_epoch),
-        max_seconds=recipe.max_seconds,
-        batch_size=recipe.batch_size,
-        learning_rate=recipe.learning_rate,
-        warmup=recipe.warmup,
-        seed=recipe.seed,
-        bf16=recipe.bf16,
-    )
-    model = _initial_model(recipe, phantom_weights)
-    trainer = BudgetTrainer(model, budget, device, len(net_images), augment)
-    train_x = torch.from_numpy(net_images).to(device)
-    train_y = torch.from_numpy(net_masks).to(device)
-    history: list[dict[str, float]] = []
-    with tqdm(total=trainer.total_steps, desc=desc, unit="step", mininterval=30) as bar:
-        for epoch in range(1, budget.epochs + 1):
-            loss = trainer.epoch(train_x, train_y, bar.update)
-            history.append(
-                {"epoch": epoch, "loss": round(loss, 5), "seconds": round(trainer.elapsed(), 1)}
-            )
-            if trainer.spent():
-                break
-    logger.info(
-        "%s: %d epochs, %d steps, last loss %.4f, %.0f s",
-        desc, len(history), trainer.step, history[-1]["loss"], trainer.elapsed(),
-    )  # fmt: skip
-    return trainer.model.eval(), history, trainer.amp
-
-
-def _model_config(recipe: CxrRecipe) -> dict[str, Any]:
-    return {
-        "arch": "unet",
-        "base": recipe.base,
-        "depth": recipe.depth,
-        "input_rows": recipe.rows,
-        "input_cols": recipe.cols,
-        "normalisation": "(x/255 - 0.25) / 0.25",
-    }
-
-
-def _names(films: list[Film], idx: list[int]) -> list[tuple[str, str, str]]:
-    return [(films[i].name, films[i].patient, films[i].projection) for i in idx]
-
-
-def cross_validate(
-    films: list[Film],
-    arrays: FilmArrays,
-    recipe: CxrRecipe,
-    device: str,
-    *,
-    folds: int = 5,
-    only: Sequence[int] | None = None,
-    keep: Path | None = None,
-    phantom_weights: Path = PHANTOM_WEIGHTS,
-) -> dict[str, Any]:
-    """Per fold: train on the other folds' patients, score this fold's films at full size
-    through the saved (fp16) checkpoint, as served. Returns per-fold summaries, the pooled
-    out-of-fold summary and every film's record. ``only``: the folds (0-based) to run;
-    ``keep``: a folder to keep the fold checkpoints in (``fold<k>.pt``, k 0-based)."""
-    split = patient_folds(films, folds, recipe.seed)
-    per_fold, records = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for k, test in enumerate(split):
-            if only is not None and k not in only:
-                continue
-            held = set(test)
-            train = [i for i in range(len(films)) if i not in held and not films[i].qc]
-            model, _, _ = train_run(
-                arrays.net_images[train],
-                arrays.net_masks[train],
-                recipe,
-                device,
-                phantom_weights=phantom_weights,
-                desc=f"{recipe.init} fold {k + 1}/{folds}",
-            )
-            weights = (keep or Path(tmp)) / f"fold{k}.pt"
-            test_names = [films[i].name for i in test]
-            checkpoint.save(model, _model_config(recipe), {"fold": k, "test": test_names}, weights)
-            fold_records = score_films(
-                UNetPredictor(weights, device),
-                [arrays.images[i] for i in test],
-                [arrays.masks[i] for i in test],
-                _names(films, test),
-            )
-            summary = {"fold": k + 1, "train_films": len(train), **summarise(fold_records)}
-            trusted = [r for r, i in zip(fold_records, test, strict=True) if not films[i].qc]
-            if trusted and len(trusted) < len(fold_records):
-                summary["qc_passed"] = summarise(trusted)
-            logger.info("fold %d: %s", k + 1, summary)
-            per_fold.append(summary)
-            records.extend(fold_records)
-    fold_dice = [f["dice_mean"] for f in per_fold]
-    untrusted = {f.name for f in films if f.qc}
-    trusted = [r for r in records if r.name not in untrusted]
-    return {
-        "recipe": asdict(recipe),
-        "folds": per_fold,
-        "fold_dice_mean": round(float(np.mean(fold_dice)), 4),
-        "fold_dice_sd": round(float(np.std(fold_dice)), 4),
-        "out_of_fold": summarise(records),
-        "out_of_fold_qc_passed": summarise(trusted) if trusted else None,
-        "qc_excluded": sorted(untrusted),
-        "records": [r.as_dict() for r in records],
-    }
 
 
 def train_final(
@@ -202,7 +62,7 @@ def train_final(
     ``extra`` in its metadata."""
     started = time.time()
     use = [i for i, film in enumerate(films) if not film.qc]
-    model, history, amp = train_run(
+    run = train_run(
         arrays.net_images[use],
         arrays.net_masks[use],
         recipe,
@@ -211,30 +71,90 @@ def train_final(
         desc="final",
     )
     metadata = {
-        "model": "lung-cxr",
-        "version": MODEL_VERSION,
-        "trained_on": label,
+        **_identity(label, films, device),
         "train_images": len(use),
         "train_patients": len({films[i].patient for i in use}),
-        "qc_excluded": {f.name: f.qc for f in films if f.qc},
         "recipe": asdict(recipe),
-        "epochs": len(history),
-        "history": history[-5:],
-        "bf16": amp,
-        "device": device,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "epochs": len(run.history),
+        "history": run.history[-5:],
+        "images_per_second": run.images_per_second,
+        "bf16": run.amp,
         "train_seconds": round(time.time() - started, 1),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         **extra,
     }
-    metadata["sha256"] = checkpoint.save(model, _model_config(recipe), metadata, out)
+    metadata["sha256"] = checkpoint.save(run.model, model_config(recipe), metadata, out)
     return metadata
 
 
-def load(folder: Path, recipe: CxrRecipe) -> tuple[list[Film], FilmArrays]:
-    films = read_films(folder)
-    return films, load_films(films, (recipe.rows, recipe.cols))
+def _identity(label: str, films: list[Film], device: str) -> dict[str, Any]:
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.startswith("cuda") and torch.cuda.is_available()
+        else "no GPU"
+    )
+    return {
+        "model": "lung-cxr",
+        "version": MODEL_VERSION,
+        "trained_on": label,
+        "qc_excluded": {f.name: f.qc for f in films if f.qc},
+        "device": device,
+        "machine": f"{machine}, {os.cpu_count()} CPUs",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def save_ensemble(
+    films: list[Film],
+    fold_weights: list[Path],
+    cv: dict[str, Any],
+    recipe: CxrRecipe,
+    out: Path,
+    *,
+    device: str,
+    label: str,
+    extra: dict[str, Any],
+    max_members: int | None = None,
+) -> dict[str, Any]:
+    """The shipped model: the fold models ranked by their fold's Dice (QC-passed films where
+    the fold has any that failed), the chosen ones as one ensemble checkpoint."""
+    scores = [f.get("qc_passed", f)["dice_mean"] for f in cv["folds"]]
+    chosen = pick_members([1.0 - s for s in scores], max_members)
+    members = []
+    for k in chosen:
+        model, _ = checkpoint.load(fold_weights[k], "cpu")
+        assert isinstance(model, UNet)
+        members.append(model)
+    model = UNetEnsemble.of(members, recipe.base, recipe.depth) if len(members) > 1 else members[0]
+    config = model_config(recipe)
+    if len(members) > 1:
+        config = {**config, "arch": "unet-ensemble", "members": len(members)}
+    metadata = {
+        **_identity(label, films, device),
+        "recipe": asdict(recipe),
+        "ensemble": {
+            "members": [k + 1 for k in chosen],
+            "rule": "fold models by their own fold's Dice, best first; none with an error "
+            f"(1 - Dice) worse than {OUTLIER_FACTOR} x the median fold's"
+            + (f"; at most {max_members}" if max_members else ""),
+            "combination": "mean of the members' logits",
+        },
+        **extra,
+    }
+    metadata["sha256"] = checkpoint.save(model, config, metadata, out)
+    return metadata
+
+
+def load(data: Path, recipe: CxrRecipe) -> tuple[list[Film], FilmArrays]:
+    """The films of a folder or a pack, at the recipe's input size."""
+    size = (recipe.rows, recipe.cols)
+    if pack.is_pack(data):
+        from worker.models.lung_cxr.pack import read_pack
+
+        return read_pack(data, size)
+    films = read_films(data)
+    return films, load_films(films, size)
 
 
 def records_of(cv: dict[str, Any]) -> list[FilmRecord]:
@@ -248,13 +168,18 @@ def train_and_validate(
     device: str,
     *,
     folds: int = 5,
+    ensemble: bool = False,
+    max_members: int | None = None,
     label: str = "",
+    schedule: Schedule | None = None,
     phantom_weights: Path = PHANTOM_WEIGHTS,
 ) -> dict[str, Any]:
     """Cross-validate (``folds`` > 1), fit the quality gate on the out-of-fold films, then
-    train the shipped model on every film; its metadata carries all of it."""
+    ship the fold models' ensemble (``ensemble``) or a model trained on every film; its
+    metadata carries all of it."""
     from worker.models.lung_cxr.gate_fit import out_of_fold_signals
 
+    started = time.time()
     films, arrays = load(data, recipe)
     extra: dict[str, Any] = {
         "data": {
@@ -264,25 +189,29 @@ def train_and_validate(
             "projections": {p: sum(f.projection == p for f in films) for p in ("pa", "ap", "")},
         }
     }
-    if folds > 1:
-        with tempfile.TemporaryDirectory() as keep:
-            cv = cross_validate(
-                films, arrays, recipe, device, folds=folds, keep=Path(keep),
-                phantom_weights=phantom_weights,
-            )  # fmt: skip
-            oof = out_of_fold_signals(films, arrays, sorted(Path(keep).glob("fold*.pt")), device)
+    if schedule is not None:
+        extra["schedule"] = schedule.as_dict()
+    label = label or f"{data.name}: real chest films with lung-field masks"
+    if folds <= 1:
+        return train_final(films, arrays, recipe, out, device, label=label, extra=extra,
+                           phantom_weights=phantom_weights)  # fmt: skip
+    with tempfile.TemporaryDirectory() as keep:
+        cv = cross_validate(
+            films, arrays, recipe, device, folds=folds, keep=Path(keep),
+            phantom_weights=phantom_weights,
+        )  # fmt: skip
+        fold_weights = sorted(Path(keep).glob("fold*.pt"), key=lambda p: int(p.stem[4:]))
+        oof = out_of_fold_signals(films, arrays, fold_weights, device)
         extra["cross_validation"] = cv
         extra["quality_gate"] = fit_gate(films, cv, oof)
-    return train_final(
-        films,
-        arrays,
-        recipe,
-        out,
-        device,
-        label=label or f"{data.name}: real chest films with lung-field masks",
-        extra=extra,
-        phantom_weights=phantom_weights,
-    )
+        if ensemble:
+            save_ensemble(films, fold_weights, cv, recipe, out, device=device, label=label,
+                          extra=extra, max_members=max_members)  # fmt: skip
+            return checkpoint.update_metadata(
+                out, {"train_seconds": round(time.time() - started, 1)}
+            )
+    return train_final(films, arrays, recipe, out, device, label=label, extra=extra,
+                       phantom_weights=phantom_weights)  # fmt: skip
 
 
 def fit_gate(films: list[Film], cv: dict[str, Any], oof: list[Any]) -> dict[str, Any]:
@@ -296,19 +225,42 @@ def fit_gate(films: list[Film], cv: dict[str, Any], oof: list[Any]) -> dict[str,
 
 
 def command(args: argparse.Namespace, progress: Progress) -> str:
-    """``medseg train lung-cxr --data DIR``: the recipe above; ``--folds`` (default 5) runs
-    the patient-grouped cross-validation first (0: none), ``--init phantom|scratch``."""
-    del progress  # tqdm reports instead: rate-limited lines with an ETA behave in logs
-    recipe = CxrRecipe(
-        init=args.init or "phantom",
-        batch_size=args.batch_size or CxrRecipe.batch_size,
-        steps=args.steps or CxrRecipe.steps,
-        max_seconds=args.max_seconds if args.max_seconds != float("inf") else 3600.0,
+    """``medseg train lung-cxr --data DIR``: the recipe above within ``--max-seconds``;
+    ``--folds`` (0: none), ``--ensemble``, ``--steps`` (a cap), ``--batch-size`` override the
+    schedule; ``--init phantom|scratch``."""
+    del progress  # each run logs its own progress lines
+    schedule = lung_cxr_schedule(
+        args.device,
+        args.max_seconds,
+        folds=args.folds,
+        ensemble=args.ensemble,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
     )
+    logger.info("schedule: %s", schedule.why)
+    plan = schedule.plan
+    recipe = replace(
+        CxrRecipe(init=args.init or "phantom"),
+        rows=plan.rows,
+        cols=plan.cols,
+        batch_size=plan.batch_size,
+        steps=schedule.length,
+        max_seconds=schedule.run_seconds,
+    )
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
     meta = train_and_validate(
-        args.data, args.out, recipe, args.device, folds=args.folds, label=args.label
+        args.data,
+        args.out,
+        recipe,
+        args.device,
+        folds=plan.folds,
+        ensemble=plan.ensemble,
+        max_members=args.max_members,
+        label=args.label,
+        schedule=schedule,
     )
-    lines = [f"saved {args.out} (+ .json)", f"sha256 {meta['sha256']}"]
+    lines = [f"saved {args.out} (+ .json)", f"sha256 {meta['sha256']}", schedule.why]
     cv = meta.get("cross_validation")
     if cv:
         oof = cv["out_of_fold"]
@@ -318,4 +270,28 @@ def command(args: argparse.Namespace, progress: Progress) -> str:
             f"worst film {oof['dice_min']:.4f}, sides right on {oof['sides_ok']}/{oof['films']}"
         )
         lines.append(f"quality gate: {meta['quality_gate']['out_of_fold_flagged']} flagged")
+    if meta.get("ensemble"):
+        lines.append(f"shipped: the ensemble of folds {meta['ensemble']['members']}")
     return "\n".join(lines)
+
+
+def pack_command(args: argparse.Namespace) -> str:
+    """``medseg pack lung-cxr --data DIR --out FILE``: films, masks, patients and QC verdicts
+    in one file (worker.models.lung_cxr.pack)."""
+    from worker.models.lung_cxr.pack import write_pack
+
+    info = write_pack(args.data, args.out)
+    return (
+        f"wrote {args.out}: {info['films']} films of {info['patients']} patients "
+        f"({info['qc_excluded']} failing annotation QC), {info['bytes'] / 1e6:.1f} MB"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from worker.models._nn.train_args import run_train
+
+    return run_train(command, argv, "medseg train lung-cxr, without the rest of medseg")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from worker.models._nn.train import TrainConfig, fit
+from worker.models.lung_cxr.cv_train import PHANTOM_WEIGHTS
 from worker.models.lung_cxr.lung_data import phantom_set
-from worker.models.lung_cxr.recipe import PHANTOM_WEIGHTS
 
 logger = logging.getLogger(__name__)
 

@@ -40,9 +40,9 @@ def _fetal_head_case(
 def test_fetal_head_export_is_read_by_the_hc18_training_readers(
     session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
+    from worker.models.fetal_head.frames import from_folder
     from worker.models.fetal_head.hc18 import load_mask, read_index
     from worker.models.fetal_head.hc18_split import subject_of
-    from worker.models.fetal_head.train import load_tensors
 
     hcs = [
         _fetal_head_case(session_factory, tmp_path, 11, "PID-1"),
@@ -67,9 +67,9 @@ def test_fetal_head_export_is_read_by_the_hc18_training_readers(
         ellipse = fit_ellipse_mm(mask, (item.pixel_mm, item.pixel_mm))
         assert ellipse is not None
         assert ellipse.circumference == pytest.approx(hc, rel=0.01)
-    images, masks = load_tensors(items, 64, 96)
-    assert images.shape == masks.shape == (3, 64, 96)
-    assert masks.max() == 255
+    frames = from_folder(tmp_path / "x", (64, 96))
+    assert frames.images.shape == frames.masks.shape == (3, 64, 96)
+    assert frames.masks.max() == 255
 
 
 def test_fetal_brain_export_is_read_by_nifti_pairs(

@@ -10,9 +10,15 @@ import pytest
 
 from worker.models._nn import checkpoint
 from worker.models._nn.budget import cosine_lr
-from worker.models.fetal_head.biometry import ellipse_mask, fit_ellipse_mm
+from worker.models.fetal_head.biometry import Ellipse, ellipse_mask, fit_ellipse_mm
 from worker.models.fetal_head.evaluate import HC_BANDS, FrameRecord, hc_at_weeks, summarise
-from worker.models.fetal_head.gate import DEFAULT_THRESHOLDS, Thresholds, reasons, signals
+from worker.models.fetal_head.gate import (
+    DEFAULT_THRESHOLDS,
+    Thresholds,
+    outline_outside,
+    reasons,
+    signals,
+)
 from worker.models.fetal_head.gate_fit import BOUNDS, fit_thresholds
 from worker.models.fetal_head.hc18 import HC18Item
 from worker.models.fetal_head.hc18_split import subject_of, subject_split
@@ -44,6 +50,40 @@ def test_a_clean_head_is_accepted() -> None:
 
 def test_a_head_cut_by_the_frame_edge_is_flagged() -> None:
     assert any("runs off the image" in r for r in _judge(*_frame(780, 270, 200, 150)))
+
+
+def test_the_outline_beyond_the_image_is_measured_along_the_perimeter() -> None:
+    inside = Ellipse(40.0, 27.0, 20.0, 15.0, 20.0)
+    assert outline_outside(inside, SHAPE, (0.1, 0.1)) == 0.0
+    # a circle centred on the left edge: half its outline beyond (pixel edges at -0.5 px)
+    on_edge = Ellipse(-0.05, 27.0, 10.0, 10.0, 0.0)
+    assert outline_outside(on_edge, SHAPE, (0.1, 0.1)) == pytest.approx(0.5, abs=0.01)
+    # centred on the top-left corner: three quarters beyond
+    corner = Ellipse(-0.05, -0.05, 10.0, 10.0, 0.0)
+    assert outline_outside(corner, SHAPE, (0.1, 0.1)) == pytest.approx(0.75, abs=0.01)
+    # by arc length, not by angle: a flat ellipse cut at the end of its long axis loses more
+    # of its outline than of its parameter range near the cut
+    flat = Ellipse(8.0, 27.0, 10.0, 3.0, 0.0)  # 2 mm of its 20 mm long axis beyond x = -0.05
+    share = outline_outside(flat, SHAPE, (0.1, 0.1))
+    theta = np.linspace(0, 2 * np.pi, 100000, endpoint=False)
+    x = 8.0 + 10.0 * np.cos(theta)
+    arc = np.hypot(10.0 * np.sin(theta), 3.0 * np.cos(theta))
+    assert share == pytest.approx(arc[x < -0.05].sum() / arc.sum(), abs=0.003)
+
+
+def test_a_head_leaving_the_image_is_flagged_before_its_area_says_so() -> None:
+    # 9 % of this head's fitted outline lies beyond the top edge, 0.4 % of its area
+    prob, mask = _frame(400, 148, 200, 150)
+    spacing = (0.1, 0.1)
+    found = signals(prob, mask, fit_ellipse_mm(mask, spacing), spacing)
+    assert found is not None
+    assert found.outline_outside > DEFAULT_THRESHOLDS.max_outline_outside
+    assert found.outside_fraction <= DEFAULT_THRESHOLDS.max_outside_fraction
+    verdict = _judge(prob, mask)
+    assert any("head leaves the image" in r and "extrapolated" in r for r in verdict)
+    assert not any("runs off the image" in r for r in verdict)
+    # well inside the frame: no such reason
+    assert not any("leaves the image" in r for r in _judge(*_frame(400, 270, 200, 150)))
 
 
 def test_a_frame_filling_mask_is_flagged() -> None:

@@ -16,6 +16,7 @@ from worker.core.routing import route
 from worker.core.tags import SeriesTags
 from worker.export.seg import write_seg
 from worker.models._nn import checkpoint
+from worker.models._nn.schedule import Plan, Schedule
 from worker.models.fetal_head.evaluate import evaluate_frames, summarise
 from worker.models.fetal_head.hc18 import load_mask, read_index
 from worker.models.fetal_head.phantoms import HC18_SHAPE, make_fetal_head_frame, write_hc18_layout
@@ -162,12 +163,20 @@ def test_routing_of_obstetric_ultrasound() -> None:
     assert spec is not None and spec.queue == "gpu"
 
 
+def _tiny_schedule(folds: int, ensemble: bool) -> Schedule:
+    plan = Plan("cpu", 32, 48, folds, ensemble, False, "epoch", 1, 1, 4, 1.0)
+    return Schedule(plan, length=1, run_seconds=float("inf"), budget_seconds=float("inf"), why="")
+
+
 def test_training_writes_a_loadable_checkpoint_with_its_split_and_gate(tmp_path: Path) -> None:
-    from worker.models.fetal_head.train import HC18Config, train_hc18
+    from worker.models.fetal_head.frames import from_folder
+    from worker.models.fetal_head.train import Recipe, train_fetal_head
 
     write_hc18_layout(tmp_path / "data", range(300000, 300012))
-    config = HC18Config(rows=32, cols=48, base=4, depth=2, epochs=1, batch_size=4, warmup=0.5)
-    meta = train_hc18(tmp_path / "data", tmp_path / "ckpt.pt", config, "cpu")
+    frames = from_folder(tmp_path / "data", (32, 48))
+    recipe = Recipe(base=4, depth=2, warmup=0.5)
+    meta = train_fetal_head(frames, tmp_path / "ckpt.pt", _tiny_schedule(1, False), "cpu",
+                            recipe=recipe)  # fmt: skip
     assert meta["sha256"] == checkpoint.sha256_of(tmp_path / "ckpt.pt")
     stored = json.loads((tmp_path / "ckpt.json").read_text())
     split = stored["split"]
@@ -175,8 +184,38 @@ def test_training_writes_a_loadable_checkpoint_with_its_split_and_gate(tmp_path:
     assert len(split["test_subjects"]) == split["test_frames"]  # one frame per phantom subject
     assert set(stored["quality_gate"]) >= {"min_ellipse_iou", "fitted_on"}
     assert "flip_tta" in stored["config"] and stored["version"] == SPEC.version
+    assert stored["config"]["arch"] == "unet" and len(stored["folds"]) == 1
+    held = stored["held_out_at_training"]  # the held-out frames, scored once at the end
+    assert held["frames"] == split["test_frames"]
+    assert held["weights_sha256"] == meta["sha256"]
     predictor = FetalHeadPredictor(tmp_path / "ckpt.pt", "cpu")
     assert predictor.input_size == (32, 48)
+
+
+def test_folds_train_an_ensemble_scored_out_of_fold(tmp_path: Path) -> None:
+    from worker.models.fetal_head.frames import TEST, from_folder
+    from worker.models.fetal_head.train import Recipe, folds_of, train_fetal_head
+
+    write_hc18_layout(tmp_path / "data", range(300100, 300115))
+    frames = from_folder(tmp_path / "data", (32, 48))
+    runs = folds_of(frames, 3, seed=0)
+    tuned = sorted(i for _, tune in runs for i in tune)
+    assert tuned == frames.where(0, 1)  # every frame not held out is tuned on exactly once
+    assert not set(tuned) & set(frames.where(TEST))
+    for train, tune in runs:
+        assert not {frames.subjects[i] for i in train} & {frames.subjects[i] for i in tune}
+    recipe = Recipe(base=4, depth=2, warmup=0.5)
+    out = tmp_path / "ensemble.pt"
+    meta = train_fetal_head(frames, out, _tiny_schedule(3, True), "cpu", recipe=recipe,
+                            max_members=2)  # fmt: skip
+    assert [f["fold"] for f in meta["folds"]] == [1, 2, 3]
+    assert meta["out_of_fold"]["frames"] == len(tuned)
+    members = meta["ensemble"]["members"]
+    assert 1 <= len(members) <= 2
+    config = json.loads(out.with_suffix(".json").read_text())["config"]
+    assert config["arch"] == ("unet-ensemble" if len(members) > 1 else "unet")
+    (result,) = FetalHeadPredictor(out, "cpu").predict([np.zeros((60, 90), np.uint8)])
+    assert result.mask.shape == (60, 90)  # the ensemble serves like one U-Net
 
 
 def test_a_frame_the_gate_refuses_keeps_its_sizes_but_gives_no_age(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from tests.support.films import pairs_layout
 from tests.support.tools import dciodvfy_errors
 from worker.cli import main
 from worker.models._nn.metrics import average_precision, precision_recall
@@ -137,27 +138,9 @@ def test_train_lung_cxr_on_a_montgomery_folder(tmp_path: Path) -> None:
     assert predictor.input_size == (160, 160)
 
 
-def _pairs_layout(folder: Path, seeds: range, patients: list[str]) -> None:
-    """Phantoms in the images/ + masks/ layout with an images.csv naming their patients."""
-    montgomery = folder.parent / f"{folder.name}-m"
-    write_montgomery_layout(montgomery, seeds)
-    (folder / "images").mkdir(parents=True)
-    (folder / "masks").mkdir()
-    rows = ["image,patient_id,projection,sex"]
-    pngs = sorted((montgomery / "CXR_png").glob("*.png"))
-    for png, patient in zip(pngs, patients, strict=True):
-        shutil.copy(png, folder / "images" / png.name)
-        left = cv2.imread(str(montgomery / "ManualMask/leftMask" / png.name), 0)
-        right = cv2.imread(str(montgomery / "ManualMask/rightMask" / png.name), 0)
-        assert left is not None and right is not None
-        cv2.imwrite(str(folder / "masks" / png.name), np.maximum(left, right))
-        rows.append(f"{png.name},{patient},pa,f")
-    (folder / "images.csv").write_text("\n".join(rows) + "\n")
-
-
 def test_train_lung_cxr_cross_validates_by_patient(tmp_path: Path) -> None:
     data = tmp_path / "films"
-    _pairs_layout(data, range(900100, 900106), ["a", "a", "b", "b", "c", "c"])
+    pairs_layout(data, range(900100, 900106), ["a", "a", "b", "b", "c", "c"])
     films = read_films(data)
     folds = patient_folds(films, 3)
     assert sorted(i for fold in folds for i in fold) == list(range(6))
@@ -258,11 +241,11 @@ def test_evaluate_shipped_models_on_held_out_user_layouts(tmp_path: Path) -> Non
 
 
 def test_films_failing_annotation_qc_are_scored_but_never_trained_on(tmp_path: Path) -> None:
+    from worker.models.lung_cxr.cv_train import CxrRecipe, cross_validate
     from worker.models.lung_cxr.films import load_films, read_qc
-    from worker.models.lung_cxr.recipe import CxrRecipe, cross_validate
 
     data = tmp_path / "films"
-    _pairs_layout(data, range(900200, 900204), ["a", "a", "b", "b"])
+    pairs_layout(data, range(900200, 900204), ["a", "a", "b", "b"])
     bad = sorted(p.name for p in (data / "images").glob("*.png"))[0]
     films = read_films(data, qc={bad: "mask displaced"})
     assert [f.qc for f in films] == ["mask displaced", "", "", ""]
@@ -276,3 +259,39 @@ def test_films_failing_annotation_qc_are_scored_but_never_trained_on(tmp_path: P
     assert train_sizes == [1, 2]
     shipped = read_qc()
     assert len(shipped) == 11 and all(reason for reason in shipped.values())
+
+
+def test_the_pack_gives_back_the_folder_and_trains_an_ensemble(tmp_path: Path) -> None:
+    from worker.models.lung_cxr.films import load_films
+    from worker.models.lung_cxr.pack import read_pack
+
+    data = tmp_path / "films"
+    pairs_layout(data, range(900300, 900306), ["a", "a", "b", "b", "c", "c"])
+    packed = tmp_path / "lung-cxr.npz"
+    assert main(["pack", "lung-cxr", "--data", str(data), "--out", str(packed)]) == 0
+    films, arrays = read_pack(packed, (160, 160))
+    expected = read_films(data)
+    assert [(f.name, f.patient, f.projection, f.qc) for f in films] == [
+        (f.name, f.patient, f.projection, f.qc) for f in expected
+    ]
+    folder = load_films(expected, (160, 160))
+    assert all(np.array_equal(a, b) for a, b in zip(arrays.images, folder.images, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(arrays.masks, folder.masks, strict=True))
+    assert np.array_equal(arrays.net_images, folder.net_images)
+    out = tmp_path / "lung.pt"
+    code = main(
+        [
+            *("train", "lung-cxr", "--data", str(packed), "--out", str(out), "--steps", "1"),
+            *("--folds", "3", "--ensemble", "--max-members", "2", "--batch-size", "2"),
+            *("--device", "cpu", "--init", "scratch"),
+        ]
+    )
+    assert code == 0
+    predictor = UNetPredictor(out, "cpu")
+    meta = predictor.metadata
+    assert meta["config"]["arch"] == "unet-ensemble" and meta["config"]["members"] == 2
+    assert len(meta["ensemble"]["members"]) == 2 and "train_images" not in meta  # no final run
+    assert meta["cross_validation"]["out_of_fold"]["films"] == 6
+    assert meta["schedule"]["folds"] == 3 and meta["schedule"]["ensemble"] is True
+    (prob,) = predictor.probabilities([arrays.images[0]])
+    assert prob.shape == arrays.images[0].shape

@@ -1,0 +1,24 @@
+"""Which fold models make the shipped ensemble, chosen on their own tuning folds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+#: A fold model scoring worse than this multiple of the median fold's error is left out.
+OUTLIER_FACTOR = 1.5
+
+
+def pick_members(
+    errors: Sequence[float], max_members: int | None = None, factor: float = OUTLIER_FACTOR
+) -> list[int]:
+    """Indices of the fold models to ensemble, best first: by their error on their own tuning
+    fold (lower is better), none worse than ``factor`` times the median error, at most
+    ``max_members`` of them. Always at least the best one."""
+    if not errors:
+        raise ValueError("no fold models to choose from")
+    order = sorted(range(len(errors)), key=lambda i: errors[i])
+    limit = factor * float(np.median(errors))
+    kept = [i for i in order if errors[i] <= limit] or order[:1]
+    return kept[:max_members] if max_members else kept

@@ -294,5 +294,6 @@ SPEC = ModelSpec(
         "pneumonia": "worker.models.lung_cxr.evaluate:detector_command",
     },
     phantoms={"chest-xray": "worker.models.lung_cxr.phantoms:command"},
+    pack={"lung-cxr": "worker.models.lung_cxr.recipe:pack_command"},
     card=CARD,
 )

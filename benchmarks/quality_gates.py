@@ -169,7 +169,7 @@ def brain_rows(
     rows = []
     for group, name, image, g in inputs:
         prediction = segmenter.segment(image, stack_spacing(g))
-        s = brain_gate.signals(prediction.raw, prediction.mask, g, prediction.outside)
+        s = brain_gate.of_prediction(prediction, g)
         why = brain_gate.reasons(s)
         rows.append({"group": group, "case": name, **(s.as_dict() if s else {}), "reasons": why})
         print(f"  {group:<24} {name:<12} {why}", flush=True)

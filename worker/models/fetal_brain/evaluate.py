@@ -39,7 +39,7 @@ def evaluate_stacks(
         unet = prediction.mask
         base = baseline_mask(np.asarray(image, dtype=np.float32))
         truth_ml = float(truth.sum() * voxel_ml)
-        review = gate.reasons(gate.signals(prediction.raw, unet, geometry, prediction.outside))
+        review = gate.reasons(gate.of_prediction(prediction, geometry))
         rows.append(
             {
                 "name": name,

@@ -19,6 +19,10 @@ brain found"), not a failure. The signals:
   measured inside the region, but a network that marks half a brain's worth of tissue
   elsewhere (maternal organs, the fetal body) has chosen the brain among look-alikes. 0
   without localisation.
+- ``stage_agreement``: with a two-stage checkpoint (``predict.PostProcess.refine``), the
+  Dice between the first stage's localised brain and the second stage's: two networks that
+  disagree on where the brain ends leave its volume uncertain by about their difference.
+  1.0 without a second stage.
 - ``end_slice_fraction``: the larger of the first and last slices' brain areas over the
   largest slice's. Clinical stacks often end inside the brain (the three real validation
   stacks end at 0.32-0.39 of the largest area; their manual masks, and so the reported
@@ -32,6 +36,7 @@ Thresholds were measured on phantom stacks and the Colin27 pipeline check
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +44,9 @@ import numpy.typing as npt
 from worker.models._gate.profile import profile, profile_reasons, slice_areas
 from worker.models._gate.thresholds import Rounded, StoredThresholds
 from worker.pipeline.loading import VolumeGeometry
+
+if TYPE_CHECKING:
+    from worker.models.fetal_brain.predict import StackPrediction
 
 Mask = npt.NDArray[np.bool_]
 
@@ -53,6 +61,7 @@ class Signals(Rounded):
     edge_fraction: float = 0.0
     end_slice_fraction: float = 0.0
     outside_ratio: float = 0.0
+    stage_agreement: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,16 +84,24 @@ class Thresholds(StoredThresholds):
     max_end_slice_fraction: float = 0.6
     # Chosen, not measured: no localising checkpoint has shipped (docs/fetal-brain.md).
     max_outside_ratio: float = 0.5
+    # Chosen, not measured on patients: two stages whose brains overlap by less than this
+    # differ in volume by roughly 15 % or more (docs/fetal-brain.md).
+    min_stage_agreement: float = 0.85
 
 
 DEFAULT_THRESHOLDS = Thresholds()
 
 
 def signals(
-    raw: Mask, mask: Mask, geometry: VolumeGeometry, outside: Mask | None = None
+    raw: Mask,
+    mask: Mask,
+    geometry: VolumeGeometry,
+    outside: Mask | None = None,
+    stage_agreement: float | None = None,
 ) -> Signals | None:
     """The gate's signals for one stack; None when there is no brain to judge. ``outside``:
-    what the network marked beyond the localisation's search region."""
+    what the network marked beyond the localisation's search region; ``stage_agreement``:
+    a two-stage checkpoint's (``predict.StackPrediction``)."""
     kept = int(mask.sum())
     if kept == 0:
         return None
@@ -104,6 +121,18 @@ def signals(
         edge_fraction=border / kept,
         end_slice_fraction=float(max(areas[0], areas[-1]) / areas.max()),
         outside_ratio=0.0 if outside is None else float(outside.sum()) / kept,
+        stage_agreement=1.0 if stage_agreement is None else stage_agreement,
+    )
+
+
+def of_prediction(prediction: StackPrediction, geometry: VolumeGeometry) -> Signals | None:
+    """``signals`` of a served stack (``predict.segment_stack``)."""
+    return signals(
+        prediction.raw,
+        prediction.mask,
+        geometry,
+        prediction.outside,
+        prediction.stage_agreement,
     )
 
 
@@ -137,6 +166,11 @@ def reasons(s: Signals | None, t: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
             "the network also marked tissue away from the brain it kept "
             f"({s.outside_ratio:.0%} of the brain's volume, accepted up to "
             f"{t.max_outside_ratio:.0%}): the brain was chosen among look-alikes"
+        )
+    if s.stage_agreement < t.min_stage_agreement:
+        out.append(
+            "the two stages disagree on the brain's extent (Dice "
+            f"{s.stage_agreement:.2f} between them, accepted from {t.min_stage_agreement:.2f})"
         )
     if s.end_slice_fraction > t.max_end_slice_fraction:
         out.append(

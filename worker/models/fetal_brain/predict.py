@@ -149,6 +149,9 @@ class StackPrediction:
     raw: Mask  # every voxel above the threshold inside the search region, before the clean-up
     mask: Mask  # the cleaned brain
     outside: Mask  # voxels above the threshold beyond the search region (localisation only)
+    # With a second stage: the Dice between the first stage's localised brain and the
+    # second's, two networks' independent views of one brain (None without a second stage).
+    stage_agreement: float | None = None
 
 
 def stack_probabilities(
@@ -206,12 +209,19 @@ def segment_stack(
                     recipe.window_mm,
                 )
                 within = near(core, spacing, recipe.core_mm + recipe.refine_margin_mm)
+                first = clean_mask(raw & region)
                 outside = raw & ~within
                 raw = (refined >= recipe.threshold) & within
-            else:
-                outside = raw & ~region
-                raw = raw & region
+                mask = clean_mask(raw)
+                return StackPrediction(raw, mask, outside, _dice(first, mask))
+            outside = raw & ~region
+            raw = raw & region
     return StackPrediction(raw, clean_mask(raw), outside)
+
+
+def _dice(a: Mask, b: Mask) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 2 * float((a & b).sum()) / total if total else 1.0
 
 
 class StackSegmenter:

@@ -62,7 +62,7 @@ class FetalBrainModel:
         geometry = series.require_geometry()
         prediction = self.segmenter.segment(series.frames, stack_spacing(geometry))
         mask = prediction.mask
-        quality = gate.signals(prediction.raw, mask, geometry, prediction.outside)
+        quality = gate.of_prediction(prediction, geometry)
         voxel_ml = geometry.voxel_volumes_ml()
         volume_ml = float((mask.sum(axis=(1, 2)) * voxel_ml).sum())
         pixel_mm2 = geometry.pixel_spacing[0] * geometry.pixel_spacing[1]

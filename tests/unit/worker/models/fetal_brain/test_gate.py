@@ -65,6 +65,18 @@ def test_marking_tissue_beyond_the_search_region_is_flagged() -> None:
     assert "the network also marked tissue away from the brain it kept" in _codes(reasons(s))
 
 
+def test_two_stages_that_disagree_are_flagged() -> None:
+    stack = make_fetal_brain_stack(HELD_OUT)
+    g = _geometry(stack)
+    s = signals(stack.brain, stack.brain, g, stage_agreement=0.95)
+    assert s is not None and reasons(s) == []
+    s = signals(stack.brain, stack.brain, g, stage_agreement=0.7)
+    assert s is not None and s.stage_agreement == 0.7
+    assert "the two stages disagree on the brain's extent" in _codes(reasons(s))
+    without = signals(stack.brain, stack.brain, g)  # one stage: nothing to compare
+    assert without is not None and without.stage_agreement == 1.0
+
+
 def test_a_fragmented_prediction_is_flagged() -> None:
     stack = make_fetal_brain_stack(HELD_OUT)
     raw = stack.brain.copy()

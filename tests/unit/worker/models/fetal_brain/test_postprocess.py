@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 from worker.models.fetal_brain.predict import (
     PostProcess,
@@ -147,3 +148,8 @@ def test_the_second_stage_replaces_the_first_within_reach_of_the_core() -> None:
     assert not refined.mask[~window].any()
     assert (refined.mask & slab).sum() == 0
     assert refined.outside.sum() > 0.9 * slab.sum()
+    # the first stage's localised brain (the ball) against the second's (the window's square)
+    first = brain
+    expected = 2 * (first & refined.mask).sum() / (first.sum() + refined.mask.sum())
+    assert refined.stage_agreement == pytest.approx(expected, abs=0.02)
+    assert segment_stack(_Echo(), image, SPACING, recipe).stage_agreement is None  # type: ignore[arg-type]

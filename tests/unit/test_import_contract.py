@@ -117,16 +117,22 @@ def test_worker_does_not_import_the_gateway() -> None:
         )
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a fresh interpreter in the repository root; it must exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
 def test_importing_the_cli_loads_no_gateway_code() -> None:
     code = (
         "import sys, worker.cli, worker.runtime.tasks, worker.ops.operations\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'dicom_gateway')\n"
         "assert not loaded, loaded\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    _python(code)
 
 
 def _edges(importer: str, imported: str, allowed: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -233,8 +239,5 @@ def test_the_training_path_runs_without_the_service_packages() -> None:
         "    except SystemExit as exc:\n"
         "        assert exc.code == 0, exc.code\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = _python(code)
     assert "--max-seconds" in done.stdout and "--max-members" in done.stdout

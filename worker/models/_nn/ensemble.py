@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,3 +23,19 @@ def pick_members(
     limit = factor * float(np.median(errors))
     kept = [i for i in order if errors[i] <= limit] or order[:1]
     return kept[:max_members] if max_members else kept
+
+
+def ensemble_entry(
+    chosen: Sequence[int], ranked_by: str, max_members: int | None, *, error: str = ""
+) -> dict[str, Any]:
+    """The checkpoint metadata saying which fold models (``chosen``, 0-based, as
+    ``pick_members`` gives them) make the ensemble and by what rule: ``ranked_by`` names what
+    each was ranked on, ``error`` the error the outlier rule compares where that is not the
+    ranking itself (e.g. "1 - Dice")."""
+    outliers = f"none with an error ({error}) worse" if error else "none worse"
+    return {
+        "members": [k + 1 for k in chosen],
+        "rule": f"fold models by {ranked_by}, best first; {outliers} than {OUTLIER_FACTOR} x "
+        "the median fold's" + (f"; at most {max_members}" if max_members else ""),
+        "combination": "mean of the members' logits",
+    }

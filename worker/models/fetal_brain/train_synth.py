@@ -75,15 +75,8 @@ def cpu_config(max_seconds: float) -> SynthTrainConfig:
     (40 % of them away from the brain: maternal tissue, the body's edge, air), a narrower
     U-Net, fewer slices per stack, each batch used twice, T2-like contrasts three times in
     four (the stacks it serves are T2 single-shot)."""
-    return SynthTrainConfig(
-        max_seconds=max_seconds,
-        batch_size=24,
-        stacks_per_step=3,
-        learning_rate=1e-3,
-        base=8,
-        validate_every_s=600.0,
-        validation_stacks=6,
-        reuse=2,
+    return _two_core(
+        max_seconds,
         synth=SynthConfig(
             rows=128,
             cols=128,
@@ -114,6 +107,23 @@ def refine_config(max_seconds: float) -> SynthTrainConfig:
         mimic_fraction=0.5,
         placenta_near_fraction=0.5,
     )
+    return _two_core(
+        max_seconds,
+        synth=window,
+        validation_synth=replace(window, slices=(12, 20)),
+        window_mm=160.0,
+    )
+
+
+def _two_core(
+    max_seconds: float,
+    *,
+    synth: SynthConfig,
+    validation_synth: SynthConfig,
+    window_mm: float | None = None,
+) -> SynthTrainConfig:
+    """What both 2-core CPU stages share: a narrower U-Net (base 8) at a learning rate of 1e-3,
+    24-slice batches of three stacks, each used twice, six validation stacks every ten minutes."""
     return SynthTrainConfig(
         max_seconds=max_seconds,
         batch_size=24,
@@ -123,9 +133,9 @@ def refine_config(max_seconds: float) -> SynthTrainConfig:
         validate_every_s=600.0,
         validation_stacks=6,
         reuse=2,
-        synth=window,
-        validation_synth=replace(window, slices=(12, 20)),
-        window_mm=160.0,
+        synth=synth,
+        validation_synth=validation_synth,
+        window_mm=window_mm,
     )
 
 

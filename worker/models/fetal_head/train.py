@@ -33,7 +33,7 @@ import torch
 
 from worker.core.commands import Progress
 from worker.models._nn import checkpoint
-from worker.models._nn.ensemble import OUTLIER_FACTOR, pick_members
+from worker.models._nn.ensemble import ensemble_entry, pick_members
 from worker.models._nn.folds import grouped_folds
 from worker.models._nn.schedule import Schedule
 from worker.models._nn.unet import UNet, UNetEnsemble
@@ -234,13 +234,7 @@ def train_fetal_head(
             "tune_hc_mae_mm_flip": round(flipped, 3),
             "chosen_on": "the pooled tuning folds",
         },
-        "ensemble": {
-            "members": [i + 1 for i in chosen],
-            "rule": "fold models by their own tuning fold's HC error, best first; none worse "
-            f"than {OUTLIER_FACTOR} x the median fold's"
-            + (f"; at most {max_members}" if max_members else ""),
-            "combination": "mean of the members' logits",
-        }
+        "ensemble": ensemble_entry(chosen, "their own tuning fold's HC error", max_members)
         if plan.ensemble
         else None,
         "quality_gate": gate,

@@ -28,7 +28,7 @@ import torch
 
 from worker.core.commands import Progress
 from worker.models._nn import checkpoint, pack
-from worker.models._nn.ensemble import OUTLIER_FACTOR, pick_members
+from worker.models._nn.ensemble import ensemble_entry, pick_members
 from worker.models._nn.schedule import Schedule
 from worker.models._nn.unet import UNet, UNetEnsemble
 from worker.models.lung_cxr.cv_train import (
@@ -133,13 +133,7 @@ def save_ensemble(
     metadata = {
         **_identity(label, films, device),
         "recipe": asdict(recipe),
-        "ensemble": {
-            "members": [k + 1 for k in chosen],
-            "rule": "fold models by their own fold's Dice, best first; none with an error "
-            f"(1 - Dice) worse than {OUTLIER_FACTOR} x the median fold's"
-            + (f"; at most {max_members}" if max_members else ""),
-            "combination": "mean of the members' logits",
-        },
+        "ensemble": ensemble_entry(chosen, "their own fold's Dice", max_members, error="1 - Dice"),
         **extra,
     }
     metadata["sha256"] = checkpoint.save(model, config, metadata, out)

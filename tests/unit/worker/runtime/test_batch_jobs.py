@@ -23,6 +23,7 @@ from db.migrate import upgrade
 from db.models import Job, JobLogLine, JobState, utcnow
 from db.session import make_engine, make_session_factory
 from tests.support.jobs import add_job, queue_test_job, set_job
+from tests.support.sr import sr_numbers
 from tests.support.tools import dciodvfy_errors
 from worker.core.registry import get_spec
 from worker.core.settings import Settings
@@ -30,7 +31,7 @@ from worker.models.fetal_head.us_dicom import write_us_phantom
 from worker.pipeline.batching import Batching
 from worker.pipeline.cache import ModelCache
 from worker.runtime.batch_jobs import claim_mates, execute_batch
-from worker.runtime.jobs import claim, execute_job
+from worker.runtime.jobs import Claimed, claim, execute_job
 
 HEAD = "fetal-head-unet"
 #: One single-frame series, a three-frame cine, another single frame: 5 frames in all.
@@ -50,18 +51,6 @@ class Outcome:
     report_status: str
 
 
-def _sr_numbers(path: Path) -> dict[str, float]:
-    found: dict[str, float] = {}
-    stack = list(pydicom.dcmread(path).ContentSequence)
-    while stack:
-        item = stack.pop()
-        stack += list(item.get("ContentSequence", []))
-        if item.ValueType == "NUM":
-            code = item.ConceptNameCodeSequence[0].CodeValue
-            found[code] = float(item.MeasuredValueSequence[0].NumericValue)
-    return found
-
-
 def _outcome(session_factory: sessionmaker[Session], job_id: int) -> Outcome:
     with session_factory() as session:
         job = session.get_one(Job, job_id)
@@ -76,7 +65,7 @@ def _outcome(session_factory: sessionmaker[Session], job_id: int) -> Outcome:
         attempts=attempts,
         measurements=measurements,
         seg=pydicom.dcmread(outputs["seg"]).pixel_array,
-        sr=_sr_numbers(outputs["sr"]),
+        sr=sr_numbers(pydicom.dcmread(outputs["sr"])),
         report_status=json.loads(outputs["json"].read_text())["status"],
     )
 
@@ -96,6 +85,19 @@ def _queue_us_jobs(session_factory: sessionmaker[Session], folder: Path) -> list
         set_job(session_factory, job_id, model_name=HEAD, model_version="2.0.0")
         jobs.append(job_id)
     return jobs
+
+
+def _queued_twice_first_run_alone(
+    root: Path, models: ModelCache
+) -> tuple[sessionmaker[Session], list[int], sessionmaker[Session], list[int]]:
+    """The phantoms' jobs queued in two databases; those of the first run one by one.
+    Returns (alone database, its jobs, batch database, its jobs)."""
+    alone_db, batch_db = _database(root / "a"), _database(root / "b")
+    alone_jobs = _queue_us_jobs(alone_db, root / "in-a")
+    batch_jobs = _queue_us_jobs(batch_db, root / "in-b")
+    for job_id in alone_jobs:
+        assert execute_job(alone_db, models, root / "ra", job_id) is not None
+    return alone_db, alone_jobs, batch_db, batch_jobs
 
 
 class _CountingNet:
@@ -123,12 +125,7 @@ def test_a_batch_gives_each_job_what_it_gets_alone(
     tmp_path: Path, counted: tuple[ModelCache, _CountingNet]
 ) -> None:
     models, net = counted
-    alone_db, batch_db = _database(tmp_path / "a"), _database(tmp_path / "b")
-    alone_jobs = _queue_us_jobs(alone_db, tmp_path / "in-a")
-    batch_jobs = _queue_us_jobs(batch_db, tmp_path / "in-b")
-
-    for job_id in alone_jobs:
-        assert execute_job(alone_db, models, tmp_path / "ra", job_id) is not None
+    alone_db, alone_jobs, batch_db, batch_jobs = _queued_twice_first_run_alone(tmp_path, models)
     assert net.calls == [1] * 5  # the CPU predictor's batch size: one frame per pass
     net.calls.clear()
 
@@ -162,11 +159,7 @@ def test_frames_of_several_jobs_share_one_pass_at_a_larger_batch_size(
     """A device batch size over 1 (as on CUDA): one network call for the frames of all three
     jobs; HC within 0.1 mm and the masks within a few boundary pixels of one by one."""
     models, net = counted
-    alone_db, batch_db = _database(tmp_path / "a"), _database(tmp_path / "b")
-    alone_jobs = _queue_us_jobs(alone_db, tmp_path / "in-a")
-    batch_jobs = _queue_us_jobs(batch_db, tmp_path / "in-b")
-    for job_id in alone_jobs:
-        execute_job(alone_db, models, tmp_path / "ra", job_id)
+    alone_db, alone_jobs, batch_db, batch_jobs = _queued_twice_first_run_alone(tmp_path, models)
     models.get(get_spec(HEAD)).predictor.batch_size = 8  # type: ignore[attr-defined]
     net.calls.clear()
     execute_batch(batch_db, models, tmp_path / "rb", batch_jobs[0], batching=Batching(4, 0.0))
@@ -265,6 +258,18 @@ class _FakeTime:
         if arrive is not None:
             arrive()
 
+    def claim_mates(
+        self,
+        session_factory: sessionmaker[Session],
+        leader: Claimed,
+        tmp_path: Path,
+        batching: Batching,
+    ) -> list[Claimed]:
+        """``claim_mates`` for worker w1, waiting on this clock."""
+        return claim_mates(
+            session_factory, leader, tmp_path, "w1", batching, clock=self.clock, sleep=self.sleep
+        )
+
 
 def _job(
     session_factory: sessionmaker[Session], queue: str = "gpu", model: str = "m", **fields: Any
@@ -292,15 +297,7 @@ def test_the_wait_takes_what_arrives_in_time_and_ends_at_its_bound(
     leader = _leader(session_factory, tmp_path)
     arrived: list[int] = []
     fake = _FakeTime({2: lambda: arrived.append(_job(session_factory))})
-    mates = claim_mates(
-        session_factory,
-        leader,
-        tmp_path,
-        "w1",
-        Batching(4, 0.02),
-        clock=fake.clock,
-        sleep=fake.sleep,
-    )
+    mates = fake.claim_mates(session_factory, leader, tmp_path, Batching(4, 0.02))
     assert [m.job_id for m in mates] == arrived  # the job queued during the wait joined
     assert sum(fake.slept) == pytest.approx(0.02)  # then it waited out the rest, no longer
     assert _state(session_factory, arrived[0]) == (JobState.RUNNING, "w1")
@@ -314,26 +311,10 @@ def test_a_full_batch_does_not_wait_and_no_wait_means_none(
     leader = _leader(session_factory, tmp_path)
     queued = [_job(session_factory) for _ in range(3)]
     fake = _FakeTime()
-    full = claim_mates(
-        session_factory,
-        leader,
-        tmp_path,
-        "w1",
-        Batching(3, 10.0),
-        clock=fake.clock,
-        sleep=fake.sleep,
-    )
+    full = fake.claim_mates(session_factory, leader, tmp_path, Batching(3, 10.0))
     assert [m.job_id for m in full] == queued[:2] and fake.slept == []  # oldest first
     assert _state(session_factory, queued[2])[0] is JobState.QUEUED
-    alone = claim_mates(
-        session_factory,
-        leader,
-        tmp_path,
-        "w1",
-        Batching(8, 0.0),
-        clock=fake.clock,
-        sleep=fake.sleep,
-    )
+    alone = fake.claim_mates(session_factory, leader, tmp_path, Batching(8, 0.0))
     assert [m.job_id for m in alone] == queued[2:] and fake.slept == []
 
 

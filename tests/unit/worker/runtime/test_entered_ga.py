@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Job, JobState
 from tests.support.jobs import queue_test_job, set_job
+from tests.support.sr import sr_numbers
 from tests.support.tools import dciodvfy_errors
 from worker.dashboard.growth_standing import recomputed
 from worker.models.fetal_head.growth import standing
@@ -24,19 +25,6 @@ from worker.pipeline.cache import ModelCache
 from worker.runtime.jobs import execute_job
 
 ENTERED = 24 * 7 + 3  # 24w3d on the study date
-
-
-def _measured(sr: pydicom.Dataset) -> dict[str, float]:
-    """{concept code: numeric value} of every NUM item of the SR's content tree."""
-    found: dict[str, float] = {}
-    stack = list(sr.ContentSequence)
-    while stack:
-        item = stack.pop()
-        stack += list(item.get("ContentSequence", []))
-        if item.ValueType == "NUM":
-            code = item.ConceptNameCodeSequence[0].CodeValue
-            found[code] = float(item.MeasuredValueSequence[0].NumericValue)
-    return found
 
 
 def test_a_job_uses_the_entered_ga_by_dates(
@@ -81,7 +69,7 @@ def test_a_job_uses_the_entered_ga_by_dates(
     assert dating["described"].endswith("(GA on the study date)")
 
     assert dciodvfy_errors(outputs["sr"]) == []
-    in_sr = _measured(pydicom.dcmread(outputs["sr"]))
+    in_sr = sr_numbers(pydicom.dcmread(outputs["sr"]))
     assert in_sr["11885-1"] == ENTERED  # LN Gestational Age by LMP: the GA by dates
     assert in_sr["121416"] == pytest.approx(expected.z, abs=1e-6)  # Z-Score of measurement
     assert in_sr["121415"] == pytest.approx(expected.centile, abs=1e-6)  # Percentile Ranking

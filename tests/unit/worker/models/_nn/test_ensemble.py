@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from worker.models._nn import checkpoint
-from worker.models._nn.ensemble import pick_members
+from worker.models._nn.ensemble import ensemble_entry, pick_members
 from worker.models._nn.folds import grouped_folds
 from worker.models._nn.predictor import UNetPredictor
 from worker.models._nn.unet import UNet, UNetEnsemble
@@ -49,6 +49,21 @@ def test_members_by_their_tuning_error_without_outliers_and_capped() -> None:
     assert pick_members([3.0]) == [0]
     with pytest.raises(ValueError):
         pick_members([])
+
+
+def test_the_ensembles_metadata_names_its_folds_from_one_and_its_rule() -> None:
+    entry = ensemble_entry([1, 3], "their own fold's Dice", 2, error="1 - Dice")
+    assert entry == {
+        "members": [2, 4],
+        "rule": "fold models by their own fold's Dice, best first; none with an error "
+        "(1 - Dice) worse than 1.5 x the median fold's; at most 2",
+        "combination": "mean of the members' logits",
+    }
+    uncapped = ensemble_entry([0], "their own tuning fold's HC error", None)["rule"]
+    assert uncapped == (
+        "fold models by their own tuning fold's HC error, best first; none worse than 1.5 x "
+        "the median fold's"
+    )
 
 
 def test_grouped_folds_keep_groups_together_and_even() -> None:

@@ -52,7 +52,7 @@ from db.session import make_engine, make_session_factory
 from dicom_gateway.completion import complete_quiet_series
 from dicom_gateway.records import instance_info, record_instance
 from worker.core.registry import get_spec
-from worker.models.fetal_head.serve import _as_uint8
+from worker.models.fetal_head.images import as_uint8
 from worker.pipeline.batch import process_paths
 from worker.pipeline.batching import Batching
 from worker.pipeline.cache import ModelCache
@@ -119,7 +119,7 @@ def _record(session_factory: Any, paths: list[Path]) -> None:
 def _tensors(paths: list[Path], predictor: Any) -> list[torch.Tensor]:
     """The network inputs the pipeline makes for one series."""
     out = []
-    for frame in _as_uint8(load_series(paths).frames):
+    for frame in as_uint8(load_series(paths).frames):
         x = predictor_module.preprocess(frame, predictor.input_size)
         out.append(torch.from_numpy(np.ascontiguousarray(x[None, None])))
     return out

@@ -7,11 +7,21 @@ runs the completion monitor, the outbox, the sweeper and the metrics endpoint (i
 cover its own associations only). The parent replaces a receiver that dies, after recording
 what it had stored (``replace_dead``).
 
-An extra receiver dies with its gateway: it is given the gateway's PID (not read after its
-slow imports, when a gateway killed meanwhile would already be PID 1's), asks the kernel
-for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), and exits at once if the parent is
-gone already. A gateway starting waits until no stray process listens on its port
-(``wait_for_free_port``): it never shares the port with receivers no one records for.
+An extra receiver dies with its gateway, however the gateway ends:
+
+* it is given the gateway's PID (not read after its slow imports, when a gateway killed
+  meanwhile would already be PID 1's), asks the kernel for SIGTERM when its parent dies
+  (``PR_SET_PDEATHSIG``), and exits at once if the parent is gone already;
+* it holds the read end of a pipe whose write end only the gateway holds (``Receiver.lifeline``):
+  when the gateway dies, the kernel closes that end and the receiver's wait wakes (EOF); it
+  also checks its parent's PID every second;
+* it waits for SIGTERM without a lock (``stopping.StopSignals``): a handler calling
+  ``Event.set()`` deadlocked a receiver whose signal landed inside ``Event.wait()``;
+* once told to stop it closes its port at once, and the kernel ends it if finishing the
+  associations in progress and writing their rows takes more than ``SHUTDOWN_GRACE_SECONDS``.
+
+A gateway starting waits until no stray process listens on its port (``wait_for_free_port``):
+it never shares the port with receivers no one records for.
 """
 
 from __future__ import annotations
@@ -27,19 +37,31 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicom_gateway.access import GatewayServer
 from dicom_gateway.metrics import RECEIVERS_REPLACED
+from dicom_gateway.stopping import StopSignals, exit_if_not_done_in
 from worker.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 _PARENT_POLL_SECONDS = 1.0
+#: Longest a receiver told to stop takes to finish its associations and write their rows;
+#: below ``stop_receivers``' wait, so it ends on its own before the gateway kills it.
+SHUTDOWN_GRACE_SECONDS = 25.0
+
+
+class Receiver(NamedTuple):
+    """An extra receiver process, and the write end of its lifeline (see the module's
+    docstring): held by the gateway for as long as the receiver should live."""
+
+    process: BaseProcess
+    lifeline: Connection
 
 
 class ReusePortServer(GatewayServer):
@@ -69,12 +91,14 @@ _PR_SET_PDEATHSIG = 1
 
 def die_with_parent(parent: int) -> bool:
     """Have the kernel send SIGTERM when this process's parent dies (Linux); False when the
-    parent is not ``parent`` any more (it died before this could be asked)."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is not None:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
-            logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    parent is not ``parent`` any more (it died before this could be asked: checked after).
+
+    The kernel's "parent" is the thread that started this process: receivers are started by
+    the gateway's main thread (``serve``), which lives as long as the gateway."""
+    # The symbols of the running process include libc's (find_library may find no file).
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
     return os.getppid() == parent
 
 
@@ -104,11 +128,24 @@ def wait_for_free_port(host: str, port: int, timeout: float) -> bool:
         time.sleep(0.1)
 
 
-def _receiver_main(settings_json: str, log_level: int, parent: int) -> None:
+def _until_told_to_stop(stops: StopSignals, lifeline: Connection, parent: int) -> str:
+    """Wait for SIGTERM or the gateway's end; returns which."""
+    while not stops.wait(_PARENT_POLL_SECONDS, lifeline):
+        if os.getppid() != parent:
+            return "gateway process gone"
+    if stops.received is not None:
+        return f"signal {stops.received}"
+    return "gateway process gone (lifeline closed)"
+
+
+def _receiver_main(settings_json: str, log_level: int, parent: int, lifeline: Connection) -> None:
     """Entry point of an extra receiver process (spawned: nothing inherited but arguments);
-    ``parent`` is the gateway's PID."""
+    ``parent`` is the gateway's PID, ``lifeline`` the read end of the pipe it holds open."""
     if not die_with_parent(parent):
         return  # the gateway was killed while this process started: no one would record
+    # From here a SIGTERM is kept, not acted on half-way, even during the slow start below.
+    stops = StopSignals([signal.SIGTERM])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides
     logging.basicConfig(
         level=log_level, format="%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
     )
@@ -116,13 +153,7 @@ def _receiver_main(settings_json: str, log_level: int, parent: int) -> None:
     from dicom_gateway.server import start_receiver
 
     settings = Settings.model_validate_json(settings_json)
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides
+    stop = threading.Event()  # set by this (main) thread only, never by a signal handler
     server, index = start_receiver(settings)
     flusher = None
     if index is not None:
@@ -134,61 +165,72 @@ def _receiver_main(settings_json: str, log_level: int, parent: int) -> None:
         )
         flusher.start()
     logger.info("receiver %d listening on port %d", os.getpid(), settings.port)
-    while not stop.wait(_PARENT_POLL_SECONDS):
-        if os.getppid() != parent:
-            logger.warning("receiver %d: gateway process gone; stopping", os.getpid())
-            break
+    reason = _until_told_to_stop(stops, lifeline, parent)
+    level = logging.INFO if stops.received is not None else logging.WARNING
+    logger.log(level, "receiver %d: %s; stopping", os.getpid(), reason)
+    # Bounds all that follows, interpreter exit included (it joins association threads).
+    exit_if_not_done_in(SHUTDOWN_GRACE_SECONDS)
     stop.set()
-    server.shutdown()
+    server.shutdown()  # closes the port first, then waits for the associations in progress
     if flusher is not None:
-        flusher.join(30)
+        flusher.join()
 
 
-def _start_one(settings: Settings) -> BaseProcess:
-    process = multiprocessing.get_context("spawn").Process(
+def _start_one(settings: Settings) -> Receiver:
+    context = multiprocessing.get_context("spawn")
+    watched, lifeline = context.Pipe(duplex=False)
+    process = context.Process(
         target=_receiver_main,
-        args=(settings.model_dump_json(), logging.getLogger().getEffectiveLevel(), os.getpid()),
+        args=(
+            settings.model_dump_json(),
+            logging.getLogger().getEffectiveLevel(),
+            os.getpid(),
+            watched,
+        ),
         name="medseg-receiver",
     )
     process.start()
-    return process
+    watched.close()  # the receiver has its own copy: the lifeline's only reader
+    return Receiver(process, lifeline)
 
 
-def start_extra_receivers(settings: Settings) -> list[BaseProcess]:
+def start_extra_receivers(settings: Settings) -> list[Receiver]:
     """``settings.receivers - 1`` receiver processes on the gateway's port."""
     return [_start_one(settings) for _ in range(settings.receivers - 1)]
 
 
 def replace_dead(
-    processes: list[BaseProcess], settings: Settings, on_loss: Callable[[], object]
+    receivers: list[Receiver], settings: Settings, on_loss: Callable[[], object]
 ) -> int:
     """Start a new receiver in place of each one that has exited (crashed, killed, out of
     memory); returns how many. ``on_loss`` runs first, once: a dead receiver may have
     acknowledged instances whose rows were still queued in its memory (batch index), and the
     main gateway records them from their files before the series can complete without them.
     """
-    dead = [i for i, process in enumerate(processes) if not process.is_alive()]
+    dead = [i for i, receiver in enumerate(receivers) if not receiver.process.is_alive()]
     if not dead:
         return 0
     for i in dead:
+        process = receivers[i].process
         logger.error(
-            "receiver %s exited (code %s); starting another",
-            processes[i].pid,
-            processes[i].exitcode,
+            "receiver %s exited (code %s); starting another", process.pid, process.exitcode
         )
         RECEIVERS_REPLACED.inc()
+        receivers[i].lifeline.close()
     on_loss()
     for i in dead:
-        processes[i] = _start_one(settings)
+        receivers[i] = _start_one(settings)
     return len(dead)
 
 
-def stop_receivers(processes: list[BaseProcess], timeout: float = 30.0) -> None:
-    for process in processes:
-        process.terminate()  # SIGTERM: finish the associations in progress, write rows
-    for process in processes:
+def stop_receivers(receivers: list[Receiver], timeout: float = SHUTDOWN_GRACE_SECONDS + 5) -> None:
+    for receiver in receivers:
+        receiver.process.terminate()  # SIGTERM: finish the associations in progress, write rows
+    for receiver in receivers:
+        process = receiver.process
         process.join(timeout)
         if process.is_alive():
             logger.error("receiver %s did not stop; killing it", process.pid)
             process.kill()
             process.join()
+        receiver.lifeline.close()

@@ -8,7 +8,6 @@ import ssl
 import threading
 from collections.abc import Callable
 from functools import partial
-from types import FrameType
 from typing import Any
 
 from pynetdicom import AE, evt
@@ -41,6 +40,7 @@ from dicom_gateway.receivers import (
     wait_for_free_port,
 )
 from dicom_gateway.records import UNAVAILABLE
+from dicom_gateway.stopping import StopSignals
 from worker.core.broker_held import held_task_ids, redis_reader
 from worker.core.broker_probe import BrokerProbe
 from worker.core.settings import Settings
@@ -282,14 +282,7 @@ def _recover_lost_rows(settings: Settings) -> Callable[[], bool]:
 
 def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then stop accepting, finish the monitor and return."""
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("signal %d: shutting down", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    stops = StopSignals([signal.SIGTERM, signal.SIGINT])  # waited for without a lock
     server, monitor = start_gateway(settings)
     receivers = start_extra_receivers(settings) if settings.receivers > 1 else []
     recover = _recover_lost_rows(settings)
@@ -300,10 +293,11 @@ def serve(settings: Settings) -> None:
         unrecovered = not recover()
 
     try:
-        while not stop.wait(SUPERVISE_SECONDS):
+        while not stops.wait(SUPERVISE_SECONDS):
             replace_dead(receivers, settings, on_loss)
             if unrecovered:
                 on_loss()
+        logger.info("signal %d: shutting down", stops.received)
     finally:
         server.shutdown()
         stop_receivers(receivers)

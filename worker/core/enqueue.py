@@ -1,7 +1,8 @@
 """Queueing a job: the row the outbox publishes, one per (instance set, model, version).
 
 The gateway queues a job when a series completes; operators queue one with ``medseg
-retry|rerun``.
+retry|rerun``. A job names the version of its model that is live when it is queued: the one
+promoted (``medseg promote``, ``worker.shadow.installs``) when there is one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Instance, Job, JobState
+from db.shadow_models import LIVE, ModelInstall
 from worker.core.registry import ModelSpec
 
 #: An identical job in one of these states makes a new one unnecessary (``retry`` re-runs).
@@ -25,6 +27,18 @@ def input_key(sop_instance_uids: Sequence[str], model: str, version: str) -> str
     for uid in sorted(sop_instance_uids):
         digest.update(uid.encode() + b"\n")
     return digest.hexdigest()
+
+
+def live_version(session: Session, spec: ModelSpec) -> str:
+    """The version of ``spec``'s model a job queued now runs: its promoted install's, else
+    the one it ships as (the worker loads the same: ``worker.shadow.installs.live_spec``)."""
+    promoted = session.scalar(
+        select(ModelInstall.version)
+        .where(ModelInstall.model_name == spec.name, ModelInstall.role == LIVE)
+        .order_by(ModelInstall.id.desc())
+        .limit(1)
+    )
+    return promoted or spec.version
 
 
 def covering_job(session: Session, series_id: int, key: str) -> int | None:
@@ -44,13 +58,14 @@ def queue_job(
     sop_uids = session.scalars(
         select(Instance.sop_instance_uid).where(Instance.series_id == series_id)
     ).all()
-    key = input_key(sop_uids, spec.name, spec.version)
+    version = live_version(session, spec)
+    key = input_key(sop_uids, spec.name, version)
     if not force and covering_job(session, series_id, key) is not None:
         return None
     job = Job(
         series_id=series_id,
         model_name=spec.name,
-        model_version=spec.version,
+        model_version=version,
         queue=spec.queue,
         state=JobState.QUEUED,
         max_attempts=max_attempts,

@@ -51,12 +51,13 @@ def _series(session: Session, model_name: str, since: datetime | None) -> list[i
 
 
 def _key(session: Session, series_id: int, spec: ModelSpec) -> str:
-    from worker.core.enqueue import input_key
+    """The input key of a job of ``spec``'s live version queued now (``queue_job``'s)."""
+    from worker.core.enqueue import input_key, live_version
 
     uids = session.scalars(
         select(Instance.sop_instance_uid).where(Instance.series_id == series_id)
     ).all()
-    return input_key(uids, spec.name, spec.version)
+    return input_key(uids, spec.name, live_version(session, spec))
 
 
 def _identical_failure(session: Session, series_id: int, key: str) -> Job | None:
@@ -111,24 +112,25 @@ def rerun(
     max_attempts: int = 3,
     actor: Actor | None = None,
 ) -> list[int]:
-    """Jobs with the model's current version for every series it ran on (since ``since``);
-    returns the IDs queued.
+    """Jobs with the model's live version (the promoted one, if any) for every series it ran
+    on (since ``since``); returns the IDs queued.
 
     Earlier jobs and their results stay. A series whose identical job (same instances, same
     model version) is queued, running or succeeded is skipped; one whose identical job failed
     has that job queued again with a fresh budget (no pile of identical failures), unless it
     failed on its input (it would fail again). ``force``: a new job for every series.
     """
-    from worker.core.enqueue import queue_job
+    from worker.core.enqueue import live_version, queue_job
 
     with refusals(session_factory, actor, "rerun"):
         spec = _spec(model_name)
-    detail = f"{model_name} {spec.version}" + (
-        f" since {since.isoformat(timespec='minutes')}" if since else ""
-    )
-    detail += " (forced)" if force else ""
     queued: list[int] = []
     with session_factory.begin() as session:
+        version = live_version(session, spec)
+        detail = f"{model_name} {version}" + (
+            f" since {since.isoformat(timespec='minutes')}" if since else ""
+        )
+        detail += " (forced)" if force else ""
         for series_id in _series(session, model_name, since):
             failed = (
                 None
@@ -155,5 +157,5 @@ def rerun(
                 record(session, actor, "rerun", job_id=job_id, detail=detail)
         if not queued:
             record(session, actor, "rerun", detail=f"{detail}: no job queued")
-    logger.info("rerun of %s %s: %d job(s)", model_name, spec.version, len(queued))
+    logger.info("rerun of %s %s: %d job(s)", model_name, version, len(queued))
     return queued

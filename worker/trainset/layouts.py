@@ -78,7 +78,7 @@ class HC18Layout:
         self, series: LoadedSeries, masks: SegMasks, subject: str, reference: Reference
     ) -> list[str]:
         from worker.models.fetal_head.biometry import Ellipse, fit_ellipse_mm
-        from worker.models.fetal_head.serve import _as_uint8
+        from worker.models.fetal_head.images import as_uint8
         from worker.pipeline.calibration import image_calibration
 
         hc = reference.measurements.get("head_circumference_mm")
@@ -105,7 +105,7 @@ class HC18Layout:
             ellipse = fit_ellipse_mm(stack[best], (1.0, 1.0))
         if ellipse is None:
             raise SkippedCaseError("no ellipse in the head mask")
-        image = _as_uint8(series.frames[best : best + 1])[0]
+        image = as_uint8(series.frames[best : best + 1])[0]
         # HC18 draws the ellipse as a line about two pixels wide centred on it (hc18.load_mask).
         annotation = np.zeros(image.shape, dtype=np.uint8)
         scale = 16  # cv2 fixed point: 4 fractional bits

@@ -107,17 +107,12 @@ def test_parallel_senders_over_three_receivers_lose_nothing(
     assert len(list(Path(env["MEDSEG_DATA_DIR"]).rglob("*.dcm"))) == 24
 
 
-def test_receivers_exit_when_the_gateway_is_killed(env: dict[str, str], tmp_path: Path) -> None:
-    port = int(env["MEDSEG_PORT"])
-    gateway = start_medseg(["gateway"], env, tmp_path / "gateway.log")
+def _alive(pid: int) -> bool:
     try:
-        wait_for_port(port, process=gateway)
-        _wait(lambda: _listeners(port) == 3)
-        os.kill(gateway.pid, signal.SIGKILL)
-        gateway.wait(10)
-        _wait(lambda: _listeners(port) == 0, timeout=20)  # orphans notice and leave
-    finally:
-        stop(gateway)
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie is dead (its new parent may never reap it)
 
 
 def _children(pid: int) -> list[int]:
@@ -128,6 +123,38 @@ def _children(pid: int) -> list[int]:
         for child in found.stdout.split()
         if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
     ]
+
+
+def test_receivers_exit_when_the_gateway_is_killed(env: dict[str, str], tmp_path: Path) -> None:
+    """The orphans close the port and end, whatever they were doing when the signal came (a
+    SIGTERM landing inside ``Event.wait()`` once deadlocked one for good)."""
+    port = int(env["MEDSEG_PORT"])
+    log = tmp_path / "gateway.log"
+    gateway = start_medseg(["gateway"], env, log)
+    receivers: list[int] = []
+    try:
+        wait_for_port(port, process=gateway)
+        _wait(lambda: _listeners(port) == 3)
+        receivers = _children(gateway.pid)
+        assert len(receivers) == 2
+        os.kill(gateway.pid, signal.SIGKILL)
+        gateway.wait(10)
+        try:
+            _wait(lambda: _listeners(port) == 0, timeout=20)  # orphans notice and leave
+            _wait(lambda: not any(map(_alive, receivers)), timeout=20)
+        except AssertionError:
+            alive = [pid for pid in receivers if _alive(pid)]
+            raise AssertionError(
+                f"{_listeners(port)} listening, receivers {alive} alive; log:\n"
+                + log.read_text()[-4000:]
+            ) from None
+        stopping = [f"receiver {pid}: " for pid in receivers]
+        assert all(line in log.read_text() for line in stopping)  # they said why
+    finally:
+        stop(gateway)
+        for pid in receivers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_dead_receiver_is_replaced_and_its_acknowledged_rows_recovered(
@@ -180,12 +207,11 @@ def test_a_dead_receiver_is_replaced_and_its_acknowledged_rows_recovered(
     assert f"receiver {receiver} exited (code -9); starting another" in log
 
 
-def _alive(pid: int) -> bool:
+def _cmdline(pid: int) -> bytes:
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return False
-    return "\nState:\tZ" not in status  # a zombie is dead (its new parent may never reap it)
+        return b""
 
 
 def _direct_children(pid: int) -> list[int]:
@@ -209,13 +235,11 @@ def test_receivers_die_with_a_gateway_killed_while_they_start(
     try:
         wait_for_port(port, process=gateway)
         _wait(lambda: len(_direct_children(gateway.pid)) >= 2, interval=0.002)
+        # Read before the kill: a killed gateway's children are PID 1's a moment later.
+        children = _direct_children(gateway.pid)
         os.kill(gateway.pid, signal.SIGKILL)  # the receivers are still importing
-        strays = [
-            pid
-            for pid in _direct_children(gateway.pid) or _children(gateway.pid)
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        ]
         gateway.wait(10)
+        strays = [pid for pid in children if b"spawn_main" in _cmdline(pid)]
         assert strays
         restarted = start_medseg(["gateway"], env, tmp_path / "gateway2.log")
         wait_for_port(port, process=restarted, timeout=60)

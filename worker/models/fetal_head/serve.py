@@ -35,6 +35,7 @@ from worker.export.outputs import (
     Segment,
 )
 from worker.models.fetal_head.card import CARD
+from worker.models.fetal_head.images import as_uint8
 from worker.pipeline.calibration import image_calibration
 from worker.pipeline.loading import LoadedSeries
 
@@ -64,13 +65,6 @@ def accepts(tags: SeriesTags) -> bool:
         return False
     words = set(re.split(r"[^A-Z0-9]+", f"{tags.body_part_examined} {tags.series_description}"))
     return bool(words & _FETAL_WORDS)
-
-
-def _as_uint8(frames: npt.NDArray[np.float32]) -> list[npt.NDArray[np.uint8]]:
-    lo, hi = float(frames.min()), float(frames.max())
-    in_range = lo >= 0 and hi <= 255
-    scaled = frames if in_range else (frames - lo) / max(hi - lo, 1e-6) * 255
-    return [np.ascontiguousarray(f, dtype=np.uint8) for f in np.clip(scaled, 0, 255)]
 
 
 @dataclass
@@ -106,7 +100,7 @@ class FetalHeadModel:
     # The three stages of ``predict`` (worker.core.registry.StagedModel): medseg process runs
     # them in different threads, overlapping series.
     def prepare(self, series: LoadedSeries) -> _Prepared:
-        images = _as_uint8(series.frames)
+        images = as_uint8(series.frames)
         return _Prepared(images, self.predictor.prepare(images))
 
     def forward(self, prepared: _Prepared) -> _Forwarded:

@@ -10,15 +10,18 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import AuditEvent, Delivery, Job, Result
+from db.models import AuditEvent, Delivery, Job, JobState, Result
 from db.shadow_models import LIVE, ShadowResult
 from tests.support.dashboard_client import logged_in_client
 from tests.support.factories import chest_series
 from tests.support.jobs import queue_test_job, set_job
 from tests.support.reviewed import copied_checkpoint
+from worker.core.enqueue import queue_job
+from worker.core.registry import get_spec
 from worker.core.settings import DicomDestination, Settings
 from worker.ops.audit import Actor
 from worker.ops.operations import OperationError
+from worker.ops.reruns import rerun
 from worker.pipeline.cache import ModelCache
 from worker.runtime.jobs import DeliverTo, execute_job
 from worker.shadow.compare import compare, report_lines
@@ -116,3 +119,44 @@ def test_shadow_runs_beside_live_is_stored_not_delivered_then_promoted(
             == "lung-ct-unet 1.1.0-shadow live (was 1.0.0 (shipped))"
         )
     assert [i.role for i in installs(session_factory, "lung-ct-unet")] == [LIVE]
+
+
+def _queued(session_factory: sessionmaker[Session], series_id: int) -> int | None:
+    """A job of lung-ct-unet queued as the gateway and ``medseg route`` queue one."""
+    with session_factory.begin() as session:
+        return queue_job(session, series_id, get_spec("lung-ct-unet"), 3)
+
+
+def _version(session_factory: sessionmaker[Session], job_id: int) -> str:
+    with session_factory() as session:
+        return session.get_one(Job, job_id).model_version
+
+
+def test_jobs_queued_after_a_promotion_name_the_promoted_version(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Once a version is promoted, a job queued records it (not the version the model ships
+    as), and a rerun queues the series the version before ran on again, for the new one."""
+    done = _queued(session_factory, _series_of(session_factory, tmp_path / "a", 3))
+    assert done is not None and _version(session_factory, done) == "1.0.0"
+    set_job(session_factory, done, state=JobState.SUCCEEDED)
+    weights = copied_checkpoint(tmp_path / "w")
+    install_shadow(session_factory, "lung-ct-unet", "1.1.0-shadow", weights, actor=ADMIN)
+    in_shadow = _queued(session_factory, _series_of(session_factory, tmp_path / "b", 4))
+    assert in_shadow is not None and _version(session_factory, in_shadow) == "1.0.0"
+
+    promote(session_factory, "lung-ct-unet", "1.1.0-shadow", actor=ADMIN)
+
+    after = _queued(session_factory, _series_of(session_factory, tmp_path / "c", 5))
+    assert after is not None and _version(session_factory, after) == "1.1.0-shadow"
+    rerun_jobs = rerun(session_factory, "lung-ct-unet", actor=ADMIN)
+    # ``done``'s series (run by 1.0.0) and ``in_shadow``'s get a job of the promoted version;
+    # ``after``'s is covered already.
+    assert len(rerun_jobs) == 2
+    assert {_version(session_factory, job) for job in rerun_jobs} == {"1.1.0-shadow"}
+
+
+def _series_of(session_factory: sessionmaker[Session], folder: Path, seed: int) -> int:
+    job_id = queue_test_job(session_factory, chest_series(folder, seed, slices=4))
+    with session_factory() as session:
+        return session.get_one(Job, job_id).series_id

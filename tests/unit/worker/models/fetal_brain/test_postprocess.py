@@ -153,3 +153,20 @@ def test_the_second_stage_replaces_the_first_within_reach_of_the_core() -> None:
     expected = 2 * (first & refined.mask).sum() / (first.sum() + refined.mask.sum())
     assert refined.stage_agreement == pytest.approx(expected, abs=0.02)
     assert segment_stack(_Echo(), image, SPACING, recipe).stage_agreement is None  # type: ignore[arg-type]
+
+
+def test_the_two_stage_candidate_serves_a_stack_with_both_its_checkpoints() -> None:
+    from pathlib import Path
+
+    from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
+    from worker.models.fetal_brain.predict import StackSegmenter
+
+    weights = Path(__file__).parents[5] / "worker/models/fetal_brain/candidates"
+    segmenter = StackSegmenter(weights / "fetal_brain_unet.pt")
+    assert segmenter.refiner is not None  # named by the first stage's recipe, sha256-checked
+    assert "NOT FOR CLINICAL USE" in segmenter.predictor.metadata["status"]
+    stack = make_fetal_brain_stack(820001)
+    spacing = (stack.slice_mm, stack.pixel_mm, stack.pixel_mm)
+    served = segmenter.segment(stack.image, spacing)
+    assert served.stage_agreement is not None and 0.0 <= served.stage_agreement <= 1.0
+    assert served.mask.any() and (served.mask & stack.brain).sum() > 0.5 * stack.brain.sum()

@@ -67,11 +67,15 @@ def _sync(device: str) -> None:
 
 
 def _networks(model: Any) -> list[Any]:
-    """The objects holding a torch module as ``.model`` (UNetPredictor, the detector)."""
-    held = [
-        v for v in vars(model).values() if isinstance(getattr(v, "model", None), torch.nn.Module)
-    ]
-    return [v for v in held if v is not None]
+    """The objects holding a torch module as ``.model`` (UNetPredictor, the detector), held
+    by the model or one level down (the fetal brain's StackSegmenter and its two stages)."""
+    found = []
+    for value in vars(model).values():
+        inner = list(vars(value).values()) if hasattr(value, "__dict__") else []
+        for v in (value, *inner):
+            if isinstance(getattr(v, "model", None), torch.nn.Module) and v not in found:
+                found.append(v)
+    return found
 
 
 def _instrument(model: Any, device: str) -> list[torch.nn.Module]:

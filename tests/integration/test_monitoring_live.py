@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -131,7 +132,12 @@ def test_every_dashboard_panel_returns_data_from_a_live_stack(
         wait_for_port(web, timeout=60)
 
         def targets_up() -> bool:
-            active = _api(web, "targets")["activeTargets"]
+            try:
+                active = _api(web, "targets")["activeTargets"]
+            except urllib.error.HTTPError as exc:
+                if exc.code == 503:  # listening, storage not ready yet: Prometheus says 503
+                    return False
+                raise
             return len(active) == 2 and all(t["health"] == "up" for t in active)
 
         _wait("both targets up", targets_up, 60, logs)

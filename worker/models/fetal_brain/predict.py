@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from worker.models._nn.metrics import dice
 from worker.models._nn.predictor import UNetPredictor
 from worker.pipeline.geometry import VolumeGeometry
 
@@ -112,15 +113,6 @@ def near(core: Mask, spacing: Spacing, within_mm: float) -> Mask:
     return region
 
 
-def search_region(
-    probabilities: npt.NDArray[np.float32], spacing: Spacing, recipe: PostProcess
-) -> Mask | None:
-    """Where the brain is looked for: within ``core_mm + margin_mm`` of the brain's core
-    (``brain_core``); None when nothing is that deep."""
-    core = brain_core(probabilities, spacing, recipe)
-    return None if core is None else near(core, spacing, recipe.core_mm + recipe.margin_mm)
-
-
 def window_probabilities(
     predict: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]],
     stack: npt.NDArray[np.uint8],
@@ -200,11 +192,11 @@ def segment_stack(
         if core is not None:
             region = near(core, spacing, recipe.core_mm + recipe.margin_mm)
             if refiner is not None:
-                centre = tuple(float(c) for c in np.argwhere(core).mean(0)[1:])
+                row, col = np.argwhere(core).mean(0)[1:]
                 refined = window_probabilities(
                     lambda w: stack_probabilities(refiner, w, recipe.flips),
                     stack,
-                    (centre[0], centre[1]),
+                    (float(row), float(col)),
                     (spacing[1], spacing[2]),
                     recipe.window_mm,
                 )
@@ -213,15 +205,10 @@ def segment_stack(
                 outside = raw & ~within
                 raw = (refined >= recipe.threshold) & within
                 mask = clean_mask(raw)
-                return StackPrediction(raw, mask, outside, _dice(first, mask))
+                return StackPrediction(raw, mask, outside, dice(first, mask))
             outside = raw & ~region
             raw = raw & region
     return StackPrediction(raw, clean_mask(raw), outside)
-
-
-def _dice(a: Mask, b: Mask) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 2 * float((a & b).sum()) / total if total else 1.0
 
 
 class StackSegmenter:

@@ -30,6 +30,7 @@ import numpy.typing as npt
 import torch
 
 from worker.models._nn import checkpoint
+from worker.models._nn.metrics import dice
 from worker.models._nn.train import loss_fn, normalise
 from worker.models._nn.unet import UNet
 from worker.models.fetal_brain.atlas import LabelBank, load_bank
@@ -181,11 +182,6 @@ def _lr_at(fraction: float, config: SynthTrainConfig) -> float:
     return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
 
-def _dice(pred: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_]) -> float:
-    total = float(pred.sum() + truth.sum())
-    return 2 * float((pred & truth).sum()) / total if total else 1.0
-
-
 @torch.no_grad()
 def _probabilities(model: UNet, slices: torch.Tensor, amp: bool) -> torch.Tensor:
     """Sigmoid outputs for (n, rows, cols) slices in [0, 1]."""
@@ -221,7 +217,7 @@ class Validator:
         synth = []
         for images, truth in self.synthetic:
             prob = _probabilities(model, images, self.amp).cpu().numpy()
-            synth.append(_dice(clean_volume(prob), truth))
+            synth.append(dice(clean_volume(prob), truth))
         real = {n: self._score_real(model, i, t, sp) for n, i, t, sp in self.real}
         model.train()
         out: dict[str, Any] = {
@@ -273,7 +269,7 @@ class Validator:
         mask = clean_volume(prob)
         voxel_ml = spacing[0] * spacing[1] * spacing[2] / 1000
         return {
-            "dice": round(_dice(mask, truth), 4),
+            "dice": round(dice(mask, truth), 4),
             "volume_ml": round(float(mask.sum()) * voxel_ml, 1),
             "truth_ml": round(float(truth.sum()) * voxel_ml, 1),
         }

@@ -12,8 +12,9 @@ import pytest
 
 from worker.models.fetal_brain.predict import (
     PostProcess,
+    brain_core,
     clean_volume,
-    search_region,
+    near,
     segment_stack,
     stack_probabilities,
     window_probabilities,
@@ -58,8 +59,9 @@ def test_the_largest_component_alone_keeps_the_slab_the_localisation_drops_it() 
     plain = clean_volume(p)
     assert (plain & slab).sum() == slab.sum()  # brain, bridge and slab are one component
 
-    region = search_region(p, SPACING, PostProcess(core_mm=6.0, margin_mm=8.0))
-    assert region is not None
+    core = brain_core(p, SPACING, PostProcess(core_mm=6.0, margin_mm=8.0))
+    assert core is not None
+    region = near(core, SPACING, 6.0 + 8.0)  # core_mm + margin_mm
     kept = clean_volume(np.where(region, p, 0).astype(np.float32))
     assert (kept & brain).sum() == brain.sum()
     assert (kept & slab).sum() < 0.02 * slab.sum()
@@ -68,7 +70,7 @@ def test_the_largest_component_alone_keeps_the_slab_the_localisation_drops_it() 
 def test_no_deep_component_means_no_region() -> None:
     p = np.zeros((4, 32, 32), dtype=np.float32)
     p[:, 10:12, 10:12] = 0.9  # a 2 mm wide streak: nothing 6 mm deep
-    assert search_region(p, SPACING, PostProcess(core_mm=6.0)) is None
+    assert brain_core(p, SPACING, PostProcess(core_mm=6.0)) is None
 
 
 class _Echo:

@@ -535,9 +535,8 @@ def test_study_browser_and_live_pages_in_headless_chromium(
 ) -> None:
     """Search by accession and patient ID, an unrouted series with its reason, a row that
     changes state while the page is open (no reload), polls paused while the tab is hidden."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     from worker.ops.operations import cancel
@@ -574,11 +573,26 @@ def test_study_browser_and_live_pages_in_headless_chromium(
         wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
     def submit(button: str) -> None:
-        """Click a search form button and wait for the page it leads to."""
-        form = driver.find_element(By.ID, "study-search")
-        driver.find_element(By.ID, button).click()
-        wait.until(expected_conditions.staleness_of(form))
-        loaded()
+        """Click a search form button and wait for the page it leads to.
+
+        Marked and clicked in the page itself: a WebDriver click on a node found a moment
+        earlier can meet chromedriver's "Node with given id does not belong to the document"
+        when the document is still settling (CI, 2026-12-05); the marker is gone only once
+        the next document has replaced this one."""
+        wait.until(
+            lambda d: d.execute_script(
+                "var b = document.getElementById(arguments[0]);"
+                "if (!b || document.readyState !== 'complete') return false;"
+                "window.medsegBeforeSubmit = true; b.click(); return true;",
+                button,
+            )
+        )
+        WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(
+            lambda d: d.execute_script(
+                "return window.medsegBeforeSubmit === undefined"
+                " && document.readyState === 'complete'"
+            )
+        )
 
     def search(field: str, value: str) -> None:
         submit("search-clear")

@@ -23,7 +23,13 @@ from worker.models.fetal_brain.atlas import (
 )
 from worker.models.fetal_brain.data import stack_order
 from worker.models.fetal_brain.synth import BrainBank, SynthConfig, quantise, synthesise
-from worker.models.fetal_brain.train_synth import PhantomPool, SynthTrainConfig, load_real, train
+from worker.models.fetal_brain.train_synth import (
+    PhantomPool,
+    SynthTrainConfig,
+    _average,
+    load_real,
+    train,
+)
 
 VOXEL_MM = 2.0
 RADII_MM = (30.0, 24.0, 20.0)
@@ -211,3 +217,18 @@ def test_training_on_synthetic_stacks_saves_a_servable_checkpoint(
     model, loaded = checkpoint.load(out, "cpu")
     assert loaded["sha256"] == meta["sha256"] and loaded["config"]["input_rows"] == 32
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_the_kept_weights_can_be_an_average_of_the_trajectory() -> None:
+    """``ema_decay``: what is validated and saved is torch's EMA of the weights."""
+    model = UNet(base=4, depth=2)
+    assert _average(model, 0.0) is None
+    average = _average(model, 0.9)
+    assert average is not None
+    first = next(model.parameters()).detach().clone()
+    average.update_parameters(model)  # the first update copies the weights
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    average.update_parameters(model)
+    torch.testing.assert_close(next(average.module.parameters()), first + 0.1)

@@ -18,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from worker.models.fetal_brain.convention import CONVENTIONS, INTRACRANIAL
+
 PLANES = ("TRA", "COR", "SAG")
 
 Mask = npt.NDArray[np.bool_]
@@ -26,14 +28,22 @@ Mask = npt.NDArray[np.bool_]
 @dataclass
 class FetalBrainStack:
     image: npt.NDArray[np.int16]  # (slices, rows, columns), 0-1000
-    brain: Mask
+    brain: Mask  # parenchyma: brain tissue and ventricles, no extra-axial CSF
     pixel_mm: float
     slice_mm: float
     plane: str
+    intracranial: Mask  # the brain and the extra-axial CSF inside the skull
 
     @property
     def brain_volume_ml(self) -> float:
         return float(self.brain.sum() * self.pixel_mm**2 * self.slice_mm / 1000.0)
+
+    def truth(self, convention: str) -> Mask:
+        """The brain mask under ``convention`` (``convention.CONVENTIONS``: the parenchyma
+        alone, or the intracranial volume with the extra-axial CSF)."""
+        if convention not in CONVENTIONS:
+            raise ValueError(f"a phantom's truth is one of {CONVENTIONS}, not {convention!r}")
+        return self.intracranial if convention == INTRACRANIAL else self.brain
 
 
 def _smooth_field(
@@ -76,6 +86,7 @@ def make_fetal_brain_stack(seed: int, plane: str | None = None) -> FetalBrainSta
 
     image = np.zeros((slices, rows, cols))
     brain = np.zeros((slices, rows, cols), dtype=bool)
+    intracranial = np.zeros((slices, rows, cols), dtype=bool)
     drift = np.zeros(3)
     for k in range(slices):
         drift = drift * 0.8 + rng.normal(0, [1.2, 1.2, 1.5])
@@ -102,7 +113,8 @@ def make_fetal_brain_stack(seed: int, plane: str | None = None) -> FetalBrainSta
         slab[fluid] = 0.95
         slab[within(csf_mm + skull_mm + scalp_mm)] = 0.5
         slab[within(csf_mm + skull_mm)] = 0.08
-        slab[within(csf_mm)] = 0.92
+        cranium = within(csf_mm)
+        slab[cranium] = 0.92
         tissue = within(0.0)
         slab[tissue] = np.where(shell[tissue] > 0.9, 0.38, 0.52)  # cortex darker than WM
         ventricles = (
@@ -112,12 +124,13 @@ def make_fetal_brain_stack(seed: int, plane: str | None = None) -> FetalBrainSta
         slab[~body] = 0.02
         image[k] = slab * bias
         brain[k] = tissue
+        intracranial[k] = cranium
 
     image = ndimage.gaussian_filter(image, (0, 0.6, 0.6))
     sigma = rng.uniform(0.015, 0.045)
     noisy = np.hypot(image + rng.normal(0, sigma, image.shape), rng.normal(0, sigma, image.shape))
     scaled = np.clip(noisy * 1000 * rng.uniform(0.7, 1.0), 0, 4095).astype(np.int16)
-    return FetalBrainStack(scaled, brain, pixel, slice_mm, plane)
+    return FetalBrainStack(scaled, brain, pixel, slice_mm, plane, intracranial)
 
 
 def write_nifti_pair(stack: FetalBrainStack, folder: Path, name: str) -> tuple[Path, Path]:

@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from worker.models._nn.metrics import dice
 from worker.models._nn.predictor import UNetPredictor
+from worker.models.fetal_brain.convention import of_checkpoint
 from worker.pipeline.geometry import VolumeGeometry
 
 Mask = npt.NDArray[np.bool_]
@@ -224,6 +225,8 @@ class StackSegmenter:
             else None
         )
         self.sha256 = self.predictor.sha256
+        #: What the mask's outline holds, as the checkpoint states it (convention.py).
+        self.convention = of_checkpoint(self.predictor.metadata)
 
     def segment(self, image: npt.NDArray[Any], spacing: Spacing | None) -> StackPrediction:
         return segment_stack(self.predictor, image, spacing, self.recipe, self.refiner)

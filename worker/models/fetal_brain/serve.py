@@ -18,7 +18,6 @@ from worker.core.registry import ModelSpec
 from worker.core.tags import SeriesTags
 from worker.export.outputs import (
     AREA,
-    FETAL_BRAIN,
     MAXIMUM,
     VOLUME,
     Z_SCORE,
@@ -53,9 +52,11 @@ class FetalBrainModel:
         weights = weights or get_settings().fetal_brain_weights or DEFAULT_BRAIN_WEIGHTS
         self.segmenter = StackSegmenter(weights, device)
         self.weights_sha256 = self.segmenter.sha256
+        self.convention = self.segmenter.convention
 
     def predict(self, series: LoadedSeries) -> ModelOutput:
         from worker.models.fetal_brain import gate
+        from worker.models.fetal_brain.convention import INTRACRANIAL, segment_kind
         from worker.models.fetal_brain.predict import stack_spacing
         from worker.models.fetal_head.growth import by_dates, by_dates_report
 
@@ -70,7 +71,7 @@ class FetalBrainModel:
         plane = PLANES[int(np.argmax(np.abs(geometry.normal)))]
         review = gate.reasons(quality)
         return ModelOutput(
-            segments=[Segment(FETAL_BRAIN, mask)],
+            segments=[Segment(segment_kind(self.convention), mask)],
             measurements=[
                 MeasurementValue(
                     "brain_volume_ml", "Brain volume", volume_ml, "mL", VOLUME, segment=1
@@ -84,11 +85,17 @@ class FetalBrainModel:
                     segment=1,
                     derivation=MAXIMUM,  # the largest slice of the volume (SR: TID 1419)
                 ),
-                *_growth(series, volume_ml, flagged=bool(review)),
+                *_growth(
+                    series,
+                    volume_ml,
+                    flagged=bool(review),
+                    intracranial=self.convention == INTRACRANIAL,
+                ),
             ],
             review=review,
             extras={
                 "stack_plane": plane,
+                "mask_convention": self.convention,
                 "slice_areas_mm2": areas,
                 "quality": quality.as_dict() if quality else None,
                 "gestational_age_by_dates": by_dates_report(
@@ -98,12 +105,15 @@ class FetalBrainModel:
         )
 
 
-def _growth(series: LoadedSeries, volume_ml: float, flagged: bool) -> list[MeasurementValue]:
+def _growth(
+    series: LoadedSeries, volume_ml: float, flagged: bool, intracranial: bool = True
+) -> list[MeasurementValue]:
     """The GA by dates (the study's entered one, else the Last Menstrual Date to the study
     date, as for the fetal head: worker.ops.dating's rule) and, unless the gate flagged the
-    volume, its z-score in the Ren 2022 intracranial volume reference (19-37 completed
-    weeks); in the SR, the GA as LOINC "Gestational Age by LMP" and the z-score as the
-    volume's statistical property, with the reference week's row."""
+    volume or the mask is not the intracranial volume (``convention.py``: a parenchymal mask
+    would read low), its z-score in the Ren 2022 intracranial volume reference (19-37
+    completed weeks); in the SR, the GA as LOINC "Gestational Age by LMP" and the z-score as
+    the volume's statistical property, with the reference week's row."""
     from worker.models.fetal_brain.growth import AUTHORITY, standing
     from worker.models.fetal_head.growth import by_dates, by_dates_measurement
 
@@ -112,7 +122,7 @@ def _growth(series: LoadedSeries, volume_ml: float, flagged: bool) -> list[Measu
         return []
     days = dating.days
     found = [by_dates_measurement(dating)]
-    where = None if flagged else standing(volume_ml, days)
+    where = None if flagged or not intracranial else standing(volume_ml, days)
     if where is not None:
         found.append(
             MeasurementValue(

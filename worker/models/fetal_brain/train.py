@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import numpy.typing as npt
 import torch
 
 from worker.core.commands import Progress
+from worker.models._nn import checkpoint
 from worker.models._nn.train import TrainConfig, fit, saved_summary
+from worker.models.fetal_brain.convention import CONVENTIONS, PARENCHYMA
 from worker.models.fetal_brain.data import MODEL_VERSION, load_training_set, training_slices
 
 logger = logging.getLogger(__name__)
@@ -24,16 +27,17 @@ logger = logging.getLogger(__name__)
 Arrays = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
 
 
-def _phantom_slices(seed: int) -> Arrays:
+def _phantom_slices(seed: int, convention: str = PARENCHYMA) -> Arrays:
     from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
 
     stack = make_fetal_brain_stack(seed)
-    return training_slices(stack.image, stack.brain)
+    return training_slices(stack.image, stack.truth(convention))
 
 
-def phantom_set(seeds: range, workers: int) -> Arrays:
+def phantom_set(seeds: range, workers: int, convention: str = PARENCHYMA) -> Arrays:
+    """Training slices of phantoms ``seeds``, their masks under ``convention`` (phantoms.py)."""
     with Pool(workers) as pool:
-        parts = pool.map(_phantom_slices, seeds, chunksize=4)
+        parts = pool.map(partial(_phantom_slices, convention=convention), seeds, chunksize=4)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -45,9 +49,12 @@ def train_brain(
     *,
     label: str,
     progress: Callable[[str, int, int], None] | None = None,
+    convention: str | None = None,
 ) -> dict[str, Any]:
+    """``convention``: the outline the masks follow (``convention.CONVENTIONS``), stated in
+    the checkpoint's JSON; None leaves it unstated."""
     images, masks = arrays
-    return fit(
+    meta = fit(
         images,
         masks,
         config,
@@ -56,6 +63,9 @@ def train_brain(
         identity=("fetal-brain-unet", MODEL_VERSION, label),
         progress=progress,
     )
+    if convention is not None:
+        meta = checkpoint.update_metadata(out, {"mask_convention": convention})
+    return meta
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,22 +79,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=float("inf"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--label", default="")
+    parser.add_argument(
+        "--convention",
+        choices=CONVENTIONS,
+        help="the masks' outline, stated in the checkpoint (phantoms: default parenchyma)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.phantoms:
         start, stop = (int(v) for v in args.phantoms.split(":"))
-        arrays = phantom_set(range(start, stop), os.cpu_count() or 1)
+        convention = args.convention or PARENCHYMA
+        arrays = phantom_set(range(start, stop), os.cpu_count() or 1, convention)
         label = (
             args.label or f"medseg fetal-brain phantoms v1 (synthetic, seeds {start}-{stop - 1})"
         )
     else:
+        convention = args.convention
         arrays = load_training_set(args.data)
         label = args.label or str(args.data)
     logger.info("training on %d slices", len(arrays[0]))
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, max_seconds=args.max_seconds
     )
-    meta = train_brain(arrays, args.out, config, args.device, label=label)
+    meta = train_brain(arrays, args.out, config, args.device, label=label, convention=convention)
     logger.info("saved %s sha256 %s val dice %.4f", args.out, meta["sha256"], meta["val_dice"])
     return 0
 

@@ -488,6 +488,7 @@ def _metadata(
             f"(Fidon et al. 2021), {len(trained)} atlases: {', '.join(trained)}"
         ),
         "validated_on": f"synthetic stacks from held-out atlases {', '.join(held_out)}",
+        "mask_convention": "intracranial",  # the atlas' brain mask: every label, CSF included
         "recipe": "worker/models/fetal_brain/synth.py + train_synth.py",
         "best": best,
         "history": history,

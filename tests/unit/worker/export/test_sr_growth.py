@@ -18,7 +18,9 @@ import pytest
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
+from tests.support.brain_weights import served_as
 from tests.support.tools import dciodvfy_errors
+from worker.models.fetal_brain.convention import INTRACRANIAL
 from worker.models.fetal_brain.mr_dicom import write_mr_stack
 from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
 from worker.models.fetal_head.us_dicom import write_us_phantom
@@ -111,10 +113,15 @@ def test_the_fetal_head_sr_has_the_ga_by_dates_and_the_hc_standing(tmp_path: Pat
     assert statistics["121406"] == (hc, "INTERGROWTH-21st (Papageorghiou et al., Lancet 2014)")
 
 
-def test_the_fetal_brain_sr_has_the_ga_by_dates_and_the_volume_z_score(tmp_path: Path) -> None:
+def test_the_fetal_brain_sr_has_the_ga_by_dates_and_the_volume_z_score(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights whose mask is the intracranial volume (the reference's); 1.0.0's parenchymal
+    mask is not ranked (tests/unit/worker/models/fetal_brain/test_convention.py)."""
     stack = make_fetal_brain_stack(HELD_OUT, plane="TRA")
     paths = _dated(write_mr_stack(stack, tmp_path / "mr"), "20251127")  # 28w0d
-    result = run_series(paths, MODELS, tmp_path / "out")
+    with served_as(INTRACRANIAL, tmp_path / "weights", monkeypatch):
+        result = run_series(paths, ModelCache("cpu"), tmp_path / "out")
     measured = {m.key: m.value for m in result.measurements}
     assert measured["gestational_age_by_dates_days"] == 196.0
     assert "brain_volume_z" in measured, result.review

@@ -3,7 +3,8 @@ per completed week (Ren et al. 2022, worker.models.fetal_brain.growth) with the 
 volume at its GA by dates, as PNG for the study page or PDF for a report.
 
 Nothing is drawn without a brain volume and a GA by dates; a volume the quality gate flagged
-has no z-score, and the chart says the point is unvalidated.
+has no z-score, and the chart says the point is unvalidated; nor has a volume whose mask is
+not the intracranial volume (its label, worker.models.fetal_brain.convention).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.dashboard.growth_standing import charted_job
 from worker.dashboard.plotting import new_figure, to_bytes
+from worker.models.fetal_brain.convention import ranked
 from worker.models.fetal_brain.growth import ICV_ML, REFERENCE, standing
 from worker.ops.dating import effective
 
@@ -27,6 +29,7 @@ class BrainPoint:
     ga_days: float
     flagged: bool  # the quality gate's reasons are on the result
     source: str = ""  # where the GA by dates comes from (worker.ops.dating)
+    ranked: bool = True  # the volume is the intracranial one (convention.ranked)
 
 
 def job_point(session_factory: sessionmaker[Session], job_id: int) -> BrainPoint | None:
@@ -38,11 +41,14 @@ def job_point(session_factory: sessionmaker[Session], job_id: int) -> BrainPoint
             return None
         result = job.results[-1]
         values = {m.key: m.value for m in result.measurements}
+        labels = {m.key: m.label for m in result.measurements}
         dating = effective(job.series.study, values.get(GA_KEY))
         flagged = bool(result.review)
     if VOLUME_KEY not in values or dating is None:
         return None
-    return BrainPoint(values[VOLUME_KEY], dating.days, flagged, dating.describe())
+    return BrainPoint(
+        values[VOLUME_KEY], dating.days, flagged, dating.describe(), ranked(labels[VOLUME_KEY])
+    )
 
 
 def brain_chart(point: BrainPoint, fmt: str = "png") -> bytes:
@@ -65,10 +71,14 @@ def brain_chart(point: BrainPoint, fmt: str = "png") -> bytes:
     ga_weeks = point.ga_days / 7.0
     days = int(point.ga_days)
     label = f"brain {point.volume_ml:.0f} mL at {days // 7}w{days % 7}d"
-    where = None if point.flagged else standing(point.volume_ml, point.ga_days)
+    where = None
     if point.flagged:
         label += " (flagged for review: not validated)"
-    elif where is not None:
+    elif not point.ranked:
+        label += " (not the intracranial volume: not ranked)"
+    else:
+        where = standing(point.volume_ml, point.ga_days)
+    if where is not None:
         label += f" (z {where.z:+.1f})"
     axes.plot(
         [ga_weeks],

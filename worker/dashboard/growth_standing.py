@@ -60,6 +60,7 @@ def recomputed(study: Study | None, result: Result) -> GrowthStanding | None:
     already computed the stored measurements with it (their GA by dates is the entered one:
     the stored measurements are then the standing), or the result has no HC or brain
     volume."""
+    from worker.models.fetal_brain.convention import ranked
     from worker.models.fetal_brain.growth import standing as brain_standing
     from worker.models.fetal_head.growth import standing as hc_standing
 
@@ -78,7 +79,8 @@ def recomputed(study: Study | None, result: Result) -> GrowthStanding | None:
                 StandingRow("HC centile (INTERGROWTH-21st)", hc.centile, "{centile}"),
             ]
     flagged = bool(result.review)
-    if VOLUME_KEY in values and not flagged:
+    volume_label = next((m.label for m in result.measurements if m.key == VOLUME_KEY), "")
+    if VOLUME_KEY in values and not flagged and ranked(volume_label):
         brain = brain_standing(values[VOLUME_KEY], dating.days)
         if brain is not None:
             rows.append(

@@ -32,6 +32,21 @@ _DESCRIPTIONS = {
 }
 
 
+#: The brain volume's measurement label: stored with the result, so a page drawn later (a
+#: GA entered after the worker ran, the growth chart) knows whether the volume may be ranked
+#: in the intracranial reference.
+VOLUME_LABELS = {
+    INTRACRANIAL: "Brain volume (intracranial)",
+    PARENCHYMA: "Brain volume (parenchyma)",
+    UNSTATED: "Brain volume",
+}
+
+
+def ranked(volume_label: str) -> bool:
+    """Whether a stored brain volume, by its label, is the intracranial volume (Ren 2022's)."""
+    return volume_label == VOLUME_LABELS[INTRACRANIAL]
+
+
 class ConventionError(ValueError):
     """A checkpoint states a convention this service does not know."""
 

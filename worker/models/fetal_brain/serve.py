@@ -56,7 +56,7 @@ class FetalBrainModel:
 
     def predict(self, series: LoadedSeries) -> ModelOutput:
         from worker.models.fetal_brain import gate
-        from worker.models.fetal_brain.convention import INTRACRANIAL, segment_kind
+        from worker.models.fetal_brain.convention import INTRACRANIAL, VOLUME_LABELS, segment_kind
         from worker.models.fetal_brain.predict import stack_spacing
         from worker.models.fetal_head.growth import by_dates, by_dates_report
 
@@ -74,7 +74,12 @@ class FetalBrainModel:
             segments=[Segment(segment_kind(self.convention), mask)],
             measurements=[
                 MeasurementValue(
-                    "brain_volume_ml", "Brain volume", volume_ml, "mL", VOLUME, segment=1
+                    "brain_volume_ml",
+                    VOLUME_LABELS[self.convention],
+                    volume_ml,
+                    "mL",
+                    VOLUME,
+                    segment=1,
                 ),
                 MeasurementValue(
                     "max_slice_area_mm2",

@@ -181,7 +181,7 @@ def test_the_study_page_shows_the_brain_chart_when_the_dates_are_known(
         study_id = session.get_one(Job, job).series.study_id
     assert client.get(f"/jobs/{job}/brain-growth.png").status_code == 404
     added = [
-        ("brain_volume_ml", "Brain volume", 246.8, "mL"),
+        ("brain_volume_ml", "Brain volume (intracranial)", 246.8, "mL"),
         ("gestational_age_by_dates_days", "Gestational age by dates (LMP)", 199.0, "d"),
     ]
     with world.session_factory.begin() as session:

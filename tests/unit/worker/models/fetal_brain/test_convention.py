@@ -16,8 +16,10 @@ from worker.models.fetal_brain.convention import (
     INTRACRANIAL,
     PARENCHYMA,
     UNSTATED,
+    VOLUME_LABELS,
     ConventionError,
     of_checkpoint,
+    ranked,
     segment_kind,
 )
 from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
@@ -41,6 +43,11 @@ def test_each_convention_has_its_own_segment_description() -> None:
     assert "not stated" in described[UNSTATED]
     assert {segment_kind(c).label for c in described} == {"Fetal brain"}
     assert all(len(d) <= 64 for d in described.values()), "Segment Description is an LO"
+
+
+def test_only_an_intracranial_volume_is_ranked_by_its_stored_label() -> None:
+    assert [c for c, label in VOLUME_LABELS.items() if ranked(label)] == [INTRACRANIAL]
+    assert not ranked("Brain volume"), "results stored before the convention was stated"
 
 
 def test_a_phantom_has_both_outlines() -> None:
@@ -74,6 +81,8 @@ def test_the_served_mask_says_its_convention_in_the_seg_and_the_sr(
         outputs = {o.kind: Path(o.path) for o in result.outputs}
         seg = pydicom.dcmread(outputs["seg"])
         measured = {m.key: m.value for m in result.measurements}
+        labels = {m.key: m.label for m in result.measurements}
+        assert ranked(labels["brain_volume_ml"]) == ("brain_volume_z" in measured)
         return str(seg.SegmentSequence[0].SegmentDescription), measured, str(result.review)
 
     description, measured, review = served("parenchyma")

@@ -72,6 +72,10 @@ class SynthTrainConfig:
     # instead of the raw weights; averaging along the trajectory finds flatter minima, which
     # transfer better to an unseen domain (SWAD, Cha et al. 2021), here synthetic to real.
     ema_decay: float = 0.0
+    # The average starts at this share of the budget: weights far apart early in training do
+    # not average into a working network (SWAD averages after a warm-up too); until then the
+    # raw weights are validated.
+    ema_start: float = 0.25
 
 
 def cpu_config(max_seconds: float) -> SynthTrainConfig:
@@ -413,8 +417,7 @@ def train(
     if init is not None:
         model.load_state_dict(init)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    average = _average(model, config.ema_decay)
-    scored = model if average is None else cast(UNet, average.module)
+    kept = _Kept(model, config)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     torch.backends.cudnn.benchmark = True
     record = _Record(out, _model_config(config), keep_all)
@@ -428,7 +431,8 @@ def train(
         if finished or time.time() - last_validation >= config.validate_every_s:
             loss = round(float(np.mean(losses)) if losses else float("nan"), 4)
             entry = {"step": steps, "seconds": round(elapsed, 1), "images": images_seen}
-            record.validation(scored, {**entry, "loss": loss, **validator.score(scored)})
+            scores = kept.validation(validator)
+            record.validation(kept.scored(), {**entry, "loss": loss, **scores})
             losses = []
             last_validation = time.time()
             if progress:
@@ -440,8 +444,7 @@ def train(
             group["lr"] = _lr_at(elapsed / config.max_seconds, config)
         xb, yb = batches.next(steps)
         losses.append(_step(model, optimiser, xb, yb, amp))
-        if average is not None:
-            average.update_parameters(model)
+        kept.after_step(elapsed, steps)
         steps += 1
         images_seen += len(xb)
         if steps % 100 == 0:
@@ -461,10 +464,37 @@ def train(
     return metadata
 
 
-def _average(model: UNet, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+class _Kept:
+    """The weights validated and kept: the raw ones or, from ``ema_start`` of the budget on,
+    torch's EMA of them."""
+
+    def __init__(self, model: UNet, config: SynthTrainConfig) -> None:
+        self.model, self.config = model, config
+        self.average: torch.optim.swa_utils.AveragedModel | None = None
+
+    def scored(self) -> UNet:
+        return self.model if self.average is None else cast(UNet, self.average.module)
+
+    def validation(self, validator: Validator) -> dict[str, Any]:
+        """The kept weights' scores; beside an average, the raw weights' too (to compare)."""
+        scores = validator.score(self.scored())
+        if self.average is not None:
+            raw = validator.score(self.model)
+            scores["raw"] = {k: raw[k] for k in ("synthetic_dice", "real_dice") if k in raw}
+        return scores
+
+    def after_step(self, elapsed: float, step: int) -> None:
+        config = self.config
+        start = config.ema_start * config.max_seconds
+        if self.average is None and config.ema_decay > 0 and elapsed >= start:
+            self.average = _average(self.model, config.ema_decay)
+            logger.info("averaging the weights from step %d", step)
+        if self.average is not None:
+            self.average.update_parameters(self.model)
+
+
+def _average(model: UNet, decay: float) -> torch.optim.swa_utils.AveragedModel:
     """torch's own EMA of the weights, batch-norm statistics included (``use_buffers``)."""
-    if decay <= 0:
-        return None
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     ema = get_ema_multi_avg_fn(decay)  # type: ignore[no-untyped-call]
@@ -538,7 +568,7 @@ def _config(args: argparse.Namespace) -> SynthTrainConfig:
         )
     if args.learning_rate:
         config.learning_rate = args.learning_rate
-    config.ema_decay = args.ema
+    config.ema_decay, config.ema_start = args.ema, args.ema_start
     if args.validate_every_s:
         config.validate_every_s = args.validate_every_s
     config.synth = replace(config.synth, real_brain_fraction=args.real_brain_fraction)
@@ -568,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, help="default: the recipe's")
     parser.add_argument("--keep-all", action="store_true", help="a checkpoint per validation")
     parser.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights kept")
+    parser.add_argument("--ema-start", type=float, default=0.25, help="share of the budget")
     parser.add_argument("--validate-every-s", type=float, help="default: the recipe's")
     parser.add_argument(
         "--real-brain-fraction",

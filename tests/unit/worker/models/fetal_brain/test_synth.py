@@ -27,6 +27,7 @@ from worker.models.fetal_brain.train_synth import (
     PhantomPool,
     SynthTrainConfig,
     _average,
+    _Kept,
     load_real,
     train,
 )
@@ -222,9 +223,7 @@ def test_training_on_synthetic_stacks_saves_a_servable_checkpoint(
 def test_the_kept_weights_can_be_an_average_of_the_trajectory() -> None:
     """``ema_decay``: what is validated and saved is torch's EMA of the weights."""
     model = UNet(base=4, depth=2)
-    assert _average(model, 0.0) is None
     average = _average(model, 0.9)
-    assert average is not None
     first = next(model.parameters()).detach().clone()
     average.update_parameters(model)  # the first update copies the weights
     with torch.no_grad():
@@ -232,3 +231,10 @@ def test_the_kept_weights_can_be_an_average_of_the_trajectory() -> None:
             p.add_(1.0)
     average.update_parameters(model)
     torch.testing.assert_close(next(average.module.parameters()), first + 0.1)
+
+    kept = _Kept(model, SynthTrainConfig(max_seconds=100.0, ema_decay=0.9, ema_start=0.5))
+    kept.after_step(10.0, 1)
+    assert kept.scored() is model, "the raw weights until half the budget"
+    kept.after_step(60.0, 2)
+    assert kept.scored() is not model
+    torch.testing.assert_close(next(kept.scored().parameters()), next(model.parameters()))

@@ -3,6 +3,7 @@ its brain-extracted copy (ch2bet.nii.gz) from Debian's mricron-data. Adult T1 is
 task (fetal T2), so this measures how far the phantom-trained model is from real anatomy.
 
 Run: python benchmarks/fetal_brain_colin27.py [--templates /usr/share/mricron/templates]
+        [--weights PT]   (default: the served 1.0.0; a candidate pair's first stage works too)
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ def _axial(path: Path) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--templates", type=Path, default=Path("/usr/share/mricron/templates"))
+    parser.add_argument("--weights", type=Path, default=DEFAULT_BRAIN_WEIGHTS)
     args = parser.parse_args()
     image = _axial(args.templates / "ch2.nii.gz")
     truth = _axial(args.templates / "ch2bet.nii.gz") > 0
-    segmenter = StackSegmenter(DEFAULT_BRAIN_WEIGHTS, "cpu")
+    segmenter = StackSegmenter(args.weights, "cpu")
     print(f"Colin27: {image.shape[0]} axial slices of {image.shape[1]}x{image.shape[2]}, 1 mm")
     variants = (("T1 as is", image), ("T1 inverted (T2-like contrast)", image.max() - image))
     for name, stack in variants:

@@ -117,12 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO)
     if args.phantoms:
         from worker.models._nn.checkpoint import read_metadata
-        from worker.models.fetal_brain.convention import PARENCHYMA, of_checkpoint
+        from worker.models.fetal_brain.convention import PARENCHYMA, UNSTATED, of_checkpoint
         from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
 
         # The phantom's truth in the outline the weights state (unstated: the parenchyma).
         stated = of_checkpoint(read_metadata(args.weights))
-        convention = stated if stated != "unstated" else PARENCHYMA
+        convention = stated if stated != UNSTATED else PARENCHYMA
         start, stop = (int(v) for v in args.phantoms.split(":"))
         stacks = (
             (f"seed{s}", st.image, st.truth(convention), (st.pixel_mm, st.pixel_mm, st.slice_mm))

@@ -21,7 +21,7 @@ demo: system-deps venv
 	$(BIN)/medseg demo
 
 test: system-deps venv test-data lint typecheck
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 unit: venv test-data
 	$(BIN)/python -m pytest -q tests/unit

@@ -60,6 +60,9 @@ CARD = ModelCard(
         "(MIALSRTK sample data, CC0) Dice 0.139 and 1,001-1,428 mL where the manual masks hold "
         "152-160 mL; the quality gate flags all three (docs/fetal-brain.md)",
         "does not transfer to an adult T1 brain (Dice 0.276 on Colin27)",
+        "its mask is the phantoms' brain parenchyma (no extra-axial CSF, mask_convention "
+        "'parenchyma'), not the intracranial volume of the atlas and of manual clinical masks: "
+        "the SEG says so and the volume is not ranked in the intracranial volume reference",
         "the classical baseline fails where the CSF rim is thinner than the blur or broken "
         "by motion (Dice 0.79 on the phantoms); the U-Net's own limits on real data are "
         "unmeasured",

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.dashboard.growth_standing import charted_job
+from worker.dashboard.growth_standing import charted_job, volume_ranked
 from worker.dashboard.plotting import new_figure, to_bytes
-from worker.models.fetal_brain.convention import ranked
 from worker.models.fetal_brain.growth import ICV_ML, REFERENCE, standing
 from worker.ops.dating import effective
 
@@ -29,7 +28,7 @@ class BrainPoint:
     ga_days: float
     flagged: bool  # the quality gate's reasons are on the result
     source: str = ""  # where the GA by dates comes from (worker.ops.dating)
-    ranked: bool = True  # the volume is the intracranial one (convention.ranked)
+    ranked: bool = True  # the volume is the intracranial one (growth_standing.volume_ranked)
 
 
 def job_point(session_factory: sessionmaker[Session], job_id: int) -> BrainPoint | None:
@@ -41,14 +40,12 @@ def job_point(session_factory: sessionmaker[Session], job_id: int) -> BrainPoint
             return None
         result = job.results[-1]
         values = {m.key: m.value for m in result.measurements}
-        labels = {m.key: m.label for m in result.measurements}
         dating = effective(job.series.study, values.get(GA_KEY))
         flagged = bool(result.review)
+        ranked = volume_ranked(result)
     if VOLUME_KEY not in values or dating is None:
         return None
-    return BrainPoint(
-        values[VOLUME_KEY], dating.days, flagged, dating.describe(), ranked(labels[VOLUME_KEY])
-    )
+    return BrainPoint(values[VOLUME_KEY], dating.days, flagged, dating.describe(), ranked)
 
 
 def brain_chart(point: BrainPoint, fmt: str = "png") -> bytes:

@@ -50,6 +50,14 @@ def values_of(result: Result) -> dict[str, float]:
     return {m.key: m.value for m in result.measurements}
 
 
+def volume_ranked(result: Result) -> bool:
+    """Whether the result's brain volume is the intracranial one, by its stored label
+    (worker.models.fetal_brain.convention), and so may be ranked in Ren 2022's reference."""
+    from worker.models.fetal_brain.convention import ranked
+
+    return any(m.key == VOLUME_KEY and ranked(m.label) for m in result.measurements)
+
+
 def result_dating(study: Study | None, result: Result) -> Dating | None:
     """The GA by dates of ``result``'s growth standing: entered, else the DICOM LMP's."""
     return effective(study, values_of(result).get(GA_KEY))
@@ -60,7 +68,6 @@ def recomputed(study: Study | None, result: Result) -> GrowthStanding | None:
     already computed the stored measurements with it (their GA by dates is the entered one:
     the stored measurements are then the standing), or the result has no HC or brain
     volume."""
-    from worker.models.fetal_brain.convention import ranked
     from worker.models.fetal_brain.growth import standing as brain_standing
     from worker.models.fetal_head.growth import standing as hc_standing
 
@@ -79,8 +86,7 @@ def recomputed(study: Study | None, result: Result) -> GrowthStanding | None:
                 StandingRow("HC centile (INTERGROWTH-21st)", hc.centile, "{centile}"),
             ]
     flagged = bool(result.review)
-    volume_label = next((m.label for m in result.measurements if m.key == VOLUME_KEY), "")
-    if VOLUME_KEY in values and not flagged and ranked(volume_label):
+    if VOLUME_KEY in values and not flagged and volume_ranked(result):
         brain = brain_standing(values[VOLUME_KEY], dating.days)
         if brain is not None:
             rows.append(

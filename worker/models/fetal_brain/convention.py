@@ -25,8 +25,8 @@ UNSTATED = "unstated"
 #: What a checkpoint may state, and what a phantom's truth can be drawn as.
 CONVENTIONS = (PARENCHYMA, INTRACRANIAL)
 
+# The intracranial one is worker.export.outputs.FETAL_BRAIN's own description.
 _DESCRIPTIONS = {
-    INTRACRANIAL: "Intracranial: brain, ventricles, extra-axial CSF; no skull",
     PARENCHYMA: "Parenchyma: brain tissue, ventricles; no extra-axial CSF",
     UNSTATED: "Brain; extra-axial CSF in or out: not stated by the model",
 }
@@ -65,4 +65,6 @@ def segment_kind(convention: str) -> SegmentKind:
     """The SEG's fetal brain segment, its Segment Description saying what the mask holds."""
     from worker.export.outputs import FETAL_BRAIN
 
+    if convention == INTRACRANIAL:
+        return FETAL_BRAIN
     return replace(FETAL_BRAIN, description=_DESCRIPTIONS[convention])

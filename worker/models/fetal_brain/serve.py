@@ -52,7 +52,6 @@ class FetalBrainModel:
         weights = weights or get_settings().fetal_brain_weights or DEFAULT_BRAIN_WEIGHTS
         self.segmenter = StackSegmenter(weights, device)
         self.weights_sha256 = self.segmenter.sha256
-        self.convention = self.segmenter.convention
 
     def predict(self, series: LoadedSeries) -> ModelOutput:
         from worker.models.fetal_brain import gate
@@ -60,6 +59,7 @@ class FetalBrainModel:
         from worker.models.fetal_brain.predict import stack_spacing
         from worker.models.fetal_head.growth import by_dates, by_dates_report
 
+        convention = self.segmenter.convention
         geometry = series.require_geometry()
         prediction = self.segmenter.segment(series.frames, stack_spacing(geometry))
         mask = prediction.mask
@@ -71,11 +71,11 @@ class FetalBrainModel:
         plane = PLANES[int(np.argmax(np.abs(geometry.normal)))]
         review = gate.reasons(quality)
         return ModelOutput(
-            segments=[Segment(segment_kind(self.convention), mask)],
+            segments=[Segment(segment_kind(convention), mask)],
             measurements=[
                 MeasurementValue(
                     "brain_volume_ml",
-                    VOLUME_LABELS[self.convention],
+                    VOLUME_LABELS[convention],
                     volume_ml,
                     "mL",
                     VOLUME,
@@ -94,13 +94,13 @@ class FetalBrainModel:
                     series,
                     volume_ml,
                     flagged=bool(review),
-                    intracranial=self.convention == INTRACRANIAL,
+                    intracranial=convention == INTRACRANIAL,
                 ),
             ],
             review=review,
             extras={
                 "stack_plane": plane,
-                "mask_convention": self.convention,
+                "mask_convention": convention,
                 "slice_areas_mm2": areas,
                 "quality": quality.as_dict() if quality else None,
                 "gestational_age_by_dates": by_dates_report(

@@ -61,6 +61,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-members", type=int, help="fetal-head, lung-cxr: at most this many in the ensemble"
     )
     parser.add_argument(
+        "--fold-dir",
+        type=Path,
+        help="lung-cxr: keep the fold checkpoints here; a fold this recipe already trained "
+        "here on the same split is reused (an interrupted run resumes)",
+    )
+    parser.add_argument(
+        "--fold-jobs",
+        type=int,
+        default=1,
+        help="lung-cxr: folds trained at once, each in its own process (the torch threads "
+        "shared out among them)",
+    )
+    parser.add_argument(
         "--init", choices=("phantom", "scratch"), help="lung-cxr: start from the phantom weights"
     )
     parser.add_argument("--device", default="auto")

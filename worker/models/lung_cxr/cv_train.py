@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,79 @@ def names_of(films: list[Film], idx: list[int]) -> list[tuple[str, str, str]]:
     return [(films[i].name, films[i].patient, films[i].projection) for i in idx]
 
 
+def _finished(weights: Path, recipe: CxrRecipe, k: int, test: list[str]) -> dict[str, Any] | None:
+    """The run record (steps, seconds, images/s) of fold ``k``'s checkpoint kept at ``weights``
+    when it is this recipe's run on this split: same recipe, and either the same wall-clock cap
+    or every step done; None otherwise (no checkpoint, another recipe or split)."""
+    try:
+        meta = checkpoint.read_metadata(weights)
+    except checkpoint.CheckpointError:
+        return None
+    run, kept = meta.get("run"), meta.get("recipe")
+    if not isinstance(run, dict) or not isinstance(kept, dict):
+        return None
+    ours = asdict(recipe)
+    same = {**kept, "max_seconds": 0} == {**ours, "max_seconds": 0}
+    if not (same and meta.get("fold") == k and meta.get("test") == test):
+        return None
+    if kept["max_seconds"] != ours["max_seconds"] and int(run.get("steps", 0)) < recipe.steps:
+        return None
+    return run
+
+
+@dataclass(frozen=True)
+class _FoldRun:
+    """What one fold's training needs, for this process or a worker process."""
+
+    k: int
+    images: np.ndarray
+    masks: np.ndarray
+    recipe: CxrRecipe
+    device: str
+    phantom_weights: Path
+    desc: str
+    weights: Path
+    metadata: dict[str, Any]
+    threads: int = 0  # torch threads in a worker process (0: leave as is)
+
+
+def _train_fold(job: _FoldRun) -> dict[str, Any]:
+    """Train one fold and save its checkpoint; the run record."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    run = train_run(
+        job.images,
+        job.masks,
+        job.recipe,
+        job.device,
+        phantom_weights=job.phantom_weights,
+        desc=job.desc,
+    )
+    record = {
+        "steps": run.steps,
+        "seconds": run.seconds,
+        "images_per_second": run.images_per_second,
+    }
+    metadata = {**job.metadata, "recipe": asdict(job.recipe), "run": record}
+    checkpoint.save(run.model, model_config(job.recipe), metadata, job.weights)
+    return record
+
+
+def _train_folds(jobs: list[_FoldRun], parallel: int) -> list[dict[str, Any]]:
+    """Each job's run record; ``parallel`` > 1 trains that many at once in worker processes
+    (spawned, the torch threads shared out among them)."""
+    if parallel <= 1 or len(jobs) <= 1:
+        return [_train_fold(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(parallel, len(jobs))
+    threads = max(1, torch.get_num_threads() // workers)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(_train_fold, [replace(job, threads=threads) for job in jobs]))
+
+
 def cross_validate(
     films: list[Film],
     arrays: FilmArrays,
@@ -153,45 +226,61 @@ def cross_validate(
     folds: int = 5,
     only: Sequence[int] | None = None,
     keep: Path | None = None,
+    reuse: bool = False,
+    parallel: int = 1,
     phantom_weights: Path = PHANTOM_WEIGHTS,
 ) -> dict[str, Any]:
     """Per fold: train on the other folds' patients, score this fold's films at full size
     through the saved (fp16) checkpoint, as served. Returns per-fold summaries, the pooled
     out-of-fold summary and every film's record. ``only``: the folds (0-based) to run;
-    ``keep``: a folder to keep the fold checkpoints in (``fold<k>.pt``, k 0-based)."""
+    ``keep``: a folder to keep the fold checkpoints in (``fold<k>.pt``, k 0-based); with
+    ``reuse``, a fold whose checkpoint there is this recipe's run on this split is scored, not
+    trained again (an interrupted cross-validation resumes). ``parallel``: folds trained at
+    once, each in its own process."""
     split = patient_folds(films, folds, recipe.seed)
     per_fold, records = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for k, test in enumerate(split):
-            if only is not None and k not in only:
-                continue
-            held = set(test)
-            train = [i for i in range(len(films)) if i not in held and not films[i].qc]
-            run = train_run(
-                arrays.net_images[train],
-                arrays.net_masks[train],
+        chosen = [k for k in range(len(split)) if only is None or k in only]
+        train_of = {
+            k: [i for i in range(len(films)) if i not in set(split[k]) and not films[i].qc]
+            for k in chosen
+        }
+        weights_of = {k: (keep or Path(tmp)) / f"fold{k}.pt" for k in chosen}
+        tests = {k: [films[i].name for i in split[k]] for k in chosen}
+        runs: dict[int, dict[str, Any]] = {}
+        for k in chosen:
+            found = _finished(weights_of[k], recipe, k, tests[k]) if reuse else None
+            if found is not None:
+                logger.info("fold %d: reusing %s (%s)", k + 1, weights_of[k], found)
+                runs[k] = found
+        jobs = [
+            _FoldRun(
+                k,
+                arrays.net_images[train_of[k]],
+                arrays.net_masks[train_of[k]],
                 recipe,
                 device,
-                phantom_weights=phantom_weights,
-                desc=f"{recipe.init} fold {k + 1}/{folds}",
+                phantom_weights,
+                f"{recipe.init} fold {k + 1}/{folds}",
+                weights_of[k],
+                {"fold": k, "test": tests[k]},
             )
-            weights = (keep or Path(tmp)) / f"fold{k}.pt"
-            test_names = [films[i].name for i in test]
-            checkpoint.save(
-                run.model, model_config(recipe), {"fold": k, "test": test_names}, weights
-            )
+            for k in chosen
+            if k not in runs
+        ]
+        runs.update(zip([j.k for j in jobs], _train_folds(jobs, parallel), strict=True))
+        for k in chosen:
+            test = split[k]
             fold_records = score_films(
-                UNetPredictor(weights, device),
+                UNetPredictor(weights_of[k], device),
                 [arrays.images[i] for i in test],
                 [arrays.masks[i] for i in test],
                 names_of(films, test),
             )
             summary = {
                 "fold": k + 1,
-                "train_films": len(train),
-                "steps": run.steps,
-                "seconds": run.seconds,
-                "images_per_second": run.images_per_second,
+                "train_films": len(train_of[k]),
+                **runs[k],
                 **summarise(fold_records),
             }
             trusted = [r for r, i in zip(fold_records, test, strict=True) if not films[i].qc]

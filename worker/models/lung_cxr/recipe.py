@@ -167,10 +167,14 @@ def train_and_validate(
     label: str = "",
     schedule: Schedule | None = None,
     phantom_weights: Path = PHANTOM_WEIGHTS,
+    fold_dir: Path | None = None,
+    fold_jobs: int = 1,
 ) -> dict[str, Any]:
     """Cross-validate (``folds`` > 1), fit the quality gate on the out-of-fold films, then
     ship the fold models' ensemble (``ensemble``) or a model trained on every film; its
-    metadata carries all of it."""
+    metadata carries all of it. ``fold_dir``: keep the fold checkpoints there and reuse the
+    ones a run of the same recipe left (cv_train.cross_validate); ``fold_jobs``: folds
+    trained at once."""
     from worker.models.lung_cxr.gate_fit import out_of_fold_signals
 
     started = time.time()
@@ -189,12 +193,13 @@ def train_and_validate(
     if folds <= 1:
         return train_final(films, arrays, recipe, out, device, label=label, extra=extra,
                            phantom_weights=phantom_weights)  # fmt: skip
-    with tempfile.TemporaryDirectory() as keep:
+    with tempfile.TemporaryDirectory() as tmp:
+        keep = fold_dir or Path(tmp)
         cv = cross_validate(
-            films, arrays, recipe, device, folds=folds, keep=Path(keep),
-            phantom_weights=phantom_weights,
+            films, arrays, recipe, device, folds=folds, keep=keep, reuse=fold_dir is not None,
+            parallel=fold_jobs, phantom_weights=phantom_weights,
         )  # fmt: skip
-        fold_weights = sorted(Path(keep).glob("fold*.pt"), key=lambda p: int(p.stem[4:]))
+        fold_weights = [keep / f"fold{k}.pt" for k in range(folds)]
         oof = out_of_fold_signals(films, arrays, fold_weights, device)
         extra["cross_validation"] = cv
         extra["quality_gate"] = fit_gate(films, cv, oof)
@@ -253,6 +258,8 @@ def command(args: argparse.Namespace, progress: Progress) -> str:
         max_members=args.max_members,
         label=args.label,
         schedule=schedule,
+        fold_dir=args.fold_dir,
+        fold_jobs=args.fold_jobs,
     )
     lines = [f"saved {args.out} (+ .json)", f"sha256 {meta['sha256']}", schedule.why]
     cv = meta.get("cross_validation")

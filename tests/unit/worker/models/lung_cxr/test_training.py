@@ -170,6 +170,43 @@ def test_train_lung_cxr_cross_validates_by_patient(tmp_path: Path) -> None:
     }
 
 
+def test_fold_checkpoints_are_kept_and_an_interrupted_run_resumes(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from worker.models.lung_cxr.cv_train import CxrRecipe, _finished, cross_validate
+    from worker.models.lung_cxr.films import load_films
+
+    data = tmp_path / "films"
+    pairs_layout(data, range(900400, 900404), ["a", "a", "b", "b"])
+    films = read_films(data)
+    arrays = load_films(films, (160, 160))
+    recipe = CxrRecipe(init="scratch", steps=2, batch_size=1)
+    kept = tmp_path / "folds"
+    # Both folds at once, each in its own (spawned) process.
+    first = cross_validate(films, arrays, recipe, "cpu", folds=2, keep=kept, reuse=True,
+                           parallel=2)  # fmt: skip
+    folds = sorted(kept.glob("fold*.pt"))
+    assert [p.name for p in folds] == ["fold0.pt", "fold1.pt"]
+    for k, weights in enumerate(folds):
+        meta = UNetPredictor(weights, "cpu").metadata  # sha256 checked on load
+        assert meta["fold"] == k and meta["run"]["steps"] == 2 and meta["recipe"]["steps"] == 2
+    written = folds[0].stat().st_mtime_ns
+    (kept / "fold1.pt").unlink()  # interrupted before fold 1 was saved
+    second = cross_validate(films, arrays, recipe, "cpu", folds=2, keep=kept, reuse=True)
+    assert folds[0].stat().st_mtime_ns == written and (kept / "fold1.pt").is_file()
+    assert second["folds"][0] == first["folds"][0]
+    test = UNetPredictor(folds[0], "cpu").metadata["test"]
+    assert _finished(folds[0], recipe, 0, test) is not None
+    # Another recipe, fold or split is trained again; a longer wall-clock cap is the same run
+    # when every step was done.
+    assert _finished(folds[0], replace(recipe, steps=3), 0, test) is None
+    assert _finished(folds[0], replace(recipe, learning_rate=1e-3), 0, test) is None
+    assert _finished(folds[0], recipe, 1, test) is None
+    assert _finished(folds[0], recipe, 0, test[:1]) is None
+    assert _finished(folds[0], replace(recipe, max_seconds=7200.0), 0, test) is not None
+    assert _finished(kept / "fold9.pt", recipe, 9, test) is None
+
+
 def test_images_masks_layout_reads_pairs(tmp_path: Path) -> None:
     montgomery = tmp_path / "m"
     write_montgomery_layout(montgomery, [900010, 900011])

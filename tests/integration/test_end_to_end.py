@@ -170,7 +170,7 @@ def test_obstetric_ultrasound_goes_through_the_gpu_queue(stack: Stack, tmp_path:
     phantoms = {
         str(pydicom.dcmread(p.path).SeriesInstanceUID): p
         for p in (
-            write_us_phantom(tmp_path / "us" / "a.dcm", 500001),
+            write_us_phantom(tmp_path / "us" / "a.dcm", 500007),
             write_us_phantom(tmp_path / "us" / "b.dcm", 500002, frames=3, rgb=True),
         )
     }

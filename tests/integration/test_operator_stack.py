@@ -151,7 +151,7 @@ def _send_studies(folder: Path, port: int) -> dict[str, str]:
     ct = chest_series(folder / "ct", 4, slices=6)
     bad = chest_series(folder / "bad", 5, slices=4)
     unusable(bad)
-    us = [write_us_phantom(folder / "us" / "cine.dcm", 500003, frames=3).path]
+    us = [write_us_phantom(folder / "us" / "cine.dcm", 500010, frames=3).path]
     for paths in (ct, bad, us):
         identify(paths)
     done = storescu(folder, port, "MEDSEG")

@@ -16,6 +16,12 @@ A frame is accepted only when every signal is inside its threshold; otherwise th
   is not a biometry plane.
 - ``fragment_ratio``: area of the other above-threshold components over the kept one. A scatter
   of blobs means the network found no single head.
+- ``boundary_band_mm``: how uncertain the skull's outline is, in mm: the area of the frame where
+  the network's probability lies between 0.1 and 0.9, over the fitted ellipse's perimeter (the
+  HC), i.e. the mean width of the band the outline could run in. The HC is measured along that
+  outline, so its error grows with the band: on the 2.0.0 weights' held-out HC18 frames, the
+  widest tenth of bands had 4.4 mm mean HC error against 1.8 mm for the rest (docs/fetal-head.md).
+  Judged on calibrated frames only (in mm; an uncalibrated frame has no HC to be off).
 - the HC itself, in mm, against the range a fetal head can have.
 - ``cephalic_index``: BPD / OFD (the ellipse's minor over major axis). A fetal head is
   0.70-0.90 (dolicho- to brachycephaly; HC18 frames 0.67-0.97); a heart chamber, a vessel
@@ -57,6 +63,7 @@ class Signals(Rounded):
     cephalic_index: float = 0.8
     skull_echo: float = -1.0  # -1: not measured (no image given)
     outline_outside: float = 0.0
+    boundary_band_mm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ class Thresholds(StoredThresholds):
     min_skull_echo: float = 0.5
     # Not fitted: a geometric limit (docs/fetal-head.md, "Heads leaving the image").
     max_outline_outside: float = OUTLINE_OUTSIDE_LIMIT
+    # The 90th percentile of the 2.0.0 weights' 61 tuning frames (gate_fit).
+    max_boundary_band_mm: float = 2.2886
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -112,7 +121,23 @@ def signals(
         cephalic_index=ellipse.b / ellipse.a if ellipse.a > 0 else 0.0,
         skull_echo=-1.0 if image is None else skull_echo(image, ellipse, spacing_mm),
         outline_outside=outline_outside(ellipse, (mask.shape[0], mask.shape[1]), spacing_mm),
+        boundary_band_mm=boundary_band_mm(prob, ellipse, spacing_mm),
     )
+
+
+#: The probabilities between which a pixel is counted as the outline's uncertain band.
+BAND = (0.1, 0.9)
+
+
+def boundary_band_mm(
+    prob: npt.NDArray[np.float32], ellipse: Ellipse, spacing_mm: tuple[float, float]
+) -> float:
+    """The mean width (mm) of the band the outline could run in: the area where the
+    probability lies strictly between ``BAND``'s bounds over the ellipse's perimeter."""
+    lo, hi = BAND
+    unsure = int(np.count_nonzero((prob > lo) & (prob < hi)))
+    perimeter = ellipse.circumference
+    return unsure * spacing_mm[0] * spacing_mm[1] / perimeter if perimeter > 0 else 0.0
 
 
 def outline_outside(
@@ -201,6 +226,11 @@ def reasons(
         out.append(
             f"not a fetal head: no bright skull echo on the outline (rim at the "
             f"{s.skull_echo:.0%} brightness percentile, < {t.min_skull_echo:.0%})"
+        )
+    if hc_mm is not None and s.boundary_band_mm > t.max_boundary_band_mm:
+        out.append(
+            f"the skull outline is uncertain ({s.boundary_band_mm:.1f} mm wide on average, "
+            f"accepted up to {t.max_boundary_band_mm:.1f} mm): the HC may be off by several mm"
         )
     lo, hi = HC_PLAUSIBLE_MM
     if hc_mm is not None and not lo <= hc_mm <= hi:

@@ -3,7 +3,8 @@
 Each threshold sits at the edge of what well-measured tuning frames show (HC within
 ``good_mm`` of the sonographer's): the ``quantile`` of their signal on the failing side, then
 clipped to a range a reviewer would defend, so a tiny tuning set can neither switch a check off
-nor make it refuse ordinary frames.
+nor make it refuse ordinary frames. The outline's uncertain band is a risk, not an anomaly (the
+HC error grows with it): its threshold flags the widest ``BAND_SHARE`` of all tuning frames.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ BOUNDS = {
     "min_area_fraction": (0.002, 0.05),
     "max_area_fraction": (0.3, 0.8),
     "max_fragment_ratio": (0.02, 0.3),
+    "max_boundary_band_mm": (1.0, 5.0),
 }
+#: The share of tuning frames whose outline band is wide enough to flag.
+BAND_SHARE = 0.1
 
 
 def _clip(name: str, value: float) -> float:
@@ -49,6 +53,8 @@ def fit_thresholds(
     def column(key: str) -> np.ndarray:
         return np.array([s[key] for s in good], dtype=np.float64)
 
+    bands = [r.signals.get("boundary_band_mm", 0.0) for r in records if r.signals is not None]
+
     q_lo, q_hi = quantile, 1 - quantile
     return Thresholds(
         min_ellipse_iou=_clip("min_ellipse_iou", np.quantile(column("ellipse_iou"), q_lo)),
@@ -59,6 +65,9 @@ def fit_thresholds(
         min_area_fraction=_clip("min_area_fraction", column("area_fraction").min() * 0.5),
         max_area_fraction=_clip("max_area_fraction", column("area_fraction").max() * 1.25),
         max_fragment_ratio=_clip("max_fragment_ratio", np.quantile(column("fragment_ratio"), q_hi)),
+        max_boundary_band_mm=_clip(
+            "max_boundary_band_mm", np.quantile(np.asarray(bands), 1 - BAND_SHARE)
+        ),
     )
 
 
@@ -74,5 +83,6 @@ def gate_entry(records: Sequence[FrameRecord], fitted_on: str) -> dict[str, Any]
     return {
         **thresholds.as_dict(),
         "fitted_on": how,
-        "rule": "1st/99th percentile of frames within 3 mm of the reference HC, clipped",
+        "rule": "1st/99th percentile of frames within 3 mm of the reference HC, clipped; "
+        "the outline band at the 90th percentile of all of them",
     }

@@ -56,7 +56,7 @@ def test_ct_report_has_a_volumetric_group_per_lung_and_the_total(tmp_path: Path)
 
 
 def test_us_report_references_the_measured_frame(tmp_path: Path) -> None:
-    phantom = write_us_phantom(tmp_path / "cine.dcm", 200030, frames=3)
+    phantom = write_us_phantom(tmp_path / "cine.dcm", 200032, frames=3)
     result = run_series([phantom.path], MODELS, tmp_path / "out")
     paths = _outputs(result)
     sr = hd.sr.srread(paths["sr"])
@@ -132,7 +132,7 @@ def test_each_sr_item_says_exactly_what_it_is(tmp_path: Path) -> None:
     (total,) = sr.content.get_image_measurement_groups()[0].get_measurements()
     assert {site.value.value for site in total.finding_sites} == {"44029006", "3341006"}
 
-    phantom = write_us_phantom(tmp_path / "us.dcm", 200030, calibrated=False)
+    phantom = write_us_phantom(tmp_path / "us.dcm", 200032, calibrated=False)
     uncalibrated = run_series([phantom.path], MODELS, tmp_path / "us-out")
     assert "head_circumference_px" in {m.key for m in uncalibrated.measurements}
     paths = _outputs(uncalibrated)

@@ -87,7 +87,7 @@ def _dating_group(sr: hd.sr.Comprehensive3DSR) -> hd.sr.MeasurementsAndQualitati
 
 
 def test_the_fetal_head_sr_has_the_ga_by_dates_and_the_hc_standing(tmp_path: Path) -> None:
-    phantom = write_us_phantom(tmp_path / "us.dcm", 200030)
+    phantom = write_us_phantom(tmp_path / "us.dcm", 200032)
     paths = _dated([phantom.path], "20251225")  # 24w0d on the study date
     result = run_series(paths, MODELS, tmp_path / "out")
     measured = {m.key: m.value for m in result.measurements}
@@ -141,7 +141,7 @@ def test_the_fetal_brain_sr_has_the_ga_by_dates_and_the_volume_z_score(
 
 
 def test_without_a_last_menstrual_date_nothing_is_dated(tmp_path: Path) -> None:
-    phantom = write_us_phantom(tmp_path / "us.dcm", 200030)
+    phantom = write_us_phantom(tmp_path / "us.dcm", 200032)
     result = run_series([phantom.path], MODELS, tmp_path / "out")
     found, sr = _read(Path({o.kind: o.path for o in result.outputs}["sr"]))
     assert not {"11885-1", "121416", "121415", "121404"} & set(found)

@@ -30,7 +30,7 @@ ENTERED = 24 * 7 + 3  # 24w3d on the study date
 def test_a_job_uses_the_entered_ga_by_dates(
     session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    path = write_us_phantom(tmp_path / "in" / "us.dcm", 200030).path
+    path = write_us_phantom(tmp_path / "in" / "us.dcm", 200032).path
     ds = pydicom.dcmread(path)
     ds.StudyDate = "20260611"
     assert "LastMenstrualDate" not in ds

@@ -111,6 +111,34 @@ def test_an_implausible_hc_is_flagged_only_when_calibrated() -> None:
     assert reasons(signals(prob, mask, ellipse, (1.0, 1.0)), None) == []
 
 
+def test_an_uncertain_outline_is_measured_in_mm_and_flagged_when_calibrated() -> None:
+    import cv2
+
+    prob, mask = _frame(400, 270, 200, 150)
+    ellipse = fit_ellipse_mm(mask, (0.1, 0.1))
+    assert ellipse is not None
+    sharp = signals(prob, mask, ellipse, (0.1, 0.1))
+    assert sharp is not None and sharp.boundary_band_mm == 0.0
+    # A step blurred by a Gaussian of sigma s crosses 0.1-0.9 over 2 x 1.2816 s.
+    for sigma, flagged in ((3.0, False), (15.0, True)):
+        blurred = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigma)
+        found = signals(blurred, mask, ellipse, (0.1, 0.1))
+        assert found is not None
+        assert found.boundary_band_mm == pytest.approx(2 * 1.2816 * sigma * 0.1, rel=0.1)
+        judged = reasons(found, ellipse.circumference)
+        assert any("outline is uncertain" in r for r in judged) is flagged
+        assert not any("outline is uncertain" in r for r in reasons(found, None))
+
+
+def test_the_outline_band_threshold_flags_the_widest_tenth_of_tuning_frames() -> None:
+    bands = [1.0 + 0.1 * k for k in range(20)]
+    t = fit_thresholds([_record(0.5, boundary_band_mm=b) for b in bands])
+    assert t.max_boundary_band_mm == pytest.approx(float(np.quantile(bands, 0.9)))
+    # A set of razor-sharp outlines cannot make the check refuse ordinary frames.
+    sharp = fit_thresholds([_record(0.5, boundary_band_mm=0.2) for _ in range(20)])
+    assert sharp.max_boundary_band_mm == BOUNDS["max_boundary_band_mm"][0]
+
+
 def test_no_head_is_a_reason() -> None:
     assert reasons(None, None) == ["no fetal head found"]
 

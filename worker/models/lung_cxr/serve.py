@@ -277,7 +277,7 @@ def _load(device: str) -> LungCxrModel:
 
 SPEC = ModelSpec(
     name="lung-cxr",
-    version="2.0.0",
+    version="2.1.0",
     queue="gpu",
     description="Chest X-ray: lung fields (U-Net), areas, pneumonia opacities (Faster R-CNN)",
     accepts=accepts,

@@ -77,10 +77,13 @@ def test_train_frames_per_run() -> None:
     assert train_frames(DEVELOPMENT, 1) == 578  # the fixed split keeps a tenth for tuning
 
 
-def test_lung_cxr_on_a_cpu_is_the_2_0_0_recipe() -> None:
+def test_lung_cxr_on_a_cpu_is_the_2_1_0_recipe_and_the_2_0_0_one_when_short() -> None:
     s = lung_cxr_schedule("cpu", math.inf)
-    assert s.size == (160, 160) and s.length == 1000 and s.plan.batch_size == 8
-    assert (s.plan.folds, s.plan.ensemble, s.plan.final, s.plan.runs) == (5, False, True, 6)
+    assert s.size == (160, 160) and s.length == 3000 and s.plan.batch_size == 8
+    assert (s.plan.folds, s.plan.ensemble, s.plan.final, s.plan.runs) == (5, True, False, 5)
+    short = lung_cxr_schedule("cpu", 2 * 3600)
+    assert short.size == (160, 160) and short.length == 1000
+    assert (short.plan.folds, short.plan.ensemble, short.plan.final) == (5, False, True)
 
 
 def test_lung_cxr_on_a_gpu_ensembles_the_folds_at_256() -> None:

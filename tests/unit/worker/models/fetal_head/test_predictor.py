@@ -81,3 +81,12 @@ def test_ellipse_mask_matches_the_whole_grid_computation() -> None:
         )
         expected = _reference_ellipse_mask(shape, ellipse, spacing)
         assert np.array_equal(ellipse_mask(shape, ellipse, spacing), expected)
+
+
+def test_of_two_equal_components_the_first_in_raster_order_is_kept() -> None:
+    probability = np.zeros((20, 30), dtype=np.float32)
+    probability[12:17, 2:7] = 1.0  # lower, but further left
+    probability[3:8, 20:25] = 1.0  # met first in raster order
+    kept = clean_mask(probability)
+    assert kept[5, 22] and not kept[14, 4]
+    assert np.array_equal(kept, _reference_clean_mask(probability))

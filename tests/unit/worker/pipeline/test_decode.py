@@ -1,0 +1,80 @@
+"""Pixel decoding: the float32 rescale gives exactly what pydicom's float64 Modality LUT gives
+(cast to float32), and the series is stacked frame by frame in order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import Dataset
+from pydicom.pixels.processing import apply_modality_lut
+
+from tests.support.factories import chest_series, minimal_image
+from worker.core.errors import InputError
+from worker.pipeline import loading
+from worker.pipeline.loading import load_series
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _image(values: np.ndarray, signed: bool, slope: str, intercept: str) -> Dataset:
+    ds = minimal_image(CT_IMAGE, "CT")
+    ds.Rows, ds.Columns = values.shape
+    ds.PixelRepresentation = int(signed)
+    ds.PixelData = values.astype("<i2" if signed else "<u2").tobytes()
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    return ds
+
+
+def _reference(ds: Dataset) -> np.ndarray:
+    return np.asarray(apply_modality_lut(ds.pixel_array, ds), dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    ("signed", "slope", "intercept", "fast"),
+    [
+        (True, "1", "-1024", True),  # CT as most scanners write it
+        (False, "1.0", "-1024.0", True),
+        (False, "2", "-8192", True),
+        (True, "200", "100000", True),  # near float32's integer range, still exact
+        (False, "256", "0", False),  # 65535 * 256 is beyond it: pydicom's path
+        (True, "0.5", "-1024", False),
+        (False, "1", "-0.5", False),
+    ],
+)
+def test_the_float32_rescale_is_pydicoms_to_the_bit(
+    signed: bool, slope: str, intercept: str, fast: bool
+) -> None:
+    rng = np.random.default_rng(7)
+    low, high = (-32768, 32767) if signed else (0, 65535)
+    values = rng.integers(low, high, size=(16, 16), endpoint=True)
+    values.flat[:2] = low, high
+    ds = _image(values, signed, slope, intercept)
+    assert (loading._integral_rescale(ds.pixel_array, ds) is not None) is fast
+    decoded = loading._decode(ds)
+    assert decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded, _reference(ds))
+
+
+def test_a_slope_without_an_intercept_is_not_applied() -> None:
+    """pydicom applies a rescale only when both are present; so do we."""
+    ds = _image(np.arange(64).reshape(8, 8), False, "2", "0")
+    del ds.RescaleIntercept
+    assert loading._integral_rescale(ds.pixel_array, ds) is None
+    np.testing.assert_array_equal(loading._decode(ds), np.arange(64).reshape(8, 8))
+
+
+def test_a_series_is_stacked_in_slice_order(tmp_path: Path) -> None:
+    paths = chest_series(tmp_path, seed=3, slices=6)
+    series = load_series(list(reversed(paths)))
+    expected = np.stack([_reference(ds) for ds in series.datasets])
+    assert series.frames.dtype == np.float32
+    np.testing.assert_array_equal(series.frames, expected)
+
+
+def test_fewer_frames_than_the_headers_announce_are_refused() -> None:
+    ds = _image(np.zeros((8, 8)), True, "1", "-1024")
+    ds.NumberOfFrames = 2  # two frames announced, one stored
+    with pytest.raises(InputError, match="cannot decode pixel data"):
+        loading._decode_all([ds])

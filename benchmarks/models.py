@@ -223,7 +223,7 @@ def main() -> None:
     print(f"machine: {machine()}, device {args.device}, {torch.get_num_threads()} torch thread(s)")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        models = ModelCache(args.device)
+        models = ModelCache(args.device, settle=True)
         print(
             "| series (model) | series/s | s/series | ms/slice | forward share | vs bare "
             "forward | stages, ms |"

@@ -331,7 +331,7 @@ def main() -> None:
         root = Path(tmp)
         series = [us_series(root / "in" / f"s{i:02d}", 700 + i) for i in range(n)]
         warm = us_series(root / "warm" / "s", 699)
-        models = ModelCache(args.device)
+        models = ModelCache(args.device, settle=True)
         model: Any = models.get(get_spec("fetal-head-unet"))
         if args.predictor_batch:
             model.predictor.batch_size = args.predictor_batch

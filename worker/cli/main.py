@@ -178,7 +178,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
     from worker.pipeline.device import resolve_device
 
     settings = get_settings()
-    models = ModelCache(resolve_device(settings.device), settings.inference_precision)
+    models = ModelCache(resolve_device(settings.device), settings.inference_precision, settle=True)
     try:
         rows, skipped = process_paths(args.paths, args.out, models, progress=_batch_progress())
     except FileNotFoundError as exc:

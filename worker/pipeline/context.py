@@ -31,7 +31,7 @@ class WorkerContext:
         settings = settings or get_settings()
         engine = make_engine(settings.database_url)
         device = resolve_device(settings.device)
-        models = ModelCache(device, settings.inference_precision)
+        models = ModelCache(device, settings.inference_precision, settle=True)
         batching = Batching.for_device(settings, device)
         logger.info(
             "worker process ready: inference in %s; batching across series %s",

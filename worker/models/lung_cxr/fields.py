@@ -44,19 +44,16 @@ def pixels(mask: Mask) -> int:
     return int(np.count_nonzero(mask))
 
 
-def label(mask: Mask) -> tuple[npt.NDArray[np.int32], int]:
-    """``scipy.ndimage.label(mask)`` (4-connected): the same numbers, by OpenCV."""
+def label(mask: Mask) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+    """``scipy.ndimage.label(mask)`` (4-connected): the same numbers, by OpenCV, and the
+    pixels in each component 1..count (OpenCV's statistics: a bincount over a film's 4.4 M
+    labels took 16 ms)."""
     import cv2  # the gateway imports this package's routing and has no OpenCV
 
     plane = np.ascontiguousarray(mask).view(np.uint8)
-    count, labels = cv2.connectedComponents(plane, connectivity=4, ltype=cv2.CV_32S)
-    return np.asarray(labels, dtype=np.int32), int(count) - 1
-
-
-def component_sizes(labels: npt.NDArray[np.int32], count: int) -> npt.NDArray[np.int64]:
-    """Pixels in each component 1..count."""
-    sizes: npt.NDArray[np.int64] = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    return sizes
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(plane, connectivity=4, ltype=cv2.CV_32S)
+    sizes = np.asarray(stats[1:, cv2.CC_STAT_AREA], dtype=np.int64)
+    return np.asarray(labels, dtype=np.int32), sizes
 
 
 def fill_holes(mask: Mask) -> Mask:
@@ -96,9 +93,9 @@ def two_largest(prob: npt.NDArray[np.float32]) -> Mask:
     """Lung fields: the two largest components of the thresholded map, holes filled."""
     raw = prob >= 0.5
     box = bounding_box(raw)
-    labels, count = label(raw[box])
+    labels, sizes = label(raw[box])
     out = np.zeros(prob.shape, dtype=bool)
-    out[box] = _filled(labels, _largest(labels, component_sizes(labels, count)))
+    out[box] = _filled(labels, _largest(labels, sizes))
     return out
 
 
@@ -142,10 +139,9 @@ def split_lungs(mask: Mask, *, patient_left_on_image_right: bool = True) -> tupl
     side by its centroid; a single merged component is cut at its narrowest central column."""
     right, left = np.zeros_like(mask), np.zeros_like(mask)
     box = bounding_box(mask, margin=0)
-    labels, count = label(mask[box])
-    if count == 0:
+    labels, sizes = label(mask[box])
+    if sizes.size == 0:
         return right, left
-    sizes = component_sizes(labels, count)
     kept = _largest(labels, sizes)
     right[box], left[box] = _sides(
         [labels == k for k in kept],
@@ -208,13 +204,13 @@ class Fields:
         """Given full-size fields (any masks, as the gate's tests and its fitting give)."""
         raw = prob >= 0.5
         box = bounding_box(raw | right | left)
-        labels, count = label(raw[box])
+        _, sizes = label(raw[box])
         return cls(
             (prob.shape[0], prob.shape[1]),
             box,
             prob[box],
             raw[box],
-            component_sizes(labels, count),
+            sizes,
             right[box],
             left[box],
             patient_left_on_image_right,
@@ -233,8 +229,7 @@ def lung_fields(prob: npt.NDArray[np.float32], *, patient_left_on_image_right: b
     raw_full = prob >= 0.5
     box = bounding_box(raw_full)
     raw = raw_full[box]
-    labels, count = label(raw)
-    sizes = component_sizes(labels, count)
+    labels, sizes = label(raw)
     kept = _largest(labels, sizes)
     parts, part_sizes = _filled_components(_filled(labels, kept), labels, kept)
     order = [int(i) for i in np.argsort(np.asarray(part_sizes, dtype=np.int64))[::-1]]

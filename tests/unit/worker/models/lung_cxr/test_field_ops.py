@@ -215,8 +215,9 @@ def test_labelling_filling_and_erosion_equal_scipy(seed: int) -> None:
         np.zeros(shape, dtype=bool),
     ]
     for mask in masks:
-        labels, count = label(mask)
+        labels, sizes = label(mask)
         expected, expected_count = ndimage.label(mask)
-        assert count == expected_count and np.array_equal(labels, expected)
+        assert sizes.size == expected_count and np.array_equal(labels, expected)
+        assert np.array_equal(sizes, np.bincount(expected.ravel(), minlength=sizes.size + 1)[1:])
         assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
         assert np.array_equal(_eroded(mask), ndimage.binary_erosion(mask))

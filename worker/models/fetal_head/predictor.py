@@ -43,7 +43,7 @@ def clean_mask(
     largest = np.flatnonzero(areas == areas.max()) + 1
     number = int(largest[0])
     if len(largest) > 1:  # a tie: the component scipy numbers first
-        number = min(largest, key=lambda n: int(np.argmax(labels.ravel() == n)))
+        number = int(min(largest, key=lambda n: int(np.argmax(labels.ravel() == n))))
     x, y, width, height = (int(v) for v in stats[number, :4])
     crop = np.pad(labels[y : y + height, x : x + width] == number, 1).astype(np.uint8)
     cv2.floodFill(crop, None, (0, 0), 2, flags=4)

@@ -43,6 +43,7 @@ from worker.models._gate.thresholds import Rounded, StoredThresholds
 from worker.models.lung_ct_threshold.volume_ops import (
     bounding_box,
     fill_holes_in_plane,
+    label_sizes,
     mean_index,
     slice_counts,
 )
@@ -102,7 +103,7 @@ def body_mask(hu: npt.NDArray[np.floating], step: int = 1) -> Mask:
     labels, count = ndimage.label(dense)
     if count == 0:
         return dense
-    largest = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    largest = labels == int(np.argmax(label_sizes(labels, count)[1:])) + 1
     return fill_holes_in_plane(largest)
 
 
@@ -133,9 +134,18 @@ def _share_beyond(mask: Mask, geometry: VolumeGeometry, midline: float, sign: fl
     slices = geometry.positions[box[0], 0]
     rows = np.arange(box[1].start, box[1].stop) * (geometry.column_cosine[0] * row_mm)
     cols = np.arange(box[2].start, box[2].stop) * (geometry.row_cosine[0] * col_mm)
-    x = slices[:, None, None] + cols[None, None, :] + rows[None, :, None]
-    beyond = sign * (x - midline) > 0
-    return float(np.count_nonzero(beyond & sub)) / float(np.count_nonzero(sub))
+    # x = (slice + column) + row, summed in this order for every voxel (the same floats as
+    # one broadcast over the box, which allocated eight bytes a voxel).
+    if not rows.any():  # axial: x does not change along a column, count the columns
+        per_column = sub.sum(axis=1, dtype=np.int64)
+        x_plane = slices[:, None] + cols[None, :]
+        hits = int(per_column[sign * (x_plane - midline) > 0].sum())
+    else:
+        hits = sum(
+            int(np.count_nonzero((sign * ((s + cols)[None, :] + rows[:, None] - midline) > 0) & k))
+            for s, k in zip(slices, sub, strict=True)
+        )
+    return float(hits) / float(np.count_nonzero(sub))
 
 
 def _extent_mm(present_in: npt.NDArray[np.bool_], geometry: VolumeGeometry) -> float:

@@ -31,6 +31,7 @@ from worker.models.lung_ct_threshold.volume_ops import (
     Box,
     bounding_box,
     close_and_fill_in_plane,
+    label_sizes,
     mean_index,
     slice_counts,
 )
@@ -91,11 +92,17 @@ def _remove_airways(candidates: Mask, body: Mask, pixel_area_mm2: float) -> Mask
     return candidates & ~np.isin(labels, airway)
 
 
-def _components_by_size(mask: Mask) -> tuple[npt.NDArray[np.int32], list[int]]:
-    labels, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    sizes = np.bincount(labels.ravel())[1:]
-    order = [int(i) + 1 for i in np.argsort(sizes)[::-1]]
-    return labels.astype(np.int32, copy=False), order
+def _components_by_size(mask: Mask) -> tuple[npt.NDArray[np.int32], list[int], list[int]]:
+    """The 26-connected components' labels, their numbers from the largest down, and their
+    sizes in that order."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    sizes = label_sizes(labels, count)[1:]
+    order = np.argsort(sizes)[::-1]
+    return (
+        labels.astype(np.int32, copy=False),
+        [int(i) + 1 for i in order],
+        [int(sizes[i]) for i in order],
+    )
 
 
 def _split_two(mask: Mask) -> tuple[Mask, Mask] | None:
@@ -103,14 +110,12 @@ def _split_two(mask: Mask) -> tuple[Mask, Mask] | None:
     eroded = mask
     for _ in range(MAX_SPLIT_EROSIONS):
         eroded = ndimage.binary_erosion(eroded, structure=IN_PLANE)
-        labels, order = _components_by_size(eroded)
-        if len(order) >= 2:
-            sizes = [int((labels == lab).sum()) for lab in order[:2]]
-            if sizes[1] >= 0.2 * sizes[0]:
-                seeds = np.where(labels == order[0], 1, 0) + np.where(labels == order[1], 2, 0)
-                _, nearest = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
-                owner = seeds[tuple(nearest)]
-                return mask & (owner == 1), mask & (owner == 2)
+        labels, order, sizes = _components_by_size(eroded)
+        if len(order) >= 2 and sizes[1] >= 0.2 * sizes[0]:
+            seeds = np.where(labels == order[0], 1, 0) + np.where(labels == order[1], 2, 0)
+            _, nearest = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+            owner = seeds[tuple(nearest)]
+            return mask & (owner == 1), mask & (owner == 2)
     return None
 
 
@@ -143,7 +148,7 @@ def split_left_right(candidates: Mask, geometry: VolumeGeometry) -> tuple[Mask, 
     if box is None:
         raise InputError("no lungs found: is this a chest CT with the lungs in view?")
     voxel_ml = geometry.voxel_volumes_ml()[box[0]]
-    labels, order = _components_by_size(candidates[box])
+    labels, order, _ = _components_by_size(candidates[box])
     largest = [labels == lab for lab in order[:2]]
     volumes = [float(slice_counts(mask) @ voxel_ml) for mask in largest]
     if not volumes or volumes[0] < MIN_LUNG_ML:

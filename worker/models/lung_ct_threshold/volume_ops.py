@@ -9,7 +9,8 @@ the one the whole array gives) and on all slices at once:
   by slice), then the fill, on the box only;
 - ``mean_index``: the mean voxel index along each axis, from the mask's projections (no
   ``np.nonzero`` over millions of voxels);
-- ``slice_counts``: voxels per slice.
+- ``slice_counts``: voxels per slice;
+- ``label_sizes``: voxels per label, a slice at a time.
 
 The equivalence with the per-slice code is held by tests/unit/worker/models/lung_ct_threshold/
 test_volume_ops.py (identical masks).
@@ -114,3 +115,14 @@ def mean_index(mask: Mask) -> tuple[float, float, float]:
         counts = mask.sum(axis=others, dtype=np.int64)
         means.append(float(counts @ np.arange(counts.size)) / float(counts.sum()))
     return means[0], means[1], means[2]
+
+
+def label_sizes(labels: npt.NDArray[np.integer], count: int) -> npt.NDArray[np.int64]:
+    """``np.bincount(labels.ravel(), minlength=count + 1)`` (index 0: the background), one
+    slice at a time: numpy first casts int32 labels to int64, a copy of the whole volume
+    (0.24-0.57 s for a 300-slice CT's lungs, 0.13 s by slices; the same counts)."""
+    sizes = np.zeros(count + 1, dtype=np.int64)
+    for plane in labels.reshape(labels.shape[0], -1) if labels.ndim > 1 else labels[None]:
+        counts = np.bincount(plane)
+        sizes[: counts.size] += counts
+    return sizes

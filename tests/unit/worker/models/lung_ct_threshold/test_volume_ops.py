@@ -24,6 +24,7 @@ from worker.models.lung_ct_threshold.volume_ops import (
     IN_PLANE,
     close_and_fill_in_plane,
     fill_holes_in_plane,
+    label_sizes,
     mean_index,
 )
 from worker.pipeline.loading import VolumeGeometry
@@ -130,3 +131,50 @@ def test_gate_signals_equal_the_per_voxel_code_on_a_real_chest_ct() -> None:
     need(f"{path} (make test-data)", path.exists())
     volume = read_nrrd(pyradiomics_case(DATA_DIR, "lung2"))
     _check_signals(volume.hu.astype(np.float32), volume.geometry)
+
+
+def test_label_sizes_are_bincounts() -> None:
+    rng = np.random.default_rng(4)
+    for shape in [(7, 30, 40), (1, 5, 5), (3, 1, 200)]:
+        labels, count = ndimage.label(rng.random(shape) < 0.4)
+        expected = np.bincount(labels.ravel(), minlength=count + 1)
+        np.testing.assert_array_equal(label_sizes(labels, count), expected)
+    empty, count = ndimage.label(np.zeros((2, 3, 3), dtype=bool))
+    np.testing.assert_array_equal(label_sizes(empty, count), [18])
+
+
+def _reference_share_beyond(
+    mask: Mask, geometry: VolumeGeometry, midline: float, sign: float
+) -> float:
+    """The broadcast over the mask's box that ``_share_beyond`` replaced."""
+    rows_i, cols_i = np.nonzero(mask.any(axis=(0, 2)))[0], np.nonzero(mask.any(axis=(0, 1)))[0]
+    slices_i = np.nonzero(mask.any(axis=(1, 2)))[0]
+    box = (
+        slice(slices_i[0], slices_i[-1] + 1),
+        slice(rows_i[0], rows_i[-1] + 1),
+        slice(cols_i[0], cols_i[-1] + 1),
+    )
+    row_mm, col_mm = geometry.pixel_spacing
+    slices = geometry.positions[box[0], 0]
+    rows = np.arange(box[1].start, box[1].stop) * (geometry.column_cosine[0] * row_mm)
+    cols = np.arange(box[2].start, box[2].stop) * (geometry.row_cosine[0] * col_mm)
+    x = slices[:, None, None] + cols[None, None, :] + rows[None, :, None]
+    beyond = sign * (x - midline) > 0
+    sub = mask[box]
+    return float(np.count_nonzero(beyond & sub)) / float(np.count_nonzero(sub))
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_the_share_beyond_the_midline_is_the_broadcast_one(oblique: bool) -> None:
+    rng = np.random.default_rng(8)
+    mask = ndimage.gaussian_filter(rng.normal(size=(12, 40, 50)), 2) > 0.1
+    turn = np.radians(20.0 if oblique else 0.0)
+    row_cosine = np.array([np.cos(turn), np.sin(turn), 0.0])
+    column_cosine = np.array([-np.sin(turn), np.cos(turn), 0.0])
+    positions = np.array([[-20.0 + 0.3 * k, -15.0, 2.5 * k] for k in range(12)])
+    geometry = VolumeGeometry(row_cosine, column_cosine, positions, (0.8, 0.7))
+    for midline in (-5.0, 0.0, 3.3):
+        for sign in (1.0, -1.0):
+            assert gate._share_beyond(mask, geometry, midline, sign) == _reference_share_beyond(
+                mask, geometry, midline, sign
+            )

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.dashboard.growth_standing import charted_job, volume_ranked
+from worker.dashboard.growth_standing import VOLUME_KEY, charted_job, volume_ranked
 from worker.dashboard.plotting import new_figure, to_bytes
 from worker.models.fetal_brain.growth import ICV_ML, REFERENCE, standing
 from worker.ops.dating import effective
 
-VOLUME_KEY = "brain_volume_ml"
 GA_KEY = "gestational_age_by_dates_days"
 
 

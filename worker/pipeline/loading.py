@@ -249,7 +249,8 @@ def _integral_rescale(pixels: npt.NDArray[Any], ds: Dataset) -> tuple[float, flo
     as pydicom's ``apply_modality_lut`` would in float64 before our cast: integer pixels of
     at most 16 bits, an integer slope and intercept (CT's 1 and -1024), every product and sum
     an integer below 2**24. Else None: pydicom's float64 path runs. Skipping the float64
-    volume takes 300 CT slices of 512² from ~0.8 s to ~0.2 s (benchmarks/models.py)."""
+    volume: 300 CT slices of 512² rescaled in ~0.2 s, where the float64 path, its cast and
+    the concatenation took ~0.8 s (2-core Xeon, 2026-12-06)."""
     if "ModalityLUTSequence" in ds or "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
         return None
     if pixels.dtype.kind not in "iu" or pixels.dtype.itemsize > 2:

@@ -144,6 +144,13 @@ def add_model_commands(sub: Any) -> None:
     )
     phantoms.add_argument("--frames", type=int, default=1, help="frames per US DICOM (cine)")
     phantoms.add_argument("--uncalibrated", action="store_true", help="no ultrasound regions")
+    phantoms.add_argument(
+        "--convention",
+        choices=["parenchyma", "intracranial"],
+        default="parenchyma",
+        help="fetal-brain: the NIfTI masks' outline, without or with the extra-axial CSF "
+        "(docs/fetal-brain.md; default: the default weights' parenchyma)",
+    )
     phantoms.set_defaults(func=_cmd_phantoms, parser=phantoms)
 
     pack = sub.add_parser(

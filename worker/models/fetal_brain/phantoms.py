@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from worker.models.fetal_brain.convention import CONVENTIONS, INTRACRANIAL
+from worker.models.fetal_brain.convention import CONVENTIONS, INTRACRANIAL, PARENCHYMA
 
 PLANES = ("TRA", "COR", "SAG")
 
@@ -133,14 +133,19 @@ def make_fetal_brain_stack(seed: int, plane: str | None = None) -> FetalBrainSta
     return FetalBrainStack(scaled, brain, pixel, slice_mm, plane, intracranial)
 
 
-def write_nifti_pair(stack: FetalBrainStack, folder: Path, name: str) -> tuple[Path, Path]:
-    """``NAME_image.nii.gz`` and ``NAME_mask.nii.gz`` (the training layout)."""
+def write_nifti_pair(
+    stack: FetalBrainStack, folder: Path, name: str, convention: str = PARENCHYMA
+) -> tuple[Path, Path]:
+    """``NAME_image.nii.gz`` and ``NAME_mask.nii.gz`` (the training layout), the mask the
+    brain under ``convention`` (``FetalBrainStack.truth``; the parenchyma by default, the
+    outline the default weights, 1.0.0, learnt)."""
     import nibabel as nib
 
     folder.mkdir(parents=True, exist_ok=True)
     affine = np.diag([stack.pixel_mm, stack.pixel_mm, stack.slice_mm, 1.0])
     paths = (folder / f"{name}_image.nii.gz", folder / f"{name}_mask.nii.gz")
-    arrays: tuple[npt.NDArray[np.generic], ...] = (stack.image, stack.brain.astype(np.uint8))
+    mask = stack.truth(convention).astype(np.uint8)
+    arrays: tuple[npt.NDArray[np.generic], ...] = (stack.image, mask)
     for path, array in zip(paths, arrays, strict=True):
         volume = np.ascontiguousarray(array.transpose(2, 1, 0))
         nib.save(nib.Nifti1Image(volume, affine), path)  # type: ignore[no-untyped-call]
@@ -152,15 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--count", type=int, default=10)
+    parser.add_argument("--convention", choices=CONVENTIONS, default=PARENCHYMA)
     args = parser.parse_args(argv)
     for seed in range(args.start, args.start + args.count):
-        write_nifti_pair(make_fetal_brain_stack(seed), args.out, f"stack{seed:06d}")
+        stack = make_fetal_brain_stack(seed)
+        write_nifti_pair(stack, args.out, f"stack{seed:06d}", args.convention)
     return 0
 
 
 def command(args: argparse.Namespace) -> None:
-    """``medseg phantoms fetal-brain``: NIfTI image/mask pairs, or MR DICOM stacks with
-    ``--dicom``."""
+    """``medseg phantoms fetal-brain``: NIfTI image/mask pairs (masks under ``--convention``),
+    or MR DICOM stacks with ``--dicom``."""
     for seed in range(args.start, args.start + args.count):
         stack = make_fetal_brain_stack(seed)
         if args.dicom:
@@ -168,7 +175,7 @@ def command(args: argparse.Namespace) -> None:
 
             write_mr_stack(stack, args.out / f"mr{seed:06d}_{stack.plane}")
         else:
-            write_nifti_pair(stack, args.out, f"stack{seed:06d}")
+            write_nifti_pair(stack, args.out, f"stack{seed:06d}", args.convention)
 
 
 if __name__ == "__main__":

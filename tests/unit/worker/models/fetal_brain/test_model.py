@@ -112,3 +112,18 @@ def test_routing_is_a_configurable_rule(monkeypatch: pytest.MonkeyPatch) -> None
         assert accepts(SeriesTags.of("MR", series_description="foetal_head t2"))
     finally:
         get_settings.cache_clear()
+
+
+def test_phantom_pairs_are_written_under_either_convention(tmp_path: Path) -> None:
+    """``medseg phantoms fetal-brain --convention``: the parenchyma by default (the default
+    weights' outline), the intracranial volume on request."""
+    from worker.cli.main import main
+
+    for convention in ("parenchyma", "intracranial"):
+        out = tmp_path / convention
+        argv = ["phantoms", "fetal-brain", "--out", str(out), "--start", "7", "--count", "1"]
+        assert (
+            main([*argv, "--convention", convention] if convention != "parenchyma" else argv) == 0
+        )
+        ((_, _, mask, _),) = list(nifti_pairs(out))
+        assert (mask == make_fetal_brain_stack(7).truth(convention)).all()

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.factories import chest_series
 from worker.core.registry import ModelSpec
+from worker.pipeline import cache as cache_module
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.loading import load_series
 
@@ -40,14 +41,18 @@ def thawed() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("thawed")
-def test_a_load_freezes_what_is_alive_and_a_second_get_does_not(tmp_path: Path) -> None:
+def test_a_load_freezes_what_is_alive_and_a_second_get_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settled: list[None] = []
+    real = cache_module.settle_heap
+    monkeypatch.setattr(cache_module, "settle_heap", lambda: settled.append(real()))
     cache, spec = ModelCache("cpu", settle=True), _spec()
     assert gc.get_freeze_count() == 0
     model = cache.get(spec)
-    frozen = gc.get_freeze_count()
-    assert frozen > 1000  # the modules and everything else alive
     assert cache.get(spec) is model
-    assert gc.get_freeze_count() == frozen
+    assert len(settled) == 1  # once per model
+    assert gc.get_freeze_count() > 1000  # the modules and everything else alive
 
 
 @pytest.mark.usefixtures("thawed")

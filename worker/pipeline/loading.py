@@ -226,14 +226,8 @@ def _decode(ds: Dataset) -> npt.NDArray[np.float32]:
         raise InputError(f"cannot decode pixel data: {exc}") from exc
     exact = _integral_rescale(pixels, ds)
     if exact is not None:
-        slope, intercept = exact
-        out = pixels.astype(np.float32)
-        if slope != 1:
-            out *= np.float32(slope)
-        if intercept:
-            out += np.float32(intercept)
-        return np.asarray(_to_grey(out, ds), dtype=np.float32)
-    if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
+        pixels = _rescaled(pixels, *exact)
+    elif "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
         pixels = apply_modality_lut(pixels, ds)
     elif is_enhanced(ds):
         pixels = _enhanced_rescale(pixels, ds)
@@ -264,6 +258,16 @@ def _integral_rescale(pixels: npt.NDArray[Any], ds: Dataset) -> tuple[float, flo
     if 2**16 * abs(slope) + abs(intercept) >= _FLOAT32_INTEGERS:
         return None
     return slope, intercept
+
+
+def _rescaled(pixels: npt.NDArray[Any], slope: float, intercept: float) -> npt.NDArray[Any]:
+    """``pixels * slope + intercept`` in float32 (exact where ``_integral_rescale`` allows)."""
+    out = pixels.astype(np.float32)
+    if slope != 1:
+        out *= np.float32(slope)
+    if intercept:
+        out += np.float32(intercept)
+    return out
 
 
 def _enhanced_rescale(pixels: npt.NDArray[Any], ds: Dataset) -> npt.NDArray[Any]:

@@ -22,6 +22,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from worker.models._masks import closing
+
 Mask = npt.NDArray[np.bool_]
 Box = tuple[slice, slice, slice]
 
@@ -84,20 +86,11 @@ def close_and_fill_in_plane(mask: Mask, iterations: int) -> Mask:
 
 
 def _close_in_plane(mask: Mask, iterations: int) -> Mask:
-    """``binary_closing(mask, IN_PLANE, iterations) | mask``, slice by slice by OpenCV (ten
-    times faster than scipy on a CT's lungs): the 3x3 square ``iterations`` times is one
-    square of side ``2 * iterations + 1``, and outside the array is background for the
-    dilation and the erosion alike, as in scipy."""
-    import cv2  # the gateway imports this package's routing and has no OpenCV
-
-    side = 2 * iterations + 1
-    kernel = np.ones((side, side), dtype=np.uint8)
-    zero = cv2.BORDER_CONSTANT
+    """``binary_closing(mask, IN_PLANE, iterations) | mask``, slice by slice by OpenCV
+    (``_masks.closing``, ten times faster than scipy on a CT's lungs)."""
     closed = np.empty_like(mask)
-    for k, plane in enumerate(mask.view(np.uint8)):
-        dilated = cv2.dilate(plane, kernel, borderType=zero, borderValue=0)
-        eroded = cv2.erode(dilated, kernel, borderType=zero, borderValue=0)
-        np.logical_or(eroded, plane, out=closed[k])
+    for k, plane in enumerate(mask):
+        np.logical_or(closing(plane, iterations), plane, out=closed[k])
     return closed
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from worker.models._masks import fill_holes
+
 Mask = npt.NDArray[np.bool_]
 Box = tuple[slice, slice]  # rows, columns of the film
 
@@ -54,18 +56,6 @@ def label(mask: Mask) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
     _, labels, stats, _ = cv2.connectedComponentsWithStats(plane, connectivity=4, ltype=cv2.CV_32S)
     sizes = np.asarray(stats[1:, cv2.CC_STAT_AREA], dtype=np.int64)
     return np.asarray(labels, dtype=np.int32), sizes
-
-
-def fill_holes(mask: Mask) -> Mask:
-    """``scipy.ndimage.binary_fill_holes(mask)``: the background not 4-connected to the
-    image's border joins the mask, by flooding the border's background in a padded copy."""
-    import cv2
-
-    plane = np.ascontiguousarray(mask).view(np.uint8)
-    padded = cv2.copyMakeBorder(plane, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    cv2.floodFill(padded, None, (0, 0), 2, flags=4)
-    filled: Mask = padded[1:-1, 1:-1] != 2
-    return filled
 
 
 def _largest(labels: npt.NDArray[np.int32], sizes: npt.NDArray[np.int64]) -> list[int]:

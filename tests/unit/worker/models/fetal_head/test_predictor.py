@@ -8,8 +8,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from worker.models._masks import fill_holes
 from worker.models.fetal_head.biometry import ellipse_mask
-from worker.models.fetal_head.predictor import clean_mask, fill_holes
+from worker.models.fetal_head.predictor import clean_mask
 
 
 def _reference_clean_mask(probability: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:

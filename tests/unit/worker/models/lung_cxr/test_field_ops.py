@@ -10,9 +10,9 @@ import numpy.typing as npt
 import pytest
 from scipy import ndimage
 
+from worker.models._masks import fill_holes
 from worker.models.lung_cxr.fields import (
     Fields,
-    fill_holes,
     label,
     lung_fields,
     split_lungs,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -32,7 +33,8 @@ MATERNAL = (17, 18, 19, 20)
 FAT = 21
 MEMBRANE = 22  # thin walls: bowel, vessels, fascia, fetal organ boundaries
 ORGANS = (23, 24, 25)  # more maternal and fetal organ tissues
-N_LABELS = 26
+DISC, MARROW, MUSCLE = 26, 27, 28  # the mother's spine and the muscles beside it
+N_LABELS = 29
 FLUID_LIKE = (2, 4, FLUID)  # ventricles, extra-axial CSF, amniotic fluid: bright on T2
 
 
@@ -69,6 +71,11 @@ class SynthConfig:
     # In this share of stacks the fetal head lies against the placenta (the uterine cavity
     # shifted so that its placental side is near the brain), as it often does.
     placenta_near_fraction: float = 0.0
+    # Share of stacks planned as a clinical stack is, on the fetal brain's sagittal, coronal
+    # or axial plane (tilted by up to ``planned_tilt_deg``, any angle in plane), so that the
+    # sagittal and coronal ones hold the trunk in plane beside the head; the rest at any angle.
+    planned_fraction: float = 0.0
+    planned_tilt_deg: float = 20.0
 
 
 class BrainBank:
@@ -134,6 +141,30 @@ def random_rotations(gen: torch.Generator, n: int) -> torch.Tensor:
         ],
         1,
     )
+
+
+def planned_rotations(
+    gen: torch.Generator, n: int, fraction: float, tilt_deg: float = 20.0
+) -> torch.Tensor:
+    """Rotations (n, 3, 3) from the stack's frame (rows ``u, v, w``: ``atlas = stack @ R``)
+    to the atlas'; in ``fraction`` of them the slice normal ``w`` lies along one of the
+    atlas' axes (sagittal, coronal, axial), tilted by up to ``tilt_deg``, turned in plane at
+    random; the others uniformly random."""
+    dev = gen.device
+    anywhere = random_rotations(gen, n)
+    if fraction <= 0:
+        return anywhere
+    eye = torch.eye(3, device=dev)
+    # Rows (in-plane, in-plane, normal) for a normal along x, y, z; determinant +1 each.
+    bases = torch.stack([eye[[1, 2, 0]], eye[[2, 0, 1]], eye[[0, 1, 2]]])
+    base = bases[torch.randint(0, 3, (n,), generator=gen, device=dev)]
+    spin = torch.zeros(n, 3, device=dev)
+    spin[:, 2] = _rand(gen, (n,), -math.pi, math.pi)
+    tilt = torch.zeros(n, 3, device=dev)
+    tilt[:, :2] = _rand(gen, (n, 2), -1.0, 1.0) * math.radians(tilt_deg)
+    planned = small_rotations(tilt) @ small_rotations(spin) @ base
+    pick = torch.rand(n, 1, 1, generator=gen, device=dev) < fraction
+    return torch.where(pick, planned, anywhere)
 
 
 def small_rotations(angles: torch.Tensor) -> torch.Tensor:
@@ -211,6 +242,9 @@ def _intensities(gen: torch.Generator, stacks: int, t2_like: torch.Tensor) -> to
             (0.10, 0.90),  # 23-25 organs
             (0.10, 0.90),
             (0.10, 0.90),
+            (0.35, 0.80),  # 26 intervertebral discs
+            (0.25, 0.55),  # 27 vertebral marrow
+            (0.08, 0.30),  # 28 muscle (paraspinal, psoas)
         ],
         device=gen.device,
     )
@@ -309,7 +343,7 @@ def _fetal_labels(
     from the brain; the body an ellipsoid below the head with organs inside. Third: the
     atlas' own T2 image at the same points, when the bank has it."""
     s_count, dev = fetal.shape[0], fetal.device
-    rotation = random_rotations(gen, s_count)
+    rotation = planned_rotations(gen, s_count, config.planned_fraction)
     scale = _rand(gen, (s_count, 1), *config.scale) * _rand(gen, (s_count, 3), 0.93, 1.07)
     brain_mm = (fetal @ rotation) / scale[:, None]  # atlas-frame mm
     deform = _noise(gen, s_count, 3, 5) * _rand(gen, (s_count, 1, 1, 1, 1), 0.0, 3.0)
@@ -326,9 +360,11 @@ def _fetal_labels(
     down = torch.tensor([0.0, 0.0, -1.0], device=dev)
     body_dir = F.normalize(down + 0.6 * torch.randn(s_count, 3, generator=gen, device=dev), dim=1)
     body_axes = torch.stack(
-        [_rand(gen, (s_count,), 30, 55), _rand(gen, (s_count,), 30, 55),
-         _rand(gen, (s_count,), 55, 110)], 1) * mean_scale[:, None]  # fmt: skip
-    body_centre = body_dir * (45.0 * mean_scale + body_axes[:, 2] * 0.85)[:, None]
+        [_rand(gen, (s_count,), 35, 60), _rand(gen, (s_count,), 35, 60),
+         _rand(gen, (s_count,), 70, 130)], 1) * mean_scale[:, None]  # fmt: skip
+    # The trunk begins at the neck, close under the head: on real stacks the fetal body
+    # fills much of the uterus beside the head, with little fluid between.
+    body_centre = body_dir * (40.0 * mean_scale + body_axes[:, 2] * 0.8)[:, None]
     # Mostly the trunk's long axis points away from the head, so that the body meets the
     # scalp at the neck as a real fetus' does; now and then at any angle (a flexed fetus).
     aligned = torch.rand(s_count, 1, 1, generator=gen, device=dev) < 0.7
@@ -357,7 +393,7 @@ def _maternal_labels(
     subcutaneous fat, the uterine wall, the placenta, amniotic fluid and floating limbs.
     In ``near_fraction`` of the stacks the head lies against the placenta."""
     scanner, s_count, dev = points.scanner, points.scanner.shape[0], points.scanner.device
-    cavity_axes = _rand(gen, (s_count, 3), 75.0, 160.0)
+    cavity_axes = _rand(gen, (s_count, 3), 60.0, 130.0)
     placenta_dir = F.normalize(torch.randn(s_count, 3, generator=gen, device=dev), dim=1)
     near = torch.rand(s_count, 1, generator=gen, device=dev) < near_fraction
     # Near: the cavity's centre moved away from the placenta's side, so that the placenta
@@ -383,8 +419,13 @@ def _maternal_labels(
     mother_axes = torch.stack(
         [_rand(gen, (s_count,), 130, 210), _rand(gen, (s_count,), 110, 170),
          _rand(gen, (s_count,), 200, 400)], 1)  # fmt: skip
+    # Stacks are planned on the fetal brain, so the mother lies at any angle to them: her
+    # long axis (and spine) runs through, across or along the slices.
+    turn = random_rotations(gen, s_count)
+    mother = torch.einsum("spj,sjk->spk", scanner - cavity_centre[:, None], turn)
+    mother = mother + cavity_centre[:, None]
     upright = torch.eye(3, device=dev).expand(s_count, 3, 3)
-    mother_r = _ellipsoid_radius(scanner, cavity_centre * 0.5, mother_axes, upright)
+    mother_r = _ellipsoid_radius(mother, cavity_centre * 0.5, mother_axes, upright)
     fat_depth = _rand(gen, (s_count, 1), 0.03, 0.12)
     kinds = torch.tensor((*MATERNAL, *ORGANS), device=dev)
     tissue = _sample_field(_noise(gen, s_count, len(MATERNAL), 9), scanner, 300.0)
@@ -404,12 +445,46 @@ def _maternal_labels(
     fine = _sample_field(_noise(gen, s_count, 2, 48), scanner, 300.0)
     loops = fine[:, 0].abs() < _rand(gen, (s_count, 1), 0.03, 0.15)
     maternal = torch.where(loops & (fine[:, 1] > 0), kinds[-1], maternal)
+    maternal = _spine(gen, mother, cavity_centre * 0.5, mother_axes, maternal)
     label = torch.where(mother_r < 1, maternal, torch.zeros_like(maternal))  # air outside
     label = torch.where((mother_r < 1) & (mother_r > 1 - fat_depth), FAT, label)
     label = torch.where(cavity_r < 1 + wall, WALL, label)
     label = torch.where(cavity_r < 1, FLUID, label)
     label = torch.where((cavity_r < 1) & placenta, PLACENTA, label)
     return torch.where((cavity_r < 1) & limbs, LIMBS, label)
+
+
+def _spine(gen: torch.Generator, mother: torch.Tensor, centre: torch.Tensor,
+           axes: torch.Tensor, label: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """The mother's lumbar spine along her long axis (z) at her back (+y): vertebral bodies
+    of marrow in a dark cortex with discs between them, the spinal canal (fluid) in a bony
+    ring behind, paraspinal muscles behind and psoas muscles beside. On real stacks a
+    vertebra in its ring of bone and muscle is the look-alike a network takes for a head."""
+    s_count = mother.shape[0]
+    body_r = _rand(gen, (s_count, 1), 14.0, 22.0)
+    axis_x = centre[:, 0:1]
+    axis_y = centre[:, 1:2] + axes[:, 1:2] * _rand(gen, (s_count, 1), 0.35, 0.6)
+    x, y, z = (mother[..., i] for i in range(3))
+    dx = x - axis_x
+
+    def within(cx: torch.Tensor, cy: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor) -> Any:
+        return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 < 1
+
+    period = _rand(gen, (s_count, 1), 28.0, 38.0)
+    disc = torch.remainder(z / period + _rand(gen, (s_count, 1), 0.0, 1.0), 1.0) < 0.22
+    r_body = torch.sqrt(dx**2 + (y - axis_y) ** 2)
+    canal_y = axis_y + body_r + 9.0
+    r_canal = torch.sqrt(dx**2 + (y - canal_y) ** 2)
+    canal_r = _rand(gen, (s_count, 1), 5.0, 8.0)
+    muscle = within(axis_x + body_r + 14, canal_y + 10, body_r * 0.9 + 8, body_r + 10)
+    muscle |= within(axis_x - body_r - 14, canal_y + 10, body_r * 0.9 + 8, body_r + 10)
+    muscle |= within(axis_x + body_r + 8, axis_y - 4, body_r * 0.7, body_r * 0.8)
+    muscle |= within(axis_x - body_r - 8, axis_y - 4, body_r * 0.7, body_r * 0.8)
+    label = torch.where(muscle, MUSCLE, label)
+    label = torch.where(r_canal < canal_r + 3.0, SKULL, label)  # the bony ring
+    label = torch.where(r_canal < canal_r, FLUID, label)
+    label = torch.where(r_body < body_r, SKULL, label)  # cortex
+    return torch.where(r_body < body_r - 2.0, torch.where(disc, DISC, MARROW), label)
 
 
 def _signal(gen: torch.Generator, label: torch.Tensor, scanner: torch.Tensor,

@@ -238,3 +238,35 @@ def test_the_kept_weights_can_be_an_average_of_the_trajectory() -> None:
     kept.after_step(60.0, 2)
     assert kept.scored() is not model
     torch.testing.assert_close(next(kept.scored().parameters()), next(model.parameters()))
+
+
+def test_planned_stacks_lie_on_an_anatomical_plane_within_the_tilt() -> None:
+    from worker.models.fetal_brain.synth import planned_rotations
+
+    gen = torch.Generator().manual_seed(0)
+    turns = planned_rotations(gen, 300, fraction=1.0, tilt_deg=20.0)
+    eye = torch.eye(3).expand(300, 3, 3)
+    assert torch.allclose(turns @ turns.transpose(1, 2), eye, atol=1e-5)
+    assert torch.allclose(torch.linalg.det(turns), torch.ones(300), atol=1e-5)
+    normal = turns[:, 2]  # where the slice normal points in the atlas
+    off_axis = torch.rad2deg(torch.arccos(normal.abs().amax(1).clamp(max=1.0)))
+    assert float(off_axis.max()) <= 20.0 * math.sqrt(2) + 1e-3
+    assert set(normal.abs().argmax(1).tolist()) == {0, 1, 2}  # sagittal, coronal and axial
+    anywhere = planned_rotations(gen, 300, fraction=0.0)[:, 2]
+    assert float(torch.rad2deg(torch.arccos(anywhere.abs().amax(1))).max()) > 35.0
+
+
+def test_the_mother_has_a_spine_of_marrow_discs_and_muscle(bank: LabelBank) -> None:
+    from worker.models.fetal_brain.synth import (
+        DISC,
+        MARROW,
+        MUSCLE,
+        _maternal_labels,
+        _stack_points,
+    )
+
+    gen = torch.Generator().manual_seed(3)
+    config = SynthConfig(rows=96, cols=96, pixel_mm=(4.0, 4.0), thickness_mm=(5.0, 6.0))
+    labels = _maternal_labels(gen, _stack_points(gen, 6, 16, config))
+    counts = torch.bincount(labels.flatten(), minlength=MUSCLE + 1)
+    assert int(counts[MARROW]) > 0 and int(counts[DISC]) > 0 and int(counts[MUSCLE]) > 0

@@ -1,0 +1,93 @@
+"""The coarse 3D localiser: shapes through the stack, its checkpoint, its training loop."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.unit.worker.models.fetal_brain.test_synth import VOXEL_MM, _brain
+from worker.models._nn.checkpoint import CheckpointError
+from worker.models.fetal_brain.atlas import bank_from_arrays
+from worker.models.fetal_brain.locator import (
+    COARSE,
+    Locator3d,
+    coarse,
+    load,
+    logits,
+    padded_depth,
+    region_probability,
+)
+from worker.models.fetal_brain.train_locator import LocatorTrainConfig, locator_synth, train
+from worker.models.fetal_brain.train_synth import load_real
+
+
+def test_any_slice_count_is_padded_to_the_poolings_and_cropped_back() -> None:
+    model = Locator3d(base=2)
+    for n in (1, 5, 8, 22):
+        assert padded_depth(n) % 4 == 0 and padded_depth(n) - n < 4
+        assert logits(model, torch.rand(2, n, COARSE, COARSE)).shape == (2, n, COARSE, COARSE)
+
+
+def test_coarse_is_the_area_mean() -> None:
+    stack = torch.zeros(3, 128, 128)
+    stack[:, :64, :] = 1.0
+    small = coarse(stack)
+    assert small.shape == (3, COARSE, COARSE)
+    assert float(small[:, : COARSE // 2].min()) == 1.0 and float(small[:, COARSE // 2 :].max()) == 0
+    assert coarse(torch.ones(2, 4, 5, 320, 300)).shape == (2, 4, 5, COARSE, COARSE)
+
+
+def test_the_region_comes_back_at_the_stack_size_as_probabilities() -> None:
+    stack = np.random.default_rng(0).integers(0, 255, (6, 100, 90), dtype=np.uint8)
+    prob = region_probability(Locator3d(base=2), stack)
+    assert prob.shape == stack.shape and prob.dtype == np.float32
+    assert float(prob.min()) >= 0.0 and float(prob.max()) <= 1.0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    folder = tmp_path_factory.mktemp("locator")
+    bank = bank_from_arrays([_brain(), _brain()[::-1].copy()], VOXEL_MM, ["a", "b"])
+    real = folder / "real.npz"
+    np.savez_compressed(
+        real,
+        s1__image=np.random.default_rng(0).random((5, 80, 80)).astype(np.float32),
+        s1__mask=np.zeros((5, 80, 80), bool),
+        s1__spacing=np.array([1.0, 1.0, 3.0], np.float32),
+    )
+    config = LocatorTrainConfig(
+        max_seconds=1.0,
+        base=2,
+        validate_every_s=1000.0,
+        validation_stacks=1,
+        synth=replace(locator_synth(), rows=16, cols=16, slices=(4, 5)),
+    )
+    out = folder / "locator.pt"
+    return out, train(bank, out, config, "cpu", load_real(real))
+
+
+def test_training_saves_a_checkpoint_that_loads_with_its_sha256(
+    trained: tuple[Path, dict[str, object]],
+) -> None:
+    out, meta = trained
+    assert isinstance(meta["steps"], int) and meta["steps"] >= 1
+    assert "s1" in meta["last"]["real"]  # type: ignore[index]
+    assert str(meta["validated_on"]).endswith("b")  # the last label map, held out
+    model, loaded = load(out)
+    assert loaded["sha256"] == meta["sha256"] and isinstance(model, Locator3d)
+    assert out.with_name("locator.step" + str(meta["steps"]) + ".pt").exists()
+
+
+def test_an_altered_checkpoint_is_refused(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    out, _ = trained
+    copy = tmp_path / "locator.pt"
+    copy.write_bytes(out.read_bytes() + b"\0")
+    copy.with_suffix(".json").write_text(out.with_suffix(".json").read_text())
+    with pytest.raises(CheckpointError, match="sha256"):
+        load(copy)

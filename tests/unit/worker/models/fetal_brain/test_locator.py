@@ -91,3 +91,27 @@ def test_an_altered_checkpoint_is_refused(
     copy.with_suffix(".json").write_text(out.with_suffix(".json").read_text())
     with pytest.raises(CheckpointError, match="sha256"):
         load(copy)
+
+
+def test_a_pair_is_served_with_the_recipe_and_both_checkpoints_unchanged(tmp_path: Path) -> None:
+    from worker.models._nn.checkpoint import read_metadata, sha256_of
+    from worker.models.fetal_brain.predict import StackSegmenter
+    from worker.models.fetal_brain.score_pairs import CANDIDATE, served_pair
+
+    refine = CANDIDATE.with_name("fetal_brain_refine.pt")
+    recipe = dict(read_metadata(CANDIDATE)["postprocess"])
+    weights = served_pair(CANDIDATE, refine, {**recipe, "core_mm": 12.0}, tmp_path / "pair")
+    served = read_metadata(weights)["postprocess"]
+    assert served["refine"] == "refine.pt" and served["core_mm"] == 12.0
+    assert sha256_of(weights) == sha256_of(CANDIDATE)
+    assert read_metadata(CANDIDATE)["postprocess"]["core_mm"] == recipe["core_mm"]  # untouched
+    segmenter = StackSegmenter(weights)
+    assert segmenter.refiner is not None and segmenter.recipe.core_mm == 12.0
+
+
+def test_the_gpu_second_stage_recipe_is_the_window_recipe_at_gpu_batch() -> None:
+    from worker.models.fetal_brain.train_synth import refine_config, refine_gpu_config
+
+    cpu, gpu = refine_config(100.0), refine_gpu_config(100.0)
+    assert gpu.synth == cpu.synth and gpu.window_mm == cpu.window_mm
+    assert (gpu.batch_size, gpu.base, gpu.stacks_per_step) == (64, 16, 8)

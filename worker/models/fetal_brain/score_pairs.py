@@ -1,0 +1,94 @@
+"""Score first- and second-stage checkpoints served together, on real stacks (a
+``train_synth --pack-real`` pack), the way ``medseg evaluate fetal-brain`` serves them: each
+pair under one post-processing recipe (2.0.0-rc2's by default), Dice, volume error and the
+gate's verdict per stack, into one JSON. Runs where training runs (a bare GPU machine needs
+pydicom beside torch, numpy, scipy and OpenCV).
+
+    python -m worker.models.fetal_brain.score_pairs --real real.npz --first a.pt b.pt \\
+        --refine c.pt d.pt --out pairs.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from worker.models._nn.checkpoint import metadata_path, read_metadata, update_metadata
+from worker.models.fetal_brain.train_synth import load_real
+
+logger = logging.getLogger(__name__)
+
+CANDIDATE = Path(__file__).resolve().parent / "candidates" / "fetal_brain_unet.pt"
+
+
+def served_pair(first: Path, refine: Path, recipe: dict[str, Any], folder: Path) -> Path:
+    """Copies of ``first`` and ``refine`` in ``folder``, the first's metadata naming the second
+    and the recipe (the weights, and so their sha256, unchanged)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for source, name in ((first, "first.pt"), (refine, "refine.pt")):
+        shutil.copyfile(source, folder / name)
+        shutil.copyfile(metadata_path(source), metadata_path(folder / name))
+    update_metadata(folder / "first.pt", {"postprocess": {**recipe, "refine": "refine.pt"}})
+    return folder / "first.pt"
+
+
+def score(
+    real: Path,
+    firsts: list[Path],
+    refines: list[Path],
+    recipe: dict[str, Any],
+    device: str = "cpu",
+) -> list[dict[str, Any]]:
+    from worker.models.fetal_brain.evaluate import evaluate_stacks
+
+    stacks = [(n, i, m, (sp[0], sp[1], sp[2])) for n, i, m, sp in load_real(real)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (first, refine) in enumerate(product(firsts, refines)):
+            weights = served_pair(first, refine, recipe, Path(tmp) / str(k))
+            summary = evaluate_stacks(stacks, weights, device)
+            rows.append(
+                {
+                    "first": str(first),
+                    "refine": str(refine),
+                    "dice_mean": summary["unet_dice"][0],
+                    "flagged": summary["gate_flagged"],
+                    "stacks": {
+                        r["name"]: {
+                            "dice": round(r["unet"]["dice"], 4),
+                            "volume_error_pct": round(r["unet_volume_error_pct"], 1),
+                            "gate": r["gate_reasons"] or "accepted",
+                        }
+                        for r in summary["per_stack"]
+                    },
+                }
+            )
+            logger.info("%s", json.dumps(rows[-1]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--real", type=Path, required=True)
+    parser.add_argument("--first", type=Path, nargs="+", required=True)
+    parser.add_argument("--refine", type=Path, nargs="+", required=True)
+    parser.add_argument("--recipe-from", type=Path, default=CANDIDATE,
+                        help="a checkpoint whose post-processing recipe to serve with")  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    recipe = dict(read_metadata(args.recipe_from)["postprocess"])
+    rows = score(args.real, args.first, args.refine, recipe, args.device)
+    args.out.write_text(json.dumps({"recipe": recipe, "pairs": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

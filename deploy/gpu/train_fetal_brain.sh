@@ -13,12 +13,14 @@
 #       --out .packs/fetal-brain-atlas.npz
 #   python -m worker.models.fetal_brain.train_synth --pack-real \
 #       ../shared/data/fetal-brain-real-val --out .packs/fetal-brain-real.npz
+#   python -m pip download --no-deps -d .whl "pydicom==$(python -c 'import pydicom as p; print(p.__version__)')"
+# (pydicom is pure Python; .whl/ is ignored through .git/info/exclude: carry it too.)
 #
 # OUT receives 8 files (the most a rented machine gives back): first.pt, refine.pt and
 # locator.pt with their .json (sha256, history with the real stacks' Dice at every
 # validation), train.log (the three logs) and summary.json (sha256 recomputed, exit codes,
-# wall clock, and pairs: new and 2.0.0-rc2 stages crossed, served on the real validation
-# stacks with rc2's recipe). The whole command ends within SECONDS + about 3 minutes.
+# wall clock, and pairs: new and 2.0.0-rc2 stages crossed, without and with the new
+# localiser, served on the real validation stacks with rc2's recipe). The whole command ends within SECONDS + about 3 minutes.
 #
 # Environment: PACKS (.packs), DEVICE (cuda), SECONDS_EACH (300), GRACE (90), THREADS (5 each),
 # PYTHON (python3), EXTRA (more train_synth flags for both U-Nets).
@@ -76,10 +78,13 @@ done
 
 RC2=worker/models/fetal_brain/candidates
 pairs_rc=1
+LOCATORS=(none)
+[ -f "$OUT/locator.pt" ] && LOCATORS+=("$OUT/locator.pt")
 if [ -f "$OUT/first.pt" ] && [ -f "$OUT/refine.pt" ]; then
     timeout 300 "$PYTHON" -m worker.models.fetal_brain.score_pairs --real "$REAL" \
         --device "$DEVICE" --first "$OUT/first.pt" "$RC2/fetal_brain_unet.pt" \
-        --refine "$OUT/refine.pt" "$RC2/fetal_brain_refine.pt" --out "$OUT.work/pairs.json" \
+        --refine "$OUT/refine.pt" "$RC2/fetal_brain_refine.pt" --locator "${LOCATORS[@]}" \
+        --out "$OUT.work/pairs.json" \
         >"$OUT.work/pairs.log" 2>&1
     pairs_rc=$?
 fi
@@ -94,7 +99,8 @@ if [ -f "$OUT.work/pairs.json" ]; then
 import json, sys
 summary, pairs = (json.load(open(p)) for p in sys.argv[1:])
 summary["pairs"] = [
-    {k: p[k] for k in ("first", "refine", "dice_mean", "flagged", "stacks")} for p in pairs["pairs"]
+    {k: p[k] for k in ("first", "refine", "locator", "dice_mean", "flagged", "stacks")}
+    for p in pairs["pairs"]
 ]
 json.dump(summary, open(sys.argv[1], "w"), indent=2, sort_keys=True)
 PY

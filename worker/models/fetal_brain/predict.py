@@ -23,6 +23,8 @@ from worker.models.fetal_brain.convention import of_checkpoint
 from worker.pipeline.geometry import VolumeGeometry
 
 Mask = npt.NDArray[np.bool_]
+#: A stack of the service's 8-bit scaling to the brain's probability at every voxel.
+Region = Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]]
 Spacing = tuple[float, float, float]  # (slice, row, column) mm
 _CONNECTED = np.ones((3, 3, 3), dtype=bool)
 
@@ -58,6 +60,13 @@ class PostProcess:
     refine: str | None = None
     window_mm: float = 160.0
     refine_margin_mm: float = 30.0
+    # A coarse 3D localiser (``locator.py``: a checkpoint file beside this one): the first
+    # stage's probabilities count only within ``locator_margin_mm`` of the localiser's brain
+    # (its largest component above ``locator_threshold``); what the first stage marked
+    # beyond still counts as ``outside`` for the gate.
+    locator: str | None = None
+    locator_threshold: float = 0.5
+    locator_margin_mm: float = 10.0
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> PostProcess:
@@ -73,6 +82,9 @@ class PostProcess:
             "refine": self.refine,
             "window_mm": self.window_mm,
             "refine_margin_mm": self.refine_margin_mm,
+            "locator": self.locator,
+            "locator_threshold": self.locator_threshold,
+            "locator_margin_mm": self.locator_margin_mm,
         }
 
 
@@ -179,13 +191,23 @@ def segment_stack(
     spacing: Spacing | None = None,
     recipe: PostProcess | None = None,
     refiner: UNetPredictor | None = None,
+    *,
+    locator: Region | None = None,
 ) -> StackPrediction:
     """The cleaned mask, and the raw one the quality gate compares it with. ``spacing``
     (slice, row, column mm) is needed for the localisation; without it none is done.
-    ``refiner``: the recipe's second stage, run on a window around the localised core."""
+    ``refiner``: the recipe's second stage, run on a window around the localised core;
+    ``locator``: the recipe's 3D localiser (the brain's probability at every voxel of the
+    8-bit stack), which bounds where the first stage's core is looked for."""
     recipe = recipe or PostProcess.from_metadata(predictor.metadata)
     stack = normalise_stack(image)
     probabilities = stack_probabilities(predictor, stack, recipe.flips)
+    marked = probabilities >= recipe.threshold  # the first stage's marks, for ``outside``
+    if locator is not None and spacing is not None:
+        located = clean_volume(locator(stack), recipe.locator_threshold)
+        if located.any():
+            region = near(located, spacing, recipe.locator_margin_mm)
+            probabilities = np.where(region, probabilities, np.float32(0))
     raw = probabilities >= recipe.threshold
     outside = np.zeros_like(raw)
     if recipe.core_mm > 0 and spacing is not None:
@@ -203,11 +225,11 @@ def segment_stack(
                 )
                 within = near(core, spacing, recipe.core_mm + recipe.refine_margin_mm)
                 first = clean_mask(raw & region)
-                outside = raw & ~within
+                outside = marked & ~within
                 raw = (refined >= recipe.threshold) & within
                 mask = clean_mask(raw)
                 return StackPrediction(raw, mask, outside, dice(first, mask))
-            outside = raw & ~region
+            outside = marked & ~region
             raw = raw & region
     return StackPrediction(raw, clean_mask(raw), outside)
 
@@ -224,9 +246,17 @@ class StackSegmenter:
             if self.recipe.refine
             else None
         )
+        self.locator: Region | None = None
+        if self.recipe.locator:
+            from worker.models.fetal_brain import locator
+
+            model, _ = locator.load(weights.parent / self.recipe.locator, device)
+            self.locator = lambda stack: locator.region_probability(model, stack)
         self.sha256 = self.predictor.sha256
         #: What the mask's outline holds, as the checkpoint states it (convention.py).
         self.convention = of_checkpoint(self.predictor.metadata)
 
     def segment(self, image: npt.NDArray[Any], spacing: Spacing | None) -> StackPrediction:
-        return segment_stack(self.predictor, image, spacing, self.recipe, self.refiner)
+        return segment_stack(
+            self.predictor, image, spacing, self.recipe, self.refiner, locator=self.locator
+        )

@@ -5,7 +5,7 @@ gate's verdict per stack, into one JSON. Runs where training runs (a bare GPU ma
 pydicom beside torch, numpy, scipy and OpenCV).
 
     python -m worker.models.fetal_brain.score_pairs --real real.npz --first a.pt b.pt \\
-        --refine c.pt d.pt --out pairs.json
+        --refine c.pt d.pt [--locator none e.pt] --out pairs.json
 """
 
 from __future__ import annotations
@@ -27,14 +27,22 @@ logger = logging.getLogger(__name__)
 CANDIDATE = Path(__file__).resolve().parent / "candidates" / "fetal_brain_unet.pt"
 
 
-def served_pair(first: Path, refine: Path, recipe: dict[str, Any], folder: Path) -> Path:
-    """Copies of ``first`` and ``refine`` in ``folder``, the first's metadata naming the second
-    and the recipe (the weights, and so their sha256, unchanged)."""
+def served_pair(
+    first: Path, refine: Path, recipe: dict[str, Any], folder: Path, locator: Path | None = None
+) -> Path:
+    """Copies of ``first``, ``refine`` (and ``locator``) in ``folder``, the first's metadata
+    naming the others and the recipe (the weights, and so their sha256, unchanged)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for source, name in ((first, "first.pt"), (refine, "refine.pt")):
+    parts = [(first, "first.pt"), (refine, "refine.pt")]
+    if locator is not None:
+        parts.append((locator, "locator.pt"))
+    for source, name in parts:
         shutil.copyfile(source, folder / name)
         shutil.copyfile(metadata_path(source), metadata_path(folder / name))
-    update_metadata(folder / "first.pt", {"postprocess": {**recipe, "refine": "refine.pt"}})
+    served = {**recipe, "refine": "refine.pt", "locator": None}
+    if locator is not None:
+        served["locator"] = "locator.pt"
+    update_metadata(folder / "first.pt", {"postprocess": served})
     return folder / "first.pt"
 
 
@@ -43,20 +51,25 @@ def score(
     firsts: list[Path],
     refines: list[Path],
     recipe: dict[str, Any],
+    *,
     device: str = "cpu",
+    locators: list[Path | None] | None = None,
 ) -> list[dict[str, Any]]:
+    """Every first stage with every second stage (and each localiser, None for none)."""
     from worker.models.fetal_brain.evaluate import evaluate_stacks
 
     stacks = [(n, i, m, (sp[0], sp[1], sp[2])) for n, i, m, sp in load_real(real)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for k, (first, refine) in enumerate(product(firsts, refines)):
-            weights = served_pair(first, refine, recipe, Path(tmp) / str(k))
+        combos = product(firsts, refines, locators or [None])
+        for k, (first, refine, locator) in enumerate(combos):
+            weights = served_pair(first, refine, recipe, Path(tmp) / str(k), locator)
             summary = evaluate_stacks(stacks, weights, device)
             rows.append(
                 {
                     "first": str(first),
                     "refine": str(refine),
+                    "locator": None if locator is None else str(locator),
                     "dice_mean": summary["unet_dice"][0],
                     "flagged": summary["gate_flagged"],
                     "stacks": {
@@ -82,10 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="a checkpoint whose post-processing recipe to serve with")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--locator", nargs="+", default=[], help="3D localisers; 'none' serves without one"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     recipe = dict(read_metadata(args.recipe_from)["postprocess"])
-    rows = score(args.real, args.first, args.refine, recipe, args.device)
+    locators = [None if x == "none" else Path(x) for x in args.locator] or [None]
+    rows = score(args.real, args.first, args.refine, recipe, device=args.device, locators=locators)
     args.out.write_text(json.dumps({"recipe": recipe, "pairs": rows}, indent=2) + "\n")
     return 0
 

@@ -93,7 +93,9 @@ def test_an_altered_checkpoint_is_refused(
         load(copy)
 
 
-def test_a_pair_is_served_with_the_recipe_and_both_checkpoints_unchanged(tmp_path: Path) -> None:
+def test_a_pair_is_served_with_the_recipe_and_both_checkpoints_unchanged(
+    tmp_path: Path, trained: tuple[Path, dict[str, object]]
+) -> None:
     from worker.models._nn.checkpoint import read_metadata, sha256_of
     from worker.models.fetal_brain.predict import StackSegmenter
     from worker.models.fetal_brain.score_pairs import CANDIDATE, served_pair
@@ -107,6 +109,17 @@ def test_a_pair_is_served_with_the_recipe_and_both_checkpoints_unchanged(tmp_pat
     assert read_metadata(CANDIDATE)["postprocess"]["core_mm"] == recipe["core_mm"]  # untouched
     segmenter = StackSegmenter(weights)
     assert segmenter.refiner is not None and segmenter.recipe.core_mm == 12.0
+    assert segmenter.locator is None
+    # with a localiser beside them, served from its own checkpoint (sha256-checked)
+    located = served_pair(CANDIDATE, refine, recipe, tmp_path / "three", trained[0])
+    assert read_metadata(located)["postprocess"]["locator"] == "locator.pt"
+    segmenter = StackSegmenter(located)
+    assert segmenter.locator is not None
+    from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
+
+    stack = make_fetal_brain_stack(820001)
+    spacing = (stack.slice_mm, stack.pixel_mm, stack.pixel_mm)
+    assert segmenter.segment(stack.image, spacing).mask.shape == stack.image.shape
 
 
 def test_the_gpu_second_stage_recipe_is_the_window_recipe_at_gpu_batch() -> None:

@@ -172,3 +172,28 @@ def test_the_two_stage_candidate_serves_a_stack_with_both_its_checkpoints() -> N
     served = segmenter.segment(stack.image, spacing)
     assert served.stage_agreement is not None and 0.0 <= served.stage_agreement <= 1.0
     assert served.mask.any() and (served.mask & stack.brain).sum() > 0.5 * stack.brain.sum()
+
+
+def test_a_localiser_bounds_where_the_core_is_looked_for_and_outside_still_counts() -> None:
+    from worker.models._nn.metrics import dice
+
+    p, brain, slab = _scene()
+    p[slab] = 0.97  # a look-alike as confident as the brain, with more deep mass
+    image = (p * 255).astype(np.uint8).astype(np.float32)
+    image[0, 0, 0] = 255
+    recipe = PostProcess(core_mm=6.0, margin_mm=8.0, locator_margin_mm=5.0)
+    alone = segment_stack(_Echo(), image, SPACING, recipe)  # type: ignore[arg-type]
+    assert (alone.mask & slab).sum() > 0.5 * slab.sum()  # the look-alike's core wins
+    seen: list[Any] = []
+
+    def region(stack: Any) -> Any:
+        seen.append(stack)
+        return brain.astype(np.float32)
+
+    located = segment_stack(_Echo(), image, SPACING, recipe, locator=region)  # type: ignore[arg-type]
+    assert seen[0].dtype == np.uint8 and seen[0].shape == p.shape  # the 8-bit stack
+    assert dice(located.mask, brain) > 0.95 and not (located.mask & slab).any()
+    assert located.outside.sum() > 0.9 * slab.sum()  # what the first stage marked elsewhere
+    empty = np.zeros(p.shape, np.float32)
+    nothing = segment_stack(_Echo(), image, SPACING, recipe, locator=lambda s: empty)  # type: ignore[arg-type]
+    assert (nothing.mask == alone.mask).all()  # an empty region bounds nothing

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +25,12 @@ from worker.models._nn.metrics import dice
 from worker.models.fetal_brain.atlas import LabelBank, load_bank
 from worker.models.fetal_brain.locator import COARSE, Locator3d, coarse, logits, region_probability
 from worker.models.fetal_brain.synth import BrainBank, SynthConfig, synthesise
-from worker.models.fetal_brain.train_synth import VALIDATION_ATLASES, RealStack, load_real
+from worker.models.fetal_brain.train_synth import (
+    VALIDATION_ATLASES,
+    RealStack,
+    load_real,
+    lr_at,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +66,6 @@ class LocatorTrainConfig:
     # synthesis costs more than the network's step on a CPU.
     reuse: int = 2
     synth: SynthConfig = field(default_factory=locator_synth)
-
-
-def _lr_at(fraction: float, config: LocatorTrainConfig) -> float:
-    if fraction < config.warmup_fraction:
-        return config.learning_rate * fraction / config.warmup_fraction
-    done = (fraction - config.warmup_fraction) / (1 - config.warmup_fraction)
-    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
 
 def _pooled(bank: BrainBank, gen: torch.Generator, count: int, synth: SynthConfig,
@@ -169,7 +166,9 @@ def train(
         if finished:
             break
         for group in optimiser.param_groups:
-            group["lr"] = _lr_at(elapsed / config.max_seconds, config)
+            group["lr"] = lr_at(
+                elapsed / config.max_seconds, config.learning_rate, config.warmup_fraction
+            )
         if steps % config.reuse == 0:
             x, y = _pooled(train_bank, gen, config.stacks_per_step, config.synth)
         else:

@@ -198,12 +198,13 @@ def load_real(path: Path) -> list[RealStack]:
         ]
 
 
-def _lr_at(fraction: float, config: SynthTrainConfig) -> float:
-    """Linear warm-up, then cosine decay to zero at the end of the time budget."""
-    if fraction < config.warmup_fraction:
-        return config.learning_rate * fraction / config.warmup_fraction
-    done = (fraction - config.warmup_fraction) / (1 - config.warmup_fraction)
-    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+def lr_at(fraction: float, peak: float, warmup: float) -> float:
+    """Linear warm-up over the ``warmup`` share of the time budget, then cosine decay from
+    ``peak`` to zero at its end (``fraction``: the share of the budget spent)."""
+    if fraction < warmup:
+        return peak * fraction / warmup
+    done = (fraction - warmup) / (1 - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
 
 @torch.no_grad()
@@ -457,7 +458,9 @@ def train(
         if finished:
             break
         for group in optimiser.param_groups:
-            group["lr"] = _lr_at(elapsed / config.max_seconds, config)
+            group["lr"] = lr_at(
+                elapsed / config.max_seconds, config.learning_rate, config.warmup_fraction
+            )
         xb, yb = batches.next(steps)
         losses.append(_step(model, optimiser, xb, yb, amp))
         kept.after_step(elapsed, steps)

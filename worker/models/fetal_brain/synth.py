@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -467,7 +466,9 @@ def _spine(gen: torch.Generator, mother: torch.Tensor, centre: torch.Tensor,
     x, y, z = (mother[..., i] for i in range(3))
     dx = x - axis_x
 
-    def within(cx: torch.Tensor, cy: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor) -> Any:
+    def within(
+        cx: torch.Tensor, cy: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor
+    ) -> torch.Tensor:
         return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 < 1
 
     period = _rand(gen, (s_count, 1), 28.0, 38.0)

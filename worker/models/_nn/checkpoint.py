@@ -63,8 +63,9 @@ def update_metadata(weights: Path, entries: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def load(weights: Path, device: str) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a checkpoint after checking its sha256 against the metadata."""
+def verified(weights: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """A checkpoint's config, its weights (floating ones as float32) and its metadata, read
+    after checking its sha256 against the metadata."""
     meta = read_metadata(weights)
     actual = sha256_of(weights)
     if actual != meta.get("sha256"):
@@ -72,10 +73,15 @@ def load(weights: Path, device: str) -> tuple[nn.Module, dict[str, Any]]:
             f"{weights}: sha256 {actual} does not match metadata {meta.get('sha256')}"
         )
     payload = torch.load(weights, map_location="cpu", weights_only=True)
-    model = build(payload["config"], str(weights))
-    model.load_state_dict(
-        {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
-    )
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    return payload["config"], state, meta
+
+
+def load(weights: Path, device: str) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint after checking its sha256 against the metadata."""
+    config, state, meta = verified(weights)
+    model = build(config, str(weights))
+    model.load_state_dict(state)
     model.eval().to(device)
     return model, meta
 

@@ -103,15 +103,9 @@ def region_probability(model: Locator3d, stack: npt.NDArray[np.uint8]) -> npt.ND
 def load(weights: Path, device: str = "cpu") -> tuple[Locator3d, dict[str, Any]]:
     """A localiser checkpoint (``train_locator.save``), its sha256 checked against its
     metadata as every checkpoint's is."""
-    meta = checkpoint.read_metadata(weights)
-    actual = checkpoint.sha256_of(weights)
-    if actual != meta.get("sha256"):
-        raise checkpoint.CheckpointError(
-            f"{weights}: sha256 {actual} does not match metadata {meta.get('sha256')}"
-        )
-    payload = torch.load(weights, map_location="cpu", weights_only=True)
-    if payload["config"].get("arch") != "locator3d":
+    config, state, meta = checkpoint.verified(weights)
+    if config.get("arch") != "locator3d":
         raise checkpoint.CheckpointError(f"{weights}: not a locator3d checkpoint")
-    model = Locator3d(int(payload["config"]["base"]))
-    model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
+    model = Locator3d(int(config["base"]))
+    model.load_state_dict(state)
     return model.eval().to(device), meta

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
 
+from worker.models._nn import checkpoint
 from worker.models._nn.metrics import dice
+from worker.models._nn.train import loss_fn
 from worker.models.fetal_brain.atlas import LabelBank, load_bank
 from worker.models.fetal_brain.locator import COARSE, Locator3d, coarse, logits, region_probability
 from worker.models.fetal_brain.synth import BrainBank, SynthConfig, synthesise
@@ -75,14 +76,6 @@ def _pooled(bank: BrainBank, gen: torch.Generator, count: int, synth: SynthConfi
     return coarse(batch.images), coarse(batch.brain)
 
 
-def _loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    bce = F.binary_cross_entropy_with_logits(out, target)
-    prob = torch.sigmoid(out)
-    inter = (prob * target).sum((1, 2, 3))
-    soft = 1 - (2 * inter + 1) / (prob.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
-    return bce + soft.mean()
-
-
 class Validator:
     def __init__(self, bank: BrainBank, config: LocatorTrainConfig, real: list[RealStack]):
         gen = torch.Generator(device=bank.device).manual_seed(20_000 + config.seed)
@@ -123,17 +116,9 @@ class Validator:
 
 
 def save(model: Locator3d, metadata: dict[str, Any], out: Path) -> str:
-    """fp16 weights and ``out.json`` with the sha256 (the checkpoint module's layout)."""
-    from worker.models._nn.checkpoint import metadata_path, sha256_of
-
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """fp16 weights and ``out.json`` with the sha256, as every checkpoint is saved."""
     config = {"arch": "locator3d", "base": model.base, "coarse": COARSE}
-    state = {k: v.detach().cpu().half() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "config": config}, out)
-    digest = sha256_of(out)
-    meta = {**metadata, "config": config, "weights": out.name, "sha256": digest}
-    metadata_path(out).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return digest
+    return checkpoint.save(model, config, metadata, out)
 
 
 def train(
@@ -173,7 +158,7 @@ def train(
             x, y = _pooled(train_bank, gen, config.stacks_per_step, config.synth)
         else:
             x, y = x.transpose(-1, -2).flip(-1), y.transpose(-1, -2).flip(-1)
-        loss = _loss(logits(model, x), y)
+        loss = loss_fn(logits(model, x), y)  # per stack: its (n, h, w) are dims 1-3
         optimiser.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimiser.step()

@@ -180,6 +180,18 @@ def pack_real(folder: Path, out: Path) -> None:
     np.savez_compressed(out, **arrays)
 
 
+def pack_phantoms(seeds: range, out: Path, workers: int = 2) -> None:
+    """Phantom slices (``phantoms.py``) at the network's input size as one .npz for
+    ``--phantoms``: uint8 images and soft 0-255 masks, **intracranial** as the atlas is (the
+    outline the synthesis teaches; ``convention.py``)."""
+    from worker.models.fetal_brain.convention import INTRACRANIAL
+    from worker.models.fetal_brain.train import phantom_set
+
+    images, masks = phantom_set(seeds, workers, INTRACRANIAL)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, images=images, masks=masks)
+
+
 def load_real(path: Path) -> list[RealStack]:
     with np.load(path) as pack:
         names = sorted({k.split("__")[0] for k in pack.files})
@@ -605,6 +617,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--real", type=Path, help="real validation pack (--pack-real)")
     parser.add_argument("--pack-real", type=Path, help="folder of NIfTI pairs to pack into --out")
+    parser.add_argument(
+        "--pack-phantoms",
+        metavar="START:STOP",
+        help="phantom seeds whose slices to pack into --out (for --phantoms)",
+    )
     parser.add_argument("--max-seconds", type=float, default=300.0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--stacks-per-step", type=int, default=4)
@@ -633,8 +650,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.pack_real:
-        pack_real(args.pack_real, args.out)
+    if args.pack_real or args.pack_phantoms:
+        if args.out is None:
+            parser.error("--out is required")
+        if args.pack_real:
+            pack_real(args.pack_real, args.out)
+        else:
+            start, _, stop = args.pack_phantoms.partition(":")
+            pack_phantoms(range(int(start), int(stop)), args.out)
         return 0
     if args.bank is None or args.out is None:
         parser.error("--bank and --out are required")

@@ -270,3 +270,26 @@ def test_the_mother_has_a_spine_of_marrow_discs_and_muscle(bank: LabelBank) -> N
     labels = _maternal_labels(gen, _stack_points(gen, 6, 16, config))
     counts = torch.bincount(labels.flatten(), minlength=MUSCLE + 1)
     assert int(counts[MARROW]) > 0 and int(counts[DISC]) > 0 and int(counts[MUSCLE]) > 0
+
+
+def test_phantom_slices_are_packed_intracranial_for_mixing_in(tmp_path: Path) -> None:
+    from worker.models.fetal_brain.data import INPUT_SIZE
+    from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
+    from worker.models.fetal_brain.train_synth import main
+
+    out = tmp_path / "phantoms.npz"
+    assert main(["--pack-phantoms", "7:8", "--out", str(out)]) == 0
+    stack = make_fetal_brain_stack(7)
+    with np.load(out) as pack:
+        images, masks = pack["images"], pack["masks"]
+    assert images.dtype == masks.dtype == np.uint8
+    assert images.shape == masks.shape == (len(stack.image), *INPUT_SIZE)
+    # The soft masks hold the intracranial volume (the atlas' outline), not the parenchyma:
+    # their sum over the stack is that volume's in network pixels, within the resampling.
+    rows, cols = stack.image.shape[1:]
+    scale = INPUT_SIZE[0] * INPUT_SIZE[1] / (rows * cols)
+    packed = float(masks.sum()) / 255
+    assert packed == pytest.approx(stack.intracranial.sum() * scale, rel=0.01)
+    assert packed > stack.brain.sum() * scale * 1.05
+    pool = PhantomPool(out, "cpu")
+    assert len(pool.images) == len(stack.image)

@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="checkpoint (default: the shipped one)")
     args = parser.parse_args()
     env = dict(os.environ)
+    # The model is phantom-only, so off by default; this measures it (research).
+    env.setdefault("MEDSEG_RESEARCH_MODELS", '["fetal-brain-unet"]')
     if args.weights:
         env["MEDSEG_FETAL_BRAIN_WEIGHTS"] = str(args.weights.resolve())
     print(f"{'stack':<14}{'manual mL':>10}{'DICOM mL':>10}{'error':>8}  status")

@@ -18,6 +18,12 @@ from tests.support.tools import need
 from worker.core.settings import Settings
 from worker.devtools.localstack import free_port, scratch_postgres_database
 
+# The fetal brain model is phantom-only, so off by default (registry.off_reason). The suite
+# runs it on phantoms, in-process and in the services it starts (they inherit this), as a
+# research site would; tests/unit/worker/core/test_research_models.py and
+# tests/integration/test_research_models.py clear it to test the default.
+os.environ.setdefault("MEDSEG_RESEARCH_MODELS", '["fetal-brain-unet"]')
+
 REDIS_URL = os.environ.get("MEDSEG_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 POSTGRES_ADMIN_URL = os.environ.get(
     "MEDSEG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -96,7 +96,7 @@ def _cmd_echo(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from worker.core.registry import all_specs
+    from worker.core.registry import all_specs, off_reason
     from worker.ops.cards import cards_markdown, spec_json
 
     specs = all_specs()
@@ -107,9 +107,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     else:
         for spec in specs:
             status = spec.card.validation if spec.card else "no card"
+            off = " [OFF: research only, MEDSEG_RESEARCH_MODELS turns it on]" * bool(
+                off_reason(spec)
+            )
             print(
                 f"{spec.name:24} {spec.version:8} queue={spec.queue:4} {status:15} "
-                f"{spec.description}"
+                f"{spec.description}{off}"
             )
         print(_batching_note(specs))
         note = _reduced_precision_note()

@@ -90,6 +90,15 @@ class ModelSpec:
         for a model without weights): the card's verdict, ``unvalidated`` without a card."""
         return "unvalidated" if self.card is None else self.card.status_for(weights_sha256)
 
+    @property
+    def research_only(self) -> bool:
+        """Shipped with no validation on real patient data (its card: phantom-only,
+        validated-synthetic): off unless ``MEDSEG_RESEARCH_MODELS`` names it. A model with
+        no card (a plugin) was named by the operator who installed it, so it runs."""
+        from worker.core.card import not_for_clinical_use
+
+        return self.card is not None and not_for_clinical_use(self.card.validation)
+
 
 @lru_cache(maxsize=1)
 def _discover() -> tuple[ModelSpec, ...]:
@@ -119,6 +128,21 @@ def _discover() -> tuple[ModelSpec, ...]:
 
 def all_specs() -> tuple[ModelSpec, ...]:
     return _discover()
+
+
+def off_reason(spec: ModelSpec) -> str | None:
+    """Why ``spec`` does not run in this service, or None when it does: a research-only
+    model (``ModelSpec.research_only``) that ``MEDSEG_RESEARCH_MODELS`` does not name."""
+    from worker.core.settings import get_settings
+
+    if not spec.research_only or spec.name in get_settings().research_models:
+        return None
+    status = spec.card.validation if spec.card is not None else "unvalidated"
+    return (
+        f"{spec.name} {spec.version} is off: its validation status is {status} (never "
+        f"validated on real patient data), so it does not run unless "
+        f'MEDSEG_RESEARCH_MODELS names it (["{spec.name}"]; results NOT FOR CLINICAL USE)'
+    )
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-from worker.core.registry import ModelSpec, all_specs
+from worker.core.registry import ModelSpec, all_specs, off_reason
 from worker.core.tags import SeriesTags
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ def unrouted_reason(tags: SeriesTags) -> str:
             f"not an image: {sop_class_name(tags.sop_class_uid)} "
             f"(modality {tags.modality or 'none'}); medseg segments images only"
         )
+    off = [reason for spec in _accepting(tags) if (reason := off_reason(spec)) is not None]
+    if off:
+        return "; ".join(off)
     body = tags.body_part_examined or "none"
     described = f", series description {tags.series_description!r}" * bool(tags.series_description)
     return (
@@ -63,13 +66,24 @@ def unrouted_reason(tags: SeriesTags) -> str:
     )
 
 
+def _accepting(tags: SeriesTags) -> list[ModelSpec]:
+    return [spec for spec in all_specs() if spec.accepts(tags)]
+
+
 def route(tags: SeriesTags) -> ModelSpec | None:
-    """The highest-priority model that accepts ``tags``, or None (never for a non-image)."""
+    """The highest-priority model that accepts ``tags`` and is on (``registry.off_reason``),
+    or None (never for a non-image)."""
     if not is_image_class(tags.sop_class_uid):
         logger.info("not an image (%s): not routed", tags.sop_class_uid)
         return None
-    candidates = [spec for spec in all_specs() if spec.accepts(tags)]
+    accepting = _accepting(tags)
+    candidates = [spec for spec in accepting if off_reason(spec) is None]
     if not candidates:
-        logger.info("no model for modality=%s body_part=%s", tags.modality, tags.body_part_examined)
+        if accepting:
+            logger.info("not routed: %s", unrouted_reason(tags))
+        else:
+            logger.info(
+                "no model for modality=%s body_part=%s", tags.modality, tags.body_part_examined
+            )
         return None
     return max(candidates, key=lambda spec: spec.priority)

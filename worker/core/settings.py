@@ -210,6 +210,14 @@ class Settings(BaseSettings):
         description='Extra model modules to register, as JSON (["mysite.models.spleen"]): '
         "each importable module with a SPEC = ModelSpec(...) is a model, as in worker/models.",
     )
+    research_models: list[str] = Field(
+        default_factory=list,
+        description="Models to run although no real patient data validated them, as JSON "
+        '(["fetal-brain-unet"]). A model whose card says phantom-only or validated-synthetic '
+        "is off by default: the series it would take are not processed, and say why. Named "
+        "here, it runs, and its results stay NOT FOR CLINICAL USE (withheld from destinations "
+        "without send_not_validated).",
+    )
     model_time_limits: dict[str, int] = Field(
         default_factory=dict,
         description='Per-model time limits in seconds, as JSON ({"fetal-head-unet": 120}); '

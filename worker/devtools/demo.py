@@ -83,6 +83,20 @@ def _wait_for_jobs(session_factory: sessionmaker[Session], expected: int, timeou
     return False
 
 
+def _research_hint() -> None:
+    """What the demo left off: the research-only models (never validated on real patients)."""
+    from worker.core.registry import all_specs, off_reason
+
+    off = [spec.name for spec in all_specs() if off_reason(spec) is not None]
+    if off:
+        names = ", ".join(f'"{name}"' for name in off)
+        print(
+            f"\n{', '.join(off)}: never validated on real patient data, so off by default; "
+            f"to run on the phantoms too (results NOT FOR CLINICAL USE):\n"
+            f"  MEDSEG_RESEARCH_MODELS='[{names}]' make demo"
+        )
+
+
 def run_demo(workdir: Path, *, series: int = 2, timeout: float = 180.0) -> int:
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -98,6 +112,8 @@ def run_demo(workdir: Path, *, series: int = 2, timeout: float = 180.0) -> int:
         "MEDSEG_DATABASE_URL": os.environ.get(
             "MEDSEG_DATABASE_URL", f"sqlite:///{data_dir / 'medseg.db'}"
         ),
+        # Off by default, research models stay off unless the caller turns them on.
+        "MEDSEG_RESEARCH_MODELS": os.environ.get("MEDSEG_RESEARCH_MODELS", "[]"),
     }
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -129,6 +145,7 @@ def run_demo(workdir: Path, *, series: int = 2, timeout: float = 180.0) -> int:
         print(f"waited {time.monotonic() - started:.1f} s for results\n")
         print_results(session_factory, sys.stdout)
         engine.dispose()
+        _research_hint()
         if not finished:
             print(f"demo timed out after {timeout} s; see {logs}", file=sys.stderr)
             return 1

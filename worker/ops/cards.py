@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from worker.core.card import ModelCard, not_for_clinical_use
-from worker.core.registry import ModelSpec
+from worker.core.registry import ModelSpec, off_reason
 
 
 def card_json(card: ModelCard | None) -> dict[str, Any] | None:
@@ -36,6 +36,9 @@ def spec_json(spec: ModelSpec) -> dict[str, Any]:
         "description": spec.description,
         # Its jobs may run several to a forward pass (worker.runtime.batch_jobs).
         "batch_series": spec.batch_series,
+        # Never validated on real patient data: off unless MEDSEG_RESEARCH_MODELS names it.
+        "research_only": spec.research_only,
+        "enabled": off_reason(spec) is None,
         "card": card_json(spec.card),
     }
 
@@ -52,6 +55,8 @@ def _card_markdown(spec: ModelSpec) -> list[str]:
     status = f"**{card.validation}**"
     if not_for_clinical_use(card.validation):
         status += " — not for clinical use"
+    if spec.research_only:
+        status += "; **off by default** (`MEDSEG_RESEARCH_MODELS` turns it on)"
     weights = ", ".join(f"`{w}`" for w in card.weights_sha256) or "none (a classical method)"
     lines += [
         "| | |",

@@ -54,12 +54,14 @@ def _route(
     actor: Actor | None,
 ) -> int:
     from worker.core.enqueue import queue_job
-    from worker.core.registry import get_spec
+    from worker.core.registry import get_spec, off_reason
 
     try:
         spec = get_spec(model_name)
     except KeyError as exc:
         raise OperationError(exc.args[0]) from exc
+    if (off := off_reason(spec)) is not None:
+        raise OperationError(off)
     with session_factory.begin() as session:
         series = find_series(session, series_key)
         if series is None:

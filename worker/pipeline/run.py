@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from worker.core.card import ValidationStatus, least_trusted, not_for_clinical_use
 from worker.core.errors import NoModelError
-from worker.core.registry import Model, ModelSpec, StagedModel, get_spec
+from worker.core.registry import Model, ModelSpec, StagedModel, get_spec, off_reason
 from worker.core.routing import route, unrouted_reason
 from worker.export.outputs import Finding, MeasurementValue, ModelOutput
 from worker.export.seg import write_seg
@@ -153,6 +153,8 @@ def read_and_route(
     """Read the headers and pick the series' model (``spec`` pins it; its fallback runs where
     it cannot). What no model takes (an SR, a presentation state, our own SEG coming back)
     is skipped here, before its pixel data, if any, is touched."""
+    if spec is not None and (off := off_reason(spec)) is not None:
+        raise NoModelError(off)  # queued by hand, or before the model was turned off
     headers = read_series(paths)
     if spec is None:
         spec = route(headers.tags)

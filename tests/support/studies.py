@@ -19,7 +19,8 @@ def add_study(
     received: datetime | None = None,
     series: list[dict[str, object]] | None = None,
 ) -> int:
-    """One study; each ``series`` item: modality, calling_ae, body_part_examined, status
+    """One study; each ``series`` item: modality, calling_ae, body_part_examined,
+    series_description, status
     (SeriesStatus), jobs (list of (model, JobState)), delivery (DeliveryState of the first
     job's result), error (of its jobs)."""
     with session_factory.begin() as session:
@@ -39,6 +40,7 @@ def add_study(
                 modality=str(spec.get("modality", "CT")),
                 calling_ae=str(spec.get("calling_ae", "MODALITY")),
                 body_part_examined=str(spec.get("body_part_examined", "")),
+                series_description=str(spec.get("series_description", "")),
                 sop_class_uid=str(spec.get("sop_class_uid", "1.2.840.10008.5.1.4.1.1.2")),
                 status=spec.get("status", SeriesStatus.COMPLETE),
             )

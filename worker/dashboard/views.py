@@ -192,7 +192,7 @@ def study(
     study_id: int,
 ) -> Response:
     from worker.core.clinical_format import format_measurement
-    from worker.core.registry import all_specs
+    from worker.core.registry import all_specs, off_reason
     from worker.dashboard.corrections_page import ellipses
     from worker.dashboard.growth_standing import recomputed, result_dating
     from worker.dashboard.lung_trend import patient_rows
@@ -222,7 +222,8 @@ def study(
             viewer_links=viewer_links(settings.viewer_url_template, found),
             measure=format_measurement,
             not_processed=not_processed_reason,
-            models=sorted(spec.name for spec in all_specs()),
+            # "Send to model" offers the models that run here (off ones would be refused).
+            models=sorted(spec.name for spec in all_specs() if off_reason(spec) is None),
             lung_rows=patient_rows(session, study_id),
             ellipses=ellipses(session, jobs),
             corrections=list_corrections(factory, study_id=study_id),

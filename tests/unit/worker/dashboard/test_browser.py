@@ -114,6 +114,37 @@ def test_unrouted_series_listed_with_their_reason(
     assert _rows(_search(client, state="failed", modality="ct")) == [studies["ct"]]
 
 
+def test_a_fetal_mr_left_unprocessed_by_an_off_model_says_why(
+    client: TestClient, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fetal brain model is phantom-only, so off by default: the study page says so and
+    how to turn it on, and does not offer it under "Send to model"."""
+    from worker.core.settings import get_settings
+
+    monkeypatch.delenv("MEDSEG_RESEARCH_MODELS", raising=False)  # the shipped default
+    get_settings.cache_clear()
+    try:
+        study = add_study(
+            session_factory,
+            "1.6.3",
+            series=[
+                {
+                    "modality": "MR",
+                    "series_description": "Fetal brain HASTE COR",
+                    "sop_class_uid": "1.2.840.10008.5.1.4.1.1.4",
+                    "status": SeriesStatus.UNROUTED,
+                }
+            ],
+        )
+        page = client.get(f"/studies/{study}").text
+    finally:
+        get_settings.cache_clear()
+    assert "not processed: fetal-brain-unet 1.0.0 is off" in page
+    assert "MEDSEG_RESEARCH_MODELS" in page
+    offered = re.findall(r'<option value="([a-z0-9-]+)">', page)
+    assert "fetal-head-unet" in offered and "fetal-brain-unet" not in offered
+
+
 def test_bad_searches_and_sorts_are_one_line_errors(
     client: TestClient, studies: dict[str, int]
 ) -> None:

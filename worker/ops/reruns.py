@@ -35,12 +35,16 @@ def rerun_scope(
 
 
 def _spec(model_name: str) -> ModelSpec:
-    from worker.core.registry import get_spec
+    """The model to run again; refused for one that does not run here (``off_reason``)."""
+    from worker.core.registry import get_spec, off_reason
 
     try:
-        return get_spec(model_name)
+        spec = get_spec(model_name)
     except KeyError as exc:
         raise OperationError(exc.args[0]) from exc
+    if (off := off_reason(spec)) is not None:
+        raise OperationError(off)
+    return spec
 
 
 def _series(session: Session, model_name: str, since: datetime | None) -> list[int]:

@@ -111,3 +111,16 @@ def test_the_model_list_says_it_is_off(capsys: pytest.CaptureFixture[str]) -> No
     assert listed["fetal-brain-unet"]["research_only"] is True
     assert listed["fetal-brain-unet"]["enabled"] is False
     assert listed["lung-cxr"]["enabled"] is True
+
+
+@pytest.mark.usefixtures("defaults")
+def test_an_off_model_is_not_run_again_over_its_old_series(
+    session_factory: sessionmaker[Session],
+) -> None:
+    from worker.ops.operations import OperationError
+    from worker.ops.reruns import rerun, rerun_plan
+
+    for attempt in (rerun, rerun_plan):
+        with pytest.raises(OperationError, match="MEDSEG_RESEARCH_MODELS"):
+            attempt(session_factory, "fetal-brain-unet")
+    assert rerun_plan(session_factory, "fetal-head-unet") == []  # the others as before

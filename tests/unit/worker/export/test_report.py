@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Job, JobState, Measurement, Result, Series, Study
+from db.models import Job, JobState, Measurement, Result, Series, SeriesStatus, Study
 from worker.export.report import print_study
 
 
@@ -94,3 +95,31 @@ def test_show_and_the_results_table_write_measurements_as_clinicians_read_them(
     assert "max_slice_area=12.3 cm²" in table.getvalue() and "_mm2" not in table.getvalue()
     assert "measured_frame=3," in table.getvalue() and "{frame}" not in table.getvalue()
     assert "cephalic_index=78.3," in table.getvalue() and "{index}" not in table.getvalue()
+
+
+def test_the_results_table_says_why_a_series_was_not_processed(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's table: a fetal MR left unrouted because its model is off says so."""
+    from worker.core.settings import get_settings
+    from worker.export.report import print_results
+
+    with session_factory.begin() as session:
+        session.add(
+            Series(
+                study=Study(study_instance_uid="7.7.8"),
+                series_instance_uid="7.7.8.1",
+                modality="MR",
+                series_description="Fetal brain HASTE SAG",
+                status=SeriesStatus.UNROUTED,
+            )
+        )
+    monkeypatch.delenv("MEDSEG_RESEARCH_MODELS", raising=False)  # the shipped default
+    get_settings.cache_clear()
+    table = io.StringIO()
+    try:
+        print_results(session_factory, table)
+    finally:
+        get_settings.cache_clear()
+    row = table.getvalue().splitlines()[-1]
+    assert "unrouted" in row and "not processed: fetal-brain-unet 1.0.0 is off" in row

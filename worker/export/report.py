@@ -7,11 +7,10 @@ from typing import TextIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from db.models import Job, Result, Series, SeriesStatus, Study
+from db.models import Job, Result, Series, Study
 from worker.core.card import describe_validation, not_for_clinical_use
 from worker.core.clinical_format import display_key, format_measurement
-from worker.core.routing import unrouted_reason
-from worker.core.tags import SeriesTags
+from worker.ops.studies import not_processed_reason
 
 
 def describe_decision(result: Result) -> str:
@@ -59,8 +58,8 @@ def print_results(session_factory: sessionmaker[Session], out: TextIO) -> None:
                     outputs = [(o.kind, o.path) for o in result.outputs]
                 elif job is not None and job.error:
                     measures = f"error: {job.error}"
-                elif job is None and series.status is SeriesStatus.UNROUTED:
-                    measures = f"not processed: {unrouted_reason(SeriesTags.of_row(series))}"
+                elif job is None and (why := not_processed_reason(series)) is not None:
+                    measures = f"not processed: {why}"
                 print(
                     f"…{series.series_instance_uid[-21:]:<21} {series.modality:<4} "
                     f"{len(series.instances):>4} {job.model_name if job else '-':<20} "

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Series, SeriesStatus
 from worker.ops.audit import Actor, record, refusals
-from worker.ops.operations import OperationError
+from worker.ops.operations import OperationError, model_to_run
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +54,8 @@ def _route(
     actor: Actor | None,
 ) -> int:
     from worker.core.enqueue import queue_job
-    from worker.core.registry import get_spec, off_reason
 
-    try:
-        spec = get_spec(model_name)
-    except KeyError as exc:
-        raise OperationError(exc.args[0]) from exc
-    if (off := off_reason(spec)) is not None:
-        raise OperationError(off)
+    spec = model_to_run(model_name)
     with session_factory.begin() as session:
         series = find_series(session, series_key)
         if series is None:

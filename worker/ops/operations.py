@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -15,6 +15,9 @@ from db.jobstate import InvalidTransitionError, transition
 from db.models import Job, JobState, Result, Series, SeriesStatus, utcnow
 from worker.core.broker_probe import ASK_TIMEOUT_S, BrokerView, look
 from worker.ops.audit import Actor, record, refusals
+
+if TYPE_CHECKING:
+    from worker.core.registry import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +30,21 @@ RETRY_ALL = (JobState.FAILED, JobState.QUARANTINED)
 
 class OperationError(RuntimeError):
     """The operation does not apply to the job as it is; the message says why."""
+
+
+def model_to_run(model_name: str) -> ModelSpec:
+    """The registered model an operator asks to run (``medseg route``, ``medseg rerun``);
+    refused, with the reason, when there is none by that name or it is off here
+    (``registry.off_reason``)."""
+    from worker.core.registry import get_spec, off_reason
+
+    try:
+        spec = get_spec(model_name)
+    except KeyError as exc:
+        raise OperationError(exc.args[0]) from exc
+    if (off := off_reason(spec)) is not None:
+        raise OperationError(off)
+    return spec
 
 
 def list_jobs(

@@ -17,7 +17,7 @@ from db.jobstate import transition
 from db.models import Instance, Job, JobState
 from worker.core.registry import ModelSpec
 from worker.ops.audit import Actor, record, refusals
-from worker.ops.operations import RETRY_ALL, OperationError
+from worker.ops.operations import RETRY_ALL, model_to_run
 
 logger = logging.getLogger(__name__)
 
@@ -32,19 +32,6 @@ def rerun_scope(
         if since is not None:
             query = query.where(Job.created_at >= since)
         return int(session.scalar(query) or 0)
-
-
-def _spec(model_name: str) -> ModelSpec:
-    """The model to run again; refused for one that does not run here (``off_reason``)."""
-    from worker.core.registry import get_spec, off_reason
-
-    try:
-        spec = get_spec(model_name)
-    except KeyError as exc:
-        raise OperationError(exc.args[0]) from exc
-    if (off := off_reason(spec)) is not None:
-        raise OperationError(off)
-    return spec
 
 
 def _series(session: Session, model_name: str, since: datetime | None) -> list[int]:
@@ -90,7 +77,7 @@ def rerun_plan(
     """The series ``rerun`` would queue a job for (``--dry-run``): nothing is written."""
     from worker.core.enqueue import covering_job
 
-    spec = _spec(model_name)
+    spec = model_to_run(model_name)
     planned: list[int] = []
     with session_factory() as session:
         for series_id in _series(session, model_name, since):
@@ -127,7 +114,7 @@ def rerun(
     from worker.core.enqueue import live_version, queue_job
 
     with refusals(session_factory, actor, "rerun"):
-        spec = _spec(model_name)
+        spec = model_to_run(model_name)
     queued: list[int] = []
     with session_factory.begin() as session:
         version = live_version(session, spec)

@@ -6,6 +6,7 @@ them to a JSON file, read at every token."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -42,16 +43,19 @@ def installed() -> Path:
     """The package's entry module, installed with npm into CACHE the first time."""
     need("node and npm", bool(shutil.which("node") and shutil.which("npm")))
     entry = CACHE / "node_modules" / "oauth2-mock-server" / "dist" / "index.mjs"
-    if not entry.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CACHE), PACKAGE],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        need(f"npm install {PACKAGE} ({done.stderr.strip()[-300:]})", entry.exists())
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # One install at a time: make test runs modules on several processes (pytest-xdist).
+    with open(CACHE / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not entry.exists():
+            done = subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CACHE), PACKAGE],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            need(f"npm install {PACKAGE} ({done.stderr.strip()[-300:]})", entry.exists())
     return entry
 
 

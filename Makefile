@@ -28,10 +28,10 @@ test: system-deps venv test-data lint typecheck
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25 tests
 
 unit: venv test-data
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests/unit
 
 integration: system-deps venv
-	$(BIN)/python -m pytest -q tests/integration
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests/integration
 
 lint: venv
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ from pydicom.sr.codedict import codes
 
 from worker import __version__
 from worker.core.registry import ModelSpec
+from worker.export import iod_cache
 from worker.export._seg_stills import join_stills
 from worker.export.labels import series_description
 from worker.export.numbering import (
@@ -28,6 +29,8 @@ from worker.export.outputs import CodedConcept, ModelOutput
 from worker.pipeline.loading import LoadedSeries
 
 logger = logging.getLogger(__name__)
+
+iod_cache.install()  # highdicom's IOD look-ups answered once
 
 ULTRASOUND_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 

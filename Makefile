@@ -24,14 +24,15 @@ demo: system-deps venv
 # processes even on two cores (13:41 serial, 8:30 on two, same Xeon); a module runs whole on one
 # (its module-scoped stacks are started once). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
+PYTEST = $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 test: system-deps venv test-data lint typecheck
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25 tests
+	$(PYTEST) --durations=25 tests
 
 unit: venv test-data
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests/unit
+	$(PYTEST) tests/unit
 
 integration: system-deps venv
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests/integration
+	$(PYTEST) tests/integration
 
 lint: venv
 	$(BIN)/ruff check .

@@ -30,7 +30,7 @@ from worker.pipeline.loading import LoadedSeries
 
 logger = logging.getLogger(__name__)
 
-iod_cache.install()  # highdicom's IOD look-ups answered once
+iod_cache.install()  # highdicom's IOD look-ups answered once (sr.py imports this module too)
 
 ULTRASOUND_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 

@@ -23,7 +23,6 @@ from pydicom.sr.codedict import codes
 
 from worker import __version__
 from worker.core.registry import ModelSpec
-from worker.export import iod_cache
 from worker.export._seg_stills import segment_of
 from worker.export.labels import series_description
 from worker.export.numbering import SR_FALLBACK, SR_OFFSET, derived_series_number
@@ -33,8 +32,6 @@ from worker.export.sr_findings import algorithm_identification, finding_groups
 from worker.pipeline.loading import LoadedSeries
 
 logger = logging.getLogger(__name__)
-
-iod_cache.install()  # highdicom's IOD look-ups answered once
 
 IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
 UCUM: dict[str, tuple[str, str]] = {

@@ -16,7 +16,7 @@ def _original() -> iod_cache.Lookup:
     return original
 
 
-def test_the_seg_and_sr_modules_install_it_once() -> None:
+def test_importing_seg_or_sr_installs_it_once() -> None:
     installed = _standard_utils.is_attribute_in_iod
     assert hasattr(installed, "cache_info")
     assert iod_cache.install() is True

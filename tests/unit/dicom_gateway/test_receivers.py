@@ -221,6 +221,11 @@ def _direct_children(pid: int) -> list[int]:
         return []
 
 
+def _starting_receivers(pid: int) -> list[int]:
+    """The children of ``pid`` that are spawned receivers (past their exec, so importing)."""
+    return [c for c in _direct_children(pid) if b"spawn_main" in _cmdline(c)]
+
+
 def test_receivers_die_with_a_gateway_killed_while_they_start(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -234,12 +239,12 @@ def test_receivers_die_with_a_gateway_killed_while_they_start(
     restarted = None
     try:
         wait_for_port(port, process=gateway)
-        _wait(lambda: len(_direct_children(gateway.pid)) >= 2, interval=0.002)
-        # Read before the kill: a killed gateway's children are PID 1's a moment later.
-        children = _direct_children(gateway.pid)
+        _wait(lambda: len(_starting_receivers(gateway.pid)) >= 2, interval=0.002)
+        # Read before the kill: a killed gateway's children are PID 1's a moment later, and
+        # those that die with it at once have no command line left to read.
+        strays = _starting_receivers(gateway.pid)
         os.kill(gateway.pid, signal.SIGKILL)  # the receivers are still importing
         gateway.wait(10)
-        strays = [pid for pid in children if b"spawn_main" in _cmdline(pid)]
         assert strays
         restarted = start_medseg(["gateway"], env, tmp_path / "gateway2.log")
         wait_for_port(port, process=restarted, timeout=60)

@@ -2,7 +2,8 @@
 X-ray): AdamW with a linear warm-up then a cosine decay driven by whichever of step count and
 wall clock is further along, so a run on a loaded machine still anneals before its budget runs
 out; bf16 autocast where the CPU (AMX/AVX512-BF16) or the GPU (compute capability 8.0+) has the
-units for it (``worker.models._nn.hardware``), fp32 elsewhere."""
+units for it (``worker.models._nn.hardware``), fp32 elsewhere; channels-last tensors on a CPU
+(``worker.models._nn.layout``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from worker.models._nn.hardware import bf16_native
+from worker.models._nn.layout import in_layout, memory_format
 from worker.models._nn.train import loss_fn, normalise
 from worker.models._nn.unet import UNet
 
@@ -47,11 +49,20 @@ class BudgetTrainer:
     """One U-Net, its optimiser and the schedule clock; ``epoch`` runs one pass."""
 
     def __init__(
-        self, model: UNet, budget: Budget, device: str, n_train: int, augment: Augment
+        self,
+        model: UNet,
+        budget: Budget,
+        device: str,
+        n_train: int,
+        augment: Augment,
+        *,
+        layout: torch.memory_format | None = None,
     ) -> None:
+        """``layout``: the tensors' memory format (default: the device's, ``layout.py``)."""
         self.budget, self.device, self.augment = budget, device, augment
         self.amp = budget.bf16 and bf16_native(device)
-        self.model = model.to(device)
+        self.layout = memory_format(device) if layout is None else layout
+        self.model = model.to(device).to(memory_format=self.layout)
         self.optimiser = torch.optim.AdamW(
             self.model.parameters(), lr=budget.learning_rate, weight_decay=1e-4
         )
@@ -81,7 +92,7 @@ class BudgetTrainer:
                 train_x[idx].float()[:, None] / 255, train_y[idx].float()[:, None] / 255, self.gen
             )
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                logits = self.model(normalise(x))
+                logits = self.model(in_layout(normalise(x), self.layout))
             loss = loss_fn(logits.float(), y)
             self.optimiser.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]

@@ -37,7 +37,7 @@ def save(model: nn.Module, config: dict[str, Any], metadata: dict[str, Any], wei
     """Write fp16 weights and ``weights.json`` (config + metadata + sha256); returns the sha256."""
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {
-        k: v.detach().to("cpu").half() if v.is_floating_point() else v.cpu()
+        k: v.detach().to("cpu").half().contiguous() if v.is_floating_point() else v.cpu()
         for k, v in model.state_dict().items()
     }
     torch.save({"state_dict": state, "config": config}, weights)

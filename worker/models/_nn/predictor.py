@@ -14,6 +14,7 @@ import numpy.typing as npt
 import torch
 
 from worker.models._nn import checkpoint
+from worker.models._nn.layout import memory_format
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class UNetPredictor:
         # Channels-last (NHWC) convolutions: on a 2-core CPU the lung CT U-Net's forward pass
         # over 61 slices took half the time of NCHW (docs/performance.md), logits within 1e-5.
         # Not measured on CUDA yet: there the layout stays as trained.
-        self.memory_format = torch.channels_last if device == "cpu" else torch.contiguous_format
+        self.memory_format = memory_format(device)
         self.model = self.model.to(memory_format=self.memory_format)
         # Measured (benchmarks/fetal_head_cpu.py): on CPU one frame per forward pass is fastest.
         self.batch_size = batch_size or (1 if device == "cpu" else 16)

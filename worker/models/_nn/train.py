@@ -18,6 +18,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from worker.models._nn import checkpoint
 from worker.models._nn.hardware import bf16_native
+from worker.models._nn.layout import in_layout, memory_format
 from worker.models._nn.unet import UNet
 
 logger = logging.getLogger(__name__)
@@ -97,9 +98,10 @@ def _val_dice(
     model: UNet, images: torch.Tensor, masks: torch.Tensor, batch: int, amp: bool
 ) -> float:
     model.eval()
+    fmt = memory_format(images.device)
     scores = []
     for start in range(0, len(images), batch):
-        x = normalise(images[start : start + batch].float()[:, None] / 255)
+        x = in_layout(normalise(images[start : start + batch].float()[:, None] / 255), fmt)
         y = masks[start : start + batch].float()[:, None] / 255 >= 0.5
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             pred = model(x) > 0
@@ -123,6 +125,7 @@ def _train_epoch(
     """One pass over the training tensors (uint8 on the device); returns the mean loss."""
     images, masks = data
     amp = images.device.type == "cuda" and bf16_native(str(images.device))
+    fmt = memory_format(images.device)
     steps = max(1, len(images) // config.batch_size)
     perm = torch.randperm(len(images), generator=gen, device=images.device)
     total = 0.0
@@ -130,7 +133,7 @@ def _train_epoch(
         idx = perm[step * config.batch_size : (step + 1) * config.batch_size]
         x, y = _augment(images[idx].float()[:, None] / 255, masks[idx].float()[:, None] / 255, gen)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(normalise(x))
+            logits = model(in_layout(normalise(x), fmt))
         loss = loss_fn(logits.float(), y)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -164,7 +167,8 @@ def fit(
     train_x, train_y = images[train_idx], masks[train_idx]
     val_x, val_y = images[val_idx], masks[val_idx]
 
-    model = UNet(base=config.base, depth=config.depth).to(device)
+    model = UNet(base=config.base, depth=config.depth)
+    model = model.to(device).to(memory_format=memory_format(device))
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     steps_per_epoch = max(1, len(train_idx) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(

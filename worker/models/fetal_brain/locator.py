@@ -19,6 +19,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from worker.models._nn import checkpoint
+from worker.models._nn.layout import in_layout, memory_format
 
 COARSE = 64  # in-plane pixels the localiser sees
 _DEPTH_MULTIPLE = 4  # two poolings through the stack
@@ -82,7 +83,8 @@ def logits(model: Locator3d, volumes: torch.Tensor) -> torch.Tensor:
     with zeros (air) to a multiple of 4 slices, then cropped back."""
     n = volumes.shape[1]
     x = F.pad((volumes - 0.25) / 0.25, (0, 0, 0, 0, 0, padded_depth(n) - n), value=-1.0)
-    out: torch.Tensor = model(x[:, None])[:, 0, :n]
+    x = in_layout(x[:, None], memory_format(x.device, volumetric=True))
+    out: torch.Tensor = model(x)[:, 0, :n]
     return out
 
 
@@ -108,4 +110,5 @@ def load(weights: Path, device: str = "cpu") -> tuple[Locator3d, dict[str, Any]]
         raise checkpoint.CheckpointError(f"{weights}: not a locator3d checkpoint")
     model = Locator3d(int(config["base"]))
     model.load_state_dict(state)
-    return model.eval().to(device), meta
+    model = model.eval().to(device).to(memory_format=memory_format(device, volumetric=True))
+    return model, meta

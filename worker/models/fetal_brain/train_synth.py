@@ -30,6 +30,7 @@ import numpy.typing as npt
 import torch
 
 from worker.models._nn import checkpoint
+from worker.models._nn.layout import in_layout, memory_format
 from worker.models._nn.metrics import dice
 from worker.models._nn.train import loss_fn, normalise
 from worker.models._nn.unet import UNet
@@ -286,7 +287,7 @@ class Validator:
 
         def predict(stack: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
             inputs = np.stack([preprocess(s, self.size) for s in stack])
-            x = torch.from_numpy(inputs[:, None]).to(device)
+            x = torch.from_numpy(inputs[:, None]).to(device, memory_format=memory_format(device))
             with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=self.amp):
                 small = torch.sigmoid(model(x).float())[:, 0].cpu().numpy()
             return np.stack([full_size(p, stack.shape[1:]) for p in small])
@@ -327,7 +328,7 @@ def _step(
     model: UNet, optimiser: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: bool
 ) -> float:
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = model(normalise(x))
+        logits = model(in_layout(normalise(x), memory_format(x.device)))
     loss = loss_fn(logits.float(), y)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]
@@ -442,7 +443,8 @@ def train(
     train_bank = BrainBank(bank.without(held_out), device)
     amp = device.startswith("cuda")
     validator = Validator(BrainBank(bank.select(held_out), device), config, real or [], amp)
-    model = UNet(base=config.base, depth=config.depth).to(device)
+    model = UNet(base=config.base, depth=config.depth)
+    model = model.to(device).to(memory_format=memory_format(device))
     if init is not None:
         model.load_state_dict(init)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)

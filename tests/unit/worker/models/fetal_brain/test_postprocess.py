@@ -197,3 +197,53 @@ def test_a_localiser_bounds_where_the_core_is_looked_for_and_outside_still_count
     empty = np.zeros(p.shape, np.float32)
     nothing = segment_stack(_Echo(), image, SPACING, recipe, locator=lambda s: empty)  # type: ignore[arg-type]
     assert (nothing.mask == alone.mask).all()  # an empty region bounds nothing
+
+
+class _Blind(_Echo):
+    """A first stage that never marks ``blind`` (per slice, in stack order; no flips)."""
+
+    def __init__(self, blind: Any) -> None:
+        super().__init__()
+        self.keep = (~blind).astype(np.float32)
+
+    def probabilities(self, images: list[Any]) -> list[Any]:
+        return [p * k for p, k in zip(super().probabilities(images), self.keep, strict=True)]
+
+
+def test_ensemble_members_average_so_a_blob_one_member_marks_falls_below_the_threshold() -> None:
+    from worker.models._nn.metrics import dice
+
+    p, brain, slab = _scene()
+    p[slab] = 0.9  # a look-alike nearly as confident as the brain, with more deep mass
+    image = (p * 255).astype(np.uint8).astype(np.float32)
+    recipe = PostProcess(core_mm=6.0, margin_mm=8.0, members=("other.pt",))
+    assert PostProcess.from_metadata({"postprocess": recipe.as_dict()}) == recipe
+    alone = segment_stack(_Echo(), image, SPACING, recipe)  # type: ignore[arg-type]
+    assert (alone.mask & slab).sum() > 0.5 * slab.sum()  # the look-alike's core wins alone
+    # a member that never marks the slab halves its probability there, below 0.5
+    both = segment_stack(_Echo(), image, SPACING, recipe, members=[_Blind(slab)])  # type: ignore[list-item, arg-type]
+    assert dice(both.mask, brain) > 0.95 and not (both.mask & slab).any()
+    assert not (both.outside & slab).any()  # the slab is no longer marked at all
+
+
+def test_an_ensemble_first_stage_is_served_from_its_member_files(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from worker.models._nn.checkpoint import read_metadata
+    from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
+    from worker.models.fetal_brain.predict import StackSegmenter
+    from worker.models.fetal_brain.score_pairs import CANDIDATE, served_pair
+
+    refine = CANDIDATE.with_name("fetal_brain_refine.pt")
+    recipe = dict(read_metadata(CANDIDATE)["postprocess"])
+    pair = served_pair(CANDIDATE, refine, recipe, Path(tmp_path) / "one")
+    twice = served_pair(Path(f"{CANDIDATE}+{CANDIDATE}"), refine, recipe, Path(tmp_path) / "two")
+    assert read_metadata(twice)["postprocess"]["members"] == ["member1.pt"]
+    assert (Path(tmp_path) / "two" / "member1.pt").read_bytes() == CANDIDATE.read_bytes()
+    single, double = StackSegmenter(pair), StackSegmenter(twice)
+    assert len(single.members) == 0 and len(double.members) == 1
+    stack = make_fetal_brain_stack(820001)
+    spacing = (stack.slice_mm, stack.pixel_mm, stack.pixel_mm)
+    # a checkpoint averaged with itself is itself: the same mask, voxel for voxel
+    once, averaged = single.segment(stack.image, spacing), double.segment(stack.image, spacing)
+    assert (once.mask == averaged.mask).all()

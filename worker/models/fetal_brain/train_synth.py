@@ -603,6 +603,7 @@ def _config(args: argparse.Namespace) -> SynthTrainConfig:
         )
     if args.learning_rate:
         config.learning_rate = args.learning_rate
+    config.seed = args.seed  # every recipe (the named ones ignored it before)
     config.ema_decay, config.ema_start = args.ema, args.ema_start
     if args.validate_every_s:
         config.validate_every_s = args.validate_every_s

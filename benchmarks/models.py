@@ -210,13 +210,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--quick", action="store_true", help="small series (a small CPU)")
     parser.add_argument("--rounds", type=int, default=2, help="measured runs per model (median)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch and OpenCV threads (0: their own)"
+    )
     parser.add_argument(
         "--cases", default=",".join(CASES), help="comma-separated, of " + ",".join(CASES)
     )
     args = parser.parse_args()
     if args.threads:
+        import cv2
+
         torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)  # its parallel loops wait on a busy core too
     os.environ["MEDSEG_DEVICE"] = args.device
     # The fetal brain model is phantom-only, so off by default; its speed is measured anyway.
     os.environ.setdefault("MEDSEG_RESEARCH_MODELS", '["fetal-brain-unet"]')

@@ -23,6 +23,11 @@ brain found"), not a failure. The signals:
   Dice between the first stage's localised brain and the second stage's: two networks that
   disagree on where the brain ends leave its volume uncertain by about their difference.
   1.0 without a second stage.
+- ``cut_share``: with localisation, the share of the brain's surface where the network's
+  brain goes on beyond the region the recipe keeps (``predict.reach_cut``): there the
+  outline is the region's edge, not the brain's, and the volume is whatever the region
+  allows. Two stages that agree can still both be cut by it (``stage_agreement`` does not
+  see that); 0 without localisation.
 - ``end_slice_fraction``: the larger of the first and last slices' brain areas over the
   largest slice's. Clinical stacks often end inside the brain (the three real validation
   stacks end at 0.32-0.39 of the largest area; their manual masks, and so the reported
@@ -62,6 +67,7 @@ class Signals(Rounded):
     end_slice_fraction: float = 0.0
     outside_ratio: float = 0.0
     stage_agreement: float = 1.0
+    cut_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,9 @@ class Thresholds(StoredThresholds):
     # Chosen, not measured on patients: two stages whose brains overlap by less than this
     # differ in volume by roughly 15 % or more (docs/fetal-brain.md).
     min_stage_agreement: float = 0.85
+    # Chosen, not measured on patients: a quarter of the outline drawn by the kept region's
+    # edge (docs/fetal-brain.md, "Outlines the region drew").
+    max_cut_share: float = 0.25
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -98,10 +107,12 @@ def signals(
     geometry: VolumeGeometry,
     outside: Mask | None = None,
     stage_agreement: float | None = None,
+    *,
+    cut_share: float = 0.0,
 ) -> Signals | None:
     """The gate's signals for one stack; None when there is no brain to judge. ``outside``:
-    what the network marked beyond the localisation's search region; ``stage_agreement``:
-    a two-stage checkpoint's (``predict.StackPrediction``)."""
+    what the network marked beyond the localisation's search region; ``stage_agreement``
+    and ``cut_share``: a localising checkpoint's (``predict.StackPrediction``)."""
     kept = int(mask.sum())
     if kept == 0:
         return None
@@ -122,6 +133,7 @@ def signals(
         end_slice_fraction=float(max(areas[0], areas[-1]) / areas.max()),
         outside_ratio=0.0 if outside is None else float(outside.sum()) / kept,
         stage_agreement=1.0 if stage_agreement is None else stage_agreement,
+        cut_share=cut_share,
     )
 
 
@@ -133,6 +145,7 @@ def of_prediction(prediction: StackPrediction, geometry: VolumeGeometry) -> Sign
         geometry,
         prediction.outside,
         prediction.stage_agreement,
+        cut_share=prediction.cut_share,
     )
 
 
@@ -171,6 +184,12 @@ def reasons(s: Signals | None, t: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
         out.append(
             "the two stages disagree on the brain's extent (Dice "
             f"{s.stage_agreement:.2f} between them, accepted from {t.min_stage_agreement:.2f})"
+        )
+    if s.cut_share > t.max_cut_share:
+        out.append(
+            "the brain's outline was drawn by the localisation's reach, not by the network, "
+            f"over {s.cut_share:.0%} of its surface (accepted up to {t.max_cut_share:.0%}): "
+            "the network's brain goes on beyond it, so the volume is uncertain"
         )
     if s.end_slice_fraction > t.max_end_slice_fraction:
         out.append(

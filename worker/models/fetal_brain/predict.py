@@ -163,6 +163,10 @@ class StackPrediction:
     # With a second stage: the Dice between the first stage's localised brain and the
     # second's, two networks' independent views of one brain (None without a second stage).
     stage_agreement: float | None = None
+    # With localisation: the share of the brain's surface where the network's brain goes on
+    # beyond the region the recipe keeps, so the region's edge, not the brain's, drew the
+    # outline there (``reach_cut``).
+    cut_share: float = 0.0
 
 
 def stack_probabilities(
@@ -246,12 +250,28 @@ def segment_stack(
                 within = near(core, spacing, recipe.core_mm + recipe.refine_margin_mm)
                 first = clean_mask(raw & region)
                 outside = marked & ~within
-                raw = (refined >= recipe.threshold) & within
+                second = refined >= recipe.threshold
+                raw = second & within
                 mask = clean_mask(raw)
-                return StackPrediction(raw, mask, outside, dice(first, mask))
+                cut = reach_cut(mask, second & ~within)
+                return StackPrediction(raw, mask, outside, dice(first, mask), cut)
             outside = marked & ~region
             raw = raw & region
+            mask = clean_mask(raw)
+            return StackPrediction(raw, mask, outside, cut_share=reach_cut(mask, outside))
     return StackPrediction(raw, clean_mask(raw), outside)
+
+
+def reach_cut(mask: Mask, beyond: Mask) -> float:
+    """The share of ``mask``'s surface voxels (those with a 6-neighbour outside it) that
+    touch ``beyond``, the brain the network marked past the region kept: where the outline
+    was drawn by the region's edge rather than by the network. 0 for an empty mask."""
+    surface = mask & ~ndimage.binary_erosion(mask, border_value=1)
+    total = int(surface.sum())
+    if total == 0 or not beyond.any():
+        return 0.0
+    touching = surface & ndimage.binary_dilation(beyond)
+    return float(touching.sum()) / total
 
 
 class StackSegmenter:

@@ -77,6 +77,17 @@ def test_two_stages_that_disagree_are_flagged() -> None:
     assert without is not None and without.stage_agreement == 1.0
 
 
+def test_an_outline_drawn_by_the_localisations_reach_is_flagged() -> None:
+    stack = make_fetal_brain_stack(HELD_OUT)
+    g = _geometry(stack)
+    s = signals(stack.brain, stack.brain, g, stage_agreement=0.95, cut_share=0.1)
+    assert s is not None and reasons(s) == []
+    s = signals(stack.brain, stack.brain, g, stage_agreement=0.95, cut_share=0.6)
+    assert s is not None and s.cut_share == 0.6
+    why = reasons(s)
+    assert why and why[0].startswith("the brain's outline was drawn by the localisation's reach")
+
+
 def test_a_fragmented_prediction_is_flagged() -> None:
     stack = make_fetal_brain_stack(HELD_OUT)
     raw = stack.brain.copy()

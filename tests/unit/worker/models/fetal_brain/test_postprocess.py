@@ -4,6 +4,7 @@ on maternal tissue."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -155,6 +156,30 @@ def test_the_second_stage_replaces_the_first_within_reach_of_the_core() -> None:
     expected = 2 * (first & refined.mask).sum() / (first.sum() + refined.mask.sum())
     assert refined.stage_agreement == pytest.approx(expected, abs=0.02)
     assert segment_stack(_Echo(), image, SPACING, recipe).stage_agreement is None  # type: ignore[arg-type]
+    assert refined.cut_share < 0.05  # the second stage's brain ends (nearly) inside the reach
+    # a reach of 2 mm: the second stage's brain goes on past the kept region's edge
+    short = replace(recipe, refine_margin_mm=2.0)
+    cut = segment_stack(_Echo(), image, SPACING, short, _Window())  # type: ignore[arg-type]
+    assert cut.mask.sum() < refined.mask.sum() and cut.cut_share > 0.5
+
+
+def test_reach_cut_is_the_share_of_the_surface_touching_the_brain_beyond() -> None:
+    from worker.models.fetal_brain.predict import reach_cut
+
+    mask = np.zeros((10, 20, 20), dtype=bool)
+    mask[2:8, 5:15, 5:15] = True  # a 6x10x10 box: 2 x 100 + 4 x 60 surface voxel faces
+    assert reach_cut(mask, np.zeros_like(mask)) == 0.0
+    assert reach_cut(np.zeros_like(mask), mask) == 0.0
+    beyond = np.zeros_like(mask)
+    beyond[8:, 5:15, 5:15] = True  # the brain goes on past the last slice only
+    surface = mask & ~ndimage_erosion(mask)
+    assert reach_cut(mask, beyond) == pytest.approx(100 / surface.sum())
+
+
+def ndimage_erosion(mask: Any) -> Any:
+    from scipy import ndimage
+
+    return ndimage.binary_erosion(mask, border_value=1)
 
 
 def test_the_two_stage_candidate_serves_a_stack_with_both_its_checkpoints() -> None:

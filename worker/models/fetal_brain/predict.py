@@ -288,11 +288,17 @@ class StackSegmenter:
             else None
         )
         self.locator: Region | None = None
+        #: Every checkpoint the recipe serves, by its part, with its verified sha256.
+        self.checkpoints = {"first": self.predictor.sha256}
+        self.checkpoints |= {f"member{k}": m.sha256 for k, m in enumerate(self.members, 1)}
+        if self.refiner is not None:
+            self.checkpoints["refine"] = self.refiner.sha256
         if self.recipe.locator:
             from worker.models.fetal_brain import locator
 
-            model, _ = locator.load(weights.parent / self.recipe.locator, device)
+            model, meta = locator.load(weights.parent / self.recipe.locator, device)
             self.locator = lambda stack: locator.region_probability(model, stack)
+            self.checkpoints["locator"] = str(meta["sha256"])
         self.sha256 = self.predictor.sha256
         #: What the mask's outline holds, as the checkpoint states it (convention.py).
         self.convention = of_checkpoint(self.predictor.metadata)

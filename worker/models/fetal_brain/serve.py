@@ -101,6 +101,7 @@ class FetalBrainModel:
             extras={
                 "stack_plane": plane,
                 "mask_convention": convention,
+                "weights": self.segmenter.checkpoints,  # the result row holds the first's
                 "slice_areas_mm2": areas,
                 "quality": quality.as_dict() if quality else None,
                 "gestational_age_by_dates": by_dates_report(

@@ -134,6 +134,7 @@ def test_predict_flags_an_empty_stack_and_a_missing_slice(tmp_path: Path) -> Non
     blank = replace(stack, image=np.full_like(stack.image, 300))
     empty = model.predict(load_series(write_mr_stack(blank, tmp_path / "empty")))
     assert empty.review == ["no fetal brain found"] and empty.extras["quality"] is None
+    assert empty.extras["weights"] == {"first": model.weights_sha256}  # 1.0.0: one checkpoint
 
     image = stack.image.copy()
     image[_middle_brain_slice(stack.brain)] = 0  # a lost slice

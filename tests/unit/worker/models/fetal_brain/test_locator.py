@@ -115,6 +115,7 @@ def test_a_pair_is_served_with_the_recipe_and_both_checkpoints_unchanged(
     assert read_metadata(located)["postprocess"]["locator"] == "locator.pt"
     segmenter = StackSegmenter(located)
     assert segmenter.locator is not None
+    assert segmenter.checkpoints["locator"] == sha256_of(trained[0])  # reported with the result
     from worker.models.fetal_brain.phantoms import make_fetal_brain_stack
 
     stack = make_fetal_brain_stack(820001)

@@ -267,6 +267,8 @@ def test_an_ensemble_first_stage_is_served_from_its_member_files(tmp_path: Any) 
     assert (Path(tmp_path) / "two" / "member1.pt").read_bytes() == CANDIDATE.read_bytes()
     single, double = StackSegmenter(pair), StackSegmenter(twice)
     assert len(single.members) == 0 and len(double.members) == 1
+    assert set(double.checkpoints) == {"first", "member1", "refine"}  # each one's sha256
+    assert double.checkpoints["member1"] == double.checkpoints["first"] == single.sha256
     stack = make_fetal_brain_stack(820001)
     spacing = (stack.slice_mm, stack.pixel_mm, stack.pixel_mm)
     # a checkpoint averaged with itself is itself: the same mask, voxel for voxel

@@ -94,7 +94,7 @@ class Thresholds(StoredThresholds):
     # differ in volume by roughly 15 % or more (docs/fetal-brain.md).
     min_stage_agreement: float = 0.85
     # Chosen, not measured on patients: a quarter of the outline drawn by the kept region's
-    # edge (docs/fetal-brain.md, "Outlines the region drew").
+    # edge (docs/fetal-brain.md, "Quality gate" and the session of 2026-12-06, night).
     max_cut_share: float = 0.25
 
 

@@ -12,7 +12,11 @@ agree to float rounding.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 def memory_format(device: str | torch.device, *, volumetric: bool = False) -> torch.memory_format:
@@ -26,3 +30,8 @@ def memory_format(device: str | torch.device, *, volumetric: bool = False) -> to
 def in_layout(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
     """A 4D (5D for ``channels_last_3d``) batch in ``fmt`` (no copy when it already is)."""
     return x.contiguous(memory_format=fmt)
+
+
+def placed(model: ModuleT, device: str | torch.device, *, volumetric: bool = False) -> ModuleT:
+    """``model`` on ``device`` with its weights in the device's layout (``memory_format``)."""
+    return model.to(device).to(memory_format=memory_format(device, volumetric=volumetric))

@@ -18,7 +18,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from worker.models._nn import checkpoint
 from worker.models._nn.hardware import bf16_native
-from worker.models._nn.layout import in_layout, memory_format
+from worker.models._nn.layout import in_layout, memory_format, placed
 from worker.models._nn.unet import UNet
 
 logger = logging.getLogger(__name__)
@@ -167,8 +167,7 @@ def fit(
     train_x, train_y = images[train_idx], masks[train_idx]
     val_x, val_y = images[val_idx], masks[val_idx]
 
-    model = UNet(base=config.base, depth=config.depth)
-    model = model.to(device).to(memory_format=memory_format(device))
+    model = placed(UNet(base=config.base, depth=config.depth), device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     steps_per_epoch = max(1, len(train_idx) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(

@@ -19,7 +19,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from worker.models._nn import checkpoint
-from worker.models._nn.layout import in_layout, memory_format
+from worker.models._nn.layout import in_layout, memory_format, placed
 
 COARSE = 64  # in-plane pixels the localiser sees
 _DEPTH_MULTIPLE = 4  # two poolings through the stack
@@ -110,5 +110,5 @@ def load(weights: Path, device: str = "cpu") -> tuple[Locator3d, dict[str, Any]]
         raise checkpoint.CheckpointError(f"{weights}: not a locator3d checkpoint")
     model = Locator3d(int(config["base"]))
     model.load_state_dict(state)
-    model = model.eval().to(device).to(memory_format=memory_format(device, volumetric=True))
+    model = placed(model.eval(), device, volumetric=True)
     return model, meta

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from worker.models._nn import checkpoint
-from worker.models._nn.layout import memory_format
+from worker.models._nn.layout import placed
 from worker.models._nn.metrics import dice
 from worker.models._nn.train import loss_fn
 from worker.models.fetal_brain.atlas import LabelBank, load_bank
@@ -130,8 +130,7 @@ def train(
     held_out = [n for n in VALIDATION_ATLASES if n in bank.names] or [bank.names[-1]]
     train_bank = BrainBank(bank.without(held_out), device)
     validator = Validator(BrainBank(bank.select(held_out), device), config, real or [])
-    model = Locator3d(config.base).to(device)
-    model = model.to(memory_format=memory_format(device, volumetric=True))
+    model = placed(Locator3d(config.base), device, volumetric=True)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     history: list[dict[str, Any]] = []

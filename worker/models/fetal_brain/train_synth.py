@@ -30,7 +30,7 @@ import numpy.typing as npt
 import torch
 
 from worker.models._nn import checkpoint
-from worker.models._nn.layout import in_layout, memory_format
+from worker.models._nn.layout import in_layout, memory_format, placed
 from worker.models._nn.metrics import dice
 from worker.models._nn.train import loss_fn, normalise
 from worker.models._nn.unet import UNet
@@ -443,8 +443,7 @@ def train(
     train_bank = BrainBank(bank.without(held_out), device)
     amp = device.startswith("cuda")
     validator = Validator(BrainBank(bank.select(held_out), device), config, real or [], amp)
-    model = UNet(base=config.base, depth=config.depth)
-    model = model.to(device).to(memory_format=memory_format(device))
+    model = placed(UNet(base=config.base, depth=config.depth), device)
     if init is not None:
         model.load_state_dict(init)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)

@@ -9,7 +9,7 @@ import torch
 
 from worker.models._nn import checkpoint
 from worker.models._nn.budget import Budget, BudgetTrainer
-from worker.models._nn.layout import memory_format
+from worker.models._nn.layout import memory_format, placed
 from worker.models._nn.unet import UNet
 
 
@@ -18,6 +18,16 @@ def test_channels_last_on_a_cpu_the_default_layout_on_cuda() -> None:
     assert memory_format(torch.device("cpu")) == torch.channels_last
     assert memory_format("cuda") == torch.contiguous_format
     assert memory_format("cuda:1") == torch.contiguous_format
+
+
+def test_placed_puts_the_weights_in_the_devices_layout() -> None:
+    from worker.models.fetal_brain.locator import Locator3d
+
+    conv = next(p for p in placed(UNet(base=4, depth=2), "cpu").parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    volume = placed(Locator3d(4), "cpu", volumetric=True)
+    conv3d = next(p for p in volume.parameters() if p.dim() == 5)
+    assert conv3d.is_contiguous(memory_format=torch.channels_last_3d)
 
 
 def _trained(layout: torch.memory_format) -> tuple[BudgetTrainer, float]:

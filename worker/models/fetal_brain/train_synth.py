@@ -613,7 +613,7 @@ def _config(args: argparse.Namespace) -> SynthTrainConfig:
     return config
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bank", type=Path, help="label-map pack (atlas.py)")
     parser.add_argument("--out", type=Path)
@@ -650,6 +650,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--placenta-near-fraction", type=float, help="head against placenta")
     parser.add_argument("--planned-fraction", type=float, help="stacks on the brain's planes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.pack_real or args.pack_phantoms:

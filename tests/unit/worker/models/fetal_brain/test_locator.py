@@ -133,26 +133,7 @@ def test_the_gpu_second_stage_recipe_is_the_window_recipe_at_gpu_batch() -> None
 
 @pytest.mark.parametrize("recipe", ["gpu", "cpu", "refine", "refine-gpu"])
 def test_every_recipe_takes_the_seed_from_the_command_line(recipe: str) -> None:
-    import argparse
+    from worker.models.fetal_brain.train_synth import _config, _parser
 
-    from worker.models.fetal_brain.train_synth import _config
-
-    args = argparse.Namespace(
-        recipe=recipe,
-        max_seconds=60.0,
-        batch_size=8,
-        stacks_per_step=2,
-        validate_every=60.0,
-        base=8,
-        seed=7,
-        t2_like=0.5,
-        learning_rate=None,
-        ema=0.0,
-        ema_start=0.25,
-        validate_every_s=None,
-        real_brain_fraction=0.0,
-        mimic_fraction=None,
-        placenta_near_fraction=None,
-        planned_fraction=None,
-    )
+    args = _parser().parse_args(["--recipe", recipe, "--seed", "7"])
     assert _config(args).seed == 7

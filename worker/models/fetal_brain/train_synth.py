@@ -30,6 +30,7 @@ import numpy.typing as npt
 import torch
 
 from worker.models._nn import checkpoint
+from worker.models._nn.hardware import bf16_native, unsupported_bf16_reason
 from worker.models._nn.layout import in_layout, memory_format, placed
 from worker.models._nn.metrics import dice
 from worker.models._nn.train import loss_fn, normalise
@@ -77,6 +78,9 @@ class SynthTrainConfig:
     # not average into a working network (SWAD averages after a warm-up too); until then the
     # raw weights are validated.
     ema_start: float = 0.25
+    # bf16 autocast where the device computes in bf16 natively (hardware.bf16_native: a CUDA
+    # GPU of compute capability 8.0+, or a CPU with AMX/AVX512-BF16); fp32 elsewhere.
+    bf16: bool = True
 
 
 def cpu_config(max_seconds: float) -> SynthTrainConfig:
@@ -209,6 +213,11 @@ def load_real(path: Path) -> list[RealStack]:
             )
             for n in names
         ]
+
+
+def precision_reason(config: SynthTrainConfig, device: str) -> str:
+    """Why a run trains in fp32, in words for its log."""
+    return "--fp32" if not config.bf16 else unsupported_bf16_reason(device)
 
 
 def lr_at(fraction: float, peak: float, warmup: float) -> float:
@@ -441,7 +450,8 @@ def train(
     if not held_out or len(held_out) == len(bank.names):
         held_out = [bank.names[-1]]
     train_bank = BrainBank(bank.without(held_out), device)
-    amp = device.startswith("cuda")
+    amp = config.bf16 and bf16_native(device)
+    logger.info("bf16 autocast: %s", "on" if amp else f"off ({precision_reason(config, device)})")
     validator = Validator(BrainBank(bank.select(held_out), device), config, real or [], amp)
     model = placed(UNet(base=config.base, depth=config.depth), device)
     if init is not None:
@@ -561,6 +571,7 @@ def _metadata(
         ),
         "ema_decay": config.ema_decay,
         "device": device,
+        "precision": "bf16 autocast" if config.bf16 and bf16_native(device) else "fp32",
         "torch": torch.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -604,6 +615,7 @@ def _config(args: argparse.Namespace) -> SynthTrainConfig:
         config.learning_rate = args.learning_rate
     config.seed = args.seed  # every recipe (the named ones ignored it before)
     config.ema_decay, config.ema_start = args.ema, args.ema_start
+    config.bf16 = not args.fp32
     if args.validate_every_s:
         config.validate_every_s = args.validate_every_s
     config.synth = replace(config.synth, real_brain_fraction=args.real_brain_fraction)
@@ -650,6 +662,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--placenta-near-fraction", type=float, help="head against placenta")
     parser.add_argument("--planned-fraction", type=float, help="stacks on the brain's planes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--fp32", action="store_true", help="no bf16 autocast even where the device has bf16"
+    )
     return parser
 
 

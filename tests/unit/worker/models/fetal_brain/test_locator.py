@@ -137,3 +137,17 @@ def test_every_recipe_takes_the_seed_from_the_command_line(recipe: str) -> None:
 
     args = _parser().parse_args(["--recipe", recipe, "--seed", "7"])
     assert _config(args).seed == 7
+
+
+def test_synthesis_training_uses_bf16_only_where_the_device_has_it() -> None:
+    """bf16 autocast by default where ``bf16_native`` says so (AMX, Ampere); ``--fp32`` turns
+    it off; the log and the metadata say which."""
+    from worker.models._nn.hardware import bf16_native
+    from worker.models.fetal_brain.train_synth import _config, _parser, precision_reason
+
+    default = _config(_parser().parse_args(["--recipe", "cpu"]))
+    forced = _config(_parser().parse_args(["--recipe", "cpu", "--fp32"]))
+    assert default.bf16 and not forced.bf16
+    assert precision_reason(forced, "cpu") == "--fp32"
+    if not bf16_native("cpu"):
+        assert "bf16" in precision_reason(default, "cpu")

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from worker.models._nn import checkpoint
+from worker.models._nn.hardware import bf16_native
 from worker.models._nn.unet import UNet
 from worker.models.fetal_brain.atlas import (
     DISTANCE_STEP_MM,
@@ -219,6 +220,7 @@ def test_training_on_synthetic_stacks_saves_a_servable_checkpoint(
     config.phantom_fraction = 0.25
     meta = train(bank, out, config, "cpu", real=load_real(real), init=start, phantoms=pool)
     assert meta["steps"] >= 1 and meta["version"] == "2.0.0"
+    assert meta["precision"] == ("bf16 autocast" if bf16_native("cpu") else "fp32")
     assert meta["validated_on"].endswith("b")  # the last label map, held out
     assert "s1" in meta["best"]["real"]
     model, loaded = checkpoint.load(out, "cpu")

@@ -499,6 +499,7 @@ def train(
         held_out=held_out,
         history=record.history,
         best=record.best,
+        amp=amp,
     )
     metadata["steps"], metadata["train_images"] = steps, images_seen
     metadata["train_seconds"] = round(time.time() - started, 1)
@@ -551,6 +552,7 @@ def _metadata(
     held_out: list[str],
     history: list[dict[str, Any]],
     best: dict[str, Any],
+    amp: bool,
 ) -> dict[str, Any]:
     return {
         "model": "fetal-brain-unet",
@@ -571,7 +573,7 @@ def _metadata(
         ),
         "ema_decay": config.ema_decay,
         "device": device,
-        "precision": "bf16 autocast" if config.bf16 and bf16_native(device) else "fp32",
+        "precision": "bf16 autocast" if amp else "fp32",
         "torch": torch.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 
 from worker.models.fetal_brain.atlas import DISTANCE_STEP_MM, INTENSITY_SCALE, LabelBank
+
+if TYPE_CHECKING:
+    from worker.models.fetal_brain.textures import TextureBank
 
 # Labels of the synthetic scene (1-8 are the atlas' brain tissues).
 BRAIN_LABELS = 8
@@ -35,6 +39,9 @@ ORGANS = (23, 24, 25)  # more maternal and fetal organ tissues
 DISC, MARROW, MUSCLE = 26, 27, 28  # the mother's spine and the muscles beside it
 N_LABELS = 29
 FLUID_LIKE = (2, 4, FLUID)  # ventricles, extra-axial CSF, amniotic fluid: bright on T2
+# The mother's tissues and the fetal trunk: what real anatomy may replace (``textures.py``).
+_MOTHER = (*MATERNAL, FAT, MEMBRANE, *ORGANS, DISC, MARROW, MUSCLE, SKULL)
+_TRUNK = (BODY_A, BODY_B, ORGANS[0], MEMBRANE)
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,27 @@ class SynthConfig:
     # sagittal and coronal ones hold the trunk in plane beside the head; the rest at any angle.
     planned_fraction: float = 0.0
     planned_tilt_deg: float = 20.0
+    # The skull and scalp shells' thickness (mm) beyond the brain mask's edge. On real stacks
+    # of 20-30 weeks at 1.1-1.4 mm pixels the skull is often a faint line or none, and the
+    # amniotic fluid's bright signal meets the extra-axial CSF's: thinner shells, partial
+    # volume and blur make that faint line here too.
+    skull_mm: tuple[float, float] = (1.0, 3.5)
+    scalp_mm: tuple[float, float] = (1.5, 5.0)
+    # Real anatomy (``textures.py``, given to ``synthesise``): in this share of stacks the
+    # mother's tissues are a real CT volume, at any angle and at ``texture_scale``, through a
+    # random intensity curve; in ``trunk_texture_fraction`` of them the fetal trunk is one,
+    # scaled down to a fetus' size; in ``placenta_texture_fraction`` the placenta is.
+    texture_fraction: float = 0.0
+    texture_scale: tuple[float, float] = (0.8, 1.25)
+    trunk_texture_fraction: float = 0.0
+    trunk_texture_scale: tuple[float, float] = (0.22, 0.38)
+    placenta_texture_fraction: float = 0.0
+    placenta_texture_scale: tuple[float, float] = (0.5, 1.0)
+
+    @property
+    def real_anatomy(self) -> bool:
+        return max(self.texture_fraction, self.trunk_texture_fraction,
+                   self.placenta_texture_fraction) > 0  # fmt: skip
 
 
 class BrainBank:
@@ -368,8 +396,8 @@ def _fetal_labels(
     outside_mm = bank.sample(bank.outside, atlas_ids, grid, "bilinear") * (
         DISTANCE_STEP_MM * mean_scale[:, None]
     )
-    skull_mm = _rand(gen, (s_count, 1), 1.0, 3.5)
-    scalp_mm = skull_mm + _rand(gen, (s_count, 1), 1.5, 5.0)
+    skull_mm = _rand(gen, (s_count, 1), *config.skull_mm)
+    scalp_mm = skull_mm + _rand(gen, (s_count, 1), *config.scalp_mm)
     down = torch.tensor([0.0, 0.0, -1.0], device=dev)
     body_dir = F.normalize(down + 0.6 * torch.randn(s_count, 3, generator=gen, device=dev), dim=1)
     body_axes = torch.stack(
@@ -503,9 +531,11 @@ def _spine(gen: torch.Generator, mother: torch.Tensor, centre: torch.Tensor,
 
 
 def _signal(gen: torch.Generator, label: torch.Tensor, scanner: torch.Tensor,
-            config: SynthConfig, t2_brain: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+            config: SynthConfig, t2_brain: torch.Tensor | None = None, *,
+            override: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
     """Per-voxel-sample signal: each label's random mean with texture (or, in a share of
-    T2-like stacks, the atlas' own T2 brain), white noise and a smooth bias field."""
+    T2-like stacks, the atlas' own T2 brain; where ``override``'s mask is set, its values),
+    white noise and a smooth bias field."""
     s_count, dev = label.shape[0], label.device
     t2_like = torch.rand(s_count, generator=gen, device=dev) < config.t2_like_fraction
     means = _intensities(gen, s_count, t2_like)
@@ -519,6 +549,8 @@ def _signal(gen: torch.Generator, label: torch.Tensor, scanner: torch.Tensor,
         gain = _rand(gen, (s_count, 1), 0.8, 1.15) / INTENSITY_SCALE
         in_brain = (label > 0) & (label <= BRAIN_LABELS)
         signal = torch.where((real & t2_like)[:, None] & in_brain, t2_brain * gain, signal)
+    if override is not None:
+        signal = torch.where(override[0], override[1], signal)
     signal = signal + torch.randn(signal.shape, generator=gen, device=dev) * _rand(
         gen, (s_count, 1), 0.0, 0.04
     )
@@ -565,24 +597,68 @@ def _acquire(gen: torch.Generator, signal: torch.Tensor) -> torch.Tensor:
     )
 
 
+def _real_anatomy(
+    gen: torch.Generator,
+    textures: TextureBank,
+    points: _Stacks,
+    regions: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    config: SynthConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where (S, P) and what signal real anatomy puts in place of the mother's tissues, the
+    fetal trunk and the placenta (``regions``), each centred on its region and turned at
+    random."""
+    s_count, dev = points.scanner.shape[0], points.scanner.device
+    where = torch.zeros(regions[0].shape, dtype=torch.bool, device=dev)
+    values = torch.zeros(regions[0].shape, device=dev)
+    for region, frame, fraction, scale in (
+        (regions[0], points.scanner, config.texture_fraction, config.texture_scale),
+        (regions[1], points.fetal, config.trunk_texture_fraction, config.trunk_texture_scale),
+        (regions[2], points.scanner, config.placenta_texture_fraction,
+         config.placenta_texture_scale),
+    ):  # fmt: skip
+        if fraction <= 0:
+            continue
+        chosen = region & (torch.rand(s_count, 1, generator=gen, device=dev) < fraction)
+        weight = chosen.float()[..., None]
+        centre = (frame * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+        placed = textures.place(gen, s_count, scale, random_rotations(gen, s_count))
+        mr_like = torch.rand(s_count, generator=gen, device=dev) < config.t2_like_fraction
+        raw = textures.sample(frame, centre, placed, chosen)
+        chosen &= textures.tissue(raw)
+        values = torch.where(chosen, textures.curve(gen, raw, mr_like), values)
+        where |= chosen
+    return where, values
+
+
 def synthesise(
     bank: BrainBank,
     gen: torch.Generator,
     stacks: int,
     config: SynthConfig = SynthConfig(),
     atlas_ids: torch.Tensor | None = None,
+    *,
+    textures: TextureBank | None = None,
 ) -> SynthBatch:
-    """``stacks`` synthetic stacks of one random slice count, on ``bank``'s device."""
+    """``stacks`` synthetic stacks of one random slice count, on ``bank``'s device; with
+    ``textures``, real anatomy in the shares of stacks the config names."""
     dev = bank.device
     slices = torch.randint(config.slices[0], config.slices[1] + 1, (1,), generator=gen, device=dev)
     if atlas_ids is None:
         atlas_ids = torch.randint(0, len(bank), (stacks,), generator=gen, device=dev)
     points = _stack_points(gen, stacks, int(slices), config)
     brain, fetal, t2_brain = _fetal_labels(bank, gen, points.fetal, atlas_ids, config)
-    label = _maternal_labels(gen, points, config.placenta_near_fraction)
-    label = torch.where(fetal > 0, fetal, label)
+    maternal = _maternal_labels(gen, points, config.placenta_near_fraction)
+    label = torch.where(fetal > 0, fetal, maternal)
     label = torch.where(brain > 0, brain, label)
-    signal = _signal(gen, label, points.scanner, config, t2_brain).reshape(points.shape)
+    override = None
+    if textures is not None and config.real_anatomy:
+        free = (brain == 0) & (fetal == 0)
+        mother = torch.isin(maternal, torch.tensor(_MOTHER, device=dev)) & free
+        trunk = torch.isin(fetal, torch.tensor(_TRUNK, device=dev)) & (brain == 0)
+        placenta = (maternal == PLACENTA) & free
+        override = _real_anatomy(gen, textures, points, (mother, trunk, placenta), config)
+    signal = _signal(gen, label, points.scanner, config, t2_brain, override=override)
+    signal = signal.reshape(points.shape)
     truth = (brain > 0).float().reshape(points.shape).mean(2)  # partial volume in the slice
     image = _acquire(gen, signal.mean(2).clamp(min=0))
     return SynthBatch(quantise(image), truth, points.pixel, points.spacing)

@@ -37,6 +37,7 @@ from worker.models._nn.train import loss_fn, normalise
 from worker.models._nn.unet import UNet
 from worker.models.fetal_brain.atlas import LabelBank, load_bank
 from worker.models.fetal_brain.synth import BrainBank, SynthConfig, synthesise
+from worker.models.fetal_brain.textures import TextureBank, load_textures, pack_textures
 
 logger = logging.getLogger(__name__)
 
@@ -385,14 +386,18 @@ class _Batches:
         config: SynthTrainConfig,
         gen: torch.Generator,
         phantoms: PhantomPool | None,
+        textures: TextureBank | None = None,
     ) -> None:
         self.bank, self.config, self.gen, self.phantoms = bank, config, gen, phantoms
+        self.textures = textures
         self.x = self.y = torch.empty(0)
 
     def next(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         config, gen = self.config, self.gen
         if step % config.reuse == 0:
-            batch = synthesise(self.bank, gen, config.stacks_per_step, config.synth)
+            batch = synthesise(
+                self.bank, gen, config.stacks_per_step, config.synth, textures=self.textures
+            )
             self.x = batch.images.reshape(-1, 1, *batch.images.shape[2:])
             self.y = batch.brain.reshape(-1, 1, *batch.brain.shape[2:])
         else:
@@ -440,10 +445,12 @@ def train(
     init: dict[str, torch.Tensor] | None = None,
     phantoms: PhantomPool | None = None,
     keep_all: bool = False,
+    textures: TextureBank | None = None,
 ) -> dict[str, Any]:
     """Train under ``config.max_seconds``; save the best checkpoint by held-out synthetic Dice.
     ``init``: start from these weights (a second stage); ``phantoms``: slices mixed into each
-    batch at ``config.phantom_fraction``."""
+    batch at ``config.phantom_fraction``; ``textures``: real anatomy for the synthesis
+    (``textures.py``) at ``config.synth``'s texture fractions."""
     torch.manual_seed(config.seed)
     started = time.time()
     held_out = [n for n in VALIDATION_ATLASES if n in bank.names]
@@ -461,7 +468,7 @@ def train(
     gen = torch.Generator(device=device).manual_seed(config.seed)
     torch.backends.cudnn.benchmark = True
     record = _Record(out, _model_config(config), keep_all)
-    batches = _Batches(train_bank, config, gen, phantoms)
+    batches = _Batches(train_bank, config, gen, phantoms, textures)
     steps = images_seen = 0
     losses: list[float] = []
     train_started = last_validation = time.time()
@@ -621,9 +628,19 @@ def _config(args: argparse.Namespace) -> SynthTrainConfig:
     if args.validate_every_s:
         config.validate_every_s = args.validate_every_s
     config.synth = replace(config.synth, real_brain_fraction=args.real_brain_fraction)
-    for name in ("mimic_fraction", "placenta_near_fraction", "planned_fraction"):
+    for name in (
+        "mimic_fraction",
+        "placenta_near_fraction",
+        "planned_fraction",
+        "texture_fraction",
+        "trunk_texture_fraction",
+        "placenta_texture_fraction",
+    ):
         if getattr(args, name) is not None:
             config.synth = replace(config.synth, **{name: getattr(args, name)})
+    for name in ("skull_mm", "scalp_mm"):
+        if getattr(args, name) is not None:
+            config.synth = replace(config.synth, **{name: tuple(getattr(args, name))})
     return config
 
 
@@ -663,6 +680,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--mimic-fraction", type=float, help="look-alike stacks (synth.py)")
     parser.add_argument("--placenta-near-fraction", type=float, help="head against placenta")
     parser.add_argument("--planned-fraction", type=float, help="stacks on the brain's planes")
+    parser.add_argument(
+        "--skull-mm", type=float, nargs=2, metavar=("MIN", "MAX"), help="skull thickness range"
+    )
+    parser.add_argument(
+        "--scalp-mm", type=float, nargs=2, metavar=("MIN", "MAX"), help="scalp thickness range"
+    )
+    parser.add_argument("--textures", type=Path, help="real CT volumes .npz (--pack-textures)")
+    parser.add_argument(
+        "--pack-textures",
+        type=Path,
+        nargs="+",
+        metavar="NRRD",
+        help="CT volumes (the pyradiomics lung1/lung2_image.nrrd) to pack into --out",
+    )
+    parser.add_argument("--texture-fraction", type=float, help="stacks with a real mother")
+    parser.add_argument("--trunk-texture-fraction", type=float, help="stacks with a real trunk")
+    parser.add_argument(
+        "--placenta-texture-fraction", type=float, help="stacks with a real-textured placenta"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--fp32", action="store_true", help="no bf16 autocast even where the device has bf16"
@@ -674,10 +710,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.pack_real or args.pack_phantoms:
+    if args.pack_real or args.pack_phantoms or args.pack_textures:
         if args.out is None:
             parser.error("--out is required")
-        if args.pack_real:
+        if args.pack_textures:
+            pack_textures(args.pack_textures, args.out)
+        elif args.pack_real:
             pack_real(args.pack_real, args.out)
         else:
             start, _, stop = args.pack_phantoms.partition(":")
@@ -693,6 +731,9 @@ def main(argv: list[str] | None = None) -> int:
     if pool is not None:
         config.phantom_fraction = args.phantom_fraction
     real = load_real(args.real) if args.real else None
+    textures = load_textures(args.textures, args.device) if args.textures else None
+    if textures is None and config.synth.real_anatomy:
+        parser.error("the --*texture-fraction options need --textures")
     meta = train(
         load_bank(args.bank),
         args.out,
@@ -702,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
         init=init,
         phantoms=pool,
         keep_all=args.keep_all,
+        textures=textures,
     )
     logger.info("saved %s sha256 %s best %s", args.out, meta["sha256"], json.dumps(meta["best"]))
     return 0

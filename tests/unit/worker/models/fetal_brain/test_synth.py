@@ -280,6 +280,25 @@ def test_the_mother_has_a_spine_of_marrow_discs_and_muscle(bank: LabelBank) -> N
     assert int(counts[MARROW]) > 0 and int(counts[DISC]) > 0 and int(counts[MUSCLE]) > 0
 
 
+def test_the_skull_and_scalp_are_as_thick_as_asked(bank: LabelBank) -> None:
+    """Thinner shells (``skull_mm``, ``scalp_mm``) cover fewer voxel samples around the same
+    brains: the faint skull of real mid-gestation stacks."""
+    from worker.models.fetal_brain.synth import SCALP, SKULL, _fetal_labels, _stack_points
+
+    brains = BrainBank(bank, "cpu")
+    counts = []
+    for skull, scalp in (((0.4, 0.4), (0.3, 0.3)), ((3.0, 3.0), (4.0, 4.0))):
+        config = SynthConfig(rows=48, cols=48, slices=(8, 8), pixel_mm=(2.0, 2.0),
+                             skull_mm=skull, scalp_mm=scalp)  # fmt: skip
+        gen = torch.Generator().manual_seed(7)
+        points = _stack_points(gen, 2, 8, config)
+        brain, other, _ = _fetal_labels(brains, gen, points.fetal, torch.tensor([0, 1]), config)
+        outside = brain == 0  # the brain's labels cover the shells' inner side
+        counts.append((int((outside & (other == SKULL)).sum()), int((other == SCALP).sum())))
+    (thin_skull, thin_scalp), (thick_skull, thick_scalp) = counts
+    assert 0 < thin_skull * 3 < thick_skull and thin_scalp * 3 < thick_scalp
+
+
 def test_phantom_slices_are_packed_intracranial_for_mixing_in(tmp_path: Path) -> None:
     from worker.models.fetal_brain.data import INPUT_SIZE
     from worker.models.fetal_brain.phantoms import make_fetal_brain_stack

@@ -15,6 +15,11 @@
 #       ../shared/data/fetal-brain-real-val --out .packs/fetal-brain-real.npz
 #   python -m pip download --no-deps -d .whl "pydicom==$(python -c 'import pydicom as p; print(p.__version__)')"
 # (pydicom is pure Python; .whl/ is ignored through .git/info/exclude: carry it too.)
+# Optional, real CT anatomy in the synthesis (docs/fetal-brain.md, "midnight"; 8 MB more):
+#   python -m worker.models.fetal_brain.train_synth --pack-textures \
+#       ~/.cache/medseg/data/lung1_image.nrrd ~/.cache/medseg/data/lung2_image.nrrd \
+#       --out .packs/textures.npz
+#   EXTRA="--textures .packs/textures.npz --texture-fraction 0.6 --trunk-texture-fraction 0.5"
 #
 # OUT receives 8 files (the most a rented machine gives back): first.pt, refine.pt and
 # locator.pt with their .json (sha256, history with the real stacks' Dice at every

@@ -638,9 +638,10 @@ def _config(args: argparse.Namespace) -> SynthTrainConfig:
     ):
         if getattr(args, name) is not None:
             config.synth = replace(config.synth, **{name: getattr(args, name)})
-    for name in ("skull_mm", "scalp_mm"):
-        if getattr(args, name) is not None:
-            config.synth = replace(config.synth, **{name: tuple(getattr(args, name))})
+    if args.skull_mm is not None:
+        config.synth = replace(config.synth, skull_mm=(args.skull_mm[0], args.skull_mm[1]))
+    if args.scalp_mm is not None:
+        config.synth = replace(config.synth, scalp_mm=(args.scalp_mm[0], args.scalp_mm[1]))
     return config
 
 

@@ -39,7 +39,8 @@ ORGANS = (23, 24, 25)  # more maternal and fetal organ tissues
 DISC, MARROW, MUSCLE = 26, 27, 28  # the mother's spine and the muscles beside it
 N_LABELS = 29
 FLUID_LIKE = (2, 4, FLUID)  # ventricles, extra-axial CSF, amniotic fluid: bright on T2
-# The mother's tissues and the fetal trunk: what real anatomy may replace (``textures.py``).
+# The mother's tissues (her spine's bone included) and the fetal trunk: what real anatomy may
+# replace (``textures.py``; the placenta too).
 _MOTHER = (*MATERNAL, FAT, MEMBRANE, *ORGANS, DISC, MARROW, MUSCLE, SKULL)
 _TRUNK = (BODY_A, BODY_B, ORGANS[0], MEMBRANE)
 

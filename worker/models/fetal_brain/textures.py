@@ -1,4 +1,4 @@
-"""Real anatomy as texture for the synthetic mother and fetal trunk (``synth.py``).
+"""Real anatomy as texture for the synthetic mother, fetal trunk and placenta (``synth.py``).
 
 Six sessions of hand-made label blobs (organs, walls, bowel loops, a lumbar spine) have not
 taught the first stage what a real abdomen is: it still marks maternal organs, bowel and the

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -507,6 +507,7 @@ def train(
         history=record.history,
         best=record.best,
         amp=amp,
+        textures=textures is not None,
     )
     metadata["steps"], metadata["train_images"] = steps, images_seen
     metadata["train_seconds"] = round(time.time() - started, 1)
@@ -560,14 +561,22 @@ def _metadata(
     history: list[dict[str, Any]],
     best: dict[str, Any],
     amp: bool,
+    textures: bool = False,
 ) -> dict[str, Any]:
+    real_anatomy = ""
+    if textures and config.synth.real_anatomy:
+        real_anatomy = (
+            ", with real CT anatomy (textures.py: the chest CTs of the pyradiomics 3.0.1 "
+            "source package through random intensity curves) for the mother, trunk or placenta"
+        )
     return {
         "model": "fetal-brain-unet",
         "version": MODEL_VERSION,
         "trained_on": (
             "stacks synthesised from the label maps of the CC0 fetal spina bifida atlas "
-            f"(Fidon et al. 2021), {len(trained)} atlases: {', '.join(trained)}"
+            f"(Fidon et al. 2021), {len(trained)} atlases: {', '.join(trained)}{real_anatomy}"
         ),
+        "synthesis": asdict(config.synth),
         "validated_on": f"synthetic stacks from held-out atlases {', '.join(held_out)}",
         "mask_convention": "intracranial",  # the atlas' brain mask: every label, CSF included
         "recipe": "worker/models/fetal_brain/synth.py + train_synth.py",

@@ -30,6 +30,7 @@ from worker.models.fetal_brain.synth import (
     quantise,
     synthesise,
 )
+from worker.models.fetal_brain.textures import TextureBank
 from worker.models.fetal_brain.train_synth import (
     PhantomPool,
     SynthTrainConfig,
@@ -218,8 +219,17 @@ def test_training_on_synthetic_stacks_saves_a_servable_checkpoint(
     start = UNet(base=4, depth=2).state_dict()
     out = tmp_path / "brain.pt"
     config.phantom_fraction = 0.25
-    meta = train(bank, out, config, "cpu", real=load_real(real), init=start, phantoms=pool)
+    # Real anatomy from a small CT of soft tissue in half of the training stacks.
+    config.synth = replace(small, texture_fraction=0.5, placenta_texture_fraction=0.5)
+    ct = np.random.default_rng(2).integers(-100, 200, (10, 30, 30)).astype(np.int16)
+    textures = TextureBank([ct], [np.array([5.0, 4.0, 4.0], np.float32)], "cpu")
+    meta = train(
+        bank, out, config, "cpu", real=load_real(real), init=start, phantoms=pool,
+        textures=textures,
+    )  # fmt: skip
     assert meta["steps"] >= 1 and meta["version"] == "2.0.0"
+    assert meta["synthesis"]["texture_fraction"] == 0.5 and "real CT" in meta["trained_on"]
+    assert tuple(meta["synthesis"]["skull_mm"]) == (1.0, 3.5)
     assert meta["precision"] == ("bf16 autocast" if bf16_native("cpu") else "fp32")
     assert meta["validated_on"].endswith("b")  # the last label map, held out
     assert "s1" in meta["best"]["real"]

@@ -11,10 +11,11 @@ declared in ``throws`` so the worker logs it in one line, without a traceback.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from celery import Task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
 
 from db.models import DeliveryState, JobState
 from worker.core.broker import TASK_CORRECT, TASK_DELIVER, TASK_RUN_JOB
@@ -27,6 +28,7 @@ from worker.core.timelimits import (
 from worker.pipeline.context import WorkerContext
 from worker.runtime import beats as _beats  # noqa: F401 - connects the heartbeat signals
 from worker.runtime.celery_app import app
+from worker.runtime.threads import POOL_PROCESSES_ENV, apply_share, pool_processes
 
 if TYPE_CHECKING:
     from worker.core.settings import Settings
@@ -59,9 +61,21 @@ def context() -> WorkerContext:
     return _context
 
 
+@worker_init.connect
+def _note_pool_size(sender: Any = None, **_: Any) -> None:
+    """Before the pool forks: how many processes will share the cores (``threads.py``)."""
+    processes = pool_processes(
+        getattr(sender, "concurrency", None), getattr(sender, "pool_cls", None)
+    )
+    os.environ[POOL_PROCESSES_ENV] = str(processes)
+
+
 @worker_process_init.connect
 def _init_process(**_: Any) -> None:
     global _context  # noqa: PLW0603
+    threads = apply_share()
+    if threads is not None:
+        logger.info("torch threads in this pool process: %d (cores shared)", threads)
     _context = WorkerContext.create()
 
 

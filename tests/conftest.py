@@ -18,6 +18,7 @@ from db.session import make_engine, make_session_factory
 from tests.support.tools import need
 from worker.core.settings import Settings
 from worker.devtools.localstack import free_port, scratch_postgres_database
+from worker.runtime.threads import core_share
 
 
 def _share_the_cores() -> None:
@@ -27,8 +28,7 @@ def _share_the_cores() -> None:
     cores ran four busy threads, and on an AMD EPYC (Zen 4) one served fetal brain test took
     77 s instead of 19 s, the suite 21:53, and a gateway starved of CPU missed a 5 s
     association timeout. An OMP_NUM_THREADS given from outside wins."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    share = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    share = str(core_share(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(name, share)
     if "torch" in sys.modules:  # imported before this file (a plugin): set it there too

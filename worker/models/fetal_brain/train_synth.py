@@ -734,6 +734,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.bank is None or args.out is None:
         parser.error("--bank and --out are required")
     config = _config(args)
+    if config.synth.real_anatomy and not args.textures:
+        parser.error("the --*texture-fraction options need --textures")
     init = None
     if args.init:
         init = checkpoint.load(args.init, "cpu")[0].state_dict()
@@ -742,8 +744,6 @@ def main(argv: list[str] | None = None) -> int:
         config.phantom_fraction = args.phantom_fraction
     real = load_real(args.real) if args.real else None
     textures = load_textures(args.textures, args.device) if args.textures else None
-    if textures is None and config.synth.real_anatomy:
-        parser.error("the --*texture-fraction options need --textures")
     meta = train(
         load_bank(args.bank),
         args.out,

@@ -37,7 +37,8 @@ FAT = 21
 MEMBRANE = 22  # thin walls: bowel, vessels, fascia, fetal organ boundaries
 ORGANS = (23, 24, 25)  # more maternal and fetal organ tissues
 DISC, MARROW, MUSCLE = 26, 27, 28  # the mother's spine and the muscles beside it
-N_LABELS = 29
+EYE, FACE = 29, 30  # the fetal face (``face_fraction``): the globes, and its soft tissues
+N_LABELS = 31
 FLUID_LIKE = (2, 4, FLUID)  # ventricles, extra-axial CSF, amniotic fluid: bright on T2
 # The mother's tissues (her spine's bone included) and the fetal trunk: what real anatomy may
 # replace (``textures.py``; the placenta too).
@@ -99,6 +100,11 @@ class SynthConfig:
     trunk_texture_scale: tuple[float, float] = (0.22, 0.38)
     placenta_texture_fraction: float = 0.0
     placenta_texture_scale: tuple[float, float] = (0.5, 1.0)
+    # In this share of stacks the fetus has a face below the front of the brain, outside the
+    # skull: two fluid-bright globes with a dark lens in bony orbits, soft tissues, and a
+    # fluid-filled mouth in a dark jaw. On real stacks the orbits and the face beside the
+    # frontal lobes are where a network trained without them draws brain.
+    face_fraction: float = 0.0
 
     @property
     def real_anatomy(self) -> bool:
@@ -124,11 +130,15 @@ class BrainBank:
         shape = bank.labels.shape[1:]
         self.shape = torch.tensor(shape, dtype=torch.float32, device=self.device)
         # Brain centre (voxel index) of each label map: the synthetic scene's origin.
-        centres = []
+        # And its half extents (mm) along the atlas' axes (x: left-right, y: anterior,
+        # z: superior, as the CC0 atlas' identity orientation is), where the face is placed.
+        centres, halves = [], []
         for i in range(len(bank.names)):
             idx = torch.nonzero(self.labels[i, 0] > 0).float()
             centres.append(idx.mean(0))
+            halves.append((idx.amax(0) - idx.amin(0) + 1) * bank.voxel_mm / 2)
         self.centres = torch.stack(centres)
+        self.half_mm = torch.stack(halves)
 
     def sample(
         self, volume: torch.Tensor, ids: torch.Tensor, grid: torch.Tensor, mode: str
@@ -287,6 +297,8 @@ def _intensities(gen: torch.Generator, stacks: int, t2_like: torch.Tensor) -> to
             (0.35, 0.80),  # 26 intervertebral discs
             (0.25, 0.55),  # 27 vertebral marrow
             (0.08, 0.30),  # 28 muscle (paraspinal, psoas)
+            (0.75, 1.00),  # 29 globes (vitreous)
+            (0.25, 0.60),  # 30 the face's soft tissues
         ],
         device=gen.device,
     )
@@ -422,10 +434,64 @@ def _fetal_labels(
     other = torch.where(in_body, body_label, other)
     other = torch.where(outside_mm < scalp_mm, SCALP, other)
     other = torch.where(outside_mm < skull_mm, SKULL, other)
+    if config.face_fraction > 0:
+        face = _face(gen, brain_mm, bank.half_mm[atlas_ids], config.face_fraction)
+        other = torch.where((face > 0) & (outside_mm >= skull_mm), face, other)
     t2 = None
     if bank.intensity is not None:
         t2 = bank.sample(bank.intensity, atlas_ids, grid, "bilinear")
     return brain, other, t2
+
+
+_Triple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _face(
+    gen: torch.Generator, brain_mm: torch.Tensor, half: torch.Tensor, fraction: float
+) -> torch.Tensor:
+    """Face labels (S, P), 0 elsewhere, at points ``brain_mm`` (S, P, 3) of the atlas' frame
+    (mm from the brain's centre; x left-right, y anterior, z superior), in ``fraction`` of
+    the stacks: placed in units of the brain's half extents ``half`` (S, 3), so that they
+    follow its size and deformation. Soft tissue below and in front of the frontal lobes; in
+    it two globes (vitreous: fluid-bright) with a dark lens at the front and a bony rim
+    behind; a fluid-filled mouth with a dark jaw around its lower side."""
+    s_count, dev = brain_mm.shape[0], brain_mm.device
+    on = torch.rand(s_count, 1, generator=gen, device=dev) < fraction
+    hx, hy, hz = (half[:, i : i + 1] for i in range(3))
+    x, y, z = brain_mm.unbind(-1)
+
+    def rand(lo: float, hi: float) -> torch.Tensor:
+        return _rand(gen, (s_count, 1), lo, hi)
+
+    def radius(centre: _Triple, axes: _Triple) -> torch.Tensor:
+        (cx, cy, cz), (ax, ay, az) = centre, axes
+        return (((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 + ((z - cz) / az) ** 2).sqrt()
+
+    zero = torch.zeros_like(hx)
+    label = torch.zeros(brain_mm.shape[:2], dtype=torch.long, device=dev)
+    face_y, face_z = rand(0.55, 0.8) * hy, -rand(0.7, 0.95) * hz
+    face_axes = (rand(0.6, 0.85) * hx, rand(0.35, 0.55) * hy, rand(0.45, 0.7) * hz)
+    soft = radius((zero, face_y, face_z), face_axes) < 1
+    label = torch.where(soft, FACE, label)
+    mouth_y, mouth_z = face_y + rand(0.1, 0.3) * hy, face_z - rand(0.1, 0.35) * hz
+    mouth_axes = (rand(0.15, 0.3) * hx, rand(0.15, 0.3) * hy, rand(0.06, 0.14) * hz)
+    mouth = radius((zero, mouth_y, mouth_z), mouth_axes)
+    jaw = soft & (mouth < rand(1.3, 1.6)) & (z < mouth_z)
+    label = torch.where(jaw, SKULL, label)
+    label = torch.where(soft & (mouth < 1), FLUID, label)
+    eye_x, eye_y, eye_z = rand(0.3, 0.45) * hx, rand(0.65, 0.9) * hy, -rand(0.45, 0.75) * hz
+    eye_r = rand(0.11, 0.17) * hy
+    rim = rand(1.0, 2.5)  # mm of bone behind each globe
+    for side in (-1.0, 1.0):
+        globe = radius((side * eye_x, eye_y, eye_z), (eye_r, eye_r, eye_r)) * eye_r
+        orbit = (globe < eye_r + rim) & (y < eye_y + 0.2 * eye_r)
+        label = torch.where(orbit, SKULL, label)
+        label = torch.where(globe < eye_r, EYE, label)
+        lens_r = eye_r * 0.3
+        lens_axes = (lens_r, lens_r * 0.6, lens_r)
+        lens = radius((side * eye_x, eye_y + 0.75 * eye_r, eye_z), lens_axes)
+        label = torch.where(lens < 1, SKULL, label)
+    return torch.where(on, label, torch.zeros_like(label))
 
 
 def _maternal_labels(

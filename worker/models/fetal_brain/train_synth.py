@@ -644,6 +644,7 @@ def _config(args: argparse.Namespace) -> SynthTrainConfig:
         "texture_fraction",
         "trunk_texture_fraction",
         "placenta_texture_fraction",
+        "face_fraction",
     ):
         if getattr(args, name) is not None:
             config.synth = replace(config.synth, **{name: getattr(args, name)})
@@ -690,6 +691,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--mimic-fraction", type=float, help="look-alike stacks (synth.py)")
     parser.add_argument("--placenta-near-fraction", type=float, help="head against placenta")
     parser.add_argument("--planned-fraction", type=float, help="stacks on the brain's planes")
+    parser.add_argument("--face-fraction", type=float, help="stacks with a fetal face (synth.py)")
     parser.add_argument(
         "--skull-mm", type=float, nargs=2, metavar=("MIN", "MAX"), help="skull thickness range"
     )

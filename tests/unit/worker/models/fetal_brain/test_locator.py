@@ -154,12 +154,13 @@ def test_synthesis_training_uses_bf16_only_where_the_device_has_it() -> None:
 
 
 def test_the_synthesis_options_reach_the_training_config() -> None:
-    """The skull's and scalp's thickness and the shares of real anatomy, from the command line
-    to the synthesis config of training (validation keeps the recipe's own)."""
+    """The skull's and scalp's thickness, the shares of real anatomy and of faces, from the
+    command line to the synthesis config of training (validation keeps the recipe's own)."""
     from worker.models.fetal_brain.train_synth import _config, _parser
 
     argv = ["--recipe", "refine", "--skull-mm", "0.4", "3.5", "--scalp-mm", "0.3", "5"]
     argv += ["--texture-fraction", "0.3", "--placenta-texture-fraction", "0.5"]
+    argv += ["--face-fraction", "0.6"]
     config = _config(_parser().parse_args(argv))
     synth = config.synth
     assert synth.skull_mm == (0.4, 3.5) and synth.scalp_mm == (0.3, 5.0)
@@ -167,3 +168,4 @@ def test_the_synthesis_options_reach_the_training_config() -> None:
     assert synth.trunk_texture_fraction == 0.0 and synth.real_anatomy
     assert config.validation_synth.skull_mm == (1.0, 3.5)
     assert not config.validation_synth.real_anatomy
+    assert synth.face_fraction == 0.6 and config.validation_synth.face_fraction == 0.0

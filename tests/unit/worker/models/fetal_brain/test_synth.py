@@ -338,3 +338,47 @@ def test_channel_argmax_gives_torch_argmax_indices_ties_included() -> None:
     tied = torch.randint(0, 3, (2, 5, 4000), generator=gen).float()  # many equal maxima
     for values in (smooth, tied, smooth[:, :1]):
         assert torch.equal(channel_argmax(values), values.argmax(1))
+
+
+def test_a_face_lies_in_front_of_and_below_the_brain() -> None:
+    """``_face`` in the atlas' frame (x left-right, y anterior, z superior, mm from the brain's
+    centre): two globes either side of the midline, in front and below, lenses at their
+    front, the face's soft tissue and a fluid mouth below the globes."""
+    from worker.models.fetal_brain.synth import EYE, FACE, FLUID, SKULL, _face
+
+    axis = torch.arange(-60.0, 61.0, 2.0)
+    points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(1, -1, 3)
+    half = torch.tensor([[35.0, 42.0, 32.0]])
+    label = _face(torch.Generator().manual_seed(5), points, half, 1.0)[0]
+    x, y, z = points[0].unbind(-1)
+    eyes, face, mouth = label == EYE, label == FACE, label == FLUID
+    assert int((eyes & (x > 0)).sum()) > 20 and int((eyes & (x < 0)).sum()) > 20
+    assert float(y[eyes].min()) > 0 and float(z[eyes].max()) < 0
+    assert int(face.sum()) > 500 and float(y[face].mean()) > 0 and float(z[face].mean()) < 0
+    assert int(mouth.sum()) > 0 and float(z[mouth].mean()) < float(z[eyes].mean())
+    lens = (label == SKULL) & (y > float(y[eyes].mean()))  # dark lenses at the globes' front
+    assert int(lens.sum()) > 0
+    assert not _face(torch.Generator().manual_seed(5), points, half, 0.0).any()
+
+
+def test_the_face_never_covers_the_brain_or_its_skull(bank: LabelBank) -> None:
+    """With ``face_fraction`` the brain's labels and its skull shell are what they are
+    without; the face replaces only what lies beyond the skull."""
+    from worker.models.fetal_brain.synth import EYE, FACE, SKULL, _fetal_labels, _stack_points
+
+    brains = BrainBank(bank, "cpu")
+    assert brains.half_mm[0].tolist() == pytest.approx(RADII_MM, abs=VOXEL_MM)
+    found = []
+    for fraction in (0.0, 1.0):
+        config = SynthConfig(rows=64, cols=64, slices=(16, 16), pixel_mm=(2.0, 2.0),
+                             thickness_mm=(2.0, 2.0), face_fraction=fraction)  # fmt: skip
+        gen = torch.Generator().manual_seed(11)
+        points = _stack_points(gen, 2, 16, config)
+        found.append(_fetal_labels(brains, gen, points.fetal, torch.tensor([0, 0]), config))
+    (brain0, other0, _), (brain, other, _) = found
+    assert torch.equal(brain, brain0)
+    assert not ((other0 == EYE) | (other0 == FACE)).any()
+    eyes, face = other == EYE, other == FACE
+    assert int(eyes.sum()) > 20 and int(face.sum()) > 100
+    skull0 = (other0 == SKULL) & (brain0 == 0)
+    assert torch.equal(skull0, skull0 & (other == SKULL))

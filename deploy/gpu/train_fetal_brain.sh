@@ -15,6 +15,8 @@
 #       ../shared/data/fetal-brain-real-val --out .packs/fetal-brain-real.npz
 #   python -m pip download --no-deps -d .whl "pydicom==$(python -c 'import pydicom as p; print(p.__version__)')"
 # (pydicom is pure Python; .whl/ is ignored through .git/info/exclude: carry it too.)
+# The second stage's recipe (refine-gpu, from refine_config) draws a fetal face in 60 % of its
+# windows since 2026-12-07 (docs/fetal-brain.md); the first stage's does not.
 # Optional, real CT anatomy in the synthesis (docs/fetal-brain.md, "midnight"; 8 MB more):
 #   python -m worker.models.fetal_brain.train_synth --pack-textures \
 #       ~/.cache/medseg/data/lung1_image.nrrd ~/.cache/medseg/data/lung2_image.nrrd \

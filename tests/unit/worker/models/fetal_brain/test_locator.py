@@ -124,11 +124,19 @@ def test_a_pair_is_served_with_the_recipe_and_both_checkpoints_unchanged(
 
 
 def test_the_gpu_second_stage_recipe_is_the_window_recipe_at_gpu_batch() -> None:
-    from worker.models.fetal_brain.train_synth import refine_config, refine_gpu_config
+    from worker.models.fetal_brain.train_synth import (
+        SynthTrainConfig,
+        cpu_config,
+        refine_config,
+        refine_gpu_config,
+    )
 
     cpu, gpu = refine_config(100.0), refine_gpu_config(100.0)
     assert gpu.synth == cpu.synth and gpu.window_mm == cpu.window_mm
     assert (gpu.batch_size, gpu.base, gpu.stacks_per_step) == (64, 16, 8)
+    # The second stage sees a fetal face in most windows; the first stage's recipes do not.
+    assert cpu.synth.face_fraction == 0.6 == cpu.validation_synth.face_fraction
+    assert cpu_config(100.0).synth.face_fraction == SynthTrainConfig().synth.face_fraction == 0
 
 
 @pytest.mark.parametrize("recipe", ["gpu", "cpu", "refine", "refine-gpu"])
@@ -160,7 +168,7 @@ def test_the_synthesis_options_reach_the_training_config() -> None:
 
     argv = ["--recipe", "refine", "--skull-mm", "0.4", "3.5", "--scalp-mm", "0.3", "5"]
     argv += ["--texture-fraction", "0.3", "--placenta-texture-fraction", "0.5"]
-    argv += ["--face-fraction", "0.6"]
+    argv += ["--face-fraction", "0.3"]
     config = _config(_parser().parse_args(argv))
     synth = config.synth
     assert synth.skull_mm == (0.4, 3.5) and synth.scalp_mm == (0.3, 5.0)
@@ -168,4 +176,4 @@ def test_the_synthesis_options_reach_the_training_config() -> None:
     assert synth.trunk_texture_fraction == 0.0 and synth.real_anatomy
     assert config.validation_synth.skull_mm == (1.0, 3.5)
     assert not config.validation_synth.real_anatomy
-    assert synth.face_fraction == 0.6 and config.validation_synth.face_fraction == 0.0
+    assert synth.face_fraction == 0.3 and config.validation_synth.face_fraction == 0.6

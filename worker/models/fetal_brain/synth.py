@@ -3,7 +3,8 @@
 A real brain label map (``atlas.LabelBank``), deformed, rescaled and turned to any plane, is
 placed inside synthetic anatomy built from random shapes: skull and scalp (shells at a distance
 from the brain), the fetal body, amniotic fluid in a uterine cavity with its wall and a
-placenta, fetal limbs, maternal tissues (random smooth label fields), subcutaneous fat and air.
+placenta, fetal limbs, maternal tissues (random smooth label fields), subcutaneous fat and air;
+in a share of stacks a fetal face (globes, lenses, orbits, a mouth) below the frontal lobes.
 Each label gets a random intensity per stack (T2-like orderings half of the time, any order
 the other half), then the stack is imaged as a single-shot acquisition would: thick slices
 with gaps (partial volume through the slice), in-plane pixels of 0.6-1.5 mm, fetal motion

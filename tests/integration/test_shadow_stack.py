@@ -107,7 +107,7 @@ def test_shadow_version_stored_never_delivered_compared_and_promoted(
                     )
                 )
             )
-            # This job's deliveries (the session's database also holds other modules' jobs).
+            # This job's deliveries.
             delivered = select(Delivery.result_id).join(Result).where(Result.job_id == job_id)
             assert session.scalars(delivered).all() == [live.id]
         assert shadow.seg_path is not None

@@ -444,9 +444,6 @@ def _fetal_labels(
     return brain, other, t2
 
 
-_Triple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
 def _face(
     gen: torch.Generator, brain_mm: torch.Tensor, half: torch.Tensor, fraction: float
 ) -> torch.Tensor:
@@ -459,14 +456,15 @@ def _face(
     s_count, dev = brain_mm.shape[0], brain_mm.device
     on = torch.rand(s_count, 1, generator=gen, device=dev) < fraction
     hx, hy, hz = (half[:, i : i + 1] for i in range(3))
-    x, y, z = brain_mm.unbind(-1)
+    _, y, z = brain_mm.unbind(-1)
+    upright = torch.eye(3, device=dev).expand(s_count, 3, 3)  # axis-aligned in the atlas
 
     def rand(lo: float, hi: float) -> torch.Tensor:
         return _rand(gen, (s_count, 1), lo, hi)
 
-    def radius(centre: _Triple, axes: _Triple) -> torch.Tensor:
-        (cx, cy, cz), (ax, ay, az) = centre, axes
-        return (((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 + ((z - cz) / az) ** 2).sqrt()
+    def radius(centre: tuple[torch.Tensor, ...], axes: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """``_ellipsoid_radius`` of per-stack (S, 1) centre and axis coordinates."""
+        return _ellipsoid_radius(brain_mm, torch.cat(centre, 1), torch.cat(axes, 1), upright)
 
     zero = torch.zeros_like(hx)
     label = torch.zeros(brain_mm.shape[:2], dtype=torch.long, device=dev)

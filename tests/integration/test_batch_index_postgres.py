@@ -22,7 +22,7 @@ from dicom_gateway.server import start_gateway
 from dicom_gateway.storage import REJECTED_DIR
 from tests.conftest import fresh_postgres_database
 from tests.support.factories import chest_series, instance_record, minimal_image
-from tests.support.gateway import RecordingPublisher
+from tests.support.gateway import COUNTED_QUIET_SECONDS, RecordingPublisher
 from tests.support.proxy import SwitchableProxy
 from tests.support.tools import wait_until
 from worker.core.settings import Settings
@@ -149,9 +149,12 @@ def test_integers_too_large_for_the_database_are_recorded_empty_never_set_aside(
     999999999999, Images in Acquisition 2147483648) were answered 0000 and then set aside
     (batch index), or answered A700 forever (per C-STORE). Now: 0000, recorded, the value
     stored as empty with a warning, one job on every instance."""
-    settings = settings.model_copy(
-        update={"database_url": own_postgres, "batch_index": batch_index}
-    )
+    update = {
+        "database_url": own_postgres,
+        "batch_index": batch_index,
+        "series_quiet_seconds": COUNTED_QUIET_SECONDS,
+    }
+    settings = settings.model_copy(update=update)
     publisher = RecordingPublisher()
     server, monitor = start_gateway(settings, publish=publisher)
     series_uids = []

@@ -19,6 +19,7 @@ from dicom_gateway.indexer import IndexQueue, reconcile
 from dicom_gateway.records import instance_info
 from dicom_gateway.server import start_gateway
 from tests.support.factories import chest_series
+from tests.support.gateway import COUNTED_QUIET_SECONDS
 from tests.support.tools import need_tool, wait_until
 from worker.core.settings import Settings
 from worker.devtools.localstack import free_port, start_medseg, stop, storescu, wait_for_port
@@ -45,7 +46,12 @@ def test_batched_rows_follow_the_files_and_the_series_completes_once(
     settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
     need_tool("storescu")
-    settings = settings.model_copy(update={"batch_index": True, "completion_poll_seconds": 0.3})
+    update = {
+        "batch_index": True,
+        "completion_poll_seconds": 0.3,
+        "series_quiet_seconds": COUNTED_QUIET_SECONDS,
+    }
+    settings = settings.model_copy(update=update)
     publisher = _Publisher()
     server, monitor = start_gateway(settings, publish=publisher)
     try:

@@ -19,7 +19,7 @@ from dicom_gateway.indexer import reconcile
 from dicom_gateway.records import record_instance
 from dicom_gateway.server import start_gateway
 from tests.support.factories import chest_series, instance_record
-from tests.support.gateway import RecordingPublisher
+from tests.support.gateway import COUNTED_QUIET_SECONDS, RecordingPublisher
 from tests.support.tools import wait_until
 from worker.core.settings import Settings
 
@@ -67,6 +67,7 @@ def test_an_instance_resent_under_another_series_stays_there_across_restarts(
     old_series = str(first[0].SeriesInstanceUID)
     moved = dcmread(paths[0])
     moved.SeriesInstanceUID = new_series = "1.2.826.0.1.3680043.99.30.3"
+    settings = settings.model_copy(update={"series_quiet_seconds": COUNTED_QUIET_SECONDS})
     publisher = RecordingPublisher()
     server, monitor = start_gateway(settings, publish=publisher)
     try:

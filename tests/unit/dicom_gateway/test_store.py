@@ -22,7 +22,7 @@ from db.models import Instance, Job, JobState, Series, SeriesStatus, Study
 from dicom_gateway import statuses
 from dicom_gateway.server import start_gateway
 from tests.support.factories import chest_series, file_with_meta, minimal_image
-from tests.support.gateway import RecordingPublisher, wait_for_instances
+from tests.support.gateway import COUNTED_QUIET_SECONDS, RecordingPublisher, wait_for_instances
 from tests.support.tools import wait_until
 from worker.core.routing import route
 from worker.core.settings import Settings
@@ -45,16 +45,13 @@ def gateway(
     publisher: RecordingPublisher,
 ) -> Iterator[Settings]:
     # The defaults (lean receive path, batched rows), and pynetdicom's path with one DB
-    # transaction per C-STORE: both ways of recording, both receive paths. A quiet period of
-    # 2 s, not the suite's 0.5: these tests count jobs, and on a loaded 2-core machine a
-    # half-second stall between two C-STOREs of one association completed a series early,
-    # so that the rest of it made a second job for a grown series (rightly, but not the
-    # count the test asserts).
+    # transaction per C-STORE: both ways of recording, both receive paths. These tests
+    # count jobs, so the quiet period is COUNTED_QUIET_SECONDS.
     update = {
         "port": free_port(),
         "fast_receive": request.param,
         "batch_index": request.param,
-        "series_quiet_seconds": 2.0,
+        "series_quiet_seconds": COUNTED_QUIET_SECONDS,
     }
     settings = settings.model_copy(update=update)
     server, monitor = start_gateway(settings, publish=publisher)

@@ -38,7 +38,7 @@ def _real(folder: Path, *names: str) -> list[Path]:
 
 CASES: dict[str, Callable[[Path], list[Path]]] = {
     "ct": lambda d: chest_series(d, 0, slices=8),
-    "mr": lambda d: write_mr_stack(make_fetal_brain_stack(820000, plane="TRA"), d),
+    "mr": lambda d: write_mr_stack(make_fetal_brain_stack(820064, plane="TRA"), d),
     "us-still": lambda d: [write_us_phantom(d / "a.dcm", 200050).path],
     "us-cine": lambda d: [write_us_phantom(d / "a.dcm", 200051, frames=3).path],
     "cr": lambda d: _real(d, "RG1_UNCI.dcm", "RG1_UNCR.dcm"),

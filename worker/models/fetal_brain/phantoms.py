@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,18 @@ class FetalBrainStack:
     @property
     def brain_volume_ml(self) -> float:
         return float(self.brain.sum() * self.pixel_mm**2 * self.slice_mm / 1000.0)
+
+    def central(self, slices: int) -> FetalBrainStack:
+        """The ``slices`` middle slices (all of them if fewer): a smaller stack of the same
+        head, for quick runs; its brain may touch the first and last slices."""
+        start = max(0, (len(self.image) - slices) // 2)
+        part = slice(start, start + slices)
+        return replace(
+            self,
+            image=self.image[part],
+            brain=self.brain[part],
+            intracranial=self.intracranial[part],
+        )
 
     def truth(self, convention: str) -> Mask:
         """The brain mask under ``convention`` (``convention.CONVENTIONS``: the parenchyma

@@ -29,7 +29,7 @@ from worker.pipeline.run import run_series
 
 MODELS = ModelCache("cpu")
 STUDY_DATE = "20260611"
-HELD_OUT = 820000  # a fetal brain phantom seed the model was not trained on (0-499)
+HELD_OUT = 820064  # a fetal brain phantom seed the model was not trained on (0-499), 21x192x192
 
 
 def _dated(paths: list[Path], lmp: str) -> list[Path]:

@@ -69,7 +69,7 @@ def test_the_served_mask_says_its_convention_in_the_seg_and_the_sr(
     from worker.pipeline.cache import ModelCache
     from worker.pipeline.run import run_series
 
-    stack = make_fetal_brain_stack(820000, plane="TRA")
+    stack = make_fetal_brain_stack(820064, plane="TRA")  # held out, 21x192x192
     paths = write_mr_stack(stack, tmp_path / "mr")
     for path in paths:
         ds = pydicom.dcmread(path)

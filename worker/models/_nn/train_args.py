@@ -76,6 +76,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init", choices=("phantom", "scratch"), help="lung-cxr: start from the phantom weights"
     )
+    parser.add_argument(
+        "--phantom-films",
+        type=int,
+        default=0,
+        help="lung-cxr: add this many chest phantoms to every training run's real films",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--label", default="", help="what the data is (stored in the metadata)")
 

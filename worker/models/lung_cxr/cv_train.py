@@ -26,7 +26,8 @@ from worker.models._nn.predictor import UNetPredictor
 from worker.models._nn.unet import UNet
 from worker.models.lung_cxr.augment import augment
 from worker.models.lung_cxr.field_eval import score_films, summarise
-from worker.models.lung_cxr.films import Film, FilmArrays, patient_folds
+from worker.models.lung_cxr.films import Film, FilmArrays, patient_folds, to_arrays
+from worker.models.lung_cxr.phantoms import make_chest_xray
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class CxrRecipe:
     warmup: float = 0.05
     seed: int = 0
     bf16: bool = True
+    # Chest phantoms (seeds 0..n-1, their masks in the real masks' convention) added to every
+    # run's training films; 0: real films only (2.1.0).
+    phantom_films: int = 0
 
 
 def _initial_model(recipe: CxrRecipe, phantom_weights: Path) -> UNet:
@@ -78,6 +82,15 @@ def _initial_model(recipe: CxrRecipe, phantom_weights: Path) -> UNet:
     return UNet(base=recipe.base, depth=recipe.depth)
 
 
+def phantom_arrays(count: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` chest phantoms (seeds 0 to count-1) at the network ``size`` (rows, columns),
+    as real films are brought there: the image and the soft mask of both lung fields, the
+    lung behind the heart included (the convention of the real training masks)."""
+    phantoms = [make_chest_xray(seed) for seed in range(count)]
+    arrays = to_arrays([p.image for p in phantoms], [p.fields for p in phantoms], size)
+    return arrays.net_images, arrays.net_masks
+
+
 def train_run(
     net_images: np.ndarray,
     net_masks: np.ndarray,
@@ -87,7 +100,11 @@ def train_run(
     phantom_weights: Path = PHANTOM_WEIGHTS,
     desc: str = "train",
 ) -> RunResult:
-    """One model on the given network-size films."""
+    """One model on the given network-size films, and ``recipe.phantom_films`` phantoms."""
+    if recipe.phantom_films > 0:
+        extra_images, extra_masks = phantom_arrays(recipe.phantom_films, net_images.shape[1:3])
+        net_images = np.concatenate([net_images, extra_images])
+        net_masks = np.concatenate([net_masks, extra_masks])
     per_epoch = max(1, len(net_images) // recipe.batch_size)
     budget = Budget(
         epochs=-(-recipe.steps // per_epoch),

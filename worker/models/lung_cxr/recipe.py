@@ -227,7 +227,8 @@ def fit_gate(films: list[Film], cv: dict[str, Any], oof: list[Any]) -> dict[str,
 def command(args: argparse.Namespace, progress: Progress) -> str:
     """``medseg train lung-cxr --data DIR``: the recipe above within ``--max-seconds``;
     ``--folds`` (0: none), ``--ensemble``, ``--steps`` (a cap), ``--batch-size`` override the
-    schedule; ``--init phantom|scratch``."""
+    schedule; ``--init phantom|scratch``; ``--phantom-films N`` mixes N phantoms into every
+    run's training films."""
     del progress  # each run logs its own progress lines
     schedule = lung_cxr_schedule(
         args.device,
@@ -240,7 +241,7 @@ def command(args: argparse.Namespace, progress: Progress) -> str:
     logger.info("schedule: %s", schedule.why)
     plan = schedule.plan
     recipe = replace(
-        CxrRecipe(init=args.init or "phantom"),
+        CxrRecipe(init=args.init or "phantom", phantom_films=args.phantom_films),
         rows=plan.rows,
         cols=plan.cols,
         batch_size=plan.batch_size,

@@ -138,6 +138,35 @@ def test_train_lung_cxr_on_a_montgomery_folder(tmp_path: Path) -> None:
     assert predictor.input_size == (160, 160)
 
 
+def test_phantom_films_join_every_training_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--phantom-films N``: N phantoms at the network size, their masks the real masks'
+    convention (the lung behind the heart included), added to the real films of a run."""
+    from worker.models.lung_cxr import cv_train
+
+    images, masks = cv_train.phantom_arrays(3, (160, 160))
+    assert images.shape == masks.shape == (3, 160, 160) and masks.dtype == np.uint8
+    fields = make_chest_xray(1).fields
+    assert masks[1].mean() / 255 == pytest.approx(fields.mean(), abs=0.01)
+    seen: list[int] = []
+
+    class Counting(cv_train.BudgetTrainer):
+        def __init__(self, model: object, budget: object, device: str, n: int, *a: object):
+            seen.append(n)
+            super().__init__(model, budget, device, n, *a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cv_train, "BudgetTrainer", Counting)
+    data = tmp_path / "MontgomerySet"
+    write_montgomery_layout(data, range(900000, 900004))
+    out = tmp_path / "lung.pt"
+    args = ["--steps", "1", "--folds", "0", "--batch-size", "2", "--device", "cpu"]
+    assert main(["train", "lung-cxr", "--data", str(data), "--out", str(out), *args,
+                 "--phantom-films", "3"]) == 0  # fmt: skip
+    assert seen == [4 + 3]
+    assert UNetPredictor(out, "cpu").metadata["recipe"]["phantom_films"] == 3
+
+
 def test_train_lung_cxr_cross_validates_by_patient(tmp_path: Path) -> None:
     data = tmp_path / "films"
     pairs_layout(data, range(900100, 900106), ["a", "a", "b", "b", "c", "c"])

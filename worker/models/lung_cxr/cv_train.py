@@ -173,6 +173,7 @@ def _finished(weights: Path, recipe: CxrRecipe, k: int, test: list[str]) -> dict
     if not isinstance(run, dict) or not isinstance(kept, dict):
         return None
     ours = asdict(recipe)
+    kept = {"phantom_films": 0, **kept}  # runs saved before the recipe had phantoms had none
     same = {**kept, "max_seconds": 0} == {**ours, "max_seconds": 0}
     if not (same and meta.get("fold") == k and meta.get("test") == test):
         return None

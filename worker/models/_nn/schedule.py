@@ -114,14 +114,19 @@ def choose(
     ensemble: bool | None = None,
     max_length: int | None = None,
     batch_size: int | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> Schedule:
     """The first of ``plans`` (for ``device``'s kind) whose runs reach their minimum length in
     ``max_seconds`` less the ``reserve`` share (data loading, the gate, the held-out scoring);
     the last one, as long as the budget allows, when none does. ``n_train``: the images one run
     trains on, or a function of the plan's folds giving it. ``folds``, ``ensemble``,
-    ``batch_size`` and ``max_length`` (a cap on the run length) override every plan's own."""
+    ``batch_size``, ``input_size`` (rows, cols) and ``max_length`` (a cap on the run length)
+    override every plan's own; a plan given another input size expects its throughput to
+    scale with the pixels per image (an estimate: the wall clock still bounds every run)."""
     kind = device_kind(device)
-    candidates = [_override(p, folds, ensemble, batch_size) for p in plans if p.kind == kind]
+    candidates = [
+        _override(p, folds, ensemble, batch_size, input_size) for p in plans if p.kind == kind
+    ]
     if not candidates:
         raise ValueError(f"no training plan for a {kind} device")
     seconds = max_seconds * (1.0 - reserve)
@@ -139,7 +144,27 @@ def choose(
     raise AssertionError("unreachable: the last candidate is always taken")
 
 
-def _override(plan: Plan, folds: int | None, ensemble: bool | None, batch_size: int | None) -> Plan:
+def _override(
+    plan: Plan,
+    folds: int | None,
+    ensemble: bool | None,
+    batch_size: int | None,
+    input_size: tuple[int, int] | None = None,
+) -> Plan:
+    if input_size is not None and input_size != (plan.rows, plan.cols):
+        rows, cols = input_size
+        if rows < 16 or cols < 16 or rows % 16 or cols % 16:
+            raise ValueError(
+                f"input size {rows}x{cols}: each side a multiple of 16 (the U-Net's 4 poolings)"
+            )
+        scale = plan.rows * plan.cols / (rows * cols)
+        plan = replace(
+            plan,
+            rows=rows,
+            cols=cols,
+            images_per_second=plan.images_per_second * scale,
+            throughput_source=f"{plan.throughput_source}, scaled by pixels to {rows}x{cols}",
+        )
     if batch_size is not None:
         plan = replace(plan, batch_size=batch_size)
     if folds is not None:

@@ -46,6 +46,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, help="lung-cxr: optimiser steps per run (a cap)")
     parser.add_argument(
+        "--input-size",
+        type=input_size,
+        help="fetal-head, lung-cxr: the network's input, ROWSxCOLS or one side for a square "
+        "(multiples of 16; default: the schedule's for the device)",
+    )
+    parser.add_argument(
         "--folds",
         type=int,
         help="fetal-head, lung-cxr: subject-grouped folds (default: the schedule's; "
@@ -84,6 +90,22 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--label", default="", help="what the data is (stored in the metadata)")
+
+
+def input_size(text: str) -> tuple[int, int]:
+    """``320x480`` -> (320, 480); ``256`` -> (256, 256); sides multiples of 16."""
+    parts = text.lower().split("x")
+    try:
+        sides = [int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ROWSxCOLS, e.g. 320x480") from None
+    if len(sides) == 1:
+        sides *= 2
+    if len(sides) != 2 or any(side < 16 or side % 16 for side in sides):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected ROWSxCOLS with each side a multiple of 16, e.g. 320x480"
+        )
+    return sides[0], sides[1]
 
 
 def _log_progress(stage: str, done: int, total: int) -> None:

@@ -47,6 +47,7 @@ def fetal_head_schedule(
     ensemble: bool | None = None,
     max_epochs: int | None = None,
     batch_size: int | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> Schedule:
     """The plan for this device and budget (``inf``: DEFAULT_SECONDS); ``development``: the
     frames not held out (train and tune). ``folds`` below 1 means the fixed split."""
@@ -60,6 +61,7 @@ def fetal_head_schedule(
         ensemble=ensemble,
         max_length=max_epochs,
         batch_size=batch_size,
+        input_size=input_size,
     )
 
 

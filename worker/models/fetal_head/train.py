@@ -274,6 +274,7 @@ def command(args: argparse.Namespace, progress: Progress) -> str:
         ensemble=args.ensemble,
         max_epochs=args.epochs,
         batch_size=args.batch_size,
+        input_size=args.input_size,
     )
     logger.info("schedule: %s", schedule.why)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medseg" / "hc18"

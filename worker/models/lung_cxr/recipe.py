@@ -237,6 +237,7 @@ def command(args: argparse.Namespace, progress: Progress) -> str:
         ensemble=args.ensemble,
         max_steps=args.steps,
         batch_size=args.batch_size,
+        input_size=args.input_size,
     )
     logger.info("schedule: %s", schedule.why)
     plan = schedule.plan

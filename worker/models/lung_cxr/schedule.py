@@ -42,6 +42,7 @@ def lung_cxr_schedule(
     ensemble: bool | None = None,
     max_steps: int | None = None,
     batch_size: int | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> Schedule:
     """The plan for this device and budget (``inf``: DEFAULT_SECONDS); ``folds`` 0 means no
     cross-validation (one run on every film)."""
@@ -55,4 +56,5 @@ def lung_cxr_schedule(
         ensemble=ensemble,
         max_length=max_steps,
         batch_size=batch_size,
+        input_size=input_size,
     )

@@ -46,6 +46,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, help="lung-cxr: optimiser steps per run (a cap)")
     parser.add_argument(
+        "--depth",
+        type=int,
+        choices=(3, 4, 5, 6),
+        help="fetal-head: the U-Net's poolings (default 4; each output pixel sees 188 input "
+        "pixels at 4, 380 at 5)",
+    )
+    parser.add_argument(
         "--input-size",
         type=input_size,
         help="fetal-head, lung-cxr: the network's input, ROWSxCOLS or one side for a square "

@@ -23,7 +23,7 @@ import argparse
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -264,7 +264,7 @@ def _machine(device: str) -> str:
 def command(args: argparse.Namespace, progress: Progress) -> str:
     """``medseg train fetal-head``: the recipe above within ``--max-seconds`` (default two
     hours); ``--epochs`` caps the schedule's epochs, ``--folds``/``--ensemble`` override it."""
-    recipe = Recipe()
+    recipe = Recipe() if args.depth is None else replace(Recipe(), depth=args.depth)
     development = _development_frames(args.data, recipe)
     schedule = fetal_head_schedule(
         args.device,

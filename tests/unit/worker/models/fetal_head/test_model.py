@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -226,3 +227,25 @@ def test_a_frame_the_gate_refuses_keeps_its_sizes_but_gives_no_age(model, tmp_pa
     assert "head_circumference_mm" in keys and "gestational_age_days" not in keys
     assert any("gestational age withheld" in w for w in output.warnings)
     assert output.extras["quality"] is not None
+
+
+def test_the_train_command_takes_an_input_size_and_a_depth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.models._nn.train_args import add_train_arguments
+    from worker.models.fetal_head.train import command
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    write_hc18_layout(tmp_path / "data", range(300200, 300212))
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    flags = ("--input-size", "32x48", "--depth", "3", "--folds", "1", "--epochs", "1")
+    args = parser.parse_args(
+        ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "m.pt"), *flags]
+    )
+    args.device = "cpu"
+    summary = command(args, lambda stage, done, total: None)
+    config = json.loads((tmp_path / "m.json").read_text())["config"]
+    assert (config["input_rows"], config["input_cols"], config["depth"]) == (32, 48, 3)
+    assert "32x48" in summary
+    assert FetalHeadPredictor(tmp_path / "m.pt", "cpu").input_size == (32, 48)

@@ -49,8 +49,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--depth",
         type=int,
         choices=(3, 4, 5, 6),
-        help="fetal-head: the U-Net's poolings (default 4; each output pixel sees 188 input "
-        "pixels at 4, 380 at 5)",
+        help="fetal-head: the U-Net's poolings (default: the fewest, at least 4, whose view "
+        "spans 3/4 of the input's longer side: 4 at 160x240, 5 at 320x480; each output pixel "
+        "sees 188 input pixels at 4, 380 at 5)",
     )
     parser.add_argument(
         "--input-size",

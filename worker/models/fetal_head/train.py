@@ -36,7 +36,7 @@ from worker.models._nn import checkpoint
 from worker.models._nn.ensemble import ensemble_entry, pick_members
 from worker.models._nn.folds import grouped_folds
 from worker.models._nn.schedule import Schedule
-from worker.models._nn.unet import UNet, UNetEnsemble
+from worker.models._nn.unet import UNet, UNetEnsemble, view_pixels
 from worker.models.fetal_head.cv_train import (
     FoldResult,
     RunSettings,
@@ -62,9 +62,17 @@ HC18_CITATION = (
 )
 
 
+#: The share of the input's longer side the U-Net's view must span: the widest HC18 heads are
+#: 71 % of the frame's width across (their mean diameter, HC/pi, at most 341 of 480 pixels). At
+#: 320x480, 5 poolings (a view of 380 pixels) gave a tuning HC error of 1.60 mm where 4 (188
+#: pixels) gave 1.77 (docs/fetal-head.md, 2026-12-07).
+VIEW_SHARE = 0.75
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """What does not scale with the machine: the network, the optimiser, the split."""
+    """What does not scale with the machine: the network's width, the optimiser, the split
+    (``medseg train`` sets the depth from the input size: ``depth_for``)."""
 
     base: int = 16
     depth: int = 4
@@ -78,6 +86,15 @@ class Recipe:
     @property
     def split(self) -> tuple[float, float, int]:
         return self.test_fraction, self.tune_fraction, self.seed
+
+
+def depth_for(size: tuple[int, int]) -> int:
+    """The fewest poolings (at least 4, the 2.0.0 network) whose view spans VIEW_SHARE of the
+    input's longer side: 4 at 160x240, 5 at 320x480."""
+    depth = 4
+    while view_pixels(depth) < VIEW_SHARE * max(size):
+        depth += 1
+    return depth
 
 
 def folds_of(frames: HC18Frames, k: int, seed: int) -> list[tuple[list[int], list[int]]]:
@@ -264,7 +281,7 @@ def _machine(device: str) -> str:
 def command(args: argparse.Namespace, progress: Progress) -> str:
     """``medseg train fetal-head``: the recipe above within ``--max-seconds`` (default two
     hours); ``--epochs`` caps the schedule's epochs, ``--folds``/``--ensemble`` override it."""
-    recipe = Recipe() if args.depth is None else replace(Recipe(), depth=args.depth)
+    recipe = Recipe()
     development = _development_frames(args.data, recipe)
     schedule = fetal_head_schedule(
         args.device,
@@ -276,7 +293,8 @@ def command(args: argparse.Namespace, progress: Progress) -> str:
         batch_size=args.batch_size,
         input_size=args.input_size,
     )
-    logger.info("schedule: %s", schedule.why)
+    recipe = replace(recipe, depth=args.depth or depth_for(schedule.size))
+    logger.info("schedule: %s; U-Net of %d poolings", schedule.why, recipe.depth)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medseg" / "hc18"
     frames = load_frames(args.data, schedule.size, split=recipe.split, cache=cache)
     meta = train_fetal_head(

@@ -249,3 +249,28 @@ def test_the_train_command_takes_an_input_size_and_a_depth(
     assert (config["input_rows"], config["input_cols"], config["depth"]) == (32, 48, 3)
     assert "32x48" in summary
     assert FetalHeadPredictor(tmp_path / "m.pt", "cpu").input_size == (32, 48)
+
+
+def test_the_depth_follows_the_input_size() -> None:
+    from worker.models._nn.unet import view_pixels
+    from worker.models.fetal_head.train import depth_for
+
+    assert (view_pixels(4), view_pixels(5)) == (188, 380)
+    assert depth_for((160, 240)) == 4  # the 2.0.0 network
+    assert depth_for((320, 480)) == 5  # the GPU plan's input
+    assert depth_for((32, 48)) == 4  # never below the 2.0.0 network's
+
+
+def test_a_views_size_is_what_back_propagation_reaches() -> None:
+    import torch
+
+    from worker.models._nn.unet import UNet, view_pixels
+
+    torch.manual_seed(0)
+    net = UNet(base=2, depth=3).double().eval()
+    x = torch.randn(1, 1, 128, 128, dtype=torch.double, requires_grad=True)
+    net(x)[0, 0, 64, 64].backward()
+    assert x.grad is not None
+    reached = (x.grad[0, 0].abs() > 0).nonzero()
+    span = int(reached[:, 0].max() - reached[:, 0].min()) + 1
+    assert span == view_pixels(3) == 92

@@ -249,6 +249,9 @@ def test_the_train_command_takes_an_input_size_and_a_depth(
     assert (config["input_rows"], config["input_cols"], config["depth"]) == (32, 48, 3)
     assert "32x48" in summary
     assert FetalHeadPredictor(tmp_path / "m.pt", "cpu").input_size == (32, 48)
+    args.input_size, args.depth = (336, 496), None  # 5 poolings need multiples of 32
+    with pytest.raises(ValueError, match="multiple of 32"):
+        command(args, lambda stage, done, total: None)
 
 
 def test_the_depth_follows_the_input_size() -> None:

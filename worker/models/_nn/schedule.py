@@ -144,6 +144,18 @@ def choose(
     raise AssertionError("unreachable: the last candidate is always taken")
 
 
+def check_input_size(size: tuple[int, int], poolings: int = 4) -> None:
+    """Raise ValueError unless each side of ``size`` (rows, cols) is a positive multiple of
+    2**``poolings``, which a U-Net of that many poolings needs."""
+    multiple = 2**poolings
+    if any(side < multiple or side % multiple for side in size):
+        rows, cols = size
+        raise ValueError(
+            f"input {rows}x{cols} with {poolings} poolings: each side must be a multiple "
+            f"of {multiple}"
+        )
+
+
 def _override(
     plan: Plan,
     folds: int | None,
@@ -152,11 +164,8 @@ def _override(
     input_size: tuple[int, int] | None = None,
 ) -> Plan:
     if input_size is not None and input_size != (plan.rows, plan.cols):
+        check_input_size(input_size)
         rows, cols = input_size
-        if rows < 16 or cols < 16 or rows % 16 or cols % 16:
-            raise ValueError(
-                f"input size {rows}x{cols}: each side a multiple of 16 (the U-Net's 4 poolings)"
-            )
         scale = plan.rows * plan.cols / (rows * cols)
         plan = replace(
             plan,

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from worker.models._nn.schedule import check_input_size
+
 logger = logging.getLogger(__name__)
 
 TrainFunction = Callable[[argparse.Namespace, Callable[[str, int, int], None]], str]
@@ -109,11 +111,14 @@ def input_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected ROWSxCOLS, e.g. 320x480") from None
     if len(sides) == 1:
         sides *= 2
-    if len(sides) != 2 or any(side < 16 or side % 16 for side in sides):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected ROWSxCOLS with each side a multiple of 16, e.g. 320x480"
-        )
-    return sides[0], sides[1]
+    if len(sides) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ROWSxCOLS, e.g. 320x480")
+    size = sides[0], sides[1]
+    try:
+        check_input_size(size)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+    return size
 
 
 def _log_progress(stage: str, done: int, total: int) -> None:

@@ -35,7 +35,7 @@ from worker.core.commands import Progress
 from worker.models._nn import checkpoint
 from worker.models._nn.ensemble import ensemble_entry, pick_members
 from worker.models._nn.folds import grouped_folds
-from worker.models._nn.schedule import Schedule
+from worker.models._nn.schedule import Schedule, check_input_size
 from worker.models._nn.unet import UNet, UNetEnsemble, view_pixels
 from worker.models.fetal_head.cv_train import (
     FoldResult,
@@ -294,12 +294,7 @@ def command(args: argparse.Namespace, progress: Progress) -> str:
         input_size=args.input_size,
     )
     recipe = replace(recipe, depth=args.depth or depth_for(schedule.size))
-    if any(side % 2**recipe.depth for side in schedule.size):
-        rows, cols = schedule.size
-        raise ValueError(
-            f"input {rows}x{cols} with {recipe.depth} poolings: each side must be a multiple "
-            f"of {2**recipe.depth}"
-        )
+    check_input_size(schedule.size, recipe.depth)
     logger.info("schedule: %s; U-Net of %d poolings", schedule.why, recipe.depth)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medseg" / "hc18"
     frames = load_frames(args.data, schedule.size, split=recipe.split, cache=cache)

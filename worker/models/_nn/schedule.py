@@ -48,6 +48,9 @@ class Plan:
     batch_size: int
     images_per_second: float  # training throughput at this size on this kind of device
     throughput_source: str = ""  # where images_per_second comes from (measured where, when)
+    #: Runs per fold, each from its own initialisation seed (the fixed split's only way to an
+    #: ensemble); 1: one run per fold.
+    seeds: int = 1
 
     @property
     def final(self) -> bool:
@@ -56,8 +59,8 @@ class Plan:
 
     @property
     def runs(self) -> int:
-        """Training runs the plan makes: one per fold, plus the final one."""
-        return self.folds + int(self.final)
+        """Training runs the plan makes: ``seeds`` per fold, plus the final one."""
+        return self.folds * self.seeds + int(self.final)
 
     def length_within(self, seconds: float, n_train: int) -> int:
         """How long (in ``unit``) each run can be when all runs share ``seconds``."""
@@ -89,6 +92,7 @@ class Schedule:
             "input_rows": p.rows,
             "input_cols": p.cols,
             "folds": p.folds,
+            "seeds": p.seeds,
             "ensemble": p.ensemble,
             "final_run": p.final,
             f"{p.unit}s_per_run": self.length,
@@ -115,17 +119,20 @@ def choose(
     max_length: int | None = None,
     batch_size: int | None = None,
     input_size: tuple[int, int] | None = None,
+    seeds: int | None = None,
 ) -> Schedule:
     """The first of ``plans`` (for ``device``'s kind) whose runs reach their minimum length in
     ``max_seconds`` less the ``reserve`` share (data loading, the gate, the held-out scoring);
     the last one, as long as the budget allows, when none does. ``n_train``: the images one run
     trains on, or a function of the plan's folds giving it. ``folds``, ``ensemble``,
-    ``batch_size``, ``input_size`` (rows, cols) and ``max_length`` (a cap on the run length)
-    override every plan's own; a plan given another input size expects its throughput to
+    ``batch_size``, ``input_size`` (rows, cols), ``seeds`` and ``max_length`` (a cap on the run
+    length) override every plan's own; a plan given another input size expects its throughput to
     scale with the pixels per image (an estimate: the wall clock still bounds every run)."""
     kind = device_kind(device)
     candidates = [
-        _override(p, folds, ensemble, batch_size, input_size) for p in plans if p.kind == kind
+        _override(p, folds, ensemble, batch_size, input_size, seeds=seeds)
+        for p in plans
+        if p.kind == kind
     ]
     if not candidates:
         raise ValueError(f"no training plan for a {kind} device")
@@ -162,6 +169,8 @@ def _override(
     ensemble: bool | None,
     batch_size: int | None,
     input_size: tuple[int, int] | None = None,
+    *,
+    seeds: int | None = None,
 ) -> Plan:
     if input_size is not None and input_size != (plan.rows, plan.cols):
         check_input_size(input_size)
@@ -178,9 +187,15 @@ def _override(
         plan = replace(plan, batch_size=batch_size)
     if folds is not None:
         plan = replace(plan, folds=folds)
+    if seeds is not None and seeds != plan.seeds:
+        # Several seeds are the fixed split's ensemble; folds are already one of their own.
+        if seeds < 1 or (seeds > 1 and folds is not None and folds != 1):
+            raise ValueError(f"seeds {seeds}: one or more runs on the fixed split (folds 1)")
+        plan = replace(plan, seeds=seeds, folds=1 if seeds > 1 else plan.folds)
+        plan = replace(plan, ensemble=seeds > 1)
     if ensemble is not None:
         plan = replace(plan, ensemble=ensemble)
-    if plan.folds <= 1 and plan.ensemble:  # nothing to ensemble
+    if plan.folds * plan.seeds <= 1 and plan.ensemble:  # nothing to ensemble
         plan = replace(plan, ensemble=False)
     return plan
 
@@ -189,6 +204,9 @@ def _folds(plan: Plan) -> str:
     if plan.folds == 0:
         return "one run on every subject, no validation run"
     if plan.folds == 1:
+        if plan.seeds > 1:
+            kept = "their ensemble shipped" if plan.ensemble else "the best run shipped"
+            return f"the fixed train/tune split, {plan.seeds} seeds, {kept}"
         return "the fixed train/tune split"
     if plan.ensemble:
         shipped = "the fold models' ensemble shipped"

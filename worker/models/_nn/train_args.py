@@ -68,6 +68,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "lung-cxr 0: no cross-validation)",
     )
     parser.add_argument(
+        "--seeds",
+        type=int,
+        help="fetal-head: train the fixed split this many times, each run from its own seed, "
+        "and ship their ensemble (implies --folds 1; default 1)",
+    )
+    parser.add_argument(
         "--ensemble",
         action=argparse.BooleanOptionalAction,
         default=None,

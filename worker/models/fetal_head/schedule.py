@@ -48,9 +48,11 @@ def fetal_head_schedule(
     max_epochs: int | None = None,
     batch_size: int | None = None,
     input_size: tuple[int, int] | None = None,
+    seeds: int | None = None,
 ) -> Schedule:
     """The plan for this device and budget (``inf``: DEFAULT_SECONDS); ``development``: the
-    frames not held out (train and tune). ``folds`` below 1 means the fixed split."""
+    frames not held out (train and tune). ``folds`` below 1 means the fixed split; ``seeds``
+    above 1 trains the fixed split that many times and ships their ensemble."""
     budget = DEFAULT_SECONDS if math.isinf(max_seconds) else max_seconds
     return choose(
         PLANS,
@@ -62,6 +64,7 @@ def fetal_head_schedule(
         max_length=max_epochs,
         batch_size=batch_size,
         input_size=input_size,
+        seeds=seeds,
     )
 
 

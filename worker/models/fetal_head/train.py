@@ -145,15 +145,49 @@ def _fold_entry(result: FoldResult, frames: HC18Frames) -> dict[str, Any]:
     }
 
 
+def _tuning_groups(
+    results: list[FoldResult], recipe: Recipe
+) -> list[tuple[list[int], torch.nn.Module, bool]]:
+    """Per tuning set (a fold, or the fixed split's tune part): its frames, the model of the
+    runs that held it out (their ensemble where several seeds did), and whether bf16 ran."""
+    groups: dict[tuple[int, ...], list[FoldResult]] = {}
+    for r in results:
+        groups.setdefault(tuple(r.tune), []).append(r)
+    out: list[tuple[list[int], torch.nn.Module, bool]] = []
+    for tune, runs in groups.items():
+        models = [r.model(recipe.base, recipe.depth) for r in runs]
+        model: torch.nn.Module = (
+            UNetEnsemble.of(models, recipe.base, recipe.depth) if len(models) > 1 else models[0]
+        )
+        out.append((list(tune), model, runs[0].amp))
+    return out
+
+
+def _seed_scores(
+    results: list[FoldResult], frames: HC18Frames, recipe: Recipe, device: str
+) -> tuple[float, float]:
+    """The HC error on the tuning frames of the seeds' ensemble, without and with flip TTA
+    (what the shipped model would score there; each run's own score is not the ensemble's)."""
+    scores = []
+    groups = _tuning_groups(results, recipe)
+    for flip in (False, True):
+        diffs = []
+        for tune, model, amp in groups:
+            probs = small_probabilities(model.to(device), frames.images[tune], device, amp, flip)
+            diffs.append(hc_errors(frames, tune, probs))
+        scores.append(hc_score(np.concatenate(diffs)))
+    return scores[0], scores[1]
+
+
 def _out_of_fold(
     results: list[FoldResult], frames: HC18Frames, recipe: Recipe, device: str, flip: bool
 ) -> list[FrameRecord]:
-    """Every tuning frame measured (full size, gate signals) by the run that held it out."""
+    """Every tuning frame measured (full size, gate signals) by the run that held it out, or
+    by the ensemble of the seeds that did."""
     records: list[FrameRecord] = []
-    for r in results:
-        model = r.model(recipe.base, recipe.depth).to(device)
-        probs = small_probabilities(model, frames.images[r.tune], device, r.amp, flip)
-        records.extend(measure_all(frames, r.tune, probs))
+    for tune, model, amp in _tuning_groups(results, recipe):
+        probs = small_probabilities(model.to(device), frames.images[tune], device, amp, flip)
+        records.extend(measure_all(frames, tune, probs))
     return records
 
 
@@ -202,7 +236,8 @@ def train_fetal_head(
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
     plan = schedule.plan
-    runs = folds_of(frames, plan.folds, recipe.seed)
+    # Each fold ``plan.seeds`` times, each run from its own seed (recipe.seed + run index).
+    runs = [run for run in folds_of(frames, plan.folds, recipe.seed) for _ in range(plan.seeds)]
     results: list[FoldResult] = []
     for k, (train, tune) in enumerate(runs):
         settings = RunSettings(
@@ -217,19 +252,35 @@ def train_fetal_head(
             bf16=recipe.bf16,
             tuning_epochs=tuning_epochs(schedule),
         )
-        stage = f"fold {k + 1}/{len(runs)}"
+        stage = f"run {k + 1}/{len(runs)}" if plan.seeds > 1 else f"fold {k + 1}/{len(runs)}"
         on_epoch = (lambda done, total, s=stage: progress(s, done, total)) if progress else None
-        results.append(fit_fold(frames, train, tune, settings, device, fold=k, on_epoch=on_epoch))
-    plain = hc_score(np.concatenate([r.diffs for r in results]))
-    flipped = hc_score(np.concatenate([r.diffs_flip for r in results]))
-    flip = flipped < plain
-    errors = [r.score_flip if flip else r.score for r in results]
-    chosen = (
-        pick_members(errors, max_members) if plan.ensemble else [int(np.argmin(errors))]
-    )  # fmt: skip
+        fold = k // plan.seeds
+        result = fit_fold(frames, train, tune, settings, device, fold=fold, on_epoch=on_epoch)
+        results.append(result)
+    if plan.seeds > 1:
+        # The seeds share one tuning set: members by their own error there, then flip TTA
+        # by the error of their ensemble, which is what ships.
+        scores = [r.score for r in results]
+        chosen = pick_members(scores, max_members) if plan.ensemble else [int(np.argmin(scores))]
+        plain, flipped = _seed_scores([results[i] for i in chosen], frames, recipe, device)
+        flip = flipped < plain
+    else:
+        plain = hc_score(np.concatenate([r.diffs for r in results]))
+        flipped = hc_score(np.concatenate([r.diffs_flip for r in results]))
+        flip = flipped < plain
+        errors = [r.score_flip if flip else r.score for r in results]
+        chosen = (
+            pick_members(errors, max_members) if plan.ensemble else [int(np.argmin(errors))]
+        )  # fmt: skip
     members = [results[i].model(recipe.base, recipe.depth) for i in chosen]
-    oof = _out_of_fold(results, frames, recipe, device, flip)
-    gate = gate_entry(oof, "tuning-fold frames, each measured by the run that did not train on it")
+    measured = [results[i] for i in chosen] if plan.seeds > 1 else results
+    oof = _out_of_fold(measured, frames, recipe, device, flip)
+    gate = gate_entry(
+        oof,
+        "tuning frames, measured by the seeds' ensemble (no run trained on them)"
+        if plan.seeds > 1
+        else "tuning-fold frames, each measured by the run that did not train on it",
+    )
     model: torch.nn.Module = (
         UNetEnsemble.of(members, recipe.base, recipe.depth) if len(members) > 1 else members[0]
     )
@@ -242,7 +293,9 @@ def train_fetal_head(
         "split": frames.split_summary(),
         "schedule": schedule.as_dict(),
         "recipe": asdict(recipe),
-        "folds": [_fold_entry(r, frames) for r in results],
+        "folds": [
+            {**_fold_entry(r, frames), "seed": recipe.seed + k} for k, r in enumerate(results)
+        ],
         "tune_hc_mae_mm": round(flipped if flip else plain, 3),
         "out_of_fold": summarise(oof),
         "tta": {
@@ -251,7 +304,14 @@ def train_fetal_head(
             "tune_hc_mae_mm_flip": round(flipped, 3),
             "chosen_on": "the pooled tuning folds",
         },
-        "ensemble": ensemble_entry(chosen, "their own tuning fold's HC error", max_members)
+        "ensemble": ensemble_entry(
+            chosen,
+            "their own tuning fold's HC error"
+            if plan.seeds == 1
+            else "their HC error on the fixed split's tuning frames (runs of seeds "
+            f"{recipe.seed}-{recipe.seed + len(runs) - 1})",
+            max_members,
+        )
         if plan.ensemble
         else None,
         "quality_gate": gate,
@@ -292,6 +352,7 @@ def command(args: argparse.Namespace, progress: Progress) -> str:
         max_epochs=args.epochs,
         batch_size=args.batch_size,
         input_size=args.input_size,
+        seeds=args.seeds,
     )
     recipe = replace(recipe, depth=args.depth or depth_for(schedule.size))
     check_input_size(schedule.size, recipe.depth)

@@ -65,6 +65,28 @@ def test_overrides_apply_to_every_plan() -> None:
     assert (best_fold.plan.folds, best_fold.plan.ensemble, best_fold.plan.runs) == (5, False, 5)
 
 
+def test_seeds_train_the_fixed_split_several_times_and_ship_their_ensemble() -> None:
+    s = fetal_head_schedule("cpu", 3 * 7200, DEVELOPMENT, seeds=3)
+    assert (s.plan.folds, s.plan.seeds, s.plan.ensemble, s.plan.runs) == (1, 3, True, 3)
+    assert s.run_seconds == pytest.approx(3 * 7200 * 0.9 / 3)  # the budget shared by the runs
+    assert s.length == 60 and "the fixed train/tune split, 3 seeds, their ensemble" in s.why
+    # the same budget as one run gives each seed a third of the epochs
+    one = fetal_head_schedule("cpu", 3600, DEVELOPMENT)
+    three = fetal_head_schedule("cpu", 3600, DEVELOPMENT, seeds=3)
+    assert (
+        three.length == int(3600 * 0.9 * TRAIN_SHARE / 3 * 13.0 / train_frames(DEVELOPMENT, 1))
+        and three.length < one.length
+    )
+    assert fetal_head_schedule("cpu", 3600, DEVELOPMENT, seeds=1).plan.seeds == 1
+    single = fetal_head_schedule("cpu", 3600, DEVELOPMENT, seeds=2, ensemble=False)
+    assert (single.plan.runs, single.plan.ensemble) == (2, False)  # the best run ships
+    assert "the best run shipped" in single.why
+    with pytest.raises(ValueError, match="fixed split"):
+        fetal_head_schedule("cpu", 3600, DEVELOPMENT, seeds=3, folds=5)
+    with pytest.raises(ValueError, match="seeds 0"):
+        fetal_head_schedule("cpu", 3600, DEVELOPMENT, seeds=0)
+
+
 def test_an_input_size_overrides_every_plan_and_scales_its_throughput() -> None:
     default = fetal_head_schedule("cpu", 2400, DEVELOPMENT, folds=1)
     larger = fetal_head_schedule("cpu", 2400, DEVELOPMENT, folds=1, input_size=(320, 480))

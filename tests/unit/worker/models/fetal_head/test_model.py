@@ -254,6 +254,33 @@ def test_the_train_command_takes_an_input_size_and_a_depth(
         command(args, lambda stage, done, total: None)
 
 
+def test_the_train_command_ships_the_ensemble_of_several_seeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.models._nn.train_args import add_train_arguments
+    from worker.models.fetal_head.train import command
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    write_hc18_layout(tmp_path / "data", range(300200, 300212))
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    flags = ("--input-size", "32x48", "--depth", "3", "--seeds", "2", "--epochs", "1")
+    args = parser.parse_args(
+        ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "m.pt"), *flags]
+    )
+    args.device = "cpu"
+    summary = command(args, lambda stage, done, total: None)
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert (meta["config"]["arch"], meta["config"]["members"]) == ("unet-ensemble", 2)
+    assert [(f["fold"], f["seed"]) for f in meta["folds"]] == [(1, 0), (1, 1)]
+    assert meta["folds"][0]["tune_frames"] == meta["folds"][1]["tune_frames"]  # one split
+    assert "seeds 0-1" in meta["ensemble"]["rule"]
+    assert meta["schedule"]["seeds"] == 2 and "2 seeds" in summary
+    # the tuning frames are measured once, by the ensemble, for the gate
+    assert meta["out_of_fold"]["frames"] == meta["folds"][0]["tune_frames"]
+    assert FetalHeadPredictor(tmp_path / "m.pt", "cpu").input_size == (32, 48)
+
+
 def test_the_depth_follows_the_input_size() -> None:
     from worker.models._nn.unet import view_pixels
     from worker.models.fetal_head.train import depth_for

@@ -26,16 +26,23 @@ def pick_members(
 
 
 def ensemble_entry(
-    chosen: Sequence[int], ranked_by: str, max_members: int | None, *, error: str = ""
+    chosen: Sequence[int],
+    ranked_by: str,
+    max_members: int | None,
+    *,
+    error: str = "",
+    runs: tuple[str, str] = ("fold models", "fold"),
 ) -> dict[str, Any]:
     """The checkpoint metadata saying which fold models (``chosen``, 0-based, as
     ``pick_members`` gives them) make the ensemble and by what rule: ``ranked_by`` names what
     each was ranked on, ``error`` the error the outlier rule compares where that is not the
-    ranking itself (e.g. "1 - Dice")."""
+    ranking itself (e.g. "1 - Dice"); ``runs`` names the candidates, in the plural and as one
+    (runs of several seeds on one split are not folds)."""
     outliers = f"none with an error ({error}) worse" if error else "none worse"
+    plural, one = runs
     return {
         "members": [k + 1 for k in chosen],
-        "rule": f"fold models by {ranked_by}, best first; {outliers} than {OUTLIER_FACTOR} x "
-        "the median fold's" + (f"; at most {max_members}" if max_members else ""),
+        "rule": f"{plural} by {ranked_by}, best first; {outliers} than {OUTLIER_FACTOR} x "
+        f"the median {one}'s" + (f"; at most {max_members}" if max_members else ""),
         "combination": "mean of the members' logits",
     }

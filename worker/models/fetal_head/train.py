@@ -304,13 +304,15 @@ def train_fetal_head(
             "tune_hc_mae_mm_flip": round(flipped, 3),
             "chosen_on": "the pooled tuning folds",
         },
-        "ensemble": ensemble_entry(
-            chosen,
-            "their own tuning fold's HC error"
+        "ensemble": (
+            ensemble_entry(chosen, "their own tuning fold's HC error", max_members)
             if plan.seeds == 1
-            else "their HC error on the fixed split's tuning frames (runs of seeds "
-            f"{recipe.seed}-{recipe.seed + len(runs) - 1})",
-            max_members,
+            else ensemble_entry(
+                chosen,
+                "their HC error on the fixed split's tuning frames",
+                max_members,
+                runs=(f"runs of seeds {recipe.seed}-{recipe.seed + len(runs) - 1}", "run"),
+            )
         )
         if plan.ensemble
         else None,

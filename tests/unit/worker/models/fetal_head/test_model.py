@@ -274,7 +274,8 @@ def test_the_train_command_ships_the_ensemble_of_several_seeds(
     assert (meta["config"]["arch"], meta["config"]["members"]) == ("unet-ensemble", 2)
     assert [(f["fold"], f["seed"]) for f in meta["folds"]] == [(1, 0), (1, 1)]
     assert meta["folds"][0]["tune_frames"] == meta["folds"][1]["tune_frames"]  # one split
-    assert "seeds 0-1" in meta["ensemble"]["rule"]
+    assert meta["ensemble"]["rule"].startswith("runs of seeds 0-1 by their HC error")
+    assert "the median run's" in meta["ensemble"]["rule"]
     assert meta["schedule"]["seeds"] == 2 and "2 seeds" in summary
     # the tuning frames are measured once, by the ensemble, for the gate
     assert meta["out_of_fold"]["frames"] == meta["folds"][0]["tune_frames"]

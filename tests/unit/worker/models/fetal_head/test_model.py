@@ -229,9 +229,10 @@ def test_a_frame_the_gate_refuses_keeps_its_sizes_but_gives_no_age(model, tmp_pa
     assert output.extras["quality"] is not None
 
 
-def test_the_train_command_takes_an_input_size_and_a_depth(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _train_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *flags: str
+) -> tuple[argparse.Namespace, str]:
+    """``medseg train fetal-head`` on 12 small phantom frames with ``flags``, to m.pt."""
     from worker.models._nn.train_args import add_train_arguments
     from worker.models.fetal_head.train import command
 
@@ -239,12 +240,20 @@ def test_the_train_command_takes_an_input_size_and_a_depth(
     write_hc18_layout(tmp_path / "data", range(300200, 300212))
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
-    flags = ("--input-size", "32x48", "--depth", "3", "--folds", "1", "--epochs", "1")
     args = parser.parse_args(
         ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "m.pt"), *flags]
     )
     args.device = "cpu"
-    summary = command(args, lambda stage, done, total: None)
+    return args, command(args, lambda stage, done, total: None)
+
+
+def test_the_train_command_takes_an_input_size_and_a_depth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.models.fetal_head.train import command
+
+    flags = ("--input-size", "32x48", "--depth", "3", "--folds", "1", "--epochs", "1")
+    args, summary = _train_command(tmp_path, monkeypatch, *flags)
     config = json.loads((tmp_path / "m.json").read_text())["config"]
     assert (config["input_rows"], config["input_cols"], config["depth"]) == (32, 48, 3)
     assert "32x48" in summary
@@ -257,19 +266,8 @@ def test_the_train_command_takes_an_input_size_and_a_depth(
 def test_the_train_command_ships_the_ensemble_of_several_seeds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker.models._nn.train_args import add_train_arguments
-    from worker.models.fetal_head.train import command
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    write_hc18_layout(tmp_path / "data", range(300200, 300212))
-    parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
     flags = ("--input-size", "32x48", "--depth", "3", "--seeds", "2", "--epochs", "1")
-    args = parser.parse_args(
-        ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "m.pt"), *flags]
-    )
-    args.device = "cpu"
-    summary = command(args, lambda stage, done, total: None)
+    _, summary = _train_command(tmp_path, monkeypatch, *flags)
     meta = json.loads((tmp_path / "m.json").read_text())
     assert (meta["config"]["arch"], meta["config"]["members"]) == ("unet-ensemble", 2)
     assert [(f["fold"], f["seed"]) for f in meta["folds"]] == [(1, 0), (1, 1)]

@@ -191,8 +191,7 @@ def _override(
         # Several seeds are the fixed split's ensemble; folds are already one of their own.
         if seeds < 1 or (seeds > 1 and folds is not None and folds != 1):
             raise ValueError(f"seeds {seeds}: one or more runs on the fixed split (folds 1)")
-        plan = replace(plan, seeds=seeds, folds=1 if seeds > 1 else plan.folds)
-        plan = replace(plan, ensemble=seeds > 1)
+        plan = replace(plan, seeds=seeds, folds=1 if seeds > 1 else plan.folds, ensemble=seeds > 1)
     if ensemble is not None:
         plan = replace(plan, ensemble=ensemble)
     if plan.folds * plan.seeds <= 1 and plan.ensemble:  # nothing to ensemble

@@ -145,49 +145,31 @@ def _fold_entry(result: FoldResult, frames: HC18Frames) -> dict[str, Any]:
     }
 
 
-def _tuning_groups(
-    results: list[FoldResult], recipe: Recipe
-) -> list[tuple[list[int], torch.nn.Module, bool]]:
-    """Per tuning set (a fold, or the fixed split's tune part): its frames, the model of the
-    runs that held it out (their ensemble where several seeds did), and whether bf16 ran."""
-    groups: dict[tuple[int, ...], list[FoldResult]] = {}
-    for r in results:
-        groups.setdefault(tuple(r.tune), []).append(r)
-    out: list[tuple[list[int], torch.nn.Module, bool]] = []
-    for tune, runs in groups.items():
-        models = [r.model(recipe.base, recipe.depth) for r in runs]
-        model: torch.nn.Module = (
-            UNetEnsemble.of(models, recipe.base, recipe.depth) if len(models) > 1 else models[0]
-        )
-        out.append((list(tune), model, runs[0].amp))
-    return out
-
-
-def _seed_scores(
+def _seed_tuning(
     results: list[FoldResult], frames: HC18Frames, recipe: Recipe, device: str
-) -> tuple[float, float]:
-    """The HC error on the tuning frames of the seeds' ensemble, without and with flip TTA
-    (what the shipped model would score there; each run's own score is not the ensemble's)."""
-    scores = []
-    groups = _tuning_groups(results, recipe)
-    for flip in (False, True):
-        diffs = []
-        for tune, model, amp in groups:
-            probs = small_probabilities(model.to(device), frames.images[tune], device, amp, flip)
-            diffs.append(hc_errors(frames, tune, probs))
-        scores.append(hc_score(np.concatenate(diffs)))
-    return scores[0], scores[1]
+) -> tuple[float, float, list[FrameRecord]]:
+    """The seeds' ensemble on the tuning frames they share (``--seeds`` runs only on the fixed
+    split): its HC error without and with flip TTA (each run's own score is not the
+    ensemble's, which is what ships), and those frames measured (full size, gate signals)
+    from the probabilities of the lower of the two."""
+    tune = results[0].tune
+    models = [r.model(recipe.base, recipe.depth) for r in results]
+    ensemble = UNetEnsemble.of(models, recipe.base, recipe.depth).to(device)
+    images, amp = frames.images[tune], results[0].amp
+    probs = [small_probabilities(ensemble, images, device, amp, flip) for flip in (False, True)]
+    plain, flipped = (hc_score(hc_errors(frames, tune, p)) for p in probs)
+    return plain, flipped, measure_all(frames, tune, probs[int(flipped < plain)])
 
 
 def _out_of_fold(
     results: list[FoldResult], frames: HC18Frames, recipe: Recipe, device: str, flip: bool
 ) -> list[FrameRecord]:
-    """Every tuning frame measured (full size, gate signals) by the run that held it out, or
-    by the ensemble of the seeds that did."""
+    """Every tuning frame measured (full size, gate signals) by the run that held it out."""
     records: list[FrameRecord] = []
-    for tune, model, amp in _tuning_groups(results, recipe):
-        probs = small_probabilities(model.to(device), frames.images[tune], device, amp, flip)
-        records.extend(measure_all(frames, tune, probs))
+    for r in results:
+        model = r.model(recipe.base, recipe.depth).to(device)
+        probs = small_probabilities(model, frames.images[r.tune], device, r.amp, flip)
+        records.extend(measure_all(frames, r.tune, probs))
     return records
 
 
@@ -262,7 +244,7 @@ def train_fetal_head(
         # by the error of their ensemble, which is what ships.
         scores = [r.score for r in results]
         chosen = pick_members(scores, max_members) if plan.ensemble else [int(np.argmin(scores))]
-        plain, flipped = _seed_scores([results[i] for i in chosen], frames, recipe, device)
+        plain, flipped, oof = _seed_tuning([results[i] for i in chosen], frames, recipe, device)
         flip = flipped < plain
     else:
         plain = hc_score(np.concatenate([r.diffs for r in results]))
@@ -272,9 +254,8 @@ def train_fetal_head(
         chosen = (
             pick_members(errors, max_members) if plan.ensemble else [int(np.argmin(errors))]
         )  # fmt: skip
+        oof = _out_of_fold(results, frames, recipe, device, flip)
     members = [results[i].model(recipe.base, recipe.depth) for i in chosen]
-    measured = [results[i] for i in chosen] if plan.seeds > 1 else results
-    oof = _out_of_fold(measured, frames, recipe, device, flip)
     gate = gate_entry(
         oof,
         "tuning frames, measured by the seeds' ensemble (no run trained on them)"

@@ -41,7 +41,7 @@ def test_train_all_trains_both_models_from_their_packs(tmp_path: Path) -> None:
         "THREADS": "1",
         "PYTHON": sys.executable,
         "PYTHONPATH": str(site),
-        "EXTRA": "--folds 2 --ensemble --epochs 1 --steps 1 --batch-size 2",
+        "EXTRA": "--folds 2 --ensemble --epochs 1 --steps 1 --batch-size 2 --input-size 32",
     }
     done = subprocess.run(
         ["bash", str(SCRIPT), str(out)], env=env, capture_output=True, text=True, check=False

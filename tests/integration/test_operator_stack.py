@@ -113,6 +113,7 @@ def opstack(
         "MEDSEG_DESTINATIONS": json.dumps([destination]),
         "MEDSEG_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD),
         "MEDSEG_DASHBOARD_USER": "operator",
+        "MEDSEG_DASHBOARD_LIVE_SECONDS": "1",  # live pages poll each second, not each 5
     }
     worker_args = ["worker", "--concurrency", "2", "--metrics-port", str(metrics_port)]
     processes = [
@@ -647,7 +648,7 @@ def test_study_browser_and_live_pages_in_headless_chromium(
             "document.dispatchEvent(new Event('visibilitychange'));"
         )
         before = driver.find_element(By.TAG_NAME, "body").get_attribute("data-live-at")
-        time.sleep(12)  # more than two periods of 5 s
+        time.sleep(2.5)  # more than two periods of 1 s (MEDSEG_DASHBOARD_LIVE_SECONDS)
         assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-live-at") == before
         driver.execute_script(
             "Object.defineProperty(document, 'hidden', {value: false, configurable: true});"

@@ -361,6 +361,12 @@ class Settings(BaseSettings):
         description="Key signing the dashboard's session cookies; empty: a random key per start "
         "(everyone logs in again after a restart).",
     )
+    dashboard_live_seconds: float = Field(
+        default=5.0,
+        ge=1.0,
+        le=300.0,
+        description="How often a live dashboard page fetches itself again, in seconds.",
+    )
     dashboard_secure_cookie: bool = Field(
         default=False,
         description="Send the session cookie over HTTPS only (set it behind a TLS proxy).",

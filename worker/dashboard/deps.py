@@ -84,6 +84,7 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
             "csrf": csrf_token(request),
             "flash": flash,
             "sso_label": config.oidc_label if config.oidc_issuer else None,
+            "live_period": f"{config.dashboard_live_seconds:g}",
             **context,
         },
         status_code=status_code,

@@ -11,7 +11,8 @@
     return;
   }
   var body = document.body;
-  var period = 5000;
+  // The period, in seconds, from MEDSEG_DASHBOARD_LIVE_SECONDS (the page's data-live-period).
+  var period = 1000 * (parseFloat(body.getAttribute("data-live-period")) || 5);
   var timer = null;
   var inFlight = null;
   var stopped = false;

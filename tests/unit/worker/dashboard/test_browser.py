@@ -188,6 +188,7 @@ def test_live_pages_have_regions_the_script_and_a_csp_that_allows_only_it(
         html = client.get(page).text
         assert f'id="{region}" data-live' in html, page
         assert '<script src="/static/live.js" defer></script>' in html
+        assert '<body data-live-period="5">' in html  # MEDSEG_DASHBOARD_LIVE_SECONDS
         assert "<script>" not in html, "no inline script"
     script = client.get("/static/live.js")
     assert script.status_code == 200

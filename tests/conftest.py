@@ -75,7 +75,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture(scope="session")
 def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite database at head, made once per test process: the migrations take 0.25-0.3 s
-    of CPU, and some 300 tests want a fresh database (a minute and a half of the suite)."""
+    of CPU, and some 300 tests want a fresh database (about 85 s of CPU over the suite)."""
     path = tmp_path_factory.mktemp("template") / "medseg.db"
     upgrade(f"sqlite:///{path}")
     assert not path.with_name("medseg.db-wal").exists()  # the whole database is the one file

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filewriter import correct_ambiguous_vr
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
@@ -137,18 +138,21 @@ def _explicit_little(ds: Dataset) -> bool:
 @contextlib.contextmanager
 def pre_encoded(ds: Dataset) -> Iterator[None]:
     """While saving ``ds``: its Per-Frame Functional Groups as encoded bytes, which pydicom
-    writes as they are. Left to pydicom unless the dataset is explicit VR little endian, has no
-    ambiguous VR at its top level (pydicom's correction of those is skipped for the one
-    level), and every item is of what ``encode_items`` writes."""
+    writes as they are. Left to pydicom unless the dataset is explicit VR little endian and
+    every item is of what ``encode_items`` writes.
+
+    pydicom's save first resolves the ambiguous VRs of a dataset it did not read, all levels
+    down (a SEG's Pixel Data is "OB or OW" until then); with the encoding set as if read it
+    would skip that, so its correction is run here first, as the save would have."""
     element = ds.get_item(PER_FRAME)
     if (
         not isinstance(element, DataElement)
         or element.is_undefined_length
         or not _explicit_little(ds)
-        or any(" or " in (e.VR or "") for e in ds.elements())
     ):
         yield
         return
+    correct_ambiguous_vr(ds, True)
     encoded = encode_items(element.value)
     if encoded is None:
         yield

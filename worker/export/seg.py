@@ -257,7 +257,7 @@ def _drop_unusable_pixel_measures(seg: hd.seg.Segmentation) -> None:
 
 def save_atomic(ds: Dataset, path: Path) -> None:
     """Write ``ds`` beside ``path`` and move it there (a multi-frame SEG's per-frame
-    functional groups encoded by ``frame_groups``, the same bytes in a quarter of the time)."""
+    functional groups encoded by ``frame_groups``: the same bytes in about a third of the time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with frame_groups.pre_encoded(ds):

@@ -16,22 +16,25 @@ from tests.support.factories import chest_phantom
 from tests.support.tools import dciodvfy_errors
 from worker.core.registry import get_spec
 from worker.export import frame_groups
-from worker.export.frame_groups import PER_FRAME, encode_items, pre_encoded
-from worker.export.seg import build_seg, write_seg
+from worker.export.frame_groups import PER_FRAME, encode_items
+from worker.export.seg import build_seg, save_atomic, write_seg
 from worker.models.fetal_head.us_dicom import write_us_phantom
 from worker.models.lung_ct.phantoms import write_chest_series
 from worker.models.lung_ct_threshold.serve import SPEC
 from worker.pipeline.loading import load_series
 
 
-def _bytes(ds: Dataset, fast: bool) -> bytes:
+def _pydicom(ds: Dataset) -> bytes:
+    """The file as pydicom's writer alone makes it."""
     out = io.BytesIO()
-    if fast:
-        with pre_encoded(ds):
-            ds.save_as(out, enforce_file_format=True)
-    else:
-        ds.save_as(out, enforce_file_format=True)
+    ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+def _saved(ds: Dataset, path: Path) -> bytes:
+    """The file as the pipeline saves it (``save_atomic``: the fast path where it applies)."""
+    save_atomic(ds, path)
+    return path.read_bytes()
 
 
 def _encoded(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
@@ -63,9 +66,9 @@ def test_a_volume_seg_is_written_byte_for_byte_as_pydicom_writes_it(
     element = seg.get_item(PER_FRAME)
     before = seg.original_encoding, seg.original_character_set
 
-    fast = _bytes(seg, fast=True)  # first, on the SEG as built
+    fast = _saved(seg, tmp_path / "seg.dcm")  # first, on the SEG as built
     assert taken == [True]
-    assert fast == _bytes(seg, fast=False)
+    assert fast == _pydicom(seg)
     assert seg.get_item(PER_FRAME) is element  # put back
     assert (seg.original_encoding, seg.original_character_set) == before
 
@@ -80,7 +83,7 @@ def test_a_still_seg_is_written_byte_for_byte_and_valid(
     out = tmp_path / "seg.dcm"
     seg = write_seg(series, spec.load("cpu").predict(series), spec, out)  # through save_atomic
     assert taken == [True]
-    assert out.read_bytes() == _bytes(seg, fast=False)
+    assert out.read_bytes() == _pydicom(seg)
     assert dciodvfy_errors(out) == []
 
 
@@ -89,7 +92,7 @@ def test_what_the_encoder_does_not_write_is_left_to_pydicom(
 ) -> None:
     seg = _ct_seg(tmp_path / "in", 128)
     items = seg.PerFrameFunctionalGroupsSequence
-    plain = _bytes(seg, fast=False)
+    plain = _pydicom(seg)
 
     items[3].FrameContentSequence[0].FrameLabel = "Lunge rechts, Schicht ä"  # not ASCII
     assert encode_items(items) is None
@@ -98,9 +101,9 @@ def test_what_the_encoder_does_not_write_is_left_to_pydicom(
     items[3].FrameContentSequence[0].ContentCreatorName = "Doe^Jane"  # PN: pydicom's
     assert encode_items(items) is None
     taken = _encoded(monkeypatch)
-    changed = _bytes(seg, fast=True)
+    changed = _saved(seg, tmp_path / "seg.dcm")
     assert taken == [False]
-    assert changed == _bytes(seg, fast=False) != plain
+    assert changed == _pydicom(seg) != plain
     back = pydicom.dcmread(io.BytesIO(changed))
     assert back.PerFrameFunctionalGroupsSequence[3].FrameContentSequence[0].FrameLabel == (
         "right lung"

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,17 +23,12 @@ from worker.ops.audit import list_events
 
 
 @pytest.fixture
-def cli(
-    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[sessionmaker[Session]]:
-    """``main()`` in this process on the test database, one destination (pacs) configured."""
-    monkeypatch.setattr("worker.cli.ops._session_factory", lambda: session_factory)
-    monkeypatch.delenv("MEDSEG_OPERATOR", raising=False)
+def cli(cli: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> sessionmaker[Session]:
+    """The command line in this process (conftest), one destination (pacs) configured."""
     pacs = {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 11112}
     monkeypatch.setenv("MEDSEG_DESTINATIONS", json.dumps([pacs]))
-    get_settings.cache_clear()
-    yield session_factory
-    get_settings.cache_clear()
+    get_settings.cache_clear()  # read again with it
+    return cli
 
 
 def _who(factory: sessionmaker[Session]) -> list[tuple[str | None, str, str, int | None]]:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import DeliveryState, JobState, SeriesStatus
 from tests.support.studies import add_study
 from worker.cli.main import main
-from worker.core.settings import Settings, get_settings
+from worker.core.settings import Settings
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -36,7 +36,7 @@ def _ids(out: str) -> list[int]:
 def test_studies_from_the_command_line(
     settings: Settings,
     session_factory: sessionmaker[Session],
-    monkeypatch: pytest.MonkeyPatch,
+    cli: sessionmaker[Session],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     ct = add_study(
@@ -92,32 +92,27 @@ def test_studies_from_the_command_line(
         r" +series \d+ MR: no model accepts modality MR, body part KNEE .*", under_mr
     )
 
-    # The filters in this process (each subprocess is a second of imports); the listing above
-    # and the errors below go through the real command.
-    monkeypatch.setenv("MEDSEG_DATABASE_URL", settings.database_url)
-    get_settings.cache_clear()  # the settings of this process, read again from the environment
-    try:
-        for args, expected in (
-            (["--patient-id", "P-2"], [mr]),
-            (["--accession", "A-1"], [ct]),
-            (["--since", "2026-11-10"], [mr]),
-            (["--until", "20261110"], [ct]),
-            (["--modality", "ct"], [ct]),
-            (["--calling-ae", "MR_ROOM"], [mr]),
-            (["--state", "unrouted"], [mr]),
-            (["--state", "delivery_failed"], [ct]),
-            (["--model", "lung-ct"], [ct]),
-            (["--sort", "study_date", "--ascending"], [ct, mr]),
-            (["--patient-id", "P-1", "--state", "failed"], []),
-        ):
-            assert main(["--log-level", "WARNING", "studies", *args]) == 0, args
-            assert _ids(capsys.readouterr().out) == expected, args
-        assert main(["--log-level", "WARNING", "studies", "--limit", "1"]) == 0
-        limited = capsys.readouterr().out
-        assert _ids(limited) == [mr]
-        assert limited.splitlines()[-1] == "2 studies (the first 1; --limit N shows more)"
-    finally:
-        get_settings.cache_clear()
+    # The filters in this process (``cli``; each subprocess is a second of imports); the
+    # listing above and the errors below go through the real command.
+    for args, expected in (
+        (["--patient-id", "P-2"], [mr]),
+        (["--accession", "A-1"], [ct]),
+        (["--since", "2026-11-10"], [mr]),
+        (["--until", "20261110"], [ct]),
+        (["--modality", "ct"], [ct]),
+        (["--calling-ae", "MR_ROOM"], [mr]),
+        (["--state", "unrouted"], [mr]),
+        (["--state", "delivery_failed"], [ct]),
+        (["--model", "lung-ct"], [ct]),
+        (["--sort", "study_date", "--ascending"], [ct, mr]),
+        (["--patient-id", "P-1", "--state", "failed"], []),
+    ):
+        assert main(["--log-level", "WARNING", "studies", *args]) == 0, args
+        assert _ids(capsys.readouterr().out) == expected, args
+    assert main(["--log-level", "WARNING", "studies", "--limit", "1"]) == 0
+    limited = capsys.readouterr().out
+    assert _ids(limited) == [mr]
+    assert limited.splitlines()[-1] == "2 studies (the first 1; --limit N shows more)"
 
     backwards = _run(env, "--since", "2026-12-01", "--until", "2026-11-01")
     assert backwards.returncode == 2 and "Traceback" not in backwards.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,17 +19,6 @@ from worker.ops import people
 from worker.ops.audit import list_events
 
 ROOT = Path(__file__).resolve().parents[4]
-
-
-@pytest.fixture
-def cli(
-    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[sessionmaker[Session]]:
-    monkeypatch.setattr("worker.cli.ops._session_factory", lambda: session_factory)
-    monkeypatch.delenv("MEDSEG_OPERATOR", raising=False)
-    get_settings.cache_clear()
-    yield session_factory
-    get_settings.cache_clear()
 
 
 def test_users_add_list_passwd_disable_as_a_subprocess(

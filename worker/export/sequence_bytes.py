@@ -1,13 +1,14 @@
-"""A multi-frame SEG's Per-Frame Functional Groups, encoded byte for byte as pydicom would.
+"""A dataset's sequences, encoded byte for byte as pydicom would, for ``save_atomic``.
 
 pydicom's writer spends some 35 µs on each data element (the encodings looked up again, every
-nested item checked for ambiguous VRs at each level above it, a buffer per element): a
-300-slice chest CT's two lungs make 540 frame items of about 10,000 elements, 0.36 s of the
-SEG's 0.38 s save on a 2-core AMD EPYC (Zen 3). The items hold a few value representations
-(codes, UIDs, positions, indices); ``encode_items`` writes those in explicit VR little endian
-with the lengths and padding pydicom writes, and gives up (None) on anything else, which
-pydicom then writes as before. tests/unit/worker/export/test_frame_groups.py holds the files
-equal, byte for byte, to pydicom's own for every model's SEG.
+nested item checked for ambiguous VRs at each level above it, a buffer per element). A
+300-slice chest CT's SEG holds 540 per-frame functional group items of about 10,000 elements
+(0.36 s of the SEG's 0.38 s save on a 2-core AMD EPYC, Zen 3); an SR's content tree is a few
+hundred items. The items hold a few value representations (codes, UIDs, numbers, text);
+``encode_items`` writes those in explicit VR little endian with the lengths and padding pydicom
+writes, and gives up (None) on anything else, which pydicom then writes as before.
+tests/unit/worker/export/test_sequence_bytes.py holds the files equal, byte for byte, to
+pydicom's own for every model's SEG and SR.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 PER_FRAME = 0x52009230  # Per-Frame Functional Groups Sequence
+CONTENT = 0x0040A730  # Content Sequence (SR)
 _ITEM = struct.pack("<HH", 0xFFFE, 0xE000)
 _ITEM_END = struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
 _SEQUENCE_END = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
@@ -135,37 +137,55 @@ def _explicit_little(ds: Dataset) -> bool:
     return syntax is not None and syntax.is_little_endian and not syntax.is_implicit_VR
 
 
+def _sequences(ds: Dataset) -> list[DataElement]:
+    """The top-level sequences worth encoding here: parsed, of defined length, not empty."""
+    found = []
+    tags: list[BaseTag] = sorted(ds.keys())  # iterating a Dataset would parse raw elements
+    for tag in tags:
+        element = ds.get_item(tag)
+        if (
+            isinstance(element, DataElement)
+            and element.VR == "SQ"
+            and not element.is_undefined_length
+            and len(element.value) > 0
+        ):
+            found.append(element)
+    return found
+
+
 @contextlib.contextmanager
 def pre_encoded(ds: Dataset) -> Iterator[None]:
-    """While saving ``ds``: its Per-Frame Functional Groups as encoded bytes, which pydicom
-    writes as they are. Left to pydicom unless the dataset is explicit VR little endian and
-    every item is of what ``encode_items`` writes.
+    """While saving ``ds``: each of its top-level sequences that ``encode_items`` writes as
+    encoded bytes, which pydicom writes as they are; the rest is pydicom's. Left to pydicom
+    altogether unless the dataset is explicit VR little endian.
 
     pydicom's save first resolves the ambiguous VRs of a dataset it did not read, all levels
     down (a SEG's Pixel Data is "OB or OW" until then); with the encoding set as if read it
     would skip that, so its correction is run here first, as the save would have."""
-    element = ds.get_item(PER_FRAME)
-    if (
-        not isinstance(element, DataElement)
-        or element.is_undefined_length
-        or not _explicit_little(ds)
-    ):
+    sequences = _sequences(ds) if _explicit_little(ds) else []
+    if not sequences:
         yield
         return
     correct_ambiguous_vr(ds, True)
-    encoded = encode_items(element.value)
-    if encoded is None:
+    swapped: list[DataElement] = []
+    for element in sequences:
+        encoded = encode_items(element.value)
+        if encoded is not None:
+            swapped.append(element)
+            ds[element.tag] = RawDataElement(
+                element.tag, "SQ", len(encoded), encoded, 0, False, True
+            )
+    if not swapped:
         yield
         return
     read = ds.original_encoding
     read_charset = ds.original_character_set
-    raw = RawDataElement(element.tag, "SQ", len(encoded), encoded, 0, False, True)
-    ds[element.tag] = raw
     # As if read in this encoding: pydicom writes a raw element's bytes as they are rather than
     # decoding it again to re-encode it.
     ds.set_original_encoding(False, True, ds._character_set)
     try:
         yield
     finally:
-        ds[element.tag] = element
+        for element in swapped:
+            ds[element.tag] = element
         ds.set_original_encoding(read[0], read[1], read_charset)

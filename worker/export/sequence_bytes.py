@@ -142,7 +142,7 @@ def _sequences(ds: Dataset) -> list[DataElement]:
     found = []
     tags: list[BaseTag] = sorted(ds.keys())  # iterating a Dataset would parse raw elements
     for tag in tags:
-        element = ds.get_item(tag)
+        element = ds.get_item(tag, keep_deferred=True)
         if (
             isinstance(element, DataElement)
             and element.VR == "SQ"

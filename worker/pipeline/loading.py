@@ -126,9 +126,17 @@ def read_headers(paths: Iterable[Path]) -> tuple[dict[str, list[Path]], list[tup
     return dict(groups), skipped
 
 
+#: Values larger than this (the pixel data of all but the smallest images) are left in the
+#: file when the headers are read, and read from it when first used: decoding a series then
+#: reads each file's pixels, where reading every file again parsed its header a second time
+#: (about a third of the decode stage of a 300-slice CT, docs/performance.md).
+DEFER_BYTES = 16 * 1024
+
+
 @dataclass
 class SeriesHeaders:
-    """One series' headers (no pixel data), one file per SOP instance."""
+    """One series' headers, one file per SOP instance: every element parsed, the large values
+    (pixel data) deferred, read from the file when decoded."""
 
     paths: list[Path]
     headers: list[Dataset]
@@ -182,7 +190,7 @@ def _read_series(paths: Sequence[Path]) -> SeriesHeaders:
     items: list[tuple[Path, Dataset]] = []
     for path in paths:
         try:
-            items.append((path, pydicom.dcmread(path, stop_before_pixels=True)))
+            items.append((path, pydicom.dcmread(path, defer_size=DEFER_BYTES)))
         except (InvalidDicomError, OSError, ValueError) as exc:
             raise InputError(f"{path.name}: not readable DICOM ({exc})") from exc
     series = defaultdict(list)
@@ -329,6 +337,20 @@ def _decode_all(datasets: Sequence[Dataset]) -> npt.NDArray[np.float32]:
     return stacked
 
 
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float and Double Float
+
+
+def _with_pixels(path: Path, header: Dataset) -> Dataset:
+    """The instance with its pixel data: the header itself where it holds the pixel data
+    (deferred: read from the file on first use), else the file read again in full."""
+    if any(tag in header for tag in _PIXEL_TAGS):
+        return header
+    try:
+        return pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, ValueError) as exc:
+        raise InputError(f"{path.name}: not readable DICOM ({exc})") from exc
+
+
 def _planes_of(headers: Sequence[Dataset]) -> tuple[list[FramePlane] | None, str]:
     planes: list[FramePlane] = []
     for ds in headers:
@@ -378,12 +400,7 @@ def _decode_series(headers: SeriesHeaders) -> LoadedSeries:
             pairs = [pairs[i] for i in order]
     elif planes is None:
         pairs.sort(key=lambda item: (_instance_number(item[1]), item[0].name))
-    datasets: list[Dataset] = []
-    for path, _ in pairs:
-        try:
-            datasets.append(pydicom.dcmread(path))
-        except (InvalidDicomError, OSError, ValueError) as exc:
-            raise InputError(f"{path.name}: not readable DICOM ({exc})") from exc
+    datasets = [_with_pixels(path, header) for path, header in pairs]
     empty_invalid_demographics(datasets)  # never fatal: see demographics.py
     add_missing_type2(datasets)  # real modalities omit type 2 attributes; results need them
     stacked = _decode_all(datasets)

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom import Dataset
 from pydicom.pixels.processing import apply_modality_lut
@@ -78,3 +80,34 @@ def test_fewer_frames_than_the_headers_announce_are_refused() -> None:
     ds.NumberOfFrames = 2  # two frames announced, one stored
     with pytest.raises(InputError, match="cannot decode pixel data"):
         loading._decode_all([ds])
+
+
+def test_each_file_is_parsed_once_its_pixels_read_when_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = chest_series(tmp_path, seed=3, slices=4)  # 128², 32 KB a slice: deferred
+    reads: list[Path] = []
+    dcmread = pydicom.dcmread
+
+    def counted(path: Path, **kwargs: Any) -> Dataset:
+        reads.append(Path(path))
+        return dcmread(path, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counted)
+    headers = loading.read_series(paths)
+    deferred = [ds.get_item(0x7FE00010, keep_deferred=True) for ds in headers.headers]
+    assert all(element.value is None for element in deferred)  # in the file until decoded
+    series = loading.decode_series(headers)
+    assert sorted(reads) == sorted(paths)  # once each
+    expected = np.stack([_reference(dcmread(p)) for p in sorted(paths)])
+    np.testing.assert_array_equal(np.sort(series.frames, axis=0), np.sort(expected, axis=0))
+
+
+def test_a_file_gone_between_its_header_and_its_pixels_is_an_input_error(
+    tmp_path: Path,
+) -> None:
+    paths = chest_series(tmp_path, seed=3, slices=4)
+    headers = loading.read_series(paths)
+    paths[1].unlink()
+    with pytest.raises(InputError, match=f"cannot decode pixel data: .*{paths[1].name}"):
+        loading.decode_series(headers)

@@ -167,25 +167,21 @@ def pre_encoded(ds: Dataset) -> Iterator[None]:
         yield
         return
     correct_ambiguous_vr(ds, True)
-    swapped: list[DataElement] = []
-    for element in sequences:
-        encoded = encode_items(element.value)
-        if encoded is not None:
-            swapped.append(element)
-            ds[element.tag] = RawDataElement(
-                element.tag, "SQ", len(encoded), encoded, 0, False, True
-            )
+    encoded = [(element, encode_items(element.value)) for element in sequences]
+    swapped = [(element, raw) for element, raw in encoded if raw is not None]
     if not swapped:
         yield
         return
     read = ds.original_encoding
     read_charset = ds.original_character_set
-    # As if read in this encoding: pydicom writes a raw element's bytes as they are rather than
-    # decoding it again to re-encode it.
-    ds.set_original_encoding(False, True, ds._character_set)
     try:
+        for element, raw in swapped:
+            ds[element.tag] = RawDataElement(element.tag, "SQ", len(raw), raw, 0, False, True)
+        # As if read in this encoding: pydicom writes a raw element's bytes as they are rather
+        # than decoding it again to re-encode it.
+        ds.set_original_encoding(False, True, ds._character_set)
         yield
     finally:
-        for element in swapped:
+        for element, _ in swapped:
             ds[element.tag] = element
         ds.set_original_encoding(read[0], read[1], read_charset)

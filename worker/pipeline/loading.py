@@ -32,6 +32,7 @@ from worker.pipeline.geometry import (
     stack_geometry,
     stack_order,
 )
+from worker.pipeline.native_pixels import native_pixels
 
 if TYPE_CHECKING:
     from worker.ops.dating import Dating
@@ -229,7 +230,8 @@ def _to_grey(pixels: npt.NDArray[Any], ds: Dataset) -> npt.NDArray[Any]:
 
 def _decode(ds: Dataset) -> npt.NDArray[np.float32]:
     try:
-        pixels = ds.pixel_array
+        pixels = native_pixels(ds)
+        pixels = ds.pixel_array if pixels is None else pixels
     except Exception as exc:  # decoders raise many types on damaged or unsupported data
         raise InputError(f"cannot decode pixel data: {exc}") from exc
     exact = _integral_rescale(pixels, ds)

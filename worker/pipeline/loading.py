@@ -130,7 +130,7 @@ def read_headers(paths: Iterable[Path]) -> tuple[dict[str, list[Path]], list[tup
 #: Values larger than this (the pixel data of all but the smallest images) are left in the
 #: file when the headers are read, and read from it when first used: decoding a series then
 #: reads each file's pixels, where reading every file again parsed its header a second time
-#: (about a third of the decode stage of a 300-slice CT, docs/performance.md).
+#: (with native_pixels, the 300-slice CT's decoding about halved: docs/performance.md).
 DEFER_BYTES = 16 * 1024
 
 

@@ -67,9 +67,19 @@ def test_a_source_outside_the_allowlist_gets_associate_rj(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = gateway_for(["10.0.0.0/8"])
+    # pynetdicom's requestor now and then reports an abort for an RJ that the close of the
+    # connection follows at once (10 and 17 of 300 refusals on a loaded 2-core machine, where
+    # DCMTK's echoscu read the RJ 300 times of 300 from the same gateway: its test is below).
+    # What is asked here: a rejection within three tries, and never an association.
+    outcomes = []
     with caplog.at_level(logging.WARNING, logger="dicom_gateway.access"):
-        assoc = _associate(settings.port)
-    assert assoc.is_rejected
+        for _ in range(3):
+            assoc = _associate(settings.port)
+            outcomes.append((assoc.is_rejected, assoc.is_established))
+            if assoc.is_rejected:
+                break
+    assert outcomes[-1][0], outcomes
+    assert not any(established for _, established in outcomes)
     assert "source address 127.0.0.1 is not allowed" in caplog.text
 
 

@@ -8,28 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import pydicom.data
 import pytest
 from pydicom.uid import ExplicitVRBigEndian, RLELossless
 
 from tests.support.factories import chest_series
+from tests.support.pydicom_files import installed_test_files
 from worker.pipeline.native_pixels import native_pixels
-
-
-def _test_files() -> list[Path]:
-    folders = [Path(pydicom.data.__file__).parent / "test_files"]
-    try:
-        import data_store  # pydicom-data
-
-        folders.append(Path(data_store.__file__).parent / "data")
-    except ImportError:
-        pass
-    return sorted(p for folder in folders for p in folder.rglob("*.dcm") if p.is_file())
 
 
 def test_every_test_file_it_reads_is_read_as_pydicom_reads_it() -> None:
     taken = left = 0
-    for path in _test_files():
+    for path in installed_test_files():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:

@@ -8,31 +8,16 @@ themselves run in test_real_dicom.py on the files they take."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pydicom.data
 import pytest
 
+from tests.support.pydicom_files import installed_test_files
 from worker.core.errors import MedsegError, SkippedError
 from worker.pipeline.loading import decode_series, read_headers
 from worker.pipeline.run import read_and_route
 
 
-def _all_test_files() -> list[Path]:
-    """The installed files only (``get_testdata_files`` would try to download the rest)."""
-    folders = [Path(pydicom.data.__file__).parent / "test_files"]
-    try:
-        import data_store  # pydicom-data
-
-        folders.append(Path(data_store.__file__).parent / "data")
-    except ImportError:
-        pass
-    files = sorted({p for folder in folders for p in folder.rglob("*") if p.is_file()})
-    return [p for p in files if p.suffix.lower() not in (".py", ".txt", ".gz", ".json", ".pyc")]
-
-
 def test_every_test_file_ends_with_a_model_or_a_clear_reason() -> None:
-    files = _all_test_files()
+    files = installed_test_files()
     if len(files) < 100:
         pytest.skip("pydicom-data is not installed: too few test files")
     groups, unreadable = read_headers(files)

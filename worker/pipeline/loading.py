@@ -339,20 +339,6 @@ def _decode_all(datasets: Sequence[Dataset]) -> npt.NDArray[np.float32]:
     return stacked
 
 
-_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float and Double Float
-
-
-def _with_pixels(path: Path, header: Dataset) -> Dataset:
-    """The instance with its pixel data: the header itself where it holds the pixel data
-    (deferred: read from the file on first use), else the file read again in full."""
-    if any(tag in header for tag in _PIXEL_TAGS):
-        return header
-    try:
-        return pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, ValueError) as exc:
-        raise InputError(f"{path.name}: not readable DICOM ({exc})") from exc
-
-
 def _planes_of(headers: Sequence[Dataset]) -> tuple[list[FramePlane] | None, str]:
     planes: list[FramePlane] = []
     for ds in headers:
@@ -402,7 +388,7 @@ def _decode_series(headers: SeriesHeaders) -> LoadedSeries:
             pairs = [pairs[i] for i in order]
     elif planes is None:
         pairs.sort(key=lambda item: (_instance_number(item[1]), item[0].name))
-    datasets = [_with_pixels(path, header) for path, header in pairs]
+    datasets = [header for _, header in pairs]  # their pixel data read from the file when decoded
     empty_invalid_demographics(datasets)  # never fatal: see demographics.py
     add_missing_type2(datasets)  # real modalities omit type 2 attributes; results need them
     stacked = _decode_all(datasets)

@@ -24,8 +24,6 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
-PER_FRAME = 0x52009230  # Per-Frame Functional Groups Sequence
-CONTENT = 0x0040A730  # Content Sequence (SR)
 _ITEM = struct.pack("<HH", 0xFFFE, 0xE000)
 _ITEM_END = struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
 _SEQUENCE_END = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)

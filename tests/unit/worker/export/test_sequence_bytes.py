@@ -18,12 +18,15 @@ from tests.support.tools import dciodvfy_errors
 from worker.core.registry import get_spec
 from worker.export import sequence_bytes
 from worker.export.seg import build_seg, save_atomic, write_seg
-from worker.export.sequence_bytes import CONTENT, PER_FRAME, encode_items
+from worker.export.sequence_bytes import encode_items
 from worker.export.sr import build_sr, write_sr
 from worker.models.fetal_head.us_dicom import write_us_phantom
 from worker.models.lung_ct.phantoms import write_chest_series
 from worker.models.lung_ct_threshold.serve import SPEC
 from worker.pipeline.loading import load_series
+
+PER_FRAME = 0x52009230  # Per-Frame Functional Groups Sequence
+CONTENT = 0x0040A730  # Content Sequence (SR)
 
 
 def _pydicom(ds: Dataset) -> bytes:

@@ -91,7 +91,8 @@ def build(config: dict[str, Any], source: str = "checkpoint") -> nn.Module:
     arch = config.get("arch")
     base, depth = int(config["base"]), int(config["depth"])
     if arch == "unet":
-        return UNet(in_channels=1, out_channels=1, base=base, depth=depth)
+        channels = int(config.get("in_channels", 1))  # > 1: a slice with its neighbours
+        return UNet(in_channels=channels, out_channels=1, base=base, depth=depth)
     if arch == "unet-ensemble":
         return UNetEnsemble(int(config["members"]), base=base, depth=depth)
     raise CheckpointError(f"{source}: unknown architecture {arch!r}")

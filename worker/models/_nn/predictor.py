@@ -20,10 +20,14 @@ logger = logging.getLogger(__name__)
 
 
 def preprocess(image: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.float32]:
-    """Greyscale uint8 → network input (rows, columns) = ``size``, zero mean, unit-ish scale."""
+    """Greyscale uint8 → network input (rows, columns) = ``size``, zero mean, unit-ish scale.
+    A frame of several channels (rows, columns, channels: a slice with its neighbours) comes
+    back channels first."""
     rows, cols = size
     resized = cv2.resize(image, (cols, rows), interpolation=cv2.INTER_AREA).astype(np.float32)
     out: npt.NDArray[np.float32] = (resized / 255.0 - 0.25) / 0.25
+    if out.ndim == 3:
+        out = np.ascontiguousarray(out.transpose(2, 0, 1))
     return out
 
 
@@ -42,6 +46,8 @@ class UNetPredictor:
         self.batch_size = batch_size or (1 if device == "cpu" else 16)
         config: dict[str, Any] = self.metadata["config"]
         self.input_size = (int(config["input_rows"]), int(config["input_cols"]))
+        #: Channels per frame: 1, or a slice with its neighbours (frames (rows, cols, channels)).
+        self.in_channels = int(config.get("in_channels", 1))
         self.sha256: str = self.metadata["sha256"]
 
     def prepare(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
@@ -53,7 +59,9 @@ class UNetPredictor:
         """Probability maps at the network's input size, ``batch_size`` frames per pass."""
         out: list[npt.NDArray[np.float32]] = []
         for start in range(0, len(inputs), self.batch_size):
-            batch = np.stack(inputs[start : start + self.batch_size])[:, None]
+            batch = np.stack(inputs[start : start + self.batch_size])
+            if batch.ndim == 3:  # one channel
+                batch = batch[:, None]
             x = torch.from_numpy(batch).to(self.device, memory_format=self.memory_format)
             logits = self.model(x)
             out.extend(torch.sigmoid(logits.float())[:, 0].cpu().numpy())

@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from worker.models._nn.metrics import dice
 from worker.models._nn.predictor import UNetPredictor
+from worker.models.fetal_brain.context import with_context
 from worker.models.fetal_brain.convention import of_checkpoint
 from worker.pipeline.geometry import VolumeGeometry
 
@@ -169,13 +170,24 @@ class StackPrediction:
     cut_share: float = 0.0
 
 
+def frames_of(
+    predictor: UNetPredictor, stack: npt.NDArray[np.uint8]
+) -> list[npt.NDArray[np.uint8]]:
+    """The stack's slices as the network takes them: alone, or (rows, cols, channels) with
+    their neighbours when the checkpoint was trained so (``context.py``)."""
+    if predictor.in_channels == 1:
+        return list(np.ascontiguousarray(stack))
+    wide = with_context(stack, predictor.in_channels // 2).transpose(0, 2, 3, 1)
+    return list(np.ascontiguousarray(wide))
+
+
 def stack_probabilities(
     predictor: UNetPredictor, stack: npt.NDArray[np.uint8], flips: bool
 ) -> npt.NDArray[np.float32]:
     """Per-slice probabilities, averaged over the four flips when ``flips``."""
 
     def run(frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        return np.stack(predictor.probabilities(list(np.ascontiguousarray(frames))))
+        return np.stack(predictor.probabilities(frames_of(predictor, frames)))
 
     probabilities = run(stack)
     if not flips:

@@ -36,6 +36,7 @@ from worker.models._nn.metrics import dice
 from worker.models._nn.train import loss_fn, normalise
 from worker.models._nn.unet import UNet
 from worker.models.fetal_brain.atlas import LabelBank, load_bank
+from worker.models.fetal_brain.context import neighbour_indices, widen_first_layer, with_context
 from worker.models.fetal_brain.synth import BrainBank, SynthConfig, synthesise
 from worker.models.fetal_brain.textures import TextureBank, load_textures, pack_textures
 
@@ -82,6 +83,13 @@ class SynthTrainConfig:
     # bf16 autocast where the device computes in bf16 natively (hardware.bf16_native: a CUDA
     # GPU of compute capability 8.0+, or a CPU with AMX/AVX512-BF16); fp32 elsewhere.
     bf16: bool = True
+    # > 0: each slice goes in with this many neighbours on either side as further channels
+    # (``context.py``), so the network sees what goes on through the plane.
+    context: int = 0
+
+    @property
+    def in_channels(self) -> int:
+        return 2 * self.context + 1
 
 
 def cpu_config(max_seconds: float) -> SynthTrainConfig:
@@ -234,11 +242,12 @@ def lr_at(fraction: float, peak: float, warmup: float) -> float:
 
 
 @torch.no_grad()
-def _probabilities(model: UNet, slices: torch.Tensor, amp: bool) -> torch.Tensor:
-    """Sigmoid outputs for (n, rows, cols) slices in [0, 1]."""
+def _probabilities(model: UNet, slices: torch.Tensor, amp: bool, context: int = 0) -> torch.Tensor:
+    """Sigmoid outputs for (n, rows, cols) slices in [0, 1] (with ``context`` neighbours)."""
     out = []
+    inputs = with_context(slices, context)
     for start in range(0, len(slices), 32):
-        x = normalise(slices[start : start + 32, None].float())
+        x = normalise(inputs[start : start + 32].float())
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             out.append(torch.sigmoid(model(x).float())[:, 0])
     return torch.cat(out)
@@ -260,6 +269,7 @@ class Validator:
         self.amp = amp
         self.size = (config.validation_synth.rows, config.validation_synth.cols)
         self.window_mm = config.window_mm
+        self.context = config.context
 
     def score(self, model: UNet) -> dict[str, Any]:
         from worker.models.fetal_brain.predict import clean_volume
@@ -267,7 +277,7 @@ class Validator:
         model.eval()
         synth = []
         for images, truth in self.synthetic:
-            prob = _probabilities(model, images, self.amp).cpu().numpy()
+            prob = _probabilities(model, images, self.amp, self.context).cpu().numpy()
             synth.append(dice(clean_volume(prob), truth))
         real = {n: self._score_real(model, i, t, sp) for n, i, t, sp in self.real}
         model.train()
@@ -297,10 +307,11 @@ class Validator:
         )
 
         device = next(model.parameters()).device
+        context = self.context
 
         def predict(stack: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-            inputs = np.stack([preprocess(s, self.size) for s in stack])
-            x = torch.from_numpy(inputs[:, None]).to(device, memory_format=memory_format(device))
+            inputs = with_context(np.stack([preprocess(s, self.size) for s in stack]), context)
+            x = torch.from_numpy(inputs).to(device, memory_format=memory_format(device))
             with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=self.amp):
                 small = torch.sigmoid(model(x).float())[:, 0].cpu().numpy()
             return np.stack([full_size(p, stack.shape[1:]) for p in small])
@@ -327,7 +338,9 @@ class Validator:
 
 
 def _model_config(config: SynthTrainConfig) -> dict[str, Any]:
+    channels = {"in_channels": config.in_channels} if config.context else {}
     return {
+        **channels,
         "arch": "unet",
         "base": config.base,
         "depth": config.depth,
@@ -374,7 +387,8 @@ class PhantomPool:
             torch.randint(0, self.images.shape[2] - cols + 1, (1,), generator=gen, device=dev)
         )
         crop = (slice(None), slice(top, top + rows), slice(left, left + cols))
-        px = self.images[idx][crop].float()[:, None] / 255
+        # A phantom is one slice: it stands in for its own neighbours (a still fetus).
+        px = self.images[idx][crop].float()[:, None].expand(-1, x.shape[1], -1, -1) / 255
         py = self.masks[idx][crop].float()[:, None] / 255
         return torch.cat([px, x[count:]]), torch.cat([py, y[count:]])
 
@@ -401,7 +415,11 @@ class _Batches:
             batch = synthesise(
                 self.bank, gen, config.stacks_per_step, config.synth, textures=self.textures
             )
-            self.x = batch.images.reshape(-1, 1, *batch.images.shape[2:])
+            # (stacks, slices, ...) to (stacks x slices, channels, ...): each slice with its
+            # neighbours in its own stack.
+            idx = torch.from_numpy(neighbour_indices(batch.images.shape[1], config.context))
+            images = batch.images[:, idx.to(batch.images.device)]
+            self.x = images.reshape(-1, config.in_channels, *batch.images.shape[2:])
             self.y = batch.brain.reshape(-1, 1, *batch.brain.shape[2:])
         else:
             self.x = self.x.flip(-1).transpose(-1, -2)
@@ -463,9 +481,9 @@ def train(
     amp = config.bf16 and bf16_native(device)
     logger.info("bf16 autocast: %s", "on" if amp else f"off ({precision_reason(config, device)})")
     validator = Validator(BrainBank(bank.select(held_out), device), config, real or [], amp)
-    model = placed(UNet(base=config.base, depth=config.depth), device)
+    model = placed(UNet(config.in_channels, base=config.base, depth=config.depth), device)
     if init is not None:
-        model.load_state_dict(init)
+        model.load_state_dict(widen_first_layer(init, model.state_dict()))
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     kept = _Kept(model, config)
     gen = torch.Generator(device=device).manual_seed(config.seed)
@@ -591,6 +609,7 @@ def _metadata(
             f"batch {config.batch_size} slices from {config.stacks_per_step} fresh stacks"
         ),
         "ema_decay": config.ema_decay,
+        "context_slices": config.context,
         "device": device,
         "precision": "bf16 autocast" if amp else "fp32",
         "torch": torch.__version__,
@@ -637,6 +656,7 @@ def _config(args: argparse.Namespace) -> SynthTrainConfig:
     config.seed = args.seed  # every recipe (the named ones ignored it before)
     config.ema_decay, config.ema_start = args.ema, args.ema_start
     config.bf16 = not args.fp32
+    config.context = args.context
     if args.validate_every_s:
         config.validate_every_s = args.validate_every_s
     config.synth = replace(config.synth, real_brain_fraction=args.real_brain_fraction)
@@ -713,6 +733,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--trunk-texture-fraction", type=float, help="stacks with a real trunk")
     parser.add_argument(
         "--placenta-texture-fraction", type=float, help="stacks with a real-textured placenta"
+    )
+    parser.add_argument(
+        "--context", type=int, default=0, help="neighbouring slices each side as channels"
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(

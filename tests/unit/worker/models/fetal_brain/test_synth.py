@@ -178,8 +178,9 @@ def test_stack_order_takes_the_thick_axis_as_slices() -> None:
     assert stack_order([1.1, 4.0, 1.1]) == (1, 2, 0)
 
 
+@pytest.mark.parametrize("context", [0, 1])
 def test_training_on_synthetic_stacks_saves_a_servable_checkpoint(
-    bank: LabelBank, tmp_path: Path
+    bank: LabelBank, tmp_path: Path, context: int
 ) -> None:
     small = SynthConfig(rows=32, cols=32, slices=(3, 4))
     config = SynthTrainConfig(
@@ -193,6 +194,7 @@ def test_training_on_synthetic_stacks_saves_a_servable_checkpoint(
         reuse=2,
         synth=small,
         validation_synth=small,
+        context=context,  # 1: each slice with its neighbours as channels (context.py)
     )
     # A "real" stack in the pack layout, scored at every validation.
     real = tmp_path / "real.npz"
@@ -216,7 +218,7 @@ def test_training_on_synthetic_stacks_saves_a_servable_checkpoint(
     )
     assert float(mixed_y[:2].min()) == 1.0 and float(mixed_y[2:].max()) == 0.0
     assert mixed_x.shape == (8, 1, 32, 32)
-    start = UNet(base=4, depth=2).state_dict()
+    start = UNet(base=4, depth=2).state_dict()  # one channel: widened when context > 0
     out = tmp_path / "brain.pt"
     config.phantom_fraction = 0.25
     # Real anatomy from a small CT of soft tissue in half of the training stacks.
@@ -235,7 +237,9 @@ def test_training_on_synthetic_stacks_saves_a_servable_checkpoint(
     assert "s1" in meta["best"]["real"]
     model, loaded = checkpoint.load(out, "cpu")
     assert loaded["sha256"] == meta["sha256"] and loaded["config"]["input_rows"] == 32
-    assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+    assert loaded["config"].get("in_channels", 1) == 2 * context + 1
+    assert meta["context_slices"] == context
+    assert model(torch.zeros(1, 2 * context + 1, 32, 32)).shape == (1, 1, 32, 32)
 
 
 def test_the_kept_weights_can_be_an_average_of_the_trajectory() -> None:

@@ -22,6 +22,9 @@
 #       ~/.cache/medseg/data/lung1_image.nrrd ~/.cache/medseg/data/lung2_image.nrrd \
 #       --out .packs/textures.npz
 #   EXTRA="--textures .packs/textures.npz --texture-fraction 0.6 --trunk-texture-fraction 0.5"
+# Optional, each slice with its neighbours as channels (context.py; no gain on a CPU,
+# docs/fetal-brain.md, "a slice's neighbours"): add "--context 1" to EXTRA; score_pairs serves
+# such checkpoints with the same neighbours.
 #
 # OUT receives 8 files (the most a rented machine gives back): first.pt, refine.pt and
 # locator.pt with their .json (sha256, history with the real stacks' Dice at every

@@ -78,6 +78,8 @@ class _Echo:
     """A predictor stand-in whose 'probability' is the frame itself over 255: a flip
     average of a symmetric operation gives the same map back."""
 
+    in_channels = 1  # one slice at a time (UNetPredictor's, from its checkpoint)
+
     def __init__(self) -> None:
         self.metadata: dict[str, Any] = {"postprocess": {"flips": True, "core_mm": 6.0}}
 
@@ -124,6 +126,8 @@ def test_a_window_is_cut_around_the_centre_padded_beyond_the_field_and_pasted_ba
 
 class _Window:
     """A second stage that marks every pixel of the window it is given but its border."""
+
+    in_channels = 1
 
     def __init__(self) -> None:
         self.metadata: dict[str, Any] = {}

@@ -24,10 +24,11 @@ def preprocess(image: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArr
     A frame of several channels (rows, columns, channels: a slice with its neighbours) comes
     back channels first."""
     rows, cols = size
+    if image.ndim == 3:  # channel by channel: OpenCV resizes at most 4 channels at once
+        planes = [np.ascontiguousarray(image[..., k]) for k in range(image.shape[2])]
+        return np.stack([preprocess(plane, size) for plane in planes])
     resized = cv2.resize(image, (cols, rows), interpolation=cv2.INTER_AREA).astype(np.float32)
     out: npt.NDArray[np.float32] = (resized / 255.0 - 0.25) / 0.25
-    if out.ndim == 3:
-        out = np.ascontiguousarray(out.transpose(2, 0, 1))
     return out
 
 

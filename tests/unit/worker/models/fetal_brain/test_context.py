@@ -48,17 +48,21 @@ def test_a_context_checkpoint_is_served_with_the_neighbours_it_was_trained_on(
 ) -> None:
     torch.manual_seed(1)
     single = UNet(1, base=4, depth=2).eval()
-    wide = UNet(3, base=4, depth=2).eval()
+    wide, wider = UNet(3, base=4, depth=2).eval(), UNet(5, base=4, depth=2).eval()
     wide.load_state_dict(widen_first_layer(single.state_dict(), wide.state_dict()))
+    wider.load_state_dict(widen_first_layer(single.state_dict(), wider.state_dict()))
     checkpoint.save(single, CONFIG, {}, tmp_path / "single.pt")
     checkpoint.save(wide, {**CONFIG, "in_channels": 3}, {}, tmp_path / "wide.pt")
+    checkpoint.save(wider, {**CONFIG, "in_channels": 5}, {}, tmp_path / "wider.pt")
     one, three = UNetPredictor(tmp_path / "single.pt"), UNetPredictor(tmp_path / "wide.pt")
-    assert (one.in_channels, three.in_channels) == (1, 3)
+    five = UNetPredictor(tmp_path / "wider.pt")  # more channels than OpenCV resizes at once
+    assert (one.in_channels, three.in_channels, five.in_channels) == (1, 3, 5)
     stack = np.random.default_rng(2).integers(0, 255, (6, 40, 48), dtype=np.uint8)
     for flips in (False, True):
-        a, b = stack_probabilities(one, stack, flips), stack_probabilities(three, stack, flips)
-        assert a.shape == b.shape == (6, 40, 48)
-        np.testing.assert_allclose(a, b, atol=1e-5)
+        a = stack_probabilities(one, stack, flips)
+        assert a.shape == (6, 40, 48)
+        for other in (three, five):
+            np.testing.assert_allclose(a, stack_probabilities(other, stack, flips), atol=1e-5)
     # Trained further, the neighbours count: a stack whose slices differ serves differently.
     with torch.no_grad():
         wide.down[0][0].weight[:, 0] += 0.5

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 # Labels of the synthetic scene (1-8 are the atlas' brain tissues).
 BRAIN_LABELS = 8
+EXTRA_AXIAL_CSF = 4  # the atlas' label (FeTA order)
 SKULL, SCALP, FLUID, BODY_A, BODY_B, LIMBS, WALL, PLACENTA = range(9, 17)
 MATERNAL = (17, 18, 19, 20)
 FAT = 21
@@ -91,6 +92,12 @@ class SynthConfig:
     # volume and blur make that faint line here too.
     skull_mm: tuple[float, float] = (1.0, 3.5)
     scalp_mm: tuple[float, float] = (1.5, 5.0)
+    # A shell of extra-axial CSF (mm, drawn per stack) added round the atlas brain, inside
+    # the skull and counted as brain (the intracranial convention). The unoperated spina
+    # bifida atlases (21-25 weeks) have almost none (Chiari II effaces it: at 0.8 mm, 8-25 %
+    # of their surface is CSF against 85-97 % in the operated ones, which have 1.6-3.0 mm),
+    # while a normal fetus at mid-gestation has a few mm. (0, 0): none added.
+    extra_csf_mm: tuple[float, float] = (0.0, 0.0)
     # Real anatomy (``textures.py``, given to ``synthesise``): in this share of stacks the
     # mother's tissues are a real CT volume, at any angle and at ``texture_scale``, through a
     # random intensity curve; in ``trunk_texture_fraction`` of them the fetal trunk is one,
@@ -410,6 +417,16 @@ def _fetal_labels(
     outside_mm = bank.sample(bank.outside, atlas_ids, grid, "bilinear") * (
         DISTANCE_STEP_MM * mean_scale[:, None]
     )
+    t2 = None
+    if bank.intensity is not None:
+        t2 = bank.sample(bank.intensity, atlas_ids, grid, "bilinear")
+    if config.extra_csf_mm[1] > 0:  # drawn only when asked: the default stream is unchanged
+        csf_mm = _rand(gen, (s_count, 1), *config.extra_csf_mm)
+        shell = (brain == 0) & (outside_mm < csf_mm)
+        brain = torch.where(shell, EXTRA_AXIAL_CSF, brain)
+        if t2 is not None:  # the atlas' own T2 is 0 beyond its brain: CSF is its brightest
+            t2 = torch.where(shell, torch.full_like(t2, INTENSITY_SCALE), t2)
+        outside_mm = outside_mm - csf_mm  # the skull and scalp begin beyond the shell
     skull_mm = _rand(gen, (s_count, 1), *config.skull_mm)
     scalp_mm = skull_mm + _rand(gen, (s_count, 1), *config.scalp_mm)
     down = torch.tensor([0.0, 0.0, -1.0], device=dev)
@@ -438,9 +455,6 @@ def _fetal_labels(
     if config.face_fraction > 0:
         face = _face(gen, brain_mm, bank.half_mm[atlas_ids], config.face_fraction)
         other = torch.where((face > 0) & (outside_mm >= skull_mm), face, other)
-    t2 = None
-    if bank.intensity is not None:
-        t2 = bank.sample(bank.intensity, atlas_ids, grid, "bilinear")
     return brain, other, t2
 
 

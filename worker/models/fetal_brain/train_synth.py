@@ -675,6 +675,9 @@ def _config(args: argparse.Namespace) -> SynthTrainConfig:
         config.synth = replace(config.synth, skull_mm=(args.skull_mm[0], args.skull_mm[1]))
     if args.scalp_mm is not None:
         config.synth = replace(config.synth, scalp_mm=(args.scalp_mm[0], args.scalp_mm[1]))
+    if args.extra_csf_mm is not None:
+        low, high = args.extra_csf_mm
+        config.synth = replace(config.synth, extra_csf_mm=(low, high))
     return config
 
 
@@ -720,6 +723,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--scalp-mm", type=float, nargs=2, metavar=("MIN", "MAX"), help="scalp thickness range"
+    )
+    parser.add_argument(
+        "--extra-csf-mm",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="a shell of extra-axial CSF added round the atlas brain (synth.py)",
     )
     parser.add_argument("--textures", type=Path, help="real CT volumes .npz (--pack-textures)")
     parser.add_argument(

@@ -386,3 +386,33 @@ def test_the_face_never_covers_the_brain_or_its_skull(bank: LabelBank) -> None:
     assert int(eyes.sum()) > 20 and int(face.sum()) > 100
     skull0 = (other0 == SKULL) & (brain0 == 0)
     assert torch.equal(skull0, skull0 & (other == SKULL))
+
+
+def test_an_extra_axial_csf_shell_widens_the_brain_inside_the_skull(bank: LabelBank) -> None:
+    """``extra_csf_mm``: the atlas brain as it is, a shell of its extra-axial CSF label round
+    it counted as brain, and the skull beyond the shell (the unoperated atlases have
+    almost no CSF rim, a normal mid-gestation fetus a few mm)."""
+    from worker.models.fetal_brain.synth import (
+        EXTRA_AXIAL_CSF,
+        SKULL,
+        _fetal_labels,
+        _stack_points,
+    )
+
+    brains = BrainBank(bank, "cpu")
+    out = []
+    for csf in ((0.0, 0.0), (3.0, 3.0)):
+        config = SynthConfig(rows=48, cols=48, slices=(8, 8), pixel_mm=(2.0, 2.0),
+                             extra_csf_mm=csf)  # fmt: skip
+        gen = torch.Generator().manual_seed(7)
+        points = _stack_points(gen, 2, 8, config)
+        brain, other, _ = _fetal_labels(brains, gen, points.fetal, torch.tensor([0, 1]), config)
+        out.append((brain, other))
+    (plain, _), (widened, other) = out
+    atlas = plain > 0
+    assert torch.equal(widened[atlas], plain[atlas])  # the atlas brain unchanged
+    shell = (widened > 0) & ~atlas
+    assert int(shell.sum()) > 0.1 * int(atlas.sum())
+    assert bool((widened[shell] == EXTRA_AXIAL_CSF).all())
+    skull = (other == SKULL) & (widened == 0)
+    assert int(skull.sum()) > 0  # a skull still, beyond the shell

@@ -28,11 +28,13 @@ def neighbour_indices(count: int, context: int) -> npt.NDArray[np.int64]:
 
 def with_context(stack: Slices, context: int) -> Slices:
     """A stack (slices, rows, cols) as (slices, 2 * context + 1, rows, cols), the slice itself
-    in the middle channel; ``context`` 0 adds the channel axis alone."""
-    idx = neighbour_indices(len(stack), context)
+    in the middle channel; ``context`` 0 adds the channel axis alone. Leading axes (a batch
+    of stacks, (stacks, slices, rows, cols)) are kept: each slice takes its own stack's
+    neighbours."""
+    idx = neighbour_indices(stack.shape[-3], context)
     if isinstance(stack, torch.Tensor):
-        return stack[torch.from_numpy(idx).to(stack.device)]
-    return stack[idx]
+        return stack[..., torch.from_numpy(idx).to(stack.device), :, :]
+    return stack[..., idx, :, :]
 
 
 def widen_first_layer(

@@ -36,7 +36,7 @@ from worker.models._nn.metrics import dice
 from worker.models._nn.train import loss_fn, normalise
 from worker.models._nn.unet import UNet
 from worker.models.fetal_brain.atlas import LabelBank, load_bank
-from worker.models.fetal_brain.context import neighbour_indices, widen_first_layer, with_context
+from worker.models.fetal_brain.context import widen_first_layer, with_context
 from worker.models.fetal_brain.synth import BrainBank, SynthConfig, synthesise
 from worker.models.fetal_brain.textures import TextureBank, load_textures, pack_textures
 
@@ -307,10 +307,10 @@ class Validator:
         )
 
         device = next(model.parameters()).device
-        context = self.context
 
         def predict(stack: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-            inputs = with_context(np.stack([preprocess(s, self.size) for s in stack]), context)
+            inputs = np.stack([preprocess(s, self.size) for s in stack])
+            inputs = with_context(inputs, self.context)
             x = torch.from_numpy(inputs).to(device, memory_format=memory_format(device))
             with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=self.amp):
                 small = torch.sigmoid(model(x).float())[:, 0].cpu().numpy()
@@ -417,8 +417,7 @@ class _Batches:
             )
             # (stacks, slices, ...) to (stacks x slices, channels, ...): each slice with its
             # neighbours in its own stack.
-            idx = torch.from_numpy(neighbour_indices(batch.images.shape[1], config.context))
-            images = batch.images[:, idx.to(batch.images.device)]
+            images = with_context(batch.images, config.context)
             self.x = images.reshape(-1, config.in_channels, *batch.images.shape[2:])
             self.y = batch.brain.reshape(-1, 1, *batch.brain.shape[2:])
         else:

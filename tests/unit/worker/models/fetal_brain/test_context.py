@@ -32,6 +32,12 @@ def test_numpy_and_torch_stacks_get_the_same_channels() -> None:
     assert (wide[0, 0] == stack[0]).all() and (wide[-1, 2] == stack[-1]).all()
     assert torch.equal(with_context(torch.from_numpy(stack), 1), torch.from_numpy(wide))
     assert with_context(stack, 0).shape == (4, 1, 2, 3)
+    # A batch of stacks: each slice takes its own stack's neighbours, never the next stack's.
+    batch = np.stack([stack, stack + 100])
+    assert (with_context(batch, 1) == np.stack([wide, wide + 100])).all()
+    assert torch.equal(
+        with_context(torch.from_numpy(batch), 1), torch.from_numpy(with_context(batch, 1))
+    )
 
 
 def test_a_widened_network_computes_what_the_single_channel_one_did() -> None:
